@@ -1,0 +1,3 @@
+//! Sync contexts of seed 000.
+//!
+//! Work in progress (issue 5).

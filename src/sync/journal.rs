@@ -1,0 +1,3 @@
+//! Journal sync of seed 001 (SDMP).
+//!
+//! Work in progress (issue 5).

@@ -1,0 +1,156 @@
+//! Length-prefixed frames on stream transports (`main`).
+//!
+//! TCP (and any byte stream) does not keep message boundaries; R-Type took one `send` as one
+//! message, which TCP does not promise. tether puts a 4-byte big-endian length before every
+//! message: `[LEN u32][LEN bytes]`.
+//!
+//! [`FrameDecoder`] takes the stream in chunks of any size and yields each complete frame as
+//! a [`Bytes`] slice of its buffer (the payload is copied once, into the buffer, and never
+//! again). A length over the configured maximum is refused as soon as its 4 bytes are seen,
+//! before anything is reserved for it, and the error is sticky: the stream cannot be
+//! resynchronised after a bad length, so the decoder stays failed.
+
+use super::DecodeError;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Bytes in a frame's length prefix.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// The default largest frame payload: 1 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// Splits a byte stream into frames.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tether::wire::FrameDecoder;
+///
+/// let mut decoder = FrameDecoder::new(1024);
+/// decoder.push(&[0, 0, 0, 2, b'h']);           // a frame split over two chunks...
+/// assert_eq!(decoder.next_frame(), Ok(None));
+/// decoder.push(&[b'i', 0, 0, 0, 1, b'!']);      // ...and a second frame in the same chunk
+/// assert_eq!(decoder.next_frame(), Ok(Some(Bytes::from_static(b"hi"))));
+/// assert_eq!(decoder.next_frame(), Ok(Some(Bytes::from_static(b"!"))));
+/// assert_eq!(decoder.next_frame(), Ok(None));
+/// ```
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    max_frame: usize,
+    failed: Option<DecodeError>,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses frames whose payload is longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameDecoder {
+            buf: BytesMut::new(),
+            max_frame,
+            failed: None,
+        }
+    }
+
+    /// The largest payload accepted.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Appends a chunk of the stream. Does nothing once the decoder has failed, so a peer
+    /// that sent a bad length cannot make it buffer any more.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(chunk);
+        }
+    }
+
+    /// Bytes buffered and not yet returned as frames. Bounded by
+    /// `max_frame + FRAME_HEADER_LEN` plus the last chunk pushed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame's payload, `Ok(None)` if more bytes are needed, or the
+    /// (sticky) error of an oversized length prefix.
+    pub fn next_frame(&mut self) -> Result<Option<Bytes>, DecodeError> {
+        if let Some(err) = self.failed {
+            return Err(err);
+        }
+        if self.buf.len() < FRAME_HEADER_LEN {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > self.max_frame {
+            let err = DecodeError::Oversized {
+                field: "frame length",
+                len,
+                max: self.max_frame,
+            };
+            self.failed = Some(err);
+            // Release what we hold: nothing after a bad length can be trusted.
+            self.buf = BytesMut::new();
+            return Err(err);
+        }
+        if self.buf.len() < FRAME_HEADER_LEN + len {
+            // Reserve no more than what is announced, and only once the length is accepted.
+            self.buf.reserve(FRAME_HEADER_LEN + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(FRAME_HEADER_LEN);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// Forgets buffered bytes and any failure: for a new transport.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.failed = None;
+    }
+}
+
+/// Appends `payload` to `out` as one frame. Fails if the payload is over `u32::MAX` bytes.
+pub fn encode_frame(payload: &[u8], out: &mut BytesMut) -> Result<(), DecodeError> {
+    let len = u32::try_from(payload.len()).map_err(|_| DecodeError::Oversized {
+        field: "frame length",
+        len: payload.len(),
+        max: u32::MAX as usize,
+    })?;
+    out.reserve(FRAME_HEADER_LEN + payload.len());
+    out.put_u32(len);
+    out.put_slice(payload);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_length_is_refused_before_reserving_and_stays_refused() {
+        let mut d = FrameDecoder::new(16);
+        d.push(&[0xff, 0xff, 0xff, 0xff]);
+        let err = d.next_frame().unwrap_err();
+        assert!(matches!(
+            err,
+            DecodeError::Oversized {
+                len: 0xffff_ffff,
+                max: 16,
+                ..
+            }
+        ));
+        assert!(
+            d.buf.capacity() < 64,
+            "no room reserved for the announced length"
+        );
+        d.push(&[0, 0, 0, 1, 7]);
+        assert_eq!(d.next_frame(), Err(err));
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn empty_frames_are_frames() {
+        let mut d = FrameDecoder::new(16);
+        d.push(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(d.next_frame(), Ok(Some(Bytes::new())));
+        assert_eq!(d.next_frame(), Ok(Some(Bytes::new())));
+        assert_eq!(d.next_frame(), Ok(None));
+    }
+}

@@ -1,0 +1,33 @@
+//! Journal-sync (seed 001) messages, codes `0x30..=0x3f`.
+//!
+//! Placeholder until the journal-sync work lands (issue 5): no message is defined yet, so
+//! every code of the range decodes as [`DecodeError::UnknownCode`].
+
+use super::{DecodeError, Reader};
+use bytes::BytesMut;
+
+/// A journal-sync message (none defined yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalMessage {}
+
+impl JournalMessage {
+    /// This message's code.
+    pub fn code(&self) -> u8 {
+        match *self {}
+    }
+
+    pub(crate) fn decode_body(code: u8, _r: &mut Reader) -> Result<Self, DecodeError> {
+        Err(DecodeError::UnknownCode(code))
+    }
+
+    pub(crate) fn encode_body(&self, _out: &mut BytesMut) {
+        match *self {}
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for JournalMessage {
+    fn arbitrary(_u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        Err(arbitrary::Error::IncorrectFormat)
+    }
+}
