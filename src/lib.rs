@@ -67,6 +67,8 @@ extern crate std;
 pub mod connect;
 pub mod driver;
 pub mod sync;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod time;
 pub mod token;
 pub mod wire;
