@@ -22,7 +22,11 @@ pub use datagram::{
 };
 pub use error::DecodeError;
 pub use frame::{encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
-pub use journal::JournalMessage;
+pub use journal::{
+    Entry, JournalList, JournalMessage, JournalRequest, LineId, Status, StatusResponse,
+    JOURNAL_LIST, JOURNAL_REQUEST, MAX_DESCRIPTION, MAX_ID_LEN, MAX_LIST_ENTRIES, RESOURCE,
+    RESOURCE_REQ, STATUS,
+};
 pub use message::{Element, FailReason, Message, RefuseReason, PROTOCOL_VERSION};
 pub use reader::{put_token, Reader};
 

@@ -1,0 +1,1021 @@
+//! [`JournalSync`]: sync contexts carrying journal sync, at the message level.
+//!
+//! Input: decoded [`Message`]s received, the transport going up and down, timeouts and the
+//! application's [`SyncCommand`]s, each with `now`. Output: [`SyncOutput`]s (messages to
+//! send, events) and a deadline. It does no I/O, so the composed peer can put it over
+//! either connection profile, and [`JournalMachine`](super::JournalMachine) puts it alone
+//! over one `main` transport.
+
+use super::store::{JournalStore, StoreError};
+use crate::driver::earliest;
+use crate::sync::context::{ContextInput, ContextState, Contexts, InputKind, Transition};
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    DecodeError, Element, Entry, JournalList, JournalMessage, JournalRequest, LineId, Message,
+    RefuseReason, Status, StatusResponse, MAX_ID_LEN, MAX_LIST_ENTRIES,
+};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use bytes::Bytes;
+use core::num::NonZeroU32;
+
+/// Which end of the connection this is. The seed gives the server the right to refuse any
+/// request and to refuse sync messages outside a context; a client ignores them (counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The connecting side.
+    Client,
+    /// The accepting side.
+    Server,
+}
+
+/// Whether incoming sync requests are accepted (the application's policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Policy {
+    /// Accept every request that arrives while no context is pending.
+    Accept,
+    /// Refuse every request (`REFUSED`, reason policy); the requester asks again later.
+    Refuse,
+}
+
+/// Limits and timers. Every buffer is bounded by one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Most entries in one journal list message (at most [`MAX_LIST_ENTRIES`]).
+    pub max_entries_per_message: usize,
+    /// Most bytes of entries in one journal list message (a list holds at least one entry).
+    pub max_list_bytes: usize,
+    /// Most entries one context (or broadcast) carries, whatever the request's limit.
+    pub max_entries_per_context: u32,
+    /// Most resource requests awaiting an answer.
+    pub max_pending_requests: usize,
+    /// Largest payload [`SyncCommand::Append`] accepts.
+    pub max_payload: usize,
+    /// First delay before asking again after a refusal; doubles per refusal.
+    pub retry_base: Duration,
+    /// Longest delay before asking again.
+    pub retry_max: Duration,
+    /// Send status 408 when nothing was received for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Ask for the peer's journal whenever the transport comes up.
+    pub sync_on_connect: bool,
+    /// Broadcast the most recent list when the application appends while connected.
+    pub broadcast_on_append: bool,
+    /// The `limit` put in journal requests this side sends.
+    pub request_limit: Option<NonZeroU32>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            max_entries_per_message: 64,
+            max_list_bytes: 64 * 1024,
+            max_entries_per_context: 1024,
+            max_pending_requests: 32,
+            max_payload: 32 * 1024,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(30)),
+            sync_on_connect: true,
+            broadcast_on_append: true,
+            request_limit: None,
+        }
+    }
+}
+
+/// What the application asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum SyncCommand {
+    /// Ask the peer for its journal after our mark (now, or as soon as no context is
+    /// pending and no backoff runs).
+    RequestJournal {
+        /// At most this many entries (another context follows if more remain).
+        limit: Option<NonZeroU32>,
+    },
+    /// Open an application sync context: the peer's application answers it with sync
+    /// messages. The body must not start with `0x30` (that is a journal request).
+    Request {
+        /// What is requested, opaque to tether.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::wire::arbitrary_bytes))]
+        body: Bytes,
+    },
+    /// Send a sync message (inside the application context we reply to, or at any time).
+    SendSync(Element),
+    /// End the application context we reply to (`SYNC_END`).
+    EndSync,
+    /// Append an entry to our journal (and broadcast it if configured and connected).
+    Append(Entry),
+    /// Send the most recent list from the peer's confirmed line, unasked.
+    Broadcast,
+    /// Ask the peer for one resource.
+    RequestResource {
+        /// The resource's author.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::wire::arbitrary_bytes))]
+        author: Bytes,
+        /// The resource id.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::wire::arbitrary_bytes))]
+        resource: Bytes,
+    },
+    /// Change the policy for incoming requests.
+    SetPolicy(Policy),
+    /// Send any other message (application traffic between the markers).
+    Send(Message),
+}
+
+/// What the application is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// A message the sync layer does not consume (application traffic, text, ...).
+    Message(Message),
+    /// The peer opened an application context: answer with [`SyncCommand::SendSync`] then
+    /// [`SyncCommand::EndSync`].
+    SyncRequested {
+        /// The context.
+        ctx: u32,
+        /// What the peer asked.
+        body: Bytes,
+    },
+    /// A sync message inside the context we receive.
+    SyncMessage {
+        /// The context.
+        ctx: u32,
+        /// The element.
+        element: Element,
+    },
+    /// The context we requested ended; we sent `SYNC_OK`. `mark` is our new mark of the
+    /// peer's journal (`None` for an application context or a context that went wrong).
+    Completed {
+        /// The context.
+        ctx: u32,
+        /// The last line of the peer's journal now confirmed.
+        mark: Option<LineId>,
+    },
+    /// The peer confirmed (`SYNC_OK`) the context we replied to.
+    Confirmed {
+        /// The context.
+        ctx: u32,
+        /// The last line of our journal the peer now confirmed (journal contexts).
+        line: Option<LineId>,
+    },
+    /// The peer refused our request (or a sync message, `ctx` 0).
+    Refused {
+        /// The context.
+        ctx: u32,
+        /// Why.
+        reason: RefuseReason,
+        /// When we will ask again.
+        retry_at: Option<Instant>,
+    },
+    /// The peer did not know our `since`: it sends its whole journal (dedup makes that safe).
+    FullResync {
+        /// The context.
+        ctx: u32,
+        /// Where the peer's answer starts.
+        since: LineId,
+    },
+    /// An entry learned from the peer was appended to our journal at `line`.
+    Applied {
+        /// Its line in our journal.
+        line: LineId,
+        /// Its author.
+        author: Bytes,
+        /// Its resource id.
+        resource: Bytes,
+    },
+    /// The resource asked for, unchanged.
+    Resource {
+        /// The request.
+        req: u32,
+        /// Its author.
+        author: Bytes,
+        /// Its resource id.
+        resource: Bytes,
+        /// The bytes.
+        bytes: Bytes,
+    },
+    /// A status answering one of our resource requests (404, 400, 408).
+    ResourceStatus {
+        /// The request.
+        req: u32,
+        /// Its author.
+        author: Bytes,
+        /// Its resource id.
+        resource: Bytes,
+        /// The status.
+        status: Status,
+    },
+    /// A resource request lost with the transport (ask again once connected).
+    ResourceCancelled {
+        /// The request.
+        req: u32,
+        /// Its author.
+        author: Bytes,
+        /// Its resource id.
+        resource: Bytes,
+    },
+    /// Any other status the peer sent (a 400 about something we sent, a 408).
+    PeerStatus(StatusResponse),
+    /// Nothing was received for the idle timeout: we sent 408. The connection may be
+    /// dropped now ([`JournalMachine`](super::JournalMachine) closes it).
+    IdleTimeout,
+}
+
+/// One output of [`JournalSync::poll`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutput {
+    /// Send this message on `main`.
+    Send(Message),
+    /// Tell the application.
+    Event(SyncEvent),
+}
+
+/// Why a command or input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The command needs a connection.
+    #[error("not connected")]
+    NotConnected,
+    /// Too many resource requests await an answer.
+    #[error("too many pending resource requests (max {0})")]
+    TooManyRequests(usize),
+    /// `EndSync` without an application context to end.
+    #[error("no application sync context to end")]
+    NotReplying,
+    /// An application request body that starts with the journal tag `0x30`.
+    #[error("request body must not start with the journal tag 0x30")]
+    ReservedBody,
+    /// An entry over the configured or wire limits.
+    #[error("entry too large or ids over {MAX_ID_LEN} bytes")]
+    EntryTooLarge,
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The peer sent a message that did not decode (it was told with status 400).
+    #[error("malformed message from peer: {0}")]
+    Malformed(DecodeError),
+    /// The stream on `main` cannot be read any more (fatal, sticky).
+    #[error("fatal framing error: {0}")]
+    Frame(DecodeError),
+}
+
+impl SyncError {
+    /// Whether the machine is failed for good after this error.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SyncError::Frame(_))
+    }
+}
+
+/// Counters of what was ignored or refused (never an error: the peer may be right).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStats {
+    /// Sync messages received outside a context and ignored (client).
+    pub ignored_sync_messages: u64,
+    /// Sync messages received outside a context and refused (server).
+    pub refused_sync_messages: u64,
+    /// Markers or replies naming no pending context or request.
+    pub stale: u64,
+    /// Entries received that the journal already had.
+    pub duplicates: u64,
+    /// Entries applied.
+    pub applied: u64,
+    /// Messages that did not decode (answered 400).
+    pub malformed: u64,
+    /// Contexts whose lists did not add up (not confirmed as a mark).
+    pub broken_contexts: u64,
+    /// Requests refused by us.
+    pub refusals_sent: u64,
+}
+
+/// Marks: how far each side's journal is confirmed. Persist them with the journal to keep
+/// incremental sync across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Marks {
+    /// The last line of the peer's journal we confirmed (`SYNC_OK` sent): our next `since`.
+    pub ours: Option<LineId>,
+    /// The last line of our journal the peer confirmed (`SYNC_OK` received): where our
+    /// broadcasts start.
+    pub theirs: Option<LineId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Want {
+    Journal(Option<NonZeroU32>),
+    App(Bytes),
+}
+
+/// The context we receive (requester side).
+#[derive(Debug, Clone)]
+struct Incoming {
+    journal: Option<JournalRequest>,
+    pos: Option<LineId>,
+    head: u64,
+    received: u64,
+    broken: bool,
+}
+
+/// Sync contexts carrying journal sync, over one connection to one peer.
+#[derive(Debug)]
+pub struct JournalSync<S> {
+    role: Role,
+    config: SyncConfig,
+    policy: Policy,
+    store: S,
+    contexts: Contexts,
+    marks: Marks,
+    want: Option<Want>,
+    requested: Option<Want>,
+    incoming: Option<Incoming>,
+    /// The line our answer ends at while we reply to a journal context.
+    replying_to: Option<LineId>,
+    retry_at: Option<Instant>,
+    refusals: u32,
+    last_rx: Instant,
+    idle_reported: bool,
+    pending: BTreeMap<u32, (Bytes, Bytes)>,
+    out: VecDeque<SyncOutput>,
+    stats: SyncStats,
+}
+
+impl<S: JournalStore> JournalSync<S> {
+    /// A machine for `role` over `store`, down until [`connection_up`](Self::connection_up).
+    pub fn new(role: Role, config: SyncConfig, store: S) -> Self {
+        JournalSync {
+            role,
+            config,
+            policy: Policy::Accept,
+            store,
+            contexts: Contexts::new(),
+            marks: Marks::default(),
+            want: None,
+            requested: None,
+            incoming: None,
+            replying_to: None,
+            retry_at: None,
+            refusals: 0,
+            last_rx: Instant::ZERO,
+            idle_reported: false,
+            pending: BTreeMap::new(),
+            out: VecDeque::new(),
+            stats: SyncStats::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+    /// The store, to change it directly (appends made here are not broadcast).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+    /// The marks, to persist.
+    pub fn marks(&self) -> Marks {
+        self.marks
+    }
+    /// Restores persisted marks (before connecting).
+    pub fn set_marks(&mut self, marks: Marks) {
+        self.marks = marks;
+    }
+    /// The counters.
+    pub fn stats(&self) -> SyncStats {
+        self.stats
+    }
+    /// Where the contexts stand.
+    pub fn context_state(&self) -> ContextState {
+        self.contexts.state()
+    }
+    /// Whether output is queued.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+    /// The next output.
+    pub fn poll(&mut self) -> Option<SyncOutput> {
+        self.out.pop_front()
+    }
+
+    /// The next deadline: a retry after a refusal, or the idle timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.contexts.state() == ContextState::Down {
+            return None;
+        }
+        let retry = match (&self.want, self.contexts.state()) {
+            (Some(_), ContextState::Idle) => self.retry_at,
+            _ => None,
+        };
+        let idle = match (self.config.idle_timeout, self.idle_reported) {
+            (Some(d), false) => Some(self.last_rx + d),
+            _ => None,
+        };
+        earliest([retry, idle])
+    }
+
+    fn send(&mut self, msg: Message) {
+        self.out.push_back(SyncOutput::Send(msg));
+    }
+    fn event(&mut self, e: SyncEvent) {
+        self.out.push_back(SyncOutput::Event(e));
+    }
+
+    /// The transport is up (connected or resumed): resync from our mark.
+    pub fn connection_up(&mut self, now: Instant) {
+        self.contexts.step(ContextInput::Up);
+        self.last_rx = now;
+        self.idle_reported = false;
+        self.retry_at = None;
+        self.refusals = 0;
+        if self.config.sync_on_connect && self.want.is_none() {
+            self.want = Some(Want::Journal(self.config.request_limit));
+        }
+        self.try_start(now);
+    }
+
+    /// The transport is down: the context in flight is abandoned, marks unchanged; what we
+    /// had requested is asked again once up.
+    pub fn connection_down(&mut self, _now: Instant) {
+        if self.contexts.state() == ContextState::Down {
+            return;
+        }
+        self.contexts.step(ContextInput::Down);
+        if let Some(w) = self.requested.take() {
+            if self.want.is_none() {
+                self.want = Some(w);
+            }
+        }
+        self.incoming = None;
+        self.replying_to = None;
+        self.retry_at = None;
+        for (req, (author, resource)) in core::mem::take(&mut self.pending) {
+            self.event(SyncEvent::ResourceCancelled {
+                req,
+                author,
+                resource,
+            });
+        }
+    }
+
+    /// A timeout fired (early or late is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.contexts.state() == ContextState::Down {
+            return;
+        }
+        if let (Some(d), false) = (self.config.idle_timeout, self.idle_reported) {
+            if now >= self.last_rx + d {
+                self.idle_reported = true;
+                self.send(status(None, Status::RequestTimeout, b"nothing received"));
+                self.event(SyncEvent::IdleTimeout);
+            }
+        }
+        self.try_start(now);
+    }
+
+    /// A frame on `main` did not decode: answer 400 naming the request when its id can be
+    /// read, and count it.
+    pub fn handle_malformed(&mut self, now: Instant, frame: &[u8], err: DecodeError) -> SyncError {
+        self.last_rx = now;
+        self.idle_reported = false;
+        self.stats.malformed += 1;
+        if self.contexts.state() != ContextState::Down {
+            // The request id (or context id) sits right after the code of SYNC_REQ and of
+            // a resource request.
+            let req = match frame {
+                [crate::wire::codes::SYNC_REQ | crate::wire::RESOURCE_REQ, a, b, c, d, ..] => {
+                    Some(u32::from_be_bytes([*a, *b, *c, *d]))
+                }
+                _ => None,
+            };
+            self.send(status(req, Status::BadRequest, b"not interpretable"));
+        }
+        SyncError::Malformed(err)
+    }
+
+    /// A message was received on `main`.
+    pub fn handle_message(&mut self, now: Instant, msg: Message) {
+        if self.contexts.state() == ContextState::Down {
+            // Nothing arrives on a transport that is down; a late message is stale.
+            self.stats.stale += 1;
+            return;
+        }
+        self.last_rx = now;
+        self.idle_reported = false;
+        match msg {
+            Message::SyncReq { ctx, body } => self.on_sync_req(ctx, body),
+            Message::SyncStart { ctx } => {
+                if let Transition::Moved { .. } =
+                    self.contexts.step(ContextInput::PeerStart { ctx })
+                {
+                    self.refusals = 0;
+                    let journal = match &self.requested {
+                        Some(Want::Journal(_)) => Some(JournalRequest {
+                            since: self.since(),
+                            limit: self.requested_limit(),
+                        }),
+                        _ => None,
+                    };
+                    self.incoming = Some(Incoming {
+                        journal,
+                        pos: None,
+                        head: 0,
+                        received: 0,
+                        broken: false,
+                    });
+                } else {
+                    self.stats.stale += 1;
+                }
+            }
+            Message::Sync(element) => match self.contexts.state() {
+                ContextState::Receiving => {
+                    let ctx = self.contexts.pending().unwrap_or(0);
+                    self.event(SyncEvent::SyncMessage { ctx, element });
+                }
+                _ => self.out_of_context(),
+            },
+            Message::SyncEnd { ctx } => self.on_sync_end(now, ctx),
+            Message::SyncOk { ctx } => {
+                if let Transition::Moved { .. } = self.contexts.step(ContextInput::PeerOk { ctx }) {
+                    let line = self.replying_to.take();
+                    if line.is_some() {
+                        self.marks.theirs = line;
+                    }
+                    self.event(SyncEvent::Confirmed { ctx, line });
+                } else {
+                    self.stats.stale += 1;
+                }
+            }
+            Message::Refused { ctx, reason } => self.on_refused(now, ctx, reason),
+            Message::Journal(j) => self.on_journal(j),
+            other => self.event(SyncEvent::Message(other)),
+        }
+        self.try_start(now);
+    }
+
+    fn out_of_context(&mut self) {
+        match self.role {
+            Role::Client => self.stats.ignored_sync_messages += 1,
+            Role::Server => {
+                self.stats.refused_sync_messages += 1;
+                self.send(Message::Refused {
+                    ctx: 0,
+                    reason: RefuseReason::NotInContext,
+                });
+            }
+        }
+    }
+
+    fn since(&self) -> LineId {
+        self.marks.ours.unwrap_or(LineId::start(0))
+    }
+
+    fn requested_limit(&self) -> Option<NonZeroU32> {
+        match &self.requested {
+            Some(Want::Journal(l)) => *l,
+            _ => None,
+        }
+    }
+
+    fn on_sync_req(&mut self, ctx: u32, body: Bytes) {
+        let accept = self.policy == Policy::Accept;
+        let mut journal = None;
+        if accept
+            && self.contexts.state() == ContextState::Idle
+            && JournalRequest::is_journal_body(&body)
+        {
+            {
+                match JournalRequest::decode_body(body.clone()) {
+                    Ok(r) => journal = Some(r),
+                    Err(_) => {
+                        self.stats.malformed += 1;
+                        self.send(status(
+                            Some(ctx),
+                            Status::BadRequest,
+                            b"bad sync request body",
+                        ));
+                        return;
+                    }
+                }
+            }
+        }
+        match self
+            .contexts
+            .step(ContextInput::PeerRequest { ctx, accept })
+        {
+            Transition::Refuse { ctx, reason } => {
+                self.stats.refusals_sent += 1;
+                self.send(Message::Refused { ctx, reason });
+            }
+            Transition::Moved {
+                input: InputKind::PeerRequestAccepted,
+                ..
+            } => {
+                self.send(Message::SyncStart { ctx });
+                match journal {
+                    Some(req) => self.answer_journal(ctx, req),
+                    None => self.event(SyncEvent::SyncRequested { ctx, body }),
+                }
+            }
+            _ => self.stats.stale += 1,
+        }
+    }
+
+    /// Sends the entries after `req.since` (or the whole journal if `since` is unknown),
+    /// never more than the limit, then `SYNC_END`.
+    fn answer_journal(&mut self, ctx: u32, req: JournalRequest) {
+        let epoch = self.store.epoch();
+        let head = self.store.head();
+        let known = req.since.epoch == epoch && req.since.seq <= head;
+        // An unknown `since` (another epoch, or past our head) never means silent loss:
+        // the whole journal follows, and the requester's dedup keeps it idempotent.
+        let since = if known {
+            req.since
+        } else {
+            LineId::start(epoch)
+        };
+        let cap = u64::from(
+            req.limit
+                .map_or(self.config.max_entries_per_context, NonZeroU32::get)
+                .min(self.config.max_entries_per_context),
+        );
+        let last = head.min(since.seq.saturating_add(cap));
+        self.send_lists(ctx, since, last, true);
+        self.replying_to = Some(LineId { epoch, seq: last });
+        self.contexts.step(ContextInput::SendEnd);
+        self.send(Message::SyncEnd { ctx });
+    }
+
+    /// Sends lines `since.seq+1 ..= last` as lists of bounded size; with `always`, an empty
+    /// range still sends one (empty) list so the requester learns the epoch and head.
+    fn send_lists(&mut self, ctx: u32, since: LineId, last: u64, always: bool) {
+        let head = self.store.head();
+        let per_msg = self
+            .config
+            .max_entries_per_message
+            .clamp(1, MAX_LIST_ENTRIES);
+        let mut start = since.seq;
+        let mut sent_any = false;
+        while start < last || (always && !sent_any) {
+            let mut entries = Vec::new();
+            let mut bytes = 0usize;
+            let mut seq = start;
+            while seq < last && entries.len() < per_msg {
+                let Some(e) = self.store.entry(seq + 1) else {
+                    break;
+                };
+                if !entries.is_empty() && bytes + e.wire_len() > self.config.max_list_bytes {
+                    break;
+                }
+                bytes += e.wire_len();
+                entries.push(e);
+                seq += 1;
+            }
+            let n = seq - start;
+            self.send(Message::Journal(JournalMessage::List(JournalList {
+                ctx,
+                since: LineId {
+                    epoch: since.epoch,
+                    seq: start,
+                },
+                head,
+                entries,
+            })));
+            sent_any = true;
+            if n == 0 {
+                break; // the store ended early: never loop
+            }
+            start = seq;
+        }
+    }
+
+    fn on_sync_end(&mut self, now: Instant, ctx: u32) {
+        if let Transition::Moved { .. } = self.contexts.step(ContextInput::PeerEnd { ctx }) {
+            self.send(Message::SyncOk { ctx });
+            let requested = self.requested.take();
+            let inc = self.incoming.take();
+            let mut mark = None;
+            if let Some(inc) = inc {
+                if inc.journal.is_some() {
+                    match (inc.broken, inc.pos) {
+                        (false, Some(pos)) => {
+                            self.marks.ours = Some(pos);
+                            mark = Some(pos);
+                            if inc.head > pos.seq && self.want.is_none() {
+                                // More remain past the limit: another context asks for them.
+                                self.want = requested;
+                            }
+                        }
+                        _ => {
+                            self.stats.broken_contexts += 1;
+                            if self.want.is_none() {
+                                self.want = requested;
+                            }
+                            self.retry_at = Some(now + self.backoff());
+                        }
+                    }
+                }
+            }
+            self.event(SyncEvent::Completed { ctx, mark });
+        } else {
+            self.stats.stale += 1;
+        }
+    }
+
+    fn backoff(&mut self) -> Duration {
+        let n = self.refusals.min(16);
+        self.refusals = self.refusals.saturating_add(1);
+        // The server waits longer than the client, so that two requests that crossed (and
+        // were both refused) do not cross again.
+        let base = match self.role {
+            Role::Client => self.config.retry_base,
+            Role::Server => self.config.retry_base.saturating_mul(2),
+        };
+        base.saturating_mul(1u64 << n).min(self.config.retry_max)
+    }
+
+    fn on_refused(&mut self, now: Instant, ctx: u32, reason: RefuseReason) {
+        if ctx == 0 {
+            self.event(SyncEvent::Refused {
+                ctx,
+                reason,
+                retry_at: None,
+            });
+            return;
+        }
+        if let Transition::Moved { .. } = self.contexts.step(ContextInput::PeerRefused { ctx }) {
+            if let Some(w) = self.requested.take() {
+                if self.want.is_none() {
+                    self.want = Some(w);
+                }
+            }
+            let at = now + self.backoff();
+            self.retry_at = Some(at);
+            self.event(SyncEvent::Refused {
+                ctx,
+                reason,
+                retry_at: Some(at),
+            });
+        } else {
+            self.stats.stale += 1;
+        }
+    }
+
+    fn on_journal(&mut self, msg: JournalMessage) {
+        match msg {
+            JournalMessage::List(list) if list.ctx == 0 => {
+                self.apply(&list.entries);
+            }
+            JournalMessage::List(list) => {
+                let current = self.contexts.state() == ContextState::Receiving
+                    && self.contexts.pending() == Some(list.ctx);
+                if current {
+                    self.on_context_list(list);
+                } else {
+                    self.out_of_context();
+                }
+            }
+            JournalMessage::ResourceReq {
+                req,
+                author,
+                resource,
+            } => match self.store.resource(&author, &resource) {
+                Some(bytes) => self.send(Message::Journal(JournalMessage::Resource { req, bytes })),
+                None => self.send(status(
+                    Some(req),
+                    Status::NotFound,
+                    b"unavailable or deleted",
+                )),
+            },
+            JournalMessage::Resource { req, bytes } => match self.pending.remove(&req) {
+                Some((author, resource)) => self.event(SyncEvent::Resource {
+                    req,
+                    author,
+                    resource,
+                    bytes,
+                }),
+                None => self.stats.stale += 1,
+            },
+            JournalMessage::Status(s) => {
+                if let Some((author, resource)) = s.req.and_then(|r| self.pending.remove(&r)) {
+                    self.event(SyncEvent::ResourceStatus {
+                        req: s.req.unwrap_or(0),
+                        author,
+                        resource,
+                        status: s.status,
+                    });
+                    return;
+                }
+                let ours = s.req.is_some() && s.req == self.contexts.pending();
+                if ours
+                    && s.status == Status::BadRequest
+                    && self.contexts.state() == ContextState::Requesting
+                {
+                    // The peer could not read our request: asking again would not help.
+                    self.contexts.step(ContextInput::PeerRefused {
+                        ctx: s.req.unwrap_or(0),
+                    });
+                    self.requested = None;
+                }
+                self.event(SyncEvent::PeerStatus(s));
+            }
+        }
+    }
+
+    fn on_context_list(&mut self, list: JournalList) {
+        let ctx = list.ctx;
+        let Some(mut inc) = self.incoming.take() else {
+            self.stats.stale += 1;
+            return;
+        };
+        if !inc.broken {
+            let n = list.entries.len() as u64;
+            let expected_ok = match (inc.pos, inc.journal) {
+                (Some(pos), _) => list.since == pos,
+                (None, Some(req)) => {
+                    if list.since != req.since {
+                        if list.since.seq == 0 {
+                            if req.since.seq != 0 {
+                                self.event(SyncEvent::FullResync {
+                                    ctx,
+                                    since: list.since,
+                                });
+                            }
+                            true
+                        } else {
+                            false
+                        }
+                    } else {
+                        true
+                    }
+                }
+                (None, None) => false, // a list in an application context
+            };
+            let limit = inc
+                .journal
+                .and_then(|r| r.limit)
+                .map_or(u64::MAX, |l| u64::from(l.get()));
+            if !expected_ok || inc.received + n > limit {
+                inc.broken = true;
+            } else {
+                inc.received += n;
+                inc.pos = Some(LineId {
+                    epoch: list.since.epoch,
+                    seq: list.since.seq.saturating_add(n),
+                });
+                inc.head = list.head;
+                self.apply(&list.entries);
+            }
+        }
+        self.incoming = Some(inc);
+    }
+
+    /// Appends each entry we do not have; dedup by `(author, resource)` makes resends,
+    /// broadcasts and full resyncs idempotent.
+    fn apply(&mut self, entries: &[Entry]) {
+        for e in entries {
+            if self.store.contains(&e.author, &e.resource) {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            match self.store.append(e.clone()) {
+                Ok(line) => {
+                    self.stats.applied += 1;
+                    self.event(SyncEvent::Applied {
+                        line,
+                        author: e.author.clone(),
+                        resource: e.resource.clone(),
+                    });
+                }
+                Err(_) => {
+                    // Not applied: the context must not confirm past it.
+                    if let Some(inc) = self.incoming.as_mut() {
+                        inc.broken = true;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn try_start(&mut self, now: Instant) {
+        if self.contexts.state() != ContextState::Idle {
+            return;
+        }
+        if self.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let Some(want) = self.want.take() else {
+            return;
+        };
+        if let Transition::Moved { ctx, .. } = self.contexts.step(ContextInput::SendRequest) {
+            let body = match &want {
+                Want::Journal(limit) => JournalRequest {
+                    since: self.since(),
+                    limit: *limit,
+                }
+                .to_body(),
+                Want::App(b) => b.clone(),
+            };
+            self.requested = Some(want);
+            self.retry_at = None;
+            self.send(Message::SyncReq { ctx, body });
+        }
+    }
+
+    /// An application command.
+    pub fn command(&mut self, now: Instant, cmd: SyncCommand) -> Result<(), SyncError> {
+        let up = self.contexts.state() != ContextState::Down;
+        match cmd {
+            SyncCommand::RequestJournal { limit } => self.want = Some(Want::Journal(limit)),
+            SyncCommand::Request { body } => {
+                if JournalRequest::is_journal_body(&body) {
+                    return Err(SyncError::ReservedBody);
+                }
+                self.want = Some(Want::App(body));
+            }
+            SyncCommand::SendSync(e) => {
+                if !up {
+                    return Err(SyncError::NotConnected);
+                }
+                self.send(Message::Sync(e));
+            }
+            SyncCommand::EndSync => {
+                if self.replying_to.is_some() || self.contexts.state() != ContextState::Replying {
+                    return Err(SyncError::NotReplying);
+                }
+                if let Transition::Moved { ctx, .. } = self.contexts.step(ContextInput::SendEnd) {
+                    self.send(Message::SyncEnd { ctx });
+                }
+            }
+            SyncCommand::Append(e) => {
+                if e.author.len() > MAX_ID_LEN
+                    || e.resource.len() > MAX_ID_LEN
+                    || e.payload.len() > self.config.max_payload
+                {
+                    return Err(SyncError::EntryTooLarge);
+                }
+                if !self.store.contains(&e.author, &e.resource) {
+                    self.store.append(e)?;
+                    if up && self.config.broadcast_on_append {
+                        self.broadcast();
+                    }
+                }
+            }
+            SyncCommand::Broadcast => {
+                if !up {
+                    return Err(SyncError::NotConnected);
+                }
+                self.broadcast();
+            }
+            SyncCommand::RequestResource { author, resource } => {
+                if !up {
+                    return Err(SyncError::NotConnected);
+                }
+                if author.len() > MAX_ID_LEN || resource.len() > MAX_ID_LEN {
+                    return Err(SyncError::EntryTooLarge);
+                }
+                if self.pending.len() >= self.config.max_pending_requests {
+                    return Err(SyncError::TooManyRequests(self.config.max_pending_requests));
+                }
+                let req = self.contexts.allocate_id();
+                self.pending.insert(req, (author.clone(), resource.clone()));
+                self.send(Message::Journal(JournalMessage::ResourceReq {
+                    req,
+                    author,
+                    resource,
+                }));
+            }
+            SyncCommand::SetPolicy(p) => self.policy = p,
+            SyncCommand::Send(m) => {
+                if !up {
+                    return Err(SyncError::NotConnected);
+                }
+                self.send(m);
+            }
+        }
+        self.try_start(now);
+        Ok(())
+    }
+
+    /// The most recent list: our lines after the peer's confirmed mark, unasked (ctx 0).
+    fn broadcast(&mut self) {
+        let epoch = self.store.epoch();
+        let since = match self.marks.theirs {
+            Some(l) if l.epoch == epoch && l.seq <= self.store.head() => l,
+            _ => LineId::start(epoch),
+        };
+        let last = self.store.head().min(
+            since
+                .seq
+                .saturating_add(u64::from(self.config.max_entries_per_context)),
+        );
+        self.send_lists(0, since, last, false);
+    }
+}
+
+fn status(req: Option<u32>, status: Status, description: &'static [u8]) -> Message {
+    Message::Journal(JournalMessage::Status(StatusResponse {
+        req,
+        status,
+        description: Bytes::from_static(description),
+    }))
+}
