@@ -66,6 +66,7 @@ extern crate std;
 
 pub mod connect;
 pub mod driver;
+pub mod peer;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;

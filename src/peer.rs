@@ -1,0 +1,444 @@
+//! The composed machine most users drive: a connection profile with journal sync on top.
+//!
+//! A [`Peer`] wraps a connection machine (any [`Profile`]: the dual-channel client or
+//! server of seed 003, the token-merge client or registry of seed 004) and keeps one
+//! [`JournalSync`] per session over it:
+//!
+//! - when a session comes up (fresh or resumed), its sync is told, and it resyncs from the
+//!   confirmed marks by itself;
+//! - messages the connection does not consume go to that session's sync;
+//! - what the sync wants to send goes out through the connection, which queues it (bounded)
+//!   while the session is down and flushes it in order once it is back;
+//! - entries are deduplicated by the journal, so the application sees each exactly once
+//!   ([`SyncEvent::Applied`]);
+//! - on a server, an entry learned from one session is broadcast to the others.
+//!
+//! A server's sessions share one journal: give the peer a store that is cheap to clone and
+//! shares its contents, such as [`SharedJournal`].
+
+use crate::driver::{earliest, Input, Machine, Outbox, Output};
+use crate::sync::journal::{
+    JournalStore, JournalSync, Marks, Role, StoreError, SyncCommand, SyncConfig, SyncError,
+    SyncEvent, SyncOutput,
+};
+use crate::time::Instant;
+use crate::wire::{Entry, LineId, Message};
+use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use bytes::Bytes;
+use core::cell::RefCell;
+use core::fmt::Debug;
+
+/// What a connection event means to the composed peer.
+#[derive(Debug)]
+pub enum Routed<S, E> {
+    /// A session is up: connected fresh, or resumed.
+    Up {
+        /// Which session.
+        session: S,
+        /// Whether it resumed an earlier session (expect a resync, not a full sync).
+        resumed: bool,
+        /// The event, for the application.
+        event: E,
+    },
+    /// A session's transport is down; it may come back.
+    Down {
+        /// Which session.
+        session: S,
+        /// The event, for the application.
+        event: E,
+    },
+    /// A session ended for good.
+    Gone {
+        /// Which session.
+        session: S,
+        /// The event, for the application.
+        event: E,
+    },
+    /// A message for the sync layer.
+    Message {
+        /// From which session.
+        session: S,
+        /// The message.
+        message: Message,
+    },
+    /// Anything else: passed to the application as it is.
+    Other(E),
+}
+
+/// A connection machine that a [`Peer`] can put journal sync on.
+pub trait Profile: Machine {
+    /// Names a session: `()` on a client, a session or player id on a server.
+    type Session: Copy + Ord + Debug;
+
+    /// Sends a message to a session on `main` (queued while the session is down).
+    fn send(
+        &mut self,
+        now: Instant,
+        session: Self::Session,
+        message: Message,
+    ) -> Result<(), Self::Error>;
+
+    /// Says what a connection event means.
+    fn route(event: Self::Event) -> Routed<Self::Session, Self::Event>;
+}
+
+/// A [`JournalStore`] shared by reference counting, for the sessions of a server (or for an
+/// application that keeps a handle on its journal).
+///
+/// ```
+/// use tether::peer::SharedJournal;
+/// use tether::sync::journal::{JournalStore, MemJournal};
+/// use tether::wire::Entry;
+///
+/// let a = SharedJournal::new(MemJournal::new(1, 100));
+/// let mut b = a.clone();
+/// b.append(Entry::new(b"me", b"r1", b"x")).unwrap();
+/// assert_eq!(a.head(), 1);
+/// ```
+#[derive(Debug, Default)]
+pub struct SharedJournal<T>(Rc<RefCell<T>>);
+
+impl<T> Clone for SharedJournal<T> {
+    fn clone(&self) -> Self {
+        SharedJournal(self.0.clone())
+    }
+}
+
+impl<T> SharedJournal<T> {
+    /// Shares `store`.
+    pub fn new(store: T) -> Self {
+        SharedJournal(Rc::new(RefCell::new(store)))
+    }
+
+    /// Runs `f` on the store.
+    pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.0.borrow())
+    }
+
+    /// Runs `f` on the store, mutably.
+    pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
+// Each method borrows for the length of the call only: the sync machines never hold a
+// borrow across calls, so no borrow can overlap.
+impl<T: JournalStore> JournalStore for SharedJournal<T> {
+    fn epoch(&self) -> u64 {
+        self.0.borrow().epoch()
+    }
+    fn head(&self) -> u64 {
+        self.0.borrow().head()
+    }
+    fn entry(&self, seq: u64) -> Option<Entry> {
+        self.0.borrow().entry(seq)
+    }
+    fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
+        self.0.borrow().contains(author, resource)
+    }
+    fn append(&mut self, entry: Entry) -> Result<LineId, StoreError> {
+        self.0.borrow_mut().append(entry)
+    }
+    fn resource(&self, author: &[u8], resource: &[u8]) -> Option<Bytes> {
+        self.0.borrow().resource(author, resource)
+    }
+}
+
+/// What the application asks of a [`Peer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum PeerCommand<C, S> {
+    /// A command for the connection machine.
+    Connection(C),
+    /// Append an entry to the journal and broadcast it to every session that is up.
+    Append(Entry),
+    /// A sync command for one session (ignored if the session is unknown).
+    Sync(S, SyncCommand),
+}
+
+/// What a [`Peer`] tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent<E, S> {
+    /// An event of the connection machine (connected, resumed, lost, ...).
+    Connection(E),
+    /// An event of a session's journal sync (applied entries, confirmations, ...).
+    Sync(S, SyncEvent),
+}
+
+/// Why a [`Peer`] refused an input.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError<E: core::error::Error> {
+    /// The connection machine refused.
+    #[error("connection: {0}")]
+    Connection(E),
+    /// A session's sync refused.
+    #[error("sync: {0}")]
+    Sync(#[from] SyncError),
+    /// The journal refused an append.
+    #[error("journal: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A connection profile with journal sync on top. See the [module docs](self).
+pub struct Peer<P: Profile, S> {
+    conn: P,
+    role: Role,
+    config: SyncConfig,
+    store: S,
+    syncs: BTreeMap<P::Session, JournalSync<S>>,
+    up: BTreeMap<P::Session, bool>,
+    out: Outbox<PeerEvent<P::Event, P::Session>>,
+    conn_deadline: Option<Instant>,
+    now: Instant,
+    /// Errors of sends made while pumping (the connection refused a sync message): kept
+    /// to return from the next `handle_input`.
+    deferred: Option<PeerError<P::Error>>,
+}
+
+impl<P, S> Peer<P, S>
+where
+    P: Profile,
+    S: JournalStore + Clone,
+{
+    /// A peer over `conn`, syncing `store` (cloned for each session: it must share).
+    pub fn new(conn: P, role: Role, config: SyncConfig, store: S) -> Self {
+        Peer {
+            conn,
+            role,
+            config,
+            store,
+            syncs: BTreeMap::new(),
+            up: BTreeMap::new(),
+            out: Outbox::new(),
+            conn_deadline: None,
+            now: Instant::ZERO,
+            deferred: None,
+        }
+    }
+
+    /// The connection machine.
+    pub fn connection(&self) -> &P {
+        &self.conn
+    }
+
+    /// The journal.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// A session's confirmed marks, if the session is known.
+    pub fn marks(&self, session: P::Session) -> Option<Marks> {
+        self.syncs.get(&session).map(|s| s.marks())
+    }
+
+    /// Sessions known, and whether each is up.
+    pub fn sessions(&self) -> impl Iterator<Item = (P::Session, bool)> + '_ {
+        self.up.iter().map(|(s, u)| (*s, *u))
+    }
+
+    /// A session's sync machine.
+    pub fn sync(&self, session: P::Session) -> Option<&JournalSync<S>> {
+        self.syncs.get(&session)
+    }
+
+    fn sync_for(&mut self, session: P::Session) -> &mut JournalSync<S> {
+        let (role, config, store) = (self.role, self.config.clone(), &self.store);
+        self.syncs
+            .entry(session)
+            .or_insert_with(|| JournalSync::new(role, config, store.clone()))
+    }
+
+    /// Moves everything the connection and the syncs have to say into our outbox, until
+    /// neither has anything left (a sync's send can make the connection transmit).
+    fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            loop {
+                match self.conn.poll_output() {
+                    Output::Wait(d) => {
+                        self.conn_deadline = d;
+                        break;
+                    }
+                    Output::Event(e) => {
+                        progressed = true;
+                        self.route(e);
+                    }
+                    Output::Transmit(t) => self.out.send_raw(t.link, t.payload),
+                    Output::Open(c) => self.out.open(c),
+                    Output::Close(l) => self.out.close(l),
+                }
+            }
+            let sessions: Vec<P::Session> = self.syncs.keys().copied().collect();
+            for session in sessions {
+                while let Some(o) = self.syncs.get_mut(&session).and_then(|s| s.poll()) {
+                    progressed = true;
+                    match o {
+                        SyncOutput::Send(m) => {
+                            if let Err(e) = self.conn.send(self.now, session, m) {
+                                self.deferred.get_or_insert(PeerError::Connection(e));
+                            }
+                        }
+                        SyncOutput::Event(e) => {
+                            if let SyncEvent::Applied { .. } = &e {
+                                self.relay(session);
+                            }
+                            self.out.event(PeerEvent::Sync(session, e));
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// An entry learned from `from` is news for every other session that is up.
+    fn relay(&mut self, from: P::Session) {
+        let now = self.now;
+        for (session, sync) in self.syncs.iter_mut() {
+            if *session != from && self.up.get(session).copied().unwrap_or(false) {
+                // A broadcast refused (not connected) is harmless: the next resync sends it.
+                let _ = sync.command(now, SyncCommand::Broadcast);
+            }
+        }
+    }
+
+    fn route(&mut self, event: P::Event) {
+        let now = self.now;
+        match P::route(event) {
+            Routed::Up {
+                session,
+                resumed: _,
+                event,
+            } => {
+                self.up.insert(session, true);
+                self.sync_for(session).connection_up(now);
+                self.out.event(PeerEvent::Connection(event));
+            }
+            Routed::Down { session, event } => {
+                self.up.insert(session, false);
+                if let Some(s) = self.syncs.get_mut(&session) {
+                    s.connection_down(now);
+                }
+                self.out.event(PeerEvent::Connection(event));
+            }
+            Routed::Gone { session, event } => {
+                self.up.remove(&session);
+                if let Some(mut s) = self.syncs.remove(&session) {
+                    s.connection_down(now);
+                }
+                self.out.event(PeerEvent::Connection(event));
+            }
+            Routed::Message { session, message } => match self.syncs.get_mut(&session) {
+                Some(s) => s.handle_message(now, message),
+                None => {
+                    // A message for a session never reported up: count it as the sync of a
+                    // fresh session would, by creating it down (it drops and counts).
+                    self.sync_for(session).handle_message(now, message)
+                }
+            },
+            Routed::Other(event) => self.out.event(PeerEvent::Connection(event)),
+        }
+    }
+}
+
+impl<P, S> Machine for Peer<P, S>
+where
+    P: Profile,
+    P::Error: 'static,
+    S: JournalStore + Clone,
+{
+    type Command = PeerCommand<P::Command, P::Session>;
+    type Event = PeerEvent<P::Event, P::Session>;
+    type Error = PeerError<P::Error>;
+
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<Self::Command>,
+    ) -> Result<(), Self::Error> {
+        self.now = self.now.max(now);
+        let now = self.now;
+        let result = match input {
+            Input::Command(PeerCommand::Append(entry)) => self.append(now, entry),
+            Input::Command(PeerCommand::Sync(session, cmd)) => match self.syncs.get_mut(&session) {
+                Some(s) => s.command(now, cmd).map_err(PeerError::Sync),
+                None => Err(PeerError::Sync(SyncError::NotConnected)),
+            },
+            Input::Command(PeerCommand::Connection(c)) => self
+                .conn
+                .handle_input(now, Input::Command(c))
+                .map_err(PeerError::Connection),
+            Input::Timeout => {
+                for s in self.syncs.values_mut() {
+                    if s.deadline().is_some_and(|d| d <= now) {
+                        s.handle_timeout(now);
+                    }
+                }
+                if self.conn_deadline.is_some_and(|d| d <= now) {
+                    self.conn
+                        .handle_input(now, Input::Timeout)
+                        .map_err(PeerError::Connection)
+                } else {
+                    Ok(())
+                }
+            }
+            Input::Opened(l) => self
+                .conn
+                .handle_input(now, Input::Opened(l))
+                .map_err(PeerError::Connection),
+            Input::Closed(l) => self
+                .conn
+                .handle_input(now, Input::Closed(l))
+                .map_err(PeerError::Connection),
+            Input::Received(l, b) => self
+                .conn
+                .handle_input(now, Input::Received(l, b))
+                .map_err(PeerError::Connection),
+        };
+        self.pump();
+        match (result, self.deferred.take()) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(e)) => Err(e),
+            (Ok(()), None) => Ok(()),
+        }
+    }
+
+    fn poll_output(&mut self) -> Output<Self::Event> {
+        let deadline = self.poll_timeout_inner();
+        self.out.pop_or_wait(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let d = self.poll_timeout_inner();
+        self.out.timeout(self.now, d)
+    }
+}
+
+impl<P, S> Peer<P, S>
+where
+    P: Profile,
+    S: JournalStore + Clone,
+{
+    fn poll_timeout_inner(&self) -> Option<Instant> {
+        earliest(
+            core::iter::once(self.conn_deadline).chain(self.syncs.values().map(|s| s.deadline())),
+        )
+    }
+
+    fn append(&mut self, now: Instant, entry: Entry) -> Result<(), PeerError<P::Error>> {
+        if self.store.contains(&entry.author, &entry.resource) {
+            return Ok(()); // already there: appending twice is applying twice
+        }
+        self.store.append(entry)?;
+        for (session, sync) in self.syncs.iter_mut() {
+            if self.up.get(session).copied().unwrap_or(false) {
+                let _ = sync.command(now, SyncCommand::Broadcast);
+            }
+        }
+        Ok(())
+    }
+}
