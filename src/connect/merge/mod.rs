@@ -188,8 +188,9 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// How long a RECONNECTING session is kept for its client to resume (dop: forever).
     pub resume_grace: Duration,
-    /// How long an ended session's token is remembered, to refuse it with SESSION_ENDED
-    /// rather than start a fresh session from it (bounded by `max_sessions` entries).
+    /// How long a formally disconnected session's token is remembered, to refuse it with
+    /// SESSION_ENDED rather than start a fresh session from it (at most `max_sessions`
+    /// tokens, oldest forgotten first).
     pub ended_memory: Duration,
     /// Most sessions (CONNECTED or RECONNECTING); past it a handshake is refused with
     /// SERVER_FULL.

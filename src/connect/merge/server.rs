@@ -522,7 +522,7 @@ impl<S: TokenSource> Server<S> {
         self.outbox.event(ServerEvent::Lost { session: id });
     }
 
-    /// Removes a session for good and remembers its token as ended.
+    /// Removes a session for good (remembering a formally disconnected one's token).
     fn end(&mut self, id: SessionId, reason: EndReason) {
         let Some(s) = self.sessions.remove(&id) else {
             return;
@@ -531,7 +531,13 @@ impl<S: TokenSource> Server<S> {
             self.links.remove(&link.id);
             self.outbox.close(link);
         }
-        if let Some(m) = s.node.merged {
+        // Only a formal disconnection is remembered: an expired session's client is
+        // welcome back, as a fresh session (the result says so).
+        let formal = matches!(
+            reason,
+            EndReason::LocalDisconnect | EndReason::PeerDisconnect
+        );
+        if let Some(m) = s.node.merged.filter(|_| formal) {
             if self.ended.len() >= self.cfg.max_sessions.max(1) {
                 self.ended.pop_front();
             }
