@@ -217,18 +217,17 @@ impl<S: TokenSource> Server<S> {
         if self.pending.contains_key(&link.id) || self.links.contains_key(&link.id) {
             return Err(Error::DuplicateLink(link.id));
         }
-        if link.channel != Channel::Main || self.pending.len() >= self.cfg.max_pending {
-            codec::send_failed(
-                &mut self.outbox,
-                self.cfg.encoding,
-                link,
-                FailReason::ServerFull,
-            );
+        let refusal = if link.channel != Channel::Main {
+            Some(FailReason::Refused)
+        } else if self.pending.len() >= self.cfg.max_pending {
+            Some(FailReason::ServerFull)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
             self.outbox.close(link);
-            self.outbox.event(ServerEvent::Refused {
-                link,
-                reason: FailReason::ServerFull,
-            });
+            self.outbox.event(ServerEvent::Refused { link, reason });
             return Ok(());
         }
         let local = self.tokens.next_token();
@@ -494,6 +493,13 @@ impl<S: TokenSource> Server<S> {
                 message,
             }),
             Incoming::Disconnect(_) => self.session_fault(id, FailReason::WrongToken),
+            Incoming::Failed(_) => {
+                // The client gave up on this transport and closes it: no answer needed.
+                if let Some(link) = self.sessions.get(&id).and_then(|s| s.link) {
+                    self.outbox.close(link);
+                }
+                self.lose(id);
+            }
             _ => self.session_fault(id, FailReason::UnexpectedMessage),
         }
     }
@@ -635,8 +641,11 @@ impl<S: TokenSource> Machine for Server<S> {
     }
 
     fn poll_output(&mut self) -> Output<ServerEvent> {
-        let deadline = self.deadline();
-        self.outbox.pop_or_wait(deadline)
+        // The deadline scans the registry: only compute it when nothing is queued.
+        match self.outbox.pop() {
+            Some(out) => out,
+            None => Output::Wait(self.deadline()),
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
