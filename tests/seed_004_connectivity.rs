@@ -1194,7 +1194,11 @@ fn handshakes_that_never_complete_time_out() {
     let enc = Encoding::Tether;
     let mut s = Server::new(server_cfg(enc), tokens(vec![doc_tok(enc, b'A')]));
     s.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
-    assert_eq!(s.poll_timeout(), Some(ms(0)), "output queued: the deadline is now");
+    assert_eq!(
+        s.poll_timeout(),
+        Some(ms(0)),
+        "output queued: the deadline is now"
+    );
     drain(&mut s);
     let hs = ServerConfig::default().handshake_timeout;
     assert_eq!(s.poll_timeout(), Some(ms(0) + hs));
