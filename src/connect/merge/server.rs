@@ -13,8 +13,7 @@ use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::time::Instant;
 use crate::token::Token;
 use crate::wire::{FailReason, Message};
-use alloc::collections::{BTreeMap, VecDeque};
-use alloc::vec::Vec;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The server's name for a session: a counter, never reused, never secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,6 +96,15 @@ pub enum ServerEvent {
     },
 }
 
+/// A deadline in the timer index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A pending handshake (by link id) times out.
+    Handshake(u64),
+    /// A RECONNECTING session is forgotten.
+    Expire(SessionId),
+}
+
 #[derive(Debug)]
 struct Pending {
     link: Link,
@@ -128,6 +136,9 @@ pub struct Server<S> {
     links: BTreeMap<u64, SessionId>,
     /// Merged tokens of ended sessions, oldest first, with when they are forgotten.
     ended: VecDeque<(Token, Instant)>,
+    /// Every handshake and expiry deadline, ordered: the next deadline is the first entry,
+    /// so an idle registry of any size costs nothing per poll.
+    timers: BTreeSet<(Instant, Timer)>,
     next_id: u64,
     stale: u64,
     outbox: Outbox<ServerEvent>,
@@ -144,6 +155,7 @@ impl<S: TokenSource> Server<S> {
             sessions: BTreeMap::new(),
             links: BTreeMap::new(),
             ended: VecDeque::new(),
+            timers: BTreeSet::new(),
             next_id: 1,
             stale: 0,
             outbox: Outbox::new(),
@@ -189,13 +201,31 @@ impl<S: TokenSource> Server<S> {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        earliest(
-            self.pending
-                .values()
-                .map(|p| Some(p.deadline))
-                .chain(self.sessions.values().map(|s| s.expires))
-                .chain([self.ended.front().map(|e| e.1)]),
-        )
+        earliest([
+            self.timers.first().map(|t| t.0),
+            self.ended.front().map(|e| e.1),
+        ])
+    }
+
+    /// Removes a pending handshake and its timer.
+    fn remove_pending(&mut self, link_id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&link_id)?;
+        self.timers.remove(&(p.deadline, Timer::Handshake(link_id)));
+        Some(p)
+    }
+
+    /// Sets (or clears) when a session is forgotten, keeping the timer index true.
+    fn set_expiry(&mut self, id: SessionId, at: Option<Instant>) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = s.expires.take() {
+            self.timers.remove(&(old, Timer::Expire(id)));
+        }
+        if let Some(t) = at {
+            s.expires = Some(t);
+            self.timers.insert((t, Timer::Expire(id)));
+        }
     }
 
     /// The session whose merged token is `m`: every session compared, in constant time.
@@ -237,13 +267,15 @@ impl<S: TokenSource> Server<S> {
         }
         // SERVER2 (or a first server node): OPEN, sends its token at once.
         codec::send_token(&mut self.outbox, self.cfg.encoding, link, &local);
+        let deadline = self.now + self.cfg.handshake_timeout;
+        self.timers.insert((deadline, Timer::Handshake(link.id)));
         self.pending.insert(
             link.id,
             Pending {
                 link,
                 node: Node::new(local),
                 reader: LinkReader::new(self.cfg.encoding, self.cfg.max_message),
-                deadline: self.now + self.cfg.handshake_timeout,
+                deadline,
             },
         );
         Ok(())
@@ -309,7 +341,7 @@ impl<S: TokenSource> Server<S> {
 
     /// Refuses a transport in handshake: tell the peer, close, drop the temporary node.
     fn refuse(&mut self, link: Link, reason: FailReason) {
-        self.pending.remove(&link.id);
+        self.remove_pending(link.id);
         codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
         self.outbox.close(link);
         self.outbox.event(ServerEvent::Refused { link, reason });
@@ -351,7 +383,7 @@ impl<S: TokenSource> Server<S> {
             (Status::Preconnected, Incoming::Token(_)) => self.refuse(link, FailReason::WrongToken),
             (_, Incoming::Failed(reason)) => {
                 // The client gave up on this transport; it closes it.
-                self.pending.remove(&link.id);
+                self.remove_pending(link.id);
                 self.outbox.close(link);
                 self.outbox.event(ServerEvent::Refused { link, reason });
             }
@@ -392,7 +424,7 @@ impl<S: TokenSource> Server<S> {
     /// SERVER1 takes the transport of SERVER2, which is dropped; CONNECTED; echo the merged
     /// token; flush the queue.
     fn adopt(&mut self, id: SessionId, link: Link) {
-        let Some(p) = self.pending.remove(&link.id) else {
+        let Some(p) = self.remove_pending(link.id) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(&id) else {
@@ -400,10 +432,11 @@ impl<S: TokenSource> Server<S> {
         };
         s.link = Some(link);
         s.reader = Some(p.reader);
-        s.expires = None;
         s.node.apply(Step::Resumed);
+        let merged = s.node.merged;
         self.links.insert(link.id, id);
-        if let Some(m) = s.node.merged {
+        self.set_expiry(id, None);
+        if let Some(m) = merged {
             codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &m);
         }
         self.outbox.event(ServerEvent::Connected {
@@ -432,7 +465,7 @@ impl<S: TokenSource> Server<S> {
             // Two sessions must never share a token (the caller reused tokens).
             return self.refuse(link, FailReason::NotResumable);
         }
-        let Some(p) = self.pending.remove(&link.id) else {
+        let Some(p) = self.remove_pending(link.id) else {
             return;
         };
         let mut node = p.node;
@@ -524,12 +557,14 @@ impl<S: TokenSource> Server<S> {
         }
         s.reader = None;
         s.node.apply(Step::TransportLost);
-        s.expires = Some(self.now + self.cfg.resume_grace);
+        let at = self.now + self.cfg.resume_grace;
+        self.set_expiry(id, Some(at));
         self.outbox.event(ServerEvent::Lost { session: id });
     }
 
     /// Removes a session for good (remembering a formally disconnected one's token).
     fn end(&mut self, id: SessionId, reason: EndReason) {
+        self.set_expiry(id, None);
         let Some(s) = self.sessions.remove(&id) else {
             return;
         };
@@ -557,23 +592,24 @@ impl<S: TokenSource> Server<S> {
 
     fn on_timeout(&mut self) {
         let now = self.now;
-        let late: Vec<Link> = self
-            .pending
-            .values()
-            .filter(|p| p.deadline <= now)
-            .map(|p| p.link)
-            .collect();
-        for link in late {
-            self.refuse(link, FailReason::Timeout);
-        }
-        let expired: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.expires.is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            self.end(id, EndReason::Expired);
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Handshake(link_id) => {
+                    if let Some(link) = self.pending.get(&link_id).map(|p| p.link) {
+                        self.refuse(link, FailReason::Timeout);
+                    }
+                }
+                Timer::Expire(id) => {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.expires = None;
+                    }
+                    self.end(id, EndReason::Expired);
+                }
+            }
         }
         while self.ended.front().is_some_and(|e| e.1 <= now) {
             self.ended.pop_front();
@@ -627,7 +663,7 @@ impl<S: TokenSource> Machine for Server<S> {
             Input::Received(link, bytes) => self.on_received(link, bytes),
             Input::Closed(link) => {
                 if self.pending.get(&link.id).is_some_and(|p| p.link == link) {
-                    self.pending.remove(&link.id);
+                    self.remove_pending(link.id);
                 } else if let Some(&id) = self.links.get(&link.id) {
                     self.lose(id);
                 } else {
@@ -650,5 +686,95 @@ impl<S: TokenSource> Machine for Server<S> {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.outbox.timeout(self.now, self.deadline())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::PROTOCOL_VERSION;
+    use bytes::{Bytes, BytesMut};
+
+    fn frame(msg: &Message) -> Bytes {
+        let mut b = BytesMut::new();
+        msg.encode_framed(&mut b);
+        b.freeze()
+    }
+
+    fn token(c: u8) -> Token {
+        Token::new(&[c; 16]).unwrap()
+    }
+
+    /// The timer index holds exactly one entry per pending handshake and per RECONNECTING
+    /// session, through handshakes, losses, adoptions, refusals and expiries.
+    fn assert_index<S>(s: &Server<S>) {
+        let reconnecting = s.sessions.values().filter(|x| x.expires.is_some()).count();
+        assert_eq!(s.timers.len(), s.pending.len() + reconnecting);
+        for (at, t) in &s.timers {
+            match t {
+                Timer::Handshake(id) => assert_eq!(s.pending[id].deadline, *at),
+                Timer::Expire(id) => assert_eq!(s.sessions[id].expires, Some(*at)),
+            }
+        }
+    }
+
+    #[test]
+    fn timer_index_follows_the_registry() {
+        let mut n = 0u8;
+        let mut s = Server::new(ServerConfig::default(), move || {
+            n += 1;
+            token(b'a' + n)
+        });
+        let now = Instant::ZERO;
+        let tok = |t| {
+            frame(&Message::Token {
+                version: PROTOCOL_VERSION,
+                token: t,
+            })
+        };
+        for id in 1..=3 {
+            s.handle_input(now, Input::Opened(Link::main(id))).unwrap();
+        }
+        assert_index(&s);
+        s.handle_input(now, Input::Received(Link::main(1), tok(token(b'X'))))
+            .unwrap();
+        s.handle_input(now, Input::Received(Link::main(1), tok(token(b'X'))))
+            .unwrap();
+        assert_index(&s);
+        s.handle_input(
+            now,
+            Input::Received(Link::main(2), Bytes::from_static(b"\0\0\0\x01\xff")),
+        )
+        .unwrap();
+        s.handle_input(now, Input::Closed(Link::main(3))).unwrap();
+        s.handle_input(now, Input::Closed(Link::main(1))).unwrap();
+        assert_index(&s);
+        assert_eq!(s.timers.len(), 1, "only the RECONNECTING session");
+        let merged = s
+            .sessions
+            .values()
+            .next()
+            .and_then(|x| x.node.merged)
+            .unwrap();
+        s.handle_input(now, Input::Opened(Link::main(4))).unwrap();
+        let resume = frame(&Message::Resume {
+            version: PROTOCOL_VERSION,
+            token: merged,
+        });
+        s.handle_input(now, Input::Received(Link::main(4), resume))
+            .unwrap();
+        assert_index(&s);
+        assert!(s.timers.is_empty(), "adopted: no expiry, no pending");
+        s.handle_input(now, Input::Closed(Link::main(4))).unwrap();
+        s.handle_input(Instant::MAX, Input::Timeout).unwrap();
+        assert_index(&s);
+        assert_eq!((s.session_count(), s.timers.len()), (0, 0));
+    }
+
+    #[test]
+    fn an_idle_session_costs_a_few_hundred_bytes() {
+        // Inline tokens (3 x 65 bytes) dominate; buffers are empty until bytes arrive.
+        let size = core::mem::size_of::<Session>();
+        assert!(size <= 512, "Session is {size} bytes");
     }
 }
