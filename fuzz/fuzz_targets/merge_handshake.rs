@@ -1,0 +1,210 @@
+//! Drives a token-merge client and a server registry with arbitrary interleavings of valid
+//! frames, garbage, closes, reopens, commands and timeouts, in either encoding. Asserts: no
+//! panic, bounded state (registry, pending handshakes, queues), and that two CONNECTED ends
+//! of the same transport agree on the merged token.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use tether::connect::merge::*;
+use tether::wire::Message;
+use tether::{Duration, Input, Instant, Link, Machine, Output, Token, Transmit};
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    /// Deliver what the client sent, cut at `cut`.
+    ClientToServer { cut: u8 },
+    /// Deliver what the server sent.
+    ServerToClient,
+    /// Open the transport the client asked for (on both sides), or a stray one.
+    Open { stray: bool, id: u8 },
+    /// Close a transport on one or both sides.
+    Close { id: u8, client: bool, server: bool },
+    /// Raw bytes on any link, to either side.
+    Garbage { id: u8, to_server: bool, bytes: Vec<u8> },
+    /// A valid message (maybe a control message) on any link, to either side.
+    Frame { id: u8, to_server: bool, msg: Message },
+    /// Time passes; timeouts fire.
+    Advance { millis: u16 },
+    /// Application commands.
+    ClientSend(Vec<u8>),
+    ClientDisconnect,
+    ServerSend { session: u8 },
+    ServerDisconnect { session: u8 },
+}
+
+#[derive(Debug, Arbitrary)]
+struct Plan {
+    dop: bool,
+    seed: u64,
+    ops: Vec<Op>,
+}
+
+const MAX_SESSIONS: usize = 3;
+const MAX_PENDING: usize = 3;
+const MAX_QUEUE: usize = 4;
+
+fn token(enc: Encoding, n: u64) -> Token {
+    // Distinct, valid in both encodings: 16 alphanumeric characters.
+    let mut b = [b'a'; 16];
+    let mut x = n;
+    for c in b.iter_mut() {
+        *c = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[(x % 62) as usize];
+        x /= 62;
+    }
+    let _ = enc;
+    Token::new(&b).unwrap()
+}
+
+fuzz_target!(|plan: Plan| {
+    let enc = if plan.dop { Encoding::Dop } else { Encoding::Tether };
+    let mut now = Instant::ZERO;
+    let ccfg = Config {
+        encoding: enc,
+        jitter_seed: plan.seed,
+        max_queue: MAX_QUEUE,
+        max_message: 256,
+        ..Config::default()
+    };
+    let scfg = ServerConfig {
+        encoding: enc,
+        max_sessions: MAX_SESSIONS,
+        max_pending: MAX_PENDING,
+        max_queue: MAX_QUEUE,
+        max_message: 256,
+        resume_grace: Duration::from_secs(5),
+        ended_memory: Duration::from_secs(20),
+        ..ServerConfig::default()
+    };
+    let Ok(mut client) = Client::new(now, ccfg, token(enc, 1)) else {
+        return;
+    };
+    let mut n = 100u64;
+    let mut server = Server::new(scfg, move || {
+        n += 1;
+        token(enc, n)
+    });
+    let (mut to_server, mut to_client): (Vec<Transmit>, Vec<Transmit>) = (vec![], vec![]);
+    let mut wants_open = 0usize;
+    let mut next_link = 1u64;
+
+    for op in plan.ops.into_iter().take(256) {
+        // Collect outputs first, as a driver would.
+        loop {
+            match client.poll_output() {
+                Output::Transmit(t) => to_server.push(t),
+                Output::Open(_) => wants_open += 1,
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        loop {
+            match server.poll_output() {
+                Output::Transmit(t) => to_client.push(t),
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        match op {
+            Op::ClientToServer { cut } => {
+                for t in to_server.drain(..) {
+                    let mut p = t.payload;
+                    let at = usize::from(cut).min(p.len());
+                    let head = p.split_to(at);
+                    let _ = server.handle_input(now, Input::Received(t.link, head));
+                    let _ = server.handle_input(now, Input::Received(t.link, p));
+                }
+            }
+            Op::ServerToClient => {
+                for t in to_client.drain(..) {
+                    let _ = client.handle_input(now, Input::Received(t.link, t.payload));
+                }
+            }
+            Op::Open { stray, id } => {
+                if stray {
+                    let _ = server.handle_input(now, Input::Opened(Link::main(u64::from(id))));
+                } else if wants_open > 0 {
+                    wants_open -= 1;
+                    next_link += 1000;
+                    let l = Link::main(next_link);
+                    let _ = client.handle_input(now, Input::Opened(l));
+                    let _ = server.handle_input(now, Input::Opened(l));
+                }
+            }
+            Op::Close { id, client: c, server: s } => {
+                let l = match client.view().link {
+                    Some(l) if id % 2 == 0 => l,
+                    _ => Link::main(u64::from(id)),
+                };
+                if c {
+                    let _ = client.handle_input(now, Input::Closed(l));
+                }
+                if s {
+                    let _ = server.handle_input(now, Input::Closed(l));
+                }
+            }
+            Op::Garbage { id, to_server: ts, bytes } => {
+                let l = Link::main(if id % 2 == 0 { next_link } else { u64::from(id) });
+                let b = Bytes::from(bytes);
+                let _ = if ts {
+                    server.handle_input(now, Input::Received(l, b))
+                } else {
+                    client.handle_input(now, Input::Received(l, b))
+                };
+            }
+            Op::Frame { id, to_server: ts, msg } => {
+                let l = Link::main(if id % 2 == 0 { next_link } else { u64::from(id) });
+                let mut b = bytes::BytesMut::new();
+                if enc == Encoding::Tether {
+                    msg.encode_framed(&mut b);
+                } else {
+                    msg.encode(&mut b);
+                }
+                let b = b.freeze();
+                let _ = if ts {
+                    server.handle_input(now, Input::Received(l, b))
+                } else {
+                    client.handle_input(now, Input::Received(l, b))
+                };
+            }
+            Op::Advance { millis } => {
+                now += Duration::from_millis(u64::from(millis) * 10);
+                let _ = client.handle_input(now, Input::Timeout);
+                let _ = server.handle_input(now, Input::Timeout);
+            }
+            Op::ClientSend(data) => {
+                let msg = Message::App(Bytes::from(data));
+                let _ = client.handle_input(now, Input::Command(ClientCommand::Send(msg)));
+            }
+            Op::ClientDisconnect => {
+                let _ = client.handle_input(now, Input::Command(ClientCommand::Disconnect));
+            }
+            Op::ServerSend { session } => {
+                let cmd = ServerCommand::Send {
+                    session: SessionId(u64::from(session % 4)),
+                    message: Message::App(Bytes::from_static(b"x")),
+                };
+                let _ = server.handle_input(now, Input::Command(cmd));
+            }
+            Op::ServerDisconnect { session } => {
+                let cmd = ServerCommand::Disconnect { session: SessionId(u64::from(session % 4)) };
+                let _ = server.handle_input(now, Input::Command(cmd));
+            }
+        }
+        assert!(server.session_count() <= MAX_SESSIONS);
+        assert!(server.pending_count() <= MAX_PENDING);
+        assert!(server.ended_count() <= MAX_SESSIONS);
+        assert!(client.queued() <= MAX_QUEUE);
+        assert!(to_server.len() + to_client.len() < 10_000);
+        // Two CONNECTED ends of one transport hold the same merged token.
+        let v = client.view();
+        if let (Status::Connected, Some(l)) = (v.status, v.link) {
+            if let Some(s) = server.session_of(l.id).and_then(|id| server.session(id)) {
+                if s.status == Status::Connected && s.link == Some(l) {
+                    assert_eq!(s.merged, v.merged);
+                }
+            }
+        }
+    }
+});

@@ -1,0 +1,108 @@
+//! Reconnection delays: exponential backoff with jitter from a caller-seeded PRNG.
+//!
+//! tether draws no randomness of its own; the jitter comes from splitmix64 seeded by the
+//! caller ([`Config::jitter_seed`](super::Config::jitter_seed)), so the same seed gives the
+//! same delays (deterministic tests, simulations), and different clients given different
+//! seeds do not reconnect in lockstep after a server restart.
+
+use crate::time::Duration;
+
+/// splitmix64: tiny, fast, and good enough to spread reconnection times (not a secret).
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// The delays before successive reconnection attempts.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    jitter_percent: u8,
+    attempt: u32,
+    rng: SplitMix64,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration, jitter_percent: u8, seed: u64) -> Self {
+        Backoff {
+            initial,
+            max,
+            jitter_percent: jitter_percent.min(100),
+            attempt: 0,
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// The next delay: `min(initial * 2^attempt, max)`, less up to `jitter_percent` of it.
+    /// Jitter only shortens, so the first wait is never longer than dop's 1 s.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 1u64 << self.attempt.min(32);
+        self.attempt = self.attempt.saturating_add(1);
+        let base = self.initial.saturating_mul(factor).min(self.max);
+        let spread = u128::from(base.as_micros()) * u128::from(self.jitter_percent) / 100;
+        // (spread * r) >> 64 is in [0, spread): a fraction of the spread, no division.
+        let cut = (spread * u128::from(self.rng.next_u64())) >> 64;
+        base.saturating_sub(Duration::from_micros(u64::try_from(cut).unwrap_or(0)))
+    }
+
+    /// Back to the first delay (after a successful connection).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_to_the_cap_without_jitter() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5), 0, 7);
+        let got: [u64; 5] = core::array::from_fn(|_| b.next_delay().as_millis());
+        assert_eq!(got, [1_000, 2_000, 4_000, 5_000, 5_000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_share_and_follows_the_seed() {
+        let mut a = Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 50, 42);
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 50, 42);
+        let mut c = Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 50, 43);
+        let mut differs = false;
+        for i in 0..20u32 {
+            let (x, y, z) = (a.next_delay(), b.next_delay(), c.next_delay());
+            assert_eq!(x, y, "same seed, same delays");
+            differs |= x != z;
+            let base = Duration::from_secs(1)
+                .saturating_mul(1 << i.min(32))
+                .min(Duration::from_secs(60));
+            assert!(
+                x <= base && x >= Duration::from_micros(base.as_micros() / 2),
+                "{x:?} vs {base:?}"
+            );
+        }
+        assert!(differs, "another seed gives other delays");
+    }
+
+    #[test]
+    fn huge_attempt_counts_saturate() {
+        let mut b = Backoff::new(Duration::MAX, Duration::MAX, 100, 1);
+        for _ in 0..100 {
+            let _ = b.next_delay();
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The client node: one session with one server, resumed across transports.
+
+use super::backoff::Backoff;
+use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
+use super::node::{Node, NodeView, Status, Step};
+use super::{Config, Encoding, EndReason, Error, Outcome};
+use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::time::Instant;
+use crate::token::Token;
+use crate::wire::{FailReason, Message};
+use alloc::collections::VecDeque;
+
+/// What the application asks of a [`Client`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    /// Send a message: at once if CONNECTED, else queued (bounded) and flushed in order on
+    /// (re)connection. In dop's encoding only `Message::App` (one text message).
+    Send(Message),
+    /// Formal disconnection: the session ends for good on both sides.
+    Disconnect,
+}
+
+/// What a [`Client`] tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The handshake completed: a fresh session, or the old one resumed.
+    Connected(Outcome),
+    /// A message from the server (dop: `Message::App` with the raw text).
+    Message(Message),
+    /// The transport was lost; the client will reconnect (RECONNECTING).
+    Lost,
+    /// The server refused this attempt; the client will retry.
+    Refused(FailReason),
+    /// A queued message could not be sent: in dop's encoding it equals the merged token.
+    Unsendable(Message),
+    /// Ended for good (DISCONNECTED); every later input is refused with [`Error::Ended`].
+    Ended(EndReason),
+}
+
+/// The client side of the token-merge connection.
+///
+/// Feed it [`Input::Opened`] after each [`Output::Open`], the bytes of the current
+/// transport, its close, timeouts and commands. Inputs naming any other link (an old
+/// transport) are dropped and counted ([`Client::stale_inputs`]).
+#[derive(Debug)]
+pub struct Client {
+    cfg: Config,
+    node: Node,
+    link: Option<Link>,
+    reader: Option<LinkReader>,
+    /// A resumption was sent on the current transport (RESUME, or dop's merged token).
+    resuming: bool,
+    queue: VecDeque<Message>,
+    backoff: Backoff,
+    reconnect_at: Option<Instant>,
+    handshake_deadline: Option<Instant>,
+    give_up_at: Option<Instant>,
+    ended: Option<EndReason>,
+    stale: u64,
+    outbox: Outbox<ClientEvent>,
+    now: Instant,
+}
+
+impl Client {
+    /// A client in OPEN with the caller's `local` token; its first output asks for a
+    /// transport. The token must suit the encoding (tether: at least 16 bytes; dop:
+    /// `[A-Za-z0-9]`).
+    pub fn new(now: Instant, cfg: Config, local: Token) -> Result<Client, Error> {
+        codec::check_local(cfg.encoding, &local)?;
+        let mut outbox = Outbox::new();
+        outbox.open(Channel::Main);
+        Ok(Client {
+            node: Node::new(local),
+            link: None,
+            reader: None,
+            resuming: false,
+            queue: VecDeque::new(),
+            backoff: Backoff::new(
+                cfg.reconnect_initial,
+                cfg.reconnect_max,
+                cfg.jitter_percent,
+                cfg.jitter_seed,
+            ),
+            reconnect_at: None,
+            handshake_deadline: Some(now + cfg.handshake_timeout),
+            give_up_at: Some(now + cfg.give_up_after),
+            ended: None,
+            stale: 0,
+            outbox,
+            now,
+            cfg,
+        })
+    }
+
+    /// The node as seed 004's tables show it.
+    pub fn view(&self) -> NodeView {
+        self.node.view(self.link)
+    }
+
+    /// Messages waiting for a connection.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Inputs dropped because they named a transport that is not the current one.
+    pub fn stale_inputs(&self) -> u64 {
+        self.stale
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.ended.is_some() {
+            return None;
+        }
+        earliest([self.give_up_at, self.handshake_deadline, self.reconnect_at])
+    }
+
+    fn on_opened(&mut self, link: Link) {
+        if self.link.is_some() || link.channel != Channel::Main {
+            // One transport at a time: an extra one is closed, the current one untouched.
+            self.outbox.close(link);
+            return;
+        }
+        self.node.apply(Step::Opened);
+        self.link = Some(link);
+        self.reader = Some(LinkReader::new(self.cfg.encoding, self.cfg.max_message));
+        self.reconnect_at = None;
+        self.handshake_deadline = Some(self.now + self.cfg.handshake_timeout);
+        match self.node.merged {
+            // RECONNECTION step 12: resume at once with the merged token.
+            Some(merged) if self.node.status == Status::Reconnecting => {
+                self.resuming = true;
+                codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &merged);
+            }
+            // CONNECTION step 3: send the local token.
+            _ => codec::send_token(&mut self.outbox, self.cfg.encoding, link, &self.node.local),
+        }
+    }
+
+    fn on_received(&mut self, link: Link, bytes: bytes::Bytes) {
+        if self.link != Some(link) {
+            self.stale += 1;
+            return;
+        }
+        let pushed = match self.reader.as_mut() {
+            Some(r) => r.push(bytes),
+            None => return,
+        };
+        if let Err(reason) = pushed {
+            return self.fault(reason);
+        }
+        while self.link == Some(link) {
+            let Some(reader) = self.reader.as_mut() else {
+                return;
+            };
+            match reader.next() {
+                Ok(Some(item)) => self.on_item(item),
+                Ok(None) => return,
+                Err(reason) => return self.fault(reason),
+            }
+        }
+    }
+
+    /// dop's text means what the state expects (dop itself compared strings the same way).
+    fn classify_dop(&self, text: &[u8]) -> Incoming {
+        let n = &self.node;
+        match n.status {
+            Status::Connected => match n.merged {
+                Some(m) if is_token(text, &m) => Incoming::Disconnect(m),
+                _ => Incoming::Other(Message::App(bytes::Bytes::copy_from_slice(text))),
+            },
+            Status::Preconnected if self.resuming => match (n.merged, n.remote) {
+                (Some(m), _) if is_token(text, &m) => Incoming::Resume(m),
+                (_, Some(r)) if is_token(text, &r) => Incoming::Token(r),
+                _ => Incoming::Invalid,
+            },
+            _ => dop_token(text).map_or(Incoming::Invalid, Incoming::Token),
+        }
+    }
+
+    fn on_item(&mut self, item: Incoming) {
+        let item = match item {
+            Incoming::Text(text) => self.classify_dop(&text),
+            other => other,
+        };
+        let n = self.node;
+        match (n.status, item) {
+            // CONNECTION step 4: the server's token; step 5: send ours again.
+            (Status::Open, Incoming::Token(t)) => {
+                self.node.remote = Some(t);
+                self.node.apply(Step::RemoteToken);
+                if let Some(link) = self.link {
+                    codec::send_token(&mut self.outbox, self.cfg.encoding, link, &n.local);
+                }
+            }
+            // Steps 6-8: the server's confirmation; merge.
+            (Status::Preconnected, Incoming::Token(t)) if !self.resuming && n.remote == Some(t) => {
+                self.node.merged = Some(n.local.merge(&t));
+                self.node.apply(Step::Confirmed);
+                self.connected(Outcome::Fresh);
+            }
+            // RECONNECTION steps 11-12: the fresh server node's token.
+            (Status::Reconnecting, Incoming::Token(t)) if self.resuming => {
+                self.node.remote = Some(t);
+                self.node.apply(Step::RemoteToken);
+            }
+            // Step 15: the server echoes the merged token: resumed.
+            (Status::Preconnected, Incoming::Resume(m)) if self.resuming && n.merged == Some(m) => {
+                self.node.apply(Step::Resumed);
+                self.connected(Outcome::Resumed);
+            }
+            // The server forgot the session and confirmed its token instead: a fresh session
+            // from the old merged token (dop's behaviour), and we confirm ours, which dop
+            // forgot to do.
+            (Status::Preconnected, Incoming::Token(t)) if self.resuming && n.remote == Some(t) => {
+                if let Some(old) = n.merged {
+                    self.node.local = old;
+                    self.node.merged = Some(old.merge(&t));
+                    if let Some(link) = self.link {
+                        codec::send_token(&mut self.outbox, self.cfg.encoding, link, &old);
+                    }
+                }
+                self.resuming = false;
+                self.node.apply(Step::Confirmed);
+                self.connected(Outcome::Fresh);
+            }
+            // DISCONNECTION: the server ended the session for good.
+            (Status::Connected, Incoming::Disconnect(m)) if n.merged == Some(m) => {
+                self.end(EndReason::PeerDisconnect);
+            }
+            (Status::Connected, Incoming::Other(msg)) => {
+                self.outbox.event(ClientEvent::Message(msg));
+            }
+            (_, Incoming::Failed(reason)) => self.refused(reason),
+            (Status::Preconnected, Incoming::Token(_) | Incoming::Resume(_)) => {
+                self.fault(FailReason::WrongToken)
+            }
+            _ => self.fault(FailReason::UnexpectedMessage),
+        }
+    }
+
+    fn connected(&mut self, outcome: Outcome) {
+        self.resuming = false;
+        self.handshake_deadline = None;
+        self.give_up_at = None;
+        self.reconnect_at = None;
+        self.backoff.reset();
+        self.outbox.event(ClientEvent::Connected(outcome));
+        let (Some(link), merged) = (self.link, self.node.merged) else {
+            return;
+        };
+        while let Some(msg) = self.queue.pop_front() {
+            if codec::check_app(self.cfg.encoding, &msg, merged.as_ref()).is_err() {
+                self.outbox.event(ClientEvent::Unsendable(msg));
+            } else {
+                codec::send_app(&mut self.outbox, self.cfg.encoding, link, &msg);
+            }
+        }
+    }
+
+    /// The current transport misbehaved: tell the server, close it, and reconnect.
+    fn fault(&mut self, reason: FailReason) {
+        if let Some(link) = self.link {
+            codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
+            self.outbox.close(link);
+        }
+        self.lose_transport();
+    }
+
+    /// The server refused (CONN_FAILED) and closes: retry, unless retrying cannot help.
+    fn refused(&mut self, reason: FailReason) {
+        if let Some(link) = self.link {
+            self.outbox.close(link);
+        }
+        match reason {
+            FailReason::SessionEnded
+            | FailReason::UnsupportedVersion
+            | FailReason::InsecureToken => self.end(EndReason::Refused(reason)),
+            _ => {
+                self.outbox.event(ClientEvent::Refused(reason));
+                self.lose_transport();
+            }
+        }
+    }
+
+    /// No transport any more: RECONNECTING (or OPEN if no session yet), and a wait.
+    fn lose_transport(&mut self) {
+        self.link = None;
+        self.reader = None;
+        self.handshake_deadline = None;
+        let had_session = self.node.merged.is_some();
+        match self.node.status {
+            Status::Connected => {
+                self.node.apply(Step::TransportLost);
+                self.outbox.event(ClientEvent::Lost);
+                self.give_up_at = Some(self.now + self.cfg.give_up_after);
+            }
+            Status::Preconnected | Status::Reconnecting if had_session => {
+                self.node.apply(Step::TransportLost);
+            }
+            Status::Open | Status::Preconnected => {
+                self.node.remote = None;
+                self.node.apply(Step::HandshakeFailed);
+            }
+            Status::Reconnecting | Status::Disconnected => {}
+        }
+        self.resuming = false;
+        if self.give_up_at.is_none() {
+            self.give_up_at = Some(self.now + self.cfg.give_up_after);
+        }
+        self.reconnect_at = Some(self.now + self.backoff.next_delay());
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        if let Some(link) = self.link.take() {
+            self.outbox.close(link);
+        }
+        let step = match reason {
+            EndReason::GaveUp | EndReason::Expired | EndReason::Refused(_) => Step::Expired,
+            EndReason::LocalDisconnect | EndReason::PeerDisconnect => Step::FormalDisconnect,
+        };
+        if !self.node.apply(step) {
+            self.node.status = Status::Disconnected;
+        }
+        self.reader = None;
+        self.resuming = false;
+        self.queue.clear();
+        self.reconnect_at = None;
+        self.handshake_deadline = None;
+        self.give_up_at = None;
+        self.ended = Some(reason);
+        self.outbox.event(ClientEvent::Ended(reason));
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now;
+        if self.give_up_at.is_some_and(|t| t <= now) {
+            return self.end(EndReason::GaveUp);
+        }
+        if self.handshake_deadline.is_some_and(|t| t <= now) {
+            // A transport that never opened, or a handshake that never completed.
+            self.handshake_deadline = None;
+            return self.fault(FailReason::Timeout);
+        }
+        if self.reconnect_at.is_some_and(|t| t <= now) {
+            self.reconnect_at = None;
+            self.handshake_deadline = Some(now + self.cfg.handshake_timeout);
+            self.outbox.open(Channel::Main);
+        }
+    }
+
+    fn on_command(&mut self, cmd: ClientCommand) -> Result<(), Error> {
+        match cmd {
+            ClientCommand::Send(msg) => {
+                codec::check_app(self.cfg.encoding, &msg, self.node.merged.as_ref())?;
+                match (self.node.status, self.link) {
+                    (Status::Connected, Some(link)) => {
+                        codec::send_app(&mut self.outbox, self.cfg.encoding, link, &msg);
+                    }
+                    _ if self.queue.len() >= self.cfg.max_queue => {
+                        return Err(Error::QueueFull {
+                            max: self.cfg.max_queue,
+                        })
+                    }
+                    _ => self.queue.push_back(msg),
+                }
+            }
+            ClientCommand::Disconnect => {
+                if let (Status::Connected, Some(link), Some(m)) =
+                    (self.node.status, self.link, self.node.merged)
+                {
+                    codec::send_disconnect(&mut self.outbox, self.cfg.encoding, link, &m);
+                }
+                // Not connected: the server cannot be told; it forgets the session after
+                // its grace period.
+                self.end(EndReason::LocalDisconnect);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Machine for Client {
+    type Command = ClientCommand;
+    type Event = ClientEvent;
+    type Error = Error;
+
+    fn handle_input(&mut self, now: Instant, input: Input<ClientCommand>) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        if let Some(reason) = self.ended {
+            return match input {
+                // The echo of our own close is expected; anything else is refused.
+                Input::Closed(_) | Input::Timeout => Ok(()),
+                Input::Opened(link) => {
+                    self.outbox.close(link);
+                    Err(Error::Ended(reason))
+                }
+                _ => Err(Error::Ended(reason)),
+            };
+        }
+        match input {
+            Input::Opened(link) => self.on_opened(link),
+            Input::Received(link, bytes) => self.on_received(link, bytes),
+            Input::Closed(link) if self.link == Some(link) => self.lose_transport(),
+            Input::Closed(_) => self.stale += 1,
+            Input::Timeout => self.on_timeout(),
+            Input::Command(cmd) => return self.on_command(cmd),
+        }
+        Ok(())
+    }
+
+    fn poll_output(&mut self) -> Output<ClientEvent> {
+        match self.outbox.pop() {
+            Some(out) => out,
+            None => Output::Wait(self.deadline()),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.outbox.timeout(self.now, self.deadline())
+    }
+}
+
+impl Client {
+    /// The encoding in use.
+    pub fn encoding(&self) -> Encoding {
+        self.cfg.encoding
+    }
+}

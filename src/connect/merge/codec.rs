@@ -1,0 +1,200 @@
+//! The two encodings of the token-merge messages: tether's frames and dop's bare text.
+//!
+//! A [`LinkReader`] turns what arrives on one transport into [`Incoming`] items. In
+//! tether's encoding each item is a decoded, checked frame; in dop's encoding each item is
+//! one whole WebSocket text message, and what it means (a token, the merged token, an
+//! application message) depends on the node's state, so the machines classify it.
+
+use super::{Encoding, Error};
+use crate::driver::{Link, Outbox};
+use crate::token::Token;
+use crate::wire::{FailReason, FrameDecoder, Message, PROTOCOL_VERSION};
+use bytes::Bytes;
+
+/// One item received on a transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// A local token (TOKEN, or a dop token in a state that expects one).
+    Token(Token),
+    /// A merged token naming a session to resume (RESUME, or its server echo).
+    Resume(Token),
+    /// A formal disconnection (DISCONNECT, or dop's merged token while connected).
+    Disconnect(Token),
+    /// The peer refused (CONN_FAILED); it closes next.
+    Failed(FailReason),
+    /// Anything else, for the application once connected.
+    Other(Message),
+    /// dop: one text message, to be classified by the node's state.
+    Text(Bytes),
+    /// dop: text that cannot be what the state expects.
+    Invalid,
+}
+
+/// Decodes what arrives on one transport.
+#[derive(Debug)]
+pub(crate) enum LinkReader {
+    Tether(FrameDecoder),
+    Dop { pending: Option<Bytes>, max: usize },
+}
+
+impl LinkReader {
+    pub fn new(encoding: Encoding, max_message: usize) -> Self {
+        match encoding {
+            Encoding::Tether => LinkReader::Tether(FrameDecoder::new(max_message)),
+            Encoding::Dop => LinkReader::Dop {
+                pending: None,
+                max: max_message,
+            },
+        }
+    }
+
+    /// Takes received bytes: a chunk of the stream (tether) or one whole text message (dop).
+    pub fn push(&mut self, bytes: Bytes) -> Result<(), FailReason> {
+        match self {
+            LinkReader::Tether(d) => {
+                d.push(&bytes);
+                Ok(())
+            }
+            LinkReader::Dop { pending, max } => {
+                if bytes.len() > *max {
+                    return Err(FailReason::Malformed);
+                }
+                *pending = Some(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next item, `Ok(None)` if more bytes are needed, or why the transport must close.
+    pub fn next(&mut self) -> Result<Option<Incoming>, FailReason> {
+        match self {
+            LinkReader::Dop { pending, .. } => Ok(pending.take().map(Incoming::Text)),
+            LinkReader::Tether(d) => {
+                let Some(frame) = d.next_frame().map_err(|_| FailReason::Malformed)? else {
+                    return Ok(None);
+                };
+                let msg = Message::decode(frame).map_err(|_| FailReason::Malformed)?;
+                Ok(Some(match msg {
+                    Message::Token { version, token } => Incoming::Token(checked(version, token)?),
+                    Message::Resume { version, token } => {
+                        Incoming::Resume(checked(version, token)?)
+                    }
+                    Message::Disconnect { token } => Incoming::Disconnect(token),
+                    Message::ConnFailed { reason } => Incoming::Failed(reason),
+                    other => Incoming::Other(other),
+                }))
+            }
+        }
+    }
+}
+
+/// The checks every TOKEN and RESUME passes in tether's encoding: the version, and at
+/// least 128 bits.
+fn checked(version: u8, token: Token) -> Result<Token, FailReason> {
+    if version != PROTOCOL_VERSION {
+        Err(FailReason::UnsupportedVersion)
+    } else if !token.is_secure() {
+        Err(FailReason::InsecureToken)
+    } else {
+        Ok(token)
+    }
+}
+
+/// A dop token: 1 to 64 characters of `[A-Za-z0-9]` (dop's own are 16; merged ones 32).
+pub(crate) fn dop_token(text: &[u8]) -> Option<Token> {
+    if text.iter().all(u8::is_ascii_alphanumeric) {
+        Token::new(text).ok()
+    } else {
+        None
+    }
+}
+
+/// Whether `token` may be a local token in `encoding`.
+pub(crate) fn check_local(encoding: Encoding, token: &Token) -> Result<(), Error> {
+    match encoding {
+        Encoding::Tether if !token.is_secure() => Err(Error::BadLocalToken(
+            "tether's encoding needs at least 16 bytes (128 bits)",
+        )),
+        Encoding::Dop if dop_token(token.as_bytes()).is_none() => Err(Error::BadLocalToken(
+            "dop's encoding needs [A-Za-z0-9] characters",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the application may send `msg` in `encoding`, with the session's merged token.
+pub(crate) fn check_app(
+    encoding: Encoding,
+    msg: &Message,
+    merged: Option<&Token>,
+) -> Result<(), Error> {
+    match (encoding, msg) {
+        (Encoding::Tether, Message::Token { .. } | Message::Resume { .. })
+        | (Encoding::Tether, Message::Disconnect { .. } | Message::ConnFailed { .. }) => {
+            Err(Error::Reserved)
+        }
+        (Encoding::Tether, _) => Ok(()),
+        (Encoding::Dop, Message::App(text)) => match merged {
+            Some(m) if is_token(text, m) => Err(Error::AmbiguousDopMessage),
+            _ => Ok(()),
+        },
+        (Encoding::Dop, _) => Err(Error::NotDopText),
+    }
+}
+
+/// Constant-time comparison of received bytes with a token.
+pub(crate) fn is_token(bytes: &[u8], token: &Token) -> bool {
+    Token::new(bytes).is_ok_and(|t| t == *token)
+}
+
+/// Sends a local token: TOKEN, or the bare text.
+pub(crate) fn send_token<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, token: &Token) {
+    match enc {
+        Encoding::Tether => out.send_framed(
+            link,
+            &Message::Token {
+                version: PROTOCOL_VERSION,
+                token: *token,
+            },
+        ),
+        Encoding::Dop => out.send_raw(link, Bytes::copy_from_slice(token.as_bytes())),
+    }
+}
+
+/// Sends a merged token to resume (client) or confirm a resumption (server).
+pub(crate) fn send_resume<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, token: &Token) {
+    match enc {
+        Encoding::Tether => out.send_framed(
+            link,
+            &Message::Resume {
+                version: PROTOCOL_VERSION,
+                token: *token,
+            },
+        ),
+        Encoding::Dop => out.send_raw(link, Bytes::copy_from_slice(token.as_bytes())),
+    }
+}
+
+/// Sends the formal disconnection.
+pub(crate) fn send_disconnect<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, token: &Token) {
+    match enc {
+        Encoding::Tether => out.send_framed(link, &Message::Disconnect { token: *token }),
+        Encoding::Dop => out.send_raw(link, Bytes::copy_from_slice(token.as_bytes())),
+    }
+}
+
+/// Tells the peer why its transport is closed (dop's encoding has no such message: the
+/// close alone says it).
+pub(crate) fn send_failed<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, reason: FailReason) {
+    if enc == Encoding::Tether {
+        out.send_framed(link, &Message::ConnFailed { reason });
+    }
+}
+
+/// Sends an application message (already checked by [`check_app`]).
+pub(crate) fn send_app<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, msg: &Message) {
+    match (enc, msg) {
+        (Encoding::Dop, Message::App(text)) => out.send_raw(link, text.clone()),
+        _ => out.send_framed(link, msg),
+    }
+}

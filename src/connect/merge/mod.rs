@@ -1,0 +1,220 @@
+//! The token-merge connection of seed 004 (dop): handshake, resumption, formal
+//! disconnection, and the server's session registry.
+//!
+//! Two machines share one node ([`Status`], [`TRANSITIONS`]):
+//!
+//! - [`Client`]: one session with one server. It asks the caller for a transport
+//!   ([`Output::Open`](crate::Output::Open)), runs the handshake on it, and when the
+//!   transport is lost waits (1 s at first, then doubling to a cap, with seeded jitter),
+//!   opens a new one and resumes the session with the merged token, until it gives up.
+//! - [`Server`]: the registry of sessions. Every new transport starts as a temporary node in
+//!   OPEN; a merged token naming a RECONNECTING session makes that session adopt the
+//!   transport; the registry forgets RECONNECTING sessions after a grace period.
+//!
+//! The handshake (each side sends its local token, takes the peer's, sends its own again,
+//! and on the peer's confirmation both hold `merge(local, remote)`) is the document's; the
+//! encodings are two ([`Encoding`]): tether's length-prefixed frames (TOKEN, RESUME,
+//! DISCONNECT, CONN_FAILED; tokens of at least 128 bits) and dop's bare text, so a dop peer
+//! over WebSocket can talk to tether. docs/PROTOCOL.md section 5 has the bytes and the
+//! sequence diagrams.
+//!
+//! A whole handshake between the two machines, moved by hand:
+//!
+//! ```
+//! use tether::connect::merge::*;
+//! use tether::{Input, Instant, Link, Machine, Output, Token};
+//!
+//! let now = Instant::ZERO;
+//! let client_token = Token::new(&[b'B'; 16]).unwrap();
+//! let mut server_tokens = [Token::new(&[b'A'; 16]).unwrap()].into_iter();
+//! let mut client = Client::new(now, Config::default(), client_token).unwrap();
+//! let mut server = Server::new(ServerConfig::default(), move || server_tokens.next().unwrap());
+//!
+//! // The client asks for a transport; the caller connects it (link 1 on both sides).
+//! assert_eq!(client.poll_output(), Output::Open(tether::Channel::Main));
+//! client.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+//! server.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+//! // Shuttle bytes until both are quiet.
+//! loop {
+//!     let mut moved = false;
+//!     while let Output::Transmit(t) = client.poll_output() {
+//!         server.handle_input(now, Input::Received(t.link, t.payload)).unwrap();
+//!         moved = true;
+//!     }
+//!     while let Output::Transmit(t) = server.poll_output() {
+//!         client.handle_input(now, Input::Received(t.link, t.payload)).unwrap();
+//!         moved = true;
+//!     }
+//!     if !moved { break; }
+//! }
+//! assert_eq!(client.view().status, Status::Connected);
+//! let merged = client.view().merged.unwrap();
+//! assert_eq!(&merged.as_bytes()[..16], &[b'A'; 16]); // merged in byte order
+//! ```
+
+mod backoff;
+mod client;
+mod codec;
+mod node;
+mod server;
+
+pub use client::{Client, ClientCommand, ClientEvent};
+pub use node::{transition, NodeView, Status, Step, TRANSITIONS};
+pub use server::{Server, ServerCommand, ServerEvent, SessionId, TokenSource};
+
+use crate::time::Duration;
+use crate::wire::{FailReason, DEFAULT_MAX_FRAME};
+
+/// How the token-merge messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Encoding {
+    /// tether's own: length-prefixed frames, TOKEN / RESUME / DISCONNECT / CONN_FAILED,
+    /// versioned, tokens of at least 128 bits, application messages never mistaken for
+    /// control messages.
+    #[default]
+    Tether,
+    /// dop's own: every `Input::Received` is one whole WebSocket text message; a token is
+    /// the bare text (16 characters of `[A-Za-z0-9]` from dop). Kept for compatibility with
+    /// dop peers, weaknesses included: an application message equal to the merged token is
+    /// a formal disconnection, and a refusal is a bare close.
+    Dop,
+}
+
+/// How a handshake ended: the typed result the application uses to decide whether to
+/// resynchronise (as MQTT's "session present").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A new session: nothing carried over; resynchronise.
+    Fresh,
+    /// The previous session resumed on a new transport; queued messages were flushed.
+    Resumed,
+}
+
+/// Why a session or client ended for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// This side's application disconnected formally.
+    LocalDisconnect,
+    /// The peer disconnected formally.
+    PeerDisconnect,
+    /// The client stopped trying to reconnect ([`Config::give_up_after`]).
+    GaveUp,
+    /// The server forgot a RECONNECTING session ([`ServerConfig::resume_grace`]).
+    Expired,
+    /// The server refused for a reason retrying cannot fix.
+    Refused(FailReason),
+}
+
+/// The errors of the token-merge machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The queue of messages waiting for a connection is full; the message was not queued.
+    #[error("send queue full ({max} messages)")]
+    QueueFull {
+        /// The configured bound.
+        max: usize,
+    },
+    /// The client or session ended for good (sticky for the client).
+    #[error("session ended: {0:?}")]
+    Ended(EndReason),
+    /// dop's encoding carries only text application messages (`Message::App`).
+    #[error("dop's encoding carries only Message::App")]
+    NotDopText,
+    /// In dop's encoding this message equals the merged token, which the peer would take
+    /// for a formal disconnection.
+    #[error("in dop's encoding this message would read as a formal disconnection")]
+    AmbiguousDopMessage,
+    /// TOKEN, RESUME, DISCONNECT and CONN_FAILED belong to the machine, not the application.
+    #[error("this message is reserved to the connection machine")]
+    Reserved,
+    /// A local token from the caller cannot be used in the configured encoding.
+    #[error("local token unusable: {0}")]
+    BadLocalToken(&'static str),
+    /// No such session in the registry.
+    #[error("unknown session {0:?}")]
+    UnknownSession(SessionId),
+    /// The caller reported a link id that is already open.
+    #[error("link {0} is already open")]
+    DuplicateLink(u64),
+}
+
+/// The client's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// The encoding (both peers must agree).
+    pub encoding: Encoding,
+    /// How long a transport may take to open and finish its handshake (or resumption).
+    pub handshake_timeout: Duration,
+    /// The first wait before reconnecting: 1 s, as dop.
+    pub reconnect_initial: Duration,
+    /// The longest wait between attempts (the backoff doubles up to it).
+    pub reconnect_max: Duration,
+    /// Up to this share (0 to 100 %) of each wait is cut off at random.
+    pub jitter_percent: u8,
+    /// Seed of the jitter (give each client its own).
+    pub jitter_seed: u64,
+    /// How long to keep trying, from the loss of the transport (or the start), before
+    /// giving up: DISCONNECTED.
+    pub give_up_after: Duration,
+    /// Most messages queued while not connected.
+    pub max_queue: usize,
+    /// Largest message accepted (frame payload, or dop text message).
+    pub max_message: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            encoding: Encoding::Tether,
+            handshake_timeout: Duration::from_secs(10),
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            jitter_percent: 20,
+            jitter_seed: 0,
+            give_up_after: Duration::from_secs(300),
+            max_queue: 1024,
+            max_message: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// The server's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The encoding (both peers must agree).
+    pub encoding: Encoding,
+    /// How long a new transport may take to finish its handshake.
+    pub handshake_timeout: Duration,
+    /// How long a RECONNECTING session is kept for its client to resume (dop: forever).
+    pub resume_grace: Duration,
+    /// How long a formally disconnected session's token is remembered, to refuse it with
+    /// SESSION_ENDED rather than start a fresh session from it (at most `max_sessions`
+    /// tokens, oldest forgotten first).
+    pub ended_memory: Duration,
+    /// Most sessions (CONNECTED or RECONNECTING); past it a handshake is refused with
+    /// SERVER_FULL.
+    pub max_sessions: usize,
+    /// Most transports in handshake at once; past it a new transport is refused with
+    /// SERVER_FULL.
+    pub max_pending: usize,
+    /// Most messages queued per RECONNECTING session.
+    pub max_queue: usize,
+    /// Largest message accepted (frame payload, or dop text message).
+    pub max_message: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            encoding: Encoding::Tether,
+            handshake_timeout: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(60),
+            ended_memory: Duration::from_secs(600),
+            max_sessions: 10_000,
+            max_pending: 1_024,
+            max_queue: 1_024,
+            max_message: DEFAULT_MAX_FRAME,
+        }
+    }
+}

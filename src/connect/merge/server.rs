@@ -1,0 +1,780 @@
+//! The server: a registry of sessions (seed 004's SERVER1 / SERVER2).
+//!
+//! Every transport starts as a temporary node in OPEN (a *pending handshake*). It becomes a
+//! session when its handshake completes, or is dropped when its client resumes an existing
+//! RECONNECTING session, which adopts the transport. Sessions are named by a
+//! [`SessionId`] (a counter, never the secret token). Lookups by merged token compare every
+//! session in constant time; they happen only once per handshake.
+
+use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
+use super::node::{Node, NodeView, Status, Step};
+use super::{EndReason, Error, Outcome, ServerConfig};
+use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::time::Instant;
+use crate::token::Token;
+use crate::wire::{FailReason, Message};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// The server's name for a session: a counter, never reused, never secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Where the server's local tokens come from: the caller's (cryptographic) randomness.
+/// tether draws none of its own. Any `FnMut() -> Token` is one.
+pub trait TokenSource {
+    /// A fresh token for a new transport's temporary node.
+    fn next_token(&mut self) -> Token;
+}
+
+impl<F: FnMut() -> Token> TokenSource for F {
+    fn next_token(&mut self) -> Token {
+        self()
+    }
+}
+
+/// What the application asks of a [`Server`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCommand {
+    /// Send a message to a session: at once if CONNECTED, queued (bounded) while
+    /// RECONNECTING and flushed in order when it resumes.
+    Send {
+        /// The session.
+        session: SessionId,
+        /// The message (dop: `Message::App`).
+        message: Message,
+    },
+    /// Formal disconnection of a session: it ends for good on both sides.
+    Disconnect {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// What a [`Server`] tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A handshake completed: a new session, or a RECONNECTING one resumed.
+    Connected {
+        /// The session.
+        session: SessionId,
+        /// Fresh or resumed.
+        outcome: Outcome,
+    },
+    /// A message from a session's client.
+    Message {
+        /// The session.
+        session: SessionId,
+        /// The message (dop: `Message::App` with the raw text).
+        message: Message,
+    },
+    /// A session's transport was lost; it is RECONNECTING until resumed or forgotten.
+    Lost {
+        /// The session.
+        session: SessionId,
+    },
+    /// A session ended for good and was removed.
+    Ended {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// A transport in handshake was refused (the peer told with CONN_FAILED in tether's
+    /// encoding) and closed. No session was touched.
+    Refused {
+        /// The transport.
+        link: Link,
+        /// Why.
+        reason: FailReason,
+    },
+    /// A queued message could not be sent: in dop's encoding it equals the merged token.
+    Unsendable {
+        /// The session.
+        session: SessionId,
+        /// The message.
+        message: Message,
+    },
+}
+
+/// A deadline in the timer index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A pending handshake (by link id) times out.
+    Handshake(u64),
+    /// A RECONNECTING session is forgotten.
+    Expire(SessionId),
+}
+
+#[derive(Debug)]
+struct Pending {
+    link: Link,
+    node: Node,
+    reader: LinkReader,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Session {
+    node: Node,
+    link: Option<Link>,
+    reader: Option<LinkReader>,
+    queue: VecDeque<Message>,
+    /// When a RECONNECTING session is forgotten.
+    expires: Option<Instant>,
+}
+
+/// The server side of the token-merge connection: many transports, many sessions.
+///
+/// Feed it [`Input::Opened`] for every accepted transport (link ids unique among open
+/// transports), its bytes, its close, timeouts and commands.
+#[derive(Debug)]
+pub struct Server<S> {
+    cfg: ServerConfig,
+    tokens: S,
+    pending: BTreeMap<u64, Pending>,
+    sessions: BTreeMap<SessionId, Session>,
+    links: BTreeMap<u64, SessionId>,
+    /// Merged tokens of ended sessions, oldest first, with when they are forgotten.
+    ended: VecDeque<(Token, Instant)>,
+    /// Every handshake and expiry deadline, ordered: the next deadline is the first entry,
+    /// so an idle registry of any size costs nothing per poll.
+    timers: BTreeSet<(Instant, Timer)>,
+    next_id: u64,
+    stale: u64,
+    outbox: Outbox<ServerEvent>,
+    now: Instant,
+}
+
+impl<S: TokenSource> Server<S> {
+    /// An empty registry drawing local tokens from `tokens`.
+    pub fn new(cfg: ServerConfig, tokens: S) -> Self {
+        Server {
+            cfg,
+            tokens,
+            pending: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            links: BTreeMap::new(),
+            ended: VecDeque::new(),
+            timers: BTreeSet::new(),
+            next_id: 1,
+            stale: 0,
+            outbox: Outbox::new(),
+            now: Instant::ZERO,
+        }
+    }
+
+    /// A session as seed 004's tables show it.
+    pub fn session(&self, id: SessionId) -> Option<NodeView> {
+        self.sessions.get(&id).map(|s| s.node.view(s.link))
+    }
+
+    /// The temporary node of a transport still in handshake.
+    pub fn pending(&self, link_id: u64) -> Option<NodeView> {
+        self.pending
+            .get(&link_id)
+            .map(|p| p.node.view(Some(p.link)))
+    }
+
+    /// The session that holds a transport.
+    pub fn session_of(&self, link_id: u64) -> Option<SessionId> {
+        self.links.get(&link_id).copied()
+    }
+
+    /// Sessions in the registry (CONNECTED or RECONNECTING).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Transports in handshake.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Ended sessions' tokens still remembered.
+    pub fn ended_count(&self) -> usize {
+        self.ended.len()
+    }
+
+    /// Inputs dropped because they named no open transport (an old, adopted or closed one).
+    pub fn stale_inputs(&self) -> u64 {
+        self.stale
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        earliest([
+            self.timers.first().map(|t| t.0),
+            self.ended.front().map(|e| e.1),
+        ])
+    }
+
+    /// Removes a pending handshake and its timer.
+    fn remove_pending(&mut self, link_id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&link_id)?;
+        self.timers.remove(&(p.deadline, Timer::Handshake(link_id)));
+        Some(p)
+    }
+
+    /// Sets (or clears) when a session is forgotten, keeping the timer index true.
+    fn set_expiry(&mut self, id: SessionId, at: Option<Instant>) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = s.expires.take() {
+            self.timers.remove(&(old, Timer::Expire(id)));
+        }
+        if let Some(t) = at {
+            s.expires = Some(t);
+            self.timers.insert((t, Timer::Expire(id)));
+        }
+    }
+
+    /// The session whose merged token is `m`: every session compared, in constant time.
+    fn find(&self, m: &Token) -> Option<SessionId> {
+        let mut found = None;
+        for (id, s) in &self.sessions {
+            if s.node.merged.is_some_and(|t| t == *m) {
+                found = Some(*id);
+            }
+        }
+        found
+    }
+
+    fn is_ended(&self, m: &Token) -> bool {
+        self.ended.iter().fold(false, |acc, (t, _)| acc | (t == m))
+    }
+
+    fn on_opened(&mut self, link: Link) -> Result<(), Error> {
+        if self.pending.contains_key(&link.id) || self.links.contains_key(&link.id) {
+            return Err(Error::DuplicateLink(link.id));
+        }
+        let refusal = if link.channel != Channel::Main {
+            Some(FailReason::Refused)
+        } else if self.pending.len() >= self.cfg.max_pending {
+            Some(FailReason::ServerFull)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
+            self.outbox.close(link);
+            self.outbox.event(ServerEvent::Refused { link, reason });
+            return Ok(());
+        }
+        let local = self.tokens.next_token();
+        if let Err(e) = codec::check_local(self.cfg.encoding, &local) {
+            self.outbox.close(link);
+            return Err(e);
+        }
+        // SERVER2 (or a first server node): OPEN, sends its token at once.
+        codec::send_token(&mut self.outbox, self.cfg.encoding, link, &local);
+        let deadline = self.now + self.cfg.handshake_timeout;
+        self.timers.insert((deadline, Timer::Handshake(link.id)));
+        self.pending.insert(
+            link.id,
+            Pending {
+                link,
+                node: Node::new(local),
+                reader: LinkReader::new(self.cfg.encoding, self.cfg.max_message),
+                deadline,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_received(&mut self, link: Link, bytes: bytes::Bytes) {
+        let pushed = if let Some(p) = self.pending.get_mut(&link.id).filter(|p| p.link == link) {
+            p.reader.push(bytes)
+        } else if let Some(s) = self
+            .links
+            .get(&link.id)
+            .and_then(|id| self.sessions.get_mut(id))
+            .filter(|s| s.link == Some(link))
+        {
+            match s.reader.as_mut() {
+                Some(r) => r.push(bytes),
+                None => Ok(()),
+            }
+        } else {
+            // An old transport (adopted, closed, refused): never mixed into a session.
+            self.stale += 1;
+            return;
+        };
+        if let Err(reason) = pushed {
+            return self.fail_link(link, reason);
+        }
+        self.pump(link);
+    }
+
+    /// Handles every complete item buffered for `link`, wherever the link now lives (a
+    /// pending node that is adopted mid-chunk hands its buffer to the session).
+    fn pump(&mut self, link: Link) {
+        loop {
+            if let Some(p) = self.pending.get_mut(&link.id) {
+                match p.reader.next() {
+                    Ok(Some(item)) => self.on_pending_item(link, item),
+                    Ok(None) => return,
+                    Err(reason) => return self.refuse(link, reason),
+                }
+            } else if let Some(&id) = self.links.get(&link.id) {
+                let Some(reader) = self.sessions.get_mut(&id).and_then(|s| s.reader.as_mut())
+                else {
+                    return;
+                };
+                match reader.next() {
+                    Ok(Some(item)) => self.on_session_item(id, item),
+                    Ok(None) => return,
+                    Err(reason) => return self.session_fault(id, reason),
+                }
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn fail_link(&mut self, link: Link, reason: FailReason) {
+        if self.pending.contains_key(&link.id) {
+            self.refuse(link, reason);
+        } else if let Some(&id) = self.links.get(&link.id) {
+            self.session_fault(id, reason);
+        }
+    }
+
+    /// Refuses a transport in handshake: tell the peer, close, drop the temporary node.
+    fn refuse(&mut self, link: Link, reason: FailReason) {
+        self.remove_pending(link.id);
+        codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
+        self.outbox.close(link);
+        self.outbox.event(ServerEvent::Refused { link, reason });
+    }
+
+    fn on_pending_item(&mut self, link: Link, item: Incoming) {
+        let Some(p) = self.pending.get(&link.id) else {
+            return;
+        };
+        let node = p.node;
+        let item = match item {
+            // dop: in OPEN, a text naming a known (or ended) session is a resumption,
+            // anything else token-shaped is the client's local token; in PRECONNECTED only
+            // the same token again is acceptable.
+            Incoming::Text(text) => match (node.status, dop_token(&text)) {
+                (Status::Open, Some(t)) if self.find(&t).is_some() || self.is_ended(&t) => {
+                    Incoming::Resume(t)
+                }
+                (_, Some(t)) => Incoming::Token(t),
+                (_, None) => Incoming::Invalid,
+            },
+            other => other,
+        };
+        match (node.status, item) {
+            // CONNECTION step 3-5: the client's token; send ours again to confirm.
+            (Status::Open, Incoming::Token(t)) => {
+                if let Some(p) = self.pending.get_mut(&link.id) {
+                    p.node.remote = Some(t);
+                    p.node.apply(Step::RemoteToken);
+                }
+                codec::send_token(&mut self.outbox, self.cfg.encoding, link, &node.local);
+            }
+            // RECONNECTION step 12-15.
+            (Status::Open, Incoming::Resume(m)) => self.resume(link, m),
+            // Steps 7-8: the client's confirmation.
+            (Status::Preconnected, Incoming::Token(t)) if node.remote == Some(t) => {
+                self.establish(link)
+            }
+            (Status::Preconnected, Incoming::Token(_)) => self.refuse(link, FailReason::WrongToken),
+            (_, Incoming::Failed(reason)) => {
+                // The client gave up on this transport; it closes it.
+                self.remove_pending(link.id);
+                self.outbox.close(link);
+                self.outbox.event(ServerEvent::Refused { link, reason });
+            }
+            _ => self.refuse(link, FailReason::UnexpectedMessage),
+        }
+    }
+
+    fn resume(&mut self, link: Link, m: Token) {
+        match self.find(&m) {
+            Some(id) => {
+                let reconnecting = self
+                    .sessions
+                    .get(&id)
+                    .is_some_and(|s| s.node.status == Status::Reconnecting);
+                if reconnecting {
+                    self.adopt(id, link);
+                } else {
+                    // dop closed the new transport too; the client retries after its wait,
+                    // by which time the server has usually seen the old transport close.
+                    self.refuse(link, FailReason::NotResumable);
+                }
+            }
+            None if self.is_ended(&m) => self.refuse(link, FailReason::SessionEnded),
+            None => {
+                // Forgotten (expired, or never known): dop makes a new session from the old
+                // merged token, taken as the client's local token. The result says Fresh.
+                let Some(p) = self.pending.get_mut(&link.id) else {
+                    return;
+                };
+                p.node.remote = Some(m);
+                p.node.apply(Step::RemoteToken);
+                let local = p.node.local;
+                codec::send_token(&mut self.outbox, self.cfg.encoding, link, &local);
+            }
+        }
+    }
+
+    /// SERVER1 takes the transport of SERVER2, which is dropped; CONNECTED; echo the merged
+    /// token; flush the queue.
+    fn adopt(&mut self, id: SessionId, link: Link) {
+        let Some(p) = self.remove_pending(link.id) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.link = Some(link);
+        s.reader = Some(p.reader);
+        s.node.apply(Step::Resumed);
+        let merged = s.node.merged;
+        self.links.insert(link.id, id);
+        self.set_expiry(id, None);
+        if let Some(m) = merged {
+            codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &m);
+        }
+        self.outbox.event(ServerEvent::Connected {
+            session: id,
+            outcome: Outcome::Resumed,
+        });
+        self.flush(id);
+    }
+
+    /// The handshake is confirmed: a new session holds the merged token.
+    fn establish(&mut self, link: Link) {
+        let Some(node) = self.pending.get(&link.id).map(|p| p.node) else {
+            return;
+        };
+        let Some(remote) = node.remote else {
+            return self.refuse(link, FailReason::UnexpectedMessage);
+        };
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return self.refuse(link, FailReason::ServerFull);
+        }
+        let merged = node.local.merge(&remote);
+        if self.is_ended(&merged) {
+            return self.refuse(link, FailReason::SessionEnded);
+        }
+        if self.find(&merged).is_some() {
+            // Two sessions must never share a token (the caller reused tokens).
+            return self.refuse(link, FailReason::NotResumable);
+        }
+        let Some(p) = self.remove_pending(link.id) else {
+            return;
+        };
+        let mut node = p.node;
+        node.merged = Some(merged);
+        node.apply(Step::Confirmed);
+        let id = SessionId(self.next_id);
+        self.next_id = self.next_id.saturating_add(1);
+        self.sessions.insert(
+            id,
+            Session {
+                node,
+                link: Some(link),
+                reader: Some(p.reader),
+                queue: VecDeque::new(),
+                expires: None,
+            },
+        );
+        self.links.insert(link.id, id);
+        self.outbox.event(ServerEvent::Connected {
+            session: id,
+            outcome: Outcome::Fresh,
+        });
+    }
+
+    fn flush(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(link) = s.link else {
+            return;
+        };
+        while let Some(msg) = s.queue.pop_front() {
+            if codec::check_app(self.cfg.encoding, &msg, s.node.merged.as_ref()).is_err() {
+                self.outbox.event(ServerEvent::Unsendable {
+                    session: id,
+                    message: msg,
+                });
+            } else {
+                codec::send_app(&mut self.outbox, self.cfg.encoding, link, &msg);
+            }
+        }
+    }
+
+    fn on_session_item(&mut self, id: SessionId, item: Incoming) {
+        let Some(merged) = self.sessions.get(&id).and_then(|s| s.node.merged) else {
+            return;
+        };
+        let item = match item {
+            // dop's in-band disconnection, kept for compatibility in dop's encoding only.
+            Incoming::Text(text) if is_token(&text, &merged) => Incoming::Disconnect(merged),
+            Incoming::Text(text) => Incoming::Other(Message::App(text)),
+            other => other,
+        };
+        match item {
+            Incoming::Disconnect(m) if m == merged => self.end(id, EndReason::PeerDisconnect),
+            Incoming::Other(message) => self.outbox.event(ServerEvent::Message {
+                session: id,
+                message,
+            }),
+            Incoming::Disconnect(_) => self.session_fault(id, FailReason::WrongToken),
+            Incoming::Failed(_) => {
+                // The client gave up on this transport and closes it: no answer needed.
+                if let Some(link) = self.sessions.get(&id).and_then(|s| s.link) {
+                    self.outbox.close(link);
+                }
+                self.lose(id);
+            }
+            _ => self.session_fault(id, FailReason::UnexpectedMessage),
+        }
+    }
+
+    /// A session's own transport misbehaved: tell it, close it; the session waits to be
+    /// resumed on a better one (no other session is touched).
+    fn session_fault(&mut self, id: SessionId, reason: FailReason) {
+        if let Some(link) = self.sessions.get(&id).and_then(|s| s.link) {
+            codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
+            self.outbox.close(link);
+        }
+        self.lose(id);
+    }
+
+    /// CONNECTED -> RECONNECTING: the grace period starts.
+    fn lose(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Some(link) = s.link.take() {
+            self.links.remove(&link.id);
+        }
+        s.reader = None;
+        s.node.apply(Step::TransportLost);
+        let at = self.now + self.cfg.resume_grace;
+        self.set_expiry(id, Some(at));
+        self.outbox.event(ServerEvent::Lost { session: id });
+    }
+
+    /// Removes a session for good (remembering a formally disconnected one's token).
+    fn end(&mut self, id: SessionId, reason: EndReason) {
+        self.set_expiry(id, None);
+        let Some(s) = self.sessions.remove(&id) else {
+            return;
+        };
+        if let Some(link) = s.link {
+            self.links.remove(&link.id);
+            self.outbox.close(link);
+        }
+        // Only a formal disconnection is remembered: an expired session's client is
+        // welcome back, as a fresh session (the result says so).
+        let formal = matches!(
+            reason,
+            EndReason::LocalDisconnect | EndReason::PeerDisconnect
+        );
+        if let Some(m) = s.node.merged.filter(|_| formal) {
+            if self.ended.len() >= self.cfg.max_sessions.max(1) {
+                self.ended.pop_front();
+            }
+            self.ended.push_back((m, self.now + self.cfg.ended_memory));
+        }
+        self.outbox.event(ServerEvent::Ended {
+            session: id,
+            reason,
+        });
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now;
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Handshake(link_id) => {
+                    if let Some(link) = self.pending.get(&link_id).map(|p| p.link) {
+                        self.refuse(link, FailReason::Timeout);
+                    }
+                }
+                Timer::Expire(id) => {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.expires = None;
+                    }
+                    self.end(id, EndReason::Expired);
+                }
+            }
+        }
+        while self.ended.front().is_some_and(|e| e.1 <= now) {
+            self.ended.pop_front();
+        }
+    }
+
+    fn on_command(&mut self, cmd: ServerCommand) -> Result<(), Error> {
+        match cmd {
+            ServerCommand::Send { session, message } => {
+                let enc = self.cfg.encoding;
+                let max = self.cfg.max_queue;
+                let s = self
+                    .sessions
+                    .get_mut(&session)
+                    .ok_or(Error::UnknownSession(session))?;
+                codec::check_app(enc, &message, s.node.merged.as_ref())?;
+                match (s.node.status, s.link) {
+                    (Status::Connected, Some(link)) => {
+                        codec::send_app(&mut self.outbox, enc, link, &message)
+                    }
+                    _ if s.queue.len() >= max => return Err(Error::QueueFull { max }),
+                    _ => s.queue.push_back(message),
+                }
+            }
+            ServerCommand::Disconnect { session } => {
+                let s = self
+                    .sessions
+                    .get(&session)
+                    .ok_or(Error::UnknownSession(session))?;
+                if let (Status::Connected, Some(link), Some(m)) =
+                    (s.node.status, s.link, s.node.merged)
+                {
+                    codec::send_disconnect(&mut self.outbox, self.cfg.encoding, link, &m);
+                }
+                self.end(session, EndReason::LocalDisconnect);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: TokenSource> Machine for Server<S> {
+    type Command = ServerCommand;
+    type Event = ServerEvent;
+    type Error = Error;
+
+    fn handle_input(&mut self, now: Instant, input: Input<ServerCommand>) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        match input {
+            Input::Opened(link) => return self.on_opened(link),
+            Input::Received(link, bytes) => self.on_received(link, bytes),
+            Input::Closed(link) => {
+                if self.pending.get(&link.id).is_some_and(|p| p.link == link) {
+                    self.remove_pending(link.id);
+                } else if let Some(&id) = self.links.get(&link.id) {
+                    self.lose(id);
+                } else {
+                    self.stale += 1;
+                }
+            }
+            Input::Timeout => self.on_timeout(),
+            Input::Command(cmd) => return self.on_command(cmd),
+        }
+        Ok(())
+    }
+
+    fn poll_output(&mut self) -> Output<ServerEvent> {
+        // The deadline scans the registry: only compute it when nothing is queued.
+        match self.outbox.pop() {
+            Some(out) => out,
+            None => Output::Wait(self.deadline()),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.outbox.timeout(self.now, self.deadline())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::PROTOCOL_VERSION;
+    use bytes::{Bytes, BytesMut};
+
+    fn frame(msg: &Message) -> Bytes {
+        let mut b = BytesMut::new();
+        msg.encode_framed(&mut b);
+        b.freeze()
+    }
+
+    fn token(c: u8) -> Token {
+        Token::new(&[c; 16]).unwrap()
+    }
+
+    /// The timer index holds exactly one entry per pending handshake and per RECONNECTING
+    /// session, through handshakes, losses, adoptions, refusals and expiries.
+    fn assert_index<S>(s: &Server<S>) {
+        let reconnecting = s.sessions.values().filter(|x| x.expires.is_some()).count();
+        assert_eq!(s.timers.len(), s.pending.len() + reconnecting);
+        for (at, t) in &s.timers {
+            match t {
+                Timer::Handshake(id) => assert_eq!(s.pending[id].deadline, *at),
+                Timer::Expire(id) => assert_eq!(s.sessions[id].expires, Some(*at)),
+            }
+        }
+    }
+
+    #[test]
+    fn timer_index_follows_the_registry() {
+        let mut n = 0u8;
+        let mut s = Server::new(ServerConfig::default(), move || {
+            n += 1;
+            token(b'a' + n)
+        });
+        let now = Instant::ZERO;
+        let tok = |t| {
+            frame(&Message::Token {
+                version: PROTOCOL_VERSION,
+                token: t,
+            })
+        };
+        for id in 1..=3 {
+            s.handle_input(now, Input::Opened(Link::main(id))).unwrap();
+        }
+        assert_index(&s);
+        s.handle_input(now, Input::Received(Link::main(1), tok(token(b'X'))))
+            .unwrap();
+        s.handle_input(now, Input::Received(Link::main(1), tok(token(b'X'))))
+            .unwrap();
+        assert_index(&s);
+        s.handle_input(
+            now,
+            Input::Received(Link::main(2), Bytes::from_static(b"\0\0\0\x01\xff")),
+        )
+        .unwrap();
+        s.handle_input(now, Input::Closed(Link::main(3))).unwrap();
+        s.handle_input(now, Input::Closed(Link::main(1))).unwrap();
+        assert_index(&s);
+        assert_eq!(s.timers.len(), 1, "only the RECONNECTING session");
+        let merged = s
+            .sessions
+            .values()
+            .next()
+            .and_then(|x| x.node.merged)
+            .unwrap();
+        s.handle_input(now, Input::Opened(Link::main(4))).unwrap();
+        let resume = frame(&Message::Resume {
+            version: PROTOCOL_VERSION,
+            token: merged,
+        });
+        s.handle_input(now, Input::Received(Link::main(4), resume))
+            .unwrap();
+        assert_index(&s);
+        assert!(s.timers.is_empty(), "adopted: no expiry, no pending");
+        s.handle_input(now, Input::Closed(Link::main(4))).unwrap();
+        s.handle_input(Instant::MAX, Input::Timeout).unwrap();
+        assert_index(&s);
+        assert_eq!((s.session_count(), s.timers.len()), (0, 0));
+    }
+
+    #[test]
+    fn an_idle_session_costs_a_few_hundred_bytes() {
+        // Inline tokens (3 x 65 bytes) dominate; buffers are empty until bytes arrive.
+        let size = core::mem::size_of::<Session>();
+        assert!(size <= 512, "Session is {size} bytes");
+    }
+}
