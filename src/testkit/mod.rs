@@ -53,8 +53,10 @@
 //! assert_eq!(got, 2); // "hi", in however many chunks it arrived
 //! ```
 
+mod either;
 mod rng;
 
+pub use either::{Either, WrongSide};
 pub use rng::SimRng;
 
 use crate::driver::{Channel, Input, Link, Machine, Output};

@@ -16,6 +16,8 @@
 //! A server's sessions share one journal: give the peer a store that is cheap to clone and
 //! shares its contents, such as [`SharedJournal`].
 
+mod profiles;
+
 use crate::driver::{earliest, Input, Machine, Outbox, Output};
 use crate::sync::journal::{
     JournalStore, JournalSync, Marks, Role, StoreError, SyncCommand, SyncConfig, SyncError,

@@ -1,0 +1,69 @@
+//! [`Profile`] for each connection machine: what each of its events means to a [`Peer`].
+//!
+//! [`Peer`]: super::Peer
+
+use super::{Profile, Routed};
+use crate::connect::merge;
+use crate::driver::Machine;
+use crate::time::Instant;
+use crate::wire::Message;
+
+impl Profile for merge::Client {
+    type Session = ();
+
+    fn send(&mut self, now: Instant, _: (), message: Message) -> Result<(), merge::Error> {
+        self.handle_input(
+            now,
+            crate::Input::Command(merge::ClientCommand::Send(message)),
+        )
+    }
+
+    fn route(event: merge::ClientEvent) -> Routed<(), merge::ClientEvent> {
+        use merge::ClientEvent as E;
+        match event {
+            E::Connected(outcome) => Routed::Up {
+                session: (),
+                resumed: outcome == merge::Outcome::Resumed,
+                event,
+            },
+            E::Lost => Routed::Down { session: (), event },
+            E::Ended(_) => Routed::Gone { session: (), event },
+            E::Message(message) => Routed::Message {
+                session: (),
+                message,
+            },
+            other => Routed::Other(other),
+        }
+    }
+}
+
+impl<S: merge::TokenSource> Profile for merge::Server<S> {
+    type Session = merge::SessionId;
+
+    fn send(
+        &mut self,
+        now: Instant,
+        session: merge::SessionId,
+        message: Message,
+    ) -> Result<(), merge::Error> {
+        self.handle_input(
+            now,
+            crate::Input::Command(merge::ServerCommand::Send { session, message }),
+        )
+    }
+
+    fn route(event: merge::ServerEvent) -> Routed<merge::SessionId, merge::ServerEvent> {
+        use merge::ServerEvent as E;
+        match event {
+            E::Connected { session, outcome } => Routed::Up {
+                session,
+                resumed: outcome == merge::Outcome::Resumed,
+                event,
+            },
+            E::Lost { session } => Routed::Down { session, event },
+            E::Ended { session, .. } => Routed::Gone { session, event },
+            E::Message { session, message } => Routed::Message { session, message },
+            other => Routed::Other(other),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The composed peer over the token-merge profile, in the simulator: entries appended on
+//! both sides while the network misbehaves arrive everywhere exactly once.
+#![cfg(feature = "testkit")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use tether::connect::merge::{self, Client, Server, TokenSource};
+use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+use tether::sync::journal::{MemJournal, Role, SyncConfig, SyncEvent};
+use tether::testkit::{Either, Faults, NodeId, Sim};
+use tether::wire::Entry;
+use tether::{Channel, Duration, Token};
+
+type Journal = SharedJournal<MemJournal>;
+type ClientPeer = Peer<Client, Journal>;
+type ServerPeer = Peer<Server<Tokens>, Journal>;
+type Node = Either<ClientPeer, ServerPeer>;
+
+/// Deterministic 128-bit tokens for the server's temporary nodes.
+struct Tokens(u64);
+
+impl TokenSource for Tokens {
+    fn next_token(&mut self) -> Token {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.0.to_be_bytes());
+        b[8..].copy_from_slice(&(!self.0).to_be_bytes());
+        Token::new(&b).unwrap()
+    }
+}
+
+fn sync_config() -> SyncConfig {
+    SyncConfig {
+        idle_timeout: None,
+        ..SyncConfig::default()
+    }
+}
+
+struct World {
+    sim: Sim<Node>,
+    server: NodeId,
+    clients: Vec<NodeId>,
+}
+
+fn world(seed: u64, clients: usize, faults: Faults) -> World {
+    let mut sim = Sim::new(seed, faults);
+    let server_peer = Peer::new(
+        Server::new(
+            merge::ServerConfig {
+                resume_grace: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            Tokens(seed),
+        ),
+        Role::Server,
+        sync_config(),
+        SharedJournal::new(MemJournal::new(1, 100_000)),
+    );
+    let server = sim.add_node(Either::Right(server_peer));
+    let mut ids = Vec::new();
+    for i in 0..clients {
+        let mut local = [0u8; 16];
+        local[..8].copy_from_slice(&(seed ^ (i as u64 + 1)).to_be_bytes());
+        local[8] = i as u8;
+        let client = Client::new(
+            sim.now(),
+            merge::Config {
+                jitter_seed: seed + i as u64,
+                give_up_after: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            Token::new(&local).unwrap(),
+        )
+        .unwrap();
+        let peer = Peer::new(
+            client,
+            Role::Client,
+            sync_config(),
+            SharedJournal::new(MemJournal::new(100 + i as u64, 100_000)),
+        );
+        let id = sim.add_node(Either::Left(peer));
+        sim.route(id, Channel::Main, server);
+        ids.push(id);
+    }
+    World {
+        sim,
+        server,
+        clients: ids,
+    }
+}
+
+fn keys(sim: &Sim<Node>, id: NodeId) -> BTreeSet<(bytes::Bytes, bytes::Bytes)> {
+    match sim.node(id) {
+        Either::Left(p) => p.store().with(|j| j.keys()),
+        Either::Right(p) => p.store().with(|j| j.keys()),
+    }
+}
+
+fn append(sim: &mut Sim<Node>, id: NodeId, author: &str, n: usize) {
+    let entry = Entry::new(author.as_bytes(), format!("r{n}").as_bytes(), b"payload");
+    let cmd = match sim.node(id) {
+        Either::Left(_) => Either::Left(PeerCommand::Append(entry)),
+        Either::Right(_) => Either::Right(PeerCommand::Append(entry)),
+    };
+    sim.command(id, cmd);
+}
+
+/// Counts `Applied` events per (author, resource) for a node.
+fn applied(
+    events: &[Either<
+        <ClientPeer as tether::Machine>::Event,
+        <ServerPeer as tether::Machine>::Event,
+    >],
+) -> BTreeMap<(Vec<u8>, Vec<u8>), usize> {
+    let mut counts = BTreeMap::new();
+    for e in events {
+        let sync_event = match e {
+            Either::Left(PeerEvent::Sync(_, s)) => s,
+            Either::Right(PeerEvent::Sync(_, s)) => s,
+            _ => continue,
+        };
+        if let SyncEvent::Applied {
+            author, resource, ..
+        } = sync_event
+        {
+            *counts
+                .entry((author.to_vec(), resource.to_vec()))
+                .or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn one_client_connects_and_both_journals_meet() {
+    let mut w = world(1, 1, Faults::none());
+    let c = w.clients[0];
+    w.sim.run_for(Duration::from_secs(2));
+    append(&mut w.sim, c, "client", 1);
+    append(&mut w.sim, w.server, "server", 1);
+    w.sim.run_for(Duration::from_secs(5));
+    assert_eq!(keys(&w.sim, c).len(), 2);
+    assert_eq!(keys(&w.sim, c), keys(&w.sim, w.server));
+    let connected = w
+        .sim
+        .take_events(c)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Either::Left(PeerEvent::Connection(merge::ClientEvent::Connected(
+                    merge::Outcome::Fresh
+                )))
+            )
+        })
+        .count();
+    assert_eq!(connected, 1);
+}
+
+#[test]
+fn a_cut_in_the_middle_resumes_and_resyncs_with_nothing_lost_or_doubled() {
+    let mut w = world(2, 1, Faults::none());
+    let c = w.clients[0];
+    w.sim.run_for(Duration::from_secs(2));
+    for i in 0..300 {
+        append(&mut w.sim, c, "client", i);
+        append(&mut w.sim, w.server, "server", i);
+    }
+    // Let the sync start, then cut main in the middle of it.
+    // Step until the client has applied some of the server's entries, not all.
+    let mut before_cut = Vec::new();
+    let limit = w.sim.now() + Duration::from_secs(5);
+    while applied(&before_cut).is_empty() && w.sim.step_before(limit) {
+        before_cut.extend(w.sim.take_events(c));
+    }
+    let applied_before = applied(&before_cut).len();
+    assert!(
+        0 < applied_before && applied_before < 300,
+        "the cut falls in the middle of the sync ({applied_before} of 300 applied)"
+    );
+    w.sim.cut(c, Channel::Main);
+    for i in 300..400 {
+        append(&mut w.sim, c, "client", i);
+        append(&mut w.sim, w.server, "server", i);
+    }
+    w.sim.run_for(Duration::from_secs(30));
+    let mut client_events = before_cut;
+    client_events.extend(w.sim.take_events(c));
+    let resumed = client_events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Either::Left(PeerEvent::Connection(merge::ClientEvent::Connected(
+                    merge::Outcome::Resumed
+                )))
+            )
+        })
+        .count();
+    assert_eq!(resumed, 1, "the session resumed");
+    assert_eq!(keys(&w.sim, c).len(), 800);
+    assert_eq!(keys(&w.sim, c), keys(&w.sim, w.server));
+    let counts = applied(&client_events);
+    assert_eq!(
+        counts.len(),
+        400,
+        "every server entry applied on the client"
+    );
+    assert!(counts.values().all(|&n| n == 1), "none applied twice");
+    let server_counts = applied(&w.sim.take_events(w.server));
+    assert_eq!(server_counts.len(), 400);
+    assert!(server_counts.values().all(|&n| n == 1));
+}
+
+#[test]
+fn many_clients_on_a_rough_network_converge_once_it_calms_down() {
+    for seed in 0..6 {
+        let mut w = world(100 + seed, 4, Faults::rough());
+        for round in 0..20 {
+            let n = round;
+            for (k, &c) in w.clients.clone().iter().enumerate() {
+                append(&mut w.sim, c, &format!("client{k}"), n);
+            }
+            append(&mut w.sim, w.server, "server", n);
+            if round % 5 == 2 {
+                let victim = w.clients[round % w.clients.len()];
+                w.sim.partition(victim, w.server);
+                w.sim.run_for(Duration::from_millis(500));
+                w.sim.heal_all();
+            }
+            w.sim.run_for(Duration::from_millis(200));
+        }
+        w.sim.set_faults(Faults::none());
+        w.sim.run_for(Duration::from_secs(120));
+        let server_keys = keys(&w.sim, w.server);
+        assert_eq!(
+            server_keys.len(),
+            20 * 5,
+            "seed {seed}: server has everything"
+        );
+        for &c in &w.clients {
+            assert_eq!(
+                keys(&w.sim, c),
+                server_keys,
+                "seed {seed}: client {c:?} converged"
+            );
+            let counts = applied(&w.sim.take_events(c));
+            assert!(
+                counts.values().all(|&n| n == 1),
+                "seed {seed}: none applied twice"
+            );
+        }
+    }
+}
