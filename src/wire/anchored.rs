@@ -289,6 +289,12 @@ pub enum AnchoredMessage {
     },
 }
 
+impl From<AnchoredMessage> for super::Message {
+    fn from(m: AnchoredMessage) -> Self {
+        super::Message::Anchored(m)
+    }
+}
+
 fn cut(b: &Bytes, max: usize) -> &[u8] {
     &b[..b.len().min(max)]
 }
