@@ -603,8 +603,14 @@ impl<S: ClientStore> ClientSession<S> {
                     continue;
                 }
             };
-            a.chunk
-                .push((luid, v, matches!(change, Change::Delete { .. })));
+            let is_delete = matches!(change, Change::Delete { .. });
+            if !is_delete {
+                // The server may have the record from now on, even if its status is lost:
+                // a later local delete must go out as a delete (answered 211 if it never
+                // arrived), never be dropped as "added and deleted before any sync".
+                self.store.set_known(luid, true);
+            }
+            a.chunk.push((luid, v, is_delete));
             changes.push(change);
         }
         a.chunk_first = a.sent;

@@ -14,7 +14,7 @@
 //! - the message-level cores, [`ClientSession`] and [`ServerSession`]: a decoded
 //!   [`Message`](crate::wire::Message) and `now` in, [`Step`]s (messages to send, events)
 //!   and a deadline out; the composed peer layers them over any connection;
-//! - [`Standalone`]: a [`Machine`](crate::Machine) over one `main` [`Link`] (length-prefixed
+//! - [`Standalone`]: a [`Machine`](crate::Machine) over one `main` [`Link`](crate::Link) (length-prefixed
 //!   frames), so the machines also work on their own.
 //!
 //! Storage is the application's: [`ClientStore`] and [`ServerStore`], with in-memory
