@@ -6,7 +6,7 @@
 //!
 //! Decoding never panics: any bytes give a value or a [`DecodeError`].
 
-mod anchored;
+pub mod anchored;
 pub mod codes;
 mod datagram;
 mod error;
@@ -15,7 +15,7 @@ mod journal;
 mod message;
 mod reader;
 
-pub use anchored::AnchoredMessage;
+pub use anchored::{AnchoredMessage, Change, MapEntry, SyncType};
 pub use datagram::{
     encode_header_and, FeedDatagram, DEFAULT_FEED_CONTENT, FEED_HEADER_LEN, FEED_MAGIC,
     SERVER_SENDER,

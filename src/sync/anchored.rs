@@ -1,3 +1,0 @@
-//! Anchored two-way sync of seed 002 (SyncML).
-//!
-//! Work in progress (issue 6).
