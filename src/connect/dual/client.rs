@@ -182,6 +182,10 @@ pub const CLIENT_TRANSITIONS: &[(ClientState, ClientInput, ClientState)] = &[
     (S::AwaitFeedInitRep, I::GaveUp, S::Closed),
     (S::AwaitConnOk, I::GaveUp, S::Closed),
     (S::Backoff, I::RetryTimer, S::OpeningMain),
+    // Refused or broken while connected: a fresh connection, as configured.
+    (S::Connected, I::Failed, S::Backoff),
+    (S::ReopeningFeed, I::Failed, S::Backoff),
+    (S::AwaitFeedReinitRep, I::Failed, S::Backoff),
     // Reconnection of main.
     (S::Connected, I::MainLost, S::ReopeningMain),
     (S::ReopeningMain, I::MainOpened, S::AwaitReconnectOk),
@@ -362,17 +366,6 @@ impl DualClient {
         }
     }
 
-    fn in_handshake(&self) -> bool {
-        matches!(
-            self.state,
-            S::OpeningMain
-                | S::AwaitConnInitRep
-                | S::OpeningFeed
-                | S::AwaitFeedInitRep
-                | S::AwaitConnOk
-        )
-    }
-
     fn in_reconnect(&self) -> bool {
         matches!(
             self.state,
@@ -487,28 +480,28 @@ impl DualClient {
         self.out.event(ClientEvent::Closed { reason });
     }
 
-    /// The peer broke the protocol: tell it, then fail this try or end.
+    /// The peer broke the protocol: tell it, then fail this session.
     fn protocol_fail(&mut self, reason: FailReason) {
         self.send_main(&Message::ConnFailed { reason });
-        if self.in_handshake() {
-            self.attempt_failed(CloseReason::Protocol(reason));
-        } else {
-            self.give_up(CloseReason::Protocol(reason));
-        }
+        self.fail(CloseReason::Protocol(reason));
     }
 
-    fn refused(&mut self, reason: FailReason) {
-        if self.in_handshake() {
-            self.attempt_failed(CloseReason::Refused(reason));
+    /// This session failed (refused, or the peer broke the protocol). During a reconnection
+    /// of `main` that is final (seed 003: `feed` is closed as well); anywhere else the
+    /// client starts a fresh connection if [`ClientConfig::connect`] allows.
+    fn fail(&mut self, reason: CloseReason) {
+        if self.in_reconnect() {
+            self.give_up(reason);
         } else {
-            self.give_up(CloseReason::Refused(reason));
+            self.attempt_failed(reason);
         }
     }
 
     fn connected(&mut self, session: SessionKind) {
         self.step_deadline = None;
         self.step(I::ConnOk);
-        self.connect_tries = 0;
+        // A later failure of this session gets the configured tries again.
+        self.connect_tries = 1;
         self.reconnect_tries = 0;
         if let Some(player) = self.player {
             self.out.event(ClientEvent::Connected { player, session });
@@ -643,7 +636,7 @@ impl DualClient {
             }
             (S::AwaitConnOk, Message::ConnOk) => self.connected(SessionKind::Fresh),
             (S::AwaitReconnectOk, Message::ConnOk) => self.connected(SessionKind::Resumed),
-            (_, Message::ConnFailed { reason }) => self.refused(reason),
+            (_, Message::ConnFailed { reason }) => self.fail(CloseReason::Refused(reason)),
             (
                 _,
                 Message::ConnInit { .. }
@@ -701,7 +694,7 @@ impl DualClient {
                 }
             }
             (S::AwaitFeedInitRep | S::AwaitFeedReinitRep, Message::ConnFailed { reason }) => {
-                self.refused(reason)
+                self.fail(CloseReason::Refused(reason))
             }
             // Late or duplicated replies, stray refusals, keep-alives: nothing to do.
             (_, Message::FeedInitRep { .. } | Message::ConnFailed { .. } | Message::Dummy) => {}
