@@ -1477,3 +1477,26 @@ fn apply(net: &mut Net, p: Packet, fault: Fault) {
         }
     }
 }
+
+/// docs/PROTOCOL.md section 4.9 is the table, row for row.
+#[test]
+fn protocol_md_draws_the_client_table() {
+    let doc = include_str!("../docs/PROTOCOL.md");
+    let rows: Vec<String> = CLIENT_TRANSITIONS
+        .iter()
+        .map(|(s, i, n)| format!("| {s:?} | {i:?} | {n:?} |"))
+        .collect();
+    if std::env::var_os("PRINT_TABLE").is_some() {
+        println!("{}", rows.join("\n"));
+    }
+    for row in &rows {
+        assert!(doc.contains(row.as_str()), "docs/PROTOCOL.md lacks {row}");
+    }
+    let start = doc.find("### 4.9").expect("section 4.9");
+    let documented = doc[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("## 5"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| state") && !l.starts_with("|---"))
+        .count();
+    assert_eq!(documented, rows.len(), "no extra rows in the doc");
+}
