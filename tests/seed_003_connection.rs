@@ -1500,3 +1500,106 @@ fn protocol_md_draws_the_client_table() {
         .count();
     assert_eq!(documented, rows.len(), "no extra rows in the doc");
 }
+
+// ---------------------------------------------------------------------------------------
+// Properties: random loss, duplication and reordering on feed.
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Whatever happens to `feed` datagrams, an update is never delivered twice nor
+        /// after a newer one, and when the client says it is connected, so does the server,
+        /// with no other player left behind.
+        #[test]
+        fn feed_faults_never_duplicate_or_reorder_delivery(
+            faults in prop::collection::vec(0u8..6, 0..300),
+            updates in 1u16..40,
+            reinit in any::<bool>(),
+        ) {
+            let ccfg = ClientConfig {
+                on_feed_lost: if reinit { FeedLossPolicy::Reinit } else { FeedLossPolicy::CloseBoth },
+                ..ClientConfig::default()
+            };
+            let mut net = Net::new(ccfg, ServerConfig::default());
+            net.connect();
+            let mut faults = faults.into_iter();
+            let mut sent = 0u16;
+            let end = Instant::from_millis(60_000);
+            for _ in 0..20_000 {
+                if net.client.state() == ClientState::Connected && sent < updates {
+                    if let Some(player) = net.client.player() {
+                        net.server_in(Input::Command(ServerCommand::SendFeed {
+                            player,
+                            message: Message::Update(Element { kind: 0, sid: sent, data: Bytes::new() }),
+                        }));
+                        sent += 1;
+                    }
+                }
+                if let Some(p) = net.wire.pop_front() {
+                    if p.link().channel == Channel::Main {
+                        net.deliver(p);
+                        continue;
+                    }
+                    match faults.next().unwrap_or(0) {
+                        0 | 1 => net.deliver(p),
+                        2 => {}                      // lost
+                        3 => { net.deliver(p.clone()); net.deliver(p) } // duplicated
+                        _ => net.wire.push_back(p),  // reordered behind the rest
+                    }
+                    continue;
+                }
+                if net.now >= end {
+                    break;
+                }
+                let next = [net.client.poll_timeout(), net.server.poll_timeout()]
+                    .into_iter().flatten().min().unwrap_or(end).min(end);
+                net.now = net.now.max(next);
+                net.client_in(Input::Timeout);
+                net.server_in(Input::Timeout);
+            }
+            // Let what is in flight land, without faults.
+            net.run_for(Duration::from_millis(1));
+            let sids: Vec<u16> = net.client_events.iter().filter_map(|e| match e {
+                ClientEvent::Update(el) => Some(el.sid),
+                _ => None,
+            }).collect();
+            prop_assert!(sids.windows(2).all(|w| w[0] < w[1]), "{:?}", sids);
+            if net.client.state() == ClientState::Connected {
+                let player = net.client.player().unwrap();
+                prop_assert_eq!(net.server.player_state(player), Some(PlayerState::Connected));
+                prop_assert_eq!(net.server.player_count(), 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn main_links_are_bounded_and_a_repeated_open_is_harmless() {
+    let scfg = ServerConfig {
+        max_links: 2,
+        ..ServerConfig::default()
+    };
+    let mut net = Net::new(ClientConfig::default(), scfg);
+    let player = net.handshake();
+    let main = net.client.links().0.unwrap();
+    net.server_in(Input::Opened(main));
+    assert_eq!(net.server.link_count(), 1);
+    assert!(net.wire.is_empty(), "the known transport is not refused");
+    net.server_in(Input::Opened(Link::main(70)));
+    net.server_in(Input::Opened(Link::main(71)));
+    assert_eq!(net.server.link_count(), 2);
+    assert_eq!(
+        net.wire.pop_front().and_then(|p| p.message()),
+        Some(Message::ConnFailed {
+            reason: FailReason::ServerFull
+        })
+    );
+    assert_eq!(
+        net.server.player_state(player),
+        Some(PlayerState::Connected)
+    );
+}

@@ -376,7 +376,11 @@ impl<T: TokenSource> DualServer<T> {
             // Feed links exist implicitly: they are bound by a feed init.
             return;
         }
-        if self.mains.len() >= self.cfg.max_links || self.mains.contains_key(&link.id) {
+        if self.mains.contains_key(&link.id) {
+            // Reported twice (a caller's bug): the transport is already known.
+            return;
+        }
+        if self.mains.len() >= self.cfg.max_links {
             self.out.send_framed(
                 link,
                 &Message::ConnFailed {
