@@ -197,8 +197,75 @@ fn frames_of(max: usize, stream: &[u8], cuts: &[usize]) -> Result<Vec<Bytes>, De
     Ok(frames)
 }
 
+/// Like `frames_of`, but each chunk goes in by `push` (copied) or `push_bytes` (zero-copy)
+/// as `modes` says.
+fn frames_of_mixed(
+    max: usize,
+    stream: &[u8],
+    cuts: &[usize],
+    modes: &[bool],
+) -> Result<Vec<Bytes>, DecodeError> {
+    let mut decoder = FrameDecoder::new(max);
+    let mut frames = Vec::new();
+    let mut pos = 0;
+    let mut ends: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    ends.sort_unstable();
+    ends.push(stream.len());
+    for (i, end) in ends.into_iter().enumerate() {
+        let chunk = &stream[pos..end];
+        if modes.get(i).copied().unwrap_or(false) {
+            decoder.push_bytes(Bytes::copy_from_slice(chunk));
+        } else {
+            decoder.push(chunk);
+        }
+        pos = end;
+        // Sometimes leave frames unread before the next chunk arrives.
+        if i % 3 == 2 {
+            continue;
+        }
+        while let Some(frame) = decoder.next_frame()? {
+            frames.push(frame);
+        }
+    }
+    while let Some(frame) = decoder.next_frame()? {
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn zero_copy_and_copied_chunks_give_the_same_frames(
+        stream in proptest::collection::vec(any::<u8>(), 0..300),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        modes in proptest::collection::vec(any::<bool>(), 0..13),
+        max in 0usize..80,
+    ) {
+        let whole = frames_of(max, &stream, &[]);
+        let mixed = frames_of_mixed(max, &stream, &cuts, &modes);
+        match (whole, mixed) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "whole {:?} vs mixed {:?}", a, b),
+        }
+    }
+
+    #[test]
+    fn valid_frames_survive_any_mix_of_chunk_kinds(
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..12),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+        modes in proptest::collection::vec(any::<bool>(), 0..21),
+    ) {
+        let mut stream = BytesMut::new();
+        for p in &payloads {
+            encode_frame(p, &mut stream).unwrap();
+        }
+        let frames = frames_of_mixed(64, &stream, &cuts, &modes).unwrap();
+        let expected: Vec<Bytes> = payloads.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+        prop_assert_eq!(frames, expected);
+    }
 
     #[test]
     fn arbitrary_messages_round_trip(seed in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -283,6 +350,21 @@ proptest! {
             prop_assert_eq!(bytes.len(), d.content.len() + 18);
         }
     }
+}
+
+#[test]
+fn zero_copy_input_refuses_an_oversized_prefix_and_stays_failed() {
+    let mut d = FrameDecoder::new(8);
+    d.push_bytes(Bytes::from_static(&[
+        0, 0, 0, 2, b'o', b'k', 0, 0, 0, 9, 1, 2,
+    ]));
+    assert_eq!(d.next_frame(), Ok(Some(Bytes::from_static(b"ok"))));
+    let err = d.next_frame().unwrap_err();
+    assert!(matches!(err, DecodeError::Oversized { len: 9, max: 8, .. }));
+    assert_eq!(d.buffered(), 0);
+    d.push_bytes(Bytes::from_static(&[0, 0, 0, 1, 1]));
+    assert_eq!(d.next_frame(), Err(err));
+    assert_eq!(d.buffered(), 0);
 }
 
 #[test]

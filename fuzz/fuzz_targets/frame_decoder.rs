@@ -9,14 +9,20 @@ use tether::wire::{FrameDecoder, FRAME_HEADER_LEN};
 struct Case {
     max_frame: u16,
     chunks: Vec<Vec<u8>>,
+    /// Per chunk: pushed zero-copy (`push_bytes`) or copied (`push`).
+    zero_copy: Vec<bool>,
 }
 
-fn frames_of(max: usize, chunks: &[&[u8]]) -> (Vec<bytes::Bytes>, bool) {
+fn frames_of(max: usize, chunks: &[&[u8]], zero_copy: &[bool]) -> (Vec<bytes::Bytes>, bool) {
     let mut d = FrameDecoder::new(max);
     let mut out = Vec::new();
     let mut failed = false;
-    for chunk in chunks {
-        d.push(chunk);
+    for (i, chunk) in chunks.iter().enumerate() {
+        if zero_copy.get(i).copied().unwrap_or(false) {
+            d.push_bytes(bytes::Bytes::copy_from_slice(chunk));
+        } else {
+            d.push(chunk);
+        }
         loop {
             match d.next_frame() {
                 Ok(Some(f)) => {
@@ -38,9 +44,9 @@ fn frames_of(max: usize, chunks: &[&[u8]]) -> (Vec<bytes::Bytes>, bool) {
 fuzz_target!(|case: Case| {
     let max = usize::from(case.max_frame);
     let chunks: Vec<&[u8]> = case.chunks.iter().map(|c| c.as_slice()).collect();
-    let (split, split_failed) = frames_of(max, &chunks);
+    let (split, split_failed) = frames_of(max, &chunks, &case.zero_copy);
     let whole: Vec<u8> = case.chunks.concat();
-    let (joined, joined_failed) = frames_of(max, &[&whole]);
+    let (joined, joined_failed) = frames_of(max, &[&whole], &[]);
     assert_eq!(split, joined);
     assert_eq!(split_failed, joined_failed);
 });

@@ -35,7 +35,11 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// ```
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Older bytes: a partial frame copied in (or everything, with [`FrameDecoder::push`]).
     buf: BytesMut,
+    /// Newer bytes given as `Bytes` ([`FrameDecoder::push_bytes`]), not copied: whole frames
+    /// are sliced straight out of it.
+    input: Bytes,
     max_frame: usize,
     failed: Option<DecodeError>,
 }
@@ -45,6 +49,7 @@ impl FrameDecoder {
     pub fn new(max_frame: usize) -> Self {
         FrameDecoder {
             buf: BytesMut::new(),
+            input: Bytes::new(),
             max_frame,
             failed: None,
         }
@@ -55,18 +60,55 @@ impl FrameDecoder {
         self.max_frame
     }
 
-    /// Appends a chunk of the stream. Does nothing once the decoder has failed, so a peer
-    /// that sent a bad length cannot make it buffer any more.
+    /// Appends a chunk of the stream (copied). Does nothing once the decoder has failed, so
+    /// a peer that sent a bad length cannot make it buffer any more.
     pub fn push(&mut self, chunk: &[u8]) {
         if self.failed.is_none() {
+            self.spill_input();
             self.buf.extend_from_slice(chunk);
         }
     }
 
-    /// Bytes buffered and not yet returned as frames. Bounded by
+    /// Appends a chunk of the stream without copying it: frames that lie whole in `chunk`
+    /// come out as slices of it, and only a frame cut by the chunk's end is copied (to be
+    /// completed by the next chunk). For drivers that read into a `BytesMut` and freeze.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tether::wire::FrameDecoder;
+    ///
+    /// let chunk = Bytes::from_static(&[0, 0, 0, 2, b'h', b'i', 0, 0]);
+    /// let mut decoder = FrameDecoder::new(1024);
+    /// decoder.push_bytes(chunk.clone());
+    /// let frame = decoder.next_frame().unwrap().unwrap();
+    /// assert_eq!(frame, Bytes::from_static(b"hi"));
+    /// assert_eq!(frame.as_ptr(), chunk[4..].as_ptr()); // a slice of the chunk, not a copy
+    /// assert_eq!(decoder.next_frame(), Ok(None)); // half a header: kept for the next chunk
+    /// decoder.push_bytes(Bytes::from_static(&[0, 1, b'!']));
+    /// assert_eq!(decoder.next_frame(), Ok(Some(Bytes::from_static(b"!"))));
+    /// ```
+    pub fn push_bytes(&mut self, chunk: Bytes) {
+        if self.failed.is_none() {
+            // If a partial frame is buffered, next_frame copies from the chunk only what
+            // completes it; the rest stays zero-copy.
+            self.spill_input();
+            self.input = chunk;
+        }
+    }
+
+    /// Moves unread zero-copy input behind the buffer, keeping stream order, so that a new
+    /// chunk can follow it.
+    fn spill_input(&mut self) {
+        if !self.input.is_empty() {
+            let input = core::mem::take(&mut self.input);
+            self.buf.extend_from_slice(&input);
+        }
+    }
+
+    /// Bytes received and not yet returned as frames. Bounded by
     /// `max_frame + FRAME_HEADER_LEN` plus the last chunk pushed.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.input.len()
     }
 
     /// The next complete frame's payload, `Ok(None)` if more bytes are needed, or the
@@ -75,20 +117,25 @@ impl FrameDecoder {
         if let Some(err) = self.failed {
             return Err(err);
         }
-        if self.buf.len() < FRAME_HEADER_LEN {
-            return Ok(None);
+        if self.buf.is_empty() {
+            return self.frame_from_input();
         }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > self.max_frame {
-            let err = DecodeError::Oversized {
-                field: "frame length",
-                len,
-                max: self.max_frame,
-            };
-            self.failed = Some(err);
-            // Release what we hold: nothing after a bad length can be trusted.
-            self.buf = BytesMut::new();
-            return Err(err);
+        // Complete the buffered header, then the buffered payload, from the input (when
+        // there is input: the copying `push` path never has any, and pays nothing here).
+        if self.buf.len() < FRAME_HEADER_LEN {
+            if !self.input.is_empty() {
+                let take = (FRAME_HEADER_LEN - self.buf.len()).min(self.input.len());
+                self.buf.extend_from_slice(&self.input.split_to(take));
+            }
+            if self.buf.len() < FRAME_HEADER_LEN {
+                return Ok(None);
+            }
+        }
+        let len = self.check_len(header_of(&self.buf))?;
+        if self.buf.len() < FRAME_HEADER_LEN + len && !self.input.is_empty() {
+            let missing = FRAME_HEADER_LEN + len - self.buf.len();
+            let take = missing.min(self.input.len());
+            self.buf.extend_from_slice(&self.input.split_to(take));
         }
         if self.buf.len() < FRAME_HEADER_LEN + len {
             // Reserve no more than what is announced, and only once the length is accepted.
@@ -99,10 +146,54 @@ impl FrameDecoder {
         Ok(Some(self.buf.split_to(len).freeze()))
     }
 
+    /// A frame sliced straight out of the zero-copy input, or the input's tail moved into
+    /// the buffer to wait for more.
+    fn frame_from_input(&mut self) -> Result<Option<Bytes>, DecodeError> {
+        if self.input.len() < FRAME_HEADER_LEN {
+            self.spill_input();
+            return Ok(None);
+        }
+        let len = self.check_len(header_of(&self.input))?;
+        if self.input.len() < FRAME_HEADER_LEN + len {
+            self.buf.reserve(FRAME_HEADER_LEN + len);
+            self.spill_input();
+            return Ok(None);
+        }
+        self.input.advance(FRAME_HEADER_LEN);
+        Ok(Some(self.input.split_to(len)))
+    }
+
+    /// The length a header announces, or the sticky failure if it is over the maximum (and
+    /// everything held is released: nothing after a bad length can be trusted).
+    fn check_len(&mut self, header: [u8; FRAME_HEADER_LEN]) -> Result<usize, DecodeError> {
+        let len = u32::from_be_bytes(header) as usize;
+        if len > self.max_frame {
+            let err = DecodeError::Oversized {
+                field: "frame length",
+                len,
+                max: self.max_frame,
+            };
+            self.failed = Some(err);
+            self.buf = BytesMut::new();
+            self.input = Bytes::new();
+            return Err(err);
+        }
+        Ok(len)
+    }
+
     /// Forgets buffered bytes and any failure: for a new transport.
     pub fn reset(&mut self) {
         self.buf.clear();
+        self.input = Bytes::new();
         self.failed = None;
+    }
+}
+
+/// The first four bytes of `bytes` (the caller checked there are four; zeros otherwise).
+fn header_of(bytes: &[u8]) -> [u8; FRAME_HEADER_LEN] {
+    match bytes {
+        [a, b, c, d, ..] => [*a, *b, *c, *d],
+        _ => [0; FRAME_HEADER_LEN],
     }
 }
 
