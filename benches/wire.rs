@@ -118,8 +118,11 @@ fn naive(chunks: &[Bytes]) -> usize {
     n
 }
 
+/// A way of splitting the chunks into frames; returns the payload bytes seen.
+type Contender = fn(&[Bytes]) -> usize;
+
 fn report_allocations(chunks: &[Bytes]) {
-    let contenders: [(&str, fn(&[Bytes]) -> usize); 4] = [
+    let contenders: [(&str, Contender); 4] = [
         ("tether_zero_copy", tether_zero_copy),
         ("tether_copy", tether_copy),
         ("tokio_util_length_delimited", tokio_util),
