@@ -67,6 +67,7 @@ extern crate std;
 pub mod connect;
 pub mod driver;
 pub mod peer;
+pub mod snapshot;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
