@@ -367,7 +367,7 @@ pub(crate) fn read_marks(r: &mut Reader) -> Result<Marks, SnapshotError> {
     })
 }
 
-/// A status byte that must be one of `allowed`.
+/// A field holding a value the snapshot format does not allow.
 pub(crate) fn bad_field(field: &'static str, reason: &'static str) -> SnapshotError {
     SnapshotError::Field(DecodeError::BadField { field, reason })
 }
