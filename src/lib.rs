@@ -11,6 +11,7 @@
 //! - [`token`]: [`Token`], constant-time, and dop's merge.
 //! - [`wire`]: frames on `main`, the `feed` datagram header, and every [`wire::Message`].
 //! - [`driver`]: the contract every machine shares ([`Machine`], [`Input`], [`Output`]).
+//! - [`snapshot`]: a session written to bytes and taken over by another process.
 //!
 //! ## The driver contract
 //!
@@ -67,6 +68,7 @@ extern crate std;
 pub mod connect;
 pub mod driver;
 pub mod peer;
+pub mod snapshot;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;

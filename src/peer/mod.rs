@@ -17,6 +17,9 @@
 //! shares its contents, such as [`SharedJournal`].
 
 mod profiles;
+mod snapshot;
+
+pub use snapshot::{Handover, PeerSnapshot};
 
 use crate::driver::{earliest, Input, Machine, Outbox, Output};
 use crate::sync::journal::{

@@ -336,3 +336,31 @@ mod tests {
         assert_eq!(parse(out.freeze(), 10).unwrap(), (1, 3, Message::Dummy));
     }
 }
+
+// Session snapshots (src/snapshot.rs): a `feed` endpoint taken over in another process
+// continues the sequence numbers, so the peer's receiver neither drops the new datagrams
+// as stale nor accepts replays of old ones.
+mod resume {
+    use super::*;
+
+    impl FeedSender {
+        /// A sender with this id whose next datagram carries `next_seq` (at least 1).
+        pub fn resume_at(sender: u16, next_seq: u64) -> Self {
+            FeedSender {
+                sender,
+                next_seq: next_seq.max(1),
+            }
+        }
+    }
+
+    impl FeedReceiver {
+        /// A receiver that has already accepted everything up to `newest`.
+        pub fn resume_after(max_content: usize, newest: Option<u64>) -> Self {
+            FeedReceiver {
+                window: SeqWindow { newest },
+                stats: FeedStats::default(),
+                max_content,
+            }
+        }
+    }
+}

@@ -24,6 +24,7 @@
 mod client;
 pub mod feed;
 mod server;
+mod snapshot;
 
 pub use client::{
     ClientCommand, ClientConfig, ClientEvent, ClientInput, ClientState, DualClient, FeedLossPolicy,
@@ -32,6 +33,8 @@ pub use client::{
 pub use server::{
     DualServer, LeaveReason, PlayerState, ServerCommand, ServerConfig, ServerEvent, TokenSource,
 };
+
+pub use snapshot::{ClientSnapshot, PlayerSnapshot, FEED_SEQ_GAP};
 
 use crate::time::Duration;
 use crate::wire::FailReason;

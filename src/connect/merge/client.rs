@@ -426,3 +426,106 @@ impl Client {
         self.cfg.encoding
     }
 }
+
+// Session snapshots (src/snapshot.rs, docs/PROTOCOL.md section 8).
+mod handover {
+    use super::*;
+    use crate::connect::merge::ClientSnapshot;
+    use crate::snapshot::ImportError;
+
+    impl Client {
+        /// The client's session, to restore it in another process: tokens, status, queue, and
+        /// the time left before giving up (relative to `now`). `None` if the client holds no
+        /// session yet (no merged token) or has ended.
+        ///
+        /// The snapshot holds the session's secret tokens: store and move it securely.
+        pub fn snapshot(&self, now: Instant) -> Option<ClientSnapshot> {
+            if self.ended.is_some() {
+                return None;
+            }
+            let merged = self.node.merged?;
+            let status = match self.node.status {
+                Status::Connected if self.link.is_some() => Status::Connected,
+                _ => Status::Reconnecting,
+            };
+            let give_up_in = match status {
+                Status::Connected => None,
+                _ => Some(self.give_up_at.map_or(self.cfg.give_up_after, |at| {
+                    at.saturating_duration_since(now)
+                })),
+            };
+            Some(ClientSnapshot {
+                status,
+                local: self.node.local,
+                remote: self.node.remote,
+                merged,
+                queue: self.queue.iter().cloned().collect(),
+                give_up_in,
+            })
+        }
+
+        /// A client holding the snapshot's session, RECONNECTING (a CONNECTED snapshot's
+        /// transport did not move): its first output asks for a transport, on which it resumes
+        /// the session with the merged token. The queue is flushed once resumed.
+        ///
+        /// Refused when a token does not suit `cfg`'s encoding or the queue is over
+        /// `cfg.max_queue`.
+        pub fn restore(
+            now: Instant,
+            cfg: Config,
+            snap: ClientSnapshot,
+        ) -> Result<Client, ImportError> {
+            if codec::check_local(cfg.encoding, &snap.local).is_err()
+                || codec::check_local(cfg.encoding, &snap.merged).is_err()
+            {
+                return Err(ImportError::BadToken);
+            }
+            if snap.queue.len() > cfg.max_queue {
+                return Err(ImportError::QueueTooLong {
+                    len: snap.queue.len(),
+                    max: cfg.max_queue,
+                });
+            }
+            let mut outbox = Outbox::new();
+            outbox.open(Channel::Main);
+            let give_up = snap.give_up_in.unwrap_or(cfg.give_up_after);
+            Ok(Client {
+                node: Node {
+                    status: Status::Reconnecting,
+                    local: snap.local,
+                    remote: snap.remote,
+                    merged: Some(snap.merged),
+                },
+                link: None,
+                reader: None,
+                resuming: false,
+                queue: snap.queue.into_iter().collect(),
+                backoff: Backoff::new(
+                    cfg.reconnect_initial,
+                    cfg.reconnect_max,
+                    cfg.jitter_percent,
+                    cfg.jitter_seed,
+                ),
+                reconnect_at: None,
+                handshake_deadline: Some(now + cfg.handshake_timeout),
+                give_up_at: Some(now + give_up),
+                ended: None,
+                stale: 0,
+                outbox,
+                now,
+                cfg,
+            })
+        }
+
+        /// Whether this client may be replaced by a restored one without losing anything: it
+        /// holds no session and no transport, or it has ended.
+        pub fn is_idle(&self) -> bool {
+            self.ended.is_some() || (self.node.merged.is_none() && self.link.is_none())
+        }
+
+        /// The configuration.
+        pub fn config(&self) -> Config {
+            self.cfg
+        }
+    }
+}

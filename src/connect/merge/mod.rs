@@ -57,10 +57,12 @@ mod client;
 mod codec;
 mod node;
 mod server;
+mod snapshot;
 
 pub use client::{Client, ClientCommand, ClientEvent};
 pub use node::{transition, NodeView, Status, Step, TRANSITIONS};
 pub use server::{Server, ServerCommand, ServerEvent, SessionId, TokenSource};
+pub use snapshot::{ClientSnapshot, SessionSnapshot};
 
 use crate::time::Duration;
 use crate::wire::{FailReason, DEFAULT_MAX_FRAME};
