@@ -68,6 +68,7 @@ extern crate std;
 pub mod connect;
 pub mod driver;
 pub mod peer;
+mod rng;
 pub mod snapshot;
 pub mod sync;
 #[cfg(feature = "testkit")]

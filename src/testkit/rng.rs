@@ -1,23 +1,22 @@
 //! A small deterministic generator for the simulator (SplitMix64): the same seed gives the
 //! same faults, so a failing scenario replays exactly.
 
-/// SplitMix64: tiny, fast, and good enough to pick faults (not for secrets).
+use crate::rng::SplitMix64;
+
+/// The simulator's generator: tether's splitmix64 (`crate::rng`), with the helpers fault
+/// picking needs. Good enough to pick faults, never for secrets.
 #[derive(Debug, Clone)]
-pub struct SimRng(u64);
+pub struct SimRng(SplitMix64);
 
 impl SimRng {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        SimRng(seed)
+        SimRng(SplitMix64::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (0 when `n` is 0).

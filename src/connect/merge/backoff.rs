@@ -5,25 +5,8 @@
 //! same delays (deterministic tests, simulations), and different clients given different
 //! seeds do not reconnect in lockstep after a server restart.
 
+use crate::rng::SplitMix64;
 use crate::time::Duration;
-
-/// splitmix64: tiny, fast, and good enough to spread reconnection times (not a secret).
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// The delays before successive reconnection attempts.
 #[derive(Debug, Clone)]
