@@ -161,23 +161,8 @@ where
 
     fn register_stream(&mut self, link: Link, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let (mut read, write) = stream.into_split();
-        let tx = self.tx.clone();
-        let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match read.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-                        if tx.send(Happening::Received(link, chunk)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = tx.send(Happening::Closed(link));
-        });
+        let (read, write) = stream.into_split();
+        let reader = spawn_tcp_reader(read, link, self.tx.clone());
         self.streams.insert(link.id, (write, Some(reader)));
     }
 
@@ -267,22 +252,8 @@ where
                     match TcpStream::connect(main).await {
                         Ok(stream) => {
                             let _ = stream.set_nodelay(true);
-                            let (mut read, write) = stream.into_split();
-                            let reader = tokio::spawn(async move {
-                                let mut buf = vec![0u8; 16 * 1024];
-                                loop {
-                                    match read.read(&mut buf).await {
-                                        Ok(0) | Err(_) => break,
-                                        Ok(n) => {
-                                            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-                                            if tx.send(Happening::Received(link, chunk)).is_err() {
-                                                return;
-                                            }
-                                        }
-                                    }
-                                }
-                                let _ = tx.send(Happening::Closed(link));
-                            });
+                            let (read, write) = stream.into_split();
+                            let reader = spawn_tcp_reader(read, link, tx);
                             let _ = me.send(Happening::Opened(link, Some(write), Some(reader)));
                         }
                         Err(_) => {
@@ -303,6 +274,32 @@ where
             }
         }
     }
+}
+
+/// Reads a TCP stream into `Received` happenings until it ends, then reports `Closed`.
+/// Each read becomes one chunk: tether's frame decoder does not care where reads split.
+fn spawn_tcp_reader(
+    mut read: tokio::net::tcp::OwnedReadHalf,
+    link: Link,
+    tx: mpsc::UnboundedSender<Happening>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
+        loop {
+            buf.reserve(16 * 1024);
+            match read.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    // Frozen, not copied: the machine slices frames straight out of it.
+                    let chunk = buf.split().freeze();
+                    if tx.send(Happening::Received(link, chunk)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Happening::Closed(link));
+    })
 }
 
 fn spawn_udp_reader(
