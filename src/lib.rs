@@ -11,6 +11,7 @@
 //! - [`token`]: [`Token`], constant-time, and dop's merge.
 //! - [`wire`]: frames on `main`, the `feed` datagram header, and every [`wire::Message`].
 //! - [`driver`]: the contract every machine shares ([`Machine`], [`Input`], [`Output`]).
+//! - [`tables`]: every machine's transition table as data, rendered as Markdown.
 //!
 //! ## The driver contract
 //!
@@ -68,6 +69,7 @@ pub mod connect;
 pub mod driver;
 pub mod peer;
 pub mod sync;
+pub mod tables;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod time;
