@@ -290,6 +290,17 @@ impl MergeWorld {
         w
     }
 
+    /// The world once the first handshake has completed without faults: the start of the
+    /// resumption search.
+    fn connected(bounds: Bounds) -> MergeWorld {
+        let mut w = MergeWorld::new(bounds);
+        while w.goal() != Some("both connected") {
+            let a = w.fair_action().expect("the first handshake completes");
+            w.apply(&a).expect("fault-free handshake");
+        }
+        w
+    }
+
     fn transport(&mut self, id: u64) -> Option<&mut Transport> {
         self.transports.iter_mut().find(|t| t.id == id)
     }
@@ -658,12 +669,15 @@ impl Model for MergeWorld {
 const DEPTH: usize = 10;
 /// The fewest states the search may explore at [`DEPTH`].
 const FLOOR: usize = 1_000;
+/// The depth of the resumption search (from CONNECTED).
+const RESUME_DEPTH: usize = 10;
 
-fn run(bounds: Bounds, depth: usize, floor: usize) {
+fn run(what: &str, init: MergeWorld, depth: usize, floor: usize) {
+    let bounds = init.bounds;
     let started = std::time::Instant::now();
-    let r = explore(MergeWorld::new(bounds), depth, 400);
+    let r = explore(init, depth, 400);
     println!(
-        "token-merge: explored {} states, {} transitions, depth {} (bound {depth}), \
+        "token-merge, {what}: explored {} states, {} transitions, depth {} (bound {depth}), \
          losses <= {}, cuts/failed opens <= {}, formal disconnections <= {}; \
          goals reached from every state {:?}, longest fair continuation {} steps ({:.1?})",
         r.states,
@@ -684,20 +698,44 @@ fn run(bounds: Bounds, depth: usize, floor: usize) {
     assert!(r.goals.contains_key("both connected"));
 }
 
-#[test]
-fn token_merge_handshake_and_resumption_every_interleaving() {
+fn depth(default: usize) -> usize {
     // TETHER_EXHAUSTIVE_DEPTH overrides the depth (to explore deeper by hand).
-    let depth = std::env::var("TETHER_EXHAUSTIVE_DEPTH")
+    std::env::var("TETHER_EXHAUSTIVE_DEPTH")
         .ok()
         .and_then(|d| d.parse().ok())
-        .unwrap_or(DEPTH);
+        .unwrap_or(default)
+}
+
+/// From the start: the first handshake under every interleaving, with faults and a formal
+/// disconnection by either side.
+#[test]
+fn token_merge_handshake_every_interleaving() {
+    let bounds = Bounds {
+        losses: 1,
+        cuts: 2,
+        commands: 1,
+    };
     run(
-        Bounds {
-            losses: 1,
-            cuts: 2,
-            commands: 1,
-        },
-        depth,
+        "from the start",
+        MergeWorld::new(bounds),
+        depth(DEPTH),
+        FLOOR,
+    );
+}
+
+/// From a completed handshake: losing the transport and resuming, under every
+/// interleaving, with faults.
+#[test]
+fn token_merge_resumption_every_interleaving() {
+    let bounds = Bounds {
+        losses: 1,
+        cuts: 2,
+        commands: 0,
+    };
+    run(
+        "from CONNECTED (resumption)",
+        MergeWorld::connected(bounds),
+        depth(RESUME_DEPTH),
         FLOOR,
     );
 }
