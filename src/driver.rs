@@ -151,7 +151,7 @@ pub trait Machine {
 ///
 /// Encoding goes into one growing `BytesMut` and each transmit is split off it as a
 /// `Bytes`, so a steady state allocates only when the buffer's capacity runs out.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outbox<E> {
     queue: VecDeque<Output<E>>,
     buf: BytesMut,

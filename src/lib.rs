@@ -12,6 +12,7 @@
 //! - [`wire`]: frames on `main`, the `feed` datagram header, and every [`wire::Message`].
 //! - [`driver`]: the contract every machine shares ([`Machine`], [`Input`], [`Output`]).
 //! - [`snapshot`]: a session written to bytes and taken over by another process.
+//! - [`tables`]: every machine's transition table as data, rendered as Markdown.
 //!
 //! ## The driver contract
 //!
@@ -71,6 +72,7 @@ pub mod peer;
 mod rng;
 pub mod snapshot;
 pub mod sync;
+pub mod tables;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod time;

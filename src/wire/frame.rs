@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// assert_eq!(decoder.next_frame(), Ok(Some(Bytes::from_static(b"!"))));
 /// assert_eq!(decoder.next_frame(), Ok(None));
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FrameDecoder {
     /// Older bytes: a partial frame copied in (or everything, with [`FrameDecoder::push`]).
     buf: BytesMut,

@@ -42,7 +42,9 @@ pub enum ClientEvent {
 /// Feed it [`Input::Opened`] after each [`Output::Open`], the bytes of the current
 /// transport, its close, timeouts and commands. Inputs naming any other link (an old
 /// transport) are dropped and counted ([`Client::stale_inputs`]).
-#[derive(Debug)]
+///
+/// `Clone` snapshots the whole machine (the exhaustive checker explores from copies).
+#[derive(Debug, Clone)]
 pub struct Client {
     cfg: Config,
     node: Node,

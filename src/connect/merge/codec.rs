@@ -31,7 +31,7 @@ pub(crate) enum Incoming {
 }
 
 /// Decodes what arrives on one transport.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum LinkReader {
     Tether(FrameDecoder),
     Dop { pending: Option<Bytes>, max: usize },

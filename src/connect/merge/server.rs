@@ -105,7 +105,7 @@ enum Timer {
     Expire(SessionId),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending {
     link: Link,
     node: Node,
@@ -113,7 +113,7 @@ struct Pending {
     deadline: Instant,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Session {
     node: Node,
     link: Option<Link>,
@@ -127,7 +127,10 @@ struct Session {
 ///
 /// Feed it [`Input::Opened`] for every accepted transport (link ids unique among open
 /// transports), its bytes, its close, timeouts and commands.
-#[derive(Debug)]
+///
+/// `Clone` (when the token source is) snapshots the whole registry (the exhaustive checker
+/// explores from copies).
+#[derive(Debug, Clone)]
 pub struct Server<S> {
     cfg: ServerConfig,
     tokens: S,

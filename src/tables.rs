@@ -1,0 +1,157 @@
+//! Every machine's transition table as data: one uniform shape, rendered as Markdown.
+//!
+//! Each machine keeps its own `const` table of `(state, input, next state)` (with its own
+//! enums, checked against its `match` by the machine's tests). This module gives them one
+//! shape, [`Table`] of [`Row`]s named by the enums' variant names, so that docs can be
+//! generated from the code and tests can replay the sequence diagrams of docs/PROTOCOL.md
+//! through the tables (`tests/tables.rs`).
+//!
+//! ```
+//! let t = tether::tables::merge_node();
+//! assert!(t.has_row("Open", "RemoteToken", "Preconnected"));
+//! assert!(t.to_markdown().contains("| `Preconnected` | `Confirmed` | `Connected` |"));
+//! ```
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::{Debug, Write};
+
+/// One transition: in state `from`, input `input` moves the machine to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Row {
+    /// The state before (the variant name of the machine's state enum).
+    pub from: String,
+    /// The input kind (the variant name of the machine's input enum).
+    pub input: String,
+    /// The state after.
+    pub to: String,
+}
+
+/// A machine's whole transition table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// A short name of the machine, e.g. `merge::node`.
+    pub machine: &'static str,
+    /// The Rust path of the `const` table the rows come from.
+    pub source: &'static str,
+    /// The rows, in the order of the `const` table.
+    pub rows: Vec<Row>,
+}
+
+impl Table {
+    /// A table from a machine's `const` table of enum triples (named by their `Debug`
+    /// names, which for these field-less enums are the variant names).
+    pub fn from_const<S: Debug, I: Debug>(
+        machine: &'static str,
+        source: &'static str,
+        rows: &[(S, I, S)],
+    ) -> Table {
+        Table {
+            machine,
+            source,
+            rows: rows
+                .iter()
+                .map(|(from, input, to)| Row {
+                    from: format!("{from:?}"),
+                    input: format!("{input:?}"),
+                    to: format!("{to:?}"),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `(from, input, to)` is a row.
+    pub fn has_row(&self, from: &str, input: &str, to: &str) -> bool {
+        self.rows
+            .iter()
+            .any(|r| r.from == from && r.input == input && r.to == to)
+    }
+
+    /// Every state the table can move to from `from` on `input` (several when the machine
+    /// decides on data the table does not show, e.g. the anchored client after `ALERT`).
+    pub fn next<'a>(&'a self, from: &'a str, input: &'a str) -> impl Iterator<Item = &'a str> {
+        self.rows
+            .iter()
+            .filter(move |r| r.from == from && r.input == input)
+            .map(|r| r.to.as_str())
+    }
+
+    /// The states named anywhere in the table, in order of first appearance.
+    pub fn states(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            for s in [r.from.as_str(), r.to.as_str()] {
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// The table as Markdown: a caption naming the source, then one line per row. This is
+    /// the exact text docs/PROTOCOL.md carries (a test keeps the two in step).
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = writeln!(
+            s,
+            "Transition table of `{}`, generated from `{}` (`tether::tables`; \
+             `tests/tables.rs` keeps it in step with the code):",
+            self.machine, self.source
+        );
+        s.push('\n');
+        s.push_str("| from | input | to |\n|---|---|---|\n");
+        for r in &self.rows {
+            let _ = writeln!(s, "| `{}` | `{}` | `{}` |", r.from, r.input, r.to);
+        }
+        s
+    }
+}
+
+/// The token-merge node (seed 004), shared by client and server sessions.
+pub fn merge_node() -> Table {
+    Table::from_const(
+        "merge::node",
+        "tether::connect::merge::TRANSITIONS",
+        crate::connect::merge::TRANSITIONS,
+    )
+}
+
+/// Sync contexts (seed 000), one per connection, either side.
+pub fn sync_context() -> Table {
+    Table::from_const(
+        "sync::context",
+        "tether::sync::context::TRANSITIONS",
+        crate::sync::context::TRANSITIONS,
+    )
+}
+
+/// The anchored sync client (seed 002).
+pub fn anchored_client() -> Table {
+    Table::from_const(
+        "sync::anchored client",
+        "tether::sync::anchored::CLIENT_TRANSITIONS",
+        crate::sync::anchored::CLIENT_TRANSITIONS,
+    )
+}
+
+/// The anchored sync server (seed 002).
+pub fn anchored_server() -> Table {
+    Table::from_const(
+        "sync::anchored server",
+        "tether::sync::anchored::SERVER_TRANSITIONS",
+        crate::sync::anchored::SERVER_TRANSITIONS,
+    )
+}
+
+/// Every machine's table.
+pub fn all() -> Vec<Table> {
+    alloc::vec![
+        merge_node(),
+        sync_context(),
+        anchored_client(),
+        anchored_server(),
+    ]
+}
