@@ -38,7 +38,10 @@ pub enum Role {
     /// Dials these addresses when the machine asks.
     Client { main: SocketAddr, feed: SocketAddr },
     /// Accepts on this listener and this UDP socket.
-    Server { main: TcpListener, feed: Arc<UdpSocket> },
+    Server {
+        main: TcpListener,
+        feed: Arc<UdpSocket>,
+    },
 }
 
 /// Drives one machine over real sockets.
@@ -55,6 +58,7 @@ pub struct Driver<M: Machine> {
     tx: mpsc::UnboundedSender<Happening>,
     rx: mpsc::UnboundedReceiver<Happening>,
     deadline: Option<Instant>,
+    commands: Option<mpsc::UnboundedReceiver<M::Command>>,
 }
 
 impl<M: Machine> Driver<M>
@@ -64,7 +68,7 @@ where
     /// A driver for `machine`. `epoch` is time zero of tether's clock for this process.
     pub fn new(machine: M, role: Role, epoch: tokio::time::Instant) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut d = Driver {
+        let d = Driver {
             machine,
             role,
             epoch,
@@ -76,6 +80,7 @@ where
             tx,
             rx,
             deadline: None,
+            commands: None,
         };
         if let Role::Server { feed, .. } = &d.role {
             spawn_udp_reader(feed.clone(), None, d.tx.clone());
@@ -86,6 +91,14 @@ where
     /// tether's `now`: microseconds since the epoch.
     pub fn now(&self) -> Instant {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// A sender of application commands that another task can use; [`Driver::turn`] takes
+    /// them as inputs.
+    pub fn command_sender(&mut self) -> mpsc::UnboundedSender<M::Command> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.commands = Some(rx);
+        tx
     }
 
     /// Gives the machine an application command.
@@ -115,6 +128,7 @@ where
                     None => None,
                 }
             }
+            Some(command) = recv_opt(&mut self.commands) => Some(Input::Command(command)),
             _ = sleep_opt(sleep_until) => Some(Input::Timeout),
         };
         if let Some(input) = input {
@@ -129,11 +143,13 @@ where
     /// Kills every TCP stream without telling the machine: the network dropped them. The
     /// machine learns it from the reader tasks, as it would from a real drop.
     pub fn drop_tcp(&mut self) {
-        for (_, (write, reader)) in self.streams.drain() {
+        for (id, (write, reader)) in self.streams.drain() {
             drop(write);
             if let Some(r) = reader {
                 r.abort();
             }
+            // The reader task is gone, so report what a reader sees on a dropped socket.
+            let _ = self.tx.send(Happening::Closed(Link::main(id)));
         }
     }
 
@@ -222,10 +238,8 @@ where
                 Output::Event(e) => events.push(e),
                 Output::Open(channel) => self.open(channel).await,
                 Output::Close(link) => {
-                    if let Some((_, reader)) = self.streams.remove(&link.id) {
-                        if let Some(r) = reader {
-                            r.abort();
-                        }
+                    if let Some((_, Some(reader))) = self.streams.remove(&link.id) {
+                        reader.abort();
                     }
                     if let Some(sock) = self.udp.remove(&link.id) {
                         drop(sock);
@@ -291,7 +305,11 @@ where
     }
 }
 
-fn spawn_udp_reader(sock: Arc<UdpSocket>, link: Option<Link>, tx: mpsc::UnboundedSender<Happening>) {
+fn spawn_udp_reader(
+    sock: Arc<UdpSocket>,
+    link: Option<Link>,
+    tx: mpsc::UnboundedSender<Happening>,
+) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         loop {
@@ -316,6 +334,13 @@ async fn accept(role: &Role) -> Option<TcpStream> {
     match role {
         Role::Server { main, .. } => main.accept().await.ok().map(|(s, _)| s),
         Role::Client { .. } => std::future::pending().await,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,7 +3,7 @@
 //! [`Peer`]: super::Peer
 
 use super::{Profile, Routed};
-use crate::connect::merge;
+use crate::connect::{dual, merge};
 use crate::driver::Machine;
 use crate::time::Instant;
 use crate::wire::Message;
@@ -63,6 +63,71 @@ impl<S: merge::TokenSource> Profile for merge::Server<S> {
             E::Lost { session } => Routed::Down { session, event },
             E::Ended { session, .. } => Routed::Gone { session, event },
             E::Message { session, message } => Routed::Message { session, message },
+            other => Routed::Other(other),
+        }
+    }
+}
+
+impl Profile for dual::DualClient {
+    type Session = ();
+
+    fn send(&mut self, now: Instant, _: (), message: Message) -> Result<(), dual::DualError> {
+        self.handle_input(
+            now,
+            crate::Input::Command(dual::ClientCommand::Send(message)),
+        )
+    }
+
+    fn route(event: dual::ClientEvent) -> Routed<(), dual::ClientEvent> {
+        use dual::ClientEvent as E;
+        match event {
+            E::Connected { session, .. } => Routed::Up {
+                session: (),
+                resumed: session == dual::SessionKind::Resumed,
+                event,
+            },
+            E::MainLost => Routed::Down { session: (), event },
+            E::Closed { .. } => Routed::Gone { session: (), event },
+            E::Received(message) => Routed::Message {
+                session: (),
+                message,
+            },
+            other => Routed::Other(other),
+        }
+    }
+}
+
+impl<T: dual::TokenSource> Profile for dual::DualServer<T> {
+    /// The player id.
+    type Session = u16;
+
+    fn send(&mut self, now: Instant, player: u16, message: Message) -> Result<(), dual::DualError> {
+        self.handle_input(
+            now,
+            crate::Input::Command(dual::ServerCommand::Send { player, message }),
+        )
+    }
+
+    fn route(event: dual::ServerEvent) -> Routed<u16, dual::ServerEvent> {
+        use dual::ServerEvent as E;
+        match event {
+            E::Connected { player, session } => Routed::Up {
+                session: player,
+                resumed: session == dual::SessionKind::Resumed,
+                event,
+            },
+            E::MainLost { player } => Routed::Down {
+                session: player,
+                event,
+            },
+            E::Left { player, .. } => Routed::Gone {
+                session: player,
+                event,
+            },
+            E::Received { player, message } => Routed::Message {
+                session: player,
+                message,
+            },
             other => Routed::Other(other),
         }
     }

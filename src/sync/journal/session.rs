@@ -330,6 +330,11 @@ pub struct JournalSync<S> {
     incoming: Option<Incoming>,
     /// The line our answer ends at while we reply to a journal context.
     replying_to: Option<LineId>,
+    /// Lines of our journal up to this one were already broadcast on this connection: the
+    /// next broadcast starts after it rather than at the peer's confirmed mark, so that
+    /// appending n entries one by one sends n entries, not n^2/2. Reset with the
+    /// connection: what a cut lost is sent again by the resync from the marks.
+    broadcast_upto: Option<LineId>,
     retry_at: Option<Instant>,
     refusals: u32,
     last_rx: Instant,
@@ -353,6 +358,7 @@ impl<S: JournalStore> JournalSync<S> {
             requested: None,
             incoming: None,
             replying_to: None,
+            broadcast_upto: None,
             retry_at: None,
             refusals: 0,
             last_rx: Instant::ZERO,
@@ -422,6 +428,7 @@ impl<S: JournalStore> JournalSync<S> {
     /// The transport is up (connected or resumed): resync from our mark.
     pub fn connection_up(&mut self, now: Instant) {
         self.contexts.step(ContextInput::Up);
+        self.broadcast_upto = None;
         self.last_rx = now;
         self.idle_reported = false;
         self.retry_at = None;
@@ -446,6 +453,7 @@ impl<S: JournalStore> JournalSync<S> {
         }
         self.incoming = None;
         self.replying_to = None;
+        self.broadcast_upto = None;
         self.retry_at = None;
         for (req, (author, resource)) in core::mem::take(&mut self.pending) {
             self.event(SyncEvent::ResourceCancelled {
@@ -999,16 +1007,22 @@ impl<S: JournalStore> JournalSync<S> {
     /// The most recent list: our lines after the peer's confirmed mark, unasked (ctx 0).
     fn broadcast(&mut self) {
         let epoch = self.store.epoch();
-        let since = match self.marks.theirs {
-            Some(l) if l.epoch == epoch && l.seq <= self.store.head() => l,
+        let head = self.store.head();
+        let confirmed = match self.marks.theirs {
+            Some(l) if l.epoch == epoch && l.seq <= head => l,
             _ => LineId::start(epoch),
         };
-        let last = self.store.head().min(
+        let since = match self.broadcast_upto {
+            Some(l) if l.epoch == epoch && l.seq <= head && l.seq > confirmed.seq => l,
+            _ => confirmed,
+        };
+        let last = head.min(
             since
                 .seq
                 .saturating_add(u64::from(self.config.max_entries_per_context)),
         );
         self.send_lists(0, since, last, false);
+        self.broadcast_upto = Some(LineId { epoch, seq: last });
     }
 }
 

@@ -1,0 +1,312 @@
+//! The `feed` hot path: accepting one datagram (header check, sequence check, delivery as
+//! an event), timed with criterion and with heap allocations counted, side by side with
+//! what a user would write instead (an owned, `Vec`-based decode and a `HashMap` of
+//! sequence numbers).
+//!
+//! Run: `cargo bench --bench feed`. The allocation counts are printed before criterion's
+//! timings; docs/PERFORMANCE.md records both.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tether::connect::dual::feed::FeedReceiver;
+use tether::connect::dual::{
+    ClientCommand, ClientConfig, ClientEvent, ClientState, DualClient, DualServer, ServerCommand,
+    ServerConfig, TokenSource,
+};
+use tether::wire::{Element, Message, FEED_MAGIC, SERVER_SENDER};
+use tether::{Channel, Input, Instant, Link, Machine, Output, Token};
+
+/// Counts every allocation (and reallocation) made through the global allocator.
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.load(Ordering::Relaxed)
+}
+
+struct Counter(u8);
+impl TokenSource for Counter {
+    fn next_token(&mut self) -> Token {
+        self.0 = self.0.wrapping_add(1);
+        Token::new(&[self.0; 16]).unwrap()
+    }
+}
+
+const FEED: Link = Link::feed(2);
+/// A typical real-time update: 32 bytes of element data (a position, a velocity...).
+const DATA: [u8; 32] = [7; 32];
+
+/// A client connected to a server by running the real handshake in memory.
+fn connected_client() -> DualClient {
+    let mut c = DualClient::new(ClientConfig::default());
+    let mut s = DualServer::new(ServerConfig::default(), Counter(0));
+    let t = Instant::ZERO;
+    c.handle_input(t, Input::Command(ClientCommand::Connect))
+        .unwrap();
+    for _ in 0..32 {
+        let mut to_s = Vec::new();
+        let mut to_c = Vec::new();
+        loop {
+            match c.poll_output() {
+                Output::Wait(_) => break,
+                Output::Transmit(x) => to_s.push(x),
+                Output::Open(Channel::Main) => {
+                    s.handle_input(t, Input::Opened(Link::main(1))).unwrap();
+                    to_c.push(Input::Opened(Link::main(1)));
+                }
+                Output::Open(Channel::Feed) => to_c.push(Input::Opened(FEED)),
+                _ => {}
+            }
+        }
+        for x in to_s {
+            s.handle_input(t, Input::Received(x.link, x.payload))
+                .unwrap();
+        }
+        loop {
+            match s.poll_output() {
+                Output::Wait(_) => break,
+                Output::Transmit(x) => to_c.push(Input::Received(x.link, x.payload)),
+                _ => {}
+            }
+        }
+        for i in to_c {
+            c.handle_input(t, i).unwrap();
+        }
+        if c.state() == ClientState::Connected {
+            let _ = s.handle_input(
+                t,
+                Input::Command(ServerCommand::Send {
+                    player: 0,
+                    message: Message::Dummy,
+                }),
+            );
+            while !matches!(c.poll_output(), Output::Wait(_)) {}
+            return c;
+        }
+    }
+    panic!("handshake did not complete");
+}
+
+/// `n` update datagrams from the server, sequence numbers from `first`, each a `Bytes`
+/// slice of one receive buffer (as a UDP loop that reads into a `BytesMut` produces).
+fn datagrams(first: u64, n: usize) -> Vec<Bytes> {
+    let msg = Message::Update(Element {
+        kind: 1,
+        sid: 42,
+        data: Bytes::from_static(&DATA),
+    });
+    let mut buf = BytesMut::with_capacity(n * 64);
+    let mut lens = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = buf.len();
+        buf.put_u64(FEED_MAGIC);
+        buf.put_u64(first + i as u64);
+        buf.put_u16(SERVER_SENDER);
+        msg.encode(&mut buf);
+        lens.push(buf.len() - start);
+    }
+    let mut all = buf.freeze();
+    lens.into_iter().map(|l| all.split_to(l)).collect()
+}
+
+/// tether, whole machine: `handle_input(Received)` then `poll_output` until `Wait`.
+fn tether_accept(c: &mut DualClient, d: Bytes) -> usize {
+    c.handle_input(Instant::ZERO, Input::Received(FEED, d))
+        .unwrap();
+    let mut n = 0;
+    loop {
+        match c.poll_output() {
+            Output::Event(ClientEvent::Update(e)) => n += e.data.len(),
+            Output::Wait(_) => return n,
+            _ => {}
+        }
+    }
+}
+
+/// What a user would write instead: an owned struct, `to_vec` for the data, a `HashMap`
+/// of newest sequence numbers per sender, a queue of events.
+#[derive(Debug)]
+#[allow(dead_code)]
+struct OwnedUpdate {
+    sender: u16,
+    seq: u64,
+    kind: u8,
+    sid: u16,
+    data: Vec<u8>,
+}
+
+struct Naive {
+    newest: HashMap<u16, u64>,
+    events: VecDeque<OwnedUpdate>,
+}
+
+impl Naive {
+    fn accept(&mut self, d: &[u8]) -> usize {
+        if d.len() < 22 || d.len() > 18 + 500 {
+            return 0;
+        }
+        let magic = u64::from_be_bytes(d[0..8].try_into().unwrap());
+        if magic != FEED_MAGIC || d[18] != 1 {
+            return 0;
+        }
+        let seq = u64::from_be_bytes(d[8..16].try_into().unwrap());
+        let sender = u16::from_be_bytes([d[16], d[17]]);
+        let newest = self.newest.entry(sender).or_insert(0);
+        if seq <= *newest {
+            return 0;
+        }
+        *newest = seq;
+        self.events.push_back(OwnedUpdate {
+            sender,
+            seq,
+            kind: d[19],
+            sid: u16::from_be_bytes([d[20], d[21]]),
+            data: d[22..].to_vec(),
+        });
+        self.events.pop_front().map(|u| u.data.len()).unwrap_or(0)
+    }
+}
+
+fn count_allocations() {
+    const N: usize = 100_000;
+    let mut c = connected_client();
+    let warm = datagrams(1, 1_000);
+    for d in warm {
+        tether_accept(&mut c, d);
+    }
+    let batch = datagrams(1_001, N);
+    let before = allocs();
+    for d in batch {
+        black_box(tether_accept(&mut c, d));
+    }
+    let tether_machine = allocs() - before;
+
+    let mut rx = FeedReceiver::new(500);
+    let batch = datagrams(1, N);
+    let before = allocs();
+    for d in batch {
+        black_box(rx.accept(d, Some(SERVER_SENDER)));
+    }
+    let tether_receiver = allocs() - before;
+
+    let mut naive = Naive {
+        newest: HashMap::new(),
+        events: VecDeque::new(),
+    };
+    naive.accept(&datagrams(0, 1)[0]);
+    let batch = datagrams(1, N);
+    let before = allocs();
+    for d in batch {
+        black_box(naive.accept(&d));
+    }
+    let owned = allocs() - before;
+
+    println!(
+        "allocations per datagram over {N}: tether DualClient {:.3}, tether FeedReceiver {:.3}, owned Vec decode {:.3}",
+        tether_machine as f64 / N as f64,
+        tether_receiver as f64 / N as f64,
+        owned as f64 / N as f64,
+    );
+}
+
+fn bench(cr: &mut Criterion) {
+    count_allocations();
+    const CHUNK: usize = 10_000;
+    let mut g = cr.benchmark_group("feed_accept");
+    g.throughput(Throughput::Elements(1));
+
+    g.bench_function("tether_dual_client", |b| {
+        let mut c = connected_client();
+        let mut next = 1u64;
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                let batch = datagrams(next, n);
+                next += n as u64;
+                let start = std::time::Instant::now();
+                for d in batch {
+                    black_box(tether_accept(&mut c, d));
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
+
+    g.bench_function("tether_feed_receiver", |b| {
+        let mut rx = FeedReceiver::new(500);
+        let mut next = 1u64;
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                let batch = datagrams(next, n);
+                next += n as u64;
+                let start = std::time::Instant::now();
+                for d in batch {
+                    black_box(rx.accept(d, Some(SERVER_SENDER)));
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
+
+    g.bench_function("owned_vec_decode", |b| {
+        let mut naive = Naive {
+            newest: HashMap::new(),
+            events: VecDeque::new(),
+        };
+        let mut next = 1u64;
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                let batch = datagrams(next, n);
+                next += n as u64;
+                let start = std::time::Instant::now();
+                // Each datagram is dropped in the loop, as tether's are.
+                for d in batch {
+                    black_box(naive.accept(&d));
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,892 @@
+//! The client of the dual-channel connection.
+//!
+//! Its states and what moves it between them are [`CLIENT_TRANSITIONS`]: the machine looks
+//! every transition up there, so the table is the machine (h11 style), and docs/PROTOCOL.md
+//! section 4 draws it.
+
+use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
+use super::{CloseReason, DualError, Retry, SessionKind};
+use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::time::{Duration, Instant};
+use crate::token::Token;
+use crate::wire::{
+    Element, FailReason, FrameDecoder, Message, DEFAULT_FEED_CONTENT, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION, SERVER_SENDER,
+};
+use alloc::collections::VecDeque;
+use bytes::Bytes;
+
+/// What the client does when `feed` is lost (closed, or silent for
+/// [`ClientConfig::feed_timeout`]) while connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedLossPolicy {
+    /// Close both channels and end the connection (seed 003: "the client can disconnect
+    /// both the main and the feed channels").
+    CloseBoth,
+    /// Open a new `feed` transport and run the feed init again (with token A, retried as
+    /// [`ClientConfig::feed_init`] says); `main` and the session continue.
+    Reinit,
+}
+
+/// The client's configuration. `Default` gives the values documented on each field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// How long to wait for a transport to open or for a reply on `main` (5 s).
+    pub reply_timeout: Duration,
+    /// Feed init resends: 6 tries, 250 ms doubling to 2 s.
+    pub feed_init: Retry,
+    /// Fresh connection attempts after a failure (`CONN_FAILED`, timeout): 3 tries,
+    /// 1 s doubling to 8 s.
+    pub connect: Retry,
+    /// Reconnections of `main` after it is lost: 5 tries, 500 ms doubling to 8 s.
+    pub reconnect: Retry,
+    /// Send a `DUMMY` on `feed` when nothing else was sent for this long (1 s).
+    pub feed_keepalive: Duration,
+    /// `feed` is lost when nothing arrived on it for this long (5 s).
+    pub feed_timeout: Duration,
+    /// What to do when `feed` is lost while connected ([`FeedLossPolicy::CloseBoth`]).
+    pub on_feed_lost: FeedLossPolicy,
+    /// The largest frame accepted on `main` ([`DEFAULT_MAX_FRAME`]).
+    pub max_frame: usize,
+    /// The largest content of a `feed` datagram, both ways ([`DEFAULT_FEED_CONTENT`]).
+    pub max_feed_content: usize,
+    /// Messages queued on `main` while not connected (64).
+    pub max_queued: usize,
+    /// Opt-in R-Type compatibility of the tokens: accept tokens shorter than 128 bits
+    /// (R-Type's were 32). Weaker: a 32-bit token can be guessed (docs/PROTOCOL.md 4.7).
+    pub allow_short_tokens: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            reply_timeout: Duration::from_secs(5),
+            feed_init: Retry {
+                attempts: 6,
+                initial: Duration::from_millis(250),
+                max: Duration::from_secs(2),
+            },
+            connect: Retry {
+                attempts: 3,
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(8),
+            },
+            reconnect: Retry {
+                attempts: 5,
+                initial: Duration::from_millis(500),
+                max: Duration::from_secs(8),
+            },
+            feed_keepalive: Duration::from_secs(1),
+            feed_timeout: Duration::from_secs(5),
+            on_feed_lost: FeedLossPolicy::CloseBoth,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_feed_content: DEFAULT_FEED_CONTENT,
+            max_queued: 64,
+            allow_short_tokens: false,
+        }
+    }
+}
+
+/// The client's states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientState {
+    /// Not started: send [`ClientCommand::Connect`].
+    Idle,
+    /// Asked the caller for a `main` transport.
+    OpeningMain,
+    /// Sent `CONN_INIT`; waiting for the player id and token A.
+    AwaitConnInitRep,
+    /// Asked the caller for a `feed` transport.
+    OpeningFeed,
+    /// Sent a feed init; resending with backoff until the reply (token B).
+    AwaitFeedInitRep,
+    /// Sent the final auth; waiting for `CONN_OK`.
+    AwaitConnOk,
+    /// Connected on both channels.
+    Connected,
+    /// `main` was lost: asked the caller for a new `main` transport.
+    ReopeningMain,
+    /// Sent the connection request (player id, token B) on the new `main`.
+    AwaitReconnectOk,
+    /// A reconnection try failed; waiting before the next one.
+    ReconnectBackoff,
+    /// `feed` was lost (policy [`FeedLossPolicy::Reinit`]): asked for a new `feed`.
+    ReopeningFeed,
+    /// Sent a feed init on the new `feed`; resending until the reply.
+    AwaitFeedReinitRep,
+    /// A connection attempt failed; waiting before a fresh one.
+    Backoff,
+    /// Gave up, or disconnected: both channels closed. `Connect` starts again.
+    Closed,
+}
+
+/// What moves the client, as [`CLIENT_TRANSITIONS`] names it. Where one input can lead to
+/// two states, the machine decides first and names the outcome (`Failed`: try again;
+/// `GaveUp`: end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientInput {
+    /// The application asked to connect.
+    Connect,
+    /// The `main` transport asked for is open.
+    MainOpened,
+    /// The `feed` transport asked for is open.
+    FeedOpened,
+    /// A valid conn init reply arrived.
+    ConnInitRep,
+    /// A feed init reply for the current attempt arrived.
+    FeedInitRep,
+    /// `CONN_OK` arrived.
+    ConnOk,
+    /// A feed init got no reply in time, and another try is allowed: resend.
+    FeedInitTimeout,
+    /// This try failed (refused, timed out, transport closed) and another is allowed.
+    Failed,
+    /// This try failed and no other is allowed, or the failure is final.
+    GaveUp,
+    /// `main` closed while connected.
+    MainLost,
+    /// `feed` closed or went silent while connected, under [`FeedLossPolicy::Reinit`];
+    /// while `main` is itself reconnecting, both are lost (`GaveUp`).
+    FeedLost,
+    /// The backoff wait is over.
+    RetryTimer,
+    /// The application asked to disconnect.
+    Disconnect,
+}
+
+use ClientInput as I;
+use ClientState as S;
+
+/// Every transition of the client: (state, input, next state). An input not listed for a
+/// state does not change it.
+pub const CLIENT_TRANSITIONS: &[(ClientState, ClientInput, ClientState)] = &[
+    // Initial connection (seed 003, first diagram).
+    (S::Idle, I::Connect, S::OpeningMain),
+    (S::Closed, I::Connect, S::OpeningMain),
+    (S::OpeningMain, I::MainOpened, S::AwaitConnInitRep),
+    (S::AwaitConnInitRep, I::ConnInitRep, S::OpeningFeed),
+    (S::OpeningFeed, I::FeedOpened, S::AwaitFeedInitRep),
+    // Feed init retry (second diagram).
+    (S::AwaitFeedInitRep, I::FeedInitTimeout, S::AwaitFeedInitRep),
+    (S::AwaitFeedInitRep, I::FeedInitRep, S::AwaitConnOk),
+    (S::AwaitConnOk, I::ConnOk, S::Connected),
+    // CONN_FAILED, timeouts, closed transports: retry or abort, as configured.
+    (S::OpeningMain, I::Failed, S::Backoff),
+    (S::AwaitConnInitRep, I::Failed, S::Backoff),
+    (S::OpeningFeed, I::Failed, S::Backoff),
+    (S::AwaitFeedInitRep, I::Failed, S::Backoff),
+    (S::AwaitConnOk, I::Failed, S::Backoff),
+    (S::OpeningMain, I::GaveUp, S::Closed),
+    (S::AwaitConnInitRep, I::GaveUp, S::Closed),
+    (S::OpeningFeed, I::GaveUp, S::Closed),
+    (S::AwaitFeedInitRep, I::GaveUp, S::Closed),
+    (S::AwaitConnOk, I::GaveUp, S::Closed),
+    (S::Backoff, I::RetryTimer, S::OpeningMain),
+    // Refused or broken while connected: a fresh connection, as configured.
+    (S::Connected, I::Failed, S::Backoff),
+    (S::ReopeningFeed, I::Failed, S::Backoff),
+    (S::AwaitFeedReinitRep, I::Failed, S::Backoff),
+    // Reconnection of main.
+    (S::Connected, I::MainLost, S::ReopeningMain),
+    (S::ReopeningMain, I::MainOpened, S::AwaitReconnectOk),
+    (S::AwaitReconnectOk, I::ConnOk, S::Connected),
+    (S::ReopeningMain, I::Failed, S::ReconnectBackoff),
+    (S::AwaitReconnectOk, I::Failed, S::ReconnectBackoff),
+    (S::ReconnectBackoff, I::RetryTimer, S::ReopeningMain),
+    (S::ReopeningMain, I::GaveUp, S::Closed),
+    (S::AwaitReconnectOk, I::GaveUp, S::Closed),
+    (S::ReconnectBackoff, I::GaveUp, S::Closed),
+    // Loss of feed: close both (GaveUp) or re-initialise feed alone.
+    (S::Connected, I::GaveUp, S::Closed),
+    (S::Connected, I::FeedLost, S::ReopeningFeed),
+    (S::ReopeningFeed, I::FeedOpened, S::AwaitFeedReinitRep),
+    (
+        S::AwaitFeedReinitRep,
+        I::FeedInitTimeout,
+        S::AwaitFeedReinitRep,
+    ),
+    (S::AwaitFeedReinitRep, I::FeedInitRep, S::Connected),
+    (S::ReopeningFeed, I::GaveUp, S::Closed),
+    (S::AwaitFeedReinitRep, I::GaveUp, S::Closed),
+    // The application leaves.
+    (S::OpeningMain, I::Disconnect, S::Closed),
+    (S::AwaitConnInitRep, I::Disconnect, S::Closed),
+    (S::OpeningFeed, I::Disconnect, S::Closed),
+    (S::AwaitFeedInitRep, I::Disconnect, S::Closed),
+    (S::AwaitConnOk, I::Disconnect, S::Closed),
+    (S::Connected, I::Disconnect, S::Closed),
+    (S::ReopeningMain, I::Disconnect, S::Closed),
+    (S::AwaitReconnectOk, I::Disconnect, S::Closed),
+    (S::ReconnectBackoff, I::Disconnect, S::Closed),
+    (S::ReopeningFeed, I::Disconnect, S::Closed),
+    (S::AwaitFeedReinitRep, I::Disconnect, S::Closed),
+    (S::Backoff, I::Disconnect, S::Closed),
+];
+
+/// The next state after `input` in `state`, from [`CLIENT_TRANSITIONS`].
+pub fn client_next(state: ClientState, input: ClientInput) -> Option<ClientState> {
+    CLIENT_TRANSITIONS
+        .iter()
+        .find(|(s, i, _)| *s == state && *i == input)
+        .map(|(_, _, n)| *n)
+}
+
+/// What the application can ask of the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum ClientCommand {
+    /// Start a connection (from `Idle` or `Closed`).
+    Connect,
+    /// Send a message on `main`; queued (bounded) while not connected.
+    Send(Message),
+    /// Send a message on `feed` now (refused while `feed` is not bound: it is lossy anyway).
+    SendFeed(Message),
+    /// Leave for good: `DISCONNECTION` on `main`, then both channels closed.
+    Disconnect,
+}
+
+/// What the client tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The handshake ended: a fresh session, or `main` reconnected and the session resumed.
+    Connected {
+        /// The player id the server gave.
+        player: u16,
+        /// Fresh or resumed.
+        session: SessionKind,
+    },
+    /// A connection attempt failed; a fresh one starts at `retry_at`.
+    AttemptFailed {
+        /// Why.
+        reason: CloseReason,
+        /// When the next attempt starts.
+        retry_at: Instant,
+    },
+    /// `main` was lost; reconnecting.
+    MainLost,
+    /// `feed` was lost; re-initialising it (policy [`FeedLossPolicy::Reinit`]).
+    FeedLost,
+    /// `feed` is bound again after a loss.
+    FeedRestored,
+    /// Both channels are closed and the client stopped trying.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+    /// An `UPDATE_MSG` arrived on `feed`.
+    Update(Element),
+    /// Another message arrived on `feed` (not consumed by the connection).
+    FeedReceived(Message),
+    /// A message arrived on `main` that the connection does not consume (sync, app...).
+    Received(Message),
+}
+
+/// The client of seed 003's dual-channel connection. See the [module docs](super).
+#[derive(Debug)]
+pub struct DualClient {
+    cfg: ClientConfig,
+    state: ClientState,
+    out: Outbox<ClientEvent>,
+    now: Instant,
+    main: Option<Link>,
+    decoder: FrameDecoder,
+    feed: Option<Link>,
+    player: Option<u16>,
+    token_a: Option<Token>,
+    token_b: Option<Token>,
+    /// The attempt number carried by the last feed init sent (never reused in a session).
+    feed_attempt: u32,
+    /// Feed init tries in the current round.
+    feed_tries: u32,
+    connect_tries: u32,
+    reconnect_tries: u32,
+    step_deadline: Option<Instant>,
+    feed_tx: FeedSender,
+    feed_rx: FeedReceiver,
+    last_feed_rx: Instant,
+    last_feed_tx: Instant,
+    queue: VecDeque<Message>,
+}
+
+impl DualClient {
+    /// A client in [`ClientState::Idle`].
+    pub fn new(cfg: ClientConfig) -> Self {
+        DualClient {
+            cfg,
+            state: S::Idle,
+            out: Outbox::new(),
+            now: Instant::ZERO,
+            main: None,
+            decoder: FrameDecoder::new(cfg.max_frame),
+            feed: None,
+            player: None,
+            token_a: None,
+            token_b: None,
+            feed_attempt: 0,
+            feed_tries: 0,
+            connect_tries: 0,
+            reconnect_tries: 0,
+            step_deadline: None,
+            feed_tx: FeedSender::new(0),
+            feed_rx: FeedReceiver::new(cfg.max_feed_content),
+            last_feed_rx: Instant::ZERO,
+            last_feed_tx: Instant::ZERO,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    /// The player id, once the server gave one.
+    pub fn player(&self) -> Option<u16> {
+        self.player
+    }
+
+    /// The current `main` and `feed` transports.
+    pub fn links(&self) -> (Option<Link>, Option<Link>) {
+        (self.main, self.feed)
+    }
+
+    /// What the `feed` receiver did so far (stale, duplicate and malformed datagrams).
+    pub fn feed_stats(&self) -> FeedStats {
+        self.feed_rx.stats()
+    }
+
+    /// Messages waiting for a connection.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn step(&mut self, input: ClientInput) {
+        if let Some(next) = client_next(self.state, input) {
+            self.state = next;
+        }
+    }
+
+    fn in_reconnect(&self) -> bool {
+        matches!(
+            self.state,
+            S::ReopeningMain | S::AwaitReconnectOk | S::ReconnectBackoff
+        )
+    }
+
+    fn main_up(&self) -> bool {
+        matches!(
+            self.state,
+            S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep
+        )
+    }
+
+    /// `feed` is bound: keep it alive.
+    fn feed_bound(&self) -> bool {
+        self.state == S::AwaitConnOk || self.state == S::Connected || self.in_reconnect()
+    }
+
+    /// `feed` is watched for silence.
+    fn feed_watched(&self) -> bool {
+        self.state == S::Connected || self.in_reconnect()
+    }
+
+    fn start_session(&mut self) {
+        self.player = None;
+        self.token_a = None;
+        self.token_b = None;
+        self.feed_attempt = 0;
+        self.feed_tries = 0;
+        self.reconnect_tries = 0;
+        self.feed_rx = FeedReceiver::new(self.cfg.max_feed_content);
+        self.out.open(Channel::Main);
+        self.step_deadline = Some(self.now + self.cfg.reply_timeout);
+    }
+
+    fn close_links(&mut self) {
+        if let Some(l) = self.main.take() {
+            self.out.close(l);
+        }
+        if let Some(l) = self.feed.take() {
+            self.out.close(l);
+        }
+    }
+
+    fn send_main(&mut self, msg: &Message) {
+        if let Some(l) = self.main {
+            self.out.send_framed(l, msg);
+        }
+    }
+
+    fn send_feed(&mut self, msg: &Message) -> Result<(), DualError> {
+        let link = self.feed.ok_or(DualError::FeedUnavailable)?;
+        self.feed_tx
+            .encode(msg, self.out.buf(), self.cfg.max_feed_content)?;
+        let payload = self.out.take_buf();
+        self.out.send_raw(link, payload);
+        self.last_feed_tx = self.now;
+        Ok(())
+    }
+
+    fn send_feed_init(&mut self) {
+        self.feed_attempt = self.feed_attempt.saturating_add(1);
+        self.feed_tries = self.feed_tries.saturating_add(1);
+        if let (Some(player), Some(token_a)) = (self.player, self.token_a) {
+            let msg = Message::FeedInit {
+                player,
+                attempt: self.feed_attempt,
+                token_a,
+            };
+            // A feed init is far below any sane content limit; a limit too small for it is
+            // a configuration error that the timeout will report.
+            let _ = self.send_feed(&msg);
+        }
+        self.step_deadline = Some(self.now + self.cfg.feed_init.delay(self.feed_tries));
+    }
+
+    /// A try of the initial connection failed: close everything, then back off or give up.
+    fn attempt_failed(&mut self, reason: CloseReason) {
+        self.close_links();
+        if self.cfg.connect.allows(self.connect_tries) {
+            let at = self.now + self.cfg.connect.delay(self.connect_tries);
+            self.step_deadline = Some(at);
+            self.step(I::Failed);
+            self.out.event(ClientEvent::AttemptFailed {
+                reason,
+                retry_at: at,
+            });
+        } else {
+            self.give_up(reason);
+        }
+    }
+
+    /// A reconnection try of `main` failed: back off, or give up (closing `feed` too).
+    fn reconnect_failed(&mut self, reason: CloseReason) {
+        if let Some(l) = self.main.take() {
+            self.out.close(l);
+        }
+        if self.cfg.reconnect.allows(self.reconnect_tries) {
+            self.step_deadline = Some(self.now + self.cfg.reconnect.delay(self.reconnect_tries));
+            self.step(I::Failed);
+        } else {
+            self.give_up(reason);
+        }
+    }
+
+    fn give_up(&mut self, reason: CloseReason) {
+        self.close_links();
+        self.step_deadline = None;
+        self.queue.clear();
+        self.step(I::GaveUp);
+        self.out.event(ClientEvent::Closed { reason });
+    }
+
+    /// The peer broke the protocol: tell it, then fail this session.
+    fn protocol_fail(&mut self, reason: FailReason) {
+        self.send_main(&Message::ConnFailed { reason });
+        self.fail(CloseReason::Protocol(reason));
+    }
+
+    /// This session failed (refused, or the peer broke the protocol). During a reconnection
+    /// of `main` that is final (seed 003: `feed` is closed as well); anywhere else the
+    /// client starts a fresh connection if [`ClientConfig::connect`] allows.
+    fn fail(&mut self, reason: CloseReason) {
+        if self.in_reconnect() {
+            self.give_up(reason);
+        } else {
+            self.attempt_failed(reason);
+        }
+    }
+
+    fn connected(&mut self, session: SessionKind) {
+        self.step_deadline = None;
+        self.step(I::ConnOk);
+        // A later failure of this session gets the configured tries again.
+        self.connect_tries = 1;
+        self.reconnect_tries = 0;
+        if let Some(player) = self.player {
+            self.out.event(ClientEvent::Connected { player, session });
+        }
+        while let Some(msg) = self.queue.pop_front() {
+            self.send_main(&msg);
+        }
+    }
+
+    fn main_lost(&mut self) {
+        if let Some(l) = self.main.take() {
+            self.out.close(l);
+        }
+        match self.state {
+            S::OpeningMain
+            | S::AwaitConnInitRep
+            | S::OpeningFeed
+            | S::AwaitFeedInitRep
+            | S::AwaitConnOk => self.attempt_failed(CloseReason::LinkClosed),
+            S::Connected => {
+                self.reconnect_tries = 1;
+                self.step(I::MainLost);
+                self.out.event(ClientEvent::MainLost);
+                self.out.open(Channel::Main);
+                self.step_deadline = Some(self.now + self.cfg.reply_timeout);
+            }
+            S::ReopeningMain | S::AwaitReconnectOk => {
+                self.reconnect_failed(CloseReason::LinkClosed)
+            }
+            S::ReopeningFeed | S::AwaitFeedReinitRep => self.give_up(CloseReason::LinkClosed),
+            S::Idle | S::Closed | S::Backoff | S::ReconnectBackoff => {}
+        }
+    }
+
+    fn feed_lost(&mut self) {
+        if let Some(l) = self.feed.take() {
+            self.out.close(l);
+        }
+        match self.state {
+            S::OpeningFeed | S::AwaitFeedInitRep | S::AwaitConnOk => {
+                self.attempt_failed(CloseReason::LinkClosed)
+            }
+            S::Connected => match self.cfg.on_feed_lost {
+                FeedLossPolicy::CloseBoth => self.give_up(CloseReason::FeedLost),
+                FeedLossPolicy::Reinit => {
+                    self.feed_tries = 0;
+                    self.step(I::FeedLost);
+                    self.out.event(ClientEvent::FeedLost);
+                    self.out.open(Channel::Feed);
+                    self.step_deadline = Some(self.now + self.cfg.reply_timeout);
+                }
+            },
+            S::ReopeningMain | S::AwaitReconnectOk | S::ReconnectBackoff => {
+                self.give_up(CloseReason::FeedLost)
+            }
+            S::ReopeningFeed | S::AwaitFeedReinitRep => self.give_up(CloseReason::LinkClosed),
+            S::Idle | S::Closed | S::Backoff | S::OpeningMain | S::AwaitConnInitRep => {}
+        }
+    }
+
+    fn on_opened(&mut self, link: Link) {
+        match (self.state, link.channel) {
+            (S::OpeningMain | S::ReopeningMain, Channel::Main) => {
+                self.main = Some(link);
+                self.decoder.reset();
+                let msg = match (self.state, self.player, self.token_b) {
+                    (S::ReopeningMain, Some(player), Some(token)) => Message::Connection {
+                        version: PROTOCOL_VERSION,
+                        player,
+                        token,
+                    },
+                    _ => Message::ConnInit {
+                        version: PROTOCOL_VERSION,
+                    },
+                };
+                self.send_main(&msg);
+                self.step(I::MainOpened);
+                self.step_deadline = Some(self.now + self.cfg.reply_timeout);
+            }
+            (S::OpeningFeed | S::ReopeningFeed, Channel::Feed) => {
+                self.feed = Some(link);
+                self.last_feed_rx = self.now;
+                self.feed_tries = 0;
+                self.step(I::FeedOpened);
+                self.send_feed_init();
+            }
+            // A transport this client did not ask for (or no longer wants).
+            _ => self.out.close(link),
+        }
+    }
+
+    fn on_main_bytes(&mut self, link: Link, bytes: &[u8]) {
+        self.decoder.push(bytes);
+        while self.main == Some(link) {
+            match self.decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(frame)) => match Message::decode(frame) {
+                    Ok(msg) => self.on_main_message(msg),
+                    Err(_) => self.protocol_fail(FailReason::Malformed),
+                },
+                Err(_) => self.protocol_fail(FailReason::Malformed),
+            }
+        }
+    }
+
+    fn token_ok(&self, t: &Token) -> bool {
+        self.cfg.allow_short_tokens || t.is_secure()
+    }
+
+    fn on_main_message(&mut self, msg: Message) {
+        match (self.state, msg) {
+            (
+                S::AwaitConnInitRep,
+                Message::ConnInitRep {
+                    version,
+                    player,
+                    token_a,
+                },
+            ) => {
+                if version != PROTOCOL_VERSION {
+                    self.protocol_fail(FailReason::UnsupportedVersion);
+                } else if !self.token_ok(&token_a) {
+                    self.protocol_fail(FailReason::InsecureToken);
+                } else {
+                    self.player = Some(player);
+                    self.token_a = Some(token_a);
+                    self.feed_tx = FeedSender::new(player);
+                    self.step(I::ConnInitRep);
+                    self.out.open(Channel::Feed);
+                    self.step_deadline = Some(self.now + self.cfg.reply_timeout);
+                }
+            }
+            (S::AwaitConnOk, Message::ConnOk) => self.connected(SessionKind::Fresh),
+            (S::AwaitReconnectOk, Message::ConnOk) => self.connected(SessionKind::Resumed),
+            (_, Message::ConnFailed { reason }) => self.fail(CloseReason::Refused(reason)),
+            (
+                _,
+                Message::ConnInit { .. }
+                | Message::ConnInitRep { .. }
+                | Message::FeedInit { .. }
+                | Message::FeedInitRep { .. }
+                | Message::FinalAuth { .. }
+                | Message::Connection { .. }
+                | Message::ConnOk
+                | Message::Disconnection,
+            ) => self.protocol_fail(FailReason::UnexpectedMessage),
+            (S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep, Message::Dummy) => {}
+            (S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep, other) => {
+                self.out.event(ClientEvent::Received(other))
+            }
+            _ => self.protocol_fail(FailReason::UnexpectedMessage),
+        }
+    }
+
+    fn on_feed_datagram(&mut self, datagram: Bytes) {
+        let (seq, sender, msg) = match parse(datagram, self.cfg.max_feed_content) {
+            Ok(v) => v,
+            Err(_) => return self.feed_rx.count_malformed(),
+        };
+        if sender != SERVER_SENDER {
+            return self.feed_rx.count_malformed();
+        }
+        if !self.feed_rx.accept_seq(seq) {
+            return;
+        }
+        self.last_feed_rx = self.now;
+        match (self.state, msg) {
+            (S::AwaitFeedInitRep, Message::FeedInitRep { attempt, token_b })
+                if attempt == self.feed_attempt =>
+            {
+                if !self.token_ok(&token_b) {
+                    return self.protocol_fail(FailReason::InsecureToken);
+                }
+                self.token_b = Some(token_b);
+                if let Some(player) = self.player {
+                    self.send_main(&Message::FinalAuth { player, token_b });
+                }
+                self.step(I::FeedInitRep);
+                self.step_deadline = Some(self.now + self.cfg.reply_timeout);
+            }
+            (S::AwaitFeedReinitRep, Message::FeedInitRep { attempt, token_b })
+                if attempt == self.feed_attempt =>
+            {
+                if Some(token_b) == self.token_b {
+                    self.step(I::FeedInitRep);
+                    self.step_deadline = None;
+                    self.out.event(ClientEvent::FeedRestored);
+                } else {
+                    self.protocol_fail(FailReason::WrongToken);
+                }
+            }
+            (S::AwaitFeedInitRep | S::AwaitFeedReinitRep, Message::ConnFailed { reason }) => {
+                self.fail(CloseReason::Refused(reason))
+            }
+            // Late or duplicated replies, stray refusals, keep-alives: nothing to do.
+            (_, Message::FeedInitRep { .. } | Message::ConnFailed { .. } | Message::Dummy) => {}
+            (s, Message::Update(e)) if is_live(s) => self.out.event(ClientEvent::Update(e)),
+            (s, other) if is_live(s) => self.out.event(ClientEvent::FeedReceived(other)),
+            _ => {}
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now;
+        if self.step_deadline.is_some_and(|d| d <= now) {
+            self.step_deadline = None;
+            match self.state {
+                S::AwaitFeedInitRep | S::AwaitFeedReinitRep => {
+                    if self.cfg.feed_init.allows(self.feed_tries) {
+                        self.step(I::FeedInitTimeout);
+                        self.send_feed_init();
+                    } else if self.state == S::AwaitFeedInitRep {
+                        self.attempt_failed(CloseReason::Timeout);
+                    } else {
+                        self.give_up(CloseReason::Timeout);
+                    }
+                }
+                S::OpeningMain | S::AwaitConnInitRep | S::OpeningFeed | S::AwaitConnOk => {
+                    self.attempt_failed(CloseReason::Timeout)
+                }
+                S::ReopeningMain | S::AwaitReconnectOk => {
+                    self.reconnect_failed(CloseReason::Timeout)
+                }
+                S::ReopeningFeed => self.give_up(CloseReason::Timeout),
+                S::Backoff => {
+                    self.connect_tries = self.connect_tries.saturating_add(1);
+                    self.step(I::RetryTimer);
+                    self.start_session();
+                }
+                S::ReconnectBackoff => {
+                    self.reconnect_tries = self.reconnect_tries.saturating_add(1);
+                    self.step(I::RetryTimer);
+                    self.out.open(Channel::Main);
+                    self.step_deadline = Some(now + self.cfg.reply_timeout);
+                }
+                S::Idle | S::Connected | S::Closed => {}
+            }
+        }
+        if self.feed_watched() && self.last_feed_rx + self.cfg.feed_timeout <= now {
+            self.feed_lost();
+        }
+        if self.feed_bound()
+            && self.feed.is_some()
+            && self.last_feed_tx + self.cfg.feed_keepalive <= now
+        {
+            let _ = self.send_feed(&Message::Dummy);
+        }
+    }
+
+    fn on_command(&mut self, cmd: ClientCommand) -> Result<(), DualError> {
+        match cmd {
+            ClientCommand::Connect => {
+                if matches!(self.state, S::Idle | S::Closed) {
+                    self.connect_tries = 1;
+                    self.step(I::Connect);
+                    self.start_session();
+                }
+                Ok(())
+            }
+            ClientCommand::Send(msg) => {
+                if self.main_up() {
+                    self.send_main(&msg);
+                    Ok(())
+                } else if self.state == S::Closed {
+                    Err(DualError::Closed)
+                } else if self.queue.len() >= self.cfg.max_queued {
+                    Err(DualError::QueueFull {
+                        max: self.cfg.max_queued,
+                    })
+                } else {
+                    self.queue.push_back(msg);
+                    Ok(())
+                }
+            }
+            ClientCommand::SendFeed(msg) => {
+                if self.feed_bound() {
+                    self.send_feed(&msg)
+                } else {
+                    Err(DualError::FeedUnavailable)
+                }
+            }
+            ClientCommand::Disconnect => {
+                if matches!(self.state, S::Idle | S::Closed) {
+                    return Ok(());
+                }
+                if self.main_up() {
+                    self.send_main(&Message::Disconnection);
+                }
+                self.close_links();
+                self.step_deadline = None;
+                self.queue.clear();
+                self.step(I::Disconnect);
+                self.out.event(ClientEvent::Closed {
+                    reason: CloseReason::Requested,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let keepalive = (self.feed_bound() && self.feed.is_some())
+            .then(|| self.last_feed_tx + self.cfg.feed_keepalive);
+        let silence = self
+            .feed_watched()
+            .then(|| self.last_feed_rx + self.cfg.feed_timeout);
+        earliest([self.step_deadline, keepalive, silence])
+    }
+}
+
+/// States in which messages on `feed` are delivered to the application.
+fn is_live(s: ClientState) -> bool {
+    matches!(
+        s,
+        S::Connected | S::ReopeningMain | S::AwaitReconnectOk | S::ReconnectBackoff
+    )
+}
+
+impl Machine for DualClient {
+    type Command = ClientCommand;
+    type Event = ClientEvent;
+    type Error = DualError;
+
+    fn handle_input(&mut self, now: Instant, input: Input<ClientCommand>) -> Result<(), DualError> {
+        // Time never goes backwards inside the machine, whatever the caller passes.
+        self.now = self.now.max(now);
+        match input {
+            Input::Opened(link) => self.on_opened(link),
+            Input::Received(link, bytes) => match link.channel {
+                Channel::Main if self.main == Some(link) => self.on_main_bytes(link, &bytes),
+                Channel::Feed if self.feed == Some(link) => self.on_feed_datagram(bytes),
+                // Late bytes from a transport that was replaced: dropped.
+                _ => {}
+            },
+            Input::Closed(link) => {
+                if self.main == Some(link) {
+                    self.main = None;
+                    self.main_lost();
+                } else if self.feed == Some(link) {
+                    self.feed = None;
+                    self.feed_lost();
+                }
+            }
+            Input::Timeout => self.on_timeout(),
+            Input::Command(cmd) => return self.on_command(cmd),
+        }
+        Ok(())
+    }
+
+    fn poll_output(&mut self) -> Output<ClientEvent> {
+        let deadline = self.deadline();
+        self.out.pop_or_wait(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.out.timeout(self.now, self.deadline())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_a_function() {
+        for (i, (s, k, _)) in CLIENT_TRANSITIONS.iter().enumerate() {
+            for (s2, k2, _) in &CLIENT_TRANSITIONS[i + 1..] {
+                assert!(!(s == s2 && k == k2), "two entries for {s:?} {k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_state_is_reachable_from_idle() {
+        let mut seen = alloc::vec![S::Idle];
+        let mut i = 0;
+        while i < seen.len() {
+            let s = seen[i];
+            for (from, _, to) in CLIENT_TRANSITIONS {
+                if *from == s && !seen.contains(to) {
+                    seen.push(*to);
+                }
+            }
+            i += 1;
+        }
+        assert_eq!(seen.len(), 14);
+    }
+}

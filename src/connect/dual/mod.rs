@@ -1,0 +1,132 @@
+//! The dual-channel connection of seed 003 (R-Type): `main` (a reliable stream) and `feed`
+//! (datagrams that may be lost, duplicated or reordered).
+//!
+//! - [`DualClient`]: asks the caller to open `main` then `feed`, runs the handshake
+//!   (`CONN_INIT`, feed init with retries, final auth), reconnects `main` proving its player
+//!   with token B, and handles the loss of `feed` by the configured [`FeedLossPolicy`].
+//! - [`DualServer`]: allocates player ids, takes tokens from a [`TokenSource`], binds a
+//!   `feed` link to a player only when token A matches, and refuses with `CONN_FAILED`.
+//! - [`feed`]: the `feed` channel itself: sequence numbers, duplicate and stale drops,
+//!   malformed datagrams ignored and counted.
+//!
+//! The byte layouts and diagrams are in docs/PROTOCOL.md, section 4.
+//!
+//! ```
+//! use tether::connect::dual::{ClientConfig, ClientCommand, DualClient};
+//! use tether::{Channel, Input, Instant, Machine, Output};
+//!
+//! let mut client = DualClient::new(ClientConfig::default());
+//! client.handle_input(Instant::ZERO, Input::Command(ClientCommand::Connect)).unwrap();
+//! // The client asks the caller for a `main` transport first.
+//! assert_eq!(client.poll_output(), Output::Open(Channel::Main));
+//! ```
+
+mod client;
+pub mod feed;
+mod server;
+
+pub use client::{
+    ClientCommand, ClientConfig, ClientEvent, ClientInput, ClientState, DualClient, FeedLossPolicy,
+    CLIENT_TRANSITIONS,
+};
+pub use server::{
+    DualServer, LeaveReason, PlayerState, ServerCommand, ServerConfig, ServerEvent, TokenSource,
+};
+
+use crate::time::Duration;
+use crate::wire::FailReason;
+
+/// Whether a handshake made a new session or continued one (MQTT's "session present"):
+/// after [`SessionKind::Resumed`] the `feed` binding and the player id are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// A new player id and new tokens: expect to resynchronise everything.
+    Fresh,
+    /// `main` reconnected and the server continued the session.
+    Resumed,
+}
+
+/// How often and how patiently to try again: attempt `n` (1-based) waits
+/// `initial * 2^(n-1)`, capped at `max`, and there are at most `attempts` tries in all.
+///
+/// ```
+/// use tether::connect::dual::Retry;
+/// use tether::Duration;
+/// let r = Retry { attempts: 4, initial: Duration::from_millis(100), max: Duration::from_millis(300) };
+/// assert_eq!(r.delay(1), Duration::from_millis(100));
+/// assert_eq!(r.delay(2), Duration::from_millis(200));
+/// assert_eq!(r.delay(3), Duration::from_millis(300));
+/// assert_eq!(r.delay(40), Duration::from_millis(300));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries in all (the first included); 0 and 1 both mean "never try again".
+    pub attempts: u32,
+    /// The wait after the first try.
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Retry {
+    /// The wait after try `n` (1-based), with exponential backoff.
+    pub fn delay(&self, n: u32) -> Duration {
+        let shift = n.saturating_sub(1).min(32);
+        self.initial.saturating_mul(1u64 << shift).min(self.max)
+    }
+
+    /// Whether another try is allowed after `done` tries.
+    pub fn allows(&self, done: u32) -> bool {
+        done < self.attempts
+    }
+}
+
+/// Why a connection attempt failed or the connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The peer answered `CONN_FAILED` with this reason.
+    Refused(FailReason),
+    /// The peer broke the protocol; tether told it `CONN_FAILED` with this reason.
+    Protocol(FailReason),
+    /// No answer in time (after the retries, where there are any).
+    Timeout,
+    /// A transport closed or could not be opened.
+    LinkClosed,
+    /// `feed` went silent and the policy closes both channels.
+    FeedLost,
+    /// The application asked.
+    Requested,
+}
+
+/// Errors the dual-channel machines return. None is fatal: the machines keep running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DualError {
+    /// The queue of messages waiting for a connection is full.
+    #[error("send queue is full ({max} messages)")]
+    QueueFull {
+        /// The configured bound.
+        max: usize,
+    },
+    /// `feed` is not bound now; a datagram would be lost anyway, so it is refused.
+    #[error("the feed channel is not ready")]
+    FeedUnavailable,
+    /// The message does not fit in one `feed` datagram.
+    #[error("feed content of {len} bytes is over the limit of {max}")]
+    ContentTooLarge {
+        /// The encoded message's length.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// No player has this id.
+    #[error("no player {0}")]
+    UnknownPlayer(u16),
+    /// The caller's [`TokenSource`] gave a token shorter than 128 bits while short tokens
+    /// are not allowed; the handshake was refused with `CONN_FAILED`.
+    #[error("the token source gave a token shorter than 128 bits")]
+    InsecureTokenSource,
+    /// The client is closed; send `Connect` first.
+    #[error("the connection is closed")]
+    Closed,
+}

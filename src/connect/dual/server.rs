@@ -1,0 +1,859 @@
+//! The server of the dual-channel connection: player ids, tokens, `feed` bindings.
+//!
+//! One server machine serves every client. The caller gives each accepted `main` stream a
+//! link id ([`Input::Opened`]) and maps each `feed` peer (a UDP address) to a link id of its
+//! own; a `feed` link is bound to a player only by a feed init carrying that player's
+//! token A, and datagrams on an unbound link are never delivered.
+
+use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
+use super::{DualError, SessionKind};
+use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::time::{Duration, Instant};
+use crate::token::Token;
+use crate::wire::{
+    Element, FailReason, FrameDecoder, Message, DEFAULT_FEED_CONTENT, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION, SERVER_SENDER,
+};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use bytes::Bytes;
+
+/// Where the server's tokens come from: tether has no random number generator, so the
+/// caller supplies one (draw from a cryptographic source, 16 bytes or more).
+///
+/// Any `FnMut() -> Token` is a token source:
+///
+/// ```
+/// use tether::connect::dual::TokenSource;
+/// use tether::Token;
+/// let mut n = 0u8;
+/// let mut source = move || { n += 1; Token::new(&[n; 16]).unwrap() };
+/// assert_eq!(source.next_token().as_bytes(), &[1; 16]);
+/// ```
+pub trait TokenSource {
+    /// A fresh token, unpredictable to anyone else.
+    fn next_token(&mut self) -> Token;
+}
+
+impl<F: FnMut() -> Token> TokenSource for F {
+    fn next_token(&mut self) -> Token {
+        self()
+    }
+}
+
+/// The server's configuration. `Default` gives the values documented on each field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Player ids are `0..max_players` (64); ids are reused once a player is gone.
+    /// At most `0xffff`, since `0xffff` is the server's own sender id.
+    pub max_players: u16,
+    /// `main` transports open at once, with or without a player (128).
+    pub max_links: usize,
+    /// A handshake not finished within this time is refused (10 s).
+    pub handshake_timeout: Duration,
+    /// A player whose `main` is lost is forgotten after this time (30 s).
+    pub session_timeout: Duration,
+    /// Send a `DUMMY` on a player's `feed` when nothing else was sent for this long (1 s).
+    pub feed_keepalive: Duration,
+    /// A player's `feed` is unbound when nothing arrived on it for this long (5 s).
+    pub feed_timeout: Duration,
+    /// The largest frame accepted on `main`.
+    pub max_frame: usize,
+    /// The largest content of a `feed` datagram, both ways (500).
+    pub max_feed_content: usize,
+    /// Messages queued per player while its `main` is not connected (64).
+    pub max_queued: usize,
+    /// Opt-in: accept tokens shorter than 128 bits from the token source (R-Type's were 32
+    /// bits). Weaker: see docs/PROTOCOL.md 4.7.
+    pub allow_short_tokens: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_players: 64,
+            max_links: 128,
+            handshake_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(30),
+            feed_keepalive: Duration::from_secs(1),
+            feed_timeout: Duration::from_secs(5),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_feed_content: DEFAULT_FEED_CONTENT,
+            max_queued: 64,
+            allow_short_tokens: false,
+        }
+    }
+}
+
+/// Where a player is in the handshake or the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlayerState {
+    /// `CONN_INIT_REP` sent; waiting for the feed init with token A.
+    AwaitFeedInit,
+    /// `feed` bound and token B sent; waiting for the final auth on `main`.
+    AwaitFinalAuth,
+    /// Connected.
+    Connected,
+    /// `main` lost; the session and its `feed` binding wait for a connection request.
+    MainLost,
+}
+
+/// What the application can ask of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum ServerCommand {
+    /// Send on a player's `main`; queued (bounded) while it is not connected.
+    Send {
+        /// To whom.
+        player: u16,
+        /// What.
+        message: Message,
+    },
+    /// Send on a player's `feed` now (refused while no `feed` is bound).
+    SendFeed {
+        /// To whom.
+        player: u16,
+        /// What.
+        message: Message,
+    },
+    /// End a player's session: `CONN_FAILED` with this reason, then both channels closed.
+    Kick {
+        /// Whom.
+        player: u16,
+        /// The reason sent.
+        reason: FailReason,
+    },
+}
+
+/// Why a player is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaveReason {
+    /// It sent `DISCONNECTION`.
+    Disconnected,
+    /// Its `main` stayed lost for [`ServerConfig::session_timeout`].
+    Expired,
+    /// It broke the protocol; it was told `CONN_FAILED` with this reason.
+    Failed(FailReason),
+    /// The application kicked it.
+    Kicked,
+}
+
+/// What the server tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A player finished the handshake (fresh) or reconnected `main` (resumed).
+    Connected {
+        /// The player.
+        player: u16,
+        /// Fresh or resumed.
+        session: SessionKind,
+    },
+    /// A connected player's `main` closed; it may reconnect.
+    MainLost {
+        /// The player.
+        player: u16,
+    },
+    /// A connected player's `feed` is bound to a new link (after a feed re-init).
+    FeedBound {
+        /// The player.
+        player: u16,
+    },
+    /// A player's `feed` closed or went silent and was unbound.
+    FeedLost {
+        /// The player.
+        player: u16,
+    },
+    /// A player announced by `Connected` is gone; its id may be reused.
+    Left {
+        /// The player.
+        player: u16,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// An `UPDATE_MSG` arrived on a player's `feed`.
+    Update {
+        /// From whom.
+        player: u16,
+        /// The element.
+        element: Element,
+    },
+    /// Another message arrived on a player's `feed`.
+    FeedReceived {
+        /// From whom.
+        player: u16,
+        /// The message.
+        message: Message,
+    },
+    /// A message arrived on a player's `main` that the connection does not consume.
+    Received {
+        /// From whom.
+        player: u16,
+        /// The message.
+        message: Message,
+    },
+}
+
+#[derive(Debug)]
+struct Player {
+    state: PlayerState,
+    announced: bool,
+    main: Option<Link>,
+    feed: Option<Link>,
+    token_a: Token,
+    token_b: Option<Token>,
+    feed_tx: FeedSender,
+    feed_rx: FeedReceiver,
+    /// Handshake expiry, or the end of the wait for a reconnection.
+    deadline: Option<Instant>,
+    last_feed_rx: Instant,
+    last_feed_tx: Instant,
+    queue: VecDeque<Message>,
+}
+
+#[derive(Debug)]
+struct MainConn {
+    decoder: FrameDecoder,
+    player: Option<u16>,
+}
+
+/// The server of seed 003's dual-channel connection. See the [module docs](super).
+#[derive(Debug)]
+pub struct DualServer<T> {
+    cfg: ServerConfig,
+    tokens: T,
+    out: Outbox<ServerEvent>,
+    now: Instant,
+    players: Vec<Option<Player>>,
+    mains: BTreeMap<u64, MainConn>,
+    feeds: BTreeMap<u64, u16>,
+    /// Sequence numbers of datagrams not sent to a known player (refusals).
+    stray_tx: FeedSender,
+    stray_stats: FeedStats,
+    error: Option<DualError>,
+}
+
+impl<T: TokenSource> DualServer<T> {
+    /// A server with no players.
+    pub fn new(cfg: ServerConfig, tokens: T) -> Self {
+        let mut players = Vec::new();
+        players.resize_with(usize::from(cfg.max_players), || None);
+        DualServer {
+            cfg,
+            tokens,
+            out: Outbox::new(),
+            now: Instant::ZERO,
+            players,
+            mains: BTreeMap::new(),
+            feeds: BTreeMap::new(),
+            stray_tx: FeedSender::new(SERVER_SENDER),
+            stray_stats: FeedStats::default(),
+            error: None,
+        }
+    }
+
+    /// The state of player `id`, if it exists.
+    pub fn player_state(&self, id: u16) -> Option<PlayerState> {
+        self.player(id).map(|p| p.state)
+    }
+
+    /// The `main` and `feed` links of player `id`.
+    pub fn player_links(&self, id: u16) -> Option<(Option<Link>, Option<Link>)> {
+        self.player(id).map(|p| (p.main, p.feed))
+    }
+
+    /// Players that exist now (in any state).
+    pub fn player_count(&self) -> usize {
+        self.players.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// `main` links open now.
+    pub fn link_count(&self) -> usize {
+        self.mains.len()
+    }
+
+    /// Datagrams on unbound `feed` links that were ignored (malformed, foreign, stale).
+    pub fn stray_stats(&self) -> FeedStats {
+        self.stray_stats
+    }
+
+    /// What the `feed` receiver of player `id` did so far.
+    pub fn feed_stats(&self, id: u16) -> Option<FeedStats> {
+        self.player(id).map(|p| p.feed_rx.stats())
+    }
+
+    fn player(&self, id: u16) -> Option<&Player> {
+        self.players.get(usize::from(id)).and_then(|p| p.as_ref())
+    }
+
+    fn player_mut(&mut self, id: u16) -> Option<&mut Player> {
+        self.players
+            .get_mut(usize::from(id))
+            .and_then(|p| p.as_mut())
+    }
+
+    fn token_ok(&self, t: &Token) -> bool {
+        self.cfg.allow_short_tokens || t.is_secure()
+    }
+
+    /// A token from the source, or `None` (and an error for the caller) if it is too short.
+    fn fresh_token(&mut self) -> Option<Token> {
+        let t = self.tokens.next_token();
+        if self.token_ok(&t) {
+            Some(t)
+        } else {
+            self.error = Some(DualError::InsecureTokenSource);
+            None
+        }
+    }
+
+    /// Refuses on a `main` link: `CONN_FAILED`, close, forget (with its player if the
+    /// player was still in its handshake).
+    fn refuse_main(&mut self, link: Link, reason: FailReason) {
+        self.out.send_framed(link, &Message::ConnFailed { reason });
+        self.out.close(link);
+        if let Some(conn) = self.mains.remove(&link.id) {
+            if let Some(p) = conn.player {
+                if self.player(p).is_some_and(|pl| pl.main == Some(link)) {
+                    self.remove_player(p, LeaveReason::Failed(reason));
+                }
+            }
+        }
+    }
+
+    /// Forgets a player: closes its links, frees its id.
+    fn remove_player(&mut self, id: u16, reason: LeaveReason) {
+        let Some(slot) = self.players.get_mut(usize::from(id)) else {
+            return;
+        };
+        let Some(pl) = slot.take() else { return };
+        if let Some(l) = pl.main {
+            self.mains.remove(&l.id);
+            self.out.close(l);
+        }
+        if let Some(l) = pl.feed {
+            self.feeds.remove(&l.id);
+            self.out.close(l);
+        }
+        if pl.announced {
+            self.out.event(ServerEvent::Left { player: id, reason });
+        }
+    }
+
+    fn fail_player(&mut self, id: u16, reason: FailReason) {
+        if let Some(l) = self.player(id).and_then(|p| p.main) {
+            self.out.send_framed(l, &Message::ConnFailed { reason });
+        }
+        self.remove_player(id, LeaveReason::Failed(reason));
+    }
+
+    fn send_feed_to(&mut self, id: u16, msg: &Message) -> Result<(), DualError> {
+        let max = self.cfg.max_feed_content;
+        let now = self.now;
+        let Some(Some(pl)) = self.players.get_mut(usize::from(id)) else {
+            return Err(DualError::UnknownPlayer(id));
+        };
+        let link = pl.feed.ok_or(DualError::FeedUnavailable)?;
+        pl.feed_tx.encode(msg, self.out.buf(), max)?;
+        pl.last_feed_tx = now;
+        let payload = self.out.take_buf();
+        self.out.send_raw(link, payload);
+        Ok(())
+    }
+
+    fn flush_queue(&mut self, id: u16) {
+        let Some(pl) = self.player_mut(id) else {
+            return;
+        };
+        let Some(link) = pl.main else { return };
+        let queue = core::mem::take(&mut pl.queue);
+        for msg in &queue {
+            self.out.send_framed(link, msg);
+        }
+    }
+
+    fn on_opened(&mut self, link: Link) {
+        if link.channel == Channel::Feed {
+            // Feed links exist implicitly: they are bound by a feed init.
+            return;
+        }
+        if self.mains.contains_key(&link.id) {
+            // Reported twice (a caller's bug): the transport is already known.
+            return;
+        }
+        if self.mains.len() >= self.cfg.max_links {
+            self.out.send_framed(
+                link,
+                &Message::ConnFailed {
+                    reason: FailReason::ServerFull,
+                },
+            );
+            self.out.close(link);
+            return;
+        }
+        self.mains.insert(
+            link.id,
+            MainConn {
+                decoder: FrameDecoder::new(self.cfg.max_frame),
+                player: None,
+            },
+        );
+    }
+
+    fn on_main_bytes(&mut self, link: Link, bytes: &[u8]) {
+        let Some(conn) = self.mains.get_mut(&link.id) else {
+            return;
+        };
+        conn.decoder.push(bytes);
+        loop {
+            let Some(conn) = self.mains.get_mut(&link.id) else {
+                return;
+            };
+            let player = conn.player;
+            match conn.decoder.next_frame() {
+                Ok(None) => return,
+                Ok(Some(frame)) => match Message::decode(frame) {
+                    Ok(msg) => self.on_main_message(link, player, msg),
+                    Err(_) => self.main_malformed(link, player),
+                },
+                Err(_) => self.main_malformed(link, player),
+            }
+        }
+    }
+
+    fn main_malformed(&mut self, link: Link, player: Option<u16>) {
+        match player.and_then(|p| self.player(p)).map(|p| p.state) {
+            // A connected player keeps its session: only this transport is refused.
+            Some(PlayerState::Connected) => {
+                self.out.send_framed(
+                    link,
+                    &Message::ConnFailed {
+                        reason: FailReason::Malformed,
+                    },
+                );
+                self.out.close(link);
+                self.on_main_closed(link);
+            }
+            _ => self.refuse_main(link, FailReason::Malformed),
+        }
+    }
+
+    fn on_main_message(&mut self, link: Link, player: Option<u16>, msg: Message) {
+        let Some(id) = player else {
+            return self.on_fresh_link(link, msg);
+        };
+        let Some(state) = self.player_state(id) else {
+            return self.refuse_main(link, FailReason::UnknownPlayer);
+        };
+        match (state, msg) {
+            (PlayerState::AwaitFinalAuth, Message::FinalAuth { player, token_b }) => {
+                let pl = self.player(id);
+                if player != id {
+                    self.fail_player(id, FailReason::UnknownPlayer);
+                } else if pl.and_then(|p| p.token_b) != Some(token_b) {
+                    self.fail_player(id, FailReason::WrongToken);
+                } else {
+                    if let Some(pl) = self.player_mut(id) {
+                        pl.state = PlayerState::Connected;
+                        pl.announced = true;
+                        pl.deadline = None;
+                    }
+                    self.out.send_framed(link, &Message::ConnOk);
+                    self.out.event(ServerEvent::Connected {
+                        player: id,
+                        session: SessionKind::Fresh,
+                    });
+                    self.flush_queue(id);
+                }
+            }
+            (PlayerState::Connected, Message::Disconnection) => {
+                self.remove_player(id, LeaveReason::Disconnected)
+            }
+            (PlayerState::Connected, Message::Dummy) => {}
+            (
+                PlayerState::Connected,
+                m @ (Message::Sync(_)
+                | Message::TextReq(_)
+                | Message::TextRep(_)
+                | Message::SyncReq { .. }
+                | Message::SyncStart { .. }
+                | Message::SyncEnd { .. }
+                | Message::SyncOk { .. }
+                | Message::Refused { .. }
+                | Message::Journal(_)
+                | Message::Anchored(_)
+                | Message::App(_)
+                | Message::Update(_)),
+            ) => self.out.event(ServerEvent::Received {
+                player: id,
+                message: m,
+            }),
+            // Anything else makes no sense in this state.
+            _ => self.fail_player(id, FailReason::UnexpectedMessage),
+        }
+    }
+
+    fn on_fresh_link(&mut self, link: Link, msg: Message) {
+        match msg {
+            Message::ConnInit { version } => {
+                if version != PROTOCOL_VERSION {
+                    return self.refuse_main(link, FailReason::UnsupportedVersion);
+                }
+                let Some(id) = self.players.iter().position(|p| p.is_none()) else {
+                    return self.refuse_main(link, FailReason::ServerFull);
+                };
+                let Some(token_a) = self.fresh_token() else {
+                    return self.refuse_main(link, FailReason::InsecureToken);
+                };
+                // Cannot truncate: there are at most 0xffff slots.
+                let id16 = id as u16;
+                if let Some(slot) = self.players.get_mut(id) {
+                    *slot = Some(Player {
+                        state: PlayerState::AwaitFeedInit,
+                        announced: false,
+                        main: Some(link),
+                        feed: None,
+                        token_a,
+                        token_b: None,
+                        feed_tx: FeedSender::new(SERVER_SENDER),
+                        feed_rx: FeedReceiver::new(self.cfg.max_feed_content),
+                        deadline: Some(self.now + self.cfg.handshake_timeout),
+                        last_feed_rx: self.now,
+                        last_feed_tx: self.now,
+                        queue: VecDeque::new(),
+                    });
+                }
+                if let Some(conn) = self.mains.get_mut(&link.id) {
+                    conn.player = Some(id16);
+                }
+                self.out.send_framed(
+                    link,
+                    &Message::ConnInitRep {
+                        version: PROTOCOL_VERSION,
+                        player: id16,
+                        token_a,
+                    },
+                );
+            }
+            Message::Connection {
+                version,
+                player,
+                token,
+            } => {
+                if version != PROTOCOL_VERSION {
+                    return self.refuse_main(link, FailReason::UnsupportedVersion);
+                }
+                let Some(pl) = self.player(player) else {
+                    return self.refuse_main(link, FailReason::UnknownPlayer);
+                };
+                if pl.token_b != Some(token) {
+                    return self.refuse_main(link, FailReason::WrongToken);
+                }
+                if !matches!(pl.state, PlayerState::Connected | PlayerState::MainLost) {
+                    return self.refuse_main(link, FailReason::NotResumable);
+                }
+                // The new transport replaces the old one, if the old one is still open.
+                let old = pl.main;
+                if let Some(old) = old.filter(|o| *o != link) {
+                    self.mains.remove(&old.id);
+                    self.out.close(old);
+                }
+                if let Some(pl) = self.player_mut(player) {
+                    pl.main = Some(link);
+                    pl.state = PlayerState::Connected;
+                    pl.deadline = None;
+                }
+                if let Some(conn) = self.mains.get_mut(&link.id) {
+                    conn.player = Some(player);
+                }
+                self.out.send_framed(link, &Message::ConnOk);
+                self.out.event(ServerEvent::Connected {
+                    player,
+                    session: SessionKind::Resumed,
+                });
+                self.flush_queue(player);
+            }
+            _ => self.refuse_main(link, FailReason::UnexpectedMessage),
+        }
+    }
+
+    fn on_main_closed(&mut self, link: Link) {
+        let Some(conn) = self.mains.remove(&link.id) else {
+            return;
+        };
+        let Some(id) = conn.player else { return };
+        let until = self.now + self.cfg.session_timeout;
+        let Some(pl) = self.player_mut(id) else {
+            return;
+        };
+        if pl.main != Some(link) {
+            return;
+        }
+        pl.main = None;
+        match pl.state {
+            PlayerState::Connected | PlayerState::MainLost => {
+                pl.state = PlayerState::MainLost;
+                pl.deadline = Some(until);
+                self.out.event(ServerEvent::MainLost { player: id });
+            }
+            // A handshake cut short is forgotten.
+            PlayerState::AwaitFeedInit | PlayerState::AwaitFinalAuth => {
+                self.remove_player(id, LeaveReason::Failed(FailReason::Timeout))
+            }
+        }
+    }
+
+    fn on_feed_closed(&mut self, link: Link) {
+        if let Some(id) = self.feeds.remove(&link.id) {
+            if let Some(pl) = self.player_mut(id) {
+                pl.feed = None;
+                if pl.announced {
+                    self.out.event(ServerEvent::FeedLost { player: id });
+                }
+            }
+        }
+    }
+
+    /// Refuses a feed init on an unbound link: one `CONN_FAILED` datagram (smaller than
+    /// the request, so it cannot amplify), and the link is forgotten.
+    fn refuse_feed(&mut self, link: Link, player: Option<u16>, reason: FailReason) {
+        let msg = Message::ConnFailed { reason };
+        let max = self.cfg.max_feed_content;
+        let tx = match player.and_then(|p| self.players.get_mut(usize::from(p))) {
+            Some(Some(pl)) => &mut pl.feed_tx,
+            _ => &mut self.stray_tx,
+        };
+        if tx.encode(&msg, self.out.buf(), max).is_ok() {
+            let payload = self.out.take_buf();
+            self.out.send_raw(link, payload);
+        }
+        self.out.close(link);
+    }
+
+    fn on_feed_datagram(&mut self, link: Link, datagram: Bytes) {
+        let (seq, sender, msg) = match parse(datagram, self.cfg.max_feed_content) {
+            Ok(v) => v,
+            Err(_) => {
+                match self.feeds.get(&link.id).copied() {
+                    Some(id) => {
+                        if let Some(pl) = self.player_mut(id) {
+                            pl.feed_rx.count_malformed();
+                        }
+                    }
+                    None => self.stray_stats.malformed += 1,
+                }
+                return;
+            }
+        };
+        match self.feeds.get(&link.id).copied() {
+            Some(id) => self.on_bound_datagram(link, id, seq, sender, msg),
+            None => self.on_unbound_datagram(link, seq, sender, msg),
+        }
+    }
+
+    fn on_bound_datagram(&mut self, link: Link, id: u16, seq: u64, sender: u16, msg: Message) {
+        let now = self.now;
+        let Some(pl) = self.player_mut(id) else {
+            return;
+        };
+        if sender != id {
+            pl.feed_rx.count_malformed();
+            return;
+        }
+        if !pl.feed_rx.accept_seq(seq) {
+            return;
+        }
+        pl.last_feed_rx = now;
+        let live = matches!(pl.state, PlayerState::Connected | PlayerState::MainLost);
+        match msg {
+            // The reply was lost and the client asks again: answer again, same token B.
+            Message::FeedInit {
+                player,
+                attempt,
+                token_a,
+            } if player == id && token_a == pl.token_a => {
+                if let Some(token_b) = pl.token_b {
+                    let _ = self.send_feed_to(id, &Message::FeedInitRep { attempt, token_b });
+                }
+            }
+            Message::Dummy | Message::FeedInit { .. } => {}
+            Message::Update(element) if live => self.out.event(ServerEvent::Update {
+                player: id,
+                element,
+            }),
+            message if live => self.out.event(ServerEvent::FeedReceived {
+                player: id,
+                message,
+            }),
+            _ => {}
+        }
+        let _ = link;
+    }
+
+    fn on_unbound_datagram(&mut self, link: Link, seq: u64, sender: u16, msg: Message) {
+        let Message::FeedInit {
+            player,
+            attempt,
+            token_a,
+        } = msg
+        else {
+            // Only a feed init may bind a link; anything else is ignored without a reply.
+            self.stray_stats.foreign += 1;
+            return;
+        };
+        if sender != player {
+            self.stray_stats.foreign += 1;
+            return;
+        }
+        let Some(pl) = self.player(player) else {
+            return self.refuse_feed(link, None, FailReason::UnknownPlayer);
+        };
+        if pl.token_a != token_a {
+            return self.refuse_feed(link, Some(player), FailReason::WrongToken);
+        }
+        if pl.state == PlayerState::MainLost {
+            return self.refuse_feed(link, Some(player), FailReason::NotResumable);
+        }
+        let had_token_b = pl.token_b;
+        let token_b = match had_token_b {
+            Some(t) => t,
+            None => match self.fresh_token() {
+                Some(t) => t,
+                None => return self.fail_player(player, FailReason::InsecureToken),
+            },
+        };
+        let now = self.now;
+        let Some(pl) = self.player_mut(player) else {
+            return;
+        };
+        if !pl.feed_rx.accept_seq(seq) {
+            return;
+        }
+        let old = pl.feed.replace(link);
+        pl.token_b = Some(token_b);
+        pl.last_feed_rx = now;
+        let rebound = pl.state == PlayerState::Connected;
+        if pl.state == PlayerState::AwaitFeedInit {
+            pl.state = PlayerState::AwaitFinalAuth;
+        }
+        if let Some(old) = old {
+            self.feeds.remove(&old.id);
+            self.out.close(old);
+        }
+        self.feeds.insert(link.id, player);
+        let _ = self.send_feed_to(player, &Message::FeedInitRep { attempt, token_b });
+        if rebound {
+            self.out.event(ServerEvent::FeedBound { player });
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now;
+        for idx in 0..self.players.len() {
+            // Cannot truncate: there are at most 0xffff slots.
+            let id = idx as u16;
+            let Some(pl) = self.player(id) else { continue };
+            if pl.deadline.is_some_and(|d| d <= now) {
+                match pl.state {
+                    PlayerState::MainLost => self.remove_player(id, LeaveReason::Expired),
+                    _ => self.fail_player(id, FailReason::Timeout),
+                }
+                continue;
+            }
+            let watched = matches!(pl.state, PlayerState::Connected | PlayerState::MainLost);
+            if watched && pl.feed.is_some() && pl.last_feed_rx + self.cfg.feed_timeout <= now {
+                if let Some(l) = pl.feed {
+                    self.out.close(l);
+                    self.on_feed_closed(l);
+                }
+                continue;
+            }
+            if pl.feed.is_some() && pl.last_feed_tx + self.cfg.feed_keepalive <= now {
+                let _ = self.send_feed_to(id, &Message::Dummy);
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: ServerCommand) -> Result<(), DualError> {
+        match cmd {
+            ServerCommand::Send { player, message } => {
+                let max = self.cfg.max_queued;
+                let pl = self
+                    .player_mut(player)
+                    .ok_or(DualError::UnknownPlayer(player))?;
+                match (pl.state, pl.main) {
+                    (PlayerState::Connected, Some(link)) => {
+                        self.out.send_framed(link, &message);
+                        Ok(())
+                    }
+                    _ if pl.queue.len() >= max => Err(DualError::QueueFull { max }),
+                    _ => {
+                        pl.queue.push_back(message);
+                        Ok(())
+                    }
+                }
+            }
+            ServerCommand::SendFeed { player, message } => self.send_feed_to(player, &message),
+            ServerCommand::Kick { player, reason } => {
+                if self.player(player).is_none() {
+                    return Err(DualError::UnknownPlayer(player));
+                }
+                if let Some(l) = self.player(player).and_then(|p| p.main) {
+                    self.out.send_framed(l, &Message::ConnFailed { reason });
+                }
+                self.remove_player(player, LeaveReason::Kicked);
+                Ok(())
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let mut d = None;
+        for pl in self.players.iter().flatten() {
+            let watched = matches!(pl.state, PlayerState::Connected | PlayerState::MainLost);
+            let bound = pl.feed.is_some();
+            d = earliest([
+                d,
+                pl.deadline,
+                (bound && watched).then(|| pl.last_feed_rx + self.cfg.feed_timeout),
+                bound.then(|| pl.last_feed_tx + self.cfg.feed_keepalive),
+            ]);
+        }
+        d
+    }
+}
+
+impl<T: TokenSource> Machine for DualServer<T> {
+    type Command = ServerCommand;
+    type Event = ServerEvent;
+    type Error = DualError;
+
+    fn handle_input(&mut self, now: Instant, input: Input<ServerCommand>) -> Result<(), DualError> {
+        self.now = self.now.max(now);
+        match input {
+            Input::Opened(link) => self.on_opened(link),
+            Input::Received(link, bytes) => match link.channel {
+                Channel::Main => self.on_main_bytes(link, &bytes),
+                Channel::Feed => self.on_feed_datagram(link, bytes),
+            },
+            Input::Closed(link) => match link.channel {
+                Channel::Main => self.on_main_closed(link),
+                Channel::Feed => self.on_feed_closed(link),
+            },
+            Input::Timeout => self.on_timeout(),
+            Input::Command(cmd) => return self.on_command(cmd),
+        }
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn poll_output(&mut self) -> Output<ServerEvent> {
+        let deadline = self.deadline();
+        self.out.pop_or_wait(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.out.timeout(self.now, self.deadline())
+    }
+}

@@ -1,0 +1,1605 @@
+//! Seed 003 (R-Type connection), replayed step by step on the dual-channel machines: both
+//! diagrams, every paragraph of the reconnection sections, then every handshake message
+//! lost, duplicated and delayed in turn.
+//!
+//! The harness below is a tiny deterministic network: the test decides when each packet is
+//! delivered, dropped, duplicated or held back, and time moves only when the test says so.
+
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use tether::connect::dual::{
+    feed::FeedSender, ClientCommand, ClientConfig, ClientEvent, ClientState, CloseReason,
+    DualClient, DualError, DualServer, FeedLossPolicy, LeaveReason, PlayerState, Retry,
+    ServerCommand, ServerConfig, ServerEvent, SessionKind, TokenSource, CLIENT_TRANSITIONS,
+};
+use tether::wire::{Element, FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
+use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
+
+/// Tokens 1, 2, 3... each 16 bytes of the same value: predictable on purpose.
+struct Counter(u8);
+impl TokenSource for Counter {
+    fn next_token(&mut self) -> Token {
+        self.0 = self.0.wrapping_add(1);
+        Token::new(&[self.0; 16]).unwrap()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone)]
+enum Packet {
+    Data { to: Side, link: Link, bytes: Bytes },
+    Closed { to: Side, link: Link },
+}
+
+impl Packet {
+    fn link(&self) -> Link {
+        match self {
+            Packet::Data { link, .. } | Packet::Closed { link, .. } => *link,
+        }
+    }
+    /// The message inside (a `main` frame or a `feed` datagram's content).
+    fn message(&self) -> Option<Message> {
+        let Packet::Data { link, bytes, .. } = self else {
+            return None;
+        };
+        match link.channel {
+            Channel::Main => {
+                let mut d = FrameDecoder::new(1 << 20);
+                d.push(bytes);
+                Message::decode(d.next_frame().ok()??).ok()
+            }
+            Channel::Feed => Message::decode(bytes.slice(18..)).ok(),
+        }
+    }
+}
+
+struct Net {
+    now: Instant,
+    client: DualClient,
+    server: DualServer<Counter>,
+    wire: VecDeque<Packet>,
+    next_link: u64,
+    client_events: Vec<ClientEvent>,
+    server_events: Vec<ServerEvent>,
+    /// Opens the client asked for and the test has not granted (when `auto_open` is off).
+    pending_opens: Vec<Channel>,
+    auto_open: bool,
+}
+
+impl Net {
+    fn new(ccfg: ClientConfig, scfg: ServerConfig) -> Net {
+        Net {
+            now: Instant::ZERO,
+            client: DualClient::new(ccfg),
+            server: DualServer::new(scfg, Counter(0)),
+            wire: VecDeque::new(),
+            next_link: 1,
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+            pending_opens: Vec::new(),
+            auto_open: true,
+        }
+    }
+
+    fn default() -> Net {
+        Net::new(ClientConfig::default(), ServerConfig::default())
+    }
+
+    fn client_in(&mut self, input: Input<ClientCommand>) {
+        self.client.handle_input(self.now, input).unwrap();
+        self.drain();
+    }
+
+    fn server_in(&mut self, input: Input<ServerCommand>) {
+        let _ = self.server.handle_input(self.now, input);
+        self.drain();
+    }
+
+    fn open(&mut self, channel: Channel) {
+        let link = Link {
+            id: self.next_link,
+            channel,
+        };
+        self.next_link += 1;
+        if channel == Channel::Main {
+            // The server accepts the stream before the client's connect completes.
+            self.server
+                .handle_input(self.now, Input::Opened(link))
+                .unwrap();
+        }
+        self.client
+            .handle_input(self.now, Input::Opened(link))
+            .unwrap();
+    }
+
+    /// Runs both machines' outputs onto the wire until both are quiet.
+    fn drain(&mut self) {
+        loop {
+            let mut busy = false;
+            loop {
+                match self.client.poll_output() {
+                    Output::Wait(_) => break,
+                    Output::Transmit(t) => self.wire.push_back(Packet::Data {
+                        to: Side::Server,
+                        link: t.link,
+                        bytes: t.payload,
+                    }),
+                    Output::Event(e) => self.client_events.push(e),
+                    Output::Open(ch) => {
+                        busy = true;
+                        if self.auto_open {
+                            self.open(ch)
+                        } else {
+                            self.pending_opens.push(ch)
+                        }
+                    }
+                    // A stream's close reaches the peer after the bytes sent before it;
+                    // a datagram socket's close reaches nobody.
+                    Output::Close(link) => {
+                        if link.channel == Channel::Main {
+                            self.wire.push_back(Packet::Closed {
+                                to: Side::Server,
+                                link,
+                            })
+                        }
+                    }
+                }
+            }
+            loop {
+                match self.server.poll_output() {
+                    Output::Wait(_) => break,
+                    Output::Transmit(t) => self.wire.push_back(Packet::Data {
+                        to: Side::Client,
+                        link: t.link,
+                        bytes: t.payload,
+                    }),
+                    Output::Event(e) => self.server_events.push(e),
+                    Output::Open(_) => panic!("a server never opens transports"),
+                    Output::Close(link) => {
+                        if link.channel == Channel::Main {
+                            self.wire.push_back(Packet::Closed {
+                                to: Side::Client,
+                                link,
+                            })
+                        }
+                    }
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn deliver(&mut self, p: Packet) {
+        match p {
+            Packet::Data {
+                to: Side::Client,
+                link,
+                bytes,
+            } => self.client_in(Input::Received(link, bytes)),
+            Packet::Data {
+                to: Side::Server,
+                link,
+                bytes,
+            } => self.server_in(Input::Received(link, bytes)),
+            Packet::Closed {
+                to: Side::Client,
+                link,
+            } => self.client_in(Input::Closed(link)),
+            Packet::Closed {
+                to: Side::Server,
+                link,
+            } => self.server_in(Input::Closed(link)),
+        }
+    }
+
+    /// Takes the next packet off the wire, checking what it carries.
+    fn take(&mut self, to: Side, expect: fn(&Message) -> bool) -> Packet {
+        let p = self.wire.pop_front().expect("a packet on the wire");
+        let msg = p.message();
+        assert!(
+            matches!(&p, Packet::Data { to: t, .. } if *t == to)
+                && msg.as_ref().is_some_and(expect),
+            "unexpected packet {p:?} carrying {msg:?}"
+        );
+        p
+    }
+
+    /// Delivers the next packet, checking what it carries.
+    fn step(&mut self, to: Side, expect: fn(&Message) -> bool) -> Message {
+        let p = self.take(to, expect);
+        let m = p.message().unwrap();
+        self.deliver(p);
+        m
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.client_in(Input::Timeout);
+        self.server_in(Input::Timeout);
+    }
+
+    /// Delivers everything and fires deadlines until `until`; `feed` keep-alives keep
+    /// the wire busy, so this always stops at `until`.
+    fn run_until(&mut self, until: Instant) {
+        for _ in 0..100_000 {
+            while let Some(p) = self.wire.pop_front() {
+                self.deliver(p);
+            }
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    self.client_in(Input::Timeout);
+                    self.server_in(Input::Timeout);
+                }
+                _ => {
+                    self.now = self.now.max(until);
+                    self.client_in(Input::Timeout);
+                    self.server_in(Input::Timeout);
+                    if self.wire.is_empty() {
+                        return;
+                    }
+                }
+            }
+        }
+        panic!("the network never went quiet");
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn connect(&mut self) {
+        self.client_in(Input::Command(ClientCommand::Connect));
+    }
+
+    /// The first diagram, straight through.
+    fn handshake(&mut self) -> u16 {
+        self.connect();
+        self.run_for(Duration::from_millis(1));
+        assert_eq!(self.client.state(), ClientState::Connected);
+        self.client.player().unwrap()
+    }
+
+    fn client_has(&self, f: impl Fn(&ClientEvent) -> bool) -> bool {
+        self.client_events.iter().any(f)
+    }
+    fn server_has(&self, f: impl Fn(&ServerEvent) -> bool) -> bool {
+        self.server_events.iter().any(f)
+    }
+
+    /// Sends a datagram as the server would, on a feed link, straight to the client.
+    fn forge_to_client(&mut self, link: Link, seq: u64, sender: u16, msg: &Message) {
+        let mut tx = FeedSender::new(sender);
+        let mut buf = BytesMut::new();
+        for _ in 1..seq {
+            tx.encode(&Message::Dummy, &mut BytesMut::new(), 500)
+                .unwrap();
+        }
+        tx.encode(msg, &mut buf, 500).unwrap();
+        self.client_in(Input::Received(link, buf.freeze()));
+    }
+}
+
+fn fresh(e: &ClientEvent) -> bool {
+    matches!(
+        e,
+        ClientEvent::Connected {
+            session: SessionKind::Fresh,
+            ..
+        }
+    )
+}
+
+fn is_conn_init(m: &Message) -> bool {
+    matches!(m, Message::ConnInit { version } if *version == PROTOCOL_VERSION)
+}
+fn is_conn_init_rep(m: &Message) -> bool {
+    matches!(m, Message::ConnInitRep { .. })
+}
+fn is_feed_init(m: &Message) -> bool {
+    matches!(m, Message::FeedInit { .. })
+}
+fn is_feed_init_rep(m: &Message) -> bool {
+    matches!(m, Message::FeedInitRep { .. })
+}
+fn is_final_auth(m: &Message) -> bool {
+    matches!(m, Message::FinalAuth { .. })
+}
+fn is_conn_ok(m: &Message) -> bool {
+    matches!(m, Message::ConnOk)
+}
+fn is_conn_failed(m: &Message) -> bool {
+    matches!(m, Message::ConnFailed { .. })
+}
+fn is_connection(m: &Message) -> bool {
+    matches!(m, Message::Connection { .. })
+}
+
+// ---------------------------------------------------------------------------------------
+// Initial connection: the first diagram, step by step.
+
+#[test]
+fn diagram_1_initial_connection_step_by_step() {
+    let mut net = Net::default();
+    net.connect();
+    // "First the client sends a CONN_INIT signal marker through the main channel."
+    assert_eq!(net.client.state(), ClientState::AwaitConnInitRep);
+    net.step(Side::Server, is_conn_init);
+    assert_eq!(net.server.player_state(0), Some(PlayerState::AwaitFeedInit));
+    // "The server replies a conn init reply": a player id and token A.
+    let rep = net.step(Side::Client, is_conn_init_rep);
+    let Message::ConnInitRep {
+        player, token_a, ..
+    } = rep
+    else {
+        unreachable!()
+    };
+    assert_eq!(player, 0);
+    assert!(token_a.is_secure());
+    // "the client then sends a feed init request through the feed channel" with the id.
+    assert_eq!(net.client.state(), ClientState::AwaitFeedInitRep);
+    let fi = net.step(Side::Server, is_feed_init);
+    assert_eq!(
+        fi,
+        Message::FeedInit {
+            player: 0,
+            attempt: 1,
+            token_a
+        }
+    );
+    assert_eq!(
+        net.server.player_state(0),
+        Some(PlayerState::AwaitFinalAuth)
+    );
+    assert!(
+        net.server.player_links(0).unwrap().1.is_some(),
+        "feed bound"
+    );
+    // "The server replies a feed init reply": token B.
+    let Message::FeedInitRep { attempt, token_b } = net.step(Side::Client, is_feed_init_rep) else {
+        unreachable!()
+    };
+    assert_eq!(attempt, 1);
+    assert_ne!(token_b, token_a);
+    // "The client should then send a final auth request through the main channel, with
+    // the token provided by the feed init reply."
+    assert_eq!(net.client.state(), ClientState::AwaitConnOk);
+    assert_eq!(
+        net.step(Side::Server, is_final_auth),
+        Message::FinalAuth { player: 0, token_b }
+    );
+    // "The server replies either CONN_OK or CONN_FAILED."
+    net.step(Side::Client, is_conn_ok);
+    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.server.player_state(0), Some(PlayerState::Connected));
+    assert_eq!(
+        net.client_events,
+        vec![ClientEvent::Connected {
+            player: 0,
+            session: SessionKind::Fresh
+        }]
+    );
+    assert_eq!(
+        net.server_events,
+        vec![ServerEvent::Connected {
+            player: 0,
+            session: SessionKind::Fresh
+        }]
+    );
+    assert!(net.wire.is_empty());
+}
+
+#[test]
+fn conn_failed_on_conn_init_closes_and_the_client_retries_then_gives_up() {
+    // A server with no room at all refuses every CONN_INIT.
+    let scfg = ServerConfig {
+        max_players: 0,
+        ..ServerConfig::default()
+    };
+    let mut net = Net::new(ClientConfig::default(), scfg);
+    net.connect();
+    net.step(Side::Server, is_conn_init);
+    net.step(Side::Client, |m| {
+        *m == Message::ConnFailed {
+            reason: FailReason::ServerFull,
+        }
+    });
+    assert_eq!(net.client.state(), ClientState::Backoff);
+    assert!(net.client_has(|e| matches!(
+        e,
+        ClientEvent::AttemptFailed {
+            reason: CloseReason::Refused(FailReason::ServerFull),
+            ..
+        }
+    )));
+    // Retries as configured (3 tries in all), then gives up.
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.client.state(), ClientState::Closed);
+    let failures = net
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::AttemptFailed { .. }))
+        .count();
+    assert_eq!(failures, 2);
+    assert_eq!(
+        net.client_events.last(),
+        Some(&ClientEvent::Closed {
+            reason: CloseReason::Refused(FailReason::ServerFull)
+        })
+    );
+    assert_eq!(net.client.links(), (None, None));
+}
+
+#[test]
+fn a_client_configured_not_to_retry_aborts_at_once() {
+    let ccfg = ClientConfig {
+        connect: Retry {
+            attempts: 1,
+            ..ClientConfig::default().connect
+        },
+        ..ClientConfig::default()
+    };
+    let scfg = ServerConfig {
+        max_players: 0,
+        ..ServerConfig::default()
+    };
+    let mut net = Net::new(ccfg, scfg);
+    net.connect();
+    net.run_for(Duration::from_millis(1));
+    assert_eq!(net.client.state(), ClientState::Closed);
+    assert!(!net.client_has(|e| matches!(e, ClientEvent::AttemptFailed { .. })));
+}
+
+#[test]
+fn conn_failed_on_feed_init_closes_the_connection() {
+    let mut net = Net::default();
+    net.connect();
+    net.step(Side::Server, is_conn_init);
+    net.step(Side::Client, is_conn_init_rep);
+    // The feed init reaches the server with a wrong token A (as a forger would send it).
+    let real = net.take(Side::Server, is_feed_init);
+    let mut tx = FeedSender::new(0);
+    let mut buf = BytesMut::new();
+    let forged = Message::FeedInit {
+        player: 0,
+        attempt: 1,
+        token_a: Token::new(&[0xaa; 16]).unwrap(),
+    };
+    tx.encode(&forged, &mut buf, 500).unwrap();
+    net.server_in(Input::Received(real.link(), buf.freeze()));
+    // The server answers CONN_FAILED on that feed link, and keeps the player's handshake:
+    // a forger must not be able to end someone else's.
+    assert_eq!(net.server.player_state(0), Some(PlayerState::AwaitFeedInit));
+    net.step(Side::Client, |m| {
+        *m == Message::ConnFailed {
+            reason: FailReason::WrongToken,
+        }
+    });
+    // The client closes the connection and retries.
+    assert_eq!(net.client.state(), ClientState::Backoff);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(
+        net.server.player_count(),
+        1,
+        "the first handshake was forgotten"
+    );
+    // The id was reused: player 0 left when its main closed.
+    assert_eq!(net.client.player(), Some(0));
+}
+
+#[test]
+fn conn_failed_on_final_auth() {
+    let mut net = Net::default();
+    net.connect();
+    net.step(Side::Server, is_conn_init);
+    net.step(Side::Client, is_conn_init_rep);
+    net.step(Side::Server, is_feed_init);
+    net.step(Side::Client, is_feed_init_rep);
+    let real = net.take(Side::Server, is_final_auth);
+    let mut buf = BytesMut::new();
+    Message::FinalAuth {
+        player: 0,
+        token_b: Token::new(&[0xbb; 16]).unwrap(),
+    }
+    .encode_framed(&mut buf);
+    net.server_in(Input::Received(real.link(), buf.freeze()));
+    assert_eq!(
+        net.server.player_count(),
+        0,
+        "a wrong token B ends the handshake"
+    );
+    net.step(Side::Client, |m| {
+        *m == Message::ConnFailed {
+            reason: FailReason::WrongToken,
+        }
+    });
+    assert_eq!(net.client.state(), ClientState::Backoff);
+}
+
+// ---------------------------------------------------------------------------------------
+// The second diagram: the feed init gets no reply and is sent again.
+
+#[test]
+fn diagram_2_feed_init_timeout_and_retry() {
+    let mut net = Net::default();
+    net.connect();
+    net.step(Side::Server, is_conn_init);
+    net.step(Side::Client, is_conn_init_rep);
+    // "the server does not reply": the feed init is lost.
+    let lost = net.take(Side::Server, is_feed_init);
+    assert!(net.wire.is_empty());
+    let first_wait = net.client.poll_timeout().unwrap();
+    assert_eq!(first_wait, net.now + Duration::from_millis(250));
+    net.advance(Duration::from_millis(250));
+    // "the client should retry": attempt 2.
+    let retry = net.take(Side::Server, is_feed_init);
+    assert!(matches!(
+        retry.message(),
+        Some(Message::FeedInit { attempt: 2, .. })
+    ));
+    // Backoff: the next wait is twice as long.
+    assert_eq!(
+        net.client.poll_timeout().unwrap(),
+        net.now + Duration::from_millis(500)
+    );
+    net.deliver(retry);
+    net.step(Side::Client, |m| {
+        matches!(m, Message::FeedInitRep { attempt: 2, .. })
+    });
+    net.step(Side::Server, is_final_auth);
+    net.step(Side::Client, is_conn_ok);
+    assert_eq!(net.client.state(), ClientState::Connected);
+    // The lost datagram turns up late: stale, dropped, nothing changes.
+    net.deliver(lost);
+    assert!(net.wire.is_empty());
+    assert_eq!(net.server.feed_stats(0).unwrap().stale, 1);
+}
+
+#[test]
+fn feed_init_retries_stop_at_the_limit() {
+    let mut net = Net::default();
+    net.connect();
+    net.step(Side::Server, is_conn_init);
+    net.step(Side::Client, is_conn_init_rep);
+    let mut sent = 0;
+    for _ in 0..20 {
+        while let Some(p) = net.wire.pop_front() {
+            if p.message().as_ref().is_some_and(is_feed_init) {
+                sent += 1; // lost
+            }
+        }
+        if net.client.state() != ClientState::AwaitFeedInitRep {
+            break;
+        }
+        let t = net.client.poll_timeout().unwrap();
+        net.advance(t.saturating_duration_since(net.now));
+    }
+    assert_eq!(sent, 6, "ClientConfig::default().feed_init.attempts");
+    assert_eq!(net.client.state(), ClientState::Backoff);
+    assert!(net.client_has(|e| matches!(
+        e,
+        ClientEvent::AttemptFailed {
+            reason: CloseReason::Timeout,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_late_reply_is_never_taken_for_a_newer_attempt() {
+    let mut net = Net::default();
+    net.connect();
+    net.step(Side::Server, is_conn_init);
+    net.step(Side::Client, is_conn_init_rep);
+    net.step(Side::Server, is_feed_init);
+    // Reply 1 is held back; the client retries (attempt 2).
+    let late = net.take(Side::Client, is_feed_init_rep);
+    net.advance(Duration::from_millis(250));
+    net.step(Side::Server, |m| {
+        matches!(m, Message::FeedInit { attempt: 2, .. })
+    });
+    let reply2 = net.take(Side::Client, |m| {
+        matches!(m, Message::FeedInitRep { attempt: 2, .. })
+    });
+    // The late reply arrives first: it is newer on the wire but answers attempt 1.
+    net.deliver(late);
+    assert_eq!(net.client.state(), ClientState::AwaitFeedInitRep);
+    assert!(
+        net.wire.is_empty(),
+        "no final auth on a reply to an old attempt"
+    );
+    net.deliver(reply2);
+    assert_eq!(net.client.state(), ClientState::AwaitConnOk);
+}
+
+// ---------------------------------------------------------------------------------------
+// The server side: ids, tokens, bindings, refusals.
+
+#[test]
+fn player_ids_are_bounded_and_reused() {
+    let scfg = ServerConfig {
+        max_players: 2,
+        ..ServerConfig::default()
+    };
+    let mut a = Net::new(ClientConfig::default(), scfg);
+    // Drive three handshakes on one server by hand.
+    let mut ids = Vec::new();
+    for link in 1..=3u64 {
+        a.server_in(Input::Opened(Link::main(link)));
+        let mut buf = BytesMut::new();
+        Message::ConnInit {
+            version: PROTOCOL_VERSION,
+        }
+        .encode_framed(&mut buf);
+        a.server_in(Input::Received(Link::main(link), buf.freeze()));
+        let p = a.wire.pop_back().unwrap();
+        ids.push(p.message());
+    }
+    assert!(matches!(
+        ids[0],
+        Some(Message::ConnInitRep { player: 0, .. })
+    ));
+    assert!(matches!(
+        ids[1],
+        Some(Message::ConnInitRep { player: 1, .. })
+    ));
+    assert_eq!(a.wire.back().map(|p| p.link()), Some(Link::main(3)));
+    assert!(matches!(
+        ids[2],
+        None | Some(Message::ConnFailed {
+            reason: FailReason::ServerFull
+        })
+    ));
+    assert_eq!(a.server.player_count(), 2);
+    // Player 0's main closes during its handshake: its id is free again.
+    a.server_in(Input::Closed(Link::main(1)));
+    assert_eq!(a.server.player_count(), 1);
+    a.server_in(Input::Opened(Link::main(4)));
+    let mut buf = BytesMut::new();
+    Message::ConnInit {
+        version: PROTOCOL_VERSION,
+    }
+    .encode_framed(&mut buf);
+    a.server_in(Input::Received(Link::main(4), buf.freeze()));
+    assert!(matches!(
+        a.wire.pop_back().unwrap().message(),
+        Some(Message::ConnInitRep { player: 0, .. })
+    ));
+}
+
+fn server_reply(net: &mut Net, link: Link, msg: Message) -> Option<Message> {
+    let mut buf = BytesMut::new();
+    msg.encode_framed(&mut buf);
+    net.wire.clear();
+    net.server_in(Input::Received(link, buf.freeze()));
+    net.wire.iter().find_map(|p| p.message())
+}
+
+#[test]
+fn the_server_refuses_what_makes_no_sense() {
+    let mut net = Net::default();
+    let player = net.handshake();
+    let m = |x| Link::main(x);
+    let token = Token::new(&[9; 16]).unwrap();
+    // Unknown player.
+    net.server_in(Input::Opened(m(50)));
+    assert_eq!(
+        server_reply(
+            &mut net,
+            m(50),
+            Message::Connection {
+                version: PROTOCOL_VERSION,
+                player: 42,
+                token
+            }
+        ),
+        Some(Message::ConnFailed {
+            reason: FailReason::UnknownPlayer
+        })
+    );
+    // Wrong token: refused, and the real session is untouched.
+    net.server_in(Input::Opened(m(51)));
+    assert_eq!(
+        server_reply(
+            &mut net,
+            m(51),
+            Message::Connection {
+                version: PROTOCOL_VERSION,
+                player,
+                token
+            }
+        ),
+        Some(Message::ConnFailed {
+            reason: FailReason::WrongToken
+        })
+    );
+    assert_eq!(
+        net.server.player_state(player),
+        Some(PlayerState::Connected)
+    );
+    // Wrong version.
+    net.server_in(Input::Opened(m(52)));
+    assert_eq!(
+        server_reply(&mut net, m(52), Message::ConnInit { version: 99 }),
+        Some(Message::ConnFailed {
+            reason: FailReason::UnsupportedVersion
+        })
+    );
+    // A final auth on a fresh link, a sync message before any handshake.
+    net.server_in(Input::Opened(m(53)));
+    assert_eq!(
+        server_reply(
+            &mut net,
+            m(53),
+            Message::FinalAuth {
+                player,
+                token_b: token
+            }
+        ),
+        Some(Message::ConnFailed {
+            reason: FailReason::UnexpectedMessage
+        })
+    );
+    net.server_in(Input::Opened(m(54)));
+    assert_eq!(
+        server_reply(&mut net, m(54), Message::SyncOk { ctx: 1 }),
+        Some(Message::ConnFailed {
+            reason: FailReason::UnexpectedMessage
+        })
+    );
+    // Garbage on a fresh link.
+    net.server_in(Input::Opened(m(55)));
+    net.wire.clear();
+    net.server_in(Input::Received(
+        m(55),
+        Bytes::from_static(&[0, 0, 0, 1, 0xee]),
+    ));
+    assert_eq!(
+        net.wire.front().and_then(|p| p.message()),
+        Some(Message::ConnFailed {
+            reason: FailReason::Malformed
+        })
+    );
+    assert_eq!(net.server.link_count(), 1, "every refused link was closed");
+    assert_eq!(
+        net.server.player_state(player),
+        Some(PlayerState::Connected)
+    );
+}
+
+#[test]
+fn feed_is_bound_only_with_token_a_and_garbage_binds_nothing() {
+    let mut net = Net::default();
+    let player = net.handshake();
+    let bound = net.server.player_links(player).unwrap().1.unwrap();
+    let stranger = Link::feed(900);
+    // Garbage and non-init datagrams on an unbound link: ignored, counted, no reply.
+    net.wire.clear();
+    net.server_in(Input::Received(
+        stranger,
+        Bytes::from_static(b"\xff\x1c garbage"),
+    ));
+    let mut tx = FeedSender::new(player);
+    let mut buf = BytesMut::new();
+    tx.encode(&Message::Dummy, &mut buf, 500).unwrap();
+    net.server_in(Input::Received(stranger, buf.split().freeze()));
+    assert!(net.wire.is_empty());
+    assert_eq!(net.server.stray_stats().malformed, 1);
+    assert_eq!(net.server.stray_stats().foreign, 1);
+    // A feed init with a wrong token A: CONN_FAILED to that link, the binding unchanged.
+    let bad = Message::FeedInit {
+        player,
+        attempt: 7,
+        token_a: Token::new(&[0xcc; 16]).unwrap(),
+    };
+    tx.encode(&bad, &mut buf, 500).unwrap();
+    net.server_in(Input::Received(stranger, buf.split().freeze()));
+    assert_eq!(
+        net.wire.pop_front().and_then(|p| p.message()),
+        Some(Message::ConnFailed {
+            reason: FailReason::WrongToken
+        })
+    );
+    assert_eq!(net.server.player_links(player).unwrap().1, Some(bound));
+    // A feed init for a player that does not exist.
+    let ghost = Message::FeedInit {
+        player: 33,
+        attempt: 1,
+        token_a: Token::new(&[1; 16]).unwrap(),
+    };
+    let mut gtx = FeedSender::new(33);
+    gtx.encode(&ghost, &mut buf, 500).unwrap();
+    net.server_in(Input::Received(stranger, buf.split().freeze()));
+    assert_eq!(
+        net.wire.pop_front().and_then(|p| p.message()),
+        Some(Message::ConnFailed {
+            reason: FailReason::UnknownPlayer
+        })
+    );
+}
+
+#[test]
+fn an_insecure_token_source_is_refused_unless_short_tokens_are_allowed() {
+    struct Short;
+    impl TokenSource for Short {
+        fn next_token(&mut self) -> Token {
+            Token::new(&[1, 2, 3, 4]).unwrap()
+        }
+    }
+    for allow in [false, true] {
+        let cfg = ServerConfig {
+            allow_short_tokens: allow,
+            ..ServerConfig::default()
+        };
+        let mut server = DualServer::new(cfg, Short);
+        server
+            .handle_input(Instant::ZERO, Input::Opened(Link::main(1)))
+            .unwrap();
+        let mut buf = BytesMut::new();
+        Message::ConnInit {
+            version: PROTOCOL_VERSION,
+        }
+        .encode_framed(&mut buf);
+        let r = server.handle_input(Instant::ZERO, Input::Received(Link::main(1), buf.freeze()));
+        if allow {
+            assert_eq!(r, Ok(()));
+            assert_eq!(server.player_count(), 1);
+        } else {
+            assert_eq!(r, Err(DualError::InsecureTokenSource));
+            assert_eq!(server.player_count(), 0);
+        }
+    }
+}
+
+#[test]
+fn the_client_refuses_a_32_bit_token_unless_r_type_tokens_are_allowed() {
+    for allow in [false, true] {
+        let ccfg = ClientConfig {
+            allow_short_tokens: allow,
+            ..ClientConfig::default()
+        };
+        let mut c = DualClient::new(ccfg);
+        let t = Instant::ZERO;
+        c.handle_input(t, Input::Command(ClientCommand::Connect))
+            .unwrap();
+        c.handle_input(t, Input::Opened(Link::main(1))).unwrap();
+        let mut buf = BytesMut::new();
+        Message::ConnInitRep {
+            version: PROTOCOL_VERSION,
+            player: 3,
+            token_a: Token::new(&[1, 2, 3, 4]).unwrap(),
+        }
+        .encode_framed(&mut buf);
+        c.handle_input(t, Input::Received(Link::main(1), buf.freeze()))
+            .unwrap();
+        let want = if allow {
+            ClientState::OpeningFeed
+        } else {
+            ClientState::Backoff
+        };
+        assert_eq!(c.state(), want);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reconnection (main channel), paragraph by paragraph.
+
+#[test]
+fn main_reconnection_ok_continues_the_session_and_its_feed() {
+    let mut net = Net::default();
+    let player = net.handshake();
+    let (old_main, feed) = net.client.links();
+    // "If the connection is lost, the client should try to reconnect."
+    net.client_in(Input::Closed(old_main.unwrap()));
+    net.server_in(Input::Closed(old_main.unwrap()));
+    assert!(net.client_has(|e| *e == ClientEvent::MainLost));
+    assert_eq!(net.server.player_state(player), Some(PlayerState::MainLost));
+    // "The client sends a connection request through the main channel."
+    assert_eq!(net.client.state(), ClientState::AwaitReconnectOk);
+    let req = net.step(Side::Server, is_connection);
+    let Message::Connection { player: p, .. } = req else {
+        unreachable!()
+    };
+    assert_eq!(p, player);
+    // "The server replies CONN_OK": the session and its feed binding continue.
+    net.step(Side::Client, is_conn_ok);
+    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.client.links().1, feed);
+    assert_eq!(net.server.player_links(player).unwrap().1, feed);
+    assert!(net.client_has(|e| *e
+        == ClientEvent::Connected {
+            player,
+            session: SessionKind::Resumed
+        }));
+    assert!(net.server_has(|e| *e
+        == ServerEvent::Connected {
+            player,
+            session: SessionKind::Resumed
+        }));
+    // Updates still flow on feed.
+    net.server_in(Input::Command(ServerCommand::SendFeed {
+        player,
+        message: Message::Update(Element {
+            kind: 1,
+            sid: 9,
+            data: Bytes::from_static(b"pos"),
+        }),
+    }));
+    net.run_for(Duration::from_millis(1));
+    assert!(net.client_has(|e| matches!(e, ClientEvent::Update(el) if el.sid == 9)));
+}
+
+#[test]
+fn main_reconnection_refused_closes_feed_as_well() {
+    let mut net = Net::default();
+    let player = net.handshake();
+    let (old_main, _) = net.client.links();
+    net.client_in(Input::Closed(old_main.unwrap()));
+    net.server_in(Input::Closed(old_main.unwrap()));
+    // The server forgot the player meanwhile (kicked): the request is refused.
+    net.server_in(Input::Command(ServerCommand::Kick {
+        player,
+        reason: FailReason::SessionEnded,
+    }));
+    net.step(Side::Server, is_connection);
+    // "If the server replies CONN_FAILED, the connection is closed and the connection of
+    // the feed channel is closed as well."
+    net.step(Side::Client, is_conn_failed);
+    assert_eq!(net.client.state(), ClientState::Closed);
+    assert_eq!(net.client.links(), (None, None));
+    assert!(net.client_has(|e| *e
+        == ClientEvent::Closed {
+            reason: CloseReason::Refused(FailReason::UnknownPlayer)
+        }));
+}
+
+#[test]
+fn main_reconnection_unanswered_retries_then_closes_feed() {
+    let mut net = Net::default();
+    net.handshake();
+    let (old_main, _) = net.client.links();
+    net.client_in(Input::Closed(old_main.unwrap()));
+    // "If the server does not reply, the client should retry": every request is lost.
+    let mut requests = 0;
+    for _ in 0..50 {
+        let mut keep = VecDeque::new();
+        while let Some(p) = net.wire.pop_front() {
+            if p.message().as_ref().is_some_and(is_connection) {
+                requests += 1;
+            } else if p.link().channel == Channel::Feed {
+                keep.push_back(p); // feed keeps flowing
+            }
+        }
+        for p in keep {
+            net.deliver(p);
+        }
+        if net.client.state() == ClientState::Closed {
+            break;
+        }
+        let t = net.client.poll_timeout().unwrap();
+        net.advance(t.saturating_duration_since(net.now));
+    }
+    // "...and in case of failure, the connection of the feed channel is closed as well."
+    assert_eq!(requests, 5, "ClientConfig::default().reconnect.attempts");
+    assert_eq!(net.client.state(), ClientState::Closed);
+    assert_eq!(net.client.links(), (None, None));
+    assert!(net.client_has(|e| *e
+        == ClientEvent::Closed {
+            reason: CloseReason::Timeout
+        }));
+}
+
+#[test]
+fn a_reconnection_replaces_a_main_the_server_still_holds() {
+    let mut net = Net::default();
+    let player = net.handshake();
+    let (old_main, _) = net.client.links();
+    // Only the client saw the old stream die (half-open TCP).
+    net.client_in(Input::Closed(old_main.unwrap()));
+    net.run_for(Duration::from_millis(1));
+    assert_eq!(net.client.state(), ClientState::Connected);
+    let new_main = net.client.links().0;
+    assert_ne!(new_main, old_main);
+    assert_eq!(net.server.player_links(player).unwrap().0, new_main);
+    assert_eq!(net.server.link_count(), 1);
+}
+
+#[test]
+fn a_player_whose_main_stays_lost_expires() {
+    let mut net = Net::default();
+    let player = net.handshake();
+    let (old_main, _) = net.client.links();
+    net.server_in(Input::Closed(old_main.unwrap()));
+    net.client_in(Input::Command(ClientCommand::Disconnect));
+    net.wire.clear();
+    net.run_for(Duration::from_secs(31));
+    assert_eq!(net.server.player_state(player), None);
+    assert!(net.server_has(|e| matches!(
+        e,
+        ServerEvent::Left {
+            reason: LeaveReason::Expired,
+            ..
+        } | ServerEvent::FeedLost { .. }
+    )));
+}
+
+// ---------------------------------------------------------------------------------------
+// Reconnection (feed channel): both policies.
+
+fn silence_feed(net: &mut Net, secs: u64) {
+    // Every feed datagram is lost for `secs` seconds; main keeps working.
+    let until = net.now + Duration::from_secs(secs);
+    while net.now < until {
+        let mut keep = VecDeque::new();
+        while let Some(p) = net.wire.pop_front() {
+            if p.link().channel == Channel::Main {
+                keep.push_back(p);
+            }
+        }
+        for p in keep {
+            net.deliver(p);
+        }
+        net.advance(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn feed_lost_policy_close_both() {
+    let mut net = Net::default();
+    net.handshake();
+    silence_feed(&mut net, 6);
+    // "the client can disconnect both the main and the feed channels."
+    assert_eq!(net.client.state(), ClientState::Closed);
+    assert_eq!(net.client.links(), (None, None));
+    assert!(net.client_has(|e| *e
+        == ClientEvent::Closed {
+            reason: CloseReason::FeedLost
+        }));
+}
+
+#[test]
+fn feed_lost_policy_reinit_binds_a_new_feed_and_keeps_main() {
+    let ccfg = ClientConfig {
+        on_feed_lost: FeedLossPolicy::Reinit,
+        ..ClientConfig::default()
+    };
+    let mut net = Net::new(ccfg, ServerConfig::default());
+    let player = net.handshake();
+    let (main, old_feed) = net.client.links();
+    silence_feed(&mut net, 5);
+    assert!(net.client_has(|e| *e == ClientEvent::FeedLost));
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.client.state(), ClientState::Connected);
+    let (main2, new_feed) = net.client.links();
+    assert_eq!(main2, main, "main was never touched");
+    assert_ne!(new_feed, old_feed);
+    assert_eq!(net.server.player_links(player).unwrap().1, new_feed);
+    assert!(net.client_has(|e| *e == ClientEvent::FeedRestored));
+    assert_eq!(
+        net.client_events
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::Connected { .. }))
+            .count(),
+        1,
+        "the session never ended"
+    );
+    // The datagrams of the old feed link are dropped if they arrive now.
+    net.forge_to_client(old_feed.unwrap(), 10_000, SERVER_SENDER, &Message::Dummy);
+    assert_eq!(net.client.state(), ClientState::Connected);
+}
+
+#[test]
+fn feed_reinit_that_fails_closes_both() {
+    let ccfg = ClientConfig {
+        on_feed_lost: FeedLossPolicy::Reinit,
+        ..ClientConfig::default()
+    };
+    let mut net = Net::new(ccfg, ServerConfig::default());
+    net.handshake();
+    silence_feed(&mut net, 30);
+    assert_eq!(net.client.state(), ClientState::Closed);
+    assert!(net.client_has(|e| *e
+        == ClientEvent::Closed {
+            reason: CloseReason::Timeout
+        }));
+}
+
+// ---------------------------------------------------------------------------------------
+// The feed channel itself.
+
+#[test]
+fn feed_datagrams_stale_duplicate_foreign_and_garbage() {
+    let mut net = Net::default();
+    let player = net.handshake();
+    let feed = net.client.links().1.unwrap();
+    let up = |sid| {
+        Message::Update(Element {
+            kind: 2,
+            sid,
+            data: Bytes::from_static(b"x"),
+        })
+    };
+    net.client_events.clear();
+    net.forge_to_client(feed, 100, SERVER_SENDER, &up(1));
+    net.forge_to_client(feed, 100, SERVER_SENDER, &up(2)); // duplicate sequence number
+    net.forge_to_client(feed, 99, SERVER_SENDER, &up(3)); // older
+    net.forge_to_client(feed, 101, player, &up(4)); // not the server
+    net.client_in(Input::Received(
+        feed,
+        Bytes::from_static(b"\x00\x01garbage"),
+    ));
+    net.client_in(Input::Received(feed, Bytes::new()));
+    net.forge_to_client(feed, 102, SERVER_SENDER, &up(5));
+    let sids: Vec<u16> = net
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Update(el) => Some(el.sid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sids, vec![1, 5]);
+    let s = net.client.feed_stats();
+    assert_eq!((s.stale, s.malformed), (2, 3));
+    assert_eq!(net.client.state(), ClientState::Connected, "nothing closed");
+}
+
+#[test]
+fn feed_content_limit_is_configurable_and_enforced_both_ways() {
+    let ccfg = ClientConfig {
+        max_feed_content: 32,
+        ..ClientConfig::default()
+    };
+    let scfg = ServerConfig {
+        max_feed_content: 64,
+        ..ServerConfig::default()
+    };
+    let mut net = Net::new(ccfg, scfg);
+    let player = net.handshake();
+    let big = Message::Update(Element {
+        kind: 0,
+        sid: 0,
+        data: Bytes::from(vec![7u8; 40]),
+    });
+    assert_eq!(
+        net.client.handle_input(
+            net.now,
+            Input::Command(ClientCommand::SendFeed(big.clone()))
+        ),
+        Err(DualError::ContentTooLarge { len: 44, max: 32 })
+    );
+    // The server may send it (its limit is 64) but the client ignores and counts it.
+    net.server_in(Input::Command(ServerCommand::SendFeed {
+        player,
+        message: big,
+    }));
+    net.run_for(Duration::from_millis(1));
+    assert!(!net.client_has(|e| matches!(e, ClientEvent::Update(_))));
+    assert_eq!(net.client.feed_stats().malformed, 1);
+    // Updates from the client reach the server's application as events.
+    let small = Message::Update(Element {
+        kind: 0,
+        sid: 3,
+        data: Bytes::from_static(b"hi"),
+    });
+    net.client_in(Input::Command(ClientCommand::SendFeed(small)));
+    net.run_for(Duration::from_millis(1));
+    assert!(net.server_has(|e| matches!(e, ServerEvent::Update { player: p, element } if *p == player && element.sid == 3)));
+}
+
+#[test]
+fn main_messages_are_queued_while_not_connected_and_bounded() {
+    let ccfg = ClientConfig {
+        max_queued: 2,
+        ..ClientConfig::default()
+    };
+    let mut net = Net::new(ccfg, ServerConfig::default());
+    let app = |b: &'static [u8]| ClientCommand::Send(Message::App(Bytes::from_static(b)));
+    net.connect();
+    net.client
+        .handle_input(net.now, Input::Command(app(b"1")))
+        .unwrap();
+    net.client
+        .handle_input(net.now, Input::Command(app(b"2")))
+        .unwrap();
+    assert_eq!(
+        net.client.handle_input(net.now, Input::Command(app(b"3"))),
+        Err(DualError::QueueFull { max: 2 })
+    );
+    net.run_for(Duration::from_millis(1));
+    let got: Vec<_> = net
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Received { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            Message::App(Bytes::from_static(b"1")),
+            Message::App(Bytes::from_static(b"2"))
+        ]
+    );
+}
+
+#[test]
+fn disconnection_is_told_and_ends_the_player() {
+    let mut net = Net::default();
+    let player = net.handshake();
+    net.client_in(Input::Command(ClientCommand::Disconnect));
+    assert_eq!(net.client.state(), ClientState::Closed);
+    net.run_for(Duration::from_millis(1));
+    assert_eq!(net.server.player_state(player), None);
+    assert!(net.server_has(|e| *e
+        == ServerEvent::Left {
+            player,
+            reason: LeaveReason::Disconnected
+        }));
+    assert_eq!(
+        net.client
+            .handle_input(net.now, Input::Command(ClientCommand::Send(Message::Dummy))),
+        Err(DualError::Closed)
+    );
+}
+
+#[test]
+fn the_transition_table_names_every_state_the_tests_reach() {
+    // Every state the scenarios above end in appears in the table.
+    for s in [
+        ClientState::Idle,
+        ClientState::Connected,
+        ClientState::Backoff,
+        ClientState::Closed,
+        ClientState::AwaitReconnectOk,
+        ClientState::AwaitFeedReinitRep,
+    ] {
+        assert!(CLIENT_TRANSITIONS
+            .iter()
+            .any(|(a, _, b)| *a == s || *b == s));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Each handshake message lost, duplicated and delayed in turn.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// feed: the datagram is dropped. main: the stream breaks there (a reliable stream
+    /// cannot lose one message and keep the next).
+    Lose,
+    /// Delivered twice.
+    Duplicate,
+    /// feed: held back past the next retry, then delivered. main: held back past the
+    /// reply timeout, then delivered.
+    Delay,
+}
+
+/// The happy path's messages, in order.
+const STEPS: [fn(&Message) -> bool; 6] = [
+    is_conn_init,
+    is_conn_init_rep,
+    is_feed_init,
+    is_feed_init_rep,
+    is_final_auth,
+    is_conn_ok,
+];
+
+fn run_with_fault(step: usize, fault: Fault) -> (Net, bool) {
+    let mut net = Net::default();
+    net.connect();
+    let mut seen = 0;
+    let mut held: Option<Packet> = None;
+    let mut held_until = Instant::MAX;
+    let mut hit = false;
+    for _ in 0..10_000 {
+        if let Some(p) = net.wire.pop_front() {
+            let is_target = seen == step && p.message().as_ref().is_some_and(STEPS[step]);
+            if p.message().as_ref().is_some_and(STEPS[seen.min(5)]) && seen <= step {
+                seen += 1;
+            }
+            if !is_target || hit {
+                net.deliver(p);
+                continue;
+            }
+            hit = true;
+            match (fault, p.link().channel) {
+                (Fault::Lose, Channel::Feed) => {}
+                (Fault::Lose, Channel::Main) => {
+                    net.wire.retain(|q| q.link() != p.link());
+                    net.client_in(Input::Closed(p.link()));
+                    net.server_in(Input::Closed(p.link()));
+                }
+                (Fault::Duplicate, _) => {
+                    net.deliver(p.clone());
+                    net.deliver(p);
+                }
+                (Fault::Delay, ch) => {
+                    held_until = net.now
+                        + if ch == Channel::Feed {
+                            Duration::from_millis(300)
+                        } else {
+                            Duration::from_secs(6)
+                        };
+                    held = Some(p);
+                }
+            }
+            continue;
+        }
+        if let Some(p) = held.take_if(|_| net.now >= held_until) {
+            net.deliver(p);
+            continue;
+        }
+        if net.now >= Instant::from_millis(120_000) {
+            break;
+        }
+        let next = [
+            net.client.poll_timeout(),
+            net.server.poll_timeout(),
+            held.as_ref().map(|_| held_until),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Instant::MAX)
+        .min(Instant::from_millis(120_000));
+        net.now = net.now.max(next);
+        net.client_in(Input::Timeout);
+        net.server_in(Input::Timeout);
+    }
+    (net, hit)
+}
+
+#[test]
+fn every_handshake_message_lost_duplicated_and_delayed() {
+    for (step, _) in STEPS.iter().enumerate() {
+        for fault in [Fault::Lose, Fault::Duplicate, Fault::Delay] {
+            let (net, hit) = run_with_fault(step, fault);
+            let ctx = format!("step {step} ({fault:?})");
+            assert!(hit, "{ctx}: the fault was applied");
+            // Wherever the fault hit, both sides end connected to each other, with exactly
+            // one live player on the server, and every other handshake forgotten.
+            assert_eq!(net.client.state(), ClientState::Connected, "{ctx}");
+            let player = net.client.player().unwrap();
+            assert_eq!(
+                net.server.player_state(player),
+                Some(PlayerState::Connected),
+                "{ctx}"
+            );
+            assert_eq!(net.server.player_count(), 1, "{ctx}");
+            assert_eq!(net.server.link_count(), 1, "{ctx}");
+            assert_eq!(
+                net.client.links().1,
+                net.server.player_links(player).unwrap().1,
+                "{ctx}: the feed link is the client's"
+            );
+            let fresh_count = net.client_events.iter().filter(|e| fresh(e)).count();
+            // Whether the client had to start again depends on the fault: a lost or
+            // delayed datagram is repaired by the feed init retry alone.
+            let retried = net
+                .client_events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::AttemptFailed { .. }));
+            let feed_step = step == 2 || step == 3;
+            let expect_retry = match fault {
+                Fault::Lose | Fault::Delay => !feed_step,
+                Fault::Duplicate => !feed_step,
+            };
+            assert_eq!(retried, expect_retry, "{ctx}: {:?}", net.client_events);
+            if fault == Fault::Lose && step == 5 {
+                // CONN_OK lost: the server had connected player 0, which then expired.
+                assert!(net.server_events.iter().any(|e| matches!(
+                    e,
+                    ServerEvent::Left {
+                        reason: LeaveReason::Expired,
+                        ..
+                    }
+                )));
+            }
+            // A duplicated final auth or CONN_OK breaks the protocol after the client was
+            // connected: the session is refused and a fresh one made.
+            let expect_fresh = if fault == Fault::Duplicate && step >= 4 {
+                2
+            } else {
+                1
+            };
+            assert_eq!(fresh_count, expect_fresh, "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn reconnection_messages_lost_duplicated_and_delayed() {
+    // (whether the fault hits the reply rather than the request, the fault)
+    for (on_reply, fault) in [
+        (false, Fault::Lose),
+        (false, Fault::Delay),
+        (true, Fault::Lose),
+        (true, Fault::Delay),
+    ] {
+        let mut net = Net::default();
+        let player = net.handshake();
+        let old = net.client.links().0.unwrap();
+        net.client_in(Input::Closed(old));
+        net.server_in(Input::Closed(old));
+        let p = net.take(Side::Server, is_connection);
+        if on_reply {
+            net.deliver(p);
+            let reply = net.take(Side::Client, is_conn_ok);
+            apply(&mut net, reply, fault);
+        } else {
+            apply(&mut net, p, fault);
+        }
+        net.run_for(Duration::from_secs(60));
+        let ctx = format!("reply {on_reply}, {fault:?}");
+        assert_eq!(net.client.state(), ClientState::Connected, "{ctx}");
+        assert_eq!(net.client.player(), Some(player), "{ctx}: same player");
+        assert_eq!(
+            net.server.player_state(player),
+            Some(PlayerState::Connected)
+        );
+        assert!(net.client_has(|e| *e
+            == ClientEvent::Connected {
+                player,
+                session: SessionKind::Resumed
+            }));
+    }
+}
+
+fn apply(net: &mut Net, p: Packet, fault: Fault) {
+    match fault {
+        Fault::Lose => {
+            net.client_in(Input::Closed(p.link()));
+            net.server_in(Input::Closed(p.link()));
+        }
+        Fault::Delay => {
+            // Past the reply timeout, while everything else flows.
+            net.run_for(Duration::from_secs(6));
+            net.deliver(p);
+        }
+        Fault::Duplicate => {
+            net.deliver(p.clone());
+            net.deliver(p);
+        }
+    }
+}
+
+/// docs/PROTOCOL.md section 4.9 is the table, row for row.
+#[test]
+fn protocol_md_draws_the_client_table() {
+    let doc = include_str!("../docs/PROTOCOL.md");
+    let rows: Vec<String> = CLIENT_TRANSITIONS
+        .iter()
+        .map(|(s, i, n)| format!("| {s:?} | {i:?} | {n:?} |"))
+        .collect();
+    if std::env::var_os("PRINT_TABLE").is_some() {
+        println!("{}", rows.join("\n"));
+    }
+    for row in &rows {
+        assert!(doc.contains(row.as_str()), "docs/PROTOCOL.md lacks {row}");
+    }
+    let start = doc.find("### 4.9").expect("section 4.9");
+    let documented = doc[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("## 5"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| state") && !l.starts_with("|---"))
+        .count();
+    assert_eq!(documented, rows.len(), "no extra rows in the doc");
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties: random loss, duplication and reordering on feed.
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Whatever happens to `feed` datagrams, an update is never delivered twice nor
+        /// after a newer one, and when the client says it is connected, so does the server,
+        /// with no other player left behind.
+        #[test]
+        fn feed_faults_never_duplicate_or_reorder_delivery(
+            faults in prop::collection::vec(0u8..6, 0..300),
+            updates in 1u16..40,
+            reinit in any::<bool>(),
+        ) {
+            let ccfg = ClientConfig {
+                on_feed_lost: if reinit { FeedLossPolicy::Reinit } else { FeedLossPolicy::CloseBoth },
+                ..ClientConfig::default()
+            };
+            let mut net = Net::new(ccfg, ServerConfig::default());
+            net.connect();
+            let mut faults = faults.into_iter();
+            let mut sent = 0u16;
+            let end = Instant::from_millis(60_000);
+            for _ in 0..20_000 {
+                if net.client.state() == ClientState::Connected && sent < updates {
+                    if let Some(player) = net.client.player() {
+                        net.server_in(Input::Command(ServerCommand::SendFeed {
+                            player,
+                            message: Message::Update(Element { kind: 0, sid: sent, data: Bytes::new() }),
+                        }));
+                        sent += 1;
+                    }
+                }
+                if let Some(p) = net.wire.pop_front() {
+                    if p.link().channel == Channel::Main {
+                        net.deliver(p);
+                        continue;
+                    }
+                    match faults.next().unwrap_or(0) {
+                        0 | 1 => net.deliver(p),
+                        2 => {}                      // lost
+                        3 => { net.deliver(p.clone()); net.deliver(p) } // duplicated
+                        _ => net.wire.push_back(p),  // reordered behind the rest
+                    }
+                    continue;
+                }
+                if net.now >= end {
+                    break;
+                }
+                let next = [net.client.poll_timeout(), net.server.poll_timeout()]
+                    .into_iter().flatten().min().unwrap_or(end).min(end);
+                net.now = net.now.max(next);
+                net.client_in(Input::Timeout);
+                net.server_in(Input::Timeout);
+            }
+            // Let what is in flight land, without faults.
+            net.run_for(Duration::from_millis(1));
+            let sids: Vec<u16> = net.client_events.iter().filter_map(|e| match e {
+                ClientEvent::Update(el) => Some(el.sid),
+                _ => None,
+            }).collect();
+            prop_assert!(sids.windows(2).all(|w| w[0] < w[1]), "{:?}", sids);
+            if net.client.state() == ClientState::Connected {
+                let player = net.client.player().unwrap();
+                prop_assert_eq!(net.server.player_state(player), Some(PlayerState::Connected));
+                prop_assert_eq!(net.server.player_count(), 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn main_links_are_bounded_and_a_repeated_open_is_harmless() {
+    let scfg = ServerConfig {
+        max_links: 2,
+        ..ServerConfig::default()
+    };
+    let mut net = Net::new(ClientConfig::default(), scfg);
+    let player = net.handshake();
+    let main = net.client.links().0.unwrap();
+    net.server_in(Input::Opened(main));
+    assert_eq!(net.server.link_count(), 1);
+    assert!(net.wire.is_empty(), "the known transport is not refused");
+    net.server_in(Input::Opened(Link::main(70)));
+    net.server_in(Input::Opened(Link::main(71)));
+    assert_eq!(net.server.link_count(), 2);
+    assert_eq!(
+        net.wire.pop_front().and_then(|p| p.message()),
+        Some(Message::ConnFailed {
+            reason: FailReason::ServerFull
+        })
+    );
+    assert_eq!(
+        net.server.player_state(player),
+        Some(PlayerState::Connected)
+    );
+}
