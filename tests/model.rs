@@ -119,7 +119,7 @@ fn short_scenarios_keep_every_promise() {
 
 #[test]
 fn long_scenarios_keep_every_promise() {
-    check_many("long", cases(500, 2), scenario(48));
+    check_many("long", cases(400, 2), scenario(48));
 }
 
 /// A scenario with every kind of step, written out: it must converge, and its report
