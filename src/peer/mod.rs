@@ -209,7 +209,7 @@ where
 {
     /// A peer over `conn`, syncing `store` (cloned for each session: it must share).
     pub fn new(conn: P, role: Role, config: SyncConfig, store: S) -> Self {
-        Peer {
+        let mut peer = Peer {
             conn,
             role,
             config,
@@ -220,7 +220,11 @@ where
             conn_deadline: None,
             now: Instant::ZERO,
             deferred: None,
-        }
+        };
+        // The connection may have output before any input (a client's first `Open`): take
+        // it now, or the driver, seeing nothing to do and no deadline, never calls again.
+        peer.pump();
+        peer
     }
 
     /// The connection machine.

@@ -55,6 +55,7 @@
 
 mod either;
 mod rng;
+pub mod scenario;
 
 pub use either::{Either, WrongSide};
 pub use rng::SimRng;
@@ -293,6 +294,16 @@ impl<M: Machine> Sim<M> {
             .iter()
             .filter(|c| !c.closed && c.ends.iter().any(|e| e.0 == id.0))
             .count()
+    }
+
+    /// The far end of `id`'s transport `link_id`, while it is open: which node, and that
+    /// node's link id for it. Lets a test pair up the two ends of a connection.
+    pub fn far_end(&self, id: NodeId, link_id: u64) -> Option<(NodeId, u64)> {
+        let &c = self.by_end.get(&(id.0, link_id))?;
+        let conn = self.conns.get(c).filter(|c| !c.closed)?;
+        let side = usize::from(conn.ends[1] == (id.0, link_id));
+        let (node, link) = conn.ends[1 - side];
+        Some((NodeId(node), link))
     }
 
     /// Gives the node an application command now.

@@ -188,6 +188,11 @@ impl<S: TokenSource> Server<S> {
         self.sessions.len()
     }
 
+    /// Messages queued for a session while it is RECONNECTING (`None`: no such session).
+    pub fn queued(&self, id: SessionId) -> Option<usize> {
+        self.sessions.get(&id).map(|s| s.queue.len())
+    }
+
     /// Transports in handshake.
     pub fn pending_count(&self) -> usize {
         self.pending.len()
