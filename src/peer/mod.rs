@@ -206,7 +206,7 @@ where
 {
     /// A peer over `conn`, syncing `store` (cloned for each session: it must share).
     pub fn new(conn: P, role: Role, config: SyncConfig, store: S) -> Self {
-        Peer {
+        let mut peer = Peer {
             conn,
             role,
             config,
@@ -217,7 +217,11 @@ where
             conn_deadline: None,
             now: Instant::ZERO,
             deferred: None,
-        }
+        };
+        // The connection may have output before any input (a client asks for its first
+        // transport at construction): surface it, or the first poll would say Wait(None).
+        peer.pump();
+        peer
     }
 
     /// The connection machine.
@@ -410,8 +414,12 @@ where
     }
 
     fn poll_output(&mut self) -> Output<Self::Event> {
-        let deadline = self.poll_timeout_inner();
-        self.out.pop_or_wait(deadline)
+        // The deadline looks at every session: only compute it when nothing is queued, or
+        // draining a relay to n sessions would cost n^2.
+        match self.out.pop() {
+            Some(out) => out,
+            None => Output::Wait(self.poll_timeout_inner()),
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
