@@ -419,9 +419,11 @@ fn a_thousand_clients_killed_at_random_resume_and_lose_nothing() {
         let mut refused_inputs = server_driver.refused_inputs.clone();
         let mut kills = 0;
         let mut rest = Vec::new();
+        let mut clients_busy = StdDuration::ZERO;
         for c in clients {
             let d = c.task.await.expect("client task");
             kills += d.kills;
+            clients_busy += d.busy;
             refused_inputs.extend(d.refused_inputs.iter().cloned());
             rest.push((c.journal, c.stats.take(), d.kills));
         }
@@ -444,6 +446,10 @@ fn a_thousand_clients_killed_at_random_resume_and_lose_nothing() {
             ss.lost,
             plan.total(),
             ss.applied.iter().map(|&n| u64::from(n)).sum::<u64>(),
+        );
+        println!(
+            "loopback: time in the machines' inputs: server {:?}, clients {clients_busy:?}",
+            server_driver.busy
         );
         assert!(
             converged,

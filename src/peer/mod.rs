@@ -276,8 +276,15 @@ where
                     Output::Close(l) => self.out.close(l),
                 }
             }
-            let sessions: Vec<P::Session> = self.syncs.keys().copied().collect();
-            for session in sessions {
+            // Only the sessions with something to say: a server has many idle ones, and
+            // looking each up on every input would cost n log n per input.
+            let ready: Vec<P::Session> = self
+                .syncs
+                .iter()
+                .filter(|(_, s)| s.has_output())
+                .map(|(session, _)| *session)
+                .collect();
+            for session in ready {
                 while let Some(o) = self.syncs.get_mut(&session).and_then(|s| s.poll()) {
                     progressed = true;
                     match o {

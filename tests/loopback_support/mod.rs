@@ -75,6 +75,8 @@ pub struct Driver<M: Machine> {
     deadline: Option<Instant>,
     /// Inputs the machine refused (none expected).
     pub refused_inputs: Vec<String>,
+    /// Time spent inside the machine (inputs and outputs), for the figures.
+    pub busy: std::time::Duration,
 }
 
 impl<M: Machine> Driver<M>
@@ -99,6 +101,7 @@ where
             after_kill: HashMap::new(),
             deadline: None,
             refused_inputs: Vec::new(),
+            busy: std::time::Duration::ZERO,
         }
     }
 
@@ -115,9 +118,11 @@ where
 
     fn feed(&mut self, input: Input<M::Command>) {
         let now = self.now();
+        let t = std::time::Instant::now();
         if let Err(e) = self.machine.handle_input(now, input) {
             self.refused_inputs.push(format!("{e:?}"));
         }
+        self.busy += t.elapsed();
     }
 
     /// Runs until `stop` is true, handing every event to `on_event`; actions arriving on
