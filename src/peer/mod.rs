@@ -25,7 +25,7 @@ use crate::sync::journal::{
 };
 use crate::time::Instant;
 use crate::wire::{Entry, LineId, Message};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -197,6 +197,10 @@ pub struct Peer<P: Profile, S> {
     /// Errors of sends made while pumping (the connection refused a sync message): kept
     /// to return from the next `handle_input`.
     deferred: Option<PeerError<P::Error>>,
+    /// Sessions that taught us entries not yet relayed to the others. The relay waits
+    /// until the queued output is drained, so entries learned from many inputs go out as
+    /// one broadcast per session rather than one per entry.
+    relay_from: BTreeSet<P::Session>,
 }
 
 impl<P, S> Peer<P, S>
@@ -217,6 +221,7 @@ where
             conn_deadline: None,
             now: Instant::ZERO,
             deferred: None,
+            relay_from: BTreeSet::new(),
         };
         // The connection may have output before any input (a client asks for its first
         // transport at construction): surface it, or the first poll would say Wait(None).
@@ -295,7 +300,7 @@ where
                         }
                         SyncOutput::Event(e) => {
                             if let SyncEvent::Applied { .. } = &e {
-                                self.relay(session);
+                                self.relay_from.insert(session);
                             }
                             self.out.event(PeerEvent::Sync(session, e));
                         }
@@ -308,15 +313,22 @@ where
         }
     }
 
-    /// An entry learned from `from` is news for every other session that is up.
-    fn relay(&mut self, from: P::Session) {
+    /// Entries learned from some sessions are news for every other session that is up
+    /// (a session that was the only source has them already).
+    fn relay(&mut self) {
+        let from = core::mem::take(&mut self.relay_from);
+        let only = match (from.len(), from.first()) {
+            (1, Some(s)) => Some(*s),
+            _ => None,
+        };
         let now = self.now;
         for (session, sync) in self.syncs.iter_mut() {
-            if *session != from && self.up.get(session).copied().unwrap_or(false) {
+            if Some(*session) != only && self.up.get(session).copied().unwrap_or(false) {
                 // A broadcast refused (not connected) is harmless: the next resync sends it.
                 let _ = sync.command(now, SyncCommand::Broadcast);
             }
         }
+        self.pump();
     }
 
     fn route(&mut self, event: P::Event) {
@@ -423,6 +435,9 @@ where
     fn poll_output(&mut self) -> Output<Self::Event> {
         // The deadline looks at every session: only compute it when nothing is queued, or
         // draining a relay to n sessions would cost n^2.
+        if self.out.is_empty() && !self.relay_from.is_empty() {
+            self.relay();
+        }
         match self.out.pop() {
             Some(out) => out,
             None => Output::Wait(self.poll_timeout_inner()),
@@ -430,6 +445,9 @@ where
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        if !self.relay_from.is_empty() {
+            return Some(self.now); // the relay is output not yet queued
+        }
         let d = self.poll_timeout_inner();
         self.out.timeout(self.now, d)
     }
