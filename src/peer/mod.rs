@@ -28,7 +28,7 @@ use crate::sync::journal::{
 };
 use crate::time::Instant;
 use crate::wire::{Entry, LineId, Message};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -200,6 +200,10 @@ pub struct Peer<P: Profile, S> {
     /// Errors of sends made while pumping (the connection refused a sync message): kept
     /// to return from the next `handle_input`.
     deferred: Option<PeerError<P::Error>>,
+    /// Sessions that taught us entries not yet relayed to the others. The relay waits
+    /// until the queued output is drained, so entries learned from many inputs go out as
+    /// one broadcast per session rather than one per entry.
+    relay_from: BTreeSet<P::Session>,
 }
 
 impl<P, S> Peer<P, S>
@@ -220,9 +224,10 @@ where
             conn_deadline: None,
             now: Instant::ZERO,
             deferred: None,
+            relay_from: BTreeSet::new(),
         };
-        // The connection may have output before any input (a client's first `Open`): take
-        // it now, or the driver, seeing nothing to do and no deadline, never calls again.
+        // The connection may have output before any input (a client asks for its first
+        // transport at construction): surface it, or the first poll would say Wait(None).
         peer.pump();
         peer
     }
@@ -279,8 +284,15 @@ where
                     Output::Close(l) => self.out.close(l),
                 }
             }
-            let sessions: Vec<P::Session> = self.syncs.keys().copied().collect();
-            for session in sessions {
+            // Only the sessions with something to say: a server has many idle ones, and
+            // looking each up on every input would cost n log n per input.
+            let ready: Vec<P::Session> = self
+                .syncs
+                .iter()
+                .filter(|(_, s)| s.has_output())
+                .map(|(session, _)| *session)
+                .collect();
+            for session in ready {
                 while let Some(o) = self.syncs.get_mut(&session).and_then(|s| s.poll()) {
                     progressed = true;
                     match o {
@@ -291,7 +303,7 @@ where
                         }
                         SyncOutput::Event(e) => {
                             if let SyncEvent::Applied { .. } = &e {
-                                self.relay(session);
+                                self.relay_from.insert(session);
                             }
                             self.out.event(PeerEvent::Sync(session, e));
                         }
@@ -304,15 +316,22 @@ where
         }
     }
 
-    /// An entry learned from `from` is news for every other session that is up.
-    fn relay(&mut self, from: P::Session) {
+    /// Entries learned from some sessions are news for every other session that is up
+    /// (a session that was the only source has them already).
+    fn relay(&mut self) {
+        let from = core::mem::take(&mut self.relay_from);
+        let only = match (from.len(), from.first()) {
+            (1, Some(s)) => Some(*s),
+            _ => None,
+        };
         let now = self.now;
         for (session, sync) in self.syncs.iter_mut() {
-            if *session != from && self.up.get(session).copied().unwrap_or(false) {
+            if Some(*session) != only && self.up.get(session).copied().unwrap_or(false) {
                 // A broadcast refused (not connected) is harmless: the next resync sends it.
                 let _ = sync.command(now, SyncCommand::Broadcast);
             }
         }
+        self.pump();
     }
 
     fn route(&mut self, event: P::Event) {
@@ -417,11 +436,21 @@ where
     }
 
     fn poll_output(&mut self) -> Output<Self::Event> {
-        let deadline = self.poll_timeout_inner();
-        self.out.pop_or_wait(deadline)
+        // The deadline looks at every session: only compute it when nothing is queued, or
+        // draining a relay to n sessions would cost n^2.
+        if self.out.is_empty() && !self.relay_from.is_empty() {
+            self.relay();
+        }
+        match self.out.pop() {
+            Some(out) => out,
+            None => Output::Wait(self.poll_timeout_inner()),
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        if !self.relay_from.is_empty() {
+            return Some(self.now); // the relay is output not yet queued
+        }
         let d = self.poll_timeout_inner();
         self.out.timeout(self.now, d)
     }

@@ -330,11 +330,11 @@ pub struct JournalSync<S> {
     incoming: Option<Incoming>,
     /// The line our answer ends at while we reply to a journal context.
     replying_to: Option<LineId>,
-    /// Lines of our journal up to this one were already broadcast on this connection: the
-    /// next broadcast starts after it rather than at the peer's confirmed mark, so that
-    /// appending n entries one by one sends n entries, not n^2/2. Reset with the
-    /// connection: what a cut lost is sent again by the resync from the marks.
-    broadcast_upto: Option<LineId>,
+    /// The last line of our journal broadcast on this connection: the next broadcast
+    /// continues from it, as the transport is ordered and reliable while it lasts (seed
+    /// 001: each node keeps the last line sent to each other node). Cleared when the
+    /// connection goes down, since what was in flight may be lost.
+    broadcast_to: Option<LineId>,
     retry_at: Option<Instant>,
     refusals: u32,
     last_rx: Instant,
@@ -358,7 +358,7 @@ impl<S: JournalStore> JournalSync<S> {
             requested: None,
             incoming: None,
             replying_to: None,
-            broadcast_upto: None,
+            broadcast_to: None,
             retry_at: None,
             refusals: 0,
             last_rx: Instant::ZERO,
@@ -428,7 +428,7 @@ impl<S: JournalStore> JournalSync<S> {
     /// The transport is up (connected or resumed): resync from our mark.
     pub fn connection_up(&mut self, now: Instant) {
         self.contexts.step(ContextInput::Up);
-        self.broadcast_upto = None;
+        self.broadcast_to = None;
         self.last_rx = now;
         self.idle_reported = false;
         self.retry_at = None;
@@ -446,6 +446,7 @@ impl<S: JournalStore> JournalSync<S> {
             return;
         }
         self.contexts.step(ContextInput::Down);
+        self.broadcast_to = None;
         if let Some(w) = self.requested.take() {
             if self.want.is_none() {
                 self.want = Some(w);
@@ -453,7 +454,6 @@ impl<S: JournalStore> JournalSync<S> {
         }
         self.incoming = None;
         self.replying_to = None;
-        self.broadcast_upto = None;
         self.retry_at = None;
         for (req, (author, resource)) in core::mem::take(&mut self.pending) {
             self.event(SyncEvent::ResourceCancelled {
@@ -1004,17 +1004,17 @@ impl<S: JournalStore> JournalSync<S> {
         Ok(())
     }
 
-    /// The most recent list: our lines after the peer's confirmed mark, unasked (ctx 0).
+    /// The most recent list: our lines after the peer's confirmed mark, or after what this
+    /// connection already carried if that is further, unasked (ctx 0). Without the second
+    /// bound every broadcast would resend everything since the last confirmation: a server
+    /// relaying each entry to every session would send quadratically many.
     fn broadcast(&mut self) {
         let epoch = self.store.epoch();
         let head = self.store.head();
-        let confirmed = match self.marks.theirs {
-            Some(l) if l.epoch == epoch && l.seq <= head => l,
-            _ => LineId::start(epoch),
-        };
-        let since = match self.broadcast_upto {
-            Some(l) if l.epoch == epoch && l.seq <= head && l.seq > confirmed.seq => l,
-            _ => confirmed,
+        let known = |l: Option<LineId>| l.filter(|l| l.epoch == epoch && l.seq <= head);
+        let since = match (known(self.marks.theirs), known(self.broadcast_to)) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b).unwrap_or(LineId::start(epoch)),
         };
         let last = head.min(
             since
@@ -1022,7 +1022,7 @@ impl<S: JournalStore> JournalSync<S> {
                 .saturating_add(u64::from(self.config.max_entries_per_context)),
         );
         self.send_lists(0, since, last, false);
-        self.broadcast_upto = Some(LineId { epoch, seq: last });
+        self.broadcast_to = Some(LineId { epoch, seq: last });
     }
 }
 
