@@ -148,7 +148,13 @@ fn timed_handshake(now: Instant, c: &mut Client, s: &mut Srv, link: Link) {
 /// the server's fresh TOKEN and the client's RESUME cross, the server adopts the new
 /// transport and echoes RESUME: both CONNECTED again. Returns the time it ran to.
 #[inline(never)]
-fn timed_resumption(mut now: Instant, c: &mut Client, s: &mut Srv, old: Link, new: Link) -> Instant {
+fn timed_resumption(
+    mut now: Instant,
+    c: &mut Client,
+    s: &mut Srv,
+    old: Link,
+    new: Link,
+) -> Instant {
     c.handle_input(now, Input::Closed(old)).unwrap();
     s.handle_input(now, Input::Closed(old)).unwrap();
     while !matches!(s.poll_output(), Output::Wait(_)) {}
@@ -283,7 +289,7 @@ fn bench_handshake(b: &mut criterion::Bencher, idle: u64) {
                 s.handle_input(now, Input::Closed(link)).unwrap();
             }
             drop(clients);
-            now = now + Duration::from_secs(3_600);
+            now += Duration::from_secs(3_600);
             s.handle_input(now, Input::Timeout).unwrap();
             while !matches!(s.poll_output(), Output::Wait(_)) {}
             assert_eq!(s.session_count() as u64, idle);
@@ -344,7 +350,7 @@ fn callgrind() {
         assert!(connected(&c, &s, link));
         // Expire it, so that the registry keeps `idle` sessions.
         s.handle_input(now, Input::Closed(link)).unwrap();
-        now = now + Duration::from_secs(3_600);
+        now += Duration::from_secs(3_600);
         s.handle_input(now, Input::Timeout).unwrap();
         while !matches!(s.poll_output(), Output::Wait(_)) {}
     }
