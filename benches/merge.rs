@@ -325,8 +325,8 @@ fn bench(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("merge");
     g.bench_function("handshake", |b| bench_handshake(b, 0));
     g.bench_function("resumption", |b| bench_resumption(b, 0));
-    g.bench_function("handshake_1k_idle", |b| bench_handshake(b, 1_000));
-    g.bench_function("resumption_1k_idle", |b| bench_resumption(b, 1_000));
+    g.bench_function("handshake_10k_idle", |b| bench_handshake(b, 10_000));
+    g.bench_function("resumption_10k_idle", |b| bench_resumption(b, 10_000));
     g.finish();
 }
 
