@@ -3,8 +3,10 @@
 //! Every transport starts as a temporary node in OPEN (a *pending handshake*). It becomes a
 //! session when its handshake completes, or is dropped when its client resumes an existing
 //! RECONNECTING session, which adopts the transport. Sessions are named by a
-//! [`SessionId`] (a counter, never the secret token). Lookups by merged token compare every
-//! session in constant time; they happen only once per handshake.
+//! [`SessionId`] (a counter, never the secret token). Lookups by merged token go through an
+//! index of a 64-bit fingerprint of each session's merged token, then compare the
+//! candidates' whole tokens in constant time: a lookup costs the same with 10 sessions or
+//! 10,000 (one comparison per session made every handshake quadratic to fill).
 
 use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
@@ -137,6 +139,8 @@ pub struct Server<S> {
     pending: BTreeMap<u64, Pending>,
     sessions: BTreeMap<SessionId, Session>,
     links: BTreeMap<u64, SessionId>,
+    /// Every session with a merged token, by the token's [`fingerprint`].
+    by_token: BTreeSet<(u64, SessionId)>,
     /// Merged tokens of ended sessions, oldest first, with when they are forgotten.
     ended: VecDeque<(Token, Instant)>,
     /// Every handshake and expiry deadline, ordered: the next deadline is the first entry,
@@ -157,6 +161,7 @@ impl<S: TokenSource> Server<S> {
             pending: BTreeMap::new(),
             sessions: BTreeMap::new(),
             links: BTreeMap::new(),
+            by_token: BTreeSet::new(),
             ended: VecDeque::new(),
             timers: BTreeSet::new(),
             next_id: 1,
@@ -236,12 +241,22 @@ impl<S: TokenSource> Server<S> {
         }
     }
 
-    /// The session whose merged token is `m`: every session compared, in constant time.
+    /// The session whose merged token is `m`: the sessions whose tokens share its
+    /// fingerprint, each compared in constant time (all of them, no early exit).
     fn find(&self, m: &Token) -> Option<SessionId> {
+        let f = fingerprint(m);
         let mut found = None;
-        for (id, s) in &self.sessions {
-            if s.node.merged.is_some_and(|t| t == *m) {
-                found = Some(*id);
+        for &(_, id) in self
+            .by_token
+            .range((f, SessionId(0))..=(f, SessionId(u64::MAX)))
+        {
+            if self
+                .sessions
+                .get(&id)
+                .and_then(|s| s.node.merged)
+                .is_some_and(|t| t == *m)
+            {
+                found = Some(id);
             }
         }
         found
@@ -481,6 +496,7 @@ impl<S: TokenSource> Server<S> {
         node.apply(Step::Confirmed);
         let id = SessionId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
+        self.by_token.insert((fingerprint(&merged), id));
         self.sessions.insert(
             id,
             Session {
@@ -576,6 +592,9 @@ impl<S: TokenSource> Server<S> {
         let Some(s) = self.sessions.remove(&id) else {
             return;
         };
+        if let Some(m) = s.node.merged {
+            self.by_token.remove(&(fingerprint(&m), id));
+        }
         if let Some(link) = s.link {
             self.links.remove(&link.id);
             self.outbox.close(link);
@@ -697,6 +716,19 @@ impl<S: TokenSource> Machine for Server<S> {
     }
 }
 
+/// A 64-bit fingerprint of a merged token (FNV-1a), to index sessions by token.
+///
+/// Not a secret and not keyed (tether draws no randomness): what an attacker could learn
+/// from the timing of the index walk is at most the ordering of fingerprints, 64 bits
+/// about tokens of at least 32 bytes (two tokens of at least 16 merged) that still have to
+/// be matched whole, in constant time. Crafted collisions only bring a lookup back to one
+/// constant-time comparison per colliding session, the cost every lookup had before.
+fn fingerprint(t: &Token) -> u64 {
+    t.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -716,6 +748,13 @@ mod tests {
     /// The timer index holds exactly one entry per pending handshake and per RECONNECTING
     /// session, through handshakes, losses, adoptions, refusals and expiries.
     fn assert_index<S>(s: &Server<S>) {
+        // The token index holds exactly the sessions' merged tokens.
+        let with_token: BTreeSet<(u64, SessionId)> = s
+            .sessions
+            .iter()
+            .filter_map(|(id, x)| x.node.merged.map(|m| (fingerprint(&m), *id)))
+            .collect();
+        assert_eq!(with_token, s.by_token);
         let reconnecting = s.sessions.values().filter(|x| x.expires.is_some()).count();
         assert_eq!(s.timers.len(), s.pending.len() + reconnecting);
         for (at, t) in &s.timers {
@@ -777,6 +816,67 @@ mod tests {
         s.handle_input(Instant::MAX, Input::Timeout).unwrap();
         assert_index(&s);
         assert_eq!((s.session_count(), s.timers.len()), (0, 0));
+    }
+
+    /// Runs a handshake on `link` with a client token made of `c`; returns the session.
+    fn handshake<S: TokenSource>(s: &mut Server<S>, link: u64, c: Token) -> SessionId {
+        let now = Instant::ZERO;
+        let tok = frame(&Message::Token {
+            version: PROTOCOL_VERSION,
+            token: c,
+        });
+        s.handle_input(now, Input::Opened(Link::main(link)))
+            .unwrap();
+        s.handle_input(now, Input::Received(Link::main(link), tok.clone()))
+            .unwrap();
+        s.handle_input(now, Input::Received(Link::main(link), tok))
+            .unwrap();
+        while !matches!(s.poll_output(), Output::Wait(_)) {}
+        s.session_of(link).unwrap()
+    }
+
+    #[test]
+    fn resumption_finds_its_session_among_many_even_when_fingerprints_collide() {
+        let mut n = 0u64;
+        let mut s = Server::new(ServerConfig::default(), move || {
+            n += 1;
+            let mut b = [b'S'; 16];
+            b[8..].copy_from_slice(&n.to_be_bytes());
+            Token::new(&b).unwrap()
+        });
+        let now = Instant::ZERO;
+        let ids: alloc::vec::Vec<SessionId> = (1..=50u8)
+            .map(|i| handshake(&mut s, u64::from(i), token(i)))
+            .collect();
+        assert_index(&s);
+        let merged = |s: &Server<_>, id: SessionId| s.session(id).unwrap().merged.unwrap();
+        let target = ids[17];
+        let m = merged(&s, target);
+        // Forge collisions: other sessions filed under the target's fingerprint.
+        for &other in &ids[..5] {
+            s.by_token.insert((fingerprint(&m), other));
+        }
+        assert_eq!(s.find(&m), Some(target));
+        for &other in &ids[..5] {
+            s.by_token.remove(&(fingerprint(&m), other));
+        }
+        for i in 1..=50 {
+            s.handle_input(now, Input::Closed(Link::main(i))).unwrap();
+        }
+        s.handle_input(now, Input::Opened(Link::main(100))).unwrap();
+        let resume = frame(&Message::Resume {
+            version: PROTOCOL_VERSION,
+            token: m,
+        });
+        s.handle_input(now, Input::Received(Link::main(100), resume))
+            .unwrap();
+        assert_eq!(s.session_of(100), Some(target));
+        assert_eq!(s.session(target).unwrap().status, Status::Connected);
+        assert_index(&s);
+        // Ended sessions leave the index.
+        s.handle_input(Instant::MAX, Input::Timeout).unwrap();
+        assert_eq!(s.session_count(), 1);
+        assert_index(&s);
     }
 
     #[test]

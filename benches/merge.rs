@@ -1,0 +1,386 @@
+//! The token-merge connection (seed 004) in memory: a full fresh handshake, a resumption,
+//! and what an idle session costs the server's registry.
+//!
+//! A `merge::Client` and a `merge::Server` are wired by hand: every `Transmit` one side
+//! emits becomes the other side's `Input::Received`, with no copy beyond what the machines
+//! do themselves.
+//!
+//! Run: `cargo bench --bench merge`. The memory figures are printed before criterion's
+//! timings; docs/PERFORMANCE.md records both.
+//!
+//! Instructions (repeatable whatever the machine's load):
+//!
+//! ```text
+//! cargo bench --bench merge --no-run   # prints the binary's path
+//! TETHER_CALLGRIND=1 valgrind --tool=callgrind --toggle-collect='*timed_handshake*' \
+//!     target/release/deps/merge-<hash>
+//! ```
+//!
+//! (and `--toggle-collect='*timed_resumption*'` for the resumption). With
+//! `TETHER_CALLGRIND` set, the binary runs `CALLGRIND_ROUNDS` handshakes and resumptions
+//! (each inside one `#[inline(never)]` function, so only their instructions are collected)
+//! and exits without criterion; divide callgrind's total by the rounds.
+
+use criterion::{black_box, Criterion};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration as StdDuration;
+use tether::connect::merge::{
+    Client, ClientCommand, Config, Server, ServerConfig, Status, TokenSource,
+};
+use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
+
+/// Counts allocations and the bytes live on the heap.
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.load(Ordering::Relaxed)
+}
+
+fn live() -> i64 {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// The server's local tokens: 16 bytes, distinct (a counter), as a CSPRNG would give.
+struct Tokens(u64);
+impl TokenSource for Tokens {
+    fn next_token(&mut self) -> Token {
+        self.0 += 1;
+        token(b'S', self.0)
+    }
+}
+
+fn token(fill: u8, n: u64) -> Token {
+    let mut b = [fill; 16];
+    b[8..].copy_from_slice(&n.to_be_bytes());
+    Token::new(&b).unwrap()
+}
+
+type Srv = Server<Tokens>;
+
+fn server(max_sessions: usize) -> Srv {
+    let cfg = ServerConfig {
+        max_sessions,
+        ..ServerConfig::default()
+    };
+    Server::new(cfg, Tokens(0))
+}
+
+/// A client whose first output (`Open(Main)`) was taken: the caller opens a transport next.
+fn client(n: u64) -> Client {
+    let mut c = Client::new(Instant::ZERO, Config::default(), token(b'C', n)).unwrap();
+    assert_eq!(c.poll_output(), Output::Open(Channel::Main));
+    c
+}
+
+/// Moves every `Transmit` of each side to the other until both are quiet (events and
+/// requests to open are dropped: the callers below handle the ones they expect).
+#[inline(always)]
+fn shuttle(now: Instant, c: &mut Client, s: &mut Srv) {
+    loop {
+        let mut moved = false;
+        loop {
+            match c.poll_output() {
+                Output::Transmit(t) => {
+                    s.handle_input(now, Input::Received(t.link, t.payload))
+                        .unwrap();
+                    moved = true;
+                }
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        loop {
+            match s.poll_output() {
+                Output::Transmit(t) => {
+                    c.handle_input(now, Input::Received(t.link, t.payload))
+                        .unwrap();
+                    moved = true;
+                }
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// (a) A full fresh handshake: the transport is reported open to both sides, then TOKEN,
+/// TOKEN, TOKEN, TOKEN are moved until both are CONNECTED (with their `Connected` events
+/// taken).
+#[inline(never)]
+fn timed_handshake(now: Instant, c: &mut Client, s: &mut Srv, link: Link) {
+    c.handle_input(now, Input::Opened(link)).unwrap();
+    s.handle_input(now, Input::Opened(link)).unwrap();
+    shuttle(now, c, s);
+}
+
+/// (b) A resumption: the client's transport is lost (both sides told), the client's
+/// reconnect timer fires, it asks for a transport, the new one is reported open to both,
+/// the server's fresh TOKEN and the client's RESUME cross, the server adopts the new
+/// transport and echoes RESUME: both CONNECTED again. Returns the time it ran to.
+#[inline(never)]
+fn timed_resumption(
+    mut now: Instant,
+    c: &mut Client,
+    s: &mut Srv,
+    old: Link,
+    new: Link,
+) -> Instant {
+    c.handle_input(now, Input::Closed(old)).unwrap();
+    s.handle_input(now, Input::Closed(old)).unwrap();
+    while !matches!(s.poll_output(), Output::Wait(_)) {}
+    // The client reports `Lost`, then waits for its reconnect timer.
+    loop {
+        if let Output::Wait(at) = c.poll_output() {
+            now = at.unwrap();
+            break;
+        }
+    }
+    c.handle_input(now, Input::Timeout).unwrap();
+    loop {
+        match c.poll_output() {
+            Output::Open(Channel::Main) => break,
+            Output::Wait(_) => panic!("the client did not ask for a transport"),
+            _ => {}
+        }
+    }
+    c.handle_input(now, Input::Opened(new)).unwrap();
+    s.handle_input(now, Input::Opened(new)).unwrap();
+    shuttle(now, c, s);
+    now
+}
+
+fn connected(c: &Client, s: &Srv, link: Link) -> bool {
+    c.view().status == Status::Connected
+        && s.session_of(link.id)
+            .and_then(|id| s.session(id))
+            .is_some_and(|v| v.status == Status::Connected)
+}
+
+/// A registry holding `n` idle CONNECTED sessions (links `1..=n`), each made by a real
+/// handshake with a client that is then dropped.
+fn registry(n: u64) -> Srv {
+    let mut s = server(n as usize + 1_000);
+    for i in 1..=n {
+        let mut c = client(i);
+        timed_handshake(Instant::ZERO, &mut c, &mut s, Link::main(i));
+        assert!(connected(&c, &s, Link::main(i)));
+    }
+    s
+}
+
+/// Heap held by the registry per idle session: the live bytes added by `N` handshakes (the
+/// clients are dropped, so what stays is the server's), then after every transport is lost.
+fn idle_memory() {
+    const N: u64 = 10_000;
+    let before_server = live();
+    let mut s = server(N as usize);
+    let before = live();
+    let allocs_before = allocs();
+    for i in 1..=N {
+        let mut c = client(i);
+        timed_handshake(Instant::ZERO, &mut c, &mut s, Link::main(i));
+        assert!(connected(&c, &s, Link::main(i)));
+    }
+    let connected_bytes = live() - before;
+    let allocs_made = allocs() - allocs_before;
+    for i in 1..=N {
+        s.handle_input(Instant::ZERO, Input::Closed(Link::main(i)))
+            .unwrap();
+    }
+    while !matches!(s.poll_output(), Output::Wait(_)) {}
+    let reconnecting_bytes = live() - before;
+    assert_eq!(s.session_count(), N as usize);
+    println!(
+        "registry of {N} idle sessions: {:.1} bytes of heap per CONNECTED session \
+         ({:.2} allocations made per handshake, client's included), {:.1} bytes per \
+         RECONNECTING session (empty server: {} bytes)",
+        connected_bytes as f64 / N as f64,
+        allocs_made as f64 / N as f64,
+        reconnecting_bytes as f64 / N as f64,
+        before - before_server,
+    );
+    println!(
+        "inline token bytes per session: 3 x size_of::<Token>() = {} (16 + 16 + 32 used)",
+        3 * std::mem::size_of::<Token>()
+    );
+    drop(s);
+}
+
+/// Allocations made by one handshake and one resumption (both sides), in steady state.
+fn count_allocations() {
+    const N: u64 = 10_000;
+    let mut s = server(N as usize + 10);
+    let mut total = 0;
+    for i in 1..=N {
+        let mut c = client(i);
+        let before = allocs();
+        timed_handshake(Instant::ZERO, &mut c, &mut s, Link::main(i));
+        total += allocs() - before;
+    }
+    let per_handshake = total as f64 / N as f64;
+
+    let mut s = server(10);
+    let mut c = client(1);
+    timed_handshake(Instant::ZERO, &mut c, &mut s, Link::main(1));
+    let mut now = Instant::ZERO;
+    let before = allocs();
+    for i in 2..=N + 1 {
+        now = timed_resumption(now, &mut c, &mut s, Link::main(i - 1), Link::main(i));
+    }
+    assert!(connected(&c, &s, Link::main(N + 1)));
+    let per_resumption = (allocs() - before) as f64 / N as f64;
+    println!(
+        "allocations (both sides): {per_handshake:.2} per handshake, {per_resumption:.2} per resumption"
+    );
+}
+
+/// Fresh handshakes against a registry already holding `idle` sessions. Each batch is
+/// cleaned up outside the timed section (transports closed, sessions expired), so the
+/// registry does not grow with the iteration count.
+fn bench_handshake(b: &mut criterion::Bencher, idle: u64) {
+    const BATCH: u64 = 100;
+    let mut s = registry(idle);
+    let mut next = 1_000_000u64;
+    let mut now = Instant::ZERO;
+    b.iter_custom(|iters| {
+        let mut total = StdDuration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let n = left.min(BATCH);
+            let mut clients: Vec<Client> = (0..n).map(|i| client(next + i)).collect();
+            let start = std::time::Instant::now();
+            for (i, c) in clients.iter_mut().enumerate() {
+                timed_handshake(now, c, &mut s, Link::main(next + i as u64));
+            }
+            total += start.elapsed();
+            for (i, c) in clients.iter().enumerate() {
+                let link = Link::main(next + i as u64);
+                assert!(connected(c, &s, link));
+                s.handle_input(now, Input::Closed(link)).unwrap();
+            }
+            drop(clients);
+            now += Duration::from_secs(3_600);
+            s.handle_input(now, Input::Timeout).unwrap();
+            while !matches!(s.poll_output(), Output::Wait(_)) {}
+            assert_eq!(s.session_count() as u64, idle);
+            next += n;
+            left -= n;
+        }
+        total
+    });
+}
+
+/// Resumptions of one session, one after another, with `idle` other sessions registered.
+fn bench_resumption(b: &mut criterion::Bencher, idle: u64) {
+    let mut s = registry(idle);
+    let mut next = 1_000_000u64;
+    let mut c = client(next);
+    timed_handshake(Instant::ZERO, &mut c, &mut s, Link::main(next));
+    let mut now = Instant::ZERO;
+    b.iter_custom(|iters| {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            now = timed_resumption(now, &mut c, &mut s, Link::main(next), Link::main(next + 1));
+            next += 1;
+        }
+        let t = start.elapsed();
+        assert!(connected(&c, &s, Link::main(next)));
+        t
+    });
+}
+
+fn bench(cr: &mut Criterion) {
+    idle_memory();
+    count_allocations();
+    let mut g = cr.benchmark_group("merge");
+    g.bench_function("handshake", |b| bench_handshake(b, 0));
+    g.bench_function("resumption", |b| bench_resumption(b, 0));
+    g.bench_function("handshake_10k_idle", |b| bench_handshake(b, 10_000));
+    g.bench_function("resumption_10k_idle", |b| bench_resumption(b, 10_000));
+    g.finish();
+}
+
+/// Rounds run under callgrind.
+const CALLGRIND_ROUNDS: u64 = 10_000;
+
+/// A fixed workload for `valgrind --tool=callgrind --toggle-collect=...`: the same
+/// functions as the timed benches, on an empty registry (idle = 0), or with
+/// `TETHER_CALLGRIND_IDLE` sessions registered.
+fn callgrind() {
+    let idle = std::env::var("TETHER_CALLGRIND_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0u64);
+    let mut s = registry(idle);
+    let mut now = Instant::ZERO;
+    for i in 0..CALLGRIND_ROUNDS {
+        let link = Link::main(1_000_000 + i);
+        let mut c = client(1_000_000 + i);
+        timed_handshake(now, &mut c, &mut s, link);
+        assert!(connected(&c, &s, link));
+        // Expire it, so that the registry keeps `idle` sessions.
+        s.handle_input(now, Input::Closed(link)).unwrap();
+        now += Duration::from_secs(3_600);
+        s.handle_input(now, Input::Timeout).unwrap();
+        while !matches!(s.poll_output(), Output::Wait(_)) {}
+    }
+    let first = 2_000_000u64;
+    let mut c = client(first);
+    timed_handshake(now, &mut c, &mut s, Link::main(first));
+    for i in 0..CALLGRIND_ROUNDS {
+        now = timed_resumption(
+            now,
+            &mut c,
+            &mut s,
+            Link::main(first + i),
+            Link::main(first + i + 1),
+        );
+    }
+    assert!(connected(&c, &s, Link::main(first + CALLGRIND_ROUNDS)));
+    c.handle_input(now, Input::Command(ClientCommand::Disconnect))
+        .unwrap();
+    black_box(&s);
+    println!("callgrind: {CALLGRIND_ROUNDS} handshakes and {CALLGRIND_ROUNDS} resumptions, {idle} idle sessions");
+}
+
+fn main() {
+    if std::env::var_os("TETHER_CALLGRIND").is_some() {
+        return callgrind();
+    }
+    let mut c = Criterion::default()
+        .warm_up_time(StdDuration::from_secs(1))
+        .measurement_time(StdDuration::from_secs(3))
+        .configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+}
