@@ -2,11 +2,10 @@
 //! append through it and never do I/O themselves.
 
 use crate::wire::{Entry, LineId};
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use bytes::Bytes;
-use core::borrow::Borrow;
-use core::cmp::Ordering;
+use hashbrown::{Equivalent, HashMap};
 
 /// Why the store refused an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +63,9 @@ pub struct MemJournal {
     epoch: u64,
     max_entries: usize,
     lines: Vec<Entry>,
-    index: BTreeMap<Key, usize>,
+    /// `(author, resource)` to the line's index: a hash map, as a journal of a million
+    /// entries is searched for every entry it receives.
+    index: HashMap<(Bytes, Bytes), usize>,
     deleted: BTreeSet<(Bytes, Bytes)>,
 }
 
@@ -75,7 +76,7 @@ impl MemJournal {
             epoch,
             max_entries,
             lines: Vec::new(),
-            index: BTreeMap::new(),
+            index: HashMap::new(),
             deleted: BTreeSet::new(),
         }
     }
@@ -96,10 +97,7 @@ impl MemJournal {
 
     /// The set of `(author, resource)` keys: what two synced journals agree on.
     pub fn keys(&self) -> BTreeSet<(Bytes, Bytes)> {
-        self.index
-            .keys()
-            .map(|k| (k.author.clone(), k.resource.clone()))
-            .collect()
+        self.index.keys().cloned().collect()
     }
 }
 
@@ -115,15 +113,14 @@ impl JournalStore for MemJournal {
         self.lines.get(i).cloned()
     }
     fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
-        self.index
-            .contains_key(&Probe::new(author, resource) as &dyn KeyView)
+        self.index.contains_key(&Probe(author, resource))
     }
     fn append(&mut self, entry: Entry) -> Result<LineId, StoreError> {
         if self.lines.len() >= self.max_entries {
             return Err(StoreError::Full(self.max_entries));
         }
         self.index.insert(
-            Key::new(entry.author.clone(), entry.resource.clone()),
+            (entry.author.clone(), entry.resource.clone()),
             self.lines.len(),
         );
         self.lines.push(entry);
@@ -141,130 +138,20 @@ impl JournalStore for MemJournal {
         {
             return None;
         }
-        let i = *self
-            .index
-            .get(&Probe::new(author, resource) as &dyn KeyView)?;
+        let i = *self.index.get(&Probe(author, resource))?;
         self.lines.get(i).map(|e| e.payload.clone())
     }
 }
 
-/// Bytes of a key kept inline in the index: `[len][author][len][resource]`, cut or padded
-/// with zeros to 24 bytes, as three big-endian words (word order is byte order, and words
-/// compare in one instruction where bytes need a `memcmp` call). Most comparisons end
-/// inside them, without following the `Bytes` pointers into the entries (which, for a
-/// journal of a million entries, are cache misses).
-type Head = [u64; 3];
+/// A borrowed index key, to look the index up with the caller's slices (no copy). It
+/// hashes exactly as the owned `(Bytes, Bytes)` key does (a tuple hashes its fields in
+/// order, and `Bytes` hashes as its slice), as `Equivalent` requires.
+#[derive(Hash)]
+struct Probe<'a>(&'a [u8], &'a [u8]);
 
-fn head(author: &[u8], resource: &[u8]) -> Head {
-    let mut b = [0u8; 24];
-    let alen = [author.len() as u8];
-    let rlen = [resource.len() as u8];
-    let parts = alen.iter().chain(author).chain(rlen.iter()).chain(resource);
-    for (d, s) in b.iter_mut().zip(parts) {
-        *d = *s;
-    }
-    let mut h = [0u64; 3];
-    for (w, chunk) in h.iter_mut().zip(b.chunks_exact(8)) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        *w = u64::from_be_bytes(word);
-    }
-    h
-}
-
-/// An index key: the entry's author and resource id, behind an inline head.
-///
-/// Ordered by (head, author, resource): the head is a function of the ids, so this is a
-/// total order on the ids, and it needs no allocation to look up (see [`KeyView`]).
-#[derive(Debug, Clone)]
-struct Key {
-    head: Head,
-    author: Bytes,
-    resource: Bytes,
-}
-
-impl Key {
-    fn new(author: Bytes, resource: Bytes) -> Key {
-        Key {
-            head: head(&author, &resource),
-            author,
-            resource,
-        }
-    }
-}
-
-/// A borrowed key, to look the index up with the caller's slices (no copy).
-struct Probe<'a> {
-    head: Head,
-    author: &'a [u8],
-    resource: &'a [u8],
-}
-
-impl<'a> Probe<'a> {
-    fn new(author: &'a [u8], resource: &'a [u8]) -> Self {
-        Probe {
-            head: head(author, resource),
-            author,
-            resource,
-        }
-    }
-}
-
-/// What the index compares: owned keys and probes alike.
-trait KeyView {
-    fn parts(&self) -> (&Head, &[u8], &[u8]);
-}
-
-impl KeyView for Key {
-    fn parts(&self) -> (&Head, &[u8], &[u8]) {
-        (&self.head, &self.author, &self.resource)
-    }
-}
-
-impl KeyView for Probe<'_> {
-    fn parts(&self) -> (&Head, &[u8], &[u8]) {
-        (&self.head, self.author, self.resource)
-    }
-}
-
-impl<'a> Borrow<dyn KeyView + 'a> for Key {
-    fn borrow(&self) -> &(dyn KeyView + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn KeyView + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-impl Eq for dyn KeyView + '_ {}
-impl PartialOrd for dyn KeyView + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for dyn KeyView + '_ {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.parts().cmp(&other.parts())
-    }
-}
-
-// The owned key orders exactly as its view, as `Borrow` requires.
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-impl Eq for Key {}
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Key {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.parts().cmp(&other.parts())
+impl Equivalent<(Bytes, Bytes)> for Probe<'_> {
+    fn equivalent(&self, key: &(Bytes, Bytes)) -> bool {
+        self.0 == &key.0[..] && self.1 == &key.1[..]
     }
 }
 
