@@ -25,6 +25,8 @@ fn doc() -> String {
 /// Where each table lives in the document: at the end of this section.
 fn section_of(table: &Table) -> &'static str {
     match table.machine {
+        "dual::client" => "### 4.9 The client's states",
+        "dual::server player" => "### 4.10 The server's player states",
         "merge::node" => "### 5.1 States",
         "sync::context" => "### 6.1 Markers (seed 000)",
         "sync::anchored client" | "sync::anchored server" => "### 7.2 A session",
