@@ -1474,6 +1474,15 @@ mod dual {
 /// printed).
 const DUAL_DEPTH: usize = 60;
 
+/// The timeout budget of the dual-channel searches: 1, or `TETHER_EXHAUSTIVE_TIMEOUTS`
+/// (2 explores 556,640 states from the start and 96,912 from Connected, in minutes).
+fn dual_timeouts() -> u8 {
+    std::env::var("TETHER_EXHAUSTIVE_TIMEOUTS")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(1)
+}
+
 fn run_dual(what: &str, init: dual::DualWorld, depth: usize, floor: usize) {
     let b = init.bounds;
     let started = std::time::Instant::now();
@@ -1517,7 +1526,7 @@ fn dual_handshake_every_interleaving() {
         dups: 1,
         cuts: 1,
         commands: 1,
-        timeouts: 1,
+        timeouts: dual_timeouts(),
     };
     run_dual(
         "from the start (FeedLossPolicy::Reinit)",
@@ -1536,7 +1545,7 @@ fn dual_resumption_every_interleaving() {
         dups: 1,
         cuts: 2,
         commands: 0,
-        timeouts: 1,
+        timeouts: dual_timeouts(),
     };
     run_dual(
         "from Connected (resumption, FeedLossPolicy::Reinit)",
@@ -1556,7 +1565,7 @@ fn dual_resumption_close_both_every_interleaving() {
         dups: 1,
         cuts: 2,
         commands: 1,
-        timeouts: 1,
+        timeouts: dual_timeouts(),
     };
     run_dual(
         "from Connected (resumption, FeedLossPolicy::CloseBoth)",
