@@ -119,6 +119,24 @@ pub fn merge_node() -> Table {
     )
 }
 
+/// The dual-channel client (seed 003).
+pub fn dual_client() -> Table {
+    Table::from_const(
+        "dual::client",
+        "tether::connect::dual::CLIENT_TRANSITIONS",
+        crate::connect::dual::CLIENT_TRANSITIONS,
+    )
+}
+
+/// The dual-channel server, one player's states (seed 003).
+pub fn dual_server() -> Table {
+    Table::from_const(
+        "dual::server player",
+        "tether::connect::dual::SERVER_TRANSITIONS",
+        crate::connect::dual::SERVER_TRANSITIONS,
+    )
+}
+
 /// Sync contexts (seed 000), one per connection, either side.
 pub fn sync_context() -> Table {
     Table::from_const(
@@ -149,6 +167,8 @@ pub fn anchored_server() -> Table {
 /// Every machine's table.
 pub fn all() -> Vec<Table> {
     alloc::vec![
+        dual_client(),
+        dual_server(),
         merge_node(),
         sync_context(),
         anchored_client(),

@@ -1495,7 +1495,8 @@ fn protocol_md_draws_the_client_table() {
     let start = doc.find("### 4.9").expect("section 4.9");
     let documented = doc[start..]
         .lines()
-        .take_while(|l| !l.starts_with("## 5"))
+        // Up to the generated rendering of the same table (tests/tables.rs).
+        .take_while(|l| !l.starts_with("## 5") && !l.starts_with("Transition table of"))
         .filter(|l| l.starts_with("| ") && !l.starts_with("| state") && !l.starts_with("|---"))
         .count();
     assert_eq!(documented, rows.len(), "no extra rows in the doc");

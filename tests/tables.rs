@@ -4,7 +4,8 @@
 //!    docs/PROTOCOL.md. If it does not, the test fails and prints the new table; run with
 //!    `TETHER_BLESS=1` to write it into the document (the old rendering is replaced; a
 //!    missing one is inserted at the end of its section).
-//! 2. The sequence diagrams of docs/PROTOCOL.md are replayed through the tables: each
+//! 2. The sequence diagrams of docs/PROTOCOL.md are replayed through the tables (the
+//!    dual-channel ones of section 4 through both the client's and the server's): each
 //!    diagram's arrows are parsed (message names in order, with their direction), mapped
 //!    to the table's inputs for one side, and run through the table from the diagram's
 //!    first state. Every message that moves the machine must be a row of the table (the
@@ -25,6 +26,8 @@ fn doc() -> String {
 /// Where each table lives in the document: at the end of this section.
 fn section_of(table: &Table) -> &'static str {
     match table.machine {
+        "dual::client" => "### 4.9 The client's states",
+        "dual::server player" => "### 4.10 The server's player states",
         "merge::node" => "### 5.1 States",
         "sync::context" => "### 6.1 Markers (seed 000)",
         "sync::anchored client" | "sync::anchored server" => "### 7.2 A session",
@@ -543,6 +546,330 @@ fn anchored_first_session_diagram_follows_the_client_table() {
         &same,
     );
     ends_in(&what, &end, "Idle");
+}
+
+// Dual-channel (section 4): the client's column of `main` and `feed` together, and the
+// server's for the diagrams that move its player.
+
+const DUAL_MESSAGES: &[(&str, &str)] = &[
+    ("CONN_INIT", "CONN_INIT"),
+    ("CONN_INIT_REP", "CONN_INIT_REP"),
+    ("FEED_INIT", "FEED_INIT"),
+    ("FEED_INIT_REP", "FEED_INIT_REP"),
+    ("REP", "FEED_INIT_REP"),
+    ("FINAL_AUTH", "FINAL_AUTH"),
+    ("CONN_OK", "CONN_OK"),
+    ("CONN_FAILED", "CONN_FAILED"),
+    ("CONNECTION", "CONNECTION"),
+];
+
+/// One thing a section 4 diagram shows, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DualItem {
+    /// A message; `lost` when the line draws it lost (`X`, "lost").
+    Msg { name: String, dir: Dir, lost: bool },
+    /// "main lost": the client's `main` closed.
+    MainLost,
+    /// The client's event the line names: `Connected { .. }` or `Closed { .. }`
+    /// (`timeout`: `Closed { Timeout }`, the end of a wait the diagram does not draw).
+    Says { state: &'static str, timeout: bool },
+}
+
+/// The parts of a fenced block, split at label lines such as `ok:` (one part if none).
+fn parts(block: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for l in block {
+        let t = l.trim();
+        let label = t.ends_with(':') && !t.contains('|') && t.split(' ').count() <= 2;
+        if label {
+            out.push((t.trim_end_matches(':').to_string(), Vec::new()));
+        } else if let Some((_, lines)) = out.last_mut() {
+            lines.push(l.clone());
+        } else {
+            out.push((String::new(), vec![l.clone()]));
+        }
+    }
+    out
+}
+
+fn parse_dual(lines: &[String]) -> Vec<DualItem> {
+    let mut items = Vec::new();
+    for line in lines {
+        if line.contains("main lost") {
+            items.push(DualItem::MainLost);
+        }
+        let lost = words(line).any(|w| w == "X" || w == "lost");
+        if let Some(dir) = arrow(line) {
+            for w in words(line) {
+                if let Some((_, name)) = DUAL_MESSAGES.iter().find(|(drawn, _)| *drawn == w) {
+                    items.push(DualItem::Msg {
+                        name: name.to_string(),
+                        dir,
+                        lost,
+                    });
+                }
+            }
+        }
+        if line.contains("Connected {") {
+            items.push(DualItem::Says {
+                state: "Connected",
+                timeout: false,
+            });
+        }
+        if line.contains("Closed {") {
+            items.push(DualItem::Says {
+                state: "Closed",
+                timeout: line.contains("Closed { Timeout"),
+            });
+        }
+    }
+    items
+}
+
+/// One step of a replay: every state `table` allows after any of `kinds` from `now`.
+fn advance(
+    what: &str,
+    table: &Table,
+    now: &BTreeSet<String>,
+    kinds: &[&str],
+    item: &dyn std::fmt::Debug,
+) -> BTreeSet<String> {
+    let next: BTreeSet<String> = now
+        .iter()
+        .flat_map(|s| kinds.iter().flat_map(move |k| table.next(s, k)))
+        .map(String::from)
+        .collect();
+    assert!(
+        !next.is_empty(),
+        "{what}: {item:?} (inputs {kinds:?}) is no row of {} from {now:?}",
+        table.machine
+    );
+    next
+}
+
+/// Replays a section 4 diagram through the dual client table from `start`; returns the
+/// states allowed at the end and the number of table steps taken.
+fn replay_dual_client(what: &str, start: &str, items: &[DualItem]) -> (BTreeSet<String>, usize) {
+    let table = tables::dual_client();
+    let mut now: BTreeSet<String> = [start.to_string()].into();
+    let mut steps = 0;
+    let mut feed_inits = 0;
+    let mut unanswered_connection = false;
+    for item in items {
+        // Each entry: the inputs it may be, in order (a retry is three steps).
+        let seq: Vec<Vec<&str>> = match item {
+            DualItem::MainLost => vec![vec!["MainLost"]],
+            DualItem::Says { state, timeout } => {
+                if !now.contains(*state) && *state == "Closed" && *timeout {
+                    // The last wait ran out: the client gives up.
+                    now = advance(what, &table, &now, &["GaveUp"], item);
+                    steps += 1;
+                }
+                assert!(
+                    now.contains(*state),
+                    "{what}: the diagram says {state} where the table allows {now:?}"
+                );
+                now = [state.to_string()].into();
+                continue;
+            }
+            DualItem::Msg { name, dir, lost } => match (*dir, name.as_str()) {
+                (Dir::LeftToRight, "CONN_INIT") => vec![vec!["MainOpened"]],
+                (Dir::LeftToRight, "FEED_INIT") => {
+                    feed_inits += 1;
+                    // The first goes out when `feed` opens; each later one is a resend
+                    // after the feed init timer.
+                    if feed_inits == 1 {
+                        vec![vec!["FeedOpened"]]
+                    } else {
+                        vec![vec!["FeedInitTimeout"]]
+                    }
+                }
+                (Dir::LeftToRight, "CONNECTION") => {
+                    let retry = unanswered_connection;
+                    unanswered_connection = *lost;
+                    if retry {
+                        // The previous try timed out, the backoff ran out, `main` reopened.
+                        vec![vec!["Failed"], vec!["RetryTimer"], vec!["MainOpened"]]
+                    } else {
+                        vec![vec!["MainOpened"]]
+                    }
+                }
+                (Dir::LeftToRight, "FINAL_AUTH") => vec![],
+                (Dir::RightToLeft, _) if *lost => vec![],
+                (Dir::RightToLeft, "CONN_INIT_REP") => vec![vec!["ConnInitRep"]],
+                (Dir::RightToLeft, "FEED_INIT_REP") => vec![vec!["FeedInitRep"]],
+                (Dir::RightToLeft, "CONN_OK") => vec![vec!["ConnOk"]],
+                (Dir::RightToLeft, "CONN_FAILED") => vec![vec!["Failed", "GaveUp"]],
+                other => panic!("{what}: unexpected {other:?}"),
+            },
+        };
+        for kinds in seq {
+            now = advance(what, &table, &now, &kinds, item);
+            steps += 1;
+        }
+    }
+    (now, steps)
+}
+
+/// Replays a section 4 diagram through the server's player table from `start`.
+fn replay_dual_server(what: &str, start: &str, items: &[DualItem]) -> BTreeSet<String> {
+    let table = tables::dual_server();
+    let mut now: BTreeSet<String> = [start.to_string()].into();
+    let mut steps = 0;
+    for item in items {
+        let kinds: Vec<&str> = match item {
+            DualItem::MainLost => vec!["MainClosed"],
+            DualItem::Says { .. } => continue,
+            DualItem::Msg { lost: true, .. } => continue,
+            DualItem::Msg { name, dir, .. } => match (*dir, name.as_str()) {
+                // CONN_INIT creates the player (in `start`): not a row.
+                (Dir::LeftToRight, "CONN_INIT") => continue,
+                (Dir::LeftToRight, "FEED_INIT") => vec!["FeedInit"],
+                (Dir::LeftToRight, "FINAL_AUTH") => vec!["FinalAuth"],
+                (Dir::LeftToRight, "CONNECTION") => vec!["Connection"],
+                (Dir::RightToLeft, _) => continue,
+                other => panic!("{what}: unexpected {other:?}"),
+            },
+        };
+        now = advance(what, &table, &now, &kinds, item);
+        steps += 1;
+    }
+    assert!(steps > 0, "{what}: nothing replayed for the server");
+    now
+}
+
+fn dual_block(heading: &str, index: usize, part: &str) -> Vec<DualItem> {
+    let blocks = diagrams(&doc(), heading);
+    let block = blocks
+        .get(index)
+        .unwrap_or_else(|| panic!("{heading}, diagram {}: missing", index + 1));
+    let (_, lines) = parts(block)
+        .into_iter()
+        .find(|(label, _)| label == part)
+        .unwrap_or_else(|| panic!("{heading}: no part {part:?}"));
+    parse_dual(&lines)
+}
+
+fn dual_names(items: &[DualItem]) -> Vec<&str> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            DualItem::Msg { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn dual_initial_connection_diagram_follows_the_tables() {
+    let what = "4.2 Initial connection";
+    let items = dual_block("### 4.2 Initial connection", 0, "");
+    assert_eq!(
+        dual_names(&items),
+        [
+            "CONN_INIT",
+            "CONN_INIT_REP",
+            "FEED_INIT",
+            "FEED_INIT_REP",
+            "FINAL_AUTH",
+            "CONN_OK"
+        ],
+        "{what}: parsed"
+    );
+    let (end, steps) = replay_dual_client(what, "OpeningMain", &items);
+    assert_eq!(steps, 5, "{what}: client steps");
+    ends_in(what, &end, "Connected");
+    ends_in(
+        what,
+        &replay_dual_server(what, "AwaitFeedInit", &items),
+        "Connected",
+    );
+}
+
+#[test]
+fn dual_feed_init_retry_diagram_follows_the_tables() {
+    let what = "4.3 Feed init retry";
+    let items = dual_block("### 4.3 Feed init retry (loss on `feed`)", 0, "");
+    let lost: Vec<(&str, bool)> = items
+        .iter()
+        .filter_map(|i| match i {
+            DualItem::Msg { name, lost, .. } => Some((name.as_str(), *lost)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lost,
+        [
+            ("CONN_INIT", false),
+            ("CONN_INIT_REP", false),
+            ("FEED_INIT", true),
+            ("FEED_INIT", false),
+            ("FEED_INIT_REP", true),
+            ("FEED_INIT", false),
+            ("FEED_INIT_REP", false),
+            ("FINAL_AUTH", false),
+            ("CONN_OK", false),
+        ],
+        "{what}: parsed"
+    );
+    let (end, steps) = replay_dual_client(what, "OpeningMain", &items);
+    // MainOpened, ConnInitRep, FeedOpened, two resends, FeedInitRep, ConnOk.
+    assert_eq!(steps, 7, "{what}: client steps");
+    ends_in(what, &end, "Connected");
+    ends_in(
+        what,
+        &replay_dual_server(what, "AwaitFeedInit", &items),
+        "Connected",
+    );
+}
+
+#[test]
+fn dual_main_reconnection_diagrams_follow_the_tables() {
+    let heading = "### 4.4 Reconnection of `main`";
+    // ok: from Connected, main lost, CONNECTION, CONN_OK.
+    let items = dual_block(heading, 0, "ok");
+    assert_eq!(items.first(), Some(&DualItem::MainLost), "4.4 ok: parsed");
+    assert_eq!(
+        dual_names(&items),
+        ["CONNECTION", "CONN_OK"],
+        "4.4 ok: parsed"
+    );
+    let (end, steps) = replay_dual_client("4.4 ok", "Connected", &items);
+    assert_eq!(steps, 3);
+    ends_in("4.4 ok", &end, "Connected");
+    ends_in(
+        "4.4 ok",
+        &replay_dual_server("4.4 ok", "Connected", &items),
+        "Connected",
+    );
+    // refused: the client reopened main and is refused; it closes.
+    let items = dual_block(heading, 0, "refused");
+    assert_eq!(dual_names(&items), ["CONNECTION", "CONN_FAILED"]);
+    let (end, _) = replay_dual_client("4.4 refused", "ReopeningMain", &items);
+    assert_eq!(end, ["Closed".to_string()].into(), "4.4 refused");
+    // no answer: a retry after the timeout and the backoff, then the client gives up.
+    let items = dual_block(heading, 0, "no answer");
+    assert_eq!(dual_names(&items), ["CONNECTION", "CONNECTION"]);
+    let (end, steps) = replay_dual_client("4.4 no answer", "ReopeningMain", &items);
+    // MainOpened; Failed, RetryTimer, MainOpened; GaveUp.
+    assert_eq!(steps, 5, "4.4 no answer: client steps");
+    assert_eq!(end, ["Closed".to_string()].into(), "4.4 no answer");
+}
+
+/// The dual replay can fail: a diagram where the client is connected before its feed
+/// init is caught.
+#[test]
+fn a_dual_diagram_that_skips_the_feed_init_is_caught() {
+    let block: Vec<String> = [
+        "|--CONN_INIT v1--->|",
+        "|<-CONN_INIT_REP---|",
+        "|<-----CONN_OK-----|  both: Connected { session: Fresh }",
+    ]
+    .map(String::from)
+    .to_vec();
+    let items = parse_dual(&block);
+    let caught = std::panic::catch_unwind(|| replay_dual_client("bad", "OpeningMain", &items));
+    assert!(caught.is_err(), "OpeningFeed -ConnOk-> is not in the table");
 }
 
 /// The replay can fail: a diagram that skips a step of the table is caught.

@@ -282,7 +282,10 @@ pub enum ClientEvent {
 }
 
 /// The client of seed 003's dual-channel connection. See the [module docs](super).
-#[derive(Debug)]
+///
+/// `Clone` copies the whole client, e.g. to explore what follows from one state in several
+/// ways (tests/exhaustive.rs).
+#[derive(Debug, Clone)]
 pub struct DualClient {
     cfg: ClientConfig,
     state: ClientState,

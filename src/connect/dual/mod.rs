@@ -31,7 +31,8 @@ pub use client::{
     CLIENT_TRANSITIONS,
 };
 pub use server::{
-    DualServer, LeaveReason, PlayerState, ServerCommand, ServerConfig, ServerEvent, TokenSource,
+    DualServer, LeaveReason, PlayerInput, PlayerState, ServerCommand, ServerConfig, ServerEvent,
+    TokenSource, SERVER_TRANSITIONS,
 };
 
 pub use snapshot::{ClientSnapshot, PlayerSnapshot, FEED_SEQ_GAP};

@@ -98,6 +98,78 @@ pub enum PlayerState {
     MainLost,
 }
 
+/// What moves a player between [`PlayerState`]s, as [`SERVER_TRANSITIONS`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlayerInput {
+    /// A `FEED_INIT` with the player's token A on a `feed` link not bound to it: the link
+    /// is bound (the old one, if any, unbound) and token B sent.
+    FeedInit,
+    /// A `FINAL_AUTH` with the player's id and token B on its `main`.
+    FinalAuth,
+    /// A `CONNECTION` with the player's id and token B on a new `main`: the new link
+    /// replaces the old one, if the old one is still open.
+    Connection,
+    /// The player's `main` closed (or broke the framing) after its handshake.
+    MainClosed,
+}
+
+/// Every change of a player's state on the server: (state, input, next state). An input
+/// not listed for a state does not change it (a `FEED_INIT` while `MainLost` and a
+/// `CONNECTION` during the handshake are refused with `CONN_FAILED`).
+///
+/// A player is created in [`PlayerState::AwaitFeedInit`] by a `CONN_INIT` on a fresh
+/// `main`, and removed (its id free again) by a refusal or a `main` closed during its
+/// handshake, `handshake_timeout`, `DISCONNECTION`, `session_timeout` in `MainLost`, or
+/// [`ServerCommand::Kick`]; those have no state before or after, so they are not rows.
+pub const SERVER_TRANSITIONS: &[(PlayerState, PlayerInput, PlayerState)] = &[
+    (
+        PlayerState::AwaitFeedInit,
+        PlayerInput::FeedInit,
+        PlayerState::AwaitFinalAuth,
+    ),
+    // A resend on a new link (the client's feed transport changed): rebound.
+    (
+        PlayerState::AwaitFinalAuth,
+        PlayerInput::FeedInit,
+        PlayerState::AwaitFinalAuth,
+    ),
+    (
+        PlayerState::AwaitFinalAuth,
+        PlayerInput::FinalAuth,
+        PlayerState::Connected,
+    ),
+    // A re-initialisation of `feed` (FeedLossPolicy::Reinit).
+    (
+        PlayerState::Connected,
+        PlayerInput::FeedInit,
+        PlayerState::Connected,
+    ),
+    (
+        PlayerState::Connected,
+        PlayerInput::MainClosed,
+        PlayerState::MainLost,
+    ),
+    (
+        PlayerState::MainLost,
+        PlayerInput::Connection,
+        PlayerState::Connected,
+    ),
+    // The old `main` is half-open: the new one replaces it.
+    (
+        PlayerState::Connected,
+        PlayerInput::Connection,
+        PlayerState::Connected,
+    ),
+];
+
+/// The next state after `input` in `state`, from [`SERVER_TRANSITIONS`].
+fn server_next(state: PlayerState, input: PlayerInput) -> Option<PlayerState> {
+    SERVER_TRANSITIONS
+        .iter()
+        .find(|(s, i, _)| *s == state && *i == input)
+        .map(|(_, _, n)| *n)
+}
+
 /// What the application can ask of the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -193,7 +265,7 @@ pub enum ServerEvent {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Player {
     state: PlayerState,
     announced: bool,
@@ -210,14 +282,17 @@ struct Player {
     queue: VecDeque<Message>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MainConn {
     decoder: FrameDecoder,
     player: Option<u16>,
 }
 
 /// The server of seed 003's dual-channel connection. See the [module docs](super).
-#[derive(Debug)]
+///
+/// `Clone` (when the token source is) copies the whole server, e.g. to explore what
+/// follows from one state in several ways (tests/exhaustive.rs).
+#[derive(Debug, Clone)]
 pub struct DualServer<T> {
     cfg: ServerConfig,
     tokens: T,
@@ -230,6 +305,20 @@ pub struct DualServer<T> {
     stray_tx: FeedSender,
     stray_stats: FeedStats,
     error: Option<DualError>,
+}
+
+impl Player {
+    /// Moves the player by [`SERVER_TRANSITIONS`]; `false` (and no change) if the table
+    /// has no row for the input in this state.
+    fn step(&mut self, input: PlayerInput) -> bool {
+        match server_next(self.state, input) {
+            Some(next) => {
+                self.state = next;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl<T: TokenSource> DualServer<T> {
@@ -453,7 +542,8 @@ impl<T: TokenSource> DualServer<T> {
                     self.fail_player(id, FailReason::WrongToken);
                 } else {
                     if let Some(pl) = self.player_mut(id) {
-                        pl.state = PlayerState::Connected;
+                        let moved = pl.step(PlayerInput::FinalAuth);
+                        debug_assert!(moved, "AwaitFinalAuth -FinalAuth-> is a row");
                         pl.announced = true;
                         pl.deadline = None;
                     }
@@ -558,8 +648,9 @@ impl<T: TokenSource> DualServer<T> {
                     self.out.close(old);
                 }
                 if let Some(pl) = self.player_mut(player) {
+                    let moved = pl.step(PlayerInput::Connection);
+                    debug_assert!(moved, "Connected/MainLost -Connection-> is a row");
                     pl.main = Some(link);
-                    pl.state = PlayerState::Connected;
                     pl.deadline = None;
                 }
                 if let Some(conn) = self.mains.get_mut(&link.id) {
@@ -591,7 +682,8 @@ impl<T: TokenSource> DualServer<T> {
         pl.main = None;
         match pl.state {
             PlayerState::Connected | PlayerState::MainLost => {
-                pl.state = PlayerState::MainLost;
+                // A MainLost player has no `main`, so only Connected gets here.
+                pl.step(PlayerInput::MainClosed);
                 pl.deadline = Some(until);
                 self.out.event(ServerEvent::MainLost { player: id });
             }
@@ -732,9 +824,8 @@ impl<T: TokenSource> DualServer<T> {
         pl.token_b = Some(token_b);
         pl.last_feed_rx = now;
         let rebound = pl.state == PlayerState::Connected;
-        if pl.state == PlayerState::AwaitFeedInit {
-            pl.state = PlayerState::AwaitFinalAuth;
-        }
+        let moved = pl.step(PlayerInput::FeedInit);
+        debug_assert!(moved, "FeedInit is a row in every state but MainLost");
         if let Some(old) = old {
             self.feeds.remove(&old.id);
             self.out.close(old);
@@ -855,6 +946,52 @@ impl<T: TokenSource> Machine for DualServer<T> {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.out.timeout(self.now, self.deadline())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_a_function() {
+        for (i, (s, k, _)) in SERVER_TRANSITIONS.iter().enumerate() {
+            for (s2, k2, _) in &SERVER_TRANSITIONS[i + 1..] {
+                assert!(!(s == s2 && k == k2), "two entries for {s:?} {k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_state_is_reachable_from_await_feed_init() {
+        let mut seen = alloc::vec![PlayerState::AwaitFeedInit];
+        let mut i = 0;
+        while i < seen.len() {
+            let s = seen[i];
+            for (from, _, to) in SERVER_TRANSITIONS {
+                if *from == s && !seen.contains(to) {
+                    seen.push(*to);
+                }
+            }
+            i += 1;
+        }
+        assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn main_lost_refuses_feed_init_and_resumes_by_connection() {
+        assert_eq!(
+            server_next(PlayerState::MainLost, PlayerInput::FeedInit),
+            None
+        );
+        assert_eq!(
+            server_next(PlayerState::AwaitFeedInit, PlayerInput::Connection),
+            None
+        );
+        assert_eq!(
+            server_next(PlayerState::MainLost, PlayerInput::Connection),
+            Some(PlayerState::Connected)
+        );
     }
 }
 
