@@ -1,26 +1,50 @@
-//! Model-checked scenarios: a token-merge server and up to four clients, each a composed
-//! [`Peer`] with journal sync, driven through the [`Sim`] by a list of [`Step`]s
-//! (appends, time, cuts, partitions, fault changes, clock jumps, resyncs, formal
-//! disconnections), with the library's promises checked after every step against a small
-//! reference model.
+//! Model-checked scenarios: a server and up to four clients, each a composed [`Peer`] with
+//! journal sync over one of the two connection profiles ([`Profile::Merge`]: token-merge,
+//! seed 004; [`Profile::Dual`]: dual-channel `main` + `feed`, seed 003), driven through the
+//! [`Sim`] by a list of [`Step`]s (appends, feed updates, time, cuts, partitions, fault
+//! changes, clock jumps, resyncs, formal disconnections, kicks, reconnections), with the
+//! library's promises checked after every step against a small reference model.
+//!
+//! Both profiles run the same scenarios through one runner: the step vocabulary, the
+//! reference model (the union of appended keys, the feed updates sent), the
+//! `Applied`-exactly-once checks and the calm phase are shared; only building the nodes and
+//! reading each machine's session, bounds and events differ (a private `Harness` per
+//! profile, in `merge.rs` and `dual.rs`). A step that means nothing for a profile (a `feed`
+//! update under token-merge, [`Step::Connect`] for a client that reconnects by itself) does
+//! nothing there.
 //!
 //! [`run`] builds the world from a [`Scenario`], applies each step, and after each one checks:
 //!
-//! - **agreement**: a client CONNECTED on a transport whose server end is a CONNECTED
-//!   session holds the same merged token as that session; no two sessions share a token;
-//!   the peer layer's idea of which sessions are up matches the connection machine's;
-//! - **bounded memory**: open transports per node, sessions, pending handshakes, queued
-//!   messages and journal sizes stay within their configured or modelled bounds;
+//! - **agreement**: a client connected on a transport whose server end belongs to a
+//!   connected session holds that session's identity (token-merge: the same merged token;
+//!   dual: the same player id and tokens A and B); no two sessions share a token; the peer
+//!   layer's idea of which sessions are up matches the connection machine's;
+//! - **bounded memory**: open transports per node, sessions or players, pending handshakes,
+//!   queued messages and journal sizes stay within their configured or modelled bounds;
 //! - **no invention, no duplicate**: every journal holds only entries somebody appended,
 //!   and every node reports each entry it learned ([`SyncEvent::Applied`]) at most once over
 //!   the whole run, never one it appended itself;
-//! - **no unexpected end**: a client ends only when the scenario disconnects it (or, after a
-//!   forward clock jump, gives up).
+//! - **feed updates** (dual): every update delivered was sent, to this node, and reaches it
+//!   at most once, and never older after newer from one sender within one session (the
+//!   sender's sequence order; `feed` may lose updates, so delivery is not required);
+//! - **no unexpected end, no protocol error**: a token-merge client ends only when the
+//!   scenario disconnects or kicks it (or, after a forward clock jump, gives up); a dual
+//!   client may give up and close (its retries are bounded by design: seed 003), but never
+//!   because a peer broke the protocol, and the server never fails a player for anything
+//!   but a timeout.
 //!
 //! Then it calms the network ([`Faults::none`], every partition healed) and checks
 //! **convergence**: every live client is connected, every live node's journal holds the same
 //! set of entries (which includes everything a live node appended), and each node saw exactly
-//! one `Applied` for every entry it did not append itself.
+//! one `Applied` for every entry it did not append itself; after the server's session grace,
+//! it holds exactly one session (player) per live client.
+//!
+//! A dual client that closed (gave up, or was refused after a kick) stays closed until its
+//! application connects it again: the runner plays that application, sending
+//! [`ClientCommand::Connect`](crate::connect::dual::ClientCommand::Connect) on
+//! [`Step::Connect`] and, during the calm phase, to every live client it finds closed. A
+//! client the scenario disconnected ([`Step::Disconnect`]) has left for good and leaves the
+//! convergence check.
 //!
 //! A broken promise is a [`Violation`] naming the invariant, the step, the node and what was
 //! expected, so that a proptest failure or a fuzz crash reads as a bug report. The same
@@ -29,38 +53,51 @@
 //! scenario runs in milliseconds.
 //!
 //! ```
-//! use tether::testkit::scenario::{run, Scenario, Step};
+//! use tether::testkit::scenario::{run, Profile, Scenario, Step};
 //!
-//! let scenario = Scenario {
-//!     seed: 7,
-//!     clients: 2,
-//!     steps: vec![
-//!         Step::Append { node: 1, count: 3 },
-//!         Step::Advance { millis: 500 },
-//!         Step::Cut { client: 0 },
-//!         Step::Append { node: 0, count: 2 },
-//!         Step::Advance { millis: 3_000 },
-//!     ],
-//! };
-//! let report = run(&scenario).expect("no violation");
-//! assert_eq!(report.entries, 5);
+//! for profile in [Profile::Merge, Profile::Dual { reinit_feed: false }] {
+//!     let scenario = Scenario {
+//!         seed: 7,
+//!         clients: 2,
+//!         profile,
+//!         steps: vec![
+//!             Step::Append { node: 1, count: 3 },
+//!             Step::Advance { millis: 500 },
+//!             Step::Update { node: 2, session: 0, count: 2 },
+//!             Step::Cut { client: 0 },
+//!             Step::Append { node: 0, count: 2 },
+//!             Step::Advance { millis: 3_000 },
+//!         ],
+//!     };
+//!     let report = run(&scenario).expect("no violation");
+//!     assert_eq!(report.entries, 5);
+//! }
 //! ```
 
-use super::{Either, Faults, NodeId, Sim};
-use crate::connect::merge::{
-    self, Client, ClientCommand, ClientEvent, EndReason, Server, ServerCommand, ServerEvent,
-    SessionId, Status, TokenSource,
+mod dual;
+mod merge;
+
+pub use dual::{
+    dual_client_config, dual_server_config, DualClientPeer, DualNode, DualServerPeer,
+    MAX_DUAL_LINKS_PER_CLIENT,
 };
-use crate::driver::Channel;
-use crate::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+pub use merge::{
+    client_config, server_config, ClientPeer, Node, ServerPeer, MAX_CLIENT_LINKS,
+    MAX_SERVER_LINKS_PER_CLIENT,
+};
+
+use super::{Either, Faults, NodeId, Sim};
+use crate::driver::{Channel, Machine};
+use crate::peer::{Peer, PeerCommand, PeerEvent, Profile as PeerProfile, SharedJournal};
 use crate::sync::journal::{JournalStore, MemJournal, Role, SyncCommand, SyncConfig, SyncEvent};
-use crate::time::Duration;
+use crate::time::{Duration, Instant};
 use crate::token::Token;
-use crate::wire::Entry;
+use crate::wire::{Element, Entry};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use bytes::Bytes;
 
 /// Most clients in a scenario.
 pub const MAX_CLIENTS: u8 = 4;
@@ -68,38 +105,12 @@ pub const MAX_CLIENTS: u8 = 4;
 pub const MAX_STEPS: usize = 64;
 /// Most entries one [`Step::Append`] appends.
 pub const MAX_APPEND: u8 = 16;
+/// Most `feed` updates one [`Step::Update`] sends.
+pub const MAX_UPDATES: u8 = 8;
 /// Longest [`Step::Advance`], in milliseconds.
 pub const MAX_ADVANCE_MILLIS: u16 = 10_000;
 /// Largest clock jump of one [`Step::JumpClock`], in milliseconds either way.
 pub const MAX_JUMP_MILLIS: i32 = 60_000;
-/// Most transports one client may hold open at once (one current, plus dials and closes
-/// still in flight).
-pub const MAX_CLIENT_LINKS: usize = 3;
-/// Most transports the server may hold open per client.
-pub const MAX_SERVER_LINKS_PER_CLIENT: usize = 3;
-
-/// The server's configuration in every scenario: a short resume grace so that long
-/// partitions expire sessions, and small bounds so that the bounds are exercised.
-pub fn server_config() -> merge::ServerConfig {
-    merge::ServerConfig {
-        resume_grace: Duration::from_secs(20),
-        max_sessions: 8,
-        max_pending: 16,
-        max_queue: 256,
-        ..Default::default()
-    }
-}
-
-/// The configuration of client `i` (its own jitter seed; it keeps trying for an hour).
-pub fn client_config(seed: u64, i: u8) -> merge::Config {
-    merge::Config {
-        jitter_seed: seed.wrapping_add(u64::from(i)),
-        give_up_after: Duration::from_secs(3600),
-        reconnect_max: Duration::from_secs(8),
-        max_queue: 256,
-        ..Default::default()
-    }
-}
 
 /// The sync configuration of every peer (no idle status: scenarios idle on purpose).
 pub fn sync_config() -> SyncConfig {
@@ -107,6 +118,23 @@ pub fn sync_config() -> SyncConfig {
         idle_timeout: None,
         ..SyncConfig::default()
     }
+}
+
+/// Which connection profile a scenario's peers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Profile {
+    /// Token-merge (seed 004): one `main` stream, sessions resumed by merged tokens.
+    Merge,
+    /// Dual-channel (seed 003): `main` and `feed`, player ids and tokens A and B.
+    Dual {
+        /// The clients re-initialise a lost `feed` ([`FeedLossPolicy::Reinit`]) instead
+        /// of closing both channels ([`FeedLossPolicy::CloseBoth`], the default).
+        ///
+        /// [`FeedLossPolicy::Reinit`]: crate::connect::dual::FeedLossPolicy::Reinit
+        /// [`FeedLossPolicy::CloseBoth`]: crate::connect::dual::FeedLossPolicy::CloseBoth
+        reinit_feed: bool,
+    },
 }
 
 /// A node of a scenario, as violations name it.
@@ -151,6 +179,17 @@ pub enum Step {
         /// Which shared resource.
         key: u8,
     },
+    /// The node sends `count` `UPDATE` messages on `feed` (dual only): a client to the
+    /// server, the server to its session number `session` among those it knows. Sends
+    /// refused because `feed` is not bound are typed errors, not violations.
+    Update {
+        /// Which node.
+        node: u8,
+        /// Which of the server's sessions.
+        session: u8,
+        /// How many (at most [`MAX_UPDATES`]).
+        count: u8,
+    },
     /// Virtual time passes.
     Advance {
         /// How long (at most [`MAX_ADVANCE_MILLIS`]).
@@ -158,6 +197,11 @@ pub enum Step {
     },
     /// The client's `main` transport is cut.
     Cut {
+        /// Which client.
+        client: u8,
+    },
+    /// The client's `feed` transport is cut (dual only; closes its datagram socket).
+    CutFeed {
         /// Which client.
         client: u8,
     },
@@ -199,15 +243,24 @@ pub enum Step {
         /// Which client.
         client: u8,
     },
-    /// The server disconnects the client's session formally: the client ends for good.
+    /// The server ends the client's session formally. A token-merge client ends for good;
+    /// a dual client is refused and starts a fresh session (or closes, and is connected
+    /// again later).
     Kick {
+        /// Which client.
+        client: u8,
+    },
+    /// The client's application connects it again if it is closed (dual only: a
+    /// token-merge client reconnects by itself).
+    Connect {
         /// Which client.
         client: u8,
     },
 }
 
 /// A scenario: a seed for the network's randomness and the machines' tokens, a number of
-/// clients (clamped to `1..=`[`MAX_CLIENTS`]), and the steps (at most [`MAX_STEPS`] run).
+/// clients (clamped to `1..=`[`MAX_CLIENTS`]), the connection profile, and the steps (at
+/// most [`MAX_STEPS`] run).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Scenario {
@@ -215,6 +268,8 @@ pub struct Scenario {
     pub seed: u64,
     /// How many clients.
     pub clients: u8,
+    /// Which connection profile the peers use.
+    pub profile: Profile,
     /// What happens, in order.
     pub steps: Vec<Step>,
 }
@@ -228,8 +283,14 @@ pub struct Report {
     pub entries: usize,
     /// Entries in the converged journals.
     pub converged_entries: usize,
-    /// Clients still alive at the end (not disconnected, not given up).
+    /// Clients still alive at the end (not disconnected, not given up for good).
     pub live_clients: usize,
+    /// `feed` updates the nodes were asked to send (dual).
+    pub updates_sent: u64,
+    /// `feed` updates delivered to their receiver (dual).
+    pub updates_delivered: u64,
+    /// Times a client closed and had to be connected again by its application (dual).
+    pub closes: u64,
     /// Inputs the simulator delivered.
     pub delivered: u64,
     /// Transports cut.
@@ -241,33 +302,34 @@ pub struct Report {
 }
 
 /// A broken promise. `step` is the index of the step after which it was seen; the calm
-/// phase counts on from `steps.len()`.
+/// phase counts on from `steps.len()`. Sessions are named as the profile names them
+/// (`session 3`, `player 2`), tokens in hex.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
     /// A client and the server session on the other end of its transport are both
-    /// CONNECTED but hold different merged tokens.
-    #[error("step {step}: {client} and server session {session:?} are connected on one transport with different tokens")]
+    /// connected but disagree on the session (tokens, or the dual player id).
+    #[error("step {step}: {client} and server {session} are connected on one transport but disagree: client {client_side}, server {server_side}")]
     SessionMismatch {
         /// Step.
         step: usize,
         /// The client.
         client: Who,
         /// The server's session.
-        session: SessionId,
-        /// The client's merged token, in hex.
-        client_token: Option<String>,
-        /// The session's merged token, in hex.
-        server_token: Option<String>,
+        session: String,
+        /// What the client holds.
+        client_side: String,
+        /// What the server holds.
+        server_side: String,
     },
-    /// Two server sessions hold the same merged token.
-    #[error("step {step}: sessions {a:?} and {b:?} share a merged token")]
+    /// Two server sessions hold the same token.
+    #[error("step {step}: {a} and {b} share a token")]
     SharedToken {
         /// Step.
         step: usize,
         /// One session.
-        a: SessionId,
+        a: String,
         /// The other.
-        b: SessionId,
+        b: String,
     },
     /// The peer layer and its connection machine disagree on whether a session is up.
     #[error("step {step}: {node}: the peer and its connection disagree: {detail}")]
@@ -326,24 +388,71 @@ pub enum Violation {
         key: Key,
     },
     /// A client ended although the scenario did not end it.
-    #[error("step {step}: {client} ended unexpectedly: {reason:?}")]
+    #[error("step {step}: {client} ended unexpectedly: {reason}")]
     UnexpectedEnd {
         /// Step.
         step: usize,
         /// The client.
         client: Who,
         /// Why it says it ended.
-        reason: EndReason,
+        reason: String,
+    },
+    /// A machine reported that its honest peer broke the protocol (or refused it for a
+    /// reason an honest peer never earns).
+    #[error("step {step}: {node}: protocol error between honest peers: {detail}")]
+    ProtocolError {
+        /// Step.
+        step: usize,
+        /// The node that reported it.
+        node: Who,
+        /// What it reported.
+        detail: String,
+    },
+    /// A `feed` update was delivered that nobody sent, or to the wrong node.
+    #[error("step {step}: {node} received a feed update nobody sent it: {detail}")]
+    UpdateInvented {
+        /// Step.
+        step: usize,
+        /// The receiver.
+        node: Who,
+        /// What arrived.
+        detail: String,
+    },
+    /// A `feed` update was delivered twice to one node.
+    #[error("step {step}: {node} received update {counter} from {from} twice")]
+    UpdateTwice {
+        /// Step.
+        step: usize,
+        /// The receiver.
+        node: Who,
+        /// The sender.
+        from: Who,
+        /// The update's number (per sender, in sending order).
+        counter: u32,
+    },
+    /// A `feed` update was delivered after a newer one of the same sender and session.
+    #[error("step {step}: {node} received update {counter} from {from} after the newer {newest}")]
+    UpdateReordered {
+        /// Step.
+        step: usize,
+        /// The receiver.
+        node: Who,
+        /// The sender.
+        from: Who,
+        /// The update's number.
+        counter: u32,
+        /// The newest number delivered before it in the same session.
+        newest: u32,
     },
     /// After the calm phase a live client is not connected (or its session is not).
-    #[error("{client} is not connected after the calm phase: client {client_status:?}, server session {server_status:?}")]
+    #[error("{client} is not connected after the calm phase: client {client_status}, server session {server_status:?}")]
     NotConnected {
         /// The client.
         client: Who,
         /// The client's status.
-        client_status: Status,
-        /// The status of the server's session with the same token, if any.
-        server_status: Option<Status>,
+        client_status: String,
+        /// The status of the server's session for it, if any.
+        server_status: Option<String>,
     },
     /// After the calm phase a live node's journal differs from the server's.
     #[error("{node} did not converge: missing {missing:?}, extra {extra:?} (of {expected} entries); errors seen: {errors:?}")]
@@ -367,11 +476,11 @@ pub enum Violation {
         /// The entry.
         key: Key,
     },
-    /// After the calm phase and the resume grace, the registry does not hold exactly one
+    /// After the calm phase and the session grace, the server does not hold exactly one
     /// session per live client.
     #[error("after the calm phase the server holds {sessions} sessions for {live} live clients")]
     SessionLeak {
-        /// Sessions in the registry.
+        /// Sessions (players) on the server.
         sessions: usize,
         /// Live clients.
         live: usize,
@@ -386,7 +495,7 @@ pub enum Violation {
     },
 }
 
-/// Deterministic 128-bit tokens for the server's temporary nodes (a linear congruential
+/// Deterministic 128-bit tokens for the servers of both profiles (a linear congruential
 /// sequence from the scenario's seed; a real server uses a cryptographic source).
 #[derive(Debug, Clone)]
 pub struct SeqTokens(u64);
@@ -396,10 +505,8 @@ impl SeqTokens {
     pub fn new(seed: u64) -> Self {
         SeqTokens(seed)
     }
-}
 
-impl TokenSource for SeqTokens {
-    fn next_token(&mut self) -> Token {
+    fn next(&mut self) -> Token {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -411,6 +518,18 @@ impl TokenSource for SeqTokens {
     }
 }
 
+impl crate::connect::merge::TokenSource for SeqTokens {
+    fn next_token(&mut self) -> Token {
+        self.next()
+    }
+}
+
+impl crate::connect::dual::TokenSource for SeqTokens {
+    fn next_token(&mut self) -> Token {
+        self.next()
+    }
+}
+
 /// A 16-byte token: within [`Token`]'s length bounds, so never refused.
 fn token_from(b: [u8; 16]) -> Token {
     Token::new(&b).unwrap_or_else(|_| unreachable!("16 bytes always make a token"))
@@ -418,12 +537,70 @@ fn token_from(b: [u8; 16]) -> Token {
 
 /// The journal every peer uses.
 pub type Journal = SharedJournal<MemJournal>;
-/// A client peer.
-pub type ClientPeer = Peer<Client, Journal>;
-/// The server peer.
-pub type ServerPeer = Peer<Server<SeqTokens>, Journal>;
-/// A node of the simulation.
-pub type Node = Either<ClientPeer, ServerPeer>;
+
+/// What a connection event of one profile means to the model.
+enum News {
+    /// Nothing the model tracks.
+    Nothing,
+    /// The client closed: for good (the scenario ended it), or until its application
+    /// connects it again. `allowed` says whether the model expected it.
+    Ended {
+        reason: String,
+        for_good: bool,
+        allowed: bool,
+    },
+    /// The machine says its honest peer broke the protocol.
+    Broken(String),
+    /// A `feed` update arrived.
+    Update(Element),
+}
+
+type ClientOf<H> = <H as Harness>::Client;
+type ServerOf<H> = <H as Harness>::Server;
+type ClientCommandOf<H> = <ClientOf<H> as Machine>::Command;
+type ServerCommandOf<H> = <ServerOf<H> as Machine>::Command;
+type NodeOf<H> = Either<Peer<ClientOf<H>, Journal>, Peer<ServerOf<H>, Journal>>;
+
+/// What differs between the profiles: building the nodes, and reading each connection
+/// machine's session, bounds and events. Everything else is [`World`]'s, shared.
+trait Harness: Sized {
+    type ClientError: core::error::Error + 'static;
+    type ServerError: core::error::Error + 'static;
+    type Client: PeerProfile<Session = (), Error = Self::ClientError>;
+    type Server: PeerProfile<Error = Self::ServerError>;
+    /// The channels a client dials (each routed to the server).
+    const CHANNELS: &'static [Channel];
+
+    fn server(&self, seed: u64) -> Self::Server;
+    fn client(&self, seed: u64, i: u8, now: Instant) -> Self::Client;
+    /// What the application sends a new or closed client to connect it, if anything.
+    fn connect(&self) -> Option<ClientCommandOf<Self>>;
+    /// Whether the client is closed and waits for its application to connect it again.
+    fn closed(client: &Self::Client) -> bool;
+    /// The formal disconnection, and whether the client has left for good at once.
+    fn disconnect(&self) -> (ClientCommandOf<Self>, bool);
+    /// The server's command ending client `id`'s session, and whether that ends the client
+    /// for good.
+    fn kick(w: &World<Self>, id: NodeId) -> Option<(ServerCommandOf<Self>, bool)>;
+    fn client_news(event: &<Self::Client as Machine>::Event, track: &Track) -> News;
+    fn server_news(event: &<Self::Server as Machine>::Event) -> News;
+    /// Agreement, layers and bounds, after every step.
+    fn check(w: &World<Self>, step: usize) -> Result<(), Violation>;
+    /// Client `id`'s status, its server session's status, and whether both are connected.
+    fn status(w: &World<Self>, id: NodeId) -> (String, Option<String>, bool);
+    /// Sessions (players) the server holds.
+    fn sessions(server: &Self::Server) -> usize;
+    /// How long the server keeps an abandoned session.
+    fn grace(&self) -> Duration;
+    /// Makes node `from` send `element(target, session tag)` on `feed`, if the profile has
+    /// one: the server to its session number `pick`. Returns whether it was asked to.
+    fn send_update(
+        w: &mut World<Self>,
+        from: usize,
+        pick: u8,
+        element: &dyn Fn(usize, &[u8]) -> Element,
+    ) -> bool;
+}
 
 /// What the model keeps per node.
 #[derive(Debug, Default)]
@@ -432,8 +609,8 @@ struct Track {
     own: BTreeSet<Key>,
     /// `Applied` events per key.
     applied: BTreeMap<Key, u32>,
-    /// Set once the client ended (with why).
-    ended: Option<EndReason>,
+    /// Set once the client ended for good (with why).
+    ended: Option<String>,
     /// The scenario ended it on purpose.
     ended_on_purpose: bool,
     /// Its clock was moved forwards (it may give up).
@@ -442,15 +619,24 @@ struct Track {
     behind_millis: u64,
     /// Next resource number for its own appends.
     next: u32,
+    /// `feed` updates it was asked to send (the next update's number).
+    updates: u32,
 }
 
 /// The world of one scenario: the simulation and the model beside it.
-struct World {
-    sim: Sim<Node>,
+struct World<H: Harness> {
+    h: H,
+    sim: Sim<NodeOf<H>>,
     server: NodeId,
     clients: Vec<NodeId>,
     tracks: Vec<Track>,
     appended: BTreeSet<Key>,
+    /// Per (receiver, sender, session tag): the newest update number delivered.
+    newest: BTreeMap<(usize, usize, Vec<u8>), u32>,
+    /// Per (receiver, sender): every update number delivered.
+    got: BTreeSet<(usize, usize, u32)>,
+    updates_delivered: u64,
+    closes: u64,
     errors: Vec<String>,
     error_count: u64,
 }
@@ -474,11 +660,57 @@ fn clamp_faults(f: Faults) -> Faults {
     }
 }
 
-impl World {
-    fn new(seed: u64, clients: u8) -> World {
+/// The receiver of an update sent to nobody the model knows (a session no client holds).
+const NOBODY: usize = 0xff;
+
+/// A `feed` update as the model sends it: sender and receiver node numbers, the sender's
+/// update number, and the session tag (token A of the session it travels in).
+fn update_element(from: usize, to: usize, counter: u32, tag: &[u8]) -> Element {
+    let mut data = Vec::with_capacity(6 + tag.len());
+    data.push(from as u8);
+    data.push(to.min(NOBODY) as u8);
+    data.extend_from_slice(&counter.to_be_bytes());
+    data.extend_from_slice(tag);
+    Element {
+        kind: 1,
+        sid: counter as u16,
+        data: Bytes::from(data),
+    }
+}
+
+/// The fields of a model update: (sender, receiver, number, session tag).
+fn parse_update(e: &Element) -> Option<(usize, usize, u32, Vec<u8>)> {
+    let d = &e.data;
+    let (&from, rest) = d.split_first()?;
+    let (&to, rest) = rest.split_first()?;
+    let (counter, tag) = rest.split_first_chunk::<4>()?;
+    Some((
+        usize::from(from),
+        usize::from(to),
+        u32::from_be_bytes(*counter),
+        tag.to_vec(),
+    ))
+}
+
+fn unbounded(step: usize, node: Who, what: &'static str, value: usize, bound: usize) -> Violation {
+    Violation::Unbounded {
+        step,
+        node,
+        what,
+        value,
+        bound,
+    }
+}
+
+fn hex(t: &Token) -> String {
+    t.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl<H: Harness> World<H> {
+    fn new(h: H, seed: u64, clients: u8) -> World<H> {
         let mut sim = Sim::new(seed, Faults::none());
         let server_peer = Peer::new(
-            Server::new(server_config(), SeqTokens::new(seed)),
+            h.server(seed),
             Role::Server,
             sync_config(),
             SharedJournal::new(MemJournal::new(1, 100_000)),
@@ -486,29 +718,33 @@ impl World {
         let server = sim.add_node(Either::Right(server_peer));
         let mut ids = Vec::new();
         for i in 0..clients {
-            let mut local = [0u8; 16];
-            local[..8].copy_from_slice(&(seed ^ (u64::from(i) + 1)).to_be_bytes());
-            local[8] = i;
-            local[9] = 0xc1;
-            let client = Client::new(sim.now(), client_config(seed, i), token_from(local))
-                .unwrap_or_else(|_| unreachable!("a 16-byte token suits tether's encoding"));
             let peer = Peer::new(
-                client,
+                h.client(seed, i, sim.now()),
                 Role::Client,
                 sync_config(),
                 SharedJournal::new(MemJournal::new(100 + u64::from(i), 100_000)),
             );
             let id = sim.add_node(Either::Left(peer));
-            sim.route(id, Channel::Main, server);
+            for &channel in H::CHANNELS {
+                sim.route(id, channel, server);
+            }
+            if let Some(c) = h.connect() {
+                sim.command(id, Either::Left(PeerCommand::Connection(c)));
+            }
             ids.push(id);
         }
         let tracks = (0..=clients).map(|_| Track::default()).collect();
         World {
+            h,
             sim,
             server,
             clients: ids,
             tracks,
             appended: BTreeSet::new(),
+            newest: BTreeMap::new(),
+            got: BTreeSet::new(),
+            updates_delivered: 0,
+            closes: 0,
             errors: Vec::new(),
             error_count: 0,
         }
@@ -521,23 +757,27 @@ impl World {
     /// Node number `node` (mod the number of nodes): 0 is the server.
     fn node(&self, node: u8) -> (Who, NodeId, usize) {
         let i = usize::from(node) % (self.n() + 1);
-        if i == 0 {
-            (Who::Server, self.server, 0)
-        } else {
-            (Who::Client((i - 1) as u8), self.clients[i - 1], i)
+        self.node_at(i)
+    }
+
+    /// Node at index `i` (at most the number of clients).
+    fn node_at(&self, i: usize) -> (Who, NodeId, usize) {
+        match i.checked_sub(1).and_then(|k| self.clients.get(k)) {
+            Some(&id) => (Who::Client((i - 1) as u8), id, i),
+            None => (Who::Server, self.server, 0),
         }
     }
 
     fn client(&self, client: u8) -> (Who, NodeId, usize) {
         let k = usize::from(client) % self.n();
-        (Who::Client(k as u8), self.clients[k], k + 1)
+        self.node_at(k + 1)
     }
 
-    fn client_peer(&self, id: NodeId) -> Option<&ClientPeer> {
+    fn client_peer(&self, id: NodeId) -> Option<&Peer<H::Client, Journal>> {
         self.sim.node(id).left()
     }
 
-    fn server_peer(&self) -> Option<&ServerPeer> {
+    fn server_peer(&self) -> Option<&Peer<H::Server, Journal>> {
         self.sim.node(self.server).right()
     }
 
@@ -571,14 +811,18 @@ impl World {
         self.sim.command(id, cmd);
     }
 
-    /// The server session holding the same merged token as client `id`, if any.
-    fn session_of_client(&self, id: NodeId) -> Option<SessionId> {
-        let merged = self.client_peer(id)?.connection().view().merged?;
-        let server = self.server_peer()?;
-        server
-            .sessions()
-            .map(|(s, _)| s)
-            .find(|s| server.connection().session(*s).and_then(|v| v.merged) == Some(merged))
+    /// The application connects client `index` again if it is closed (and has not left).
+    fn reconnect(&mut self, index: usize) {
+        let (_, id, _) = self.node_at(index);
+        let closed = self
+            .client_peer(id)
+            .is_some_and(|p| H::closed(p.connection()));
+        if closed && self.live(index) {
+            if let Some(c) = self.h.connect() {
+                self.sim
+                    .command(id, Either::Left(PeerCommand::Connection(c)));
+            }
+        }
     }
 
     fn apply(&mut self, step: &Step) {
@@ -604,6 +848,24 @@ impl World {
                 let entry = Entry::new(b"shared", resource.as_bytes(), payload.as_bytes());
                 self.append(index, id, entry);
             }
+            Step::Update {
+                node,
+                session,
+                count,
+            } => {
+                let (_, _, index) = self.node(node);
+                for _ in 0..count.min(MAX_UPDATES) {
+                    let Some(counter) = self.tracks.get(index).map(|t| t.updates) else {
+                        return;
+                    };
+                    let element = |to: usize, tag: &[u8]| update_element(index, to, counter, tag);
+                    if H::send_update(self, index, session, &element) {
+                        if let Some(t) = self.tracks.get_mut(index) {
+                            t.updates += 1;
+                        }
+                    }
+                }
+            }
             Step::Advance { millis } => {
                 let d = Duration::from_millis(u64::from(millis.min(MAX_ADVANCE_MILLIS)));
                 self.sim.run_for(d);
@@ -611,6 +873,10 @@ impl World {
             Step::Cut { client } => {
                 let (_, id, _) = self.client(client);
                 self.sim.cut(id, Channel::Main);
+            }
+            Step::CutFeed { client } => {
+                let (_, id, _) = self.client(client);
+                self.sim.cut(id, Channel::Feed);
             }
             Step::Partition { client } => {
                 let (_, id, _) = self.client(client);
@@ -644,7 +910,7 @@ impl World {
                 let cmd = match self.sim.node(id) {
                     Either::Left(_) => Some(Either::Left(PeerCommand::Sync((), request))),
                     Either::Right(p) => {
-                        let sessions: Vec<SessionId> = p.sessions().map(|(s, _)| s).collect();
+                        let sessions: Vec<_> = p.sessions().map(|(s, _)| s).collect();
                         let pick = usize::from(session) % sessions.len().max(1);
                         sessions
                             .get(pick)
@@ -657,36 +923,38 @@ impl World {
             }
             Step::Disconnect { client } => {
                 let (_, id, index) = self.client(client);
+                let (cmd, gone) = self.h.disconnect();
                 if let Some(t) = self.tracks.get_mut(index) {
                     t.ended_on_purpose = true;
+                    if gone && t.ended.is_none() {
+                        t.ended = Some(String::from("disconnected by the scenario"));
+                    }
                 }
-                self.sim.command(
-                    id,
-                    Either::Left(PeerCommand::Connection(ClientCommand::Disconnect)),
-                );
+                self.sim
+                    .command(id, Either::Left(PeerCommand::Connection(cmd)));
             }
             Step::Kick { client } => {
                 let (_, id, index) = self.client(client);
-                if let Some(session) = self.session_of_client(id) {
+                if let Some((cmd, for_good)) = H::kick(self, id) {
                     if let Some(t) = self.tracks.get_mut(index) {
-                        t.ended_on_purpose = true;
+                        t.ended_on_purpose |= for_good;
                     }
-                    self.sim.command(
-                        self.server,
-                        Either::Right(PeerCommand::Connection(ServerCommand::Disconnect {
-                            session,
-                        })),
-                    );
+                    self.sim
+                        .command(self.server, Either::Right(PeerCommand::Connection(cmd)));
                 }
+            }
+            Step::Connect { client } => {
+                let (_, _, index) = self.client(client);
+                self.reconnect(index);
             }
         }
     }
 
     /// Moves every node's events and errors into the model, checking what events alone
-    /// can show (applied at most once, never one's own; no unexpected end).
+    /// can show (applied at most once, never one's own; updates; no unexpected end).
     fn absorb(&mut self, step: usize) -> Result<(), Violation> {
-        let nodes: Vec<(Who, NodeId, usize)> = (0..=self.n() as u8).map(|i| self.node(i)).collect();
-        for (who, id, index) in nodes {
+        for index in 0..=self.n() {
+            let (who, id, _) = self.node_at(index);
             for e in self.sim.take_errors(id) {
                 self.error_count += 1;
                 if self.errors.len() >= 8 {
@@ -695,39 +963,25 @@ impl World {
                 self.errors.push(format!("{who}: {e}"));
             }
             for event in self.sim.take_events(id) {
-                let (sync, ended) = match event {
-                    Either::Left(PeerEvent::Sync(_, s)) => (Some(s), None),
-                    Either::Right(PeerEvent::Sync(_, s)) => (Some(s), None),
-                    Either::Left(PeerEvent::Connection(ClientEvent::Ended(r))) => (None, Some(r)),
-                    Either::Right(PeerEvent::Connection(ServerEvent::Ended { .. })) => (None, None),
-                    _ => (None, None),
-                };
-                let Some(track) = self.tracks.get_mut(index) else {
-                    continue;
-                };
-                if let Some(reason) = ended {
-                    track.ended = Some(reason);
-                    let expected = match reason {
-                        EndReason::LocalDisconnect | EndReason::PeerDisconnect => {
-                            track.ended_on_purpose
-                        }
-                        EndReason::GaveUp => track.jumped_forward,
-                        // A client whose formally ended session it tries to resume is
-                        // refused for good: only after the scenario ended it.
-                        EndReason::Refused(_) | EndReason::Expired => track.ended_on_purpose,
-                    };
-                    if !expected {
-                        return Err(Violation::UnexpectedEnd {
-                            step,
-                            client: who,
-                            reason,
-                        });
+                let (sync, news) = match event {
+                    Either::Left(PeerEvent::Sync(_, s)) => (Some(s), News::Nothing),
+                    Either::Right(PeerEvent::Sync(_, s)) => (Some(s), News::Nothing),
+                    Either::Left(PeerEvent::Connection(e)) => {
+                        let Some(track) = self.tracks.get(index) else {
+                            continue;
+                        };
+                        (None, H::client_news(&e, track))
                     }
-                }
+                    Either::Right(PeerEvent::Connection(e)) => (None, H::server_news(&e)),
+                };
+                self.news(step, who, index, news)?;
                 if let Some(SyncEvent::Applied {
                     author, resource, ..
                 }) = sync
                 {
+                    let Some(track) = self.tracks.get_mut(index) else {
+                        continue;
+                    };
                     let key = key_of(&author, &resource);
                     if track.own.contains(&key) {
                         return Err(Violation::AppliedOwn {
@@ -752,157 +1006,93 @@ impl World {
         Ok(())
     }
 
+    fn news(&mut self, step: usize, who: Who, index: usize, news: News) -> Result<(), Violation> {
+        match news {
+            News::Nothing => Ok(()),
+            News::Broken(detail) => Err(Violation::ProtocolError {
+                step,
+                node: who,
+                detail,
+            }),
+            News::Ended {
+                reason,
+                for_good,
+                allowed,
+            } => {
+                if !allowed {
+                    return Err(Violation::UnexpectedEnd {
+                        step,
+                        client: who,
+                        reason,
+                    });
+                }
+                if for_good {
+                    if let Some(t) = self.tracks.get_mut(index) {
+                        t.ended.get_or_insert(reason);
+                    }
+                } else {
+                    self.closes += 1;
+                }
+                Ok(())
+            }
+            News::Update(element) => self.update_received(step, who, index, &element),
+        }
+    }
+
+    /// The reference model of `feed`: sent, to this node, at most once, in order per
+    /// sender and session.
+    fn update_received(
+        &mut self,
+        step: usize,
+        who: Who,
+        index: usize,
+        element: &Element,
+    ) -> Result<(), Violation> {
+        let invented = |detail: String| Violation::UpdateInvented {
+            step,
+            node: who,
+            detail,
+        };
+        let Some((from, to, counter, tag)) = parse_update(element) else {
+            return Err(invented(format!("{element:?}")));
+        };
+        let sent = self.tracks.get(from).map_or(0, |t| t.updates);
+        if counter >= sent || to != index || from == index {
+            return Err(invented(format!(
+                "number {counter} from node {from} to node {to} (node {from} sent {sent})"
+            )));
+        }
+        let (sender, _, _) = self.node_at(from);
+        if !self.got.insert((index, from, counter)) {
+            return Err(Violation::UpdateTwice {
+                step,
+                node: who,
+                from: sender,
+                counter,
+            });
+        }
+        let newest = self.newest.entry((index, from, tag)).or_insert(counter);
+        if *newest > counter {
+            return Err(Violation::UpdateReordered {
+                step,
+                node: who,
+                from: sender,
+                counter,
+                newest: *newest,
+            });
+        }
+        *newest = counter;
+        self.updates_delivered += 1;
+        Ok(())
+    }
+
     /// The invariants that hold after every step.
     fn check(&mut self, step: usize) -> Result<(), Violation> {
         self.absorb(step)?;
-        let Some(server_peer) = self.server_peer() else {
-            return Ok(());
-        };
-        let server = server_peer.connection();
-        let cfg = server_config();
-        let n = self.n();
-        // Sessions: bounded, known to both layers alike, tokens unique.
-        let mut tokens: Vec<(Token, SessionId)> = Vec::new();
-        let mut known = 0usize;
-        for (session, up) in server_peer.sessions() {
-            known += 1;
-            let Some(view) = server.session(session) else {
-                return Err(Violation::LayersDisagree {
-                    step,
-                    node: Who::Server,
-                    detail: format!("the peer knows session {session:?}, the registry does not"),
-                });
-            };
-            if up != (view.status == Status::Connected) {
-                return Err(Violation::LayersDisagree {
-                    step,
-                    node: Who::Server,
-                    detail: format!(
-                        "session {session:?}: peer says up={up}, registry says {:?}",
-                        view.status
-                    ),
-                });
-            }
-            if let Some(m) = view.merged {
-                if let Some((_, other)) = tokens.iter().find(|(t, _)| *t == m) {
-                    return Err(Violation::SharedToken {
-                        step,
-                        a: *other,
-                        b: session,
-                    });
-                }
-                tokens.push((m, session));
-            }
-            let queued = server.queued(session).unwrap_or(0);
-            if queued > cfg.max_queue {
-                return Err(unbounded(
-                    step,
-                    Who::Server,
-                    "a session's queue",
-                    queued,
-                    cfg.max_queue,
-                ));
-            }
-        }
-        let bounds = [
-            ("sessions known to the peer", known, server.session_count()),
-            ("sessions", server.session_count(), cfg.max_sessions),
-            (
-                "pending handshakes",
-                server.pending_count(),
-                cfg.max_pending,
-            ),
-            (
-                "ended tokens remembered",
-                server.ended_count(),
-                cfg.max_sessions,
-            ),
-            (
-                "open transports",
-                self.sim.open_links(self.server),
-                n * MAX_SERVER_LINKS_PER_CLIENT,
-            ),
-        ];
-        for (what, value, bound) in bounds {
-            if value > bound {
-                return Err(unbounded(step, Who::Server, what, value, bound));
-            }
-        }
-        if known != server.session_count() {
-            return Err(Violation::LayersDisagree {
-                step,
-                node: Who::Server,
-                detail: format!(
-                    "the peer knows {known} sessions, the registry holds {}",
-                    server.session_count()
-                ),
-            });
-        }
-        // Clients: layers agree, bounded, and agree with their server session.
-        for (k, &id) in self.clients.iter().enumerate() {
-            let who = Who::Client(k as u8);
-            let Some(peer) = self.client_peer(id) else {
-                continue;
-            };
-            let client = peer.connection();
-            let view = client.view();
-            let up = peer.sessions().next().map(|(_, u)| u);
-            let connected = view.status == Status::Connected;
-            if up.unwrap_or(false) != connected {
-                return Err(Violation::LayersDisagree {
-                    step,
-                    node: who,
-                    detail: format!("peer says up={up:?}, connection says {:?}", view.status),
-                });
-            }
-            let cfg = client_config(0, 0);
-            if client.queued() > cfg.max_queue {
-                return Err(unbounded(
-                    step,
-                    who,
-                    "queued messages",
-                    client.queued(),
-                    cfg.max_queue,
-                ));
-            }
-            let links = self.sim.open_links(id);
-            if links > MAX_CLIENT_LINKS {
-                return Err(unbounded(
-                    step,
-                    who,
-                    "open transports",
-                    links,
-                    MAX_CLIENT_LINKS,
-                ));
-            }
-            let far = view.link.and_then(|l| self.sim.far_end(id, l.id));
-            if let (true, Some((node, far_link))) = (connected, far) {
-                if node == self.server {
-                    if let Some(session) = server.session_of(far_link) {
-                        let sv = server.session(session);
-                        let both = sv.is_some_and(|v| v.status == Status::Connected);
-                        let server_token = sv.and_then(|v| v.merged);
-                        if both && server_token != view.merged {
-                            return Err(Violation::SessionMismatch {
-                                step,
-                                client: who,
-                                session,
-                                client_token: view.merged.map(|t| hex(&t)),
-                                server_token: server_token.map(|t| hex(&t)),
-                            });
-                        }
-                    }
-                }
-            }
-        }
+        H::check(self, step)?;
         // Journals: nothing invented, never more than was appended.
-        let nodes: Vec<(Who, NodeId)> = (0..=n as u8)
-            .map(|i| {
-                let (w, id, _) = self.node(i);
-                (w, id)
-            })
-            .collect();
-        for (who, id) in nodes {
+        for index in 0..=self.n() {
+            let (who, id, _) = self.node_at(index);
             let keys = self.keys(id);
             if keys.len() > self.appended.len() {
                 return Err(unbounded(
@@ -933,24 +1123,8 @@ impl World {
     fn converged(&self) -> bool {
         let server_keys = self.keys(self.server);
         self.clients.iter().enumerate().all(|(k, &id)| {
-            !self.live(k + 1)
-                || (self.client_status(id).0 == Status::Connected
-                    && self.client_status(id).1 == Some(Status::Connected)
-                    && self.keys(id) == server_keys)
+            !self.live(k + 1) || (H::status(self, id).2 && self.keys(id) == server_keys)
         })
-    }
-
-    /// The client's status and that of the server session with its token.
-    fn client_status(&self, id: NodeId) -> (Status, Option<Status>) {
-        let status = self
-            .client_peer(id)
-            .map_or(Status::Disconnected, |p| p.connection().view().status);
-        let server_status = self.session_of_client(id).and_then(|s| {
-            self.server_peer()
-                .and_then(|p| p.connection().session(s))
-                .map(|v| v.status)
-        });
-        (status, server_status)
     }
 
     /// The checks once the network is calm.
@@ -961,8 +1135,8 @@ impl World {
                 continue;
             }
             let who = Who::Client(k as u8);
-            let (client_status, server_status) = self.client_status(id);
-            if client_status != Status::Connected || server_status != Some(Status::Connected) {
+            let (client_status, server_status, connected) = H::status(self, id);
+            if !connected {
                 return Err(Violation::NotConnected {
                     client: who,
                     client_status,
@@ -983,12 +1157,12 @@ impl World {
         let live = (1..=self.n()).filter(|&i| self.live(i)).count();
         let sessions = self
             .server_peer()
-            .map_or(0, |p| p.connection().session_count());
+            .map_or(0, |p| H::sessions(p.connection()));
         if sessions != live {
             return Err(Violation::SessionLeak { sessions, live });
         }
         for (index, track) in self.tracks.iter().enumerate() {
-            let (who, id, _) = self.node(index as u8);
+            let (who, id, _) = self.node_at(index);
             if !self.live(index) {
                 continue;
             }
@@ -1013,25 +1187,18 @@ impl World {
     }
 }
 
-fn hex(t: &Token) -> String {
-    t.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unbounded(step: usize, node: Who, what: &'static str, value: usize, bound: usize) -> Violation {
-    Violation::Unbounded {
-        step,
-        node,
-        what,
-        value,
-        bound,
-    }
-}
-
 /// Runs a scenario (clamped: see [`Scenario`]), checking the invariants after every step,
 /// then calms the network and checks convergence. See the [module docs](self).
 pub fn run(scenario: &Scenario) -> Result<Report, Violation> {
+    match scenario.profile {
+        Profile::Merge => run_with(merge::MergeHarness, scenario),
+        Profile::Dual { reinit_feed } => run_with(dual::DualHarness { reinit_feed }, scenario),
+    }
+}
+
+fn run_with<H: Harness>(h: H, scenario: &Scenario) -> Result<Report, Violation> {
     let clients = scenario.clients.clamp(1, MAX_CLIENTS);
-    let mut w = World::new(scenario.seed, clients);
+    let mut w = World::new(h, scenario.seed, clients);
     let start = w.sim.now();
     let steps = &scenario.steps[..scenario.steps.len().min(MAX_STEPS)];
     w.check(0)?;
@@ -1048,23 +1215,35 @@ pub fn run(scenario: &Scenario) -> Result<Report, Violation> {
     let mut step = steps.len();
     let mut settled = None;
     for second in 0..budget {
+        // An application whose client closed connects it again (dual: retries are
+        // bounded, so a client closes after a long enough outage).
+        for index in 1..=w.n() {
+            w.reconnect(index);
+        }
         w.sim.run_for(Duration::from_secs(1));
         step += 1;
         w.check(step)?;
-        match settled {
-            None if w.converged() => settled = Some(second),
-            // Converged a while ago: let whatever is still in flight land, then judge.
-            Some(at) if second >= at + 10 => break,
-            _ => {}
+        // Judge once every clock left behind has caught up and the world has stayed
+        // converged for 10 s: whatever was still in flight has landed, and the timers of
+        // a clock that stood still (a `feed` keep-alive late by the jump) have fired.
+        if second * 1000 < behind || !w.converged() {
+            settled = None;
+        } else if second >= *settled.get_or_insert(second) + 10 {
+            break;
         }
     }
-    // Sessions orphaned by a handshake cut half-way, or left by a client that ended while
-    // away, are forgotten after the resume grace: then the registry holds exactly one
+    // Sessions orphaned by a handshake cut half-way, or left by a client that ended or
+    // closed while away, are forgotten after the grace: then the server holds exactly one
     // session per live client.
     // A clock set back waits until real time catches up with what it had seen.
-    let grace = server_config().resume_grace + Duration::from_millis(1_000 + behind);
-    w.sim.run_for(grace);
-    w.check(step + 1)?;
+    let grace = w.h.grace() + Duration::from_millis(1_000 + behind);
+    let end = w.sim.now() + grace;
+    while w.sim.now() < end {
+        let next = (w.sim.now() + Duration::from_secs(1)).min(end);
+        w.sim.run_until(next);
+        step += 1;
+        w.check(step)?;
+    }
     w.final_check()?;
     let stats = w.sim.stats();
     Ok(Report {
@@ -1072,6 +1251,9 @@ pub fn run(scenario: &Scenario) -> Result<Report, Violation> {
         entries: w.appended.len(),
         converged_entries: w.keys(w.server).len(),
         live_clients: (1..=w.n()).filter(|&i| w.live(i)).count(),
+        updates_sent: w.tracks.iter().map(|t| u64::from(t.updates)).sum(),
+        updates_delivered: w.updates_delivered,
+        closes: w.closes,
         delivered: stats.delivered,
         cuts: stats.cuts,
         errors: w.error_count,
