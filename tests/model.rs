@@ -318,6 +318,7 @@ fn dual_feed_updates_arrive_once_and_in_order() {
         let report = run(&clean).unwrap_or_else(|v| panic!("{v}\n{v:?}"));
         assert_eq!(report.updates_sent, 24);
         assert_eq!(report.updates_delivered, 24);
+        assert_eq!(report.closes, 0, "nothing disturbed the clients");
         let mut steps = vec![Step::SetFaults(Faults {
             latency: Duration::from_millis(5),
             jitter: Duration::from_millis(50),

@@ -135,13 +135,18 @@ impl Harness for DualHarness {
                 _ => News::Ended {
                     reason: format!("{reason:?}"),
                     for_good: false,
-                    allowed: true,
+                    allowed: track.disturbed,
                 },
             },
             ClientEvent::AttemptFailed {
                 reason: CloseReason::Protocol(r),
                 ..
             } => News::Broken(format!("attempt failed: protocol {r:?}")),
+            ClientEvent::AttemptFailed { reason, .. } if !track.disturbed => News::Ended {
+                reason: format!("attempt failed: {reason:?}"),
+                for_good: false,
+                allowed: false,
+            },
             ClientEvent::Update(element) => News::Update(element.clone()),
             ClientEvent::FeedReceived(m) => News::Broken(format!("unexpected on feed: {m:?}")),
             _ => News::Nothing,

@@ -29,9 +29,10 @@
 //!   sender's sequence order; `feed` may lose updates, so delivery is not required);
 //! - **no unexpected end, no protocol error**: a token-merge client ends only when the
 //!   scenario disconnects or kicks it (or, after a forward clock jump, gives up); a dual
-//!   client may give up and close (its retries are bounded by design: seed 003), but never
-//!   because a peer broke the protocol, and the server never fails a player for anything
-//!   but a timeout.
+//!   client may give up and close (its retries are bounded by design: seed 003), but only
+//!   once something could disconnect it (a cut, a partition, a kick, a clock jump, a
+//!   network that loses or cuts), and never because a peer broke the protocol; the server
+//!   never fails a player for anything but a timeout.
 //!
 //! Then it calms the network ([`Faults::none`], every partition healed) and checks
 //! **convergence**: every live client is connected, every live node's journal holds the same
@@ -615,6 +616,11 @@ struct Track {
     ended_on_purpose: bool,
     /// Its clock was moved forwards (it may give up).
     jumped_forward: bool,
+    /// Something happened that may make it lose its connection: its transports cut, a
+    /// partition, a kick, a clock jump (its own or the server's), or a network that loses
+    /// datagrams or cuts transports. A dual client that was never disturbed must never
+    /// fail an attempt or close.
+    disturbed: bool,
     /// Sum of its backward clock jumps, in milliseconds.
     behind_millis: u64,
     /// Next resource number for its own appends.
@@ -811,6 +817,15 @@ impl<H: Harness> World<H> {
         self.sim.command(id, cmd);
     }
 
+    /// Marks node `index` as disturbed; the server (0) stands for everyone.
+    fn disturb(&mut self, index: usize) {
+        for (i, t) in self.tracks.iter_mut().enumerate() {
+            if index == 0 || i == index {
+                t.disturbed = true;
+            }
+        }
+    }
+
     /// The application connects client `index` again if it is closed (and has not left).
     fn reconnect(&mut self, index: usize) {
         let (_, id, _) = self.node_at(index);
@@ -871,15 +886,18 @@ impl<H: Harness> World<H> {
                 self.sim.run_for(d);
             }
             Step::Cut { client } => {
-                let (_, id, _) = self.client(client);
+                let (_, id, index) = self.client(client);
+                self.disturb(index);
                 self.sim.cut(id, Channel::Main);
             }
             Step::CutFeed { client } => {
-                let (_, id, _) = self.client(client);
+                let (_, id, index) = self.client(client);
+                self.disturb(index);
                 self.sim.cut(id, Channel::Feed);
             }
             Step::Partition { client } => {
-                let (_, id, _) = self.client(client);
+                let (_, id, index) = self.client(client);
+                self.disturb(index);
                 self.sim.partition(id, self.server);
             }
             Step::Heal { client } => {
@@ -887,7 +905,15 @@ impl<H: Harness> World<H> {
                 self.sim.heal(id, self.server);
             }
             Step::HealAll => self.sim.heal_all(),
-            Step::SetFaults(f) => self.sim.set_faults(clamp_faults(f)),
+            Step::SetFaults(f) => {
+                let f = clamp_faults(f);
+                // Latency, jitter, chunks and duplicates are within every timeout and
+                // check; losses and cuts may close anyone.
+                if f.loss_per_million > 0 || f.cut_per_million > 0 {
+                    self.disturb(0);
+                }
+                self.sim.set_faults(f);
+            }
             Step::Calm => {
                 self.sim.set_faults(Faults::none());
                 self.sim.heal_all();
@@ -895,6 +921,7 @@ impl<H: Harness> World<H> {
             Step::JumpClock { node, millis } => {
                 let (_, id, index) = self.node(node);
                 let millis = millis.clamp(-MAX_JUMP_MILLIS, MAX_JUMP_MILLIS);
+                self.disturb(index);
                 if let Some(t) = self.tracks.get_mut(index) {
                     if millis > 0 {
                         t.jumped_forward = true;
@@ -935,6 +962,7 @@ impl<H: Harness> World<H> {
             }
             Step::Kick { client } => {
                 let (_, id, index) = self.client(client);
+                self.disturb(index);
                 if let Some((cmd, for_good)) = H::kick(self, id) {
                     if let Some(t) = self.tracks.get_mut(index) {
                         t.ended_on_purpose |= for_good;
