@@ -143,7 +143,7 @@ fn check_many(name: &str, cases: u32, strategy: impl Strategy<Value = Scenario>)
 fn merge_short_scenarios_keep_every_promise() {
     check_many(
         "merge short",
-        cases(1000, 4),
+        cases(1500, 4),
         scenario(Just(Profile::Merge), 12),
     );
 }
@@ -152,7 +152,7 @@ fn merge_short_scenarios_keep_every_promise() {
 fn merge_long_scenarios_keep_every_promise() {
     check_many(
         "merge long",
-        cases(200, 4),
+        cases(400, 4),
         scenario(Just(Profile::Merge), 48),
     );
 }
@@ -164,7 +164,7 @@ fn dual_short_scenarios_keep_every_promise() {
 
 #[test]
 fn dual_long_scenarios_keep_every_promise() {
-    check_many("dual long", cases(200, 4), scenario(dual(), 48));
+    check_many("dual long", cases(250, 4), scenario(dual(), 48));
 }
 
 const PROFILES: [Profile; 3] = [
