@@ -240,9 +240,11 @@ fn every_kind_of_step_in_one_scenario() {
             Profile::Dual { .. } => {
                 // A kicked dual client starts a fresh session: it is still alive.
                 assert_eq!(report.live_clients, 3, "{profile:?}");
-                assert_eq!(report.updates_sent, 6, "{profile:?}");
-                // On a perfect network, both bursts arrived whole.
-                assert_eq!(report.updates_delivered, 6, "{profile:?}");
+                // On a perfect network, both bursts arrived whole; so did the calm phase's
+                // updates, from each client and to each (the server may also have sent to
+                // sessions left behind, which nobody receives).
+                assert!(report.updates_delivered >= 6 + 2 * 3, "{report:?}");
+                assert!(report.updates_sent >= report.updates_delivered);
             }
         }
     }
@@ -316,8 +318,9 @@ fn dual_feed_updates_arrive_once_and_in_order() {
             ],
         };
         let report = run(&clean).unwrap_or_else(|v| panic!("{v}\n{v:?}"));
-        assert_eq!(report.updates_sent, 24);
-        assert_eq!(report.updates_delivered, 24);
+        // 24 in the steps, then one each way per client in the calm phase's check.
+        assert_eq!(report.updates_sent, 28);
+        assert_eq!(report.updates_delivered, 28);
         assert_eq!(report.closes, 0, "nothing disturbed the clients");
         let mut steps = vec![Step::SetFaults(Faults {
             latency: Duration::from_millis(5),

@@ -351,19 +351,14 @@ impl Harness for DualHarness {
         from: usize,
         pick: u8,
         element: &dyn Fn(usize, &[u8]) -> Element,
-    ) -> bool {
+    ) -> Option<usize> {
         let (_, id, _) = w.node_at(from);
+        let mut target = 0;
         let command = if from == 0 {
-            let Some(server) = w.server_peer() else {
-                return false;
-            };
+            let server = w.server_peer()?;
             let players: Vec<u16> = server.sessions().map(|(p, _)| p).collect();
-            let Some(&player) = players.get(usize::from(pick) % players.len().max(1)) else {
-                return false;
-            };
-            let Some((token_a, _)) = server.connection().player_tokens(player) else {
-                return false;
-            };
+            let &player = players.get(usize::from(pick) % players.len().max(1))?;
+            let (token_a, _) = server.connection().player_tokens(player)?;
             // The client holding this session, if any still does.
             let to = (1..=w.n())
                 .find(|&i| {
@@ -372,20 +367,19 @@ impl Harness for DualHarness {
                 })
                 .unwrap_or(super::NOBODY);
             let message = Message::Update(element(to, token_a.as_bytes()));
+            target = to;
             Either::Right(PeerCommand::Connection(ServerCommand::SendFeed {
                 player,
                 message,
             }))
         } else {
-            let Some(client) = w.client_peer(id) else {
-                return false;
-            };
+            let client = w.client_peer(id)?;
             let tag = client.connection().tokens().0;
             let tag = tag.as_ref().map_or(&[][..], |t| t.as_bytes());
             let message = Message::Update(element(0, tag));
             Either::Left(PeerCommand::Connection(ClientCommand::SendFeed(message)))
         };
         w.sim.command(id, command);
-        true
+        Some(target)
     }
 }

@@ -312,7 +312,7 @@ impl Harness for MergeHarness {
         _: usize,
         _: u8,
         _: &dyn Fn(usize, &[u8]) -> crate::wire::Element,
-    ) -> bool {
-        false // token-merge has no `feed`
+    ) -> Option<usize> {
+        None // token-merge has no `feed`
     }
 }

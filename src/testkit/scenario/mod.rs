@@ -26,7 +26,8 @@
 //!   the whole run, never one it appended itself;
 //! - **feed updates** (dual): every update delivered was sent, to this node, and reaches it
 //!   at most once, and never older after newer from one sender within one session (the
-//!   sender's sequence order; `feed` may lose updates, so delivery is not required);
+//!   sender's sequence order; `feed` may lose updates, so delivery is not required while
+//!   the network misbehaves);
 //! - **no unexpected end, no protocol error**: a token-merge client ends only when the
 //!   scenario disconnects or kicks it (or, after a forward clock jump, gives up); a dual
 //!   client may give up and close (its retries are bounded by design: seed 003), but only
@@ -37,8 +38,9 @@
 //! Then it calms the network ([`Faults::none`], every partition healed) and checks
 //! **convergence**: every live client is connected, every live node's journal holds the same
 //! set of entries (which includes everything a live node appended), and each node saw exactly
-//! one `Applied` for every entry it did not append itself; after the server's session grace,
-//! it holds exactly one session (player) per live client.
+//! one `Applied` for every entry it did not append itself; `feed` updates sent then, by
+//! every live client and by the server to each of its sessions, all arrive (dual); after the
+//! server's session grace, it holds exactly one session (player) per live client.
 //!
 //! A dual client that closed (gave up, or was refused after a kick) stays closed until its
 //! application connects it again: the runner plays that application, sending
@@ -445,6 +447,16 @@ pub enum Violation {
         /// The newest number delivered before it in the same session.
         newest: u32,
     },
+    /// On a calm network, with every live client connected, a `feed` update did not arrive.
+    #[error("on a calm network, update {counter} from {from} never reached {to}")]
+    UpdateLost {
+        /// The sender.
+        from: Who,
+        /// The receiver.
+        to: Who,
+        /// The update's number.
+        counter: u32,
+    },
     /// After the calm phase a live client is not connected (or its session is not).
     #[error("{client} is not connected after the calm phase: client {client_status}, server session {server_status:?}")]
     NotConnected {
@@ -594,13 +606,14 @@ trait Harness: Sized {
     /// How long the server keeps an abandoned session.
     fn grace(&self) -> Duration;
     /// Makes node `from` send `element(target, session tag)` on `feed`, if the profile has
-    /// one: the server to its session number `pick`. Returns whether it was asked to.
+    /// one: the server to its session number `pick`. Returns the receiver's node number
+    /// ([`NOBODY`] for a session no client holds) if it was asked to send.
     fn send_update(
         w: &mut World<Self>,
         from: usize,
         pick: u8,
         element: &dyn Fn(usize, &[u8]) -> Element,
-    ) -> bool;
+    ) -> Option<usize>;
 }
 
 /// What the model keeps per node.
@@ -817,6 +830,49 @@ impl<H: Harness> World<H> {
         self.sim.command(id, cmd);
     }
 
+    /// Node `index` sends its next `feed` update (the server to its session `pick`); the
+    /// receiver's node number if it was asked to.
+    fn send_update(&mut self, index: usize, pick: u8) -> Option<(usize, u32)> {
+        let counter = self.tracks.get(index)?.updates;
+        let element = |to: usize, tag: &[u8]| update_element(index, to, counter, tag);
+        let to = H::send_update(self, index, pick, &element)?;
+        if let Some(t) = self.tracks.get_mut(index) {
+            t.updates += 1;
+        }
+        Some((to, counter))
+    }
+
+    /// On a calm network, with every live client connected: updates sent now, both ways,
+    /// all arrive (`feed` loses datagrams only when the network does).
+    fn feed_check(&mut self, step: usize) -> Result<(), Violation> {
+        let mut expected = Vec::new();
+        for index in 1..=self.n() {
+            if self.live(index) {
+                expected.extend(self.send_update(index, 0).map(|(to, c)| (index, to, c)));
+            }
+        }
+        let sessions = self
+            .server_peer()
+            .map_or(0, |p| p.sessions().count().min(usize::from(u8::MAX)));
+        for pick in 0..sessions {
+            expected.extend(self.send_update(0, pick as u8).map(|(to, c)| (0, to, c)));
+        }
+        self.sim.run_for(Duration::from_secs(1));
+        self.check(step)?;
+        for (from, to, counter) in expected {
+            // A session kept by a client that left (the server waits for it to expire)
+            // has nobody to deliver to.
+            if self.live(to) && !self.got.contains(&(to, from, counter)) {
+                return Err(Violation::UpdateLost {
+                    from: self.node_at(from).0,
+                    to: self.node_at(to).0,
+                    counter,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Marks node `index` as disturbed; the server (0) stands for everyone.
     fn disturb(&mut self, index: usize) {
         for (i, t) in self.tracks.iter_mut().enumerate() {
@@ -870,15 +926,7 @@ impl<H: Harness> World<H> {
             } => {
                 let (_, _, index) = self.node(node);
                 for _ in 0..count.min(MAX_UPDATES) {
-                    let Some(counter) = self.tracks.get(index).map(|t| t.updates) else {
-                        return;
-                    };
-                    let element = |to: usize, tag: &[u8]| update_element(index, to, counter, tag);
-                    if H::send_update(self, index, session, &element) {
-                        if let Some(t) = self.tracks.get_mut(index) {
-                            t.updates += 1;
-                        }
-                    }
+                    self.send_update(index, session);
                 }
             }
             Step::Advance { millis } => {
@@ -1259,6 +1307,10 @@ fn run_with<H: Harness>(h: H, scenario: &Scenario) -> Result<Report, Violation> 
         } else if second >= *settled.get_or_insert(second) + 10 {
             break;
         }
+    }
+    if w.converged() {
+        step += 1;
+        w.feed_check(step)?;
     }
     // Sessions orphaned by a handshake cut half-way, or left by a client that ended or
     // closed while away, are forgotten after the grace: then the server holds exactly one
