@@ -86,7 +86,9 @@ impl Profile for dual::DualClient {
                 resumed: session == dual::SessionKind::Resumed,
                 event,
             },
-            E::MainLost => Routed::Down { session: (), event },
+            // A failed attempt leaves the client without `main` until a fresh session is
+            // up: after a refusal while connected (a kick) the session is down too.
+            E::MainLost | E::AttemptFailed { .. } => Routed::Down { session: (), event },
             E::Closed { .. } => Routed::Gone { session: (), event },
             E::Received(message) => Routed::Message {
                 session: (),

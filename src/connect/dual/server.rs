@@ -1125,3 +1125,20 @@ mod handover {
         }
     }
 }
+
+// Read-only accessors for tests and the model-checked scenarios (testkit::scenario).
+impl<T> DualServer<T> {
+    /// Player `id`'s tokens A and B (B once a `feed` init was answered). Secrets: do not
+    /// log them.
+    pub fn player_tokens(&self, id: u16) -> Option<(Token, Option<Token>)> {
+        self.players
+            .get(usize::from(id))
+            .and_then(|p| p.as_ref())
+            .map(|p| (p.token_a, p.token_b))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> ServerConfig {
+        self.cfg
+    }
+}
