@@ -836,6 +836,32 @@ mod tests {
     }
 
     #[test]
+    fn handover_keeps_the_token_index_of_both_servers() {
+        let source = || {
+            let mut n = 0u8;
+            move || {
+                n += 1;
+                token(b'a' + n)
+            }
+        };
+        let mut a = Server::new(ServerConfig::default(), source());
+        let mut b = Server::new(ServerConfig::default(), source());
+        let id = handshake(&mut a, 1, token(b'X'));
+        let snap = a.take_session(id, Instant::ZERO).unwrap();
+        assert_index(&a);
+        assert_eq!(a.session_count(), 0);
+        let merged = snap.merged;
+        let imported = b.import_session(Instant::ZERO, snap.clone()).unwrap();
+        assert_index(&b);
+        assert_eq!(b.find(&merged), Some(imported));
+        assert_eq!(
+            b.import_session(Instant::ZERO, snap),
+            Err(crate::snapshot::ImportError::DuplicateToken)
+        );
+        assert_index(&b);
+    }
+
+    #[test]
     fn resumption_finds_its_session_among_many_even_when_fingerprints_collide() {
         let mut n = 0u64;
         let mut s = Server::new(ServerConfig::default(), move || {
@@ -931,6 +957,9 @@ mod handover {
             self.now = self.now.max(now);
             self.set_expiry(id, None);
             if let Some(s) = self.sessions.remove(&id) {
+                if let Some(m) = s.node.merged {
+                    self.by_token.remove(&(fingerprint(&m), id));
+                }
                 if let Some(link) = s.link {
                     self.links.remove(&link.id);
                     self.outbox.close(link);
@@ -993,6 +1022,7 @@ mod handover {
                     expires: None,
                 },
             );
+            self.by_token.insert((fingerprint(&snap.merged), id));
             let left = snap.expires_in.unwrap_or(self.cfg.resume_grace);
             self.set_expiry(id, Some(now + left));
             Ok(id)
