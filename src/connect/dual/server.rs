@@ -1136,9 +1136,4 @@ impl<T> DualServer<T> {
             .and_then(|p| p.as_ref())
             .map(|p| (p.token_a, p.token_b))
     }
-
-    /// The configuration.
-    pub fn config(&self) -> ServerConfig {
-        self.cfg
-    }
 }
