@@ -90,6 +90,30 @@ impl Table {
         out
     }
 
+    /// Whether each `(state, input)` has at most one next state (a deterministic machine).
+    pub fn is_function(&self) -> bool {
+        self.rows.iter().enumerate().all(|(i, a)| {
+            self.rows[i + 1..]
+                .iter()
+                .all(|b| !(a.from == b.from && a.input == b.input && a.to != b.to))
+        })
+    }
+
+    /// The states reachable from `start` by following rows (`start` first).
+    pub fn reachable_from<'a>(&'a self, start: &'a str) -> Vec<&'a str> {
+        let mut seen = alloc::vec![start];
+        let mut i = 0;
+        while let Some(&s) = seen.get(i) {
+            for r in self.rows.iter().filter(|r| r.from == s) {
+                if !seen.contains(&r.to.as_str()) {
+                    seen.push(r.to.as_str());
+                }
+            }
+            i += 1;
+        }
+        seen
+    }
+
     /// The table as Markdown: a caption naming the source, then one line per row. This is
     /// the exact text docs/PROTOCOL.md carries (a test keeps the two in step).
     pub fn to_markdown(&self) -> String {

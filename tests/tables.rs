@@ -899,3 +899,29 @@ fn a_diagram_that_skips_a_step_is_caught() {
         "OPEN -> CONNECTED on one TOKEN is not in the table"
     );
 }
+
+#[test]
+fn deterministic_tables_are_functions_and_every_state_is_reachable() {
+    // The machines whose next state depends only on (state, input), from their first state.
+    let starts = [
+        (tables::merge_node(), "Open"),
+        (tables::dual_client(), "Idle"),
+        (tables::dual_server(), "AwaitFeedInit"),
+    ];
+    for (table, start) in &starts {
+        assert!(
+            table.is_function(),
+            "{}: two next states for one (state, input)",
+            table.machine
+        );
+        let mut reachable = table.reachable_from(start);
+        let mut states = table.states();
+        reachable.sort_unstable();
+        states.sort_unstable();
+        assert_eq!(
+            reachable, states,
+            "{}: every state reachable from {start}",
+            table.machine
+        );
+    }
+}

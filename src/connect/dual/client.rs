@@ -864,36 +864,6 @@ impl Machine for DualClient {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_table_is_a_function() {
-        for (i, (s, k, _)) in CLIENT_TRANSITIONS.iter().enumerate() {
-            for (s2, k2, _) in &CLIENT_TRANSITIONS[i + 1..] {
-                assert!(!(s == s2 && k == k2), "two entries for {s:?} {k:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn every_state_is_reachable_from_idle() {
-        let mut seen = alloc::vec![S::Idle];
-        let mut i = 0;
-        while i < seen.len() {
-            let s = seen[i];
-            for (from, _, to) in CLIENT_TRANSITIONS {
-                if *from == s && !seen.contains(to) {
-                    seen.push(*to);
-                }
-            }
-            i += 1;
-        }
-        assert_eq!(seen.len(), 14);
-    }
-}
-
 // Session snapshots (src/snapshot.rs, docs/PROTOCOL.md section 8).
 mod handover {
     use super::*;
