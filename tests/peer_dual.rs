@@ -2,46 +2,23 @@
 //! entries survive cuts of `main`, and `feed` updates reach the other side.
 #![cfg(feature = "testkit")]
 
-use std::collections::{BTreeMap, BTreeSet};
+mod peer_common;
+
+use peer_common::{append, applied, keys};
 use tether::connect::dual::{self, DualClient, DualServer};
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
-use tether::sync::journal::{MemJournal, Role, SyncConfig, SyncEvent};
+use tether::sync::journal::{MemJournal, Role};
+use tether::testkit::scenario::{sync_config, SeqTokens};
 use tether::testkit::{Either, Faults, NodeId, Sim};
-use tether::wire::{Element, Entry, Message};
-use tether::{Channel, Duration, Token};
+use tether::wire::{Element, Message};
+use tether::{Channel, Duration};
 
-type Journal = SharedJournal<MemJournal>;
-type ClientPeer = Peer<DualClient, Journal>;
-type ServerPeer = Peer<DualServer<Tokens>, Journal>;
-type Node = Either<ClientPeer, ServerPeer>;
-type Event = <Node as tether::Machine>::Event;
-
-struct Tokens(u64);
-
-impl dual::TokenSource for Tokens {
-    fn next_token(&mut self) -> Token {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.0.to_be_bytes());
-        b[8..].copy_from_slice(&self.0.rotate_left(17).to_be_bytes());
-        Token::new(&b).unwrap()
-    }
-}
-
-fn sync_config() -> SyncConfig {
-    SyncConfig {
-        idle_timeout: None,
-        ..SyncConfig::default()
-    }
-}
+type Node = peer_common::Node<DualClient, DualServer<SeqTokens>>;
 
 fn world(seed: u64, clients: usize, faults: Faults) -> (Sim<Node>, NodeId, Vec<NodeId>) {
     let mut sim = Sim::new(seed, faults);
     let server = sim.add_node(Either::Right(Peer::new(
-        DualServer::new(dual::ServerConfig::default(), Tokens(seed)),
+        DualServer::new(dual::ServerConfig::default(), SeqTokens::new(seed)),
         Role::Server,
         sync_config(),
         SharedJournal::new(MemJournal::new(1, 100_000)),
@@ -64,42 +41,6 @@ fn world(seed: u64, clients: usize, faults: Faults) -> (Sim<Node>, NodeId, Vec<N
         ids.push(id);
     }
     (sim, server, ids)
-}
-
-fn keys(sim: &Sim<Node>, id: NodeId) -> BTreeSet<(bytes::Bytes, bytes::Bytes)> {
-    match sim.node(id) {
-        Either::Left(p) => p.store().with(|j| j.keys()),
-        Either::Right(p) => p.store().with(|j| j.keys()),
-    }
-}
-
-fn append(sim: &mut Sim<Node>, id: NodeId, author: &str, n: usize) {
-    let entry = Entry::new(author.as_bytes(), format!("r{n}").as_bytes(), b"payload");
-    let cmd = match sim.node(id) {
-        Either::Left(_) => Either::Left(PeerCommand::Append(entry)),
-        Either::Right(_) => Either::Right(PeerCommand::Append(entry)),
-    };
-    sim.command(id, cmd);
-}
-
-fn applied(events: &[Event]) -> BTreeMap<(Vec<u8>, Vec<u8>), usize> {
-    let mut counts = BTreeMap::new();
-    for e in events {
-        let s = match e {
-            Either::Left(PeerEvent::Sync(_, s)) => s,
-            Either::Right(PeerEvent::Sync(_, s)) => s,
-            _ => continue,
-        };
-        if let SyncEvent::Applied {
-            author, resource, ..
-        } = s
-        {
-            *counts
-                .entry((author.to_vec(), resource.to_vec()))
-                .or_insert(0) += 1;
-        }
-    }
-    counts
 }
 
 #[test]

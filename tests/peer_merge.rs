@@ -2,41 +2,17 @@
 //! both sides while the network misbehaves arrive everywhere exactly once.
 #![cfg(feature = "testkit")]
 
-use std::collections::{BTreeMap, BTreeSet};
-use tether::connect::merge::{self, Client, Server, TokenSource};
-use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
-use tether::sync::journal::{MemJournal, Role, SyncConfig, SyncEvent};
+mod peer_common;
+
+use peer_common::{append, applied, keys};
+use tether::connect::merge::{self, Client, Server};
+use tether::peer::{Peer, PeerEvent, SharedJournal};
+use tether::sync::journal::{MemJournal, Role};
+use tether::testkit::scenario::{sync_config, SeqTokens};
 use tether::testkit::{Either, Faults, NodeId, Sim};
-use tether::wire::Entry;
 use tether::{Channel, Duration, Token};
 
-type Journal = SharedJournal<MemJournal>;
-type ClientPeer = Peer<Client, Journal>;
-type ServerPeer = Peer<Server<Tokens>, Journal>;
-type Node = Either<ClientPeer, ServerPeer>;
-
-/// Deterministic 128-bit tokens for the server's temporary nodes.
-struct Tokens(u64);
-
-impl TokenSource for Tokens {
-    fn next_token(&mut self) -> Token {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.0.to_be_bytes());
-        b[8..].copy_from_slice(&(!self.0).to_be_bytes());
-        Token::new(&b).unwrap()
-    }
-}
-
-fn sync_config() -> SyncConfig {
-    SyncConfig {
-        idle_timeout: None,
-        ..SyncConfig::default()
-    }
-}
+type Node = peer_common::Node<Client, Server<SeqTokens>>;
 
 struct World {
     sim: Sim<Node>,
@@ -52,7 +28,7 @@ fn world(seed: u64, clients: usize, faults: Faults) -> World {
                 resume_grace: Duration::from_secs(3600),
                 ..Default::default()
             },
-            Tokens(seed),
+            SeqTokens::new(seed),
         ),
         Role::Server,
         sync_config(),
@@ -89,48 +65,6 @@ fn world(seed: u64, clients: usize, faults: Faults) -> World {
         server,
         clients: ids,
     }
-}
-
-fn keys(sim: &Sim<Node>, id: NodeId) -> BTreeSet<(bytes::Bytes, bytes::Bytes)> {
-    match sim.node(id) {
-        Either::Left(p) => p.store().with(|j| j.keys()),
-        Either::Right(p) => p.store().with(|j| j.keys()),
-    }
-}
-
-fn append(sim: &mut Sim<Node>, id: NodeId, author: &str, n: usize) {
-    let entry = Entry::new(author.as_bytes(), format!("r{n}").as_bytes(), b"payload");
-    let cmd = match sim.node(id) {
-        Either::Left(_) => Either::Left(PeerCommand::Append(entry)),
-        Either::Right(_) => Either::Right(PeerCommand::Append(entry)),
-    };
-    sim.command(id, cmd);
-}
-
-/// Counts `Applied` events per (author, resource) for a node.
-fn applied(
-    events: &[Either<
-        <ClientPeer as tether::Machine>::Event,
-        <ServerPeer as tether::Machine>::Event,
-    >],
-) -> BTreeMap<(Vec<u8>, Vec<u8>), usize> {
-    let mut counts = BTreeMap::new();
-    for e in events {
-        let sync_event = match e {
-            Either::Left(PeerEvent::Sync(_, s)) => s,
-            Either::Right(PeerEvent::Sync(_, s)) => s,
-            _ => continue,
-        };
-        if let SyncEvent::Applied {
-            author, resource, ..
-        } = sync_event
-        {
-            *counts
-                .entry((author.to_vec(), resource.to_vec()))
-                .or_insert(0) += 1;
-        }
-    }
-    counts
 }
 
 #[test]
