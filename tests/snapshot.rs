@@ -13,7 +13,7 @@ use tether::peer::{Peer, PeerCommand, PeerEvent, PeerSnapshot, SharedJournal};
 use tether::snapshot::{crc32, ImportError, SnapshotError, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use tether::sync::journal::{Marks, MemJournal, Role, SyncConfig, SyncEvent};
 use tether::testkit::{Either, Faults, NodeId, Sim};
-use tether::wire::{Entry, LineId, Message};
+use tether::wire::{LineId, Message};
 use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
 
 // ---------------------------------------------------------------------------------------
@@ -286,7 +286,9 @@ impl dual::TokenSource for Tokens {
     }
 }
 
-type Journal = SharedJournal<MemJournal>;
+mod peer_common;
+
+use peer_common::{append, journal, Journal};
 
 fn sync_config() -> SyncConfig {
     SyncConfig {
@@ -297,10 +299,6 @@ fn sync_config() -> SyncConfig {
 
 fn keys_of(j: &Journal) -> BTreeSet<(Bytes, Bytes)> {
     j.with(|j| j.keys())
-}
-
-fn entry(author: &str, n: usize) -> Entry {
-    Entry::new(author.as_bytes(), format!("r{n}").as_bytes(), b"payload")
 }
 
 /// Counts `Applied` per (author, resource) in a list of sync events.
@@ -359,21 +357,6 @@ mod merge_world {
                 _ => None,
             })
             .collect()
-    }
-
-    pub fn append(sim: &mut Sim<Node>, id: NodeId, author: &str, n: usize) {
-        let cmd = match sim.node(id) {
-            Either::Left(_) => Either::Left(PeerCommand::Append(entry(author, n))),
-            Either::Right(_) => Either::Right(PeerCommand::Append(entry(author, n))),
-        };
-        sim.command(id, cmd);
-    }
-
-    pub fn journal(sim: &Sim<Node>, id: NodeId) -> Journal {
-        match sim.node(id) {
-            Either::Left(p) => p.store().clone(),
-            Either::Right(p) => p.store().clone(),
-        }
     }
 }
 
@@ -546,21 +529,6 @@ mod dual_world {
                 _ => None,
             })
             .collect()
-    }
-
-    pub fn append(sim: &mut Sim<Node>, id: NodeId, author: &str, n: usize) {
-        let cmd = match sim.node(id) {
-            Either::Left(_) => Either::Left(PeerCommand::Append(entry(author, n))),
-            Either::Right(_) => Either::Right(PeerCommand::Append(entry(author, n))),
-        };
-        sim.command(id, cmd);
-    }
-
-    pub fn journal(sim: &Sim<Node>, id: NodeId) -> Journal {
-        match sim.node(id) {
-            Either::Left(p) => p.store().clone(),
-            Either::Right(p) => p.store().clone(),
-        }
     }
 }
 

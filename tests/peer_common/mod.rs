@@ -28,6 +28,20 @@ where
     }
 }
 
+/// A handle on a node's journal (shared with the node).
+pub fn journal<C, S>(sim: &Sim<Node<C, S>>, id: NodeId) -> Journal
+where
+    C: Profile,
+    S: Profile,
+    C::Error: 'static,
+    S::Error: 'static,
+{
+    match sim.node(id) {
+        Either::Left(p) => p.store().clone(),
+        Either::Right(p) => p.store().clone(),
+    }
+}
+
 /// Appends entry `r{n}` by `author` on a node, through its peer.
 pub fn append<C, S>(sim: &mut Sim<Node<C, S>>, id: NodeId, author: &str, n: usize)
 where
