@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use tether::connect::dual::{
-    self, ClientCommand, ClientEvent, DualClient, DualServer, ServerEvent, SessionKind,
+    self, ClientCommand, ClientEvent, DualClient, DualServer, Outcome, ServerEvent,
 };
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 use tether::sync::journal::{MemJournal, Role as SyncRole, SyncConfig, SyncEvent};
@@ -167,7 +167,7 @@ async fn demo() -> Result<(), String> {
     let mut applied: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
     let log = |events: Vec<PeerEvent<ClientEvent, ()>>,
                applied: &mut BTreeMap<Vec<u8>, usize>|
-     -> Option<SessionKind> {
+     -> Option<Outcome> {
         let mut connected = None;
         for event in events {
             match event {
@@ -271,7 +271,7 @@ async fn demo() -> Result<(), String> {
         || client_journal.with(|j| j.keys().len()) < total
         || server_journal.with(|j| j.keys().len()) < total
     {
-        if log(client.turn().await, &mut applied) == Some(SessionKind::Resumed) {
+        if log(client.turn().await, &mut applied) == Some(Outcome::Resumed) {
             resumed = true;
         }
     }

@@ -70,6 +70,7 @@ pub mod connect;
 pub mod driver;
 pub mod peer;
 mod rng;
+pub mod session;
 pub mod snapshot;
 pub mod sync;
 pub mod tables;
@@ -80,5 +81,6 @@ pub mod token;
 pub mod wire;
 
 pub use driver::{Channel, Input, Link, Machine, Outbox, Output, Transmit};
+pub use session::{EndReason, Outcome};
 pub use time::{Duration, Instant};
-pub use token::{Token, TokenError};
+pub use token::{Token, TokenError, TokenSource};

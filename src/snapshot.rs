@@ -7,7 +7,7 @@
 //! [`Marks`]. Transports, frame buffers and timers in flight are not part of it: a restored
 //! session has no transport, so **a session exported while CONNECTED is restored as
 //! RECONNECTING**, and its client resumes it by the protocol's normal resumption path
-//! (`Outcome::Resumed` / `SessionKind::Resumed`).
+//! (`Outcome::Resumed` / `Outcome::Resumed`).
 //!
 //! The types, one per machine, all encoded the same way (docs/PROTOCOL.md section 8):
 //!

@@ -46,6 +46,11 @@ impl Instant {
         Instant(micros)
     }
 
+    /// An instant `secs` seconds after the caller's epoch (saturating).
+    pub const fn from_secs(secs: u64) -> Self {
+        Instant(secs.saturating_mul(1_000_000))
+    }
+
     /// An instant `millis` milliseconds after the caller's epoch (saturating).
     pub const fn from_millis(millis: u64) -> Self {
         Instant(millis.saturating_mul(1_000))

@@ -125,6 +125,30 @@ impl TryFrom<&[u8]> for Token {
     }
 }
 
+/// Where a server's tokens come from: the caller's cryptographic randomness (tether draws
+/// none of its own). Any `FnMut() -> Token` is one.
+///
+/// Both connection profiles' servers take one: the token-merge server for each new
+/// transport's local token, the dual-channel server for tokens A and B.
+///
+/// ```
+/// use tether::{Token, TokenSource};
+/// let mut n = 0u8;
+/// let mut source = move || { n += 1; Token::new(&[n; 16]).unwrap() };
+/// assert_ne!(source.next_token(), source.next_token());
+/// ```
+pub trait TokenSource {
+    /// A fresh, unpredictable token (at least [`Token::SECURE_LEN`] bytes unless the
+    /// profile is configured for short tokens).
+    fn next_token(&mut self) -> Token;
+}
+
+impl<F: FnMut() -> Token> TokenSource for F {
+    fn next_token(&mut self) -> Token {
+        self()
+    }
+}
+
 #[cfg(feature = "arbitrary")]
 impl<'a> arbitrary::Arbitrary<'a> for Token {
     fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {

@@ -52,7 +52,7 @@ fn connects_syncs_and_carries_feed_updates() {
         matches!(
             e,
             Either::Left(PeerEvent::Connection(dual::ClientEvent::Connected {
-                session: dual::SessionKind::Fresh,
+                session: dual::Outcome::Fresh,
                 ..
             }))
         )
@@ -107,7 +107,7 @@ fn main_cut_mid_sync_reconnects_and_resyncs_exactly_once() {
         matches!(
             e,
             Either::Left(PeerEvent::Connection(dual::ClientEvent::Connected {
-                session: dual::SessionKind::Resumed,
+                session: dual::Outcome::Resumed,
                 ..
             }))
         )

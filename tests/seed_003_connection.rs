@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use tether::connect::dual::{
     feed::FeedSender, ClientCommand, ClientConfig, ClientEvent, ClientState, CloseReason,
-    DualClient, DualError, DualServer, FeedLossPolicy, LeaveReason, PlayerState, Retry,
-    ServerCommand, ServerConfig, ServerEvent, SessionKind, TokenSource, CLIENT_TRANSITIONS,
+    DualClient, DualError, DualServer, FeedLossPolicy, LeaveReason, Outcome, PlayerState, Retry,
+    ServerCommand, ServerConfig, ServerEvent, TokenSource, CLIENT_TRANSITIONS,
 };
 use tether::wire::{Element, FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
 use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
@@ -296,7 +296,7 @@ fn fresh(e: &ClientEvent) -> bool {
     matches!(
         e,
         ClientEvent::Connected {
-            session: SessionKind::Fresh,
+            session: Outcome::Fresh,
             ..
         }
     )
@@ -388,14 +388,14 @@ fn diagram_1_initial_connection_step_by_step() {
         net.client_events,
         vec![ClientEvent::Connected {
             player: 0,
-            session: SessionKind::Fresh
+            session: Outcome::Fresh
         }]
     );
     assert_eq!(
         net.server_events,
         vec![ServerEvent::Connected {
             player: 0,
-            session: SessionKind::Fresh
+            session: Outcome::Fresh
         }]
     );
     assert!(net.wire.is_empty());
@@ -922,12 +922,12 @@ fn main_reconnection_ok_continues_the_session_and_its_feed() {
     assert!(net.client_has(|e| *e
         == ClientEvent::Connected {
             player,
-            session: SessionKind::Resumed
+            session: Outcome::Resumed
         }));
     assert!(net.server_has(|e| *e
         == ServerEvent::Connected {
             player,
-            session: SessionKind::Resumed
+            session: Outcome::Resumed
         }));
     // Updates still flow on feed.
     net.server_in(Input::Command(ServerCommand::SendFeed {
@@ -1455,7 +1455,7 @@ fn reconnection_messages_lost_duplicated_and_delayed() {
         assert!(net.client_has(|e| *e
             == ClientEvent::Connected {
                 player,
-                session: SessionKind::Resumed
+                session: Outcome::Resumed
             }));
     }
 }

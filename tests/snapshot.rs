@@ -274,13 +274,7 @@ impl Tokens {
     }
 }
 
-impl merge::TokenSource for Tokens {
-    fn next_token(&mut self) -> Token {
-        self.next()
-    }
-}
-
-impl dual::TokenSource for Tokens {
+impl tether::TokenSource for Tokens {
     fn next_token(&mut self) -> Token {
         self.next()
     }
@@ -518,7 +512,7 @@ mod dual_world {
         })
     }
 
-    pub fn sessions(events: &[Event]) -> Vec<dual::SessionKind> {
+    pub fn sessions(events: &[Event]) -> Vec<dual::Outcome> {
         events
             .iter()
             .filter_map(|e| match e {
@@ -597,7 +591,7 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     client_events.extend(sim.take_events(c));
     assert_eq!(
         sessions(&client_events),
-        vec![dual::SessionKind::Fresh, dual::SessionKind::Resumed],
+        vec![dual::Outcome::Fresh, dual::Outcome::Resumed],
         "connected to A, then resumed on B"
     );
     assert!(

@@ -83,7 +83,7 @@ impl Profile for dual::DualClient {
         match event {
             E::Connected { session, .. } => Routed::Up {
                 session: (),
-                resumed: session == dual::SessionKind::Resumed,
+                resumed: session == dual::Outcome::Resumed,
                 event,
             },
             // A failed attempt leaves the client without `main` until a fresh session is
@@ -115,7 +115,7 @@ impl<T: dual::TokenSource> Profile for dual::DualServer<T> {
         match event {
             E::Connected { player, session } => Routed::Up {
                 session: player,
-                resumed: session == dual::SessionKind::Resumed,
+                resumed: session == dual::Outcome::Resumed,
                 event,
             },
             E::MainLost { player } => Routed::Down {

@@ -5,7 +5,7 @@
 //! section 4 draws it.
 
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
-use super::{CloseReason, DualError, Retry, SessionKind};
+use super::{CloseReason, DualError, Outcome, Retry};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::time::{Duration, Instant};
 use crate::token::Token;
@@ -253,7 +253,7 @@ pub enum ClientEvent {
         /// The player id the server gave.
         player: u16,
         /// Fresh or resumed.
-        session: SessionKind,
+        session: Outcome,
     },
     /// A connection attempt failed; a fresh one starts at `retry_at`.
     AttemptFailed {
@@ -500,7 +500,7 @@ impl DualClient {
         }
     }
 
-    fn connected(&mut self, session: SessionKind) {
+    fn connected(&mut self, session: Outcome) {
         self.step_deadline = None;
         self.step(I::ConnOk);
         // A later failure of this session gets the configured tries again.
@@ -637,8 +637,8 @@ impl DualClient {
                     self.step_deadline = Some(self.now + self.cfg.reply_timeout);
                 }
             }
-            (S::AwaitConnOk, Message::ConnOk) => self.connected(SessionKind::Fresh),
-            (S::AwaitReconnectOk, Message::ConnOk) => self.connected(SessionKind::Resumed),
+            (S::AwaitConnOk, Message::ConnOk) => self.connected(Outcome::Fresh),
+            (S::AwaitReconnectOk, Message::ConnOk) => self.connected(Outcome::Resumed),
             (_, Message::ConnFailed { reason }) => self.fail(CloseReason::Refused(reason)),
             (
                 _,

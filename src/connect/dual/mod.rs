@@ -26,29 +26,21 @@ pub mod feed;
 mod server;
 mod snapshot;
 
+pub use crate::session::Outcome;
+pub use crate::token::TokenSource;
 pub use client::{
     ClientCommand, ClientConfig, ClientEvent, ClientInput, ClientState, DualClient, FeedLossPolicy,
     CLIENT_TRANSITIONS,
 };
 pub use server::{
     DualServer, LeaveReason, PlayerInput, PlayerState, ServerCommand, ServerConfig, ServerEvent,
-    TokenSource, SERVER_TRANSITIONS,
+    SERVER_TRANSITIONS,
 };
 
 pub use snapshot::{ClientSnapshot, PlayerSnapshot, FEED_SEQ_GAP};
 
 use crate::time::Duration;
 use crate::wire::FailReason;
-
-/// Whether a handshake made a new session or continued one (MQTT's "session present"):
-/// after [`SessionKind::Resumed`] the `feed` binding and the player id are the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionKind {
-    /// A new player id and new tokens: expect to resynchronise everything.
-    Fresh,
-    /// `main` reconnected and the server continued the session.
-    Resumed,
-}
 
 /// How often and how patiently to try again: attempt `n` (1-based) waits
 /// `initial * 2^(n-1)`, capped at `max`, and there are at most `attempts` tries in all.

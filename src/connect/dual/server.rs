@@ -6,10 +6,10 @@
 //! token A, and datagrams on an unbound link are never delivered.
 
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
-use super::{DualError, SessionKind};
+use super::{DualError, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::time::{Duration, Instant};
-use crate::token::Token;
+use crate::token::{Token, TokenSource};
 use crate::wire::{
     Element, FailReason, FrameDecoder, Message, DEFAULT_FEED_CONTENT, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION, SERVER_SENDER,
@@ -17,29 +17,6 @@ use crate::wire::{
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use bytes::Bytes;
-
-/// Where the server's tokens come from: tether has no random number generator, so the
-/// caller supplies one (draw from a cryptographic source, 16 bytes or more).
-///
-/// Any `FnMut() -> Token` is a token source:
-///
-/// ```
-/// use tether::connect::dual::TokenSource;
-/// use tether::Token;
-/// let mut n = 0u8;
-/// let mut source = move || { n += 1; Token::new(&[n; 16]).unwrap() };
-/// assert_eq!(source.next_token().as_bytes(), &[1; 16]);
-/// ```
-pub trait TokenSource {
-    /// A fresh token, unpredictable to anyone else.
-    fn next_token(&mut self) -> Token;
-}
-
-impl<F: FnMut() -> Token> TokenSource for F {
-    fn next_token(&mut self) -> Token {
-        self()
-    }
-}
 
 /// The server's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +195,7 @@ pub enum ServerEvent {
         /// The player.
         player: u16,
         /// Fresh or resumed.
-        session: SessionKind,
+        session: Outcome,
     },
     /// A connected player's `main` closed; it may reconnect.
     MainLost {
@@ -550,7 +527,7 @@ impl<T: TokenSource> DualServer<T> {
                     self.out.send_framed(link, &Message::ConnOk);
                     self.out.event(ServerEvent::Connected {
                         player: id,
-                        session: SessionKind::Fresh,
+                        session: Outcome::Fresh,
                     });
                     self.flush_queue(id);
                 }
@@ -659,7 +636,7 @@ impl<T: TokenSource> DualServer<T> {
                 self.out.send_framed(link, &Message::ConnOk);
                 self.out.event(ServerEvent::Connected {
                     player,
-                    session: SessionKind::Resumed,
+                    session: Outcome::Resumed,
                 });
                 self.flush_queue(player);
             }

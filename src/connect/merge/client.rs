@@ -1,10 +1,10 @@
 //! The client node: one session with one server, resumed across transports.
 
-use super::backoff::Backoff;
 use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
 use super::{Config, Encoding, EndReason, Error, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::session::Backoff;
 use crate::time::Instant;
 use crate::token::Token;
 use crate::wire::{FailReason, Message};

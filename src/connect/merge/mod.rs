@@ -52,20 +52,21 @@
 //! assert_eq!(&merged.as_bytes()[..16], &[b'A'; 16]); // merged in byte order
 //! ```
 
-mod backoff;
 mod client;
 mod codec;
 mod node;
 mod server;
 mod snapshot;
 
+pub use crate::session::{EndReason, Outcome};
+pub use crate::token::TokenSource;
 pub use client::{Client, ClientCommand, ClientEvent};
 pub use node::{transition, NodeView, Status, Step, TRANSITIONS};
-pub use server::{Server, ServerCommand, ServerEvent, SessionId, TokenSource};
+pub use server::{Server, ServerCommand, ServerEvent, SessionId};
 pub use snapshot::{ClientSnapshot, SessionSnapshot};
 
 use crate::time::Duration;
-use crate::wire::{FailReason, DEFAULT_MAX_FRAME};
+use crate::wire::DEFAULT_MAX_FRAME;
 
 /// How the token-merge messages travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -80,31 +81,6 @@ pub enum Encoding {
     /// dop peers, weaknesses included: an application message equal to the merged token is
     /// a formal disconnection, and a refusal is a bare close.
     Dop,
-}
-
-/// How a handshake ended: the typed result the application uses to decide whether to
-/// resynchronise (as MQTT's "session present").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// A new session: nothing carried over; resynchronise.
-    Fresh,
-    /// The previous session resumed on a new transport; queued messages were flushed.
-    Resumed,
-}
-
-/// Why a session or client ended for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EndReason {
-    /// This side's application disconnected formally.
-    LocalDisconnect,
-    /// The peer disconnected formally.
-    PeerDisconnect,
-    /// The client stopped trying to reconnect ([`Config::give_up_after`]).
-    GaveUp,
-    /// The server forgot a RECONNECTING session ([`ServerConfig::resume_grace`]).
-    Expired,
-    /// The server refused for a reason retrying cannot fix.
-    Refused(FailReason),
 }
 
 /// The errors of the token-merge machines.

@@ -13,26 +13,13 @@ use super::node::{Node, NodeView, Status, Step};
 use super::{EndReason, Error, Outcome, ServerConfig};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::time::Instant;
-use crate::token::Token;
+use crate::token::{Token, TokenSource};
 use crate::wire::{FailReason, Message};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The server's name for a session: a counter, never reused, never secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
-
-/// Where the server's local tokens come from: the caller's (cryptographic) randomness.
-/// tether draws none of its own. Any `FnMut() -> Token` is one.
-pub trait TokenSource {
-    /// A fresh token for a new transport's temporary node.
-    fn next_token(&mut self) -> Token;
-}
-
-impl<F: FnMut() -> Token> TokenSource for F {
-    fn next_token(&mut self) -> Token {
-        self()
-    }
-}
 
 /// What the application asks of a [`Server`].
 #[derive(Debug, Clone, PartialEq, Eq)]

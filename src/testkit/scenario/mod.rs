@@ -329,13 +329,7 @@ impl SeqTokens {
     }
 }
 
-impl crate::connect::merge::TokenSource for SeqTokens {
-    fn next_token(&mut self) -> Token {
-        self.next()
-    }
-}
-
-impl crate::connect::dual::TokenSource for SeqTokens {
+impl crate::token::TokenSource for SeqTokens {
     fn next_token(&mut self) -> Token {
         self.next()
     }

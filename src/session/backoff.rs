@@ -1,16 +1,32 @@
-//! Reconnection delays: exponential backoff with jitter from a caller-seeded PRNG.
+//! The one retry schedule of tether: exponential backoff with seeded jitter, a cap, and a
+//! give-up rule. Every retry in the crate draws its waits from a [`Backoff`]: connection
+//! attempts, feed init resends, reconnections of `main`, sync re-requests.
 //!
 //! tether draws no randomness of its own; the jitter comes from splitmix64 seeded by the
-//! caller ([`Config::jitter_seed`](super::Config::jitter_seed)), so the same seed gives the
-//! same delays (deterministic tests, simulations), and different clients given different
-//! seeds do not reconnect in lockstep after a server restart.
+//! caller, so the same seed gives the same waits (deterministic tests and simulations), and
+//! clients given different seeds do not retry in lockstep after a server restart.
 
 use crate::rng::SplitMix64;
 use crate::time::Duration;
 
-/// The delays before successive reconnection attempts.
+/// The waits between tries: try `n` (1-based) waits `initial * 2^(n-1)`, capped at `max`,
+/// less a random share of up to `jitter_percent` of it.
+///
+/// Jitter only shortens a wait, so the first wait is never longer than `initial`, and the
+/// spread of N clients' waits after the same event covers up to `jitter_percent` of it.
+///
+/// ```
+/// use tether::session::Backoff;
+/// use tether::Duration;
+/// let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(4), 0, 7);
+/// let waits: Vec<u64> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+/// assert_eq!(waits, [1_000, 2_000, 4_000, 4_000]);
+/// assert_eq!(b.tries(), 4);
+/// b.reset();
+/// assert_eq!(b.next_delay(), Duration::from_secs(1));
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     jitter_percent: u8,
@@ -19,6 +35,8 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
+    /// A schedule starting at `initial`, doubling up to `max`, with up to `jitter_percent`
+    /// (0 to 100) of each wait cut off at random, drawn from `seed`.
     pub fn new(initial: Duration, max: Duration, jitter_percent: u8, seed: u64) -> Self {
         Backoff {
             initial,
@@ -29,8 +47,7 @@ impl Backoff {
         }
     }
 
-    /// The next delay: `min(initial * 2^attempt, max)`, less up to `jitter_percent` of it.
-    /// Jitter only shortens, so the first wait is never longer than dop's 1 s.
+    /// The wait before the next try, counting it.
     pub fn next_delay(&mut self) -> Duration {
         let factor = 1u64 << self.attempt.min(32);
         self.attempt = self.attempt.saturating_add(1);
@@ -41,7 +58,18 @@ impl Backoff {
         base.saturating_sub(Duration::from_micros(u64::try_from(cut).unwrap_or(0)))
     }
 
-    /// Back to the first delay (after a successful connection).
+    /// Waits handed out since the last [`Backoff::reset`].
+    pub fn tries(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether another try is allowed when at most `attempts` tries are (the first one
+    /// included; 0 and 1 both mean "never try again").
+    pub fn allows(&self, attempts: u32) -> bool {
+        self.attempt.saturating_add(1) < attempts
+    }
+
+    /// Back to the first wait (after a success).
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
@@ -79,6 +107,15 @@ mod tests {
             );
         }
         assert!(differs, "another seed gives other delays");
+    }
+
+    #[test]
+    fn allows_counts_the_first_try() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5), 0, 7);
+        assert!(b.allows(2));
+        b.next_delay();
+        assert!(!b.allows(2));
+        assert!(b.allows(3));
     }
 
     #[test]

@@ -1,0 +1,447 @@
+//! Exactly-once, in-order delivery of a session's messages across cuts and resumptions.
+//!
+//! Every application-level frame a session sends on `main` is numbered implicitly: the
+//! first is 1, the next 2, and so on for the life of the session (SignalR's stateful
+//! reconnect and MQTT's QoS 1 are the models). Both sides count what they receive and say
+//! so with `ACK [RECEIVED u64]`: cumulatively, every [`DeliveryConfig::ack_every`] messages
+//! or [`DeliveryConfig::ack_bytes`] bytes, and as the heartbeat when the link is otherwise
+//! idle. The sender keeps each frame until it is acknowledged, in a replay buffer bounded
+//! by messages and bytes.
+//!
+//! When a session resumes on a new transport, each side first sends its `ACK` and holds
+//! every frame until the peer's `ACK` has arrived on the new transport; then it replays
+//! the frames after the peer's count, in order, and continues. A frame is therefore
+//! received exactly once and in order, across any number of cuts and resumes. When the
+//! session ends, the frames never acknowledged are handed back to the application
+//! ([`Delivery::take_undelivered`]): nothing is dropped without a report.
+//!
+//! Bytes held per session: at most [`DeliveryConfig::max_bytes`] of frames (one frame of
+//! any legal size is always accepted into an empty buffer), in at most
+//! [`DeliveryConfig::max_messages`] entries.
+
+use crate::wire::{Message, FRAME_HEADER_LEN};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use bytes::Bytes;
+
+/// Bounds and acknowledgement rate of a session's delivery. `Default` gives the values
+/// documented on each field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// Most frames held, sent and not yet acknowledged or not yet sent (1,024). Past it a
+    /// send is refused with a typed `QueueFull`; nothing is dropped.
+    pub max_messages: usize,
+    /// Most bytes of frames held (1 MiB; SignalR keeps 100 kB by default, tether's frames
+    /// may be up to 1 MiB). A single frame of any legal size is accepted into an empty
+    /// buffer.
+    pub max_bytes: usize,
+    /// Acknowledge after this many frames received (64).
+    pub ack_every: u32,
+    /// Acknowledge after this many bytes received (64 KiB), whichever comes first.
+    pub ack_bytes: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_messages: 1_024,
+            max_bytes: 1 << 20,
+            ack_every: 64,
+            ack_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The replay buffer is full: the frame was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    /// The bound on frames.
+    pub max_messages: usize,
+    /// The bound on bytes.
+    pub max_bytes: usize,
+}
+
+/// The peer's `ACK` cannot be true: it names frames never sent, or it goes back before
+/// what it acknowledged already (the peer lost state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckError {
+    /// It acknowledges more frames than were sent.
+    Unsent {
+        /// What it acknowledged.
+        acked: u64,
+        /// What was sent.
+        sent: u64,
+    },
+    /// It goes back before an earlier acknowledgement: the frames between are gone here.
+    Backwards {
+        /// What it acknowledged.
+        acked: u64,
+        /// What it had acknowledged before.
+        before: u64,
+    },
+}
+
+/// One session's delivery state: the replay buffer out, the count in.
+///
+/// ```
+/// use tether::session::{Delivery, DeliveryConfig};
+/// use bytes::Bytes;
+///
+/// let mut a = Delivery::new(DeliveryConfig::default());
+/// a.push(Bytes::from_static(b"\0\0\0\x01\x50")).unwrap();
+/// assert!(a.next_to_write().is_some()); // written on the link
+/// // The link is cut; the session resumes and the peer says it received nothing.
+/// a.link_resumed();
+/// assert!(a.next_to_write().is_none()); // held until the peer's ACK
+/// a.on_ack(0).unwrap();
+/// assert!(a.next_to_write().is_some()); // replayed
+/// a.on_ack(1).unwrap();
+/// assert_eq!(a.held(), 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    cfg: DeliveryConfig,
+    /// Frames `acked + 1 ..= acked + len`, oldest first.
+    buffer: VecDeque<Bytes>,
+    bytes: usize,
+    /// The peer received every frame up to this one.
+    acked: u64,
+    /// Frames written on the current link, counted from the session's start.
+    written: u64,
+    /// Frames received from the peer.
+    received: u64,
+    /// What the last ACK we sent said.
+    ack_sent: u64,
+    bytes_since_ack: usize,
+    /// After a resumption: write nothing until the peer's ACK says where to replay from.
+    hold: bool,
+}
+
+impl Delivery {
+    /// A fresh session: nothing sent, nothing received.
+    pub fn new(cfg: DeliveryConfig) -> Self {
+        Delivery {
+            cfg,
+            buffer: VecDeque::new(),
+            bytes: 0,
+            acked: 0,
+            written: 0,
+            received: 0,
+            ack_sent: 0,
+            bytes_since_ack: 0,
+            hold: false,
+        }
+    }
+
+    /// A session restored from a snapshot: the peer acknowledged `acked`, this side
+    /// received `received`, and `frames` (numbered from `acked + 1`) wait for replay. It
+    /// holds until the peer's ACK, as after any resumption.
+    pub fn restore(cfg: DeliveryConfig, acked: u64, received: u64, frames: Vec<Bytes>) -> Self {
+        let bytes = frames.iter().map(Bytes::len).sum();
+        Delivery {
+            cfg,
+            buffer: frames.into(),
+            bytes,
+            acked,
+            written: acked,
+            received,
+            ack_sent: received,
+            bytes_since_ack: 0,
+            hold: true,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> DeliveryConfig {
+        self.cfg
+    }
+
+    /// Frames held (sent and unacknowledged, or not yet sent).
+    pub fn held(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Bytes held.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Frames the peer acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Frames received from the peer.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The held frames, oldest first (numbered from `acked() + 1`), for a snapshot.
+    pub fn frames(&self) -> impl Iterator<Item = &Bytes> + '_ {
+        self.buffer.iter()
+    }
+
+    /// Whether one more frame of `len` bytes fits.
+    pub fn fits(&self, len: usize) -> bool {
+        self.buffer.is_empty()
+            || (self.buffer.len() < self.cfg.max_messages
+                && self.bytes.saturating_add(len) <= self.cfg.max_bytes)
+    }
+
+    /// Takes a whole frame (length prefix included) to deliver; it is written when
+    /// [`Delivery::next_to_write`] hands it out.
+    pub fn push(&mut self, frame: Bytes) -> Result<(), Full> {
+        if !self.fits(frame.len()) {
+            return Err(Full {
+                max_messages: self.cfg.max_messages,
+                max_bytes: self.cfg.max_bytes,
+            });
+        }
+        self.bytes += frame.len();
+        self.buffer.push_back(frame);
+        Ok(())
+    }
+
+    /// The next frame to write on the current link, if any (none while holding for the
+    /// peer's ACK after a resumption).
+    pub fn next_to_write(&mut self) -> Option<Bytes> {
+        if self.hold {
+            return None;
+        }
+        let index = usize::try_from(self.written - self.acked).ok()?;
+        let frame = self.buffer.get(index)?.clone();
+        self.written += 1;
+        Some(frame)
+    }
+
+    /// Whether frames wait to be written now.
+    pub fn has_unwritten(&self) -> bool {
+        !self.hold && self.written - self.acked < self.buffer.len() as u64
+    }
+
+    /// The peer's cumulative ACK. After a resumption it also says where to replay from.
+    pub fn on_ack(&mut self, acked: u64) -> Result<(), AckError> {
+        let sent = self.acked + self.buffer.len() as u64;
+        let limit = if self.hold { sent } else { self.written };
+        if acked > limit {
+            return Err(AckError::Unsent { acked, sent: limit });
+        }
+        if acked < self.acked {
+            return Err(AckError::Backwards {
+                acked,
+                before: self.acked,
+            });
+        }
+        while self.acked < acked {
+            if let Some(f) = self.buffer.pop_front() {
+                self.bytes -= f.len();
+            }
+            self.acked += 1;
+        }
+        if self.hold {
+            // Replay everything after what the peer has.
+            self.hold = false;
+            self.written = self.acked;
+        }
+        Ok(())
+    }
+
+    /// A frame of `len` bytes was received; `true` if an ACK is due now.
+    pub fn on_received(&mut self, len: usize) -> bool {
+        self.received += 1;
+        self.bytes_since_ack = self.bytes_since_ack.saturating_add(len + FRAME_HEADER_LEN);
+        self.received - self.ack_sent >= u64::from(self.cfg.ack_every.max(1))
+            || self.bytes_since_ack >= self.cfg.ack_bytes
+    }
+
+    /// What to put in an ACK now, counting it as sent.
+    pub fn take_ack(&mut self) -> u64 {
+        self.ack_sent = self.received;
+        self.bytes_since_ack = 0;
+        self.received
+    }
+
+    /// Whether frames were received since the last ACK.
+    pub fn ack_pending(&self) -> bool {
+        self.received != self.ack_sent
+    }
+
+    /// The link is gone: nothing is written until the session is up again.
+    pub fn link_lost(&mut self) {
+        self.hold = true;
+        self.written = self.acked;
+    }
+
+    /// The session resumed on a new link: hold until the peer's ACK says what it has.
+    pub fn link_resumed(&mut self) {
+        self.hold = true;
+        self.written = self.acked;
+    }
+
+    /// A fresh session on a new link: numbering starts again; whatever was held for the
+    /// old session is returned, undelivered.
+    pub fn restart(&mut self) -> Vec<Message> {
+        let undelivered = self.take_undelivered();
+        *self = Delivery::new(self.cfg);
+        undelivered
+    }
+
+    /// The frames never acknowledged, decoded, oldest first; the buffer is emptied. Called
+    /// when the session ends, to report them to the application.
+    pub fn take_undelivered(&mut self) -> Vec<Message> {
+        self.bytes = 0;
+        self.written = self.acked;
+        self.buffer
+            .drain(..)
+            .filter_map(|f| Message::decode(f.slice(FRAME_HEADER_LEN.min(f.len())..)).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+
+    fn frame(n: u32) -> Bytes {
+        let mut b = BytesMut::new();
+        Message::App(Bytes::copy_from_slice(&n.to_be_bytes())).encode_framed(&mut b);
+        b.freeze()
+    }
+
+    fn number(f: &Bytes) -> u32 {
+        match Message::decode(f.slice(4..)) {
+            Ok(Message::App(b)) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            other => panic!("not a test frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_past_its_bounds_and_takes_one_large_frame_when_empty() {
+        let cfg = DeliveryConfig {
+            max_messages: 2,
+            max_bytes: 20,
+            ..DeliveryConfig::default()
+        };
+        let mut d = Delivery::new(cfg);
+        d.push(Bytes::from(alloc::vec![0u8; 100])).unwrap();
+        assert!(d.push(frame(1)).is_err(), "over the bytes");
+        d.on_ack(0).unwrap();
+        assert!(d.next_to_write().is_some());
+        d.on_ack(1).unwrap();
+        d.push(frame(1)).unwrap();
+        d.push(frame(2)).unwrap();
+        assert_eq!(
+            d.push(frame(3)),
+            Err(Full {
+                max_messages: 2,
+                max_bytes: 20
+            })
+        );
+    }
+
+    #[test]
+    fn an_ack_of_unsent_or_earlier_frames_is_refused() {
+        let mut d = Delivery::new(DeliveryConfig::default());
+        d.push(frame(1)).unwrap();
+        assert!(
+            matches!(d.on_ack(1), Err(AckError::Unsent { .. })),
+            "not written yet"
+        );
+        d.next_to_write();
+        d.on_ack(1).unwrap();
+        assert!(matches!(d.on_ack(0), Err(AckError::Backwards { .. })));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Send,
+        /// Move up to n frames across (the rest stay in flight).
+        Carry(u8),
+        /// Cut the link: frames in flight are lost; the session resumes.
+        Cut,
+        Ack,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => Just(Step::Send),
+            3 => (0u8..6).prop_map(Step::Carry),
+            1 => Just(Step::Cut),
+            1 => Just(Step::Ack),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the cuts, the receiver gets 1, 2, 3, ... exactly once each, and the
+        /// sender's buffer empties once everything is carried and acknowledged.
+        #[test]
+        fn exactly_once_in_order_across_cuts(steps in proptest::collection::vec(step(), 0..200)) {
+            let cfg = DeliveryConfig { ack_every: 3, ..DeliveryConfig::default() };
+            let (mut tx, mut rx) = (Delivery::new(cfg), Delivery::new(cfg));
+            let mut wire: VecDeque<Bytes> = VecDeque::new();
+            let mut acks: VecDeque<u64> = VecDeque::new();
+            let (mut sent, mut got) = (0u32, Vec::new());
+            let deliver = |wire: &mut VecDeque<Bytes>, rx: &mut Delivery, got: &mut Vec<u32>, acks: &mut VecDeque<u64>, n: usize| {
+                for _ in 0..n {
+                    let Some(f) = wire.pop_front() else { break };
+                    got.push(number(&f));
+                    if rx.on_received(f.len() - 4) {
+                        acks.push_back(rx.take_ack());
+                    }
+                }
+            };
+            for s in steps {
+                match s {
+                    Step::Send => {
+                        sent += 1;
+                        if tx.push(frame(sent)).is_err() { sent -= 1; }
+                    }
+                    Step::Carry(n) => deliver(&mut wire, &mut rx, &mut got, &mut acks, n.into()),
+                    Step::Ack => acks.push_back(rx.take_ack()),
+                    Step::Cut => {
+                        wire.clear();
+                        acks.clear();
+                        tx.link_resumed();
+                        rx.link_resumed();
+                        // Each side's first frame on the new link is its ACK.
+                        tx.on_ack(rx.take_ack()).unwrap();
+                        rx.on_ack(0).unwrap();
+                    }
+                }
+                while let Some(a) = acks.pop_front() {
+                    tx.on_ack(a).unwrap();
+                }
+                while let Some(f) = tx.next_to_write() {
+                    wire.push_back(f);
+                }
+            }
+            deliver(&mut wire, &mut rx, &mut got, &mut acks, usize::MAX);
+            tx.on_ack(rx.take_ack()).unwrap();
+            let want: Vec<u32> = (1..=sent).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(tx.held(), 0);
+            prop_assert_eq!(tx.held_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn restart_reports_what_was_never_acknowledged() {
+        let mut d = Delivery::new(DeliveryConfig::default());
+        for n in 1..=3 {
+            d.push(frame(n)).unwrap();
+        }
+        d.next_to_write();
+        d.next_to_write();
+        d.on_ack(1).unwrap();
+        let lost: Vec<Message> = d.restart();
+        assert_eq!(
+            lost,
+            [2u32, 3]
+                .map(|n| Message::App(Bytes::copy_from_slice(&n.to_be_bytes())))
+                .to_vec()
+        );
+        assert_eq!((d.held(), d.acked(), d.received()), (0, 0, 0));
+    }
+}

@@ -1,0 +1,109 @@
+//! The session core: what every tether session has, whatever handshake admitted it.
+//!
+//! A connection profile (the dual-channel one after R-Type's connection RFC, or dop's
+//! token merge) decides only who may have a session and how it resumes. Everything a
+//! session does after that is written once, here, and shared by the four connection
+//! machines:
+//!
+//! - [`Delivery`]: every application-level message on `main` is numbered; the receiver
+//!   acknowledges cumulatively; the sender keeps what is unacknowledged in a bounded
+//!   replay buffer and replays it after a resumption, so the application receives each
+//!   message exactly once and in order across cuts, and is told what was never delivered
+//!   when a session ends;
+//! - [`Liveness`]: a heartbeat when `main` is idle and a dead-peer timeout of 1.5 x the
+//!   keepalive, so a frozen peer or a half-open link is noticed;
+//! - [`Backoff`]: the one retry schedule (jitter from a caller's seed, a cap, a give-up);
+//! - [`TimerTable`] and [`TimerQueue`]: named deadlines, the next one derived in one
+//!   place;
+//! - [`Outcome`] and [`EndReason`]: how a handshake ended, and why a session ended.
+//!
+//! [`SessionConfig`] gathers the settings a session shares across profiles.
+
+mod backoff;
+mod delivery;
+mod liveness;
+mod timers;
+
+pub use backoff::Backoff;
+pub use delivery::{AckError, Delivery, DeliveryConfig, Full};
+pub use liveness::Liveness;
+pub use timers::{TimerName, TimerQueue, TimerTable};
+
+use crate::time::Duration;
+use crate::wire::{FailReason, Message};
+use alloc::vec::Vec;
+
+/// How a handshake ended: the typed result the application uses to decide whether to
+/// resynchronise (MQTT's "session present").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Outcome {
+    /// A new session: nothing carried over; resynchronise.
+    Fresh,
+    /// The previous session resumed on a new transport. In tether's encoding its
+    /// messages continue exactly once and in order: what was in flight at the cut is
+    /// replayed, nothing is lost or repeated.
+    Resumed,
+}
+
+/// Why a session ended for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum EndReason {
+    /// This side's application disconnected formally.
+    LocalDisconnect,
+    /// The peer disconnected formally.
+    PeerDisconnect,
+    /// The client stopped trying to reconnect (its retries or its time ran out).
+    GaveUp,
+    /// The server forgot a session whose client did not come back in time.
+    Expired,
+    /// The peer refused for a reason retrying cannot fix.
+    Refused(FailReason),
+}
+
+/// Settings every session has, whatever its profile. `Default` gives the values
+/// documented on each field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Delivery's bounds and acknowledgement rate ([`DeliveryConfig::default`]).
+    pub delivery: DeliveryConfig,
+    /// Send a heartbeat on `main` when nothing else was sent for this long, and take the
+    /// peer for dead when nothing arrived for 1.5 x this long (10 s, so 15 s). `None`:
+    /// no heartbeat and no dead-peer timeout (the only choice in dop's encoding).
+    pub keepalive: Option<Duration>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            delivery: DeliveryConfig::default(),
+            keepalive: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Messages a session sent or was asked to send, and that its peer never acknowledged:
+/// reported when the session ends (or restarts fresh), so nothing is dropped silently.
+pub type Undelivered = Vec<Message>;
+
+/// Whether a message is the session's to number and deliver (everything the layers above
+/// send on `main`), as opposed to the connection's own control messages (handshakes,
+/// resumption, acknowledgements, refusals, disconnection), which are never numbered.
+pub fn is_delivered(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Sync(_)
+            | Message::TextReq(_)
+            | Message::TextRep(_)
+            | Message::SyncReq { .. }
+            | Message::SyncStart { .. }
+            | Message::SyncEnd { .. }
+            | Message::SyncOk { .. }
+            | Message::Refused { .. }
+            | Message::Journal(_)
+            | Message::Anchored(_)
+            | Message::App(_)
+            | Message::Update(_)
+    )
+}
