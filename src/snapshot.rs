@@ -37,6 +37,8 @@
 //!     remote: Some(Token::new(&[2; 16]).unwrap()),
 //!     merged: Token::new(&[3; 32]).unwrap(),
 //!     queue: Vec::new(),
+//!     acked: 0,
+//!     received: 0,
 //!     expires_in: None,
 //! };
 //! let mut buf = BytesMut::new();
@@ -57,7 +59,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// The first four bytes of every snapshot: `TSNP`.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"TSNP";
 /// The version of the snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 /// Magic, version, kind and body length: the bytes before the body.
 pub const SNAPSHOT_HEADER_LEN: usize = 10;
 /// The CRC-32 after the body.

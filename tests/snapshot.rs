@@ -56,19 +56,24 @@ fn merge_session_strategy() -> impl Strategy<Value = merge::SessionSnapshot> {
         token_strategy(),
         queue_strategy(6),
         opt_duration(),
+        any::<(u64, u64)>(),
     )
         .prop_map(
-            |(c, local, remote, merged, queue, expires_in)| merge::SessionSnapshot {
-                status: if c {
-                    Status::Connected
-                } else {
-                    Status::Reconnecting
-                },
-                local,
-                remote,
-                merged,
-                queue,
-                expires_in,
+            |(c, local, remote, merged, queue, expires_in, (acked, received))| {
+                merge::SessionSnapshot {
+                    status: if c {
+                        Status::Connected
+                    } else {
+                        Status::Reconnecting
+                    },
+                    local,
+                    remote,
+                    merged,
+                    queue,
+                    acked,
+                    received,
+                    expires_in,
+                }
             },
         )
 }
@@ -80,6 +85,8 @@ fn merge_client_strategy() -> impl Strategy<Value = merge::ClientSnapshot> {
         remote: s.remote,
         merged: s.merged,
         queue: s.queue,
+        acked: s.acked,
+        received: s.received,
         give_up_in: s.expires_in,
     })
 }
@@ -220,6 +227,8 @@ fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
         remote: None,
         merged: Token::new(&[b'Q'; 32]).unwrap(),
         queue: vec![Message::App(Bytes::from_static(b"hello"))],
+        acked: 0,
+        received: 0,
         expires_in: None,
     };
     let mut buf = BytesMut::new();
@@ -232,12 +241,15 @@ fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
             found: 1
         })
     );
-    let mut v2 = bytes.to_vec();
-    v2[4] = 2;
-    assert_eq!(
-        merge::SessionSnapshot::decode(Bytes::from(v2)),
-        Err(SnapshotError::UnsupportedVersion(2))
-    );
+    // Version 1 (before delivery counters) and a future version 3 are both refused.
+    for version in [1u8, 3] {
+        let mut other = bytes.to_vec();
+        other[4] = version;
+        assert_eq!(
+            merge::SessionSnapshot::decode(Bytes::from(other)),
+            Err(SnapshotError::UnsupportedVersion(version))
+        );
+    }
     let mut bad = bytes.to_vec();
     bad[0] = b'X';
     assert_eq!(

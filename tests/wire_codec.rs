@@ -91,6 +91,9 @@ fn one_of_each() -> Vec<Message> {
             token: t64,
         },
         Message::Disconnect { token: t16 },
+        Message::Ack {
+            received: u64::MAX - 1,
+        },
         Message::App(Bytes::from_static(b"\x00\xff")),
     ]
 }
@@ -108,6 +111,11 @@ fn r_type_layouts_are_kept() {
     assert_eq!(&Message::ConnOk.to_bytes()[..], &[12]);
     assert_eq!(&Message::Disconnection.to_bytes()[..], &[9]);
     assert_eq!(&Message::Dummy.to_bytes()[..], &[0]);
+    // The session layer's ACK: [0x23][RECEIVED u64], big-endian.
+    assert_eq!(
+        &Message::Ack { received: 0x0102 }.to_bytes()[..],
+        &[0x23, 0, 0, 0, 0, 0, 0, 1, 2]
+    );
     // UPDATE_MSG: [CODE][TYPE int8][SID int16][DATA].
     let update = Message::Update(Element {
         kind: 4,

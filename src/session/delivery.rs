@@ -81,6 +81,38 @@ pub enum AckError {
     },
 }
 
+/// [`DeliveryConfig`] held compactly (every idle session has one).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    max_messages: u32,
+    max_bytes: u32,
+    ack_every: u32,
+    ack_bytes: u32,
+}
+
+impl From<DeliveryConfig> for Bounds {
+    fn from(c: DeliveryConfig) -> Self {
+        let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Bounds {
+            max_messages: clamp(c.max_messages),
+            max_bytes: clamp(c.max_bytes),
+            ack_every: c.ack_every.max(1),
+            ack_bytes: clamp(c.ack_bytes),
+        }
+    }
+}
+
+impl From<Bounds> for DeliveryConfig {
+    fn from(b: Bounds) -> Self {
+        DeliveryConfig {
+            max_messages: b.max_messages as usize,
+            max_bytes: b.max_bytes as usize,
+            ack_every: b.ack_every,
+            ack_bytes: b.ack_bytes as usize,
+        }
+    }
+}
+
 /// One session's delivery state: the replay buffer out, the count in.
 ///
 /// ```
@@ -100,7 +132,7 @@ pub enum AckError {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    cfg: DeliveryConfig,
+    cfg: Bounds,
     /// Frames `acked + 1 ..= acked + len`, oldest first.
     buffer: VecDeque<Bytes>,
     bytes: usize,
@@ -112,7 +144,7 @@ pub struct Delivery {
     received: u64,
     /// What the last ACK we sent said.
     ack_sent: u64,
-    bytes_since_ack: usize,
+    bytes_since_ack: u32,
     /// After a resumption: write nothing until the peer's ACK says where to replay from.
     hold: bool,
 }
@@ -121,7 +153,7 @@ impl Delivery {
     /// A fresh session: nothing sent, nothing received.
     pub fn new(cfg: DeliveryConfig) -> Self {
         Delivery {
-            cfg,
+            cfg: cfg.into(),
             buffer: VecDeque::new(),
             bytes: 0,
             acked: 0,
@@ -139,7 +171,7 @@ impl Delivery {
     pub fn restore(cfg: DeliveryConfig, acked: u64, received: u64, frames: Vec<Bytes>) -> Self {
         let bytes = frames.iter().map(Bytes::len).sum();
         Delivery {
-            cfg,
+            cfg: cfg.into(),
             buffer: frames.into(),
             bytes,
             acked,
@@ -153,7 +185,7 @@ impl Delivery {
 
     /// The configuration.
     pub fn config(&self) -> DeliveryConfig {
-        self.cfg
+        self.cfg.into()
     }
 
     /// Frames held (sent and unacknowledged, or not yet sent).
@@ -184,8 +216,8 @@ impl Delivery {
     /// Whether one more frame of `len` bytes fits.
     pub fn fits(&self, len: usize) -> bool {
         self.buffer.is_empty()
-            || (self.buffer.len() < self.cfg.max_messages
-                && self.bytes.saturating_add(len) <= self.cfg.max_bytes)
+            || (self.buffer.len() < self.cfg.max_messages as usize
+                && self.bytes.saturating_add(len) <= self.cfg.max_bytes as usize)
     }
 
     /// Takes a whole frame (length prefix included) to deliver; it is written when
@@ -193,8 +225,8 @@ impl Delivery {
     pub fn push(&mut self, frame: Bytes) -> Result<(), Full> {
         if !self.fits(frame.len()) {
             return Err(Full {
-                max_messages: self.cfg.max_messages,
-                max_bytes: self.cfg.max_bytes,
+                max_messages: self.cfg.max_messages as usize,
+                max_bytes: self.cfg.max_bytes as usize,
             });
         }
         self.bytes += frame.len();
@@ -249,8 +281,9 @@ impl Delivery {
     /// A frame of `len` bytes was received; `true` if an ACK is due now.
     pub fn on_received(&mut self, len: usize) -> bool {
         self.received += 1;
-        self.bytes_since_ack = self.bytes_since_ack.saturating_add(len + FRAME_HEADER_LEN);
-        self.received - self.ack_sent >= u64::from(self.cfg.ack_every.max(1))
+        let len = u32::try_from(len + FRAME_HEADER_LEN).unwrap_or(u32::MAX);
+        self.bytes_since_ack = self.bytes_since_ack.saturating_add(len);
+        self.received - self.ack_sent >= u64::from(self.cfg.ack_every)
             || self.bytes_since_ack >= self.cfg.ack_bytes
     }
 
@@ -272,6 +305,12 @@ impl Delivery {
         self.written = self.acked;
     }
 
+    /// A fresh session's first link: write at once (numbering starts at 1 for both).
+    pub fn link_fresh(&mut self) {
+        self.hold = false;
+        self.written = self.acked;
+    }
+
     /// The session resumed on a new link: hold until the peer's ACK says what it has.
     pub fn link_resumed(&mut self) {
         self.hold = true;
@@ -282,8 +321,15 @@ impl Delivery {
     /// old session is returned, undelivered.
     pub fn restart(&mut self) -> Vec<Message> {
         let undelivered = self.take_undelivered();
-        *self = Delivery::new(self.cfg);
+        *self = Delivery::new(self.cfg.into());
         undelivered
+    }
+
+    /// The frames held, oldest first, as they are; the buffer is emptied.
+    pub fn take_frames(&mut self) -> Vec<Bytes> {
+        self.bytes = 0;
+        self.written = self.acked;
+        self.buffer.drain(..).collect()
     }
 
     /// The frames never acknowledged, decoded, oldest first; the buffer is emptied. Called

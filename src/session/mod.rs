@@ -22,11 +22,13 @@
 mod backoff;
 mod delivery;
 mod liveness;
+mod runtime;
 mod timers;
 
 pub use backoff::Backoff;
 pub use delivery::{AckError, Delivery, DeliveryConfig, Full};
 pub use liveness::Liveness;
+pub(crate) use runtime::{SessionCore, Verdict};
 pub use timers::{TimerName, TimerQueue, TimerTable};
 
 use crate::time::Duration;

@@ -49,6 +49,10 @@ pub const RESUME: u8 = 0x21;
 /// tether: a token-merge formal disconnection (never in-band with application data).
 pub const DISCONNECT: u8 = 0x22;
 
+/// tether: the session layer's cumulative acknowledgement, also its heartbeat on `main`:
+/// `[0x23][RECEIVED u64]`.
+pub const ACK: u8 = 0x23;
+
 /// The range of journal-sync (seed 001) codes.
 pub const JOURNAL_RANGE: core::ops::RangeInclusive<u8> = 0x30..=0x3f;
 /// The range of anchored two-way sync (seed 002) codes.

@@ -236,6 +236,14 @@ pub enum Message {
         /// The merged session token.
         token: Token,
     },
+    /// `[0x23][RECEIVED u64]`: the session layer's cumulative acknowledgement: the sender
+    /// has received every numbered message of the session up to `received`. Sent every
+    /// few messages, as the heartbeat when `main` is idle, and first on a resumed
+    /// transport, where it says where the peer must replay from.
+    Ack {
+        /// Numbered messages received so far in this session.
+        received: u64,
+    },
     /// `0x30..=0x3f`: journal sync (seed 001).
     Journal(JournalMessage),
     /// `0x40..=0x4f`: anchored two-way sync (seed 002).
@@ -275,6 +283,7 @@ impl Message {
             Token { .. } => codes::TOKEN,
             Resume { .. } => codes::RESUME,
             Disconnect { .. } => codes::DISCONNECT,
+            Ack { .. } => codes::ACK,
             Journal(m) => m.code(),
             Anchored(m) => m.code(),
             App(_) => codes::APP,
@@ -351,6 +360,9 @@ impl Message {
             },
             codes::DISCONNECT => Message::Disconnect {
                 token: r.token("merged token")?,
+            },
+            codes::ACK => Message::Ack {
+                received: r.u64("received")?,
             },
             codes::APP => Message::App(r.rest()),
             c if codes::JOURNAL_RANGE.contains(&c) => {
@@ -429,6 +441,7 @@ impl Message {
                 put_token(out, token);
             }
             Message::Disconnect { token } => put_token(out, token),
+            Message::Ack { received } => out.put_u64(*received),
             Message::Journal(m) => m.encode_body(out),
             Message::Anchored(m) => m.encode_body(out),
         }

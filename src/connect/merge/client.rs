@@ -4,11 +4,11 @@ use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
 use super::{Config, Encoding, EndReason, Error, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::Backoff;
+use crate::session::{Backoff, SessionCore, Undelivered, Verdict};
 use crate::time::Instant;
 use crate::token::Token;
 use crate::wire::{FailReason, Message};
-use alloc::collections::VecDeque;
+use bytes::Bytes;
 
 /// What the application asks of a [`Client`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,10 @@ pub enum ClientEvent {
     Refused(FailReason),
     /// A queued message could not be sent: in dop's encoding it equals the merged token.
     Unsendable(Message),
+    /// Messages the server never acknowledged, oldest first: given when the session ends,
+    /// or when the server forgot it and a fresh one replaced it. Nothing is dropped
+    /// without this report. (In dop's encoding: messages never written.)
+    Undelivered(Undelivered),
     /// Ended for good (DISCONNECTED); every later input is refused with [`Error::Ended`].
     Ended(EndReason),
 }
@@ -52,7 +56,8 @@ pub struct Client {
     reader: Option<LinkReader>,
     /// A resumption was sent on the current transport (RESUME, or dop's merged token).
     resuming: bool,
-    queue: VecDeque<Message>,
+    /// Delivery, liveness and the bounded queue of the session.
+    core: SessionCore,
     backoff: Backoff,
     reconnect_at: Option<Instant>,
     handshake_deadline: Option<Instant>,
@@ -76,7 +81,7 @@ impl Client {
             link: None,
             reader: None,
             resuming: false,
-            queue: VecDeque::new(),
+            core: new_core(&cfg, now),
             backoff: Backoff::new(
                 cfg.reconnect_initial,
                 cfg.reconnect_max,
@@ -99,9 +104,10 @@ impl Client {
         self.node.view(self.link)
     }
 
-    /// Messages waiting for a connection.
+    /// Messages held for the server: sent and not yet acknowledged, or waiting for a
+    /// connection (in dop's encoding: waiting only).
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.core.held()
     }
 
     /// Inputs dropped because they named a transport that is not the current one.
@@ -113,7 +119,12 @@ impl Client {
         if self.ended.is_some() {
             return None;
         }
-        earliest([self.give_up_at, self.handshake_deadline, self.reconnect_at])
+        earliest([
+            self.give_up_at,
+            self.handshake_deadline,
+            self.reconnect_at,
+            self.core.deadline(),
+        ])
     }
 
     fn on_opened(&mut self, link: Link) {
@@ -150,12 +161,13 @@ impl Client {
         if let Err(reason) = pushed {
             return self.fault(reason);
         }
+        self.core.on_bytes(self.now);
         while self.link == Some(link) {
             let Some(reader) = self.reader.as_mut() else {
                 return;
             };
             match reader.next() {
-                Ok(Some(item)) => self.on_item(item),
+                Ok(Some((item, len))) => self.on_item(item, len),
                 Ok(None) => return,
                 Err(reason) => return self.fault(reason),
             }
@@ -179,7 +191,7 @@ impl Client {
         }
     }
 
-    fn on_item(&mut self, item: Incoming) {
+    fn on_item(&mut self, item: Incoming, len: usize) {
         let item = match item {
             Incoming::Text(text) => self.classify_dop(&text),
             other => other,
@@ -198,7 +210,7 @@ impl Client {
             (Status::Preconnected, Incoming::Token(t)) if !self.resuming && n.remote == Some(t) => {
                 self.node.merged = Some(n.local.merge(&t));
                 self.node.apply(Step::Confirmed);
-                self.connected(Outcome::Fresh);
+                self.connected(Outcome::Fresh, false);
             }
             // RECONNECTION steps 11-12: the fresh server node's token.
             (Status::Reconnecting, Incoming::Token(t)) if self.resuming => {
@@ -208,7 +220,7 @@ impl Client {
             // Step 15: the server echoes the merged token: resumed.
             (Status::Preconnected, Incoming::Resume(m)) if self.resuming && n.merged == Some(m) => {
                 self.node.apply(Step::Resumed);
-                self.connected(Outcome::Resumed);
+                self.connected(Outcome::Resumed, true);
             }
             // The server forgot the session and confirmed its token instead: a fresh session
             // from the old merged token (dop's behaviour), and we confirm ours, which dop
@@ -223,14 +235,28 @@ impl Client {
                 }
                 self.resuming = false;
                 self.node.apply(Step::Confirmed);
-                self.connected(Outcome::Fresh);
+                self.connected(Outcome::Fresh, true);
             }
             // DISCONNECTION: the server ended the session for good.
             (Status::Connected, Incoming::Disconnect(m)) if n.merged == Some(m) => {
                 self.end(EndReason::PeerDisconnect);
             }
             (Status::Connected, Incoming::Other(msg)) => {
+                if let Some(link) = self.link {
+                    self.core.on_message(&mut self.outbox, link, len, self.now);
+                }
                 self.outbox.event(ClientEvent::Message(msg));
+            }
+            (Status::Connected, Incoming::Ack(n)) if self.core.is_reliable() => {
+                if let Some(link) = self.link {
+                    if self
+                        .core
+                        .on_ack(&mut self.outbox, link, n, self.now)
+                        .is_err()
+                    {
+                        self.fault(FailReason::UnexpectedMessage);
+                    }
+                }
             }
             (_, Incoming::Failed(reason)) => self.refused(reason),
             (Status::Preconnected, Incoming::Token(_) | Incoming::Resume(_)) => {
@@ -240,22 +266,22 @@ impl Client {
         }
     }
 
-    fn connected(&mut self, outcome: Outcome) {
+    fn connected(&mut self, outcome: Outcome, had_session: bool) {
         self.resuming = false;
         self.handshake_deadline = None;
         self.give_up_at = None;
         self.reconnect_at = None;
         self.backoff.reset();
         self.outbox.event(ClientEvent::Connected(outcome));
-        let (Some(link), merged) = (self.link, self.node.merged) else {
+        let Some(link) = self.link else {
             return;
         };
-        while let Some(msg) = self.queue.pop_front() {
-            if codec::check_app(self.cfg.encoding, &msg, merged.as_ref()).is_err() {
-                self.outbox.event(ClientEvent::Unsendable(msg));
-            } else {
-                codec::send_app(&mut self.outbox, self.cfg.encoding, link, &msg);
-            }
+        let resumed = outcome == Outcome::Resumed;
+        let lost = self
+            .core
+            .link_up(&mut self.outbox, link, resumed, !had_session, self.now);
+        if !lost.is_empty() {
+            self.outbox.event(ClientEvent::Undelivered(lost));
         }
     }
 
@@ -287,6 +313,7 @@ impl Client {
     /// No transport any more: RECONNECTING (or OPEN if no session yet), and a wait.
     fn lose_transport(&mut self) {
         self.link = None;
+        self.core.link_down();
         self.reader = None;
         self.handshake_deadline = None;
         let had_session = self.node.merged.is_some();
@@ -325,7 +352,11 @@ impl Client {
         }
         self.reader = None;
         self.resuming = false;
-        self.queue.clear();
+        self.core.link_down();
+        let lost = self.core.end();
+        if !lost.is_empty() {
+            self.outbox.event(ClientEvent::Undelivered(lost));
+        }
         self.reconnect_at = None;
         self.handshake_deadline = None;
         self.give_up_at = None;
@@ -348,23 +379,25 @@ impl Client {
             self.handshake_deadline = Some(now + self.cfg.handshake_timeout);
             self.outbox.open(Channel::Main);
         }
+        if self.node.status == Status::Connected
+            && self.core.on_timeout(&mut self.outbox, self.link, now) == Verdict::Dead
+        {
+            // A frozen server or a half-open link: nothing arrived for 1.5 x keepalive.
+            self.fault(FailReason::Timeout);
+        }
     }
 
     fn on_command(&mut self, cmd: ClientCommand) -> Result<(), Error> {
         match cmd {
             ClientCommand::Send(msg) => {
                 codec::check_app(self.cfg.encoding, &msg, self.node.merged.as_ref())?;
-                match (self.node.status, self.link) {
-                    (Status::Connected, Some(link)) => {
-                        codec::send_app(&mut self.outbox, self.cfg.encoding, link, &msg);
-                    }
-                    _ if self.queue.len() >= self.cfg.max_queue => {
-                        return Err(Error::QueueFull {
-                            max: self.cfg.max_queue,
-                        })
-                    }
-                    _ => self.queue.push_back(msg),
-                }
+                let payload = encode(&mut self.outbox, self.cfg.encoding, &msg);
+                let link = self.link.filter(|_| self.node.status == Status::Connected);
+                self.core
+                    .send(&mut self.outbox, link, payload, self.now)
+                    .map_err(|_| Error::QueueFull {
+                        max: self.cfg.max_queue,
+                    })?;
             }
             ClientCommand::Disconnect => {
                 if let (Status::Connected, Some(link), Some(m)) =
@@ -422,6 +455,32 @@ impl Machine for Client {
     }
 }
 
+/// A fresh session core for `cfg`'s encoding.
+fn new_core(cfg: &Config, now: Instant) -> SessionCore {
+    match cfg.encoding {
+        Encoding::Tether => SessionCore::reliable(
+            cfg.session.delivery,
+            cfg.max_queue,
+            cfg.session.keepalive,
+            now,
+        ),
+        Encoding::Dop => SessionCore::at_most_once(cfg.max_queue, now),
+    }
+}
+
+/// An application message as its encoding's payload: a frame, or dop's bare text. The
+/// frame is split off the outbox's buffer, so a steady state allocates nothing per
+/// message.
+pub(crate) fn encode<E>(out: &mut Outbox<E>, encoding: Encoding, msg: &Message) -> Bytes {
+    match (encoding, msg) {
+        (Encoding::Dop, Message::App(text)) => text.clone(),
+        _ => {
+            msg.encode_framed(out.buf());
+            out.take_buf()
+        }
+    }
+}
+
 impl Client {
     /// The encoding in use.
     pub fn encoding(&self) -> Encoding {
@@ -456,12 +515,15 @@ mod handover {
                     at.saturating_duration_since(now)
                 })),
             };
+            let (acked, received, queue) = self.core.snapshot();
             Some(ClientSnapshot {
                 status,
                 local: self.node.local,
                 remote: self.node.remote,
                 merged,
-                queue: self.queue.iter().cloned().collect(),
+                queue,
+                acked,
+                received,
                 give_up_in,
             })
         }
@@ -491,6 +553,8 @@ mod handover {
             let mut outbox = Outbox::new();
             outbox.open(Channel::Main);
             let give_up = snap.give_up_in.unwrap_or(cfg.give_up_after);
+            let mut core = new_core(&cfg, now);
+            core.restored(snap.acked, snap.received, snap.queue);
             Ok(Client {
                 node: Node {
                     status: Status::Reconnecting,
@@ -501,7 +565,7 @@ mod handover {
                 link: None,
                 reader: None,
                 resuming: false,
-                queue: snap.queue.into_iter().collect(),
+                core,
                 backoff: Backoff::new(
                     cfg.reconnect_initial,
                     cfg.reconnect_max,

@@ -22,6 +22,8 @@ pub(crate) enum Incoming {
     Disconnect(Token),
     /// The peer refused (CONN_FAILED); it closes next.
     Failed(FailReason),
+    /// The session layer's cumulative acknowledgement (tether's encoding only).
+    Ack(u64),
     /// Anything else, for the application once connected.
     Other(Message),
     /// dop: one text message, to be classified by the node's state.
@@ -52,7 +54,7 @@ impl LinkReader {
     pub fn push(&mut self, bytes: Bytes) -> Result<(), FailReason> {
         match self {
             LinkReader::Tether(d) => {
-                d.push(&bytes);
+                d.push_bytes(bytes);
                 Ok(())
             }
             LinkReader::Dop { pending, max } => {
@@ -65,24 +67,35 @@ impl LinkReader {
         }
     }
 
-    /// The next item, `Ok(None)` if more bytes are needed, or why the transport must close.
-    pub fn next(&mut self) -> Result<Option<Incoming>, FailReason> {
+    /// The next item and the bytes it took, `Ok(None)` if more bytes are needed, or why
+    /// the transport must close.
+    pub fn next(&mut self) -> Result<Option<(Incoming, usize)>, FailReason> {
         match self {
-            LinkReader::Dop { pending, .. } => Ok(pending.take().map(Incoming::Text)),
+            LinkReader::Dop { pending, .. } => Ok(pending.take().map(|t| {
+                let len = t.len();
+                (Incoming::Text(t), len)
+            })),
             LinkReader::Tether(d) => {
                 let Some(frame) = d.next_frame().map_err(|_| FailReason::Malformed)? else {
                     return Ok(None);
                 };
+                let len = frame.len();
                 let msg = Message::decode(frame).map_err(|_| FailReason::Malformed)?;
-                Ok(Some(match msg {
-                    Message::Token { version, token } => Incoming::Token(checked(version, token)?),
-                    Message::Resume { version, token } => {
-                        Incoming::Resume(checked(version, token)?)
-                    }
-                    Message::Disconnect { token } => Incoming::Disconnect(token),
-                    Message::ConnFailed { reason } => Incoming::Failed(reason),
-                    other => Incoming::Other(other),
-                }))
+                Ok(Some((
+                    match msg {
+                        Message::Token { version, token } => {
+                            Incoming::Token(checked(version, token)?)
+                        }
+                        Message::Resume { version, token } => {
+                            Incoming::Resume(checked(version, token)?)
+                        }
+                        Message::Disconnect { token } => Incoming::Disconnect(token),
+                        Message::ConnFailed { reason } => Incoming::Failed(reason),
+                        Message::Ack { received } => Incoming::Ack(received),
+                        other => Incoming::Other(other),
+                    },
+                    len,
+                )))
             }
         }
     }
@@ -188,13 +201,5 @@ pub(crate) fn send_disconnect<E>(out: &mut Outbox<E>, enc: Encoding, link: Link,
 pub(crate) fn send_failed<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, reason: FailReason) {
     if enc == Encoding::Tether {
         out.send_framed(link, &Message::ConnFailed { reason });
-    }
-}
-
-/// Sends an application message (already checked by [`check_app`]).
-pub(crate) fn send_app<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, msg: &Message) {
-    match (enc, msg) {
-        (Encoding::Dop, Message::App(text)) => out.send_raw(link, text.clone()),
-        _ => out.send_framed(link, msg),
     }
 }

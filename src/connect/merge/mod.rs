@@ -58,7 +58,7 @@ mod node;
 mod server;
 mod snapshot;
 
-pub use crate::session::{EndReason, Outcome};
+pub use crate::session::{EndReason, Outcome, SessionConfig};
 pub use crate::token::TokenSource;
 pub use client::{Client, ClientCommand, ClientEvent};
 pub use node::{transition, NodeView, Status, Step, TRANSITIONS};
@@ -135,10 +135,15 @@ pub struct Config {
     /// How long to keep trying, from the loss of the transport (or the start), before
     /// giving up: DISCONNECTED.
     pub give_up_after: Duration,
-    /// Most messages queued while not connected.
+    /// Most messages held for the server: sent and not yet acknowledged, or waiting for a
+    /// connection (1,024). Past it `Send` is refused with [`Error::QueueFull`].
     pub max_queue: usize,
     /// Largest message accepted (frame payload, or dop text message).
     pub max_message: usize,
+    /// Delivery and heartbeat ([`SessionConfig::default`]: 1 MiB replay buffer, ACK every
+    /// 64 messages or 64 KiB, keepalive 10 s). In dop's encoding delivery is at most once
+    /// and there is no heartbeat.
+    pub session: SessionConfig,
 }
 
 impl Default for Config {
@@ -153,6 +158,7 @@ impl Default for Config {
             give_up_after: Duration::from_secs(300),
             max_queue: 1024,
             max_message: DEFAULT_MAX_FRAME,
+            session: SessionConfig::default(),
         }
     }
 }
@@ -176,10 +182,13 @@ pub struct ServerConfig {
     /// Most transports in handshake at once; past it a new transport is refused with
     /// SERVER_FULL.
     pub max_pending: usize,
-    /// Most messages queued per RECONNECTING session.
+    /// Most messages held per session: sent and not yet acknowledged, or waiting while
+    /// it is RECONNECTING (1,024).
     pub max_queue: usize,
     /// Largest message accepted (frame payload, or dop text message).
     pub max_message: usize,
+    /// Delivery and heartbeat, as the client's ([`SessionConfig::default`]).
+    pub session: SessionConfig,
 }
 
 impl Default for ServerConfig {
@@ -193,6 +202,7 @@ impl Default for ServerConfig {
             max_pending: 1_024,
             max_queue: 1_024,
             max_message: DEFAULT_MAX_FRAME,
+            session: SessionConfig::default(),
         }
     }
 }

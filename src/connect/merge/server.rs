@@ -12,10 +12,12 @@ use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
 use super::{EndReason, Error, Outcome, ServerConfig};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::session::{SessionCore, Undelivered, Verdict};
 use crate::time::Instant;
 use crate::token::{Token, TokenSource};
 use crate::wire::{FailReason, Message};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use bytes::Bytes;
 
 /// The server's name for a session: a counter, never reused, never secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +85,15 @@ pub enum ServerEvent {
         /// The message.
         message: Message,
     },
+    /// Messages the client never acknowledged, oldest first, given just before
+    /// [`ServerEvent::Ended`]: nothing is dropped without this report. (In dop's
+    /// encoding: messages never written.)
+    Undelivered {
+        /// The session.
+        session: SessionId,
+        /// The messages.
+        messages: Undelivered,
+    },
 }
 
 /// A deadline in the timer index.
@@ -92,6 +103,9 @@ enum Timer {
     Handshake(u64),
     /// A RECONNECTING session is forgotten.
     Expire(SessionId),
+    /// A CONNECTED session's heartbeat or dead-peer check. Scheduled lazily: traffic only
+    /// moves the session's clocks, and the timer, when it fires early, is set again.
+    Live(SessionId),
 }
 
 #[derive(Debug, Clone)]
@@ -107,9 +121,12 @@ struct Session {
     node: Node,
     link: Option<Link>,
     reader: Option<LinkReader>,
-    queue: VecDeque<Message>,
+    /// Delivery, liveness and the bounded queue.
+    core: SessionCore,
     /// When a RECONNECTING session is forgotten.
     expires: Option<Instant>,
+    /// When the liveness timer of a CONNECTED session fires.
+    live_at: Option<Instant>,
 }
 
 /// The server side of the token-merge connection: many transports, many sessions.
@@ -135,6 +152,7 @@ pub struct Server<S> {
     timers: BTreeSet<(Instant, Timer)>,
     next_id: u64,
     stale: u64,
+    takeovers: u64,
     outbox: Outbox<ServerEvent>,
     now: Instant,
 }
@@ -153,6 +171,7 @@ impl<S: TokenSource> Server<S> {
             timers: BTreeSet::new(),
             next_id: 1,
             stale: 0,
+            takeovers: 0,
             outbox: Outbox::new(),
             now: Instant::ZERO,
         }
@@ -180,9 +199,16 @@ impl<S: TokenSource> Server<S> {
         self.sessions.len()
     }
 
-    /// Messages queued for a session while it is RECONNECTING (`None`: no such session).
+    /// Messages held for a session: sent and not yet acknowledged, or queued while it is
+    /// RECONNECTING (`None`: no such session).
     pub fn queued(&self, id: SessionId) -> Option<usize> {
-        self.sessions.get(&id).map(|s| s.queue.len())
+        self.sessions.get(&id).map(|s| s.core.held())
+    }
+
+    /// Transports replaced by a valid resumption while the server still held them open
+    /// (half-open links taken over).
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers
     }
 
     /// Transports in handshake.
@@ -205,6 +231,38 @@ impl<S: TokenSource> Server<S> {
             self.timers.first().map(|t| t.0),
             self.ended.front().map(|e| e.1),
         ])
+    }
+
+    /// Sets (or clears) a session's liveness timer, keeping the timer index true.
+    fn set_live(&mut self, id: SessionId, at: Option<Instant>) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = s.live_at.take() {
+            self.timers.remove(&(old, Timer::Live(id)));
+        }
+        if let Some(t) = at {
+            s.live_at = Some(t);
+            self.timers.insert((t, Timer::Live(id)));
+        }
+    }
+
+    /// Schedules a session's liveness timer from its clocks.
+    fn schedule_live(&mut self, id: SessionId) {
+        let at = self.sessions.get(&id).and_then(|s| s.core.deadline());
+        self.set_live(id, at);
+    }
+
+    fn new_core(&self) -> SessionCore {
+        match self.cfg.encoding {
+            super::Encoding::Tether => SessionCore::reliable(
+                self.cfg.session.delivery,
+                self.cfg.max_queue,
+                self.cfg.session.keepalive,
+                self.now,
+            ),
+            super::Encoding::Dop => SessionCore::at_most_once(self.cfg.max_queue, self.now),
+        }
     }
 
     /// Removes a pending handshake and its timer.
@@ -312,6 +370,13 @@ impl<S: TokenSource> Server<S> {
         if let Err(reason) = pushed {
             return self.fail_link(link, reason);
         }
+        if let Some(s) = self
+            .links
+            .get(&link.id)
+            .and_then(|id| self.sessions.get_mut(id))
+        {
+            s.core.on_bytes(self.now);
+        }
         self.pump(link);
     }
 
@@ -321,7 +386,7 @@ impl<S: TokenSource> Server<S> {
         loop {
             if let Some(p) = self.pending.get_mut(&link.id) {
                 match p.reader.next() {
-                    Ok(Some(item)) => self.on_pending_item(link, item),
+                    Ok(Some((item, _))) => self.on_pending_item(link, item),
                     Ok(None) => return,
                     Err(reason) => return self.refuse(link, reason),
                 }
@@ -331,7 +396,7 @@ impl<S: TokenSource> Server<S> {
                     return;
                 };
                 match reader.next() {
-                    Ok(Some(item)) => self.on_session_item(id, item),
+                    Ok(Some((item, len))) => self.on_session_item(id, item, len),
                     Ok(None) => return,
                     Err(reason) => return self.session_fault(id, reason),
                 }
@@ -408,13 +473,18 @@ impl<S: TokenSource> Server<S> {
                     .sessions
                     .get(&id)
                     .is_some_and(|s| s.node.status == Status::Reconnecting);
-                if reconnecting {
-                    self.adopt(id, link);
-                } else {
-                    // dop closed the new transport too; the client retries after its wait,
-                    // by which time the server has usually seen the old transport close.
-                    self.refuse(link, FailReason::NotResumable);
+                if !reconnecting {
+                    // Takeover: the client proved the session on a new transport while the
+                    // old one still looks open here (a half-open link after NAT rebinding
+                    // or a network switch). The old transport is closed and counted; the
+                    // session resumes on the new one.
+                    if let Some(old) = self.sessions.get(&id).and_then(|s| s.link) {
+                        self.outbox.close(old);
+                        self.takeovers += 1;
+                    }
+                    self.lose(id);
                 }
+                self.adopt(id, link);
             }
             None if self.is_ended(&m) => self.refuse(link, FailReason::SessionEnded),
             None => {
@@ -453,7 +523,13 @@ impl<S: TokenSource> Server<S> {
             session: id,
             outcome: Outcome::Resumed,
         });
-        self.flush(id);
+        // Our ACK goes first; what the client missed is replayed on its ACK.
+        if let Some(s) = self.sessions.get_mut(&id) {
+            let _ = s
+                .core
+                .link_up(&mut self.outbox, link, true, false, self.now);
+        }
+        self.schedule_live(id);
     }
 
     /// The handshake is confirmed: a new session holds the merged token.
@@ -484,14 +560,17 @@ impl<S: TokenSource> Server<S> {
         let id = SessionId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
         self.by_token.insert((fingerprint(&merged), id));
+        let mut core = self.new_core();
+        let _ = core.link_up(&mut self.outbox, link, false, true, self.now);
         self.sessions.insert(
             id,
             Session {
                 node,
                 link: Some(link),
                 reader: Some(p.reader),
-                queue: VecDeque::new(),
+                core,
                 expires: None,
+                live_at: None,
             },
         );
         self.links.insert(link.id, id);
@@ -499,28 +578,10 @@ impl<S: TokenSource> Server<S> {
             session: id,
             outcome: Outcome::Fresh,
         });
+        self.schedule_live(id);
     }
 
-    fn flush(&mut self, id: SessionId) {
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let Some(link) = s.link else {
-            return;
-        };
-        while let Some(msg) = s.queue.pop_front() {
-            if codec::check_app(self.cfg.encoding, &msg, s.node.merged.as_ref()).is_err() {
-                self.outbox.event(ServerEvent::Unsendable {
-                    session: id,
-                    message: msg,
-                });
-            } else {
-                codec::send_app(&mut self.outbox, self.cfg.encoding, link, &msg);
-            }
-        }
-    }
-
-    fn on_session_item(&mut self, id: SessionId, item: Incoming) {
+    fn on_session_item(&mut self, id: SessionId, item: Incoming, len: usize) {
         let Some(merged) = self.sessions.get(&id).and_then(|s| s.node.merged) else {
             return;
         };
@@ -532,10 +593,29 @@ impl<S: TokenSource> Server<S> {
         };
         match item {
             Incoming::Disconnect(m) if m == merged => self.end(id, EndReason::PeerDisconnect),
-            Incoming::Other(message) => self.outbox.event(ServerEvent::Message {
-                session: id,
-                message,
-            }),
+            Incoming::Other(message) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    if let Some(link) = s.link {
+                        s.core.on_message(&mut self.outbox, link, len, self.now);
+                    }
+                }
+                self.outbox.event(ServerEvent::Message {
+                    session: id,
+                    message,
+                })
+            }
+            Incoming::Ack(n) => {
+                let now = self.now;
+                let bad = self.sessions.get_mut(&id).is_some_and(|s| match s.link {
+                    Some(link) if s.core.is_reliable() => {
+                        s.core.on_ack(&mut self.outbox, link, n, now).is_err()
+                    }
+                    _ => true,
+                });
+                if bad {
+                    self.session_fault(id, FailReason::UnexpectedMessage);
+                }
+            }
             Incoming::Disconnect(_) => self.session_fault(id, FailReason::WrongToken),
             Incoming::Failed(_) => {
                 // The client gave up on this transport and closes it: no answer needed.
@@ -567,8 +647,10 @@ impl<S: TokenSource> Server<S> {
             self.links.remove(&link.id);
         }
         s.reader = None;
+        s.core.link_down();
         s.node.apply(Step::TransportLost);
         let at = self.now + self.cfg.resume_grace;
+        self.set_live(id, None);
         self.set_expiry(id, Some(at));
         self.outbox.event(ServerEvent::Lost { session: id });
     }
@@ -576,9 +658,17 @@ impl<S: TokenSource> Server<S> {
     /// Removes a session for good (remembering a formally disconnected one's token).
     fn end(&mut self, id: SessionId, reason: EndReason) {
         self.set_expiry(id, None);
-        let Some(s) = self.sessions.remove(&id) else {
+        self.set_live(id, None);
+        let Some(mut s) = self.sessions.remove(&id) else {
             return;
         };
+        let lost = s.core.end();
+        if !lost.is_empty() {
+            self.outbox.event(ServerEvent::Undelivered {
+                session: id,
+                messages: lost,
+            });
+        }
         if let Some(m) = s.node.merged {
             self.by_token.remove(&(fingerprint(&m), id));
         }
@@ -623,6 +713,19 @@ impl<S: TokenSource> Server<S> {
                     }
                     self.end(id, EndReason::Expired);
                 }
+                Timer::Live(id) => {
+                    let Some(s) = self.sessions.get_mut(&id) else {
+                        continue;
+                    };
+                    s.live_at = None;
+                    if s.core.on_timeout(&mut self.outbox, s.link, now) == Verdict::Dead {
+                        // A frozen client or a half-open link: the session waits for its
+                        // client to resume.
+                        self.session_fault(id, FailReason::Timeout);
+                    } else {
+                        self.schedule_live(id);
+                    }
+                }
             }
         }
         while self.ended.front().is_some_and(|e| e.1 <= now) {
@@ -635,18 +738,17 @@ impl<S: TokenSource> Server<S> {
             ServerCommand::Send { session, message } => {
                 let enc = self.cfg.encoding;
                 let max = self.cfg.max_queue;
+                let now = self.now;
                 let s = self
                     .sessions
                     .get_mut(&session)
                     .ok_or(Error::UnknownSession(session))?;
                 codec::check_app(enc, &message, s.node.merged.as_ref())?;
-                match (s.node.status, s.link) {
-                    (Status::Connected, Some(link)) => {
-                        codec::send_app(&mut self.outbox, enc, link, &message)
-                    }
-                    _ if s.queue.len() >= max => return Err(Error::QueueFull { max }),
-                    _ => s.queue.push_back(message),
-                }
+                let payload: Bytes = super::client::encode(&mut self.outbox, enc, &message);
+                let link = s.link.filter(|_| s.node.status == Status::Connected);
+                s.core
+                    .send(&mut self.outbox, link, payload, now)
+                    .map_err(|_| Error::QueueFull { max })?;
             }
             ServerCommand::Disconnect { session } => {
                 let s = self
@@ -743,11 +845,13 @@ mod tests {
             .collect();
         assert_eq!(with_token, s.by_token);
         let reconnecting = s.sessions.values().filter(|x| x.expires.is_some()).count();
-        assert_eq!(s.timers.len(), s.pending.len() + reconnecting);
+        let live = s.sessions.values().filter(|x| x.live_at.is_some()).count();
+        assert_eq!(s.timers.len(), s.pending.len() + reconnecting + live);
         for (at, t) in &s.timers {
             match t {
                 Timer::Handshake(id) => assert_eq!(s.pending[id].deadline, *at),
                 Timer::Expire(id) => assert_eq!(s.sessions[id].expires, Some(*at)),
+                Timer::Live(id) => assert_eq!(s.sessions[id].live_at, Some(*at)),
             }
         }
     }
@@ -798,7 +902,11 @@ mod tests {
         s.handle_input(now, Input::Received(Link::main(4), resume))
             .unwrap();
         assert_index(&s);
-        assert!(s.timers.is_empty(), "adopted: no expiry, no pending");
+        assert_eq!(
+            s.timers.iter().map(|t| t.1).collect::<alloc::vec::Vec<_>>(),
+            [Timer::Live(s.session_of(4).unwrap())],
+            "adopted: no expiry, no pending, only the heartbeat"
+        );
         s.handle_input(now, Input::Closed(Link::main(4))).unwrap();
         s.handle_input(Instant::MAX, Input::Timeout).unwrap();
         assert_index(&s);
@@ -851,7 +959,15 @@ mod tests {
     #[test]
     fn resumption_finds_its_session_among_many_even_when_fingerprints_collide() {
         let mut n = 0u64;
-        let mut s = Server::new(ServerConfig::default(), move || {
+        // No heartbeat: the session resumed at the end stays up until the end of time.
+        let cfg = ServerConfig {
+            session: crate::session::SessionConfig {
+                keepalive: None,
+                ..Default::default()
+            },
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(cfg, move || {
             n += 1;
             let mut b = [b'S'; 16];
             b[8..].copy_from_slice(&n.to_be_bytes());
@@ -926,12 +1042,15 @@ mod handover {
                     at.saturating_duration_since(now)
                 })),
             };
+            let (acked, received, queue) = s.core.snapshot();
             Some(SessionSnapshot {
                 status,
                 local: s.node.local,
                 remote: s.node.remote,
                 merged,
-                queue: s.queue.iter().cloned().collect(),
+                queue,
+                acked,
+                received,
                 expires_in,
             })
         }
@@ -943,6 +1062,7 @@ mod handover {
             let snap = self.export_session(id, now)?;
             self.now = self.now.max(now);
             self.set_expiry(id, None);
+            self.set_live(id, None);
             if let Some(s) = self.sessions.remove(&id) {
                 if let Some(m) = s.node.merged {
                     self.by_token.remove(&(fingerprint(&m), id));
@@ -994,6 +1114,8 @@ mod handover {
             self.now = self.now.max(now);
             let id = SessionId(self.next_id);
             self.next_id = self.next_id.saturating_add(1);
+            let mut core = self.new_core();
+            core.restored(snap.acked, snap.received, snap.queue);
             self.sessions.insert(
                 id,
                 Session {
@@ -1005,8 +1127,9 @@ mod handover {
                     },
                     link: None,
                     reader: None,
-                    queue: snap.queue.into_iter().collect(),
+                    core,
                     expires: None,
+                    live_at: None,
                 },
             );
             self.by_token.insert((fingerprint(&snap.merged), id));

@@ -27,8 +27,14 @@ pub struct SessionSnapshot {
     pub remote: Option<Token>,
     /// The merged session token: what the client resumes with.
     pub merged: Token,
-    /// Messages queued for the client while it was away, oldest first.
+    /// Messages held for the client, oldest first: sent and not acknowledged, or queued
+    /// while it was away. In tether's encoding they are numbered from `acked + 1` and
+    /// replayed after the resumption.
     pub queue: Vec<Message>,
+    /// Numbered messages the client acknowledged (tether's encoding; 0 in dop's).
+    pub acked: u64,
+    /// Numbered messages received from the client (tether's encoding; 0 in dop's).
+    pub received: u64,
     /// For a RECONNECTING session, how long it had left before it would be forgotten,
     /// from the export's `now`. `None` for a CONNECTED one (the importer's full
     /// `resume_grace` applies).
@@ -50,8 +56,13 @@ pub struct ClientSnapshot {
     pub remote: Option<Token>,
     /// The merged session token.
     pub merged: Token,
-    /// Messages queued while not connected, oldest first.
+    /// Messages held for the server, oldest first: sent and not acknowledged, or queued
+    /// while not connected (numbered from `acked + 1` in tether's encoding).
     pub queue: Vec<Message>,
+    /// Numbered messages the server acknowledged (tether's encoding; 0 in dop's).
+    pub acked: u64,
+    /// Numbered messages received from the server (tether's encoding; 0 in dop's).
+    pub received: u64,
     /// For a RECONNECTING client, how long it had left before giving up, from the
     /// export's `now`. `None` for a CONNECTED one (the full `give_up_after` applies).
     pub give_up_in: Option<Duration>,
@@ -72,7 +83,10 @@ fn read_status(r: &mut Reader) -> Result<Status, SnapshotError> {
     }
 }
 
-/// Body: `[STATUS u8][LOCAL token][REMOTE opt token][MERGED token][TIME opt u64 µs][QUEUE]`.
+/// Body: `[STATUS u8][LOCAL token][REMOTE opt token][MERGED token][TIME opt u64 µs][QUEUE]
+/// [ACKED u64][RECEIVED u64]`.
+// One writer for both snapshot kinds: the fields are the body's, in order.
+#[allow(clippy::too_many_arguments)]
 fn put_common(
     out: &mut BytesMut,
     status: Status,
@@ -81,6 +95,7 @@ fn put_common(
     merged: &Token,
     time: Option<Duration>,
     queue: &[Message],
+    counters: (u64, u64),
 ) {
     put_status(out, status);
     put_token(out, local);
@@ -88,6 +103,8 @@ fn put_common(
     put_token(out, merged);
     put_opt_duration(out, time);
     put_queue(out, queue.iter());
+    out.put_u64(counters.0);
+    out.put_u64(counters.1);
 }
 
 type Common = (
@@ -97,6 +114,7 @@ type Common = (
     Token,
     Option<Duration>,
     Vec<Message>,
+    (u64, u64),
 );
 
 fn read_common(r: &mut Reader) -> Result<Common, SnapshotError> {
@@ -106,7 +124,8 @@ fn read_common(r: &mut Reader) -> Result<Common, SnapshotError> {
     let merged = r.token("merged token")?;
     let time = read_opt_duration(r, "time left")?;
     let queue = read_queue(r)?;
-    Ok((status, local, remote, merged, time, queue))
+    let counters = (r.u64("acked")?, r.u64("received")?);
+    Ok((status, local, remote, merged, time, queue, counters))
 }
 
 impl Snapshot for SessionSnapshot {
@@ -121,17 +140,20 @@ impl Snapshot for SessionSnapshot {
             &self.merged,
             self.expires_in,
             &self.queue,
+            (self.acked, self.received),
         );
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
-        let (status, local, remote, merged, expires_in, queue) = read_common(r)?;
+        let (status, local, remote, merged, expires_in, queue, (acked, received)) = read_common(r)?;
         Ok(SessionSnapshot {
             status,
             local,
             remote,
             merged,
             queue,
+            acked,
+            received,
             expires_in,
         })
     }
@@ -149,17 +171,20 @@ impl Snapshot for ClientSnapshot {
             &self.merged,
             self.give_up_in,
             &self.queue,
+            (self.acked, self.received),
         );
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
-        let (status, local, remote, merged, give_up_in, queue) = read_common(r)?;
+        let (status, local, remote, merged, give_up_in, queue, (acked, received)) = read_common(r)?;
         Ok(ClientSnapshot {
             status,
             local,
             remote,
             merged,
             queue,
+            acked,
+            received,
             give_up_in,
         })
     }

@@ -1,0 +1,305 @@
+//! One session's runtime, shared by the four connection machines: delivery, liveness and
+//! the bounded send queue, over whichever link the session holds now.
+//!
+//! A profile hands it whole payloads (a length-prefixed frame in tether's encoding, one
+//! text message in dop's) and tells it when the session's link comes up, goes down, or
+//! the session ends; it decides what to write, when to acknowledge, when a heartbeat is
+//! due and when the peer is dead.
+
+use super::{Delivery, DeliveryConfig, Full, Liveness, Undelivered};
+use crate::driver::{Link, Outbox};
+use crate::time::{Duration, Instant};
+use crate::wire::Message;
+use alloc::collections::VecDeque;
+use bytes::Bytes;
+
+/// How a session's messages are delivered.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// tether's encoding: numbered, acknowledged, replayed after a resumption.
+    Reliable(Delivery),
+    /// dop's encoding (no room for numbers): at most once. Messages sent while the
+    /// session is down wait here; once written they are gone.
+    AtMostOnce { queue: VecDeque<Bytes>, max: usize },
+}
+
+/// What a timeout means for the session's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Nothing to do, or a heartbeat was sent.
+    Alive,
+    /// Nothing arrived for 1.5 x keepalive: close the link, take the lost-transport path.
+    Dead,
+}
+
+/// One session's delivery, liveness and queue.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionCore {
+    mode: Mode,
+    live: Liveness,
+    /// Whether the session's link is up (handshake done, not lost).
+    up: bool,
+}
+
+impl SessionCore {
+    /// A reliable session (tether's encoding) holding at most `max_messages` frames.
+    pub fn reliable(
+        cfg: DeliveryConfig,
+        max_messages: usize,
+        keepalive: Option<Duration>,
+        now: Instant,
+    ) -> Self {
+        let cfg = DeliveryConfig {
+            max_messages,
+            ..cfg
+        };
+        SessionCore {
+            mode: Mode::Reliable(Delivery::new(cfg)),
+            live: Liveness::new(keepalive, now),
+            up: false,
+        }
+    }
+
+    /// An at-most-once session (dop's encoding): no numbers, no heartbeat.
+    pub fn at_most_once(max_messages: usize, now: Instant) -> Self {
+        SessionCore {
+            mode: Mode::AtMostOnce {
+                queue: VecDeque::new(),
+                max: max_messages,
+            },
+            live: Liveness::new(None, now),
+            up: false,
+        }
+    }
+
+    /// A session restored from a snapshot: the peer acknowledged `acked`, this side
+    /// received `received`, and `messages` were held (numbered from `acked + 1` when
+    /// reliable). Its link comes up resumed.
+    pub fn restored(&mut self, acked: u64, received: u64, messages: alloc::vec::Vec<Message>) {
+        match &mut self.mode {
+            Mode::Reliable(d) => {
+                let frames = messages
+                    .iter()
+                    .map(|m| {
+                        let mut b = bytes::BytesMut::new();
+                        m.encode_framed(&mut b);
+                        b.freeze()
+                    })
+                    .collect();
+                *d = Delivery::restore(d.config(), acked, received, frames);
+            }
+            Mode::AtMostOnce { queue, .. } => {
+                *queue = messages
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        Message::App(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect();
+            }
+        }
+    }
+
+    /// The delivery counters and held messages, for a snapshot: (acked, received,
+    /// messages oldest first).
+    pub fn snapshot(&self) -> (u64, u64, alloc::vec::Vec<Message>) {
+        match &self.mode {
+            Mode::Reliable(d) => (
+                d.acked(),
+                d.received(),
+                d.frames()
+                    .filter_map(|f| {
+                        Message::decode(f.slice(crate::wire::FRAME_HEADER_LEN.min(f.len())..)).ok()
+                    })
+                    .collect(),
+            ),
+            Mode::AtMostOnce { queue, .. } => {
+                (0, 0, queue.iter().cloned().map(Message::App).collect())
+            }
+        }
+    }
+
+    /// Whether messages are numbered and replayed.
+    pub fn is_reliable(&self) -> bool {
+        matches!(self.mode, Mode::Reliable(_))
+    }
+
+    /// Messages held: unacknowledged or waiting.
+    pub fn held(&self) -> usize {
+        match &self.mode {
+            Mode::Reliable(d) => d.held(),
+            Mode::AtMostOnce { queue, .. } => queue.len(),
+        }
+    }
+
+    /// Takes a payload to send; written at once if the link is up, else when it is.
+    pub fn send<E>(
+        &mut self,
+        out: &mut Outbox<E>,
+        link: Option<Link>,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), Full> {
+        match &mut self.mode {
+            Mode::Reliable(d) => {
+                d.push(payload)?;
+                self.flush(out, link, now);
+            }
+            Mode::AtMostOnce { queue, max } => match link.filter(|_| self.up) {
+                Some(l) => out.send_raw(l, payload),
+                None if queue.len() >= *max => {
+                    return Err(Full {
+                        max_messages: *max,
+                        max_bytes: usize::MAX,
+                    })
+                }
+                None => queue.push_back(payload),
+            },
+        }
+        Ok(())
+    }
+
+    /// Writes what may be written now on `link`.
+    pub fn flush<E>(&mut self, out: &mut Outbox<E>, link: Option<Link>, now: Instant) {
+        let Some(link) = link.filter(|_| self.up) else {
+            return;
+        };
+        match &mut self.mode {
+            Mode::Reliable(d) => {
+                let mut wrote = false;
+                while let Some(f) = d.next_to_write() {
+                    out.send_raw(link, f);
+                    wrote = true;
+                }
+                if wrote {
+                    self.live.on_sent(now);
+                }
+            }
+            Mode::AtMostOnce { queue, .. } => {
+                while let Some(p) = queue.pop_front() {
+                    out.send_raw(link, p);
+                }
+            }
+        }
+    }
+
+    /// Bytes arrived on the session's link.
+    pub fn on_bytes(&mut self, now: Instant) {
+        self.live.on_received(now);
+    }
+
+    /// A numbered message of `len` bytes arrived: count it, acknowledge when due.
+    pub fn on_message<E>(&mut self, out: &mut Outbox<E>, link: Link, len: usize, now: Instant) {
+        if let Mode::Reliable(d) = &mut self.mode {
+            if d.on_received(len) {
+                let n = d.take_ack();
+                out.send_framed(link, &Message::Ack { received: n });
+                self.live.on_sent(now);
+            }
+        }
+    }
+
+    /// The peer's ACK; `Err` if it cannot be true (the link must be refused).
+    pub fn on_ack<E>(
+        &mut self,
+        out: &mut Outbox<E>,
+        link: Link,
+        acked: u64,
+        now: Instant,
+    ) -> Result<(), super::AckError> {
+        if let Mode::Reliable(d) = &mut self.mode {
+            d.on_ack(acked)?;
+        }
+        self.flush(out, Some(link), now);
+        Ok(())
+    }
+
+    /// The session is up on `link`. Resumed: send our ACK first and hold until the
+    /// peer's. Fresh: numbering starts again; what an earlier session of this machine
+    /// left unacknowledged is returned (`continues_queue`: the messages were sent before
+    /// any session existed, so they belong to this one and are kept).
+    pub fn link_up<E>(
+        &mut self,
+        out: &mut Outbox<E>,
+        link: Link,
+        resumed: bool,
+        continues_queue: bool,
+        now: Instant,
+    ) -> Undelivered {
+        self.up = true;
+        self.live = Liveness::new(self.live.keepalive(), now);
+        let mut lost = Undelivered::new();
+        if let Mode::Reliable(d) = &mut self.mode {
+            if resumed {
+                d.link_resumed();
+                let n = d.take_ack();
+                out.send_framed(link, &Message::Ack { received: n });
+                self.live.on_sent(now);
+            } else {
+                if !continues_queue {
+                    lost = d.restart();
+                } else {
+                    // Nothing was ever written for this session: only the queue is kept.
+                    let kept = d.take_frames();
+                    *d = Delivery::new(d.config());
+                    for f in kept {
+                        let _ = d.push(f);
+                    }
+                }
+                d.link_fresh();
+            }
+        }
+        self.flush(out, Some(link), now);
+        lost
+    }
+
+    /// The link is gone; the session may come back.
+    pub fn link_down(&mut self) {
+        self.up = false;
+        if let Mode::Reliable(d) = &mut self.mode {
+            d.link_lost();
+        }
+    }
+
+    /// The session ended: what was never delivered (acknowledged, or written in dop's
+    /// encoding).
+    pub fn end(&mut self) -> Undelivered {
+        self.up = false;
+        match &mut self.mode {
+            Mode::Reliable(d) => d.take_undelivered(),
+            Mode::AtMostOnce { queue, .. } => queue.drain(..).map(Message::App).collect(),
+        }
+    }
+
+    /// The next liveness deadline while up.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.up {
+            self.live.deadline()
+        } else {
+            None
+        }
+    }
+
+    /// A timeout: the peer is dead, or a heartbeat is due (sent here).
+    pub fn on_timeout<E>(
+        &mut self,
+        out: &mut Outbox<E>,
+        link: Option<Link>,
+        now: Instant,
+    ) -> Verdict {
+        let Some(link) = link.filter(|_| self.up) else {
+            return Verdict::Alive;
+        };
+        if self.live.is_dead(now) {
+            return Verdict::Dead;
+        }
+        if self.live.heartbeat_due(now) {
+            if let Mode::Reliable(d) = &mut self.mode {
+                let n = d.take_ack();
+                out.send_framed(link, &Message::Ack { received: n });
+                self.live.on_sent(now);
+            }
+        }
+        Verdict::Alive
+    }
+}
