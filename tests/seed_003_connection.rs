@@ -1467,9 +1467,23 @@ fn apply(net: &mut Net, p: Packet, fault: Fault) {
             net.server_in(Input::Closed(p.link()));
         }
         Fault::Delay => {
-            // Past the reply timeout, while everything else flows.
+            // Past the reply timeout, while everything else flows. On `main` what follows
+            // on the same stream is held back too: a stream cannot reorder.
+            let link = p.link();
+            let mut behind = Vec::new();
+            if link.channel == Channel::Main {
+                let (same, rest): (Vec<Packet>, Vec<Packet>) = net
+                    .wire
+                    .drain(..)
+                    .partition(|q| matches!(q, Packet::Data { .. }) && q.link() == link);
+                net.wire.extend(rest);
+                behind = same;
+            }
             net.run_for(Duration::from_secs(6));
             net.deliver(p);
+            for q in behind {
+                net.deliver(q);
+            }
         }
         Fault::Duplicate => {
             net.deliver(p.clone());

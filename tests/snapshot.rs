@@ -101,21 +101,26 @@ fn player_strategy() -> impl Strategy<Value = dual::PlayerSnapshot> {
         opt_duration(),
         any::<u64>(),
         prop::option::of(any::<u64>()),
+        any::<(u64, u64)>(),
     )
         .prop_map(
-            |(player, c, token_a, token_b, queue, expires_in, next, newest)| dual::PlayerSnapshot {
-                player,
-                state: if c {
-                    PlayerState::Connected
-                } else {
-                    PlayerState::MainLost
-                },
-                token_a,
-                token_b,
-                queue,
-                expires_in,
-                feed_next_seq: next,
-                feed_newest: newest,
+            |(player, c, token_a, token_b, queue, expires_in, next, newest, (acked, received))| {
+                dual::PlayerSnapshot {
+                    player,
+                    state: if c {
+                        PlayerState::Connected
+                    } else {
+                        PlayerState::MainLost
+                    },
+                    token_a,
+                    token_b,
+                    queue,
+                    acked,
+                    received,
+                    expires_in,
+                    feed_next_seq: next,
+                    feed_newest: newest,
+                }
             },
         )
 }
@@ -131,6 +136,8 @@ fn dual_client_strategy() -> impl Strategy<Value = dual::ClientSnapshot> {
         token_a: p.token_a,
         token_b: p.token_b,
         queue: p.queue,
+        acked: p.acked,
+        received: p.received,
         feed_attempt: attempt,
         feed_next_seq: p.feed_next_seq,
         feed_newest: p.feed_newest,
@@ -843,7 +850,7 @@ proptest! {
         let ps = server.export_player(player, now).unwrap();
         prop_assert_eq!(cs.state, if lost { dual::ClientState::ReopeningMain } else { dual::ClientState::Connected });
         prop_assert_eq!(ps.state, if lost { PlayerState::MainLost } else { PlayerState::Connected });
-        let queued: Vec<Message> = client.queue().cloned().collect();
+        let queued: Vec<Message> = client.queue();
         prop_assert_eq!(&cs.queue, &queued);
         let want_s: Vec<Message> = if lost { to_server.iter().map(|m| app(m)).collect() } else { vec![] };
         let want_c: Vec<Message> = if lost { to_client.iter().map(|m| app(m)).collect() } else { vec![] };
@@ -860,9 +867,9 @@ proptest! {
         prop_assert_eq!(restored.state(), dual::ClientState::ReopeningMain);
         prop_assert_eq!(restored.player(), client.player());
         prop_assert_eq!(restored.tokens(), client.tokens());
-        prop_assert_eq!(restored.queue().cloned().collect::<Vec<_>>(), queued);
+        prop_assert_eq!(restored.queue(), queued);
         prop_assert_eq!(server2.player_state(player), Some(PlayerState::MainLost));
-        prop_assert_eq!(server2.player_queue(player).unwrap().cloned().collect::<Vec<_>>(), ps.queue.clone());
+        prop_assert_eq!(server2.player_queue(player).unwrap(), ps.queue.clone());
         let ps2 = server2.export_player(player, now).unwrap();
         prop_assert_eq!((ps2.token_a, ps2.token_b, ps2.player), (ps.token_a, ps.token_b, ps.player));
         prop_assert!(ps2.feed_next_seq > ps.feed_next_seq, "feed numbering continues past the old server's");

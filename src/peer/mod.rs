@@ -87,6 +87,11 @@ pub trait Profile: Machine {
 
     /// Says what a connection event means.
     fn route(event: Self::Event) -> Routed<Self::Session, Self::Event>;
+
+    /// The session's sync layer started over (its transport is down): sync messages the
+    /// connection still holds for it are obsolete and must not be delivered after a
+    /// resumption (the session core's delivery would otherwise replay them).
+    fn supersede_sync(&mut self, session: Self::Session);
 }
 
 /// A [`JournalStore`] shared by reference counting, for the sessions of a server (or for an
@@ -351,6 +356,7 @@ where
                 if let Some(s) = self.syncs.get_mut(&session) {
                     s.connection_down(now);
                 }
+                self.conn.supersede_sync(session);
                 self.out.event(PeerEvent::Connection(event));
             }
             Routed::Gone { session, event } => {

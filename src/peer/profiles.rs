@@ -35,6 +35,10 @@ impl Profile for merge::Client {
             other => Routed::Other(other),
         }
     }
+
+    fn supersede_sync(&mut self, _: ()) {
+        merge::Client::supersede_sync(self);
+    }
 }
 
 impl<S: merge::TokenSource> Profile for merge::Server<S> {
@@ -66,6 +70,10 @@ impl<S: merge::TokenSource> Profile for merge::Server<S> {
             other => Routed::Other(other),
         }
     }
+
+    fn supersede_sync(&mut self, session: merge::SessionId) {
+        merge::Server::supersede_sync(self, session);
+    }
 }
 
 impl Profile for dual::DualClient {
@@ -96,6 +104,10 @@ impl Profile for dual::DualClient {
             },
             other => Routed::Other(other),
         }
+    }
+
+    fn supersede_sync(&mut self, _: ()) {
+        dual::DualClient::supersede_sync(self);
     }
 }
 
@@ -132,5 +144,9 @@ impl<T: dual::TokenSource> Profile for dual::DualServer<T> {
             },
             other => Routed::Other(other),
         }
+    }
+
+    fn supersede_sync(&mut self, player: u16) {
+        dual::DualServer::supersede_sync(self, player)
     }
 }

@@ -35,7 +35,8 @@ pub struct DeliveryConfig {
     /// may be up to 1 MiB). A single frame of any legal size is accepted into an empty
     /// buffer.
     pub max_bytes: usize,
-    /// Acknowledge after this many frames received (64).
+    /// Acknowledge after this many frames received (32). Keep it well below the peer's
+    /// bound on frames held, or the peer waits for the heartbeat to free its buffer.
     pub ack_every: u32,
     /// Acknowledge after this many bytes received (64 KiB), whichever comes first.
     pub ack_bytes: usize,
@@ -46,7 +47,7 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             max_messages: 1_024,
             max_bytes: 1 << 20,
-            ack_every: 64,
+            ack_every: 32,
             ack_bytes: 64 << 10,
         }
     }
@@ -147,6 +148,14 @@ pub struct Delivery {
     bytes_since_ack: u32,
     /// After a resumption: write nothing until the peer's ACK says where to replay from.
     hold: bool,
+    /// Sync-layer frames numbered up to here are superseded (the sync layer started
+    /// over while the link was down): dropped, unsent, once the peer's ACK says which it
+    /// has.
+    /// (0: none; a frame number is never 0.)
+    superseded_upto: u64,
+    /// Frames and bytes among those that are superseded: they do not count against the
+    /// bounds while they wait to be dropped.
+    superseded: (u32, u32),
 }
 
 impl Delivery {
@@ -162,6 +171,8 @@ impl Delivery {
             ack_sent: 0,
             bytes_since_ack: 0,
             hold: false,
+            superseded_upto: 0,
+            superseded: (0, 0),
         }
     }
 
@@ -180,6 +191,8 @@ impl Delivery {
             ack_sent: received,
             bytes_since_ack: 0,
             hold: true,
+            superseded_upto: 0,
+            superseded: (0, 0),
         }
     }
 
@@ -215,9 +228,13 @@ impl Delivery {
 
     /// Whether one more frame of `len` bytes fits.
     pub fn fits(&self, len: usize) -> bool {
-        self.buffer.is_empty()
-            || (self.buffer.len() < self.cfg.max_messages as usize
-                && self.bytes.saturating_add(len) <= self.cfg.max_bytes as usize)
+        let (n, bytes) = (
+            self.buffer.len().saturating_sub(self.superseded.0 as usize),
+            self.bytes.saturating_sub(self.superseded.1 as usize),
+        );
+        n == 0
+            || (n < self.cfg.max_messages as usize
+                && bytes.saturating_add(len) <= self.cfg.max_bytes as usize)
     }
 
     /// Takes a whole frame (length prefix included) to deliver; it is written when
@@ -271,11 +288,47 @@ impl Delivery {
             self.acked += 1;
         }
         if self.hold {
-            // Replay everything after what the peer has.
+            // Replay everything after what the peer has, less what was superseded.
             self.hold = false;
             self.written = self.acked;
+            self.drop_superseded();
         }
         Ok(())
+    }
+
+    /// The sync layer above started over while the link was down: its frames held now
+    /// are obsolete. Those the peer has not received are dropped before the replay (never
+    /// sent, so the implicit numbering of the rest stays true on both sides); the
+    /// application's own messages are kept and replayed.
+    pub fn supersede_sync(&mut self) {
+        self.superseded_upto = self.acked + self.buffer.len() as u64;
+        // Within the bounds (u32 each), so the sums fit.
+        let (n, b) = self
+            .buffer
+            .iter()
+            .filter(|f| is_sync_frame(f))
+            .fold((0usize, 0usize), |(n, b), f| (n + 1, b + f.len()));
+        self.superseded = (n as u32, b as u32);
+    }
+
+    fn drop_superseded(&mut self) {
+        let upto = core::mem::take(&mut self.superseded_upto);
+        self.superseded = (0, 0);
+        if upto == 0 {
+            return;
+        }
+        let keep = usize::try_from(upto.saturating_sub(self.acked)).unwrap_or(usize::MAX);
+        let mut index = 0usize;
+        let mut dropped = 0usize;
+        self.buffer.retain(|f| {
+            let old = index < keep && is_sync_frame(f);
+            index += 1;
+            if old {
+                dropped += f.len();
+            }
+            !old
+        });
+        self.bytes -= dropped;
     }
 
     /// A frame of `len` bytes was received; `true` if an ACK is due now.
@@ -335,6 +388,7 @@ impl Delivery {
     /// The frames never acknowledged, decoded, oldest first; the buffer is emptied. Called
     /// when the session ends, to report them to the application.
     pub fn take_undelivered(&mut self) -> Vec<Message> {
+        self.drop_superseded();
         self.bytes = 0;
         self.written = self.acked;
         self.buffer
@@ -342,6 +396,21 @@ impl Delivery {
             .filter_map(|f| Message::decode(f.slice(FRAME_HEADER_LEN.min(f.len())..)).ok())
             .collect()
     }
+}
+
+fn is_sync_frame(f: &Bytes) -> bool {
+    f.get(FRAME_HEADER_LEN).copied().is_some_and(is_sync_code)
+}
+
+/// Whether a frame with this code belongs to the sync layer (sync contexts, journal and
+/// anchored sync), which starts over after a cut rather than continuing.
+fn is_sync_code(code: u8) -> bool {
+    use crate::wire::codes;
+    matches!(
+        code,
+        codes::SYNC_REQ | codes::SYNC_START | codes::SYNC_END | codes::SYNC_OK | codes::REFUSED
+    ) || codes::JOURNAL_RANGE.contains(&code)
+        || codes::ANCHORED_RANGE.contains(&code)
 }
 
 #[cfg(test)]
@@ -470,6 +539,38 @@ mod tests {
             prop_assert_eq!(tx.held(), 0);
             prop_assert_eq!(tx.held_bytes(), 0);
         }
+    }
+
+    #[test]
+    fn superseded_sync_frames_are_dropped_unsent_and_the_numbering_stays_true() {
+        let sync = |ctx: u32| {
+            let mut b = BytesMut::new();
+            Message::SyncStart { ctx }.encode_framed(&mut b);
+            b.freeze()
+        };
+        let mut tx = Delivery::new(DeliveryConfig::default());
+        tx.push(frame(1)).unwrap();
+        tx.push(sync(1)).unwrap();
+        tx.push(frame(2)).unwrap();
+        tx.push(sync(2)).unwrap();
+        for _ in 0..4 {
+            tx.next_to_write();
+        }
+        // The link drops; the peer had received the first two. The sync layer starts
+        // over and queues a new request.
+        tx.link_lost();
+        tx.supersede_sync();
+        tx.push(sync(3)).unwrap();
+        tx.link_resumed();
+        tx.on_ack(2).unwrap();
+        let replay: Vec<Bytes> = core::iter::from_fn(|| tx.next_to_write()).collect();
+        assert_eq!(
+            replay,
+            [frame(2), sync(3)],
+            "sync(2) superseded, sync(3) kept"
+        );
+        tx.on_ack(4).unwrap();
+        assert_eq!((tx.held(), tx.held_bytes()), (0, 0));
     }
 
     #[test]

@@ -253,6 +253,14 @@ impl SessionCore {
         lost
     }
 
+    /// The sync layer above started over: its held frames are obsolete (see
+    /// [`Delivery::supersede_sync`]).
+    pub fn supersede_sync(&mut self) {
+        if let Mode::Reliable(d) = &mut self.mode {
+            d.supersede_sync();
+        }
+    }
+
     /// The link is gone; the session may come back.
     pub fn link_down(&mut self) {
         self.up = false;

@@ -7,13 +7,13 @@
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{CloseReason, DualError, Outcome, Retry};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::session::{SessionConfig, SessionCore, Undelivered, Verdict};
 use crate::time::{Duration, Instant};
 use crate::token::Token;
 use crate::wire::{
     Element, FailReason, FrameDecoder, Message, DEFAULT_FEED_CONTENT, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION, SERVER_SENDER,
 };
-use alloc::collections::VecDeque;
 use bytes::Bytes;
 
 /// What the client does when `feed` is lost (closed, or silent for
@@ -50,8 +50,12 @@ pub struct ClientConfig {
     pub max_frame: usize,
     /// The largest content of a `feed` datagram, both ways ([`DEFAULT_FEED_CONTENT`]).
     pub max_feed_content: usize,
-    /// Messages queued on `main` while not connected (64).
+    /// Messages held on `main`: sent and not yet acknowledged, or waiting for a
+    /// connection (1,024).
     pub max_queued: usize,
+    /// Delivery and heartbeat on `main` ([`SessionConfig::default`]: 1 MiB replay
+    /// buffer, ACK every 32 messages or 64 KiB, keepalive 10 s).
+    pub session: SessionConfig,
     /// Opt-in R-Type compatibility of the tokens: accept tokens shorter than 128 bits
     /// (R-Type's were 32). Weaker: a 32-bit token can be guessed (docs/PROTOCOL.md 4.7).
     pub allow_short_tokens: bool,
@@ -81,7 +85,8 @@ impl Default for ClientConfig {
             on_feed_lost: FeedLossPolicy::CloseBoth,
             max_frame: DEFAULT_MAX_FRAME,
             max_feed_content: DEFAULT_FEED_CONTENT,
-            max_queued: 64,
+            max_queued: 1_024,
+            session: SessionConfig::default(),
             allow_short_tokens: false,
         }
     }
@@ -279,6 +284,10 @@ pub enum ClientEvent {
     FeedReceived(Message),
     /// A message arrived on `main` that the connection does not consume (sync, app...).
     Received(Message),
+    /// Messages the server never acknowledged, oldest first: given when a session ends
+    /// (closed, disconnected, or failed before a fresh one). Nothing is dropped without
+    /// this report.
+    Undelivered(Undelivered),
 }
 
 /// The client of seed 003's dual-channel connection. See the [module docs](super).
@@ -308,7 +317,10 @@ pub struct DualClient {
     feed_rx: FeedReceiver,
     last_feed_rx: Instant,
     last_feed_tx: Instant,
-    queue: VecDeque<Message>,
+    /// Delivery, liveness and the bounded queue of `main`.
+    core: SessionCore,
+    /// A session was established and has not ended.
+    in_session: bool,
 }
 
 impl DualClient {
@@ -334,7 +346,8 @@ impl DualClient {
             feed_rx: FeedReceiver::new(cfg.max_feed_content),
             last_feed_rx: Instant::ZERO,
             last_feed_tx: Instant::ZERO,
-            queue: VecDeque::new(),
+            core: new_core(&cfg, Instant::ZERO),
+            in_session: false,
         }
     }
 
@@ -358,9 +371,30 @@ impl DualClient {
         self.feed_rx.stats()
     }
 
-    /// Messages waiting for a connection.
+    /// Messages held on `main`: sent and not yet acknowledged, or waiting for a
+    /// connection.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.core.held()
+    }
+
+    /// The sync layer above started over while `main` was down: its held messages are
+    /// obsolete and dropped before the replay (see
+    /// [`Delivery::supersede_sync`](crate::session::Delivery::supersede_sync)).
+    pub fn supersede_sync(&mut self) {
+        self.core.supersede_sync();
+    }
+
+    /// The session is over: report what it never delivered.
+    fn end_session(&mut self) {
+        self.core.link_down();
+        if !self.in_session {
+            return;
+        }
+        self.in_session = false;
+        let lost = self.core.end();
+        if !lost.is_empty() {
+            self.out.event(ClientEvent::Undelivered(lost));
+        }
     }
 
     fn step(&mut self, input: ClientInput) {
@@ -449,6 +483,7 @@ impl DualClient {
     /// A try of the initial connection failed: close everything, then back off or give up.
     fn attempt_failed(&mut self, reason: CloseReason) {
         self.close_links();
+        self.end_session();
         if self.cfg.connect.allows(self.connect_tries) {
             let at = self.now + self.cfg.connect.delay(self.connect_tries);
             self.step_deadline = Some(at);
@@ -478,7 +513,11 @@ impl DualClient {
     fn give_up(&mut self, reason: CloseReason) {
         self.close_links();
         self.step_deadline = None;
-        self.queue.clear();
+        self.end_session();
+        let lost = self.core.end();
+        if !lost.is_empty() {
+            self.out.event(ClientEvent::Undelivered(lost));
+        }
         self.step(I::GaveUp);
         self.out.event(ClientEvent::Closed { reason });
     }
@@ -509,8 +548,13 @@ impl DualClient {
         if let Some(player) = self.player {
             self.out.event(ClientEvent::Connected { player, session });
         }
-        while let Some(msg) = self.queue.pop_front() {
-            self.send_main(&msg);
+        self.in_session = true;
+        if let Some(main) = self.main {
+            // Resumed: our ACK first, then what the server missed once its ACK arrives.
+            let resumed = session == Outcome::Resumed;
+            let _ = self
+                .core
+                .link_up(&mut self.out, main, resumed, true, self.now);
         }
     }
 
@@ -518,6 +562,7 @@ impl DualClient {
         if let Some(l) = self.main.take() {
             self.out.close(l);
         }
+        self.core.link_down();
         match self.state {
             S::OpeningMain
             | S::AwaitConnInitRep
@@ -596,13 +641,14 @@ impl DualClient {
         }
     }
 
-    fn on_main_bytes(&mut self, link: Link, bytes: &[u8]) {
-        self.decoder.push(bytes);
+    fn on_main_bytes(&mut self, link: Link, bytes: Bytes) {
+        self.decoder.push_bytes(bytes);
+        self.core.on_bytes(self.now);
         while self.main == Some(link) {
             match self.decoder.next_frame() {
                 Ok(None) => break,
-                Ok(Some(frame)) => match Message::decode(frame) {
-                    Ok(msg) => self.on_main_message(msg),
+                Ok(Some(frame)) => match Message::decode(frame.clone()) {
+                    Ok(msg) => self.on_main_message(msg, frame.len()),
                     Err(_) => self.protocol_fail(FailReason::Malformed),
                 },
                 Err(_) => self.protocol_fail(FailReason::Malformed),
@@ -614,7 +660,7 @@ impl DualClient {
         self.cfg.allow_short_tokens || t.is_secure()
     }
 
-    fn on_main_message(&mut self, msg: Message) {
+    fn on_main_message(&mut self, msg: Message, len: usize) {
         match (self.state, msg) {
             (
                 S::AwaitConnInitRep,
@@ -652,7 +698,23 @@ impl DualClient {
                 | Message::Disconnection,
             ) => self.protocol_fail(FailReason::UnexpectedMessage),
             (S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep, Message::Dummy) => {}
+            (
+                S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep,
+                Message::Ack { received },
+            ) => {
+                let ok = self.main.is_some_and(|main| {
+                    self.core
+                        .on_ack(&mut self.out, main, received, self.now)
+                        .is_ok()
+                });
+                if !ok {
+                    self.protocol_fail(FailReason::UnexpectedMessage);
+                }
+            }
             (S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep, other) => {
+                if let Some(main) = self.main {
+                    self.core.on_message(&mut self.out, main, len, self.now);
+                }
                 self.out.event(ClientEvent::Received(other))
             }
             _ => self.protocol_fail(FailReason::UnexpectedMessage),
@@ -743,6 +805,11 @@ impl DualClient {
                 S::Idle | S::Connected | S::Closed => {}
             }
         }
+        if self.main_up() && self.core.on_timeout(&mut self.out, self.main, now) == Verdict::Dead {
+            // A frozen server or a half-open `main`: nothing arrived for 1.5 x keepalive.
+            // Reconnect `main` as after any loss.
+            self.main_lost();
+        }
         if self.feed_watched() && self.last_feed_rx + self.cfg.feed_timeout <= now {
             self.feed_lost();
         }
@@ -765,19 +832,20 @@ impl DualClient {
                 Ok(())
             }
             ClientCommand::Send(msg) => {
-                if self.main_up() {
-                    self.send_main(&msg);
-                    Ok(())
-                } else if self.state == S::Closed {
-                    Err(DualError::Closed)
-                } else if self.queue.len() >= self.cfg.max_queued {
-                    Err(DualError::QueueFull {
+                if self.state == S::Closed {
+                    return Err(DualError::Closed);
+                }
+                if !crate::session::is_delivered(&msg) {
+                    return Err(DualError::Reserved);
+                }
+                msg.encode_framed(self.out.buf());
+                let frame = self.out.take_buf();
+                let main = self.main.filter(|_| self.main_up());
+                self.core
+                    .send(&mut self.out, main, frame, self.now)
+                    .map_err(|_| DualError::QueueFull {
                         max: self.cfg.max_queued,
                     })
-                } else {
-                    self.queue.push_back(msg);
-                    Ok(())
-                }
             }
             ClientCommand::SendFeed(msg) => {
                 if self.feed_bound() {
@@ -795,7 +863,11 @@ impl DualClient {
                 }
                 self.close_links();
                 self.step_deadline = None;
-                self.queue.clear();
+                self.end_session();
+                let lost = self.core.end();
+                if !lost.is_empty() {
+                    self.out.event(ClientEvent::Undelivered(lost));
+                }
                 self.step(I::Disconnect);
                 self.out.event(ClientEvent::Closed {
                     reason: CloseReason::Requested,
@@ -811,8 +883,23 @@ impl DualClient {
         let silence = self
             .feed_watched()
             .then(|| self.last_feed_rx + self.cfg.feed_timeout);
-        earliest([self.step_deadline, keepalive, silence])
+        let live = if self.main_up() {
+            self.core.deadline()
+        } else {
+            None
+        };
+        earliest([self.step_deadline, keepalive, silence, live])
     }
+}
+
+/// The session core of `main` for `cfg`.
+fn new_core(cfg: &ClientConfig, now: Instant) -> SessionCore {
+    SessionCore::reliable(
+        cfg.session.delivery,
+        cfg.max_queued,
+        cfg.session.keepalive,
+        now,
+    )
 }
 
 /// States in which messages on `feed` are delivered to the application.
@@ -834,7 +921,7 @@ impl Machine for DualClient {
         match input {
             Input::Opened(link) => self.on_opened(link),
             Input::Received(link, bytes) => match link.channel {
-                Channel::Main if self.main == Some(link) => self.on_main_bytes(link, &bytes),
+                Channel::Main if self.main == Some(link) => self.on_main_bytes(link, bytes),
                 Channel::Feed if self.feed == Some(link) => self.on_feed_datagram(bytes),
                 // Late bytes from a transport that was replaced: dropped.
                 _ => {}
@@ -887,12 +974,15 @@ mod handover {
             else {
                 return None;
             };
+            let (acked, received, queue) = self.core.snapshot();
             Some(ClientSnapshot {
                 player,
                 state,
                 token_a,
                 token_b,
-                queue: self.queue.iter().cloned().collect(),
+                queue,
+                acked,
+                received,
                 feed_attempt: self.feed_attempt,
                 feed_next_seq: self.feed_tx.next_seq(),
                 feed_newest: self.feed_rx.newest(),
@@ -937,7 +1027,9 @@ mod handover {
             c.feed_rx = FeedReceiver::resume_after(cfg.max_feed_content, snap.feed_newest);
             c.last_feed_rx = now;
             c.last_feed_tx = now;
-            c.queue = snap.queue.into_iter().collect();
+            c.core = new_core(&cfg, now);
+            c.core.restored(snap.acked, snap.received, snap.queue);
+            c.in_session = true;
             c.out.open(Channel::Main);
             c.step_deadline = Some(now + cfg.reply_timeout);
             Ok(c)
@@ -948,9 +1040,9 @@ mod handover {
             (self.token_a, self.token_b)
         }
 
-        /// The messages waiting for `main`, oldest first.
-        pub fn queue(&self) -> impl Iterator<Item = &Message> + '_ {
-            self.queue.iter()
+        /// The messages held for `main` (unacknowledged or waiting), oldest first.
+        pub fn queue(&self) -> alloc::vec::Vec<Message> {
+            self.core.snapshot().2
         }
 
         /// The configuration.

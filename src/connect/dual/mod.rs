@@ -122,6 +122,10 @@ pub enum DualError {
     /// are not allowed; the handshake was refused with `CONN_FAILED`.
     #[error("the token source gave a token shorter than 128 bits")]
     InsecureTokenSource,
+    /// Connection control messages (handshake, ACK, disconnection) belong to the
+    /// machine, not the application.
+    #[error("this message is reserved to the connection machine")]
+    Reserved,
     /// The client is closed; send `Connect` first.
     #[error("the connection is closed")]
     Closed,

@@ -8,13 +8,14 @@
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{DualError, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::session::{SessionConfig, SessionCore, Undelivered, Verdict};
 use crate::time::{Duration, Instant};
 use crate::token::{Token, TokenSource};
 use crate::wire::{
     Element, FailReason, FrameDecoder, Message, DEFAULT_FEED_CONTENT, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION, SERVER_SENDER,
 };
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use bytes::Bytes;
 
@@ -40,6 +41,9 @@ pub struct ServerConfig {
     pub max_feed_content: usize,
     /// Messages queued per player while its `main` is not connected (64).
     pub max_queued: usize,
+    /// Delivery and heartbeat on `main` ([`SessionConfig::default`]: 1 MiB replay
+    /// buffer, ACK every 32 messages or 64 KiB, keepalive 10 s).
+    pub session: SessionConfig,
     /// Opt-in: accept tokens shorter than 128 bits from the token source (R-Type's were 32
     /// bits). Weaker: see docs/PROTOCOL.md 4.7.
     pub allow_short_tokens: bool,
@@ -56,7 +60,8 @@ impl Default for ServerConfig {
             feed_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             max_feed_content: DEFAULT_FEED_CONTENT,
-            max_queued: 64,
+            max_queued: 1_024,
+            session: SessionConfig::default(),
             allow_short_tokens: false,
         }
     }
@@ -233,6 +238,14 @@ pub enum ServerEvent {
         /// The message.
         message: Message,
     },
+    /// Messages player's client never acknowledged, oldest first, given just before
+    /// [`ServerEvent::Left`]: nothing is dropped without this report.
+    Undelivered {
+        /// The player.
+        player: u16,
+        /// The messages.
+        messages: Undelivered,
+    },
     /// A message arrived on a player's `main` that the connection does not consume.
     Received {
         /// From whom.
@@ -256,7 +269,8 @@ struct Player {
     deadline: Option<Instant>,
     last_feed_rx: Instant,
     last_feed_tx: Instant,
-    queue: VecDeque<Message>,
+    /// Delivery, liveness and the bounded queue of `main`.
+    core: SessionCore,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +296,7 @@ pub struct DualServer<T> {
     stray_tx: FeedSender,
     stray_stats: FeedStats,
     error: Option<DualError>,
+    takeovers: u64,
 }
 
 impl Player {
@@ -314,6 +329,7 @@ impl<T: TokenSource> DualServer<T> {
             stray_tx: FeedSender::new(SERVER_SENDER),
             stray_stats: FeedStats::default(),
             error: None,
+            takeovers: 0,
         }
     }
 
@@ -401,6 +417,14 @@ impl<T: TokenSource> DualServer<T> {
             self.out.close(l);
         }
         if pl.announced {
+            let mut core = pl.core;
+            let lost = core.end();
+            if !lost.is_empty() {
+                self.out.event(ServerEvent::Undelivered {
+                    player: id,
+                    messages: lost,
+                });
+            }
             self.out.event(ServerEvent::Left { player: id, reason });
         }
     }
@@ -426,15 +450,38 @@ impl<T: TokenSource> DualServer<T> {
         Ok(())
     }
 
-    fn flush_queue(&mut self, id: u16) {
-        let Some(pl) = self.player_mut(id) else {
+    /// The player's `main` is up (fresh, or reconnected: then our ACK goes first and the
+    /// replay waits for the client's).
+    fn main_up(&mut self, id: u16, resumed: bool) {
+        let now = self.now;
+        let Some(Some(pl)) = self.players.get_mut(usize::from(id)) else {
             return;
         };
         let Some(link) = pl.main else { return };
-        let queue = core::mem::take(&mut pl.queue);
-        for msg in &queue {
-            self.out.send_framed(link, msg);
+        let _ = pl.core.link_up(&mut self.out, link, resumed, true, now);
+    }
+
+    fn new_core(&self) -> SessionCore {
+        SessionCore::reliable(
+            self.cfg.session.delivery,
+            self.cfg.max_queued,
+            self.cfg.session.keepalive,
+            self.now,
+        )
+    }
+
+    /// A player's sync layer started over while its `main` was down: its held sync
+    /// messages are obsolete (see
+    /// [`Delivery::supersede_sync`](crate::session::Delivery::supersede_sync)).
+    pub fn supersede_sync(&mut self, id: u16) {
+        if let Some(pl) = self.player_mut(id) {
+            pl.core.supersede_sync();
         }
+    }
+
+    /// `main` transports replaced by a valid reconnection while still open here.
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers
     }
 
     fn on_opened(&mut self, link: Link) {
@@ -465,11 +512,17 @@ impl<T: TokenSource> DualServer<T> {
         );
     }
 
-    fn on_main_bytes(&mut self, link: Link, bytes: &[u8]) {
+    fn on_main_bytes(&mut self, link: Link, bytes: Bytes) {
         let Some(conn) = self.mains.get_mut(&link.id) else {
             return;
         };
-        conn.decoder.push(bytes);
+        conn.decoder.push_bytes(bytes);
+        if let Some(id) = conn.player {
+            let now = self.now;
+            if let Some(pl) = self.player_mut(id).filter(|p| p.main == Some(link)) {
+                pl.core.on_bytes(now);
+            }
+        }
         loop {
             let Some(conn) = self.mains.get_mut(&link.id) else {
                 return;
@@ -477,8 +530,8 @@ impl<T: TokenSource> DualServer<T> {
             let player = conn.player;
             match conn.decoder.next_frame() {
                 Ok(None) => return,
-                Ok(Some(frame)) => match Message::decode(frame) {
-                    Ok(msg) => self.on_main_message(link, player, msg),
+                Ok(Some(frame)) => match Message::decode(frame.clone()) {
+                    Ok(msg) => self.on_main_message(link, player, msg, frame.len()),
                     Err(_) => self.main_malformed(link, player),
                 },
                 Err(_) => self.main_malformed(link, player),
@@ -503,7 +556,7 @@ impl<T: TokenSource> DualServer<T> {
         }
     }
 
-    fn on_main_message(&mut self, link: Link, player: Option<u16>, msg: Message) {
+    fn on_main_message(&mut self, link: Link, player: Option<u16>, msg: Message, len: usize) {
         let Some(id) = player else {
             return self.on_fresh_link(link, msg);
         };
@@ -529,13 +582,34 @@ impl<T: TokenSource> DualServer<T> {
                         player: id,
                         session: Outcome::Fresh,
                     });
-                    self.flush_queue(id);
+                    self.main_up(id, false);
                 }
             }
             (PlayerState::Connected, Message::Disconnection) => {
                 self.remove_player(id, LeaveReason::Disconnected)
             }
             (PlayerState::Connected, Message::Dummy) => {}
+            (PlayerState::Connected, Message::Ack { received }) => {
+                let now = self.now;
+                let out = &mut self.out;
+                let ok = self
+                    .players
+                    .get_mut(usize::from(id))
+                    .and_then(|p| p.as_mut())
+                    .is_some_and(|pl| pl.core.on_ack(out, link, received, now).is_ok());
+                if !ok {
+                    // An impossible acknowledgement: this transport is refused; the
+                    // session waits for a better one.
+                    self.out.send_framed(
+                        link,
+                        &Message::ConnFailed {
+                            reason: FailReason::UnexpectedMessage,
+                        },
+                    );
+                    self.out.close(link);
+                    self.on_main_closed(link);
+                }
+            }
             (
                 PlayerState::Connected,
                 m @ (Message::Sync(_)
@@ -550,10 +624,16 @@ impl<T: TokenSource> DualServer<T> {
                 | Message::Anchored(_)
                 | Message::App(_)
                 | Message::Update(_)),
-            ) => self.out.event(ServerEvent::Received {
-                player: id,
-                message: m,
-            }),
+            ) => {
+                let now = self.now;
+                if let Some(Some(pl)) = self.players.get_mut(usize::from(id)) {
+                    pl.core.on_message(&mut self.out, link, len, now);
+                }
+                self.out.event(ServerEvent::Received {
+                    player: id,
+                    message: m,
+                })
+            }
             // Anything else makes no sense in this state.
             _ => self.fail_player(id, FailReason::UnexpectedMessage),
         }
@@ -573,6 +653,7 @@ impl<T: TokenSource> DualServer<T> {
                 };
                 // Cannot truncate: there are at most 0xffff slots.
                 let id16 = id as u16;
+                let core = self.new_core();
                 if let Some(slot) = self.players.get_mut(id) {
                     *slot = Some(Player {
                         state: PlayerState::AwaitFeedInit,
@@ -586,7 +667,7 @@ impl<T: TokenSource> DualServer<T> {
                         deadline: Some(self.now + self.cfg.handshake_timeout),
                         last_feed_rx: self.now,
                         last_feed_tx: self.now,
-                        queue: VecDeque::new(),
+                        core,
                     });
                 }
                 if let Some(conn) = self.mains.get_mut(&link.id) {
@@ -621,8 +702,12 @@ impl<T: TokenSource> DualServer<T> {
                 // The new transport replaces the old one, if the old one is still open.
                 let old = pl.main;
                 if let Some(old) = old.filter(|o| *o != link) {
+                    // Takeover of a half-open `main`: the old one is closed and counted,
+                    // and the application sees it lost before the session resumes.
                     self.mains.remove(&old.id);
                     self.out.close(old);
+                    self.takeovers += 1;
+                    self.out.event(ServerEvent::MainLost { player });
                 }
                 if let Some(pl) = self.player_mut(player) {
                     let moved = pl.step(PlayerInput::Connection);
@@ -638,7 +723,10 @@ impl<T: TokenSource> DualServer<T> {
                     player,
                     session: Outcome::Resumed,
                 });
-                self.flush_queue(player);
+                if let Some(pl) = self.player_mut(player) {
+                    pl.core.link_down();
+                }
+                self.main_up(player, true);
             }
             _ => self.refuse_main(link, FailReason::UnexpectedMessage),
         }
@@ -657,6 +745,7 @@ impl<T: TokenSource> DualServer<T> {
             return;
         }
         pl.main = None;
+        pl.core.link_down();
         match pl.state {
             PlayerState::Connected | PlayerState::MainLost => {
                 // A MainLost player has no `main`, so only Connected gets here.
@@ -838,27 +927,38 @@ impl<T: TokenSource> DualServer<T> {
             if pl.feed.is_some() && pl.last_feed_tx + self.cfg.feed_keepalive <= now {
                 let _ = self.send_feed_to(id, &Message::Dummy);
             }
+            if let Some(Some(pl)) = self.players.get_mut(idx) {
+                if pl.state == PlayerState::Connected
+                    && pl.core.on_timeout(&mut self.out, pl.main, now) == Verdict::Dead
+                {
+                    // A frozen client or a half-open `main`: the player waits for its
+                    // client to reconnect, as after any loss of `main`.
+                    if let Some(l) = pl.main {
+                        self.out.close(l);
+                        self.on_main_closed(l);
+                    }
+                }
+            }
         }
     }
 
     fn on_command(&mut self, cmd: ServerCommand) -> Result<(), DualError> {
         match cmd {
             ServerCommand::Send { player, message } => {
-                let max = self.cfg.max_queued;
-                let pl = self
-                    .player_mut(player)
-                    .ok_or(DualError::UnknownPlayer(player))?;
-                match (pl.state, pl.main) {
-                    (PlayerState::Connected, Some(link)) => {
-                        self.out.send_framed(link, &message);
-                        Ok(())
-                    }
-                    _ if pl.queue.len() >= max => Err(DualError::QueueFull { max }),
-                    _ => {
-                        pl.queue.push_back(message);
-                        Ok(())
-                    }
+                if !crate::session::is_delivered(&message) {
+                    return Err(DualError::Reserved);
                 }
+                let max = self.cfg.max_queued;
+                let now = self.now;
+                message.encode_framed(self.out.buf());
+                let frame = self.out.take_buf();
+                let Some(Some(pl)) = self.players.get_mut(usize::from(player)) else {
+                    return Err(DualError::UnknownPlayer(player));
+                };
+                let main = pl.main.filter(|_| pl.state == PlayerState::Connected);
+                pl.core
+                    .send(&mut self.out, main, frame, now)
+                    .map_err(|_| DualError::QueueFull { max })
             }
             ServerCommand::SendFeed { player, message } => self.send_feed_to(player, &message),
             ServerCommand::Kick { player, reason } => {
@@ -884,6 +984,9 @@ impl<T: TokenSource> DualServer<T> {
                 pl.deadline,
                 (bound && watched).then(|| pl.last_feed_rx + self.cfg.feed_timeout),
                 bound.then(|| pl.last_feed_tx + self.cfg.feed_keepalive),
+                (pl.state == PlayerState::Connected)
+                    .then(|| pl.core.deadline())
+                    .flatten(),
             ]);
         }
         d
@@ -900,7 +1003,7 @@ impl<T: TokenSource> Machine for DualServer<T> {
         match input {
             Input::Opened(link) => self.on_opened(link),
             Input::Received(link, bytes) => match link.channel {
-                Channel::Main => self.on_main_bytes(link, &bytes),
+                Channel::Main => self.on_main_bytes(link, bytes),
                 Channel::Feed => self.on_feed_datagram(link, bytes),
             },
             Input::Closed(link) => match link.channel {
@@ -975,12 +1078,15 @@ mod handover {
                     d.saturating_duration_since(now)
                 })),
             };
+            let (acked, received, queue) = pl.core.snapshot();
             Some(PlayerSnapshot {
                 player: id,
                 state,
                 token_a: pl.token_a,
                 token_b,
-                queue: pl.queue.iter().cloned().collect(),
+                queue,
+                acked,
+                received,
                 expires_in,
                 feed_next_seq: pl.feed_tx.next_seq(),
                 feed_newest: pl.feed_rx.newest(),
@@ -1063,7 +1169,11 @@ mod handover {
                 deadline: Some(now + left),
                 last_feed_rx: now,
                 last_feed_tx: now,
-                queue: snap.queue.into_iter().collect(),
+                core: {
+                    let mut core = self.new_core();
+                    core.restored(snap.acked, snap.received, snap.queue);
+                    core
+                },
             };
             if let Some(slot) = self.players.get_mut(usize::from(snap.player)) {
                 *slot = Some(player);
@@ -1071,9 +1181,10 @@ mod handover {
             Ok(snap.player)
         }
 
-        /// The messages queued for player `id` while its `main` is not connected.
-        pub fn player_queue(&self, id: u16) -> Option<impl Iterator<Item = &Message> + '_> {
-            self.player(id).map(|p| p.queue.iter())
+        /// The messages held for player `id` (unacknowledged, or queued while its `main`
+        /// is not connected), oldest first.
+        pub fn player_queue(&self, id: u16) -> Option<alloc::vec::Vec<Message>> {
+            self.player(id).map(|p| p.core.snapshot().2)
         }
     }
 }

@@ -33,8 +33,13 @@ pub struct PlayerSnapshot {
     pub token_a: Token,
     /// Token B, which reconnects `main`.
     pub token_b: Token,
-    /// Messages queued for `main` while it was lost, oldest first.
+    /// Messages held for `main`, oldest first: sent and not acknowledged, or queued while
+    /// it was lost (numbered from `acked + 1`, replayed after the reconnection).
     pub queue: Vec<Message>,
+    /// Numbered messages the client acknowledged.
+    pub acked: u64,
+    /// Numbered messages received from the client.
+    pub received: u64,
     /// For a `MainLost` player, how long it had left before being forgotten, from the
     /// export's `now`. `None` for a connected one (the importer's `session_timeout`).
     pub expires_in: Option<Duration>,
@@ -60,8 +65,13 @@ pub struct ClientSnapshot {
     pub token_a: Token,
     /// Token B.
     pub token_b: Token,
-    /// Messages queued for `main`, oldest first.
+    /// Messages held for `main`, oldest first: sent and not acknowledged, or queued
+    /// (numbered from `acked + 1`).
     pub queue: Vec<Message>,
+    /// Numbered messages the server acknowledged.
+    pub acked: u64,
+    /// Numbered messages received from the server.
+    pub received: u64,
     /// The attempt number of the last feed init (attempt numbers are never reused in a
     /// session).
     pub feed_attempt: u32,
@@ -75,7 +85,8 @@ impl Snapshot for PlayerSnapshot {
     const KIND: u8 = kind::DUAL_PLAYER;
 
     /// `[PLAYER u16][STATE u8: 2 connected, 3 main lost][TOKEN_A][TOKEN_B]`
-    /// `[EXPIRES opt u64 µs][FEED_NEXT u64][FEED_NEWEST opt u64][QUEUE]`
+    /// `[EXPIRES opt u64 µs][FEED_NEXT u64][FEED_NEWEST opt u64][QUEUE][ACKED u64]`
+    /// `[RECEIVED u64]`
     fn put_body(&self, out: &mut BytesMut) {
         out.put_u16(self.player);
         out.put_u8(match self.state {
@@ -88,6 +99,8 @@ impl Snapshot for PlayerSnapshot {
         out.put_u64(self.feed_next_seq);
         put_opt_u64(out, self.feed_newest);
         put_queue(out, self.queue.iter());
+        out.put_u64(self.acked);
+        out.put_u64(self.received);
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
@@ -106,6 +119,8 @@ impl Snapshot for PlayerSnapshot {
             feed_next_seq: r.u64("feed next seq")?,
             feed_newest: read_opt_u64(r, "feed newest")?,
             queue: read_queue(r)?,
+            acked: r.u64("acked")?,
+            received: r.u64("received")?,
         })
     }
 }
@@ -114,7 +129,8 @@ impl Snapshot for ClientSnapshot {
     const KIND: u8 = kind::DUAL_CLIENT;
 
     /// `[PLAYER u16][STATE u8: 2 connected, 3 reconnecting][TOKEN_A][TOKEN_B]`
-    /// `[FEED_ATTEMPT u32][FEED_NEXT u64][FEED_NEWEST opt u64][QUEUE]`
+    /// `[FEED_ATTEMPT u32][FEED_NEXT u64][FEED_NEWEST opt u64][QUEUE][ACKED u64]`
+    /// `[RECEIVED u64]`
     fn put_body(&self, out: &mut BytesMut) {
         out.put_u16(self.player);
         out.put_u8(match self.state {
@@ -127,6 +143,8 @@ impl Snapshot for ClientSnapshot {
         out.put_u64(self.feed_next_seq);
         put_opt_u64(out, self.feed_newest);
         put_queue(out, self.queue.iter());
+        out.put_u64(self.acked);
+        out.put_u64(self.received);
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
@@ -145,6 +163,8 @@ impl Snapshot for ClientSnapshot {
             feed_next_seq: r.u64("feed next seq")?,
             feed_newest: read_opt_u64(r, "feed newest")?,
             queue: read_queue(r)?,
+            acked: r.u64("acked")?,
+            received: r.u64("received")?,
         })
     }
 }

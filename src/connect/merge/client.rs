@@ -482,6 +482,14 @@ pub(crate) fn encode<E>(out: &mut Outbox<E>, encoding: Encoding, msg: &Message) 
 }
 
 impl Client {
+    /// The sync layer above this session started over while the transport was down: the
+    /// sync messages it had queued or left unacknowledged are obsolete, and are dropped
+    /// before the replay instead of being delivered (the application's own messages are
+    /// still delivered exactly once). [`Peer`](crate::peer::Peer) calls it.
+    pub fn supersede_sync(&mut self) {
+        self.core.supersede_sync();
+    }
+
     /// The encoding in use.
     pub fn encoding(&self) -> Encoding {
         self.cfg.encoding

@@ -205,6 +205,19 @@ impl<S: TokenSource> Server<S> {
         self.sessions.get(&id).map(|s| s.core.held())
     }
 
+    /// A session's sync layer started over while its transport was down: see
+    /// [`Client::supersede_sync`](super::Client::supersede_sync).
+    pub fn supersede_sync(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.core.supersede_sync();
+        }
+    }
+
+    /// The encoding in use.
+    pub fn encoding(&self) -> super::Encoding {
+        self.cfg.encoding
+    }
+
     /// Transports replaced by a valid resumption while the server still held them open
     /// (half-open links taken over).
     pub fn takeovers(&self) -> u64 {

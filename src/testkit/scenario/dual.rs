@@ -197,7 +197,7 @@ impl Harness for DualHarness {
                 }
                 tokens.push((t, player));
             }
-            let queued = server.player_queue(player).map_or(0, |q| q.count());
+            let queued = server.player_queue(player).map_or(0, |q| q.len());
             if queued > cfg.max_queued {
                 return Err(unbounded(
                     step,
