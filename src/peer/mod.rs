@@ -1,7 +1,7 @@
 //! The composed machine most users drive: a connection profile with journal sync on top.
 //!
 //! A [`Peer`] wraps a connection machine (any [`Profile`]: the dual-channel client or
-//! server of seed 003, the token-merge client or registry of seed 004) and keeps one
+//! server after R-Type, the token-merge client or registry after dop) and keeps one
 //! [`JournalSync`] per session over it:
 //!
 //! - when a session comes up (fresh or resumed), its sync is told, and it resyncs from the

@@ -288,7 +288,7 @@ struct MainConn {
     player: Option<u16>,
 }
 
-/// The server of seed 003's dual-channel connection. See the [module docs](super).
+/// The server of R-Type's dual-channel connection. See the [module docs](super).
 ///
 /// `Clone` (when the token source is) copies the whole server, e.g. to explore what
 /// follows from one state in several ways (tests/exhaustive.rs).

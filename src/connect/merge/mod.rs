@@ -1,4 +1,4 @@
-//! The token-merge connection of seed 004 (dop): handshake, resumption, formal
+//! dop's token-merge connectivity (dop's connectivity proposal): handshake, resumption, formal
 //! disconnection, and the server's session registry.
 //!
 //! Two machines share one node ([`Status`], [`TRANSITIONS`]):

@@ -1,4 +1,4 @@
-//! The server: a registry of sessions (seed 004's SERVER1 / SERVER2).
+//! The server: a registry of sessions (SERVER1 / SERVER2 in dop's connectivity proposal).
 //!
 //! Every transport starts as a temporary node in OPEN (a *pending handshake*). It becomes a
 //! session when its handshake completes, or is dropped when its client resumes an existing
@@ -171,7 +171,7 @@ impl<S: TokenSource> Server<S> {
         }
     }
 
-    /// A session as seed 004's tables show it.
+    /// A session as the token-merge state tables show it.
     pub fn session(&self, id: SessionId) -> Option<NodeView> {
         self.sessions.get(&id).map(|s| s.node.view(s.link))
     }

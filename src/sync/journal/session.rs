@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use bytes::Bytes;
 use core::num::NonZeroU32;
 
-/// Which end of the connection this is. The seed gives the server the right to refuse any
+/// Which end of the connection this is. Sync contexts give the server the right to refuse any
 /// request and to refuse sync messages outside a context; a client ignores them (counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -331,8 +331,8 @@ pub struct JournalSync<S> {
     /// The line our answer ends at while we reply to a journal context.
     replying_to: Option<LineId>,
     /// The last line of our journal broadcast on this connection: the next broadcast
-    /// continues from it, as the transport is ordered and reliable while it lasts (seed
-    /// 001: each node keeps the last line sent to each other node). Cleared when the
+    /// continues from it, as the transport is ordered and reliable while it lasts (SDMP:
+    /// each node keeps the last line sent to each other node). Cleared when the
     /// connection goes down, since what was in flight may be lost.
     broadcast_to: Option<LineId>,
     retry_at: Option<Instant>,
