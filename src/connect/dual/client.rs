@@ -54,6 +54,7 @@ pub struct ClientConfig {
     pub max_queued: usize,
     /// Opt-in R-Type compatibility of the tokens: accept tokens shorter than 128 bits
     /// (R-Type's were 32). Weaker: a 32-bit token can be guessed (docs/PROTOCOL.md 4.7).
+    /// Default: `false`.
     pub allow_short_tokens: bool,
 }
 

@@ -57,14 +57,14 @@ pub struct ServerConfig {
     pub feed_keepalive: Duration,
     /// A player's `feed` is unbound when nothing arrived on it for this long (5 s).
     pub feed_timeout: Duration,
-    /// The largest frame accepted on `main`.
+    /// The largest frame accepted on `main` ([`DEFAULT_MAX_FRAME`]).
     pub max_frame: usize,
     /// The largest content of a `feed` datagram, both ways (500).
     pub max_feed_content: usize,
     /// Messages queued per player while its `main` is not connected (64).
     pub max_queued: usize,
     /// Opt-in: accept tokens shorter than 128 bits from the token source (R-Type's were 32
-    /// bits). Weaker: see docs/PROTOCOL.md 4.7.
+    /// bits). Weaker: see docs/PROTOCOL.md 4.7. Default: `false`.
     pub allow_short_tokens: bool,
 }
 

@@ -141,27 +141,29 @@ pub enum Error {
     DuplicateLink(u64),
 }
 
-/// The client's configuration.
+/// The client's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// The encoding (both peers must agree).
+    /// The encoding (both peers must agree). Default: [`Encoding::Tether`].
     pub encoding: Encoding,
     /// How long a transport may take to open and finish its handshake (or resumption).
+    /// Default: 10 s.
     pub handshake_timeout: Duration,
-    /// The first wait before reconnecting: 1 s, as dop.
+    /// The first wait before reconnecting. Default: 1 s, as dop.
     pub reconnect_initial: Duration,
-    /// The longest wait between attempts (the backoff doubles up to it).
+    /// The longest wait between attempts (the backoff doubles up to it). Default: 30 s.
     pub reconnect_max: Duration,
-    /// Up to this share (0 to 100 %) of each wait is cut off at random.
+    /// Up to this share (0 to 100 %) of each wait is cut off at random. Default: 20 %.
     pub jitter_percent: u8,
-    /// Seed of the jitter (give each client its own).
+    /// Seed of the jitter (give each client its own). Default: 0.
     pub jitter_seed: u64,
     /// How long to keep trying, from the loss of the transport (or the start), before
-    /// giving up: DISCONNECTED.
+    /// giving up: DISCONNECTED. Default: 300 s.
     pub give_up_after: Duration,
-    /// Most messages queued while not connected.
+    /// Most messages queued while not connected. Default: 1024.
     pub max_queue: usize,
     /// Largest message accepted (frame payload, or dop text message).
+    /// Default: [`DEFAULT_MAX_FRAME`] (1 MiB).
     pub max_message: usize,
 }
 
@@ -181,28 +183,30 @@ impl Default for Config {
     }
 }
 
-/// The server's configuration.
+/// The server's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// The encoding (both peers must agree).
+    /// The encoding (both peers must agree). Default: [`Encoding::Tether`].
     pub encoding: Encoding,
-    /// How long a new transport may take to finish its handshake.
+    /// How long a new transport may take to finish its handshake. Default: 10 s.
     pub handshake_timeout: Duration,
     /// How long a RECONNECTING session is kept for its client to resume (dop: forever).
+    /// Default: 60 s.
     pub resume_grace: Duration,
     /// How long a formally disconnected session's token is remembered, to refuse it with
     /// SESSION_ENDED rather than start a fresh session from it (at most `max_sessions`
-    /// tokens, oldest forgotten first).
+    /// tokens, oldest forgotten first). Default: 600 s.
     pub ended_memory: Duration,
     /// Most sessions (CONNECTED or RECONNECTING); past it a handshake is refused with
-    /// SERVER_FULL.
+    /// SERVER_FULL. Default: 10 000.
     pub max_sessions: usize,
     /// Most transports in handshake at once; past it a new transport is refused with
-    /// SERVER_FULL.
+    /// SERVER_FULL. Default: 1024.
     pub max_pending: usize,
-    /// Most messages queued per RECONNECTING session.
+    /// Most messages queued per RECONNECTING session. Default: 1024.
     pub max_queue: usize,
     /// Largest message accepted (frame payload, or dop text message).
+    /// Default: [`DEFAULT_MAX_FRAME`] (1 MiB).
     pub max_message: usize,
 }
 

@@ -39,30 +39,34 @@ pub enum Policy {
     Refuse,
 }
 
-/// Limits and timers. Every buffer is bounded by one of these.
+/// Limits and timers. Every buffer is bounded by one of these. `Default` gives the values
+/// documented on each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
-    /// Most entries in one journal list message (at most [`MAX_LIST_ENTRIES`]).
+    /// Most entries in one journal list message (at most [`MAX_LIST_ENTRIES`]). Default: 64.
     pub max_entries_per_message: usize,
     /// Most bytes of entries in one journal list message (a list holds at least one entry).
+    /// Default: 64 KiB (65 536).
     pub max_list_bytes: usize,
     /// Most entries one context (or broadcast) carries, whatever the request's limit.
+    /// Default: 1024.
     pub max_entries_per_context: u32,
-    /// Most resource requests awaiting an answer.
+    /// Most resource requests awaiting an answer. Default: 32.
     pub max_pending_requests: usize,
-    /// Largest payload [`SyncCommand::Append`] accepts.
+    /// Largest payload [`SyncCommand::Append`] accepts. Default: 32 KiB (32 768).
     pub max_payload: usize,
-    /// First delay before asking again after a refusal; doubles per refusal.
+    /// First delay before asking again after a refusal; doubles per refusal. Default: 100 ms.
     pub retry_base: Duration,
-    /// Longest delay before asking again.
+    /// Longest delay before asking again. Default: 5 s.
     pub retry_max: Duration,
-    /// Send status 408 when nothing was received for this long (`None`: never).
+    /// Send status 408 when nothing was received for this long (`None`: never). Default: 30 s.
     pub idle_timeout: Option<Duration>,
-    /// Ask for the peer's journal whenever the transport comes up.
+    /// Ask for the peer's journal whenever the transport comes up. Default: `true`.
     pub sync_on_connect: bool,
     /// Broadcast the most recent list when the application appends while connected.
+    /// Default: `true`.
     pub broadcast_on_append: bool,
-    /// The `limit` put in journal requests this side sends.
+    /// The `limit` put in journal requests this side sends. Default: `None` (no limit).
     pub request_limit: Option<NonZeroU32>,
 }
 
