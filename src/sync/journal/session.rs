@@ -321,6 +321,46 @@ struct Incoming {
 }
 
 /// Sync contexts carrying journal sync, over one connection to one peer.
+///
+/// Message level: a driver (or [`Peer`](crate::peer::Peer)) encodes what it sends and
+/// decodes what it receives. Here the client asks for the server's journal when the
+/// connection comes up and learns its entry:
+///
+/// ```
+/// use tether::sync::journal::{JournalStore, JournalSync, MemJournal, Role, SyncConfig};
+/// use tether::sync::journal::{SyncEvent, SyncOutput};
+/// use tether::wire::Entry;
+/// use tether::Instant;
+///
+/// let now = Instant::ZERO;
+/// let mut journal = MemJournal::new(2, 100);
+/// journal.append(Entry::new(b"srv", b"r1", b"hello")).unwrap();
+/// // The server only answers here, so that two requests do not cross (both would be
+/// // refused, then asked again after `retry_base`).
+/// let answer_only = SyncConfig { sync_on_connect: false, ..SyncConfig::default() };
+/// let mut server = JournalSync::new(Role::Server, answer_only, journal);
+/// let mut client = JournalSync::new(Role::Client, SyncConfig::default(), MemJournal::new(1, 100));
+/// server.connection_up(now);
+/// client.connection_up(now);
+///
+/// let mut applied = Vec::new();
+/// while client.has_output() || server.has_output() {
+///     while let Some(out) = client.poll() {
+///         match out {
+///             SyncOutput::Send(message) => server.handle_message(now, message),
+///             SyncOutput::Event(SyncEvent::Applied { resource, .. }) => applied.push(resource),
+///             SyncOutput::Event(_) => {}
+///         }
+///     }
+///     while let Some(out) = server.poll() {
+///         if let SyncOutput::Send(message) = out {
+///             client.handle_message(now, message);
+///         }
+///     }
+/// }
+/// assert_eq!(applied, [&b"r1"[..]]);
+/// assert!(client.store().contains(b"srv", b"r1"));
+/// ```
 #[derive(Debug)]
 pub struct JournalSync<S> {
     role: Role,
