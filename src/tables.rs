@@ -134,7 +134,7 @@ impl Table {
     }
 }
 
-/// The token-merge node (seed 004), shared by client and server sessions.
+/// The token-merge node (dop's connectivity), shared by client and server sessions.
 pub fn merge_node() -> Table {
     Table::from_const(
         "merge::node",
@@ -143,7 +143,7 @@ pub fn merge_node() -> Table {
     )
 }
 
-/// The dual-channel client (seed 003).
+/// The client of R-Type's dual-channel connection.
 pub fn dual_client() -> Table {
     Table::from_const(
         "dual::client",
@@ -152,7 +152,7 @@ pub fn dual_client() -> Table {
     )
 }
 
-/// The dual-channel server, one player's states (seed 003).
+/// The server of R-Type's dual-channel connection, one player's states.
 pub fn dual_server() -> Table {
     Table::from_const(
         "dual::server player",
@@ -161,7 +161,7 @@ pub fn dual_server() -> Table {
     )
 }
 
-/// Sync contexts (seed 000), one per connection, either side.
+/// Sync contexts, one per connection, either side.
 pub fn sync_context() -> Table {
     Table::from_const(
         "sync::context",
@@ -170,7 +170,7 @@ pub fn sync_context() -> Table {
     )
 }
 
-/// The anchored sync client (seed 002).
+/// The anchored two-way sync client (SyncML).
 pub fn anchored_client() -> Table {
     Table::from_const(
         "sync::anchored client",
@@ -179,7 +179,7 @@ pub fn anchored_client() -> Table {
     )
 }
 
-/// The anchored sync server (seed 002).
+/// The anchored two-way sync server (SyncML).
 pub fn anchored_server() -> Table {
     Table::from_const(
         "sync::anchored server",

@@ -1,7 +1,7 @@
 //! The composed machine most users drive: a connection profile with journal sync on top.
 //!
 //! A [`Peer`] wraps a connection machine (any [`Profile`]: the dual-channel client or
-//! server of seed 003, the token-merge client or registry of seed 004) and keeps one
+//! server after R-Type, the token-merge client or registry after dop) and keeps one
 //! [`JournalSync`] per session over it:
 //!
 //! - when a session comes up (fresh or resumed), its sync is told, and it resyncs from the
@@ -192,6 +192,88 @@ pub enum PeerError<E: core::error::Error> {
 }
 
 /// A connection profile with journal sync on top. See the [module docs](self).
+///
+/// A token-merge client and server, each a `Peer`: once the session is up, each side asks
+/// for the other's journal and the client learns the server's entry.
+///
+/// ```
+/// use tether::connect::merge::{self, ClientEvent, Outcome};
+/// use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+/// use tether::sync::journal::{JournalStore, MemJournal, Role, SyncConfig, SyncEvent};
+/// use tether::wire::Entry;
+/// use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
+///
+/// let mut now = Instant::ZERO;
+/// // The server: the token-merge registry (tokens from the caller's randomness).
+/// let registry = merge::Server::new(merge::ServerConfig::default(), || Token::new(&[b'S'; 16]).unwrap());
+/// let journal = SharedJournal::new(MemJournal::new(1, 10_000));
+/// let mut server = Peer::new(registry, Role::Server, SyncConfig::default(), journal);
+/// let entry = Entry::new(b"srv", b"r1", b"hello");
+/// server.handle_input(now, Input::Command(PeerCommand::Append(entry))).unwrap();
+///
+/// // The client: one token-merge session.
+/// let conn = merge::Client::new(now, merge::Config::default(), Token::new(&[b'C'; 16]).unwrap()).unwrap();
+/// let journal = SharedJournal::new(MemJournal::new(2, 10_000));
+/// let mut client = Peer::new(conn, Role::Client, SyncConfig::default(), journal);
+///
+/// // The client asks for a transport; the caller connects one (link 1 on both sides).
+/// assert_eq!(client.poll_output(), Output::Open(Channel::Main));
+/// client.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+/// server.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+///
+/// // Carry the bytes both ways and fire the timers, as a driver does over a socket.
+/// let events = drive(&mut now, &mut client, &mut server);
+/// assert!(events.contains(&PeerEvent::Connection(ClientEvent::Connected(Outcome::Fresh))));
+/// assert!(events.iter().any(|e| matches!(e,
+///     PeerEvent::Sync((), SyncEvent::Applied { resource, .. }) if resource == &b"r1"[..])));
+/// assert!(client.store().contains(b"srv", b"r1"));
+///
+/// /// Shuttles `a`'s and `b`'s transmits to each other, and fires their timers for a
+/// /// second of quiet at most; returns `a`'s events.
+/// fn drive<A: Machine, B: Machine>(now: &mut Instant, a: &mut A, b: &mut B) -> Vec<A::Event> {
+///     let mut events = Vec::new();
+///     for _ in 0..1_000 {
+///         let mut moved = false;
+///         loop {
+///             match a.poll_output() {
+///                 Output::Transmit(t) => {
+///                     b.handle_input(*now, Input::Received(t.link, t.payload)).unwrap();
+///                     moved = true;
+///                 }
+///                 Output::Event(e) => events.push(e),
+///                 Output::Wait(_) => break,
+///                 _ => {}
+///             }
+///         }
+///         loop {
+///             match b.poll_output() {
+///                 Output::Transmit(t) => {
+///                     a.handle_input(*now, Input::Received(t.link, t.payload)).unwrap();
+///                     moved = true;
+///                 }
+///                 Output::Wait(_) => break,
+///                 _ => {}
+///             }
+///         }
+///         if moved {
+///             continue;
+///         }
+///         match [a.poll_timeout(), b.poll_timeout()].into_iter().flatten().min() {
+///             Some(t) if t <= *now + Duration::from_secs(1) => {
+///                 *now = (*now).max(t);
+///                 if a.poll_timeout().is_some_and(|d| d <= *now) {
+///                     a.handle_input(*now, Input::Timeout).unwrap();
+///                 }
+///                 if b.poll_timeout().is_some_and(|d| d <= *now) {
+///                     b.handle_input(*now, Input::Timeout).unwrap();
+///                 }
+///             }
+///             _ => break,
+///         }
+///     }
+///     events
+/// }
+/// ```
 pub struct Peer<P: Profile, S> {
     conn: P,
     role: Role,

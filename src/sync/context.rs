@@ -1,4 +1,4 @@
-//! Sync contexts of seed 000: `SYNC_REQ`, `SYNC_START`, sync messages, `SYNC_END`,
+//! Sync contexts: `SYNC_REQ`, `SYNC_START`, sync messages, `SYNC_END`,
 //! `SYNC_OK`, `REFUSED`.
 //!
 //! One connection has at most one context pending, in either direction: the requester

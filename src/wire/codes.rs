@@ -53,9 +53,9 @@ pub const DISCONNECT: u8 = 0x22;
 /// `[0x23][RECEIVED u64]`.
 pub const ACK: u8 = 0x23;
 
-/// The range of journal-sync (seed 001) codes.
+/// The range of journal-sync (SDMP) codes.
 pub const JOURNAL_RANGE: core::ops::RangeInclusive<u8> = 0x30..=0x3f;
-/// The range of anchored two-way sync (seed 002) codes.
+/// The range of anchored two-way sync (SyncML) codes.
 pub const ANCHORED_RANGE: core::ops::RangeInclusive<u8> = 0x40..=0x4f;
 
 /// tether: an application message on `main`, opaque to tether.

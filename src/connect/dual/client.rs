@@ -20,7 +20,7 @@ use bytes::Bytes;
 /// [`ClientConfig::feed_timeout`]) while connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedLossPolicy {
-    /// Close both channels and end the connection (seed 003: "the client can disconnect
+    /// Close both channels and end the connection (R-Type's RFC: "the client can disconnect
     /// both the main and the feed channels").
     CloseBoth,
     /// Open a new `feed` transport and run the feed init again (with token A, retried as
@@ -58,6 +58,7 @@ pub struct ClientConfig {
     pub session: SessionConfig,
     /// Opt-in R-Type compatibility of the tokens: accept tokens shorter than 128 bits
     /// (R-Type's were 32). Weaker: a 32-bit token can be guessed (docs/PROTOCOL.md 4.7).
+    /// Default: `false`.
     pub allow_short_tokens: bool,
 }
 
@@ -290,7 +291,7 @@ pub enum ClientEvent {
     Undelivered(Undelivered),
 }
 
-/// The client of seed 003's dual-channel connection. See the [module docs](super).
+/// The client of R-Type's dual-channel connection. See the [module docs](super).
 ///
 /// `Clone` copies the whole client, e.g. to explore what follows from one state in several
 /// ways (tests/exhaustive.rs).
@@ -529,7 +530,7 @@ impl DualClient {
     }
 
     /// This session failed (refused, or the peer broke the protocol). During a reconnection
-    /// of `main` that is final (seed 003: `feed` is closed as well); anywhere else the
+    /// of `main` that is final (R-Type's RFC: `feed` is closed as well); anywhere else the
     /// client starts a fresh connection if [`ClientConfig::connect`] allows.
     fn fail(&mut self, reason: CloseReason) {
         if self.in_reconnect() {

@@ -1,4 +1,4 @@
-//! The dual-channel connection of seed 003 (R-Type): `main` (a reliable stream) and `feed`
+//! R-Type's dual-channel connection (its connection RFC): `main` (a reliable stream) and `feed`
 //! (datagrams that may be lost, duplicated or reordered).
 //!
 //! - [`DualClient`]: asks the caller to open `main` then `feed`, runs the handshake

@@ -35,7 +35,7 @@ pub struct ServerConfig {
     pub feed_keepalive: Duration,
     /// A player's `feed` is unbound when nothing arrived on it for this long (5 s).
     pub feed_timeout: Duration,
-    /// The largest frame accepted on `main`.
+    /// The largest frame accepted on `main` ([`DEFAULT_MAX_FRAME`]).
     pub max_frame: usize,
     /// The largest content of a `feed` datagram, both ways (500).
     pub max_feed_content: usize,
@@ -45,7 +45,7 @@ pub struct ServerConfig {
     /// buffer, ACK every 32 messages or 64 KiB, keepalive 10 s).
     pub session: SessionConfig,
     /// Opt-in: accept tokens shorter than 128 bits from the token source (R-Type's were 32
-    /// bits). Weaker: see docs/PROTOCOL.md 4.7.
+    /// bits). Weaker: see docs/PROTOCOL.md 4.7. Default: `false`.
     pub allow_short_tokens: bool,
 }
 
@@ -279,7 +279,7 @@ struct MainConn {
     player: Option<u16>,
 }
 
-/// The server of seed 003's dual-channel connection. See the [module docs](super).
+/// The server of R-Type's dual-channel connection. See the [module docs](super).
 ///
 /// `Clone` (when the token source is) copies the whole server, e.g. to explore what
 /// follows from one state in several ways (tests/exhaustive.rs).

@@ -48,6 +48,66 @@ pub enum ClientEvent {
 /// transport) are dropped and counted ([`Client::stale_inputs`]).
 ///
 /// `Clone` snapshots the whole machine (the exhaustive checker explores from copies).
+///
+/// A message sent before the session is up waits in the queue and goes out once connected:
+///
+/// ```
+/// use tether::connect::merge::{Client, ClientCommand, ClientEvent, Config, Outcome};
+/// use tether::connect::merge::{Server, ServerConfig, ServerEvent};
+/// use tether::wire::Message;
+/// use tether::{Channel, Input, Instant, Link, Machine, Output, Token};
+///
+/// let now = Instant::ZERO;
+/// let mut client = Client::new(now, Config::default(), Token::new(&[b'C'; 16]).unwrap()).unwrap();
+/// let hello = Message::App(bytes::Bytes::from_static(b"hello"));
+/// client.handle_input(now, Input::Command(ClientCommand::Send(hello.clone()))).unwrap();
+/// assert_eq!(client.queued(), 1);
+///
+/// // The client asks for a transport; the caller connects one to a server (link 1).
+/// assert_eq!(client.poll_output(), Output::Open(Channel::Main));
+/// let mut server = Server::new(ServerConfig::default(), || Token::new(&[b'S'; 16]).unwrap());
+/// client.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+/// server.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+///
+/// // Carry the bytes both ways until both are quiet.
+/// let (mut client_events, mut server_events) = (Vec::new(), Vec::new());
+/// loop {
+///     let mut moved = false;
+///     loop {
+///         match client.poll_output() {
+///             Output::Transmit(t) => {
+///                 server.handle_input(now, Input::Received(t.link, t.payload)).unwrap();
+///                 moved = true;
+///             }
+///             Output::Event(e) => client_events.push(e),
+///             Output::Wait(_) => break,
+///             _ => {}
+///         }
+///     }
+///     loop {
+///         match server.poll_output() {
+///             Output::Transmit(t) => {
+///                 client.handle_input(now, Input::Received(t.link, t.payload)).unwrap();
+///                 moved = true;
+///             }
+///             Output::Event(e) => server_events.push(e),
+///             Output::Wait(_) => break,
+///             _ => {}
+///         }
+///     }
+///     if !moved {
+///         break;
+///     }
+/// }
+/// assert_eq!(client_events, [ClientEvent::Connected(Outcome::Fresh)]);
+/// // Sent, and held until the server acknowledges it (every 32 messages, or with the
+/// // heartbeat): a cut now would replay it after the resumption.
+/// assert_eq!(client.queued(), 1);
+/// assert!(matches!(&server_events[..], [
+///     ServerEvent::Connected { outcome: Outcome::Fresh, .. },
+///     ServerEvent::Message { message, .. },
+/// ] if *message == hello));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     cfg: Config,
@@ -99,7 +159,7 @@ impl Client {
         })
     }
 
-    /// The node as seed 004's tables show it.
+    /// The node as the token-merge state tables show it.
     pub fn view(&self) -> NodeView {
         self.node.view(self.link)
     }

@@ -1,4 +1,4 @@
-//! The token-merge connection of seed 004 (dop): handshake, resumption, formal
+//! dop's token-merge connectivity (dop's connectivity proposal): handshake, resumption, formal
 //! disconnection, and the server's session registry.
 //!
 //! Two machines share one node ([`Status`], [`TRANSITIONS`]):
@@ -117,31 +117,33 @@ pub enum Error {
     DuplicateLink(u64),
 }
 
-/// The client's configuration.
+/// The client's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// The encoding (both peers must agree).
+    /// The encoding (both peers must agree). Default: [`Encoding::Tether`].
     pub encoding: Encoding,
     /// How long a transport may take to open and finish its handshake (or resumption).
+    /// Default: 10 s.
     pub handshake_timeout: Duration,
-    /// The first wait before reconnecting: 1 s, as dop.
+    /// The first wait before reconnecting. Default: 1 s, as dop.
     pub reconnect_initial: Duration,
-    /// The longest wait between attempts (the backoff doubles up to it).
+    /// The longest wait between attempts (the backoff doubles up to it). Default: 30 s.
     pub reconnect_max: Duration,
-    /// Up to this share (0 to 100 %) of each wait is cut off at random.
+    /// Up to this share (0 to 100 %) of each wait is cut off at random. Default: 20 %.
     pub jitter_percent: u8,
-    /// Seed of the jitter (give each client its own).
+    /// Seed of the jitter (give each client its own). Default: 0.
     pub jitter_seed: u64,
     /// How long to keep trying, from the loss of the transport (or the start), before
-    /// giving up: DISCONNECTED.
+    /// giving up: DISCONNECTED. Default: 300 s.
     pub give_up_after: Duration,
     /// Most messages held for the server: sent and not yet acknowledged, or waiting for a
-    /// connection (1,024). Past it `Send` is refused with [`Error::QueueFull`].
+    /// connection. Default: 1,024. Past it `Send` is refused with [`Error::QueueFull`].
     pub max_queue: usize,
     /// Largest message accepted (frame payload, or dop text message).
+    /// Default: [`DEFAULT_MAX_FRAME`] (1 MiB).
     pub max_message: usize,
     /// Delivery and heartbeat ([`SessionConfig::default`]: 1 MiB replay buffer, ACK every
-    /// 64 messages or 64 KiB, keepalive 10 s). In dop's encoding delivery is at most once
+    /// 32 messages or 64 KiB, keepalive 10 s). In dop's encoding delivery is at most once
     /// and there is no heartbeat.
     pub session: SessionConfig,
 }
@@ -163,29 +165,31 @@ impl Default for Config {
     }
 }
 
-/// The server's configuration.
+/// The server's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// The encoding (both peers must agree).
+    /// The encoding (both peers must agree). Default: [`Encoding::Tether`].
     pub encoding: Encoding,
-    /// How long a new transport may take to finish its handshake.
+    /// How long a new transport may take to finish its handshake. Default: 10 s.
     pub handshake_timeout: Duration,
     /// How long a RECONNECTING session is kept for its client to resume (dop: forever).
+    /// Default: 60 s.
     pub resume_grace: Duration,
     /// How long a formally disconnected session's token is remembered, to refuse it with
     /// SESSION_ENDED rather than start a fresh session from it (at most `max_sessions`
-    /// tokens, oldest forgotten first).
+    /// tokens, oldest forgotten first). Default: 600 s.
     pub ended_memory: Duration,
     /// Most sessions (CONNECTED or RECONNECTING); past it a handshake is refused with
-    /// SERVER_FULL.
+    /// SERVER_FULL. Default: 10 000.
     pub max_sessions: usize,
     /// Most transports in handshake at once; past it a new transport is refused with
-    /// SERVER_FULL.
+    /// SERVER_FULL. Default: 1024.
     pub max_pending: usize,
     /// Most messages held per session: sent and not yet acknowledged, or waiting while
-    /// it is RECONNECTING (1,024).
+    /// it is RECONNECTING. Default: 1,024.
     pub max_queue: usize,
     /// Largest message accepted (frame payload, or dop text message).
+    /// Default: [`DEFAULT_MAX_FRAME`] (1 MiB).
     pub max_message: usize,
     /// Delivery and heartbeat, as the client's ([`SessionConfig::default`]).
     pub session: SessionConfig,

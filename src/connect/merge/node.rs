@@ -1,4 +1,4 @@
-//! The node of seed 004: its five states, the steps that move it, and the transition table.
+//! The token-merge node: its five states, the steps that move it, and the transition table.
 //!
 //! Client and server share this node; what differs is who sends what (see
 //! [`Client`](super::Client) and [`Server`](super::Server)).
@@ -6,7 +6,7 @@
 use crate::driver::Link;
 use crate::token::Token;
 
-/// A node's status, with the numbers seed 004 gives them (they never go on the wire).
+/// A node's status, with the numbers dop's proposal gives them (they never go on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Status {
@@ -163,7 +163,7 @@ impl Node {
     }
 }
 
-/// What a node holds, as seed 004's state tables show it: status, tokens, transport.
+/// What a node holds, as the proposal's state tables show it: status, tokens, transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeView {
     /// The status.

@@ -1,4 +1,4 @@
-//! The server: a registry of sessions (seed 004's SERVER1 / SERVER2).
+//! The server: a registry of sessions (SERVER1 / SERVER2 in dop's connectivity proposal).
 //!
 //! Every transport starts as a temporary node in OPEN (a *pending handshake*). It becomes a
 //! session when its handshake completes, or is dropped when its client resumes an existing
@@ -136,6 +136,43 @@ struct Session {
 ///
 /// `Clone` (when the token source is) snapshots the whole registry (the exhaustive checker
 /// explores from copies).
+///
+/// A transport whose client never answers is refused once the handshake times out:
+///
+/// ```
+/// use tether::connect::merge::{Server, ServerConfig, ServerEvent};
+/// use tether::wire::FailReason;
+/// use tether::{Duration, Input, Instant, Link, Machine, Output, Token};
+///
+/// // Tokens come from the caller's randomness (a counter here; use a cryptographic source).
+/// let mut n = 0u8;
+/// let tokens = move || { n += 1; Token::new(&[n; 16]).unwrap() };
+/// let mut server = Server::new(ServerConfig::default(), tokens);
+///
+/// // An accepted transport is a pending handshake; the server sends its token at once.
+/// let now = Instant::ZERO;
+/// server.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+/// assert_eq!(server.pending_count(), 1);
+/// assert!(matches!(server.poll_output(), Output::Transmit(t) if t.link == Link::main(1)));
+///
+/// // Nothing comes back: at the handshake timeout (10 s by default) the server refuses it.
+/// let Output::Wait(Some(deadline)) = server.poll_output() else { panic!("no deadline") };
+/// assert_eq!(deadline, now + Duration::from_secs(10));
+/// server.handle_input(deadline, Input::Timeout).unwrap();
+/// let (mut refused, mut closed) = (false, false);
+/// loop {
+///     match server.poll_output() {
+///         Output::Event(ServerEvent::Refused { link, reason }) => {
+///             refused = link == Link::main(1) && reason == FailReason::Timeout;
+///         }
+///         Output::Close(link) => closed = link == Link::main(1),
+///         Output::Wait(_) => break,
+///         _ => {} // CONN_FAILED (timeout) for the client
+///     }
+/// }
+/// assert!(refused && closed);
+/// assert_eq!((server.pending_count(), server.session_count()), (0, 0));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Server<S> {
     cfg: ServerConfig,
@@ -177,7 +214,7 @@ impl<S: TokenSource> Server<S> {
         }
     }
 
-    /// A session as seed 004's tables show it.
+    /// A session as the token-merge state tables show it.
     pub fn session(&self, id: SessionId) -> Option<NodeView> {
         self.sessions.get(&id).map(|s| s.node.view(s.link))
     }

@@ -1,6 +1,6 @@
-//! Anchored two-way sync of seed 002 (SyncML): sans-IO client and server machines.
+//! Anchored two-way sync (SyncML): sans-IO client and server machines.
 //!
-//! The session, in the seed document's order: the client says hello ([`ClientSession`]);
+//! The session, in tether's order: the client says hello ([`ClientSession`]);
 //! the server asks for credentials; the client sends them; the application checks them
 //! ([`ServerEvent::Credentials`], answered with [`ServerCommand::Authenticate`]: tether
 //! stores no passwords) and the server answers 401 / 407 or goes on; a known client is asked

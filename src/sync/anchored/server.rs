@@ -11,17 +11,17 @@ use alloc::collections::{BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use bytes::Bytes;
 
-/// The server's configuration.
+/// The server's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// How conflicts are resolved.
+    /// How conflicts are resolved. Default: [`ConflictPolicy::ServerWins`].
     pub policy: ConflictPolicy,
-    /// The most changes per message, sent or accepted (1 to 1024).
+    /// The most changes per message, sent or accepted (1 to 1024). Default: 64.
     pub max_changes_per_message: usize,
-    /// The most records one session may send.
+    /// The most records one session may send. Default: 1 000 000.
     pub max_session_items: usize,
     /// A session in which the client (or the application, when asked) says nothing for this
-    /// long is abandoned.
+    /// long is abandoned. Default: 60 s.
     pub session_timeout: Duration,
 }
 

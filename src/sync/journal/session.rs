@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use bytes::Bytes;
 use core::num::NonZeroU32;
 
-/// Which end of the connection this is. The seed gives the server the right to refuse any
+/// Which end of the connection this is. Sync contexts give the server the right to refuse any
 /// request and to refuse sync messages outside a context; a client ignores them (counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -39,30 +39,34 @@ pub enum Policy {
     Refuse,
 }
 
-/// Limits and timers. Every buffer is bounded by one of these.
+/// Limits and timers. Every buffer is bounded by one of these. `Default` gives the values
+/// documented on each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
-    /// Most entries in one journal list message (at most [`MAX_LIST_ENTRIES`]).
+    /// Most entries in one journal list message (at most [`MAX_LIST_ENTRIES`]). Default: 64.
     pub max_entries_per_message: usize,
     /// Most bytes of entries in one journal list message (a list holds at least one entry).
+    /// Default: 64 KiB (65 536).
     pub max_list_bytes: usize,
     /// Most entries one context (or broadcast) carries, whatever the request's limit.
+    /// Default: 1024.
     pub max_entries_per_context: u32,
-    /// Most resource requests awaiting an answer.
+    /// Most resource requests awaiting an answer. Default: 32.
     pub max_pending_requests: usize,
-    /// Largest payload [`SyncCommand::Append`] accepts.
+    /// Largest payload [`SyncCommand::Append`] accepts. Default: 32 KiB (32 768).
     pub max_payload: usize,
-    /// First delay before asking again after a refusal; doubles per refusal.
+    /// First delay before asking again after a refusal; doubles per refusal. Default: 100 ms.
     pub retry_base: Duration,
-    /// Longest delay before asking again.
+    /// Longest delay before asking again. Default: 5 s.
     pub retry_max: Duration,
-    /// Send status 408 when nothing was received for this long (`None`: never).
+    /// Send status 408 when nothing was received for this long (`None`: never). Default: 30 s.
     pub idle_timeout: Option<Duration>,
-    /// Ask for the peer's journal whenever the transport comes up.
+    /// Ask for the peer's journal whenever the transport comes up. Default: `true`.
     pub sync_on_connect: bool,
     /// Broadcast the most recent list when the application appends while connected.
+    /// Default: `true`.
     pub broadcast_on_append: bool,
-    /// The `limit` put in journal requests this side sends.
+    /// The `limit` put in journal requests this side sends. Default: `None` (no limit).
     pub request_limit: Option<NonZeroU32>,
 }
 
@@ -317,6 +321,46 @@ struct Incoming {
 }
 
 /// Sync contexts carrying journal sync, over one connection to one peer.
+///
+/// Message level: a driver (or [`Peer`](crate::peer::Peer)) encodes what it sends and
+/// decodes what it receives. Here the client asks for the server's journal when the
+/// connection comes up and learns its entry:
+///
+/// ```
+/// use tether::sync::journal::{JournalStore, JournalSync, MemJournal, Role, SyncConfig};
+/// use tether::sync::journal::{SyncEvent, SyncOutput};
+/// use tether::wire::Entry;
+/// use tether::Instant;
+///
+/// let now = Instant::ZERO;
+/// let mut journal = MemJournal::new(2, 100);
+/// journal.append(Entry::new(b"srv", b"r1", b"hello")).unwrap();
+/// // The server only answers here, so that two requests do not cross (both would be
+/// // refused, then asked again after `retry_base`).
+/// let answer_only = SyncConfig { sync_on_connect: false, ..SyncConfig::default() };
+/// let mut server = JournalSync::new(Role::Server, answer_only, journal);
+/// let mut client = JournalSync::new(Role::Client, SyncConfig::default(), MemJournal::new(1, 100));
+/// server.connection_up(now);
+/// client.connection_up(now);
+///
+/// let mut applied = Vec::new();
+/// while client.has_output() || server.has_output() {
+///     while let Some(out) = client.poll() {
+///         match out {
+///             SyncOutput::Send(message) => server.handle_message(now, message),
+///             SyncOutput::Event(SyncEvent::Applied { resource, .. }) => applied.push(resource),
+///             SyncOutput::Event(_) => {}
+///         }
+///     }
+///     while let Some(out) = server.poll() {
+///         if let SyncOutput::Send(message) = out {
+///             client.handle_message(now, message);
+///         }
+///     }
+/// }
+/// assert_eq!(applied, [&b"r1"[..]]);
+/// assert!(client.store().contains(b"srv", b"r1"));
+/// ```
 #[derive(Debug)]
 pub struct JournalSync<S> {
     role: Role,
@@ -331,8 +375,8 @@ pub struct JournalSync<S> {
     /// The line our answer ends at while we reply to a journal context.
     replying_to: Option<LineId>,
     /// The last line of our journal broadcast on this connection: the next broadcast
-    /// continues from it, as the transport is ordered and reliable while it lasts (seed
-    /// 001: each node keeps the last line sent to each other node). Cleared when the
+    /// continues from it, as the transport is ordered and reliable while it lasts (SDMP:
+    /// each node keeps the last line sent to each other node). Cleared when the
     /// connection goes down, since what was in flight may be lost.
     broadcast_to: Option<LineId>,
     retry_at: Option<Instant>,

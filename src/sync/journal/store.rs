@@ -28,6 +28,25 @@ pub enum StoreError {
 ///
 /// [`contains`]: JournalStore::contains
 /// [`append`]: JournalStore::append
+///
+/// [`MemJournal`] through the trait, as the machines use any store:
+///
+/// ```
+/// use tether::sync::journal::{JournalStore, MemJournal};
+/// use tether::wire::Entry;
+///
+/// /// Appends `entry` unless the journal has it already, as the machines do.
+/// fn learn(journal: &mut impl JournalStore, entry: Entry) -> bool {
+///     !journal.contains(&entry.author, &entry.resource) && journal.append(entry).is_ok()
+/// }
+///
+/// let mut journal = MemJournal::new(1, 100);
+/// assert!(learn(&mut journal, Entry::new(b"alice", b"r1", b"hello")));
+/// assert!(!learn(&mut journal, Entry::new(b"alice", b"r1", b"hello")));
+/// assert_eq!((journal.epoch(), journal.head()), (1, 1));
+/// assert_eq!(journal.entry(1).unwrap().resource, &b"r1"[..]);
+/// assert_eq!(journal.resource(b"alice", b"r1").as_deref(), Some(&b"hello"[..]));
+/// ```
 pub trait JournalStore {
     /// The journal's epoch: changes whenever the journal is reset or lost, so that a peer's
     /// `since` from an older life is recognised as unknown (and a full resync follows).
