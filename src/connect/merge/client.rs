@@ -58,6 +58,8 @@ pub struct Client {
     handshake_deadline: Option<Instant>,
     give_up_at: Option<Instant>,
     ended: Option<EndReason>,
+    /// A move the table refused while handling the current input, returned by it.
+    error: Option<Error>,
     stale: u64,
     outbox: Outbox<ClientEvent>,
     now: Instant,
@@ -87,6 +89,7 @@ impl Client {
             handshake_deadline: Some(now + cfg.handshake_timeout),
             give_up_at: Some(now + cfg.give_up_after),
             ended: None,
+            error: None,
             stale: 0,
             outbox,
             now,
@@ -122,7 +125,11 @@ impl Client {
             self.outbox.close(link);
             return;
         }
-        self.node.apply(Step::Opened);
+        if let Err(e) = self.node.apply(Step::Opened) {
+            self.outbox.close(link);
+            self.error = Some(e.into());
+            return;
+        }
         self.link = Some(link);
         self.reader = Some(LinkReader::new(self.cfg.encoding, self.cfg.max_message));
         self.reconnect_at = None;
@@ -189,7 +196,9 @@ impl Client {
             // CONNECTION step 4: the server's token; step 5: send ours again.
             (Status::Open, Incoming::Token(t)) => {
                 self.node.remote = Some(t);
-                self.node.apply(Step::RemoteToken);
+                if self.node.apply(Step::RemoteToken).is_err() {
+                    return self.fault(FailReason::UnexpectedMessage);
+                }
                 if let Some(link) = self.link {
                     codec::send_token(&mut self.outbox, self.cfg.encoding, link, &n.local);
                 }
@@ -197,17 +206,23 @@ impl Client {
             // Steps 6-8: the server's confirmation; merge.
             (Status::Preconnected, Incoming::Token(t)) if !self.resuming && n.remote == Some(t) => {
                 self.node.merged = Some(n.local.merge(&t));
-                self.node.apply(Step::Confirmed);
+                if self.node.apply(Step::Confirmed).is_err() {
+                    return self.fault(FailReason::UnexpectedMessage);
+                }
                 self.connected(Outcome::Fresh);
             }
             // RECONNECTION steps 11-12: the fresh server node's token.
             (Status::Reconnecting, Incoming::Token(t)) if self.resuming => {
                 self.node.remote = Some(t);
-                self.node.apply(Step::RemoteToken);
+                if self.node.apply(Step::RemoteToken).is_err() {
+                    self.fault(FailReason::UnexpectedMessage);
+                }
             }
             // Step 15: the server echoes the merged token: resumed.
             (Status::Preconnected, Incoming::Resume(m)) if self.resuming && n.merged == Some(m) => {
-                self.node.apply(Step::Resumed);
+                if self.node.apply(Step::Resumed).is_err() {
+                    return self.fault(FailReason::UnexpectedMessage);
+                }
                 self.connected(Outcome::Resumed);
             }
             // The server forgot the session and confirmed its token instead: a fresh session
@@ -222,7 +237,9 @@ impl Client {
                     }
                 }
                 self.resuming = false;
-                self.node.apply(Step::Confirmed);
+                if self.node.apply(Step::Confirmed).is_err() {
+                    return self.fault(FailReason::UnexpectedMessage);
+                }
                 self.connected(Outcome::Fresh);
             }
             // DISCONNECTION: the server ended the session for good.
@@ -290,20 +307,23 @@ impl Client {
         self.reader = None;
         self.handshake_deadline = None;
         let had_session = self.node.merged.is_some();
-        match self.node.status {
-            Status::Connected => {
-                self.node.apply(Step::TransportLost);
+        let fired = match self.node.status {
+            Status::Connected => self.node.apply(Step::TransportLost).map(|()| {
                 self.outbox.event(ClientEvent::Lost);
                 self.give_up_at = Some(self.now + self.cfg.give_up_after);
-            }
+            }),
             Status::Preconnected | Status::Reconnecting if had_session => {
-                self.node.apply(Step::TransportLost);
+                self.node.apply(Step::TransportLost)
             }
             Status::Open | Status::Preconnected => {
                 self.node.remote = None;
-                self.node.apply(Step::HandshakeFailed);
+                self.node.apply(Step::HandshakeFailed)
             }
-            Status::Reconnecting | Status::Disconnected => {}
+            // RECONNECTING without a session cannot be; DISCONNECTED never gets here.
+            Status::Reconnecting | Status::Disconnected => Ok(()),
+        };
+        if let Err(e) = fired {
+            self.error = Some(e.into());
         }
         self.resuming = false;
         if self.give_up_at.is_none() {
@@ -320,8 +340,8 @@ impl Client {
             EndReason::GaveUp | EndReason::Expired | EndReason::Refused(_) => Step::Expired,
             EndReason::LocalDisconnect | EndReason::PeerDisconnect => Step::FormalDisconnect,
         };
-        if !self.node.apply(step) {
-            self.node.status = Status::Disconnected;
+        if let Err(e) = self.node.apply(step) {
+            self.error = Some(e.into());
         }
         self.reader = None;
         self.resuming = false;
@@ -399,15 +419,17 @@ impl Machine for Client {
                 _ => Err(Error::Ended(reason)),
             };
         }
+        let mut result = Ok(());
         match input {
             Input::Opened(link) => self.on_opened(link),
             Input::Received(link, bytes) => self.on_received(link, bytes),
             Input::Closed(link) if self.link == Some(link) => self.lose_transport(),
             Input::Closed(_) => self.stale += 1,
             Input::Timeout => self.on_timeout(),
-            Input::Command(cmd) => return self.on_command(cmd),
+            Input::Command(cmd) => result = self.on_command(cmd),
         }
-        Ok(())
+        // A move the table refused on the way is this input's error.
+        self.error.take().map_or(result, Err)
     }
 
     fn poll_output(&mut self) -> Output<ClientEvent> {
@@ -419,6 +441,11 @@ impl Machine for Client {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.outbox.timeout(self.now, self.deadline())
+    }
+
+    /// Ended for good (DISCONNECTED: formal disconnection, given up, or refused for good).
+    fn is_closed(&self) -> bool {
+        self.ended.is_some()
     }
 }
 
@@ -512,6 +539,7 @@ mod handover {
                 handshake_deadline: Some(now + cfg.handshake_timeout),
                 give_up_at: Some(now + give_up),
                 ended: None,
+                error: None,
                 stale: 0,
                 outbox,
                 now,
