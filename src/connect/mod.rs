@@ -1,8 +1,8 @@
 //! Connection profiles: how two programs find each other, prove who they are, and resume.
 //!
-//! - [`merge`]: the token-merge handshake of seed 004 (dop), client, server and the
+//! - [`merge`]: dop's token-merge handshake, client, server and the
 //!   server's session registry.
-//! - [`dual`]: the dual-channel handshake of seed 003 (R-Type): `main` + `feed`.
+//! - [`dual`]: R-Type's dual-channel handshake: `main` + `feed`.
 
 pub mod dual;
 pub mod merge;

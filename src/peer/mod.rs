@@ -1,7 +1,7 @@
 //! The composed machine most users drive: a connection profile with journal sync on top.
 //!
 //! A [`Peer`] wraps a connection machine (any [`Profile`]: the dual-channel client or
-//! server of seed 003, the token-merge client or registry of seed 004) and keeps one
+//! server of R-Type's dual-channel connection, dop's token-merge client or registry) and keeps one
 //! [`JournalSync`] per session over it:
 //!
 //! - when a session comes up (fresh or resumed), its sync is told, and it resyncs from the

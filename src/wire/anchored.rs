@@ -1,4 +1,4 @@
-//! Anchored two-way sync (seed 002, SyncML) messages, codes `0x40..=0x4f`.
+//! Anchored two-way sync (SyncML) messages, codes `0x40..=0x4f`.
 //!
 //! Every message carries the `SESSION u32` the client chose for the session right after its
 //! code, so that a message from an abandoned session is never taken for the current one.

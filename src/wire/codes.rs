@@ -49,9 +49,9 @@ pub const RESUME: u8 = 0x21;
 /// tether: a token-merge formal disconnection (never in-band with application data).
 pub const DISCONNECT: u8 = 0x22;
 
-/// The range of journal-sync (seed 001) codes.
+/// The range of journal-sync codes.
 pub const JOURNAL_RANGE: core::ops::RangeInclusive<u8> = 0x30..=0x3f;
-/// The range of anchored two-way sync (seed 002) codes.
+/// The range of anchored two-way sync codes.
 pub const ANCHORED_RANGE: core::ops::RangeInclusive<u8> = 0x40..=0x4f;
 
 /// tether: an application message on `main`, opaque to tether.

@@ -1,4 +1,4 @@
-//! Journal-sync (seed 001, SDMP) messages, codes `0x30..=0x3f`.
+//! Journal-sync (SDMP) messages, codes `0x30..=0x3f`.
 //!
 //! | code | what | layout after the code |
 //! |---:|---|---|

@@ -236,9 +236,9 @@ pub enum Message {
         /// The merged session token.
         token: Token,
     },
-    /// `0x30..=0x3f`: journal sync (seed 001).
+    /// `0x30..=0x3f`: journal sync.
     Journal(JournalMessage),
-    /// `0x40..=0x4f`: anchored two-way sync (seed 002).
+    /// `0x40..=0x4f`: anchored two-way sync.
     Anchored(AnchoredMessage),
     /// `[0x50][DATA]`: an application message on `main`, opaque to tether.
     App(#[cfg_attr(feature = "arbitrary", arbitrary(with = super::arbitrary_bytes))] Bytes),

@@ -97,7 +97,7 @@ impl Client {
         })
     }
 
-    /// The node as seed 004's tables show it.
+    /// The node as dop's state tables show it.
     pub fn view(&self) -> NodeView {
         self.node.view(self.link)
     }

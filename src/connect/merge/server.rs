@@ -171,7 +171,7 @@ impl<S: TokenSource> Server<S> {
         }
     }
 
-    /// A session as seed 004's tables show it.
+    /// A session as dop's state tables show it.
     pub fn session(&self, id: SessionId) -> Option<NodeView> {
         self.sessions.get(&id).map(|s| s.node.view(s.link))
     }

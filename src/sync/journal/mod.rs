@@ -1,4 +1,4 @@
-//! Journal sync of seed 001 (SDMP), carried by the sync contexts of seed 000.
+//! Journal sync (SDMP's), carried by sync contexts.
 //!
 //! Each node has a journal: an append-only list of entries (author, resource id, payload),
 //! in the order the node learned of them, numbered by [`LineId`](crate::wire::LineId)

@@ -1,4 +1,4 @@
-//! The dual-channel profile (seed 003) in the scenarios: a [`DualServer`] and
+//! R-Type's dual-channel profile in the scenarios: a [`DualServer`] and
 //! [`DualClient`]s dialling both `main` and `feed`.
 //!
 //! A dual client connects when its application says so ([`ClientCommand::Connect`]) and,

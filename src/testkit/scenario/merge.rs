@@ -1,4 +1,4 @@
-//! The token-merge profile (seed 004) in the scenarios: a [`Server`] registry and
+//! dop's token-merge profile in the scenarios: a [`Server`] registry and
 //! [`Client`]s that reconnect by themselves and end only when told (or after giving up).
 
 use super::{

@@ -1,6 +1,6 @@
 //! Model-checked scenarios: a server and up to four clients, each a composed [`Peer`](crate::peer::Peer) with
 //! journal sync over one of the two connection profiles ([`Profile::Merge`]: token-merge,
-//! seed 004; [`Profile::Dual`]: dual-channel `main` + `feed`, seed 003), driven through the
+//! dop's; [`Profile::Dual`]: R-Type's dual-channel `main` + `feed`), driven through the
 //! [`Sim`](super::Sim) by a list of [`Step`]s (appends, feed updates, time, cuts, partitions, fault
 //! changes, clock jumps, resyncs, formal disconnections, kicks, reconnections), with the
 //! library's promises checked after every step against a small reference model.
@@ -30,7 +30,7 @@
 //!   the network misbehaves);
 //! - **no unexpected end, no protocol error**: a token-merge client ends only when the
 //!   scenario disconnects or kicks it (or, after a forward clock jump, gives up); a dual
-//!   client may give up and close (its retries are bounded by design: seed 003), but only
+//!   client may give up and close (its retries are bounded by R-Type's design), but only
 //!   once something could disconnect it (a cut, a partition, a kick, a clock jump, a
 //!   network that loses or cuts), and never because a peer broke the protocol; the server
 //!   never fails a player for anything but a timeout.
@@ -128,9 +128,9 @@ pub fn sync_config() -> SyncConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Profile {
-    /// Token-merge (seed 004): one `main` stream, sessions resumed by merged tokens.
+    /// dop's token merge: one `main` stream, sessions resumed by merged tokens.
     Merge,
-    /// Dual-channel (seed 003): `main` and `feed`, player ids and tokens A and B.
+    /// R-Type's dual channel: `main` and `feed`, player ids and tokens A and B.
     Dual {
         /// The clients re-initialise a lost `feed` ([`FeedLossPolicy::Reinit`]) instead
         /// of closing both channels ([`FeedLossPolicy::CloseBoth`], the default).
