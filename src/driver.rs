@@ -130,6 +130,7 @@ pub trait Machine {
     /// What the machine tells the application.
     type Event;
     /// Why an input was refused. Fatal errors are sticky: every later call returns them.
+    /// Each machine's error says who misbehaved with an `origin()` method ([`Origin`]).
     type Error: core::error::Error;
 
     /// Feeds one input at time `now`.
@@ -145,6 +146,32 @@ pub trait Machine {
     /// The next deadline: the time of the last input while output is queued, else what
     /// [`Output::Wait`] would say.
     fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Whether the machine has ended: nothing it does from here on moves it on by itself,
+    /// so a driver may stop polling it and drop it once the last output is drained. Which
+    /// end counts is each machine's (a sticky fatal error, a client that gave up or was
+    /// disconnected); a server that serves until dropped is never closed.
+    fn is_closed(&self) -> bool;
+}
+
+/// Who misbehaved when a machine refused an input: what an error's `origin()` says, so a
+/// driver can tell its own bugs (fix the caller) from a peer's (log it, drop the peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The local caller: a command that makes no sense now, a configuration or token source
+    /// that cannot work, a transport reported twice, a call after the machine ended.
+    Local,
+    /// The remote peer: bytes that do not decode, or messages the protocol does not allow
+    /// at this point (the peer was told, where the protocol has a way to tell it).
+    Remote,
+}
+
+/// Errors that know their [`Origin`], for code generic over machines (the composed peer
+/// asks its connection's error through it). Every machine error implements it with the
+/// same answer as its inherent `origin()` method.
+pub trait HasOrigin {
+    /// Who misbehaved.
+    fn origin(&self) -> Origin;
 }
 
 /// A queue of outputs with an encoding buffer, shared by the machines.

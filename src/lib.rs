@@ -25,7 +25,8 @@
 //!   [`Output::Transmit`] (bytes for a link), [`Output::Event`], [`Output::Open`] (open a
 //!   transport for a channel) and [`Output::Close`].
 //! - While output is queued the deadline is "now", so a driver never sleeps on unsent bytes.
-//! - Errors are typed; a fatal one is sticky.
+//! - Errors are typed; a fatal one is sticky; each says whether the local caller or the
+//!   remote peer misbehaved ([`Origin`]); [`Machine::is_closed`] says when a machine ended.
 //!
 //! A driver, in outline (see `examples/` for tokio, WebSocket and smol):
 //!
@@ -80,7 +81,7 @@ pub mod time;
 pub mod token;
 pub mod wire;
 
-pub use driver::{Channel, Input, Link, Machine, Outbox, Output, Transmit};
+pub use driver::{Channel, HasOrigin, Input, Link, Machine, Origin, Outbox, Output, Transmit};
 pub use session::{EndReason, Outcome};
 pub use time::{Duration, Instant};
 pub use token::{Token, TokenError, TokenSource};

@@ -6,6 +6,11 @@
 //! generated from the code and tests can replay the sequence diagrams of docs/PROTOCOL.md
 //! through the tables (`tests/tables.rs`).
 //!
+//! The `const` tables are also the machines themselves (h11's rule: the table is the
+//! machine): every machine moves its state only through [`fire`] (or [`fire_to`], where the
+//! machine picks one of several rows on data the table does not show), so a move the table
+//! does not list is a typed [`NoTransition`], never a silent no-op.
+//!
 //! ```
 //! let t = tether::tables::merge_node();
 //! assert!(t.has_row("Open", "RemoteToken", "Preconnected"));
@@ -16,6 +21,69 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{Debug, Write};
+
+/// A `(state, input)` pair (or, for [`fire_to`], a `(state, input, next)` triple) that is
+/// not a row of a machine's transition table.
+///
+/// Each machine turns it into what its protocol says: a refusal told to the peer when the
+/// peer's message caused it, an error returned to the caller when a command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("no transition from {state:?} on {input:?}")]
+pub struct NoTransition<S: Debug, I: Debug> {
+    /// The state the machine was (and still is) in.
+    pub state: S,
+    /// The input the table has no row for in that state.
+    pub input: I,
+}
+
+/// Fires `input` in `state`: the target of the first row `(state, input, _)` of `table`, or
+/// [`NoTransition`] if there is none (the caller's state must then stay as it is).
+///
+/// For tables where each `(state, input)` has at most one row ([`Table::is_function`]).
+///
+/// ```
+/// use tether::connect::merge::{Status, Step, TRANSITIONS};
+/// use tether::tables::fire;
+/// assert_eq!(fire(TRANSITIONS, Status::Open, Step::RemoteToken), Ok(Status::Preconnected));
+/// assert!(fire(TRANSITIONS, Status::Disconnected, Step::Resumed).is_err());
+/// ```
+pub fn fire<S: Copy + Eq + Debug, I: Copy + Eq + Debug>(
+    table: &[(S, I, S)],
+    state: S,
+    input: I,
+) -> Result<S, NoTransition<S, I>> {
+    table
+        .iter()
+        .find(|(s, i, _)| *s == state && *i == input)
+        .map(|(_, _, next)| *next)
+        .ok_or(NoTransition { state, input })
+}
+
+/// Fires `input` in `state` towards `next`, which the machine chose on data the table does
+/// not show (e.g. the anchored client after `ALERT`: an early map first, or its changes):
+/// `next` if `(state, input, next)` is a row of `table`, else [`NoTransition`].
+///
+/// ```
+/// use tether::sync::anchored::{ClientState as S, ClientTrigger as T, CLIENT_TRANSITIONS};
+/// use tether::tables::fire_to;
+/// assert_eq!(fire_to(CLIENT_TRANSITIONS, S::AwaitAlert, T::Alert, S::SendingChanges), Ok(S::SendingChanges));
+/// assert!(fire_to(CLIENT_TRANSITIONS, S::AwaitAlert, T::Alert, S::SendingMap).is_err());
+/// ```
+pub fn fire_to<S: Copy + Eq + Debug, I: Copy + Eq + Debug>(
+    table: &[(S, I, S)],
+    state: S,
+    input: I,
+    next: S,
+) -> Result<S, NoTransition<S, I>> {
+    if table
+        .iter()
+        .any(|(s, i, n)| *s == state && *i == input && *n == next)
+    {
+        Ok(next)
+    } else {
+        Err(NoTransition { state, input })
+    }
+}
 
 /// One transition: in state `from`, input `input` moves the machine to `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

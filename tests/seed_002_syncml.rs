@@ -860,12 +860,18 @@ fn oversized_frame_closes_the_link_with_a_typed_error() {
             Input::Received(link, Bytes::from_static(&[0xff; 8])),
         )
         .unwrap_err();
-    assert!(matches!(err, AnchoredError::Malformed(_)));
+    // The stream cannot be read past a bad length: fatal (the framing error of the
+    // standalone machine, as the journal machine's), and sticky.
+    assert!(matches!(err, AnchoredError::Frame(_)));
+    assert!(err.is_fatal());
     let outs: Vec<_> = std::iter::from_fn(|| next_output(&mut server)).collect();
     assert!(outs
         .iter()
         .any(|o| matches!(o, Output::Close(l) if *l == link)));
     assert_eq!(server.link(), None);
+    assert!(server.is_closed());
+    let again = server.handle_input(Instant::from_millis(5), Input::Opened(Link::main(2)));
+    assert_eq!(again, Err(err));
 }
 
 #[derive(Debug, Clone)]

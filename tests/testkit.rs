@@ -84,6 +84,11 @@ impl Machine for Toy {
     fn poll_timeout(&self) -> Option<Instant> {
         self.timer
     }
+
+    /// The toy never ends: it reports what it sees for as long as the test runs.
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 fn pair(seed: u64, faults: Faults) -> (Sim<Toy>, NodeId, NodeId) {

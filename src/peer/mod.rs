@@ -21,7 +21,7 @@ mod snapshot;
 
 pub use snapshot::{Handover, PeerSnapshot};
 
-use crate::driver::{earliest, Input, Machine, Outbox, Output};
+use crate::driver::{earliest, HasOrigin, Input, Machine, Origin, Outbox, Output};
 use crate::sync::journal::{
     JournalStore, JournalSync, Marks, Role, StoreError, SyncCommand, SyncConfig, SyncError,
     SyncEvent, SyncOutput,
@@ -189,6 +189,24 @@ pub enum PeerError<E: core::error::Error> {
     /// The journal refused an append.
     #[error("journal: {0}")]
     Store(#[from] StoreError),
+}
+
+impl<E: core::error::Error + HasOrigin> PeerError<E> {
+    /// Who misbehaved: the connection's own answer for its errors, the sync's for a sync
+    /// error; a journal that refused an append is the local application's.
+    pub fn origin(&self) -> Origin {
+        match self {
+            PeerError::Connection(e) => e.origin(),
+            PeerError::Sync(e) => e.origin(),
+            PeerError::Store(_) => Origin::Local,
+        }
+    }
+}
+
+impl<E: core::error::Error + HasOrigin> HasOrigin for PeerError<E> {
+    fn origin(&self) -> Origin {
+        PeerError::origin(self)
+    }
 }
 
 /// A connection profile with journal sync on top. See the [module docs](self).
@@ -541,6 +559,11 @@ where
         }
         let d = self.poll_timeout_inner();
         self.out.timeout(self.now, d)
+    }
+
+    /// When its connection is: journal sync runs on the connection and ends with it.
+    fn is_closed(&self) -> bool {
+        self.conn.is_closed()
     }
 }
 

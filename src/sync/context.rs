@@ -10,21 +10,24 @@
 //!
 //! [`Contexts`] is only the marker bookkeeping: it says which transition an input makes,
 //! and the machine that owns it ([`JournalSync`](super::journal::JournalSync)) sends the
-//! markers and carries the data. [`TRANSITIONS`] is the whole table, checked against the
-//! code by a test.
+//! markers and carries the data. [`TRANSITIONS`] is the whole table and the only way the
+//! contexts move ([`tables::fire`](crate::tables::fire)): an input the table has no row for
+//! in the current state is a [`NoTransition`].
 //!
 //! ```
 //! use tether::sync::context::{ContextInput, ContextState, Contexts, Transition};
 //!
 //! let mut c = Contexts::new();
-//! c.step(ContextInput::Up);
-//! let Transition::Moved { ctx, .. } = c.step(ContextInput::SendRequest) else { panic!() };
+//! c.step(ContextInput::Up).unwrap();
+//! let Ok(Transition::Moved { ctx, .. }) = c.step(ContextInput::SendRequest) else { panic!() };
 //! assert_eq!(c.state(), ContextState::Requesting);
-//! c.step(ContextInput::PeerStart { ctx });
-//! c.step(ContextInput::PeerEnd { ctx });   // the owner then sends SYNC_OK
+//! assert!(c.step(ContextInput::SendRequest).is_err()); // one context at a time
+//! c.step(ContextInput::PeerStart { ctx }).unwrap();
+//! c.step(ContextInput::PeerEnd { ctx }).unwrap(); // the owner then sends SYNC_OK
 //! assert_eq!(c.state(), ContextState::Idle);
 //! ```
 
+use crate::tables::{fire, NoTransition};
 use crate::wire::RefuseReason;
 
 /// Where a connection's sync contexts stand.
@@ -82,7 +85,8 @@ use ContextState as S;
 use InputKind as K;
 
 /// Every transition: (state, input, next state). An input not listed for a state makes no
-/// transition (a stale marker, ignored and counted, or a command refused with an error).
+/// transition: [`Contexts::step`] returns [`NoTransition`] (the owner counts a peer's marker
+/// as stale, as the protocol says, and refuses a command with an error).
 pub const TRANSITIONS: &[(ContextState, InputKind, ContextState)] = &[
     (S::Down, K::Up, S::Idle),
     (S::Idle, K::Down, S::Down),
@@ -159,18 +163,17 @@ pub enum Transition {
         ctx: u32,
     },
     /// The peer's `SYNC_REQ` must be answered `REFUSED { ctx, reason }`; the state is
-    /// unchanged.
+    /// unchanged (a self-loop row of the table).
     Refuse {
         /// The peer's context id.
         ctx: u32,
         /// Why.
         reason: RefuseReason,
     },
-    /// A marker that names no pending context of ours (stale after a cut, or a confused
-    /// peer): ignored.
+    /// A marker that names another context than the pending one (stale after a cut, or a
+    /// confused peer): not fired, to be ignored and counted. (With no context pending, a
+    /// marker has no row: [`NoTransition`].)
     Stale,
-    /// A command that makes no sense now (e.g. requesting while a context is pending).
-    NotNow,
 }
 
 /// Where a connection's contexts stand, with the pending context's id.
@@ -237,62 +240,83 @@ impl Contexts {
         id
     }
 
-    /// Applies one input: the `match (state, input)` below is [`TRANSITIONS`] in code.
-    pub fn step(&mut self, input: ContextInput) -> Transition {
+    /// Applies one input through [`TRANSITIONS`]: the input is named by its kind (a
+    /// `SYNC_REQ` by whether a context is pending and by the policy), then fired. A marker
+    /// naming another context than the pending one is [`Transition::Stale`] and not fired;
+    /// a kind without a row in the current state is [`NoTransition`], and nothing changes.
+    pub fn step(
+        &mut self,
+        input: ContextInput,
+    ) -> Result<Transition, NoTransition<ContextState, InputKind>> {
         use ContextInput as I;
         let from = self.state();
-        let (to, kind, ctx) = match (self.phase, input) {
-            (Phase::Down, I::Up) => (Phase::Idle, K::Up, 0),
-            (Phase::Down, I::Down) | (_, I::Up) => return Transition::Stale,
-            (_, I::Down) => (Phase::Down, K::Down, 0),
-
-            (Phase::Idle, I::SendRequest) => {
-                let ctx = self.allocate_id();
-                (Phase::Requesting(ctx), K::SendRequest, ctx)
+        let pending = self.pending();
+        // The peer's markers name their context: another one than the pending one is stale
+        // (with none pending, the table's missing row says it).
+        let marker = |ctx: u32, kind| {
+            if pending.is_none() || pending == Some(ctx) {
+                Some((kind, ctx))
+            } else {
+                None
             }
-            (_, I::SendRequest) => return Transition::NotNow,
-
-            (Phase::Idle, I::PeerRequest { ctx, accept: true }) => {
-                (Phase::Replying(ctx), K::PeerRequestAccepted, ctx)
+        };
+        let named = match input {
+            I::Up => Some((K::Up, 0)),
+            I::Down => Some((K::Down, 0)),
+            I::SendRequest => Some((K::SendRequest, 0)),
+            I::SendEnd => Some((K::SendEnd, pending.unwrap_or(0))),
+            I::PeerRequest { ctx, .. } if from.is_pending() => {
+                Some((K::PeerRequestWhilePending, ctx))
             }
-            (Phase::Idle, I::PeerRequest { ctx, accept: false }) => {
-                return Transition::Refuse {
-                    ctx,
-                    reason: RefuseReason::Policy,
-                }
-            }
-            (Phase::Down, I::PeerRequest { .. }) => return Transition::Stale,
-            (_, I::PeerRequest { ctx, .. }) => {
-                return Transition::Refuse {
+            I::PeerRequest { ctx, accept: true } => Some((K::PeerRequestAccepted, ctx)),
+            I::PeerRequest { ctx, accept: false } => Some((K::PeerRequestRefusedByPolicy, ctx)),
+            I::PeerStart { ctx } => marker(ctx, K::PeerStart),
+            I::PeerRefused { ctx } => marker(ctx, K::PeerRefused),
+            I::PeerEnd { ctx } => marker(ctx, K::PeerEnd),
+            I::PeerOk { ctx } => marker(ctx, K::PeerOk),
+        };
+        let Some((kind, ctx)) = named else {
+            return Ok(Transition::Stale);
+        };
+        let to = fire(TRANSITIONS, from, kind)?;
+        match kind {
+            K::PeerRequestWhilePending => {
+                return Ok(Transition::Refuse {
                     ctx,
                     reason: RefuseReason::Pending,
-                }
+                })
             }
-
-            (Phase::Requesting(c), I::PeerStart { ctx }) if c == ctx => {
-                (Phase::Receiving(c), K::PeerStart, c)
+            K::PeerRequestRefusedByPolicy => {
+                return Ok(Transition::Refuse {
+                    ctx,
+                    reason: RefuseReason::Policy,
+                })
             }
-            (Phase::Requesting(c), I::PeerRefused { ctx }) if c == ctx => {
-                (Phase::Idle, K::PeerRefused, c)
-            }
-            (Phase::Receiving(c), I::PeerEnd { ctx }) if c == ctx => (Phase::Idle, K::PeerEnd, c),
-            (Phase::Replying(c), I::SendEnd) => (Phase::AwaitingOk(c), K::SendEnd, c),
-            (_, I::SendEnd) => return Transition::NotNow,
-            (Phase::AwaitingOk(c), I::PeerOk { ctx }) if c == ctx => (Phase::Idle, K::PeerOk, c),
-            (
-                _,
-                I::PeerStart { .. } | I::PeerRefused { .. } | I::PeerEnd { .. } | I::PeerOk { .. },
-            ) => return Transition::Stale,
+            _ => {}
+        }
+        // Only a request that fired takes an id.
+        let ctx = if kind == K::SendRequest {
+            self.allocate_id()
+        } else {
+            ctx
         };
-        self.phase = to;
-        Transition::Moved {
+        self.phase = match to {
+            S::Down => Phase::Down,
+            S::Idle => Phase::Idle,
+            S::Requesting => Phase::Requesting(ctx),
+            S::Receiving => Phase::Receiving(ctx),
+            S::Replying => Phase::Replying(ctx),
+            S::AwaitingOk => Phase::AwaitingOk(ctx),
+        };
+        Ok(Transition::Moved {
             input: kind,
             from,
-            to: self.state(),
+            to,
             ctx,
-        }
+        })
     }
 
+    /// Puts the contexts in `state` with `ctx` pending, for the tests of every pair.
     #[cfg(test)]
     fn force(&mut self, state: ContextState, ctx: u32) {
         self.phase = match state {
@@ -309,6 +333,7 @@ impl Contexts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const STATES: [ContextState; 6] = [
         S::Down,
@@ -319,58 +344,107 @@ mod tests {
         S::AwaitingOk,
     ];
 
-    fn inputs(ctx: u32) -> [(InputKind, ContextInput); 11] {
+    /// Every kind of input, with an input of that kind in `from` (a `SYNC_REQ` is of the
+    /// "while pending" kind exactly when a context is pending).
+    fn input_of(kind: InputKind, ctx: u32) -> ContextInput {
         use ContextInput as I;
-        [
-            (K::Up, I::Up),
-            (K::Down, I::Down),
-            (K::SendRequest, I::SendRequest),
-            (K::PeerRequestAccepted, I::PeerRequest { ctx, accept: true }),
-            (
-                K::PeerRequestWhilePending,
-                I::PeerRequest { ctx, accept: true },
-            ),
-            (
-                K::PeerRequestRefusedByPolicy,
-                I::PeerRequest { ctx, accept: false },
-            ),
-            (K::PeerStart, I::PeerStart { ctx }),
-            (K::PeerRefused, I::PeerRefused { ctx }),
-            (K::PeerEnd, I::PeerEnd { ctx }),
-            (K::SendEnd, I::SendEnd),
-            (K::PeerOk, I::PeerOk { ctx }),
-        ]
+        match kind {
+            K::Up => I::Up,
+            K::Down => I::Down,
+            K::SendRequest => I::SendRequest,
+            K::PeerRequestAccepted | K::PeerRequestWhilePending => {
+                I::PeerRequest { ctx, accept: true }
+            }
+            K::PeerRequestRefusedByPolicy => I::PeerRequest { ctx, accept: false },
+            K::PeerStart => I::PeerStart { ctx },
+            K::PeerRefused => I::PeerRefused { ctx },
+            K::PeerEnd => I::PeerEnd { ctx },
+            K::SendEnd => I::SendEnd,
+            K::PeerOk => I::PeerOk { ctx },
+        }
     }
 
-    /// The code and the table agree, for every state and every input.
-    #[test]
-    fn step_matches_the_table() {
-        for from in STATES {
-            for (kind, input) in inputs(7) {
-                let mut c = Contexts::new();
-                c.force(from, 7);
-                let t = c.step(input);
-                let listed = TRANSITIONS
-                    .iter()
-                    .find(|(s, k, _)| *s == from && *k == kind)
-                    .map(|(_, _, to)| *to);
-                let got = match t {
-                    Transition::Moved { input, to, .. } if input == kind => Some(to),
-                    Transition::Refuse { reason, .. } => {
+    /// A pair without a row is the typed error and changes nothing; a pair with a row moves
+    /// to its target (a refusal's self-loop stays, and says so).
+    fn check(from: ContextState, kind: InputKind) -> Result<(), TestCaseError> {
+        let mut c = Contexts::new();
+        c.force(from, 7);
+        // A `SYNC_REQ` is "while pending" exactly when a context is pending; the other kind
+        // of request cannot be asked for in that state, so it is not a pair to check.
+        let while_pending = kind == K::PeerRequestWhilePending;
+        let is_request = matches!(
+            kind,
+            K::PeerRequestAccepted | K::PeerRequestWhilePending | K::PeerRequestRefusedByPolicy
+        );
+        if is_request && while_pending != from.is_pending() {
+            return Ok(());
+        }
+        let listed = TRANSITIONS
+            .iter()
+            .find(|(s, k, _)| *s == from && *k == kind)
+            .map(|(_, _, to)| *to);
+        let got = c.step(input_of(kind, 7));
+        match listed {
+            None => {
+                prop_assert_eq!(
+                    got,
+                    Err(NoTransition {
+                        state: from,
+                        input: kind
+                    })
+                );
+                prop_assert_eq!(c.state(), from);
+                prop_assert_eq!(c.pending(), if from.is_pending() { Some(7) } else { None });
+            }
+            Some(to) => {
+                match got {
+                    Ok(Transition::Moved { input, to: t, .. }) => {
+                        prop_assert_eq!(input, kind);
+                        prop_assert_eq!(t, to);
+                    }
+                    Ok(Transition::Refuse { reason, .. }) => {
                         let k = match reason {
                             RefuseReason::Pending => K::PeerRequestWhilePending,
                             RefuseReason::Policy => K::PeerRequestRefusedByPolicy,
-                            RefuseReason::NotInContext => unreachable!(),
+                            RefuseReason::NotInContext => K::Up,
                         };
-                        if k == kind {
-                            Some(from)
-                        } else {
-                            None
-                        }
+                        prop_assert_eq!(k, kind);
+                        prop_assert_eq!(to, from);
                     }
-                    _ => None,
-                };
-                assert_eq!(got, listed, "{from:?} + {kind:?} gave {t:?}");
+                    other => prop_assert!(false, "{:?} + {:?} gave {:?}", from, kind, other),
+                }
+                prop_assert_eq!(c.state(), to);
+            }
+        }
+        Ok(())
+    }
+
+    const KINDS: [InputKind; 11] = [
+        K::Up,
+        K::Down,
+        K::SendRequest,
+        K::PeerRequestAccepted,
+        K::PeerRequestWhilePending,
+        K::PeerRequestRefusedByPolicy,
+        K::PeerStart,
+        K::PeerRefused,
+        K::PeerEnd,
+        K::SendEnd,
+        K::PeerOk,
+    ];
+
+    proptest! {
+        #[test]
+        fn step_follows_the_table(s in 0..STATES.len(), k in 0..KINDS.len()) {
+            check(STATES[s], KINDS[k])?;
+        }
+    }
+
+    #[test]
+    fn step_follows_the_table_on_every_pair() {
+        for s in STATES {
+            for k in KINDS {
+                check(s, k).unwrap();
             }
         }
     }
@@ -379,10 +453,16 @@ mod tests {
     fn stale_markers_are_ignored() {
         let mut c = Contexts::new();
         c.force(S::Receiving, 3);
-        assert_eq!(c.step(ContextInput::PeerEnd { ctx: 2 }), Transition::Stale);
+        assert_eq!(
+            c.step(ContextInput::PeerEnd { ctx: 2 }),
+            Ok(Transition::Stale)
+        );
         assert_eq!(c.state(), S::Receiving);
         c.force(S::AwaitingOk, 3);
-        assert_eq!(c.step(ContextInput::PeerOk { ctx: 4 }), Transition::Stale);
+        assert_eq!(
+            c.step(ContextInput::PeerOk { ctx: 4 }),
+            Ok(Transition::Stale)
+        );
         assert_eq!(c.pending(), Some(3));
     }
 

@@ -141,4 +141,11 @@ impl<L: Machine, R: Machine> Machine for Either<L, R> {
             Either::Right(m) => m.poll_timeout(),
         }
     }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Either::Left(m) => m.is_closed(),
+            Either::Right(m) => m.is_closed(),
+        }
+    }
 }

@@ -42,6 +42,7 @@
 //! #     }
 //! #     fn poll_output(&mut self) -> Output<u8> { self.out.pop_or_wait(None) }
 //! #     fn poll_timeout(&self) -> Option<Instant> { None }
+//! #     fn is_closed(&self) -> bool { false } // echoes for as long as it lives
 //! # }
 //! let mut sim = Sim::new(42, Faults::none());
 //! let a = sim.add_node(Echo { out: Outbox::new() });

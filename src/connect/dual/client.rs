@@ -8,6 +8,7 @@ use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{CloseReason, DualError, Outcome, Retry};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::{SessionConfig, SessionCore, Undelivered, Verdict};
+use crate::tables::{fire, NoTransition};
 use crate::time::{Duration, Instant};
 use crate::token::Token;
 use crate::wire::{
@@ -163,8 +164,10 @@ pub enum ClientInput {
 use ClientInput as I;
 use ClientState as S;
 
-/// Every transition of the client: (state, input, next state). An input not listed for a
-/// state does not change it.
+/// Every transition of the client: (state, input, next state), and the only way it moves
+/// ([`tables::fire`](crate::tables::fire)). The client fires only the inputs its state
+/// calls for; a missing row is refused with `CONN_FAILED` when the server's message asked
+/// for it, and is [`DualError::ClientTransition`] otherwise.
 pub const CLIENT_TRANSITIONS: &[(ClientState, ClientInput, ClientState)] = &[
     // Initial connection (seed 003, first diagram).
     (S::Idle, I::Connect, S::OpeningMain),
@@ -228,14 +231,6 @@ pub const CLIENT_TRANSITIONS: &[(ClientState, ClientInput, ClientState)] = &[
     (S::AwaitFeedReinitRep, I::Disconnect, S::Closed),
     (S::Backoff, I::Disconnect, S::Closed),
 ];
-
-/// The next state after `input` in `state`, from [`CLIENT_TRANSITIONS`].
-pub fn client_next(state: ClientState, input: ClientInput) -> Option<ClientState> {
-    CLIENT_TRANSITIONS
-        .iter()
-        .find(|(s, i, _)| *s == state && *i == input)
-        .map(|(_, _, n)| *n)
-}
 
 /// What the application can ask of the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +317,8 @@ pub struct DualClient {
     core: SessionCore,
     /// A session was established and has not ended.
     in_session: bool,
+    /// A move the table refused while handling the current input, returned by it.
+    error: Option<DualError>,
 }
 
 impl DualClient {
@@ -349,6 +346,7 @@ impl DualClient {
             last_feed_tx: Instant::ZERO,
             core: new_core(&cfg, Instant::ZERO),
             in_session: false,
+            error: None,
         }
     }
 
@@ -398,9 +396,17 @@ impl DualClient {
         }
     }
 
+    /// Fires `input` through [`CLIENT_TRANSITIONS`]; on a missing row the state stays.
+    fn fire(&mut self, input: ClientInput) -> Result<(), NoTransition<ClientState, ClientInput>> {
+        self.state = fire(CLIENT_TRANSITIONS, self.state, input)?;
+        Ok(())
+    }
+
+    /// Fires an input the client chose itself (a timer, a transport, a command): a missing
+    /// row is this input's error.
     fn step(&mut self, input: ClientInput) {
-        if let Some(next) = client_next(self.state, input) {
-            self.state = next;
+        if let Err(e) = self.fire(input) {
+            self.error = Some(e.into());
         }
     }
 
@@ -541,8 +547,10 @@ impl DualClient {
     }
 
     fn connected(&mut self, session: Outcome) {
+        if self.fire(I::ConnOk).is_err() {
+            return self.protocol_fail(FailReason::UnexpectedMessage);
+        }
         self.step_deadline = None;
-        self.step(I::ConnOk);
         // A later failure of this session gets the configured tries again.
         self.connect_tries = 1;
         self.reconnect_tries = 0;
@@ -679,7 +687,9 @@ impl DualClient {
                     self.player = Some(player);
                     self.token_a = Some(token_a);
                     self.feed_tx = FeedSender::new(player);
-                    self.step(I::ConnInitRep);
+                    if self.fire(I::ConnInitRep).is_err() {
+                        return self.protocol_fail(FailReason::UnexpectedMessage);
+                    }
                     self.out.open(Channel::Feed);
                     self.step_deadline = Some(self.now + self.cfg.reply_timeout);
                 }
@@ -741,18 +751,22 @@ impl DualClient {
                 if !self.token_ok(&token_b) {
                     return self.protocol_fail(FailReason::InsecureToken);
                 }
+                if self.fire(I::FeedInitRep).is_err() {
+                    return self.protocol_fail(FailReason::UnexpectedMessage);
+                }
                 self.token_b = Some(token_b);
                 if let Some(player) = self.player {
                     self.send_main(&Message::FinalAuth { player, token_b });
                 }
-                self.step(I::FeedInitRep);
                 self.step_deadline = Some(self.now + self.cfg.reply_timeout);
             }
             (S::AwaitFeedReinitRep, Message::FeedInitRep { attempt, token_b })
                 if attempt == self.feed_attempt =>
             {
                 if Some(token_b) == self.token_b {
-                    self.step(I::FeedInitRep);
+                    if self.fire(I::FeedInitRep).is_err() {
+                        return self.protocol_fail(FailReason::UnexpectedMessage);
+                    }
                     self.step_deadline = None;
                     self.out.event(ClientEvent::FeedRestored);
                 } else {
@@ -919,6 +933,7 @@ impl Machine for DualClient {
     fn handle_input(&mut self, now: Instant, input: Input<ClientCommand>) -> Result<(), DualError> {
         // Time never goes backwards inside the machine, whatever the caller passes.
         self.now = self.now.max(now);
+        let mut result = Ok(());
         match input {
             Input::Opened(link) => self.on_opened(link),
             Input::Received(link, bytes) => match link.channel {
@@ -937,9 +952,10 @@ impl Machine for DualClient {
                 }
             }
             Input::Timeout => self.on_timeout(),
-            Input::Command(cmd) => return self.on_command(cmd),
+            Input::Command(cmd) => result = self.on_command(cmd),
         }
-        Ok(())
+        // A move the table refused on the way is this input's error.
+        self.error.take().map_or(result, Err)
     }
 
     fn poll_output(&mut self) -> Output<ClientEvent> {
@@ -949,6 +965,12 @@ impl Machine for DualClient {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.out.timeout(self.now, self.deadline())
+    }
+
+    /// In [`ClientState::Closed`]: given up or disconnected, both channels closed. (A
+    /// `Connect` command starts it again, as a fresh connection.)
+    fn is_closed(&self) -> bool {
+        self.state == S::Closed
     }
 }
 

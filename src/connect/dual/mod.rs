@@ -39,6 +39,8 @@ pub use server::{
 
 pub use snapshot::{ClientSnapshot, PlayerSnapshot, FEED_SEQ_GAP};
 
+use crate::driver::{HasOrigin, Origin};
+use crate::tables::NoTransition;
 use crate::time::Duration;
 use crate::wire::FailReason;
 
@@ -129,4 +131,49 @@ pub enum DualError {
     /// The client is closed; send `Connect` first.
     #[error("the connection is closed")]
     Closed,
+    /// The client was asked for a move [`CLIENT_TRANSITIONS`] does not have; it did not
+    /// move. (A peer's message that would need one is refused with `CONN_FAILED` instead.)
+    #[error("client: {0}")]
+    ClientTransition(NoTransition<ClientState, ClientInput>),
+    /// A player was asked for a move [`SERVER_TRANSITIONS`] does not have; it did not move.
+    /// (A peer's message that would need one is refused with `CONN_FAILED` instead.)
+    #[error("server: {0}")]
+    PlayerTransition(NoTransition<PlayerState, PlayerInput>),
+}
+
+impl DualError {
+    /// Who misbehaved. Every error the dual-channel machines return is the local caller's:
+    /// a peer that breaks the protocol is told with `CONN_FAILED` and dropped, and the
+    /// application hears of it by an event, never an error.
+    pub fn origin(&self) -> Origin {
+        match self {
+            DualError::QueueFull { .. }
+            | DualError::FeedUnavailable
+            | DualError::ContentTooLarge { .. }
+            | DualError::UnknownPlayer(_)
+            | DualError::InsecureTokenSource
+            | DualError::Closed
+            | DualError::Reserved
+            | DualError::ClientTransition(_)
+            | DualError::PlayerTransition(_) => Origin::Local,
+        }
+    }
+}
+
+impl HasOrigin for DualError {
+    fn origin(&self) -> Origin {
+        DualError::origin(self)
+    }
+}
+
+impl From<NoTransition<ClientState, ClientInput>> for DualError {
+    fn from(e: NoTransition<ClientState, ClientInput>) -> Self {
+        DualError::ClientTransition(e)
+    }
+}
+
+impl From<NoTransition<PlayerState, PlayerInput>> for DualError {
+    fn from(e: NoTransition<PlayerState, PlayerInput>) -> Self {
+        DualError::PlayerTransition(e)
+    }
 }

@@ -9,6 +9,7 @@ use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{DualError, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::{SessionConfig, SessionCore, Undelivered, Verdict};
+use crate::tables::{fire, NoTransition};
 use crate::time::{Duration, Instant};
 use crate::token::{Token, TokenSource};
 use crate::wire::{
@@ -95,9 +96,10 @@ pub enum PlayerInput {
     MainClosed,
 }
 
-/// Every change of a player's state on the server: (state, input, next state). An input
-/// not listed for a state does not change it (a `FEED_INIT` while `MainLost` and a
-/// `CONNECTION` during the handshake are refused with `CONN_FAILED`).
+/// Every change of a player's state on the server: (state, input, next state), and the only
+/// way a player moves ([`tables::fire`](crate::tables::fire)). An input not listed for a
+/// state is refused with `CONN_FAILED` (a `FEED_INIT` while `MainLost` and a `CONNECTION`
+/// during the handshake: `NOT_RESUMABLE`; anything else: `UNEXPECTED_MESSAGE`).
 ///
 /// A player is created in [`PlayerState::AwaitFeedInit`] by a `CONN_INIT` on a fresh
 /// `main`, and removed (its id free again) by a refusal or a `main` closed during its
@@ -143,14 +145,6 @@ pub const SERVER_TRANSITIONS: &[(PlayerState, PlayerInput, PlayerState)] = &[
         PlayerState::Connected,
     ),
 ];
-
-/// The next state after `input` in `state`, from [`SERVER_TRANSITIONS`].
-fn server_next(state: PlayerState, input: PlayerInput) -> Option<PlayerState> {
-    SERVER_TRANSITIONS
-        .iter()
-        .find(|(s, i, _)| *s == state && *i == input)
-        .map(|(_, _, n)| *n)
-}
 
 /// What the application can ask of the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,16 +294,10 @@ pub struct DualServer<T> {
 }
 
 impl Player {
-    /// Moves the player by [`SERVER_TRANSITIONS`]; `false` (and no change) if the table
-    /// has no row for the input in this state.
-    fn step(&mut self, input: PlayerInput) -> bool {
-        match server_next(self.state, input) {
-            Some(next) => {
-                self.state = next;
-                true
-            }
-            None => false,
-        }
+    /// Fires `input` through [`SERVER_TRANSITIONS`]; on a missing row the player stays.
+    fn step(&mut self, input: PlayerInput) -> Result<(), NoTransition<PlayerState, PlayerInput>> {
+        self.state = fire(SERVER_TRANSITIONS, self.state, input)?;
+        Ok(())
     }
 }
 
@@ -571,9 +559,13 @@ impl<T: TokenSource> DualServer<T> {
                 } else if pl.and_then(|p| p.token_b) != Some(token_b) {
                     self.fail_player(id, FailReason::WrongToken);
                 } else {
+                    let fired = self
+                        .player_mut(id)
+                        .map(|pl| pl.step(PlayerInput::FinalAuth));
+                    if !matches!(fired, Some(Ok(()))) {
+                        return self.fail_player(id, FailReason::UnexpectedMessage);
+                    }
                     if let Some(pl) = self.player_mut(id) {
-                        let moved = pl.step(PlayerInput::FinalAuth);
-                        debug_assert!(moved, "AwaitFinalAuth -FinalAuth-> is a row");
                         pl.announced = true;
                         pl.deadline = None;
                     }
@@ -696,9 +688,11 @@ impl<T: TokenSource> DualServer<T> {
                 if pl.token_b != Some(token) {
                     return self.refuse_main(link, FailReason::WrongToken);
                 }
-                if !matches!(pl.state, PlayerState::Connected | PlayerState::MainLost) {
+                // Only a session that finished its handshake can be resumed: the table says
+                // which (the move itself is made below, once the old link is dealt with).
+                let Ok(next) = fire(SERVER_TRANSITIONS, pl.state, PlayerInput::Connection) else {
                     return self.refuse_main(link, FailReason::NotResumable);
-                }
+                };
                 // The new transport replaces the old one, if the old one is still open.
                 let old = pl.main;
                 if let Some(old) = old.filter(|o| *o != link) {
@@ -710,8 +704,7 @@ impl<T: TokenSource> DualServer<T> {
                     self.out.event(ServerEvent::MainLost { player });
                 }
                 if let Some(pl) = self.player_mut(player) {
-                    let moved = pl.step(PlayerInput::Connection);
-                    debug_assert!(moved, "Connected/MainLost -Connection-> is a row");
+                    pl.state = next;
                     pl.main = Some(link);
                     pl.deadline = None;
                 }
@@ -747,11 +740,15 @@ impl<T: TokenSource> DualServer<T> {
         pl.main = None;
         pl.core.link_down();
         match pl.state {
+            // A MainLost player has no `main`, so only Connected gets here.
             PlayerState::Connected | PlayerState::MainLost => {
-                // A MainLost player has no `main`, so only Connected gets here.
-                pl.step(PlayerInput::MainClosed);
-                pl.deadline = Some(until);
-                self.out.event(ServerEvent::MainLost { player: id });
+                match pl.step(PlayerInput::MainClosed) {
+                    Ok(()) => {
+                        pl.deadline = Some(until);
+                        self.out.event(ServerEvent::MainLost { player: id });
+                    }
+                    Err(e) => self.error = Some(e.into()),
+                }
             }
             // A handshake cut short is forgotten.
             PlayerState::AwaitFeedInit | PlayerState::AwaitFinalAuth => {
@@ -868,9 +865,11 @@ impl<T: TokenSource> DualServer<T> {
         if pl.token_a != token_a {
             return self.refuse_feed(link, Some(player), FailReason::WrongToken);
         }
-        if pl.state == PlayerState::MainLost {
+        // A player whose `main` is lost must resume `main` first: the table has no
+        // FEED_INIT row there (the move itself is made below, once the link is bound).
+        let Ok(next) = fire(SERVER_TRANSITIONS, pl.state, PlayerInput::FeedInit) else {
             return self.refuse_feed(link, Some(player), FailReason::NotResumable);
-        }
+        };
         let had_token_b = pl.token_b;
         let token_b = match had_token_b {
             Some(t) => t,
@@ -890,8 +889,7 @@ impl<T: TokenSource> DualServer<T> {
         pl.token_b = Some(token_b);
         pl.last_feed_rx = now;
         let rebound = pl.state == PlayerState::Connected;
-        let moved = pl.step(PlayerInput::FeedInit);
-        debug_assert!(moved, "FeedInit is a row in every state but MainLost");
+        pl.state = next;
         if let Some(old) = old {
             self.feeds.remove(&old.id);
             self.out.close(old);
@@ -1027,26 +1025,91 @@ impl<T: TokenSource> Machine for DualServer<T> {
     fn poll_timeout(&self) -> Option<Instant> {
         self.out.timeout(self.now, self.deadline())
     }
+
+    /// Never: the server serves until it is dropped (players leave, the server does not).
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
+    const STATES: [PlayerState; 4] = [
+        PlayerState::AwaitFeedInit,
+        PlayerState::AwaitFinalAuth,
+        PlayerState::Connected,
+        PlayerState::MainLost,
+    ];
+    const INPUTS: [PlayerInput; 4] = [
+        PlayerInput::FeedInit,
+        PlayerInput::FinalAuth,
+        PlayerInput::Connection,
+        PlayerInput::MainClosed,
+    ];
+
     #[test]
     fn main_lost_refuses_feed_init_and_resumes_by_connection() {
+        let f = |s, i| fire(SERVER_TRANSITIONS, s, i).ok();
+        assert_eq!(f(PlayerState::MainLost, PlayerInput::FeedInit), None);
+        assert_eq!(f(PlayerState::AwaitFeedInit, PlayerInput::Connection), None);
         assert_eq!(
-            server_next(PlayerState::MainLost, PlayerInput::FeedInit),
-            None
-        );
-        assert_eq!(
-            server_next(PlayerState::AwaitFeedInit, PlayerInput::Connection),
-            None
-        );
-        assert_eq!(
-            server_next(PlayerState::MainLost, PlayerInput::Connection),
+            f(PlayerState::MainLost, PlayerInput::Connection),
             Some(PlayerState::Connected)
         );
+    }
+
+    /// A pair without a row is the typed error and leaves the player as it was; a pair
+    /// with a row moves it to its target.
+    fn check(from: PlayerState, input: PlayerInput) -> Result<(), TestCaseError> {
+        let row = SERVER_TRANSITIONS
+            .iter()
+            .find(|(s, i, _)| *s == from && *i == input);
+        let mut pl = Player {
+            state: from,
+            announced: false,
+            main: None,
+            feed: None,
+            token_a: Token::new(&[1; 16]).unwrap(),
+            token_b: None,
+            feed_tx: FeedSender::new(SERVER_SENDER),
+            feed_rx: FeedReceiver::new(64),
+            deadline: None,
+            last_feed_rx: Instant::ZERO,
+            last_feed_tx: Instant::ZERO,
+            core: SessionCore::at_most_once(1, Instant::ZERO),
+        };
+        let got = pl.step(input);
+        match row {
+            Some(&(_, _, to)) => {
+                prop_assert_eq!(got, Ok(()));
+                prop_assert_eq!(pl.state, to);
+            }
+            None => {
+                prop_assert_eq!(got, Err(NoTransition { state: from, input }));
+                prop_assert_eq!(pl.state, from);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn step_follows_the_table(s in 0..STATES.len(), i in 0..INPUTS.len()) {
+            check(STATES[s], INPUTS[i])?;
+        }
+    }
+
+    #[test]
+    fn step_follows_the_table_on_every_pair() {
+        for s in STATES {
+            for i in INPUTS {
+                check(s, i).unwrap();
+            }
+        }
     }
 }
 

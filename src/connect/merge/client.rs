@@ -123,6 +123,8 @@ pub struct Client {
     handshake_deadline: Option<Instant>,
     give_up_at: Option<Instant>,
     ended: Option<EndReason>,
+    /// A move the table refused while handling the current input, returned by it.
+    error: Option<Error>,
     stale: u64,
     outbox: Outbox<ClientEvent>,
     now: Instant,
@@ -152,6 +154,7 @@ impl Client {
             handshake_deadline: Some(now + cfg.handshake_timeout),
             give_up_at: Some(now + cfg.give_up_after),
             ended: None,
+            error: None,
             stale: 0,
             outbox,
             now,
@@ -193,7 +196,11 @@ impl Client {
             self.outbox.close(link);
             return;
         }
-        self.node.apply(Step::Opened);
+        if let Err(e) = self.node.apply(Step::Opened) {
+            self.outbox.close(link);
+            self.error = Some(e.into());
+            return;
+        }
         self.link = Some(link);
         self.reader = Some(LinkReader::new(self.cfg.encoding, self.cfg.max_message));
         self.reconnect_at = None;
@@ -261,7 +268,9 @@ impl Client {
             // CONNECTION step 4: the server's token; step 5: send ours again.
             (Status::Open, Incoming::Token(t)) => {
                 self.node.remote = Some(t);
-                self.node.apply(Step::RemoteToken);
+                if self.node.apply(Step::RemoteToken).is_err() {
+                    return self.fault(FailReason::UnexpectedMessage);
+                }
                 if let Some(link) = self.link {
                     codec::send_token(&mut self.outbox, self.cfg.encoding, link, &n.local);
                 }
@@ -269,17 +278,23 @@ impl Client {
             // Steps 6-8: the server's confirmation; merge.
             (Status::Preconnected, Incoming::Token(t)) if !self.resuming && n.remote == Some(t) => {
                 self.node.merged = Some(n.local.merge(&t));
-                self.node.apply(Step::Confirmed);
+                if self.node.apply(Step::Confirmed).is_err() {
+                    return self.fault(FailReason::UnexpectedMessage);
+                }
                 self.connected(Outcome::Fresh, false);
             }
             // RECONNECTION steps 11-12: the fresh server node's token.
             (Status::Reconnecting, Incoming::Token(t)) if self.resuming => {
                 self.node.remote = Some(t);
-                self.node.apply(Step::RemoteToken);
+                if self.node.apply(Step::RemoteToken).is_err() {
+                    self.fault(FailReason::UnexpectedMessage);
+                }
             }
             // Step 15: the server echoes the merged token: resumed.
             (Status::Preconnected, Incoming::Resume(m)) if self.resuming && n.merged == Some(m) => {
-                self.node.apply(Step::Resumed);
+                if self.node.apply(Step::Resumed).is_err() {
+                    return self.fault(FailReason::UnexpectedMessage);
+                }
                 self.connected(Outcome::Resumed, true);
             }
             // The server forgot the session and confirmed its token instead: a fresh session
@@ -294,7 +309,9 @@ impl Client {
                     }
                 }
                 self.resuming = false;
-                self.node.apply(Step::Confirmed);
+                if self.node.apply(Step::Confirmed).is_err() {
+                    return self.fault(FailReason::UnexpectedMessage);
+                }
                 self.connected(Outcome::Fresh, true);
             }
             // DISCONNECTION: the server ended the session for good.
@@ -377,20 +394,23 @@ impl Client {
         self.reader = None;
         self.handshake_deadline = None;
         let had_session = self.node.merged.is_some();
-        match self.node.status {
-            Status::Connected => {
-                self.node.apply(Step::TransportLost);
+        let fired = match self.node.status {
+            Status::Connected => self.node.apply(Step::TransportLost).map(|()| {
                 self.outbox.event(ClientEvent::Lost);
                 self.give_up_at = Some(self.now + self.cfg.give_up_after);
-            }
+            }),
             Status::Preconnected | Status::Reconnecting if had_session => {
-                self.node.apply(Step::TransportLost);
+                self.node.apply(Step::TransportLost)
             }
             Status::Open | Status::Preconnected => {
                 self.node.remote = None;
-                self.node.apply(Step::HandshakeFailed);
+                self.node.apply(Step::HandshakeFailed)
             }
-            Status::Reconnecting | Status::Disconnected => {}
+            // RECONNECTING without a session cannot be; DISCONNECTED never gets here.
+            Status::Reconnecting | Status::Disconnected => Ok(()),
+        };
+        if let Err(e) = fired {
+            self.error = Some(e.into());
         }
         self.resuming = false;
         if self.give_up_at.is_none() {
@@ -407,8 +427,8 @@ impl Client {
             EndReason::GaveUp | EndReason::Expired | EndReason::Refused(_) => Step::Expired,
             EndReason::LocalDisconnect | EndReason::PeerDisconnect => Step::FormalDisconnect,
         };
-        if !self.node.apply(step) {
-            self.node.status = Status::Disconnected;
+        if let Err(e) = self.node.apply(step) {
+            self.error = Some(e.into());
         }
         self.reader = None;
         self.resuming = false;
@@ -492,15 +512,17 @@ impl Machine for Client {
                 _ => Err(Error::Ended(reason)),
             };
         }
+        let mut result = Ok(());
         match input {
             Input::Opened(link) => self.on_opened(link),
             Input::Received(link, bytes) => self.on_received(link, bytes),
             Input::Closed(link) if self.link == Some(link) => self.lose_transport(),
             Input::Closed(_) => self.stale += 1,
             Input::Timeout => self.on_timeout(),
-            Input::Command(cmd) => return self.on_command(cmd),
+            Input::Command(cmd) => result = self.on_command(cmd),
         }
-        Ok(())
+        // A move the table refused on the way is this input's error.
+        self.error.take().map_or(result, Err)
     }
 
     fn poll_output(&mut self) -> Output<ClientEvent> {
@@ -512,6 +534,11 @@ impl Machine for Client {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.outbox.timeout(self.now, self.deadline())
+    }
+
+    /// Ended for good (DISCONNECTED: formal disconnection, given up, or refused for good).
+    fn is_closed(&self) -> bool {
+        self.ended.is_some()
     }
 }
 
@@ -644,6 +671,7 @@ mod handover {
                 handshake_deadline: Some(now + cfg.handshake_timeout),
                 give_up_at: Some(now + give_up),
                 ended: None,
+                error: None,
                 stale: 0,
                 outbox,
                 now,

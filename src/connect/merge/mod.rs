@@ -61,10 +61,12 @@ mod snapshot;
 pub use crate::session::{EndReason, Outcome, SessionConfig};
 pub use crate::token::TokenSource;
 pub use client::{Client, ClientCommand, ClientEvent};
-pub use node::{transition, NodeView, Status, Step, TRANSITIONS};
+pub use node::{NodeView, Status, Step, TRANSITIONS};
 pub use server::{Server, ServerCommand, ServerEvent, SessionId};
 pub use snapshot::{ClientSnapshot, SessionSnapshot};
 
+use crate::driver::{HasOrigin, Origin};
+use crate::tables::NoTransition;
 use crate::time::Duration;
 use crate::wire::DEFAULT_MAX_FRAME;
 
@@ -115,6 +117,41 @@ pub enum Error {
     /// The caller reported a link id that is already open.
     #[error("link {0} is already open")]
     DuplicateLink(u64),
+    /// The caller's input asked the node for a move [`TRANSITIONS`] does not have (e.g. a
+    /// transport reported open while the node holds one); the node did not move. A peer's
+    /// message that does so is refused on the wire (CONN_FAILED) instead.
+    #[error(transparent)]
+    NoTransition(#[from] NoTransition<Status, Step>),
+}
+
+impl Error {
+    /// Who misbehaved: every error of the token-merge machines is the local caller's (a
+    /// peer that breaks the protocol is told with CONN_FAILED and dropped, never an error).
+    pub fn origin(&self) -> Origin {
+        match self {
+            Error::QueueFull { .. }
+            | Error::Ended(_)
+            | Error::NotDopText
+            | Error::AmbiguousDopMessage
+            | Error::Reserved
+            | Error::BadLocalToken(_)
+            | Error::UnknownSession(_)
+            | Error::DuplicateLink(_)
+            | Error::NoTransition(_) => Origin::Local,
+        }
+    }
+
+    /// Whether the machine that returned it is ended for good (the client after
+    /// [`Error::Ended`]; every later call but the echo of its close returns it again).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Ended(_))
+    }
+}
+
+impl HasOrigin for Error {
+    fn origin(&self) -> Origin {
+        Error::origin(self)
+    }
 }
 
 /// The client's configuration. `Default` gives the values documented on each field.

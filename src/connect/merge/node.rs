@@ -4,6 +4,7 @@
 //! [`Client`](super::Client) and [`Server`](super::Server)).
 
 use crate::driver::Link;
+use crate::tables::{fire, NoTransition};
 use crate::token::Token;
 
 /// A node's status, with the numbers dop's proposal gives them (they never go on the wire).
@@ -45,14 +46,21 @@ pub enum Step {
     /// The merged token was sent or received as a formal disconnection (or the application
     /// ended the node locally).
     FormalDisconnect,
-    /// The client gave up reconnecting, or the server forgot the session.
+    /// The client gave up reconnecting or was refused for good, or the server forgot the
+    /// session.
     Expired,
 }
 
-/// The transition table: `(from, step, to)`, every legal move of a node. A `(state, step)`
-/// pair absent from the table is a protocol error (the transport is closed, the peer told).
+/// The transition table: `(from, step, to)`, every legal move of a node, and the only way
+/// a node moves ([`tables::fire`](crate::tables::fire)). A `(state, step)` pair absent from
+/// the table is a protocol error (the transport is closed, the peer told).
 ///
-/// [`transition`] is the same table as a `match`; a test checks that the two agree.
+/// ```
+/// use tether::connect::merge::{Status, Step, TRANSITIONS};
+/// use tether::tables::fire;
+/// assert_eq!(fire(TRANSITIONS, Status::Open, Step::RemoteToken), Ok(Status::Preconnected));
+/// assert!(fire(TRANSITIONS, Status::Disconnected, Step::Resumed).is_err());
+/// ```
 pub const TRANSITIONS: &[(Status, Step, Status)] = {
     use Status::*;
     use Step::*;
@@ -70,6 +78,8 @@ pub const TRANSITIONS: &[(Status, Step, Status)] = {
         (Preconnected, Expired, Disconnected),
         (Connected, TransportLost, Reconnecting),
         (Connected, FormalDisconnect, Disconnected),
+        // The server refused a connected session for good (CONN_FAILED SESSION_ENDED...).
+        (Connected, Expired, Disconnected),
         (Reconnecting, Opened, Reconnecting),
         (Reconnecting, RemoteToken, Preconnected),
         (Reconnecting, Resumed, Connected),
@@ -78,47 +88,6 @@ pub const TRANSITIONS: &[(Status, Step, Status)] = {
         (Reconnecting, Expired, Disconnected),
     ]
 };
-
-/// The next status after `step` in `from`, or `None` if the move is not in the table.
-///
-/// ```
-/// use tether::connect::merge::{transition, Status, Step};
-/// assert_eq!(transition(Status::Open, Step::RemoteToken), Some(Status::Preconnected));
-/// assert_eq!(transition(Status::Disconnected, Step::Resumed), None);
-/// ```
-pub const fn transition(from: Status, step: Step) -> Option<Status> {
-    use Status::*;
-    use Step::*;
-    Some(match (from, step) {
-        // CONNECTION, steps 1-8: token, token again, merge.
-        (Open, Opened) => Open,
-        (Open, RemoteToken) => Preconnected,
-        (Preconnected, Confirmed) => Connected,
-        // RECONNECTION, steps 9-15: the client sends the merged token on a new transport,
-        // takes the server's fresh token (PRECONNECTED), then its echo (CONNECTED); the
-        // server's old node adopts the transport (RECONNECTING -> CONNECTED).
-        (Connected, TransportLost) => Reconnecting,
-        (Reconnecting, Opened) => Reconnecting,
-        (Reconnecting, RemoteToken) => Preconnected,
-        (Preconnected, Resumed) => Connected,
-        (Reconnecting, Resumed) => Connected,
-        (Preconnected, TransportLost) => Reconnecting,
-        (Reconnecting, TransportLost) => Reconnecting,
-        // A first handshake that fails is simply tried again (dop let the node linger).
-        (Open, HandshakeFailed) => Open,
-        (Preconnected, HandshakeFailed) => Open,
-        // DISCONNECTION: for good.
-        (Connected, FormalDisconnect) => Disconnected,
-        (Open, FormalDisconnect) => Disconnected,
-        (Preconnected, FormalDisconnect) => Disconnected,
-        (Reconnecting, FormalDisconnect) => Disconnected,
-        // Timers dop did not have: the client gives up, the server forgets.
-        (Open, Expired) => Disconnected,
-        (Preconnected, Expired) => Disconnected,
-        (Reconnecting, Expired) => Disconnected,
-        _ => return None,
-    })
-}
 
 /// A node's tokens and status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,17 +108,11 @@ impl Node {
         }
     }
 
-    /// Applies `step` if the table allows it; returns whether it did. A refused step leaves
-    /// the node unchanged (callers only apply steps they matched on, so a `false` is a bug
-    /// that shows in tests, never a panic).
-    pub fn apply(&mut self, step: Step) -> bool {
-        match transition(self.status, step) {
-            Some(next) => {
-                self.status = next;
-                true
-            }
-            None => false,
-        }
+    /// Fires `step` through [`TRANSITIONS`]: the node moves to the row's target, or stays
+    /// as it is and the caller gets the missing row to act on.
+    pub fn apply(&mut self, step: Step) -> Result<(), NoTransition<Status, Step>> {
+        self.status = fire(TRANSITIONS, self.status, step)?;
+        Ok(())
     }
 
     pub fn view(&self, link: Option<Link>) -> NodeView {
@@ -181,6 +144,7 @@ pub struct NodeView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const ALL_STATUS: [Status; 5] = [
         Status::Open,
@@ -200,15 +164,46 @@ mod tests {
         Step::Expired,
     ];
 
+    /// A pair without a row is the typed error and leaves the node as it was; a pair with a
+    /// row moves the node to its target.
+    fn check(from: Status, step: Step) -> Result<(), TestCaseError> {
+        let row = TRANSITIONS
+            .iter()
+            .find(|(f, s, _)| *f == from && *s == step);
+        let mut node = Node::new(Token::new(&[b'a'; 16]).unwrap());
+        node.status = from;
+        let got = node.apply(step);
+        match row {
+            Some(&(_, _, to)) => {
+                prop_assert_eq!(got, Ok(()));
+                prop_assert_eq!(node.status, to);
+            }
+            None => {
+                prop_assert_eq!(
+                    got,
+                    Err(NoTransition {
+                        state: from,
+                        input: step
+                    })
+                );
+                prop_assert_eq!(node.status, from);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn apply_follows_the_table(from in 0..ALL_STATUS.len(), step in 0..ALL_STEPS.len()) {
+            check(ALL_STATUS[from], ALL_STEPS[step])?;
+        }
+    }
+
     #[test]
-    fn table_and_match_agree_on_every_pair() {
+    fn apply_follows_the_table_on_every_pair() {
         for from in ALL_STATUS {
             for step in ALL_STEPS {
-                let in_table = TRANSITIONS
-                    .iter()
-                    .find(|(f, s, _)| *f == from && *s == step)
-                    .map(|(_, _, to)| *to);
-                assert_eq!(in_table, transition(from, step), "{from:?} {step:?}");
+                check(from, step).unwrap();
             }
         }
     }
@@ -216,7 +211,7 @@ mod tests {
     #[test]
     fn disconnected_is_final_and_status_numbers_match_the_document() {
         for step in ALL_STEPS {
-            assert_eq!(transition(Status::Disconnected, step), None);
+            assert!(fire(TRANSITIONS, Status::Disconnected, step).is_err());
         }
         let numbers: [u8; 5] = ALL_STATUS.map(|s| s as u8);
         assert_eq!(numbers, [0, 1, 2, 3, 4]);

@@ -493,9 +493,12 @@ impl<S: TokenSource> Server<S> {
         match (node.status, item) {
             // CONNECTION step 3-5: the client's token; send ours again to confirm.
             (Status::Open, Incoming::Token(t)) => {
-                if let Some(p) = self.pending.get_mut(&link.id) {
+                let fired = self.pending.get_mut(&link.id).map(|p| {
                     p.node.remote = Some(t);
-                    p.node.apply(Step::RemoteToken);
+                    p.node.apply(Step::RemoteToken)
+                });
+                if let Some(Err(_)) = fired {
+                    return self.refuse(link, FailReason::UnexpectedMessage);
                 }
                 codec::send_token(&mut self.outbox, self.cfg.encoding, link, &node.local);
             }
@@ -544,7 +547,9 @@ impl<S: TokenSource> Server<S> {
                     return;
                 };
                 p.node.remote = Some(m);
-                p.node.apply(Step::RemoteToken);
+                if p.node.apply(Step::RemoteToken).is_err() {
+                    return self.refuse(link, FailReason::UnexpectedMessage);
+                }
                 let local = p.node.local;
                 codec::send_token(&mut self.outbox, self.cfg.encoding, link, &local);
             }
@@ -560,9 +565,11 @@ impl<S: TokenSource> Server<S> {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        if s.node.apply(Step::Resumed).is_err() {
+            return self.refuse(link, FailReason::NotResumable);
+        }
         s.link = Some(link);
         s.reader = Some(p.reader);
-        s.node.apply(Step::Resumed);
         let merged = s.node.merged;
         self.links.insert(link.id, id);
         self.set_expiry(id, None);
@@ -606,7 +613,9 @@ impl<S: TokenSource> Server<S> {
         };
         let mut node = p.node;
         node.merged = Some(merged);
-        node.apply(Step::Confirmed);
+        if node.apply(Step::Confirmed).is_err() {
+            return self.refuse(link, FailReason::UnexpectedMessage);
+        }
         let id = SessionId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
         self.by_token.insert((fingerprint(&merged), id));
@@ -698,7 +707,10 @@ impl<S: TokenSource> Server<S> {
         }
         s.reader = None;
         s.core.link_down();
-        s.node.apply(Step::TransportLost);
+        if s.node.apply(Step::TransportLost).is_err() {
+            // A session the table cannot move waits for nothing: it is forgotten.
+            return self.end(id, EndReason::Expired);
+        }
         let at = self.now + self.cfg.resume_grace;
         self.set_live(id, None);
         self.set_expiry(id, Some(at));
@@ -852,6 +864,11 @@ impl<S: TokenSource> Machine for Server<S> {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.outbox.timeout(self.now, self.deadline())
+    }
+
+    /// Never: the registry serves until it is dropped (sessions end, the server does not).
+    fn is_closed(&self) -> bool {
+        false
     }
 }
 

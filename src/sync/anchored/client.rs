@@ -2,6 +2,7 @@
 
 use super::standalone::SessionCore;
 use super::{AbortReason, AnchoredError, ClientStore, Step};
+use crate::tables::fire_to;
 use crate::time::{Duration, Instant};
 use crate::wire::anchored::{status, MAX_ITEMS};
 use crate::wire::{AnchoredMessage, Change, DecodeError, MapEntry, Message, SyncType};
@@ -282,8 +283,7 @@ impl<S: ClientStore> ClientSession<S> {
             session: id,
             client: self.config.client_id.clone(),
         });
-        self.go(ClientTrigger::Start, ClientState::AwaitAuthRequest);
-        Ok(())
+        self.go(ClientTrigger::Start, ClientState::AwaitAuthRequest)
     }
 
     /// One message from the server.
@@ -319,7 +319,7 @@ impl<S: ClientStore> ClientSession<S> {
                     }
                 };
                 self.out.push_back(Step::Event(event));
-                self.go(ClientTrigger::Status, S::Idle);
+                self.step(ClientTrigger::Status, S::Idle)?;
                 Ok(())
             }
             (S::AwaitAuthRequest, M::AuthRequest { session }) => {
@@ -327,7 +327,7 @@ impl<S: ClientStore> ClientSession<S> {
                     session,
                     credentials: self.config.credentials.clone(),
                 });
-                self.go(ClientTrigger::AuthRequest, S::AwaitAuthResult);
+                self.step(ClientTrigger::AuthRequest, S::AwaitAuthResult)?;
                 Ok(())
             }
             (S::AwaitAuthResult, M::AnchorRequest { session }) => {
@@ -335,7 +335,7 @@ impl<S: ClientStore> ClientSession<S> {
                     session,
                     last: self.store.last_anchor(),
                 });
-                self.go(ClientTrigger::AnchorRequest, S::AwaitAlert);
+                self.step(ClientTrigger::AnchorRequest, S::AwaitAlert)?;
                 Ok(())
             }
             (S::AwaitAuthResult | S::AwaitAlert, M::Alert { sync, next, .. }) => {
@@ -349,10 +349,10 @@ impl<S: ClientStore> ClientSession<S> {
             ) => {
                 if active.map.is_empty() {
                     self.send_changes_chunk();
-                    self.go(ClientTrigger::MapAck, S::SendingChanges);
+                    self.step(ClientTrigger::MapAck, S::SendingChanges)?;
                 } else {
                     self.send_map_chunk(false);
-                    self.go(ClientTrigger::MapAck, S::SendingEarlyMap);
+                    self.step(ClientTrigger::MapAck, S::SendingEarlyMap)?;
                 }
                 Ok(())
             }
@@ -368,10 +368,10 @@ impl<S: ClientStore> ClientSession<S> {
                     return Ok(());
                 };
                 if active.chunk_last {
-                    self.go(ClientTrigger::FinalStatuses, S::ReceivingChanges);
+                    self.step(ClientTrigger::FinalStatuses, S::ReceivingChanges)?;
                 } else {
                     self.send_changes_chunk();
-                    self.go(ClientTrigger::Statuses, S::SendingChanges);
+                    self.step(ClientTrigger::Statuses, S::SendingChanges)?;
                 }
                 Ok(())
             }
@@ -405,9 +405,9 @@ impl<S: ClientStore> ClientSession<S> {
                     }
                     let last = self.map_chunk_is_last();
                     self.send_map_chunk(last);
-                    self.go(ClientTrigger::FinalChanges, S::SendingMap);
+                    self.step(ClientTrigger::FinalChanges, S::SendingMap)?;
                 } else {
-                    self.go(ClientTrigger::Changes, S::ReceivingChanges);
+                    self.step(ClientTrigger::Changes, S::ReceivingChanges)?;
                 }
                 Ok(())
             }
@@ -429,11 +429,11 @@ impl<S: ClientStore> ClientSession<S> {
                         sent,
                         received,
                     }));
-                    self.go(ClientTrigger::FinalMapAck, S::Idle);
+                    self.step(ClientTrigger::FinalMapAck, S::Idle)?;
                 } else {
                     let last = self.map_chunk_is_last();
                     self.send_map_chunk(last);
-                    self.go(ClientTrigger::MapAck, S::SendingMap);
+                    self.step(ClientTrigger::MapAck, S::SendingMap)?;
                 }
                 Ok(())
             }
@@ -449,8 +449,9 @@ impl<S: ClientStore> ClientSession<S> {
         self.bad_input(AnchoredError::Malformed(err))
     }
 
-    /// The deadline passed: a stalled session ends with status 408.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// The deadline passed: a stalled session ends with status 408. (An error only if the
+    /// table could not end the session, which it can from every state of a session.)
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), AnchoredError> {
         if let Some(a) = self.session.as_ref() {
             if now >= a.deadline {
                 let session = a.id;
@@ -458,16 +459,19 @@ impl<S: ClientStore> ClientSession<S> {
                     session,
                     code: status::TIMEOUT,
                 });
-                self.abort(AbortReason::Timeout, ClientTrigger::Timeout);
+                self.abort(AbortReason::Timeout, ClientTrigger::Timeout)?;
             }
         }
+        Ok(())
     }
 
-    /// The transport is gone: the session is cut, anchors untouched.
-    pub fn cut(&mut self, _now: Instant) {
+    /// The transport is gone: the session is cut, anchors untouched. (An error only if the
+    /// table could not end the session, which it can from every state of a session.)
+    pub fn cut(&mut self, _now: Instant) -> Result<(), AnchoredError> {
         if self.session.is_some() {
-            self.abort(AbortReason::Cut, ClientTrigger::Cut);
+            self.abort(AbortReason::Cut, ClientTrigger::Cut)?;
         }
+        Ok(())
     }
 
     /// The next output.
@@ -484,23 +488,35 @@ impl<S: ClientStore> ClientSession<S> {
         self.out.push_back(Step::Send(m));
     }
 
-    fn go(&mut self, trigger: ClientTrigger, next: ClientState) {
+    /// Moves the session to `next` if [`CLIENT_TRANSITIONS`] has the row (the client picks
+    /// `next` where the table allows two); else it stays and the missing row is the error.
+    fn go(&mut self, trigger: ClientTrigger, next: ClientState) -> Result<(), AnchoredError> {
         let from = self.state();
+        let next = fire_to(CLIENT_TRANSITIONS, from, trigger, next)
+            .map_err(AnchoredError::ClientTransition)?;
         self.last_transition = Some((from, trigger, next));
         if next == ClientState::Idle {
             self.session = None;
         } else if let Some(a) = self.session.as_mut() {
             a.state = next;
         }
+        Ok(())
     }
 
-    fn abort(&mut self, reason: AbortReason, trigger: ClientTrigger) {
+    /// [`go`](Self::go) for a move the server's message asked for: a missing row is the
+    /// server's bad input, told with status 400.
+    fn step(&mut self, trigger: ClientTrigger, next: ClientState) -> Result<(), AnchoredError> {
+        self.go(trigger, next).map_err(|e| self.bad_input(e))
+    }
+
+    fn abort(&mut self, reason: AbortReason, trigger: ClientTrigger) -> Result<(), AnchoredError> {
         if let Some(a) = self.session.as_ref() {
             let session = a.id;
+            self.go(trigger, ClientState::Idle)?;
             self.out
                 .push_back(Step::Event(ClientEvent::Aborted { session, reason }));
-            self.go(trigger, ClientState::Idle);
         }
+        Ok(())
     }
 
     fn bad_input(&mut self, err: AnchoredError) -> AnchoredError {
@@ -510,7 +526,9 @@ impl<S: ClientStore> ClientSession<S> {
                 session,
                 code: status::BAD_REQUEST,
             });
-            self.abort(AbortReason::BadInput, ClientTrigger::BadInput);
+            if let Err(e) = self.abort(AbortReason::BadInput, ClientTrigger::BadInput) {
+                return e;
+            }
         }
         err
     }
@@ -555,7 +573,7 @@ impl<S: ClientStore> ClientSession<S> {
                     code: status::REFRESH_REQUIRED,
                 });
             }
-            self.abort(AbortReason::TooManyItems, ClientTrigger::BadInput);
+            self.abort(AbortReason::TooManyItems, ClientTrigger::BadInput)?;
             return Err(AnchoredError::TooManyItems(self.config.max_session_items));
         }
         let early = !map.is_empty();
@@ -569,10 +587,10 @@ impl<S: ClientStore> ClientSession<S> {
             // Map entries of an interrupted session go first, so the server knows every
             // record the client got from it before it reads the client's changes.
             self.send_map_chunk(false);
-            self.go(ClientTrigger::Alert, ClientState::SendingEarlyMap);
+            self.step(ClientTrigger::Alert, ClientState::SendingEarlyMap)?;
         } else {
             self.send_changes_chunk();
-            self.go(ClientTrigger::Alert, ClientState::SendingChanges);
+            self.step(ClientTrigger::Alert, ClientState::SendingChanges)?;
         }
         Ok(())
     }
@@ -737,10 +755,10 @@ impl<S: ClientStore> SessionCore for ClientSession<S> {
             ClientCommand::Start => self.start(now),
         }
     }
-    fn timeout(&mut self, now: Instant) {
+    fn timeout(&mut self, now: Instant) -> Result<(), AnchoredError> {
         self.handle_timeout(now)
     }
-    fn cut(&mut self, now: Instant) {
+    fn cut(&mut self, now: Instant) -> Result<(), AnchoredError> {
         ClientSession::cut(self, now)
     }
     fn poll(&mut self) -> Option<Step<ClientEvent>> {

@@ -68,6 +68,8 @@ pub use server::{
 pub use standalone::{SessionCore, Standalone};
 pub use store::{ClientStore, MemClientStore, MemServerStore, ServerStore};
 
+use crate::driver::{HasOrigin, Origin};
+use crate::tables::NoTransition;
 use crate::wire::{AnchoredMessage, DecodeError};
 
 /// A standalone anchored-sync client over one `main` link.
@@ -100,8 +102,9 @@ pub enum AbortReason {
     TooManyItems,
 }
 
-/// Why an input was refused. None is fatal to the machine: a bad input ends the current
-/// session (the peer is told with a status) and the next session starts clean.
+/// Why an input was refused. None is fatal to the session cores: a bad input ends the
+/// current session (the peer is told with a status) and the next session starts clean. The
+/// one fatal error is [`AnchoredError::Frame`], of the [`Standalone`] machine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AnchoredError {
@@ -152,4 +155,57 @@ pub enum AnchoredError {
     /// A session start with no transport open.
     #[error("no transport is open")]
     NoLink,
+    /// The stream on `main` cannot be read past a bad frame length (the peer was told with
+    /// status 400 and the transport closed). Fatal to [`Standalone`], and sticky.
+    #[error("fatal framing error: {0}")]
+    Frame(DecodeError),
+    /// The client was asked for a move [`CLIENT_TRANSITIONS`] does not have; it did not
+    /// move. When the server's message asked for it, the server was told with status 400.
+    #[error("anchored client: {0}")]
+    ClientTransition(NoTransition<ClientState, ClientTrigger>),
+    /// The server was asked for a move [`SERVER_TRANSITIONS`] does not have; it did not
+    /// move. When the client's message asked for it, the client was told with status 400.
+    #[error("anchored server: {0}")]
+    ServerTransition(NoTransition<ServerState, ServerTrigger>),
+}
+
+impl AnchoredError {
+    /// Who misbehaved: the peer for what it sent (bytes, messages out of order or over the
+    /// limits), the local caller for its commands and for sessions too large for this
+    /// side's own limit; for a missing row, whoever sent the input that asked for it.
+    pub fn origin(&self) -> Origin {
+        match self {
+            AnchoredError::Malformed(_)
+            | AnchoredError::NotAnchored(_)
+            | AnchoredError::Unexpected { .. }
+            | AnchoredError::OutOfSequence { .. }
+            | AnchoredError::UnknownStatus { .. }
+            | AnchoredError::ChunkTooLarge { .. }
+            | AnchoredError::Frame(_) => Origin::Remote,
+            AnchoredError::TooManyItems(_)
+            | AnchoredError::BadCommand(_)
+            | AnchoredError::NoLink => Origin::Local,
+            AnchoredError::ClientTransition(e) => match e.input {
+                ClientTrigger::Start => Origin::Local,
+                _ => Origin::Remote,
+            },
+            AnchoredError::ServerTransition(e) => match e.input {
+                ServerTrigger::Accept | ServerTrigger::Reject | ServerTrigger::Resolve => {
+                    Origin::Local
+                }
+                _ => Origin::Remote,
+            },
+        }
+    }
+
+    /// Whether the machine that returned it is failed for good ([`AnchoredError::Frame`]).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, AnchoredError::Frame(_))
+    }
+}
+
+impl HasOrigin for AnchoredError {
+    fn origin(&self) -> Origin {
+        AnchoredError::origin(self)
+    }
 }

@@ -4,6 +4,7 @@
 use super::conflict::{ConflictPolicy, Winner};
 use super::standalone::SessionCore;
 use super::{AbortReason, AnchoredError, ServerStore, Step};
+use crate::tables::{fire, fire_to};
 use crate::time::{Duration, Instant};
 use crate::wire::anchored::{status, MAX_ITEMS};
 use crate::wire::{AnchoredMessage, Change, DecodeError, Message, SyncType};
@@ -339,15 +340,18 @@ impl<S: ServerStore> ServerSession<S> {
             return Err(AnchoredError::NotAnchored(msg.code()));
         };
         if let AnchoredMessage::Hello { session, client } = m {
+            // HELLO is a row from every state (a new session replaces the old one).
+            let from = self.state();
+            let next = fire(SERVER_TRANSITIONS, from, ServerTrigger::Hello)
+                .map_err(AnchoredError::ServerTransition)?;
             if self.session.is_some() {
                 // A new session replaces one the client abandoned (its transport was cut).
-                self.abort(AbortReason::Cut, None);
+                self.abort(AbortReason::Cut, None)?;
             }
-            let from = self.state();
             self.session = Some(Active {
                 id: session,
                 client,
-                state: ServerState::AwaitCredentials,
+                state: next,
                 sync: SyncType::Slow,
                 next: 0,
                 deadline: now + self.config.session_timeout,
@@ -365,8 +369,7 @@ impl<S: ServerStore> ServerSession<S> {
                 out_last: false,
                 sent: 0,
             });
-            self.last_transition =
-                Some((from, ServerTrigger::Hello, ServerState::AwaitCredentials));
+            self.last_transition = Some((from, ServerTrigger::Hello, next));
             self.send(AnchoredMessage::AuthRequest { session });
             return Ok(());
         }
@@ -385,8 +388,7 @@ impl<S: ServerStore> ServerSession<S> {
         use ServerState as S;
         match (state, m) {
             (_, M::Status { code, .. }) => {
-                self.abort(AbortReason::PeerStatus(code), Some(ServerTrigger::Status));
-                Ok(())
+                self.abort(AbortReason::PeerStatus(code), Some(ServerTrigger::Status))
             }
             (
                 S::AwaitCredentials,
@@ -401,8 +403,7 @@ impl<S: ServerStore> ServerSession<S> {
                     client,
                     credentials,
                 }));
-                self.go(ServerTrigger::Credentials, S::AwaitAuthDecision);
-                Ok(())
+                self.step(ServerTrigger::Credentials, S::AwaitAuthDecision)
             }
             (S::AwaitAnchors, M::Anchors { session, last }) => {
                 let stored = self.store.anchor(&active.client);
@@ -412,8 +413,7 @@ impl<S: ServerStore> ServerSession<S> {
                     SyncType::Slow
                 };
                 self.alert(session, sync);
-                self.go(ServerTrigger::Anchors, S::ReceivingChanges);
-                Ok(())
+                self.step(ServerTrigger::Anchors, S::ReceivingChanges)
             }
             (
                 S::ReceivingChanges,
@@ -438,8 +438,7 @@ impl<S: ServerStore> ServerSession<S> {
                     session,
                     last_chunk: false,
                 });
-                self.go(ServerTrigger::Map, state);
-                Ok(())
+                self.step(ServerTrigger::Map, state)
             }
             (
                 S::AwaitMap,
@@ -469,8 +468,7 @@ impl<S: ServerStore> ServerSession<S> {
                     received,
                     sent,
                 }));
-                self.go(ServerTrigger::FinalMap, S::Idle);
-                Ok(())
+                self.step(ServerTrigger::FinalMap, S::Idle)
             }
             (
                 S::ReceivingChanges,
@@ -528,10 +526,10 @@ impl<S: ServerStore> ServerSession<S> {
                     }
                 }
                 if last {
-                    self.go(ServerTrigger::FinalStatuses, S::AwaitMap);
+                    self.step(ServerTrigger::FinalStatuses, S::AwaitMap)?;
                 } else {
                     self.send_chunk();
-                    self.go(ServerTrigger::Statuses, S::SendingChanges);
+                    self.step(ServerTrigger::Statuses, S::SendingChanges)?;
                 }
                 Ok(())
             }
@@ -557,10 +555,10 @@ impl<S: ServerStore> ServerSession<S> {
                         self.store.register(&client);
                         if self.store.anchor(&client).is_some() {
                             self.send(AnchoredMessage::AnchorRequest { session });
-                            self.go(ServerTrigger::Accept, ServerState::AwaitAnchors);
+                            self.go(ServerTrigger::Accept, ServerState::AwaitAnchors)?;
                         } else {
                             self.alert(session, SyncType::Slow);
-                            self.go(ServerTrigger::Accept, ServerState::ReceivingChanges);
+                            self.go(ServerTrigger::Accept, ServerState::ReceivingChanges)?;
                         }
                     }
                     AuthDecision::Invalid | AuthDecision::Missing => {
@@ -575,7 +573,7 @@ impl<S: ServerStore> ServerSession<S> {
                             client,
                             code,
                         }));
-                        self.go(ServerTrigger::Reject, ServerState::Idle);
+                        self.go(ServerTrigger::Reject, ServerState::Idle)?;
                     }
                 }
                 Ok(())
@@ -603,8 +601,9 @@ impl<S: ServerStore> ServerSession<S> {
         self.bad_input(AnchoredError::Malformed(err))
     }
 
-    /// The deadline passed: a stalled session ends with status 408.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// The deadline passed: a stalled session ends with status 408. (An error only if the
+    /// table could not end the session, which it can from every state of a session.)
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), AnchoredError> {
         if let Some(a) = self.session.as_ref() {
             if now >= a.deadline {
                 let session = a.id;
@@ -612,14 +611,16 @@ impl<S: ServerStore> ServerSession<S> {
                     session,
                     code: status::TIMEOUT,
                 });
-                self.abort(AbortReason::Timeout, Some(ServerTrigger::Timeout));
+                self.abort(AbortReason::Timeout, Some(ServerTrigger::Timeout))?;
             }
         }
+        Ok(())
     }
 
-    /// The transport is gone: the session is cut, the anchor untouched.
-    pub fn cut(&mut self, _now: Instant) {
-        self.abort(AbortReason::Cut, Some(ServerTrigger::Cut));
+    /// The transport is gone: the session is cut, the anchor untouched. (An error only if
+    /// the table could not end the session, which it can from every state of a session.)
+    pub fn cut(&mut self, _now: Instant) -> Result<(), AnchoredError> {
+        self.abort(AbortReason::Cut, Some(ServerTrigger::Cut))
     }
 
     /// The next output.
@@ -636,29 +637,52 @@ impl<S: ServerStore> ServerSession<S> {
         self.out.push_back(Step::Send(m));
     }
 
-    fn go(&mut self, trigger: ServerTrigger, next: ServerState) {
+    /// Moves the session to `next` if [`SERVER_TRANSITIONS`] has the row (the server picks
+    /// `next` where the table allows several); else it stays and the missing row is the
+    /// error.
+    fn go(&mut self, trigger: ServerTrigger, next: ServerState) -> Result<(), AnchoredError> {
         let from = self.state();
+        let next = fire_to(SERVER_TRANSITIONS, from, trigger, next)
+            .map_err(AnchoredError::ServerTransition)?;
         self.last_transition = Some((from, trigger, next));
         if next == ServerState::Idle {
             self.session = None;
         } else if let Some(a) = self.session.as_mut() {
             a.state = next;
         }
+        Ok(())
     }
 
-    fn abort(&mut self, reason: AbortReason, trigger: Option<ServerTrigger>) {
+    /// [`go`](Self::go) for a move the client's message asked for: a missing row is the
+    /// client's bad input, told with status 400. (A move the application's command asked
+    /// for is only refused: the session goes on.)
+    fn step(&mut self, trigger: ServerTrigger, next: ServerState) -> Result<(), AnchoredError> {
+        match self.go(trigger, next) {
+            Err(e) if !is_command(trigger) => Err(self.bad_input(e)),
+            r => r,
+        }
+    }
+
+    /// Ends the session for `reason` by the `trigger` row, or, with `None`, because a HELLO
+    /// replaces it (that HELLO is the row).
+    fn abort(
+        &mut self,
+        reason: AbortReason,
+        trigger: Option<ServerTrigger>,
+    ) -> Result<(), AnchoredError> {
         if let Some(a) = self.session.as_ref() {
             let (session, client) = (a.id, a.client.clone());
+            match trigger {
+                Some(t) => self.go(t, ServerState::Idle)?,
+                None => self.session = None,
+            }
             self.out.push_back(Step::Event(ServerEvent::Aborted {
                 session,
                 client,
                 reason,
             }));
-            match trigger {
-                Some(t) => self.go(t, ServerState::Idle),
-                None => self.session = None,
-            }
         }
+        Ok(())
     }
 
     fn bad_input(&mut self, err: AnchoredError) -> AnchoredError {
@@ -668,7 +692,9 @@ impl<S: ServerStore> ServerSession<S> {
                 session,
                 code: status::BAD_REQUEST,
             });
-            self.abort(AbortReason::BadInput, Some(ServerTrigger::BadInput));
+            if let Err(e) = self.abort(AbortReason::BadInput, Some(ServerTrigger::BadInput)) {
+                return e;
+            }
         }
         err
     }
@@ -717,8 +743,7 @@ impl<S: ServerStore> ServerSession<S> {
                             server_data: p.server_data.clone(),
                         }));
                         a.conflict = Some(p);
-                        self.go(trigger, ServerState::AwaitConflictDecision);
-                        return Ok(());
+                        return self.step(trigger, ServerState::AwaitConflictDecision);
                     }
                 },
             };
@@ -739,11 +764,10 @@ impl<S: ServerStore> ServerSession<S> {
         if last {
             self.build_outgoing()?;
             self.send_chunk();
-            self.go(trigger, ServerState::SendingChanges);
+            self.step(trigger, ServerState::SendingChanges)
         } else {
-            self.go(trigger, ServerState::ReceivingChanges);
+            self.step(trigger, ServerState::ReceivingChanges)
         }
-        Ok(())
     }
 
     /// Checks one client change against the server's changes since the last sync.
@@ -874,7 +898,7 @@ impl<S: ServerStore> ServerSession<S> {
                 session,
                 code: status::REFRESH_REQUIRED,
             });
-            self.abort(AbortReason::TooManyItems, Some(ServerTrigger::BadInput));
+            self.abort(AbortReason::TooManyItems, Some(ServerTrigger::BadInput))?;
             return Err(AnchoredError::TooManyItems(self.config.max_session_items));
         }
         a.outgoing = set.into_iter().collect();
@@ -930,6 +954,14 @@ fn change_data(c: &Change) -> Option<Bytes> {
     }
 }
 
+/// Whether `trigger` is the application's command rather than the client's message.
+fn is_command(trigger: ServerTrigger) -> bool {
+    matches!(
+        trigger,
+        ServerTrigger::Accept | ServerTrigger::Reject | ServerTrigger::Resolve
+    )
+}
+
 fn state_name(s: ServerState) -> &'static str {
     match s {
         ServerState::Idle => "Idle",
@@ -956,10 +988,10 @@ impl<S: ServerStore> SessionCore for ServerSession<S> {
     fn command(&mut self, now: Instant, cmd: ServerCommand) -> Result<(), AnchoredError> {
         ServerSession::command(self, now, cmd)
     }
-    fn timeout(&mut self, now: Instant) {
+    fn timeout(&mut self, now: Instant) -> Result<(), AnchoredError> {
         self.handle_timeout(now)
     }
-    fn cut(&mut self, now: Instant) {
+    fn cut(&mut self, now: Instant) -> Result<(), AnchoredError> {
         ServerSession::cut(self, now)
     }
     fn poll(&mut self) -> Option<Step<ServerEvent>> {

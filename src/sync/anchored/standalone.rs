@@ -20,9 +20,9 @@ pub trait SessionCore {
     /// An application command.
     fn command(&mut self, now: Instant, cmd: Self::Command) -> Result<(), AnchoredError>;
     /// The deadline passed (early calls are harmless).
-    fn timeout(&mut self, now: Instant);
+    fn timeout(&mut self, now: Instant) -> Result<(), AnchoredError>;
     /// The transport is gone: the session (if any) is cut, anchors untouched.
-    fn cut(&mut self, now: Instant);
+    fn cut(&mut self, now: Instant) -> Result<(), AnchoredError>;
     /// The next output.
     fn poll(&mut self) -> Option<Step<Self::Event>>;
     /// When [`SessionCore::timeout`] is due, if a session runs.
@@ -33,12 +33,15 @@ pub trait SessionCore {
 ///
 /// `Opened(link)` on `main` makes `link` the transport (cutting any session on the previous
 /// one); bytes on any other link are dropped; `Closed` of the current link cuts the session.
+/// A frame length over the maximum is fatal ([`AnchoredError::Frame`]: the stream cannot be
+/// read past it) and sticky: every later input returns it.
 #[derive(Debug)]
 pub struct Standalone<C: SessionCore> {
     core: C,
     link: Option<Link>,
     decoder: FrameDecoder,
     outbox: Outbox<C::Event>,
+    failed: Option<AnchoredError>,
     now: Instant,
 }
 
@@ -55,6 +58,7 @@ impl<C: SessionCore> Standalone<C> {
             link: None,
             decoder: FrameDecoder::new(max_frame),
             outbox: Outbox::new(),
+            failed: None,
             now: Instant::ZERO,
         }
     }
@@ -105,15 +109,21 @@ impl<C: SessionCore> Standalone<C> {
                 }
                 Err(e) => {
                     // The stream cannot be resynchronised after a bad length: tell the peer,
-                    // then close the transport.
-                    let err = self.core.malformed(now, e);
+                    // then close the transport, for good.
+                    let err = match self.core.malformed(now, e) {
+                        AnchoredError::Malformed(e) => AnchoredError::Frame(e),
+                        other => other,
+                    };
                     self.flush();
                     if let Some(link) = self.link.take() {
                         self.outbox.close(link);
                     }
-                    self.core.cut(now);
-                    first_err.get_or_insert(err);
-                    break;
+                    let cut = self.core.cut(now);
+                    let err = cut.err().unwrap_or(err);
+                    if err.is_fatal() {
+                        self.failed = Some(err.clone());
+                    }
+                    return Err(err);
                 }
             }
         }
@@ -131,23 +141,31 @@ impl<C: SessionCore> Machine for Standalone<C> {
         now: Instant,
         input: Input<C::Command>,
     ) -> Result<(), AnchoredError> {
-        self.now = now;
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        // Time never goes backwards inside the machine, whatever the caller passes.
+        self.now = self.now.max(now);
+        let now = self.now;
         let r = match input {
             Input::Opened(link) if link.channel == crate::Channel::Main => {
-                if self.link.is_some() {
-                    self.core.cut(now);
-                }
+                let cut = if self.link.is_some() {
+                    self.core.cut(now)
+                } else {
+                    Ok(())
+                };
                 self.link = Some(link);
                 self.decoder.reset();
-                Ok(())
+                cut
             }
             Input::Opened(_) => Ok(()),
             Input::Closed(link) => {
                 if self.link == Some(link) {
                     self.link = None;
-                    self.core.cut(now);
+                    self.core.cut(now)
+                } else {
+                    Ok(())
                 }
-                Ok(())
             }
             Input::Received(link, bytes) => {
                 if self.link == Some(link) {
@@ -156,10 +174,7 @@ impl<C: SessionCore> Machine for Standalone<C> {
                     Ok(())
                 }
             }
-            Input::Timeout => {
-                self.core.timeout(now);
-                Ok(())
-            }
+            Input::Timeout => self.core.timeout(now),
             Input::Command(cmd) => {
                 if self.link.is_none() {
                     Err(AnchoredError::NoLink)
@@ -179,5 +194,10 @@ impl<C: SessionCore> Machine for Standalone<C> {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.outbox.timeout(self.now, self.core.deadline())
+    }
+
+    /// After a fatal error ([`AnchoredError::Frame`]): the stream cannot be read any more.
+    fn is_closed(&self) -> bool {
+        self.failed.is_some()
     }
 }

@@ -169,4 +169,9 @@ impl<S: JournalStore> Machine for JournalMachine<S> {
         }
         self.outbox.timeout(self.now, self.core.deadline())
     }
+
+    /// After a fatal error ([`SyncError::Frame`]): the stream cannot be read any more.
+    fn is_closed(&self) -> bool {
+        self.failed.is_some()
+    }
 }

@@ -7,7 +7,7 @@
 //! over one `main` transport.
 
 use super::store::{JournalStore, StoreError};
-use crate::driver::earliest;
+use crate::driver::{earliest, HasOrigin, Origin};
 use crate::sync::context::{ContextInput, ContextState, Contexts, InputKind, Transition};
 use crate::time::{Duration, Instant};
 use crate::wire::{
@@ -270,6 +270,26 @@ impl SyncError {
     pub fn is_fatal(&self) -> bool {
         matches!(self, SyncError::Frame(_))
     }
+
+    /// Who misbehaved: the peer for bytes that do not decode, the local caller (or its
+    /// store) for the rest.
+    pub fn origin(&self) -> Origin {
+        match self {
+            SyncError::Malformed(_) | SyncError::Frame(_) => Origin::Remote,
+            SyncError::NotConnected
+            | SyncError::TooManyRequests(_)
+            | SyncError::NotReplying
+            | SyncError::ReservedBody
+            | SyncError::EntryTooLarge
+            | SyncError::Store(_) => Origin::Local,
+        }
+    }
+}
+
+impl HasOrigin for SyncError {
+    fn origin(&self) -> Origin {
+        SyncError::origin(self)
+    }
 }
 
 /// Counters of what was ignored or refused (never an error: the peer may be right).
@@ -471,7 +491,13 @@ impl<S: JournalStore> JournalSync<S> {
 
     /// The transport is up (connected or resumed): resync from our mark.
     pub fn connection_up(&mut self, now: Instant) {
-        self.contexts.step(ContextInput::Up);
+        // Up is a row from Down only: up again while up (a profile that reports a
+        // connection twice) is not fired, and the rest (a resync) runs as for any up.
+        if self.contexts.state() == ContextState::Down
+            && self.contexts.step(ContextInput::Up).is_err()
+        {
+            return;
+        }
         self.broadcast_to = None;
         self.last_rx = now;
         self.idle_reported = false;
@@ -489,7 +515,9 @@ impl<S: JournalStore> JournalSync<S> {
         if self.contexts.state() == ContextState::Down {
             return;
         }
-        self.contexts.step(ContextInput::Down);
+        if self.contexts.step(ContextInput::Down).is_err() {
+            return;
+        }
         self.broadcast_to = None;
         if let Some(w) = self.requested.take() {
             if self.want.is_none() {
@@ -555,7 +583,9 @@ impl<S: JournalStore> JournalSync<S> {
         match msg {
             Message::SyncReq { ctx, body } => self.on_sync_req(ctx, body),
             Message::SyncStart { ctx } => {
-                if let Transition::Moved { .. } =
+                // A marker of another context, or one the state has no row for, makes no
+                // transition: ignored and counted, as the protocol says.
+                if let Ok(Transition::Moved { .. }) =
                     self.contexts.step(ContextInput::PeerStart { ctx })
                 {
                     self.refusals = 0;
@@ -586,7 +616,9 @@ impl<S: JournalStore> JournalSync<S> {
             },
             Message::SyncEnd { ctx } => self.on_sync_end(now, ctx),
             Message::SyncOk { ctx } => {
-                if let Transition::Moved { .. } = self.contexts.step(ContextInput::PeerOk { ctx }) {
+                if let Ok(Transition::Moved { .. }) =
+                    self.contexts.step(ContextInput::PeerOk { ctx })
+                {
                     let line = self.replying_to.take();
                     if line.is_some() {
                         self.marks.theirs = line;
@@ -653,14 +685,14 @@ impl<S: JournalStore> JournalSync<S> {
             .contexts
             .step(ContextInput::PeerRequest { ctx, accept })
         {
-            Transition::Refuse { ctx, reason } => {
+            Ok(Transition::Refuse { ctx, reason }) => {
                 self.stats.refusals_sent += 1;
                 self.send(Message::Refused { ctx, reason });
             }
-            Transition::Moved {
+            Ok(Transition::Moved {
                 input: InputKind::PeerRequestAccepted,
                 ..
-            } => {
+            }) => {
                 self.send(Message::SyncStart { ctx });
                 match journal {
                     Some(req) => self.answer_journal(ctx, req),
@@ -692,8 +724,10 @@ impl<S: JournalStore> JournalSync<S> {
         let last = head.min(since.seq.saturating_add(cap));
         self.send_lists(ctx, since, last, true);
         self.replying_to = Some(LineId { epoch, seq: last });
-        self.contexts.step(ContextInput::SendEnd);
-        self.send(Message::SyncEnd { ctx });
+        // The accepted request just put us in Replying, whose row SendEnd is.
+        if let Ok(Transition::Moved { .. }) = self.contexts.step(ContextInput::SendEnd) {
+            self.send(Message::SyncEnd { ctx });
+        }
     }
 
     /// Sends lines `since.seq+1 ..= last` as lists of bounded size; with `always`, an empty
@@ -740,7 +774,7 @@ impl<S: JournalStore> JournalSync<S> {
     }
 
     fn on_sync_end(&mut self, now: Instant, ctx: u32) {
-        if let Transition::Moved { .. } = self.contexts.step(ContextInput::PeerEnd { ctx }) {
+        if let Ok(Transition::Moved { .. }) = self.contexts.step(ContextInput::PeerEnd { ctx }) {
             self.send(Message::SyncOk { ctx });
             let requested = self.requested.take();
             let inc = self.incoming.take();
@@ -793,7 +827,8 @@ impl<S: JournalStore> JournalSync<S> {
             });
             return;
         }
-        if let Transition::Moved { .. } = self.contexts.step(ContextInput::PeerRefused { ctx }) {
+        if let Ok(Transition::Moved { .. }) = self.contexts.step(ContextInput::PeerRefused { ctx })
+        {
             if let Some(w) = self.requested.take() {
                 if self.want.is_none() {
                     self.want = Some(w);
@@ -862,10 +897,13 @@ impl<S: JournalStore> JournalSync<S> {
                     && self.contexts.state() == ContextState::Requesting
                 {
                     // The peer could not read our request: asking again would not help.
-                    self.contexts.step(ContextInput::PeerRefused {
-                        ctx: s.req.unwrap_or(0),
-                    });
-                    self.requested = None;
+                    if let Ok(Transition::Moved { .. }) =
+                        self.contexts.step(ContextInput::PeerRefused {
+                            ctx: s.req.unwrap_or(0),
+                        })
+                    {
+                        self.requested = None;
+                    }
                 }
                 self.event(SyncEvent::PeerStatus(s));
             }
@@ -958,7 +996,13 @@ impl<S: JournalStore> JournalSync<S> {
         let Some(want) = self.want.take() else {
             return;
         };
-        if let Transition::Moved { ctx, .. } = self.contexts.step(ContextInput::SendRequest) {
+        let Ok(Transition::Moved { ctx, .. }) = self.contexts.step(ContextInput::SendRequest)
+        else {
+            // Not now: the request waits until the connection is idle.
+            self.want = Some(want);
+            return;
+        };
+        {
             let body = match &want {
                 Want::Journal(limit) => JournalRequest {
                     since: self.since(),
@@ -994,8 +1038,9 @@ impl<S: JournalStore> JournalSync<S> {
                 if self.replying_to.is_some() || self.contexts.state() != ContextState::Replying {
                     return Err(SyncError::NotReplying);
                 }
-                if let Transition::Moved { ctx, .. } = self.contexts.step(ContextInput::SendEnd) {
-                    self.send(Message::SyncEnd { ctx });
+                match self.contexts.step(ContextInput::SendEnd) {
+                    Ok(Transition::Moved { ctx, .. }) => self.send(Message::SyncEnd { ctx }),
+                    _ => return Err(SyncError::NotReplying),
                 }
             }
             SyncCommand::Append(e) => {
