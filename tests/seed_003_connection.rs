@@ -534,7 +534,15 @@ fn conn_failed_on_final_auth() {
 
 #[test]
 fn diagram_2_feed_init_timeout_and_retry() {
-    let mut net = Net::default();
+    // The diagram's waits are the schedule's base values: no jitter here (the jitter is
+    // checked in tests/session_core.rs).
+    let mut net = Net::new(
+        ClientConfig {
+            jitter_percent: 0,
+            ..ClientConfig::default()
+        },
+        ServerConfig::default(),
+    );
     net.connect();
     net.step(Side::Server, is_conn_init);
     net.step(Side::Client, is_conn_init_rep);

@@ -49,8 +49,14 @@ impl Backoff {
 
     /// The wait before the next try, counting it.
     pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u64 << self.attempt.min(32);
         self.attempt = self.attempt.saturating_add(1);
+        self.wait(self.attempt)
+    }
+
+    /// The wait after try `n` (1-based), for machines that count their tries themselves:
+    /// `initial * 2^(n-1)` capped at `max`, less the jitter (a fresh draw each call).
+    pub fn wait(&mut self, n: u32) -> Duration {
+        let factor = 1u64 << n.saturating_sub(1).min(32);
         let base = self.initial.saturating_mul(factor).min(self.max);
         let spread = u128::from(base.as_micros()) * u128::from(self.jitter_percent) / 100;
         // (spread * r) >> 64 is in [0, spread): a fraction of the spread, no division.

@@ -7,7 +7,7 @@
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{CloseReason, DualError, Outcome, Retry};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::{SessionConfig, SessionCore, Undelivered, Verdict};
+use crate::session::{Backoff, SessionConfig, SessionCore, Undelivered, Verdict};
 use crate::tables::{fire, NoTransition};
 use crate::time::{Duration, Instant};
 use crate::token::Token;
@@ -54,6 +54,12 @@ pub struct ClientConfig {
     /// Messages held on `main`: sent and not yet acknowledged, or waiting for a
     /// connection (1,024).
     pub max_queued: usize,
+    /// Up to this share (0 to 100 %) of every retry wait (connection attempts, feed init
+    /// resends, reconnections of `main`) is cut off at random, so that clients cut at the
+    /// same moment do not retry in lockstep. Default: 20 %.
+    pub jitter_percent: u8,
+    /// Seed of the jitter (give each client its own). Default: 0.
+    pub jitter_seed: u64,
     /// Delivery and heartbeat on `main` ([`SessionConfig::default`]: 1 MiB replay
     /// buffer, ACK every 32 messages or 64 KiB, keepalive 10 s).
     pub session: SessionConfig,
@@ -88,6 +94,8 @@ impl Default for ClientConfig {
             max_frame: DEFAULT_MAX_FRAME,
             max_feed_content: DEFAULT_FEED_CONTENT,
             max_queued: 1_024,
+            jitter_percent: 20,
+            jitter_seed: 0,
             session: SessionConfig::default(),
             allow_short_tokens: false,
         }
@@ -317,6 +325,10 @@ pub struct DualClient {
     core: SessionCore,
     /// A session was established and has not ended.
     in_session: bool,
+    /// The jittered waits of the three retry schedules.
+    connect_backoff: Backoff,
+    reconnect_backoff: Backoff,
+    feed_backoff: Backoff,
     /// A move the table refused while handling the current input, returned by it.
     error: Option<DualError>,
 }
@@ -347,6 +359,13 @@ impl DualClient {
             core: new_core(&cfg, Instant::ZERO),
             in_session: false,
             error: None,
+            connect_backoff: cfg.connect.backoff(cfg.jitter_percent, cfg.jitter_seed),
+            reconnect_backoff: cfg
+                .reconnect
+                .backoff(cfg.jitter_percent, cfg.jitter_seed ^ 0x5245_434f_4e4e_4543),
+            feed_backoff: cfg
+                .feed_init
+                .backoff(cfg.jitter_percent, cfg.jitter_seed ^ 0x4645_4544_494e_4954),
         }
     }
 
@@ -484,7 +503,7 @@ impl DualClient {
             // a configuration error that the timeout will report.
             let _ = self.send_feed(&msg);
         }
-        self.step_deadline = Some(self.now + self.cfg.feed_init.delay(self.feed_tries));
+        self.step_deadline = Some(self.now + self.feed_backoff.wait(self.feed_tries));
     }
 
     /// A try of the initial connection failed: close everything, then back off or give up.
@@ -492,7 +511,7 @@ impl DualClient {
         self.close_links();
         self.end_session();
         if self.cfg.connect.allows(self.connect_tries) {
-            let at = self.now + self.cfg.connect.delay(self.connect_tries);
+            let at = self.now + self.connect_backoff.wait(self.connect_tries);
             self.step_deadline = Some(at);
             self.step(I::Failed);
             self.out.event(ClientEvent::AttemptFailed {
@@ -510,7 +529,7 @@ impl DualClient {
             self.out.close(l);
         }
         if self.cfg.reconnect.allows(self.reconnect_tries) {
-            self.step_deadline = Some(self.now + self.cfg.reconnect.delay(self.reconnect_tries));
+            self.step_deadline = Some(self.now + self.reconnect_backoff.wait(self.reconnect_tries));
             self.step(I::Failed);
         } else {
             self.give_up(reason);

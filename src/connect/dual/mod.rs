@@ -73,6 +73,12 @@ impl Retry {
         self.initial.saturating_mul(1u64 << shift).min(self.max)
     }
 
+    /// This schedule with jitter: up to `jitter_percent` of each wait cut off at random,
+    /// drawn from `seed` (the one [`Backoff`](crate::session::Backoff) of the crate).
+    pub fn backoff(&self, jitter_percent: u8, seed: u64) -> crate::session::Backoff {
+        crate::session::Backoff::new(self.initial, self.max, jitter_percent, seed)
+    }
+
     /// Whether another try is allowed after `done` tries.
     pub fn allows(&self, done: u32) -> bool {
         done < self.attempts

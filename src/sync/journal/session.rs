@@ -59,6 +59,11 @@ pub struct SyncConfig {
     pub retry_base: Duration,
     /// Longest delay before asking again. Default: 5 s.
     pub retry_max: Duration,
+    /// Up to this share (0 to 100 %) of each retry delay is cut off at random, so that
+    /// the clients of a restarted server do not ask again in lockstep. Default: 20 %.
+    pub jitter_percent: u8,
+    /// Seed of the jitter (give each client its own). Default: 0.
+    pub jitter_seed: u64,
     /// Send status 408 when nothing was received for this long (`None`: never). Default: 30 s.
     pub idle_timeout: Option<Duration>,
     /// Ask for the peer's journal whenever the transport comes up. Default: `true`.
@@ -80,6 +85,8 @@ impl Default for SyncConfig {
             max_payload: 32 * 1024,
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            jitter_percent: 20,
+            jitter_seed: 0,
             idle_timeout: Some(Duration::from_secs(30)),
             sync_on_connect: true,
             broadcast_on_append: true,
@@ -401,6 +408,9 @@ pub struct JournalSync<S> {
     broadcast_to: Option<LineId>,
     retry_at: Option<Instant>,
     refusals: u32,
+    /// The jittered retry waits (the server's twice the client's, so that two requests
+    /// that crossed and were both refused do not cross again).
+    retry: crate::session::Backoff,
     last_rx: Instant,
     idle_reported: bool,
     pending: BTreeMap<u32, (Bytes, Bytes)>,
@@ -411,6 +421,7 @@ pub struct JournalSync<S> {
 impl<S: JournalStore> JournalSync<S> {
     /// A machine for `role` over `store`, down until [`connection_up`](Self::connection_up).
     pub fn new(role: Role, config: SyncConfig, store: S) -> Self {
+        let retry = retry_schedule(role, &config);
         JournalSync {
             role,
             config,
@@ -425,6 +436,7 @@ impl<S: JournalStore> JournalSync<S> {
             broadcast_to: None,
             retry_at: None,
             refusals: 0,
+            retry,
             last_rx: Instant::ZERO,
             idle_reported: false,
             pending: BTreeMap::new(),
@@ -807,15 +819,8 @@ impl<S: JournalStore> JournalSync<S> {
     }
 
     fn backoff(&mut self) -> Duration {
-        let n = self.refusals.min(16);
         self.refusals = self.refusals.saturating_add(1);
-        // The server waits longer than the client, so that two requests that crossed (and
-        // were both refused) do not cross again.
-        let base = match self.role {
-            Role::Client => self.config.retry_base,
-            Role::Server => self.config.retry_base.saturating_mul(2),
-        };
-        base.saturating_mul(1u64 << n).min(self.config.retry_max)
+        self.retry.wait(self.refusals.min(17))
     }
 
     fn on_refused(&mut self, now: Instant, ctx: u32, reason: RefuseReason) {
@@ -1121,4 +1126,17 @@ fn status(req: Option<u32>, status: Status, description: &'static [u8]) -> Messa
         status,
         description: Bytes::from_static(description),
     }))
+}
+
+fn retry_schedule(role: Role, config: &SyncConfig) -> crate::session::Backoff {
+    let base = match role {
+        Role::Client => config.retry_base,
+        Role::Server => config.retry_base.saturating_mul(2),
+    };
+    crate::session::Backoff::new(
+        base,
+        config.retry_max,
+        config.jitter_percent,
+        config.jitter_seed,
+    )
 }
