@@ -201,7 +201,7 @@ impl<E> Outbox<E> {
 
     /// Queues `msg` as one frame on the `main` transport `link`.
     pub fn send_framed(&mut self, link: Link, msg: &Message) {
-        msg.encode_framed(&mut self.buf);
+        msg.encode_framed(self.buf());
         let payload = self.buf.split().freeze();
         self.queue
             .push_back(Output::Transmit(Transmit { link, payload }));
@@ -215,7 +215,13 @@ impl<E> Outbox<E> {
 
     /// The encoding buffer, for callers that build a payload in place; take the result
     /// with [`Outbox::take_buf`].
+    ///
+    /// It grows by 16 KiB at a time, so that many small payloads are split off one
+    /// allocation rather than each allocating its own.
     pub fn buf(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(16 * 1024);
+        }
         &mut self.buf
     }
 

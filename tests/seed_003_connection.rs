@@ -1023,6 +1023,15 @@ fn a_reconnection_replaces_a_main_the_server_still_holds() {
     assert_ne!(new_main, old_main);
     assert_eq!(net.server.player_links(player).unwrap().0, new_main);
     assert_eq!(net.server.link_count(), 1);
+    // The old transport was taken over (closed and counted), and the session resumed: the
+    // server saw it lost, then resumed, for the same player.
+    assert_eq!(net.server.takeovers(), 1);
+    assert!(net.server_has(|e| *e == ServerEvent::MainLost { player }));
+    assert!(net.server_has(|e| *e
+        == ServerEvent::Connected {
+            player,
+            session: Outcome::Resumed
+        }));
 }
 
 #[test]
