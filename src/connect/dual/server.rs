@@ -602,21 +602,8 @@ impl<T: TokenSource> DualServer<T> {
                     self.on_main_closed(link);
                 }
             }
-            (
-                PlayerState::Connected,
-                m @ (Message::Sync(_)
-                | Message::TextReq(_)
-                | Message::TextRep(_)
-                | Message::SyncReq { .. }
-                | Message::SyncStart { .. }
-                | Message::SyncEnd { .. }
-                | Message::SyncOk { .. }
-                | Message::Refused { .. }
-                | Message::Journal(_)
-                | Message::Anchored(_)
-                | Message::App(_)
-                | Message::Update(_)),
-            ) => {
+            // The messages the session core numbers: the application's and the sync layer's.
+            (PlayerState::Connected, m) if crate::session::is_delivered(&m) => {
                 let now = self.now;
                 if let Some(Some(pl)) = self.players.get_mut(usize::from(id)) {
                     pl.core.on_message(&mut self.out, link, len, now);
