@@ -396,6 +396,40 @@ fn a_resumption_takes_over_a_half_open_transport() {
 }
 
 #[test]
+fn an_impossible_ack_refuses_the_transport_and_the_session_resumes() {
+    for forged in [
+        Message::Ack { received: 1_000 }, // acknowledges messages never sent
+        Message::Ack { received: u64::MAX },
+    ] {
+        let mut p = connected(5);
+        assert!(p.server_send(app(b's', 1)));
+        p.settle();
+        let link = p.client.view().link.unwrap();
+        let mut frame = bytes::BytesMut::new();
+        forged.encode_framed(&mut frame);
+        // Repeated, and split mid-frame by carry().
+        p.to_server.push_back((link, frame.clone().freeze()));
+        p.to_server.push_back((link, frame.freeze()));
+        p.carry(4, 5);
+        let session = p.session().unwrap();
+        assert!(
+            p.server_events
+                .contains(&merge::ServerEvent::Lost { session }),
+            "{forged:?}: the transport was refused"
+        );
+        p.run_until(p.now + Duration::from_secs(10));
+        assert_eq!(p.client.view().status, merge::Status::Connected);
+        assert!(p.server_send(app(b's', 2)));
+        p.run_until(p.now + Duration::from_secs(1));
+        assert_eq!(
+            p.client_got(),
+            vec![1, 2],
+            "{forged:?}: nothing lost or repeated"
+        );
+    }
+}
+
+#[test]
 fn the_client_that_gives_up_reports_exactly_what_was_never_acknowledged() {
     let mut p = connected(3);
     // The server acknowledges every 32 messages: 40 sent, 32 acknowledged.

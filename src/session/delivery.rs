@@ -378,11 +378,15 @@ impl Delivery {
         undelivered
     }
 
-    /// The frames held, oldest first, as they are; the buffer is emptied.
-    pub fn take_frames(&mut self) -> Vec<Bytes> {
-        self.bytes = 0;
-        self.written = self.acked;
-        self.buffer.drain(..).collect()
+    /// A fresh session keeps the frames waiting (sent before it existed) and numbers
+    /// them from 1; the counters of any earlier session are forgotten.
+    pub fn renumber(&mut self) {
+        self.drop_superseded();
+        self.acked = 0;
+        self.written = 0;
+        self.received = 0;
+        self.ack_sent = 0;
+        self.bytes_since_ack = 0;
     }
 
     /// The frames never acknowledged, decoded, oldest first; the buffer is emptied. Called
@@ -404,7 +408,7 @@ fn is_sync_frame(f: &Bytes) -> bool {
 
 /// Whether a frame with this code belongs to the sync layer (sync contexts, journal and
 /// anchored sync), which starts over after a cut rather than continuing.
-fn is_sync_code(code: u8) -> bool {
+pub(crate) fn is_sync_code(code: u8) -> bool {
     use crate::wire::codes;
     matches!(
         code,

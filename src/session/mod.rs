@@ -93,19 +93,17 @@ pub type Undelivered = Vec<Message>;
 /// send on `main`), as opposed to the connection's own control messages (handshakes,
 /// resumption, acknowledgements, refusals, disconnection), which are never numbered.
 pub fn is_delivered(msg: &Message) -> bool {
-    matches!(
-        msg,
-        Message::Sync(_)
-            | Message::TextReq(_)
-            | Message::TextRep(_)
-            | Message::SyncReq { .. }
-            | Message::SyncStart { .. }
-            | Message::SyncEnd { .. }
-            | Message::SyncOk { .. }
-            | Message::Refused { .. }
-            | Message::Journal(_)
-            | Message::Anchored(_)
-            | Message::App(_)
-            | Message::Update(_)
-    )
+    is_delivered_code(msg.code())
+}
+
+/// [`is_delivered`] by a message's code: the sync layer's codes (sync contexts, journal and
+/// anchored sync) and the application's (`UPDATE_MSG`, `SYNC_MSG`, `TEXT_REQ`, `TEXT_REP`,
+/// `APP`).
+pub fn is_delivered_code(code: u8) -> bool {
+    use crate::wire::codes;
+    delivery::is_sync_code(code)
+        || matches!(
+            code,
+            codes::UPDATE_MSG | codes::SYNC_MSG | codes::TEXT_REQ | codes::TEXT_REP | codes::APP
+        )
 }

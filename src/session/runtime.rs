@@ -236,15 +236,11 @@ impl SessionCore {
                 out.send_framed(link, &Message::Ack { received: n });
                 self.live.on_sent(now);
             } else {
-                if !continues_queue {
-                    lost = d.restart();
+                if continues_queue {
+                    // What waits was sent for this session: kept, numbered from 1.
+                    d.renumber();
                 } else {
-                    // Nothing was ever written for this session: only the queue is kept.
-                    let kept = d.take_frames();
-                    *d = Delivery::new(d.config());
-                    for f in kept {
-                        let _ = d.push(f);
-                    }
+                    lost = d.restart();
                 }
                 d.link_fresh();
             }
