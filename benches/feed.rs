@@ -13,8 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tether::connect::dual::feed::FeedReceiver;
 use tether::connect::dual::{
-    ClientCommand, ClientConfig, ClientEvent, ClientState, DualClient, DualServer, ServerCommand,
-    ServerConfig, TokenSource,
+    ClientCommand, ClientConfig, ClientEvent, ClientNotice, ClientState, DualClient, DualServer,
+    ServerCommand, ServerConfig, TokenSource,
 };
 use tether::wire::{Element, Message, FEED_MAGIC, SERVER_SENDER};
 use tether::{Channel, Input, Instant, Link, Machine, Output, Token};
@@ -140,7 +140,7 @@ fn tether_accept(c: &mut DualClient, d: Bytes) -> usize {
     let mut n = 0;
     loop {
         match c.poll_output() {
-            Output::Event(ClientEvent::Update(e)) => n += e.data.len(),
+            Output::Event(ClientEvent::Notice(ClientNotice::Update(e))) => n += e.data.len(),
             Output::Wait(_) => return n,
             _ => {}
         }

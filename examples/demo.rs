@@ -23,10 +23,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use tether::connect::dual::{
-    self, ClientCommand, ClientEvent, DualClient, DualServer, Outcome, ServerEvent,
+    self, ClientCommand, ClientEvent, DualClient, DualServer, Outcome, ServerEvent, ServerNotice,
 };
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
-use tether::sync::journal::{MemJournal, Role as SyncRole, SyncConfig, SyncEvent};
+use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::wire::{Element, Entry, Message};
 use tether::Token;
 use tokio::net::{TcpListener, UdpSocket};
@@ -114,7 +114,6 @@ async fn demo() -> Result<(), String> {
             dual::ServerConfig::default(),
             Tokens(epoch.elapsed().as_nanos() as u64 | 1),
         ),
-        SyncRole::Server,
         sync_config(),
         server_journal.clone(),
     );
@@ -131,13 +130,19 @@ async fn demo() -> Result<(), String> {
         loop {
             for event in server.turn().await {
                 match event {
-                    PeerEvent::Connection(ServerEvent::Connected { player, session }) => {
-                        println!("server: player {player} connected ({session:?})")
+                    PeerEvent::Connection(ServerEvent::Up {
+                        session: player,
+                        outcome,
+                    }) => {
+                        println!("server: player {player} connected ({outcome:?})")
                     }
-                    PeerEvent::Connection(ServerEvent::MainLost { player }) => {
+                    PeerEvent::Connection(ServerEvent::Down { session: player }) => {
                         println!("server: player {player} lost main; keeping the session")
                     }
-                    PeerEvent::Connection(ServerEvent::Update { player, element }) => println!(
+                    PeerEvent::Connection(ServerEvent::Notice(ServerNotice::Update {
+                        player,
+                        element,
+                    })) => println!(
                         "server: feed update from player {player}: sid {} = {:?}",
                         element.sid,
                         String::from_utf8_lossy(&element.data)
@@ -152,7 +157,6 @@ async fn demo() -> Result<(), String> {
     let client_journal = SharedJournal::new(MemJournal::new(2, 100_000));
     let client_peer: ClientPeer = Peer::new(
         DualClient::new(dual::ClientConfig::default()),
-        SyncRole::Client,
         sync_config(),
         client_journal.clone(),
     );
@@ -171,11 +175,11 @@ async fn demo() -> Result<(), String> {
         let mut connected = None;
         for event in events {
             match event {
-                PeerEvent::Connection(ClientEvent::Connected { player, session }) => {
-                    println!("client: connected as player {player} ({session:?})");
-                    connected = Some(session);
+                PeerEvent::Connection(ClientEvent::Up { outcome, .. }) => {
+                    println!("client: connected ({outcome:?})");
+                    connected = Some(outcome);
                 }
-                PeerEvent::Connection(ClientEvent::MainLost) => {
+                PeerEvent::Connection(ClientEvent::Down { session: () }) => {
                     println!("client: main lost; reconnecting")
                 }
                 PeerEvent::Sync((), SyncEvent::Applied { resource, .. }) => {

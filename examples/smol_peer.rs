@@ -31,7 +31,7 @@ use std::rc::Rc;
 use tether::connect::merge::{self, Client, ClientCommand, ClientEvent, Outcome, Server};
 use tether::connect::merge::{ServerEvent, TokenSource};
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
-use tether::sync::journal::{MemJournal, Role as SyncRole, SyncConfig, SyncEvent};
+use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::wire::Entry;
 use tether::{Duration, Token};
 
@@ -102,12 +102,12 @@ async fn serve(mut server: Driver<ServerPeer>, log: Rc<ServerLog>) {
                 PeerEvent::Connection(e) => {
                     println!("[server] {e:?}");
                     match e {
-                        ServerEvent::Connected { outcome, .. } => {
+                        ServerEvent::Up { outcome, .. } => {
                             log.fresh.set(log.fresh.get() || outcome == Outcome::Fresh);
                             log.resumed
                                 .set(log.resumed.get() || outcome == Outcome::Resumed);
                         }
-                        ServerEvent::Lost { .. } => {
+                        ServerEvent::Down { .. } => {
                             for n in 3..5 {
                                 println!("[server] appends server/r{n} while the client is away");
                                 server.command(PeerCommand::Append(entry("server", n)));
@@ -180,7 +180,6 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     let server_journal = SharedJournal::new(MemJournal::new(1, 10_000));
     let server = Peer::new(
         Server::new(merge::ServerConfig::default(), RandomTokens),
-        SyncRole::Server,
         sync.clone(),
         server_journal.clone(),
     );
@@ -202,7 +201,7 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
         random_token(),
     )
     .expect("a 128-bit token");
-    let client = Peer::new(client, SyncRole::Client, sync, client_journal.clone());
+    let client = Peer::new(client, sync, client_journal.clone());
     let mut client = Driver::new(client, Role::Client { addr }, epoch, "client");
     let mut applied = BTreeMap::new();
     let both_have = |n: usize| {
@@ -225,7 +224,7 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     until(&mut client, &mut applied, |events| {
         events
             .iter()
-            .any(|e| matches!(e, PeerEvent::Connection(ClientEvent::Lost)))
+            .any(|e| matches!(e, PeerEvent::Connection(ClientEvent::Down { session: () })))
     })
     .await;
 
@@ -242,7 +241,10 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
         resumed |= events.iter().any(|e| {
             matches!(
                 e,
-                PeerEvent::Connection(ClientEvent::Connected(Outcome::Resumed))
+                PeerEvent::Connection(ClientEvent::Up {
+                    session: (),
+                    outcome: Outcome::Resumed
+                })
             )
         });
         resumed && synced(events)

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use tether::connect::merge::{self, Client, ClientEvent, Outcome, Server};
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
-use tether::sync::journal::{MemJournal, Role, SyncEvent};
+use tether::sync::journal::{MemJournal, SyncEvent};
 use tether::testkit::scenario::{client_config, server_config, sync_config, SeqTokens};
 use tether::testkit::{Either, Faults, NodeId, Sim};
 use tether::wire::Entry;
@@ -54,7 +54,6 @@ fn main() {
     let mut sim: Sim<Node> = Sim::new(seed, Faults::none());
     let server = sim.add_node(Either::Right(Peer::new(
         Server::new(server_config(), SeqTokens::new(seed)),
-        Role::Server,
         sync_config(),
         SharedJournal::new(MemJournal::new(1, 10_000)),
     )));
@@ -62,7 +61,6 @@ fn main() {
     let client = Client::new(sim.now(), client_config(seed, 0), token).expect("a valid token");
     let client = sim.add_node(Either::Left(Peer::new(
         client,
-        Role::Client,
         sync_config(),
         SharedJournal::new(MemJournal::new(2, 10_000)),
     )));
@@ -94,9 +92,10 @@ fn main() {
     let resumed = events.iter().any(|e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(ClientEvent::Connected(
-                Outcome::Resumed
-            )))
+            Either::Left(PeerEvent::Connection(ClientEvent::Up {
+                session: (),
+                outcome: Outcome::Resumed
+            }))
         )
     });
     let mut applied: BTreeMap<Vec<u8>, u32> = BTreeMap::new();

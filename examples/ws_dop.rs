@@ -75,7 +75,7 @@ async fn serve(mut server: ServerDriver) -> bool {
     loop {
         for event in server.turn().await {
             match &event {
-                ServerEvent::Connected { outcome, .. } => {
+                ServerEvent::Up { outcome, .. } => {
                     fresh |= *outcome == Outcome::Fresh;
                     resumed |= *outcome == Outcome::Resumed;
                 }
@@ -105,7 +105,7 @@ fn show(events: Vec<ClientEvent>, want: &impl Fn(&ClientEvent) -> bool) -> bool 
     let mut matched = false;
     for event in events {
         match &event {
-            ClientEvent::Message(m) => println!("[client] got {:?}", text(m)),
+            ClientEvent::Message { message: m, .. } => println!("[client] got {:?}", text(m)),
             other => println!("[client] {other:?}"),
         }
         matched |= want(&event);
@@ -125,7 +125,7 @@ fn send(client: &mut ClientDriver, s: &str) {
 }
 
 fn is_echo(of: &'static str) -> impl Fn(&ClientEvent) -> bool {
-    move |e| matches!(e, ClientEvent::Message(m) if text(m) == format!("echo: {of}"))
+    move |e| matches!(e, ClientEvent::Message { message: m, .. } if text(m) == format!("echo: {of}"))
 }
 
 async fn scenario() -> bool {
@@ -164,7 +164,13 @@ async fn scenario() -> bool {
 
     println!("\n-- 1. connect");
     until(&mut client, |e| {
-        matches!(e, ClientEvent::Connected(Outcome::Fresh))
+        matches!(
+            e,
+            ClientEvent::Up {
+                session: (),
+                outcome: Outcome::Fresh
+            }
+        )
     })
     .await;
     until(&mut client, is_echo("queued before the first connection")).await;
@@ -175,13 +181,22 @@ async fn scenario() -> bool {
 
     println!("\n-- 3. the network drops the connection");
     client.drop_transports();
-    until(&mut client, |e| matches!(e, ClientEvent::Lost)).await;
+    until(&mut client, |e| {
+        matches!(e, ClientEvent::Down { session: () })
+    })
+    .await;
     send(&mut client, "hello-while-down");
     println!("[client] {} message(s) queued", client.machine.queued());
 
     println!("\n-- 4. resume");
     until(&mut client, |e| {
-        matches!(e, ClientEvent::Connected(Outcome::Resumed))
+        matches!(
+            e,
+            ClientEvent::Up {
+                session: (),
+                outcome: Outcome::Resumed
+            }
+        )
     })
     .await;
     until(&mut client, is_echo("hello-while-down")).await;
@@ -191,7 +206,7 @@ async fn scenario() -> bool {
     println!("\n-- 5. formal disconnection");
     // The client ends at once (the event comes with the command); the server learns it
     // from the merged token on the wire.
-    let ended = |e: &ClientEvent| matches!(e, ClientEvent::Ended(_));
+    let ended = |e: &ClientEvent| matches!(e, ClientEvent::Ended { .. });
     if !show(client.command(ClientCommand::Disconnect), &ended) {
         until(&mut client, ended).await;
     }

@@ -421,7 +421,7 @@ impl MergeWorld {
                     }
                     Output::Event(e) => {
                         moved = true;
-                        if let tether::connect::merge::ServerEvent::Connected { session, .. } = e {
+                        if let tether::connect::merge::ServerEvent::Up { session, .. } = e {
                             self.sessions = self.sessions.max(session.0);
                         }
                     }

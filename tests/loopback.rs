@@ -23,10 +23,11 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration as StdDuration;
 use tether::connect::merge::{
-    self, Client, ClientEvent, Outcome, Server, ServerEvent, TokenSource,
+    self, Client, ClientEvent, ClientNotice, Outcome, Server, ServerEvent, ServerNotice,
+    TokenSource,
 };
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
-use tether::sync::journal::{JournalStore, Role as SyncRole, StoreError, SyncConfig, SyncEvent};
+use tether::sync::journal::{JournalStore, StoreError, SyncConfig, SyncEvent};
 use tether::wire::LineId;
 use tether::wire::{Entry, FailReason, FrameDecoder, Message, PROTOCOL_VERSION};
 use tether::{Duration, Link, Token};
@@ -266,7 +267,6 @@ async fn spawn_server(
             },
             Tokens(seed),
         ),
-        SyncRole::Server,
         sync_config(),
         journal.clone(),
     );
@@ -277,13 +277,13 @@ async fn spawn_server(
     let task = tokio::task::spawn_local(driver.run(stop, Some(ctl_rx), move |_, ev| {
         let mut s = s.borrow_mut();
         match ev {
-            PeerEvent::Connection(ServerEvent::Connected { outcome, .. }) => match outcome {
+            PeerEvent::Connection(ServerEvent::Up { outcome, .. }) => match outcome {
                 Outcome::Fresh => s.fresh += 1,
                 Outcome::Resumed => s.resumed += 1,
             },
-            PeerEvent::Connection(ServerEvent::Lost { .. }) => s.lost += 1,
+            PeerEvent::Connection(ServerEvent::Down { .. }) => s.lost += 1,
             PeerEvent::Connection(ServerEvent::Ended { .. }) => s.ended += 1,
-            PeerEvent::Connection(ServerEvent::Refused { link, reason }) => {
+            PeerEvent::Connection(ServerEvent::Notice(ServerNotice::Refused { link, reason })) => {
                 s.refused.push((link, reason))
             }
             PeerEvent::Sync(_, ev) => {
@@ -330,7 +330,7 @@ fn spawn_client(
         token(rng),
     )
     .expect("a 16-byte token suits tether's encoding");
-    let peer = Peer::new(client, SyncRole::Client, sync_config(), journal.clone());
+    let peer = Peer::new(client, sync_config(), journal.clone());
     let stats = Rc::new(RefCell::new(ClientStats::default()));
     let (ctl, ctl_rx) = mpsc::unbounded_channel();
     let driver = Driver::new(peer, Role::Client(addr), epoch);
@@ -338,16 +338,18 @@ fn spawn_client(
     let task = tokio::task::spawn_local(driver.run(stop, Some(ctl_rx), move |m, ev| {
         let mut s = s.borrow_mut();
         match ev {
-            PeerEvent::Connection(ClientEvent::Connected(outcome)) => {
+            PeerEvent::Connection(ClientEvent::Up { outcome, .. }) => {
                 match outcome {
                     Outcome::Fresh => s.fresh += 1,
                     Outcome::Resumed => s.resumed += 1,
                 }
                 s.merged = m.connection().view().merged;
             }
-            PeerEvent::Connection(ClientEvent::Lost) => s.lost += 1,
-            PeerEvent::Connection(ClientEvent::Refused(r)) => s.refused.push(r),
-            PeerEvent::Connection(ClientEvent::Ended(_)) => s.ended += 1,
+            PeerEvent::Connection(ClientEvent::Down { session: () }) => s.lost += 1,
+            PeerEvent::Connection(ClientEvent::Notice(ClientNotice::Refused(r))) => {
+                s.refused.push(r)
+            }
+            PeerEvent::Connection(ClientEvent::Ended { .. }) => s.ended += 1,
             PeerEvent::Sync(_, ev) => {
                 let s = &mut *s;
                 count_applied(&plan, &mut s.applied, &mut s.unexpected, &ev)
@@ -631,12 +633,7 @@ fn a_new_client_peer_asks_for_its_transport_at_once() {
         token(&mut 7),
     )
     .expect("token");
-    let mut peer = Peer::new(
-        client,
-        SyncRole::Client,
-        sync_config(),
-        Journal::new(HashJournal::new(1)),
-    );
+    let mut peer = Peer::new(client, sync_config(), Journal::new(HashJournal::new(1)));
     assert_eq!(peer.poll_timeout(), Some(tether::Instant::ZERO));
     assert_eq!(peer.poll_output(), Output::Open(Channel::Main));
 }

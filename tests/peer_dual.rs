@@ -7,7 +7,7 @@ mod peer_common;
 use peer_common::{append, applied, keys};
 use tether::connect::dual::{self, DualClient, DualServer};
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
-use tether::sync::journal::{MemJournal, Role};
+use tether::sync::journal::MemJournal;
 use tether::testkit::scenario::{sync_config, SeqTokens};
 use tether::testkit::{Either, Faults, NodeId, Sim};
 use tether::wire::{Element, Message};
@@ -19,7 +19,6 @@ fn world(seed: u64, clients: usize, faults: Faults) -> (Sim<Node>, NodeId, Vec<N
     let mut sim = Sim::new(seed, faults);
     let server = sim.add_node(Either::Right(Peer::new(
         DualServer::new(dual::ServerConfig::default(), SeqTokens::new(seed)),
-        Role::Server,
         sync_config(),
         SharedJournal::new(MemJournal::new(1, 100_000)),
     )));
@@ -27,7 +26,6 @@ fn world(seed: u64, clients: usize, faults: Faults) -> (Sim<Node>, NodeId, Vec<N
     for i in 0..clients {
         let peer = Peer::new(
             DualClient::new(dual::ClientConfig::default()),
-            Role::Client,
             sync_config(),
             SharedJournal::new(MemJournal::new(100 + i as u64, 100_000)),
         );
@@ -51,8 +49,8 @@ fn connects_syncs_and_carries_feed_updates() {
     let connected = sim.take_events(c).into_iter().any(|e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(dual::ClientEvent::Connected {
-                session: dual::Outcome::Fresh,
+            Either::Left(PeerEvent::Connection(dual::ClientEvent::Up {
+                outcome: dual::Outcome::Fresh,
                 ..
             }))
         )
@@ -77,7 +75,7 @@ fn connects_syncs_and_carries_feed_updates() {
     let updates = sim
         .take_events(server)
         .into_iter()
-        .filter(|e| matches!(e, Either::Right(PeerEvent::Connection(dual::ServerEvent::Update { element, .. })) if element.sid == 7))
+        .filter(|e| matches!(e, Either::Right(PeerEvent::Connection(dual::ServerEvent::Notice(dual::ServerNotice::Update { element, .. }))) if element.sid == 7))
         .count();
     assert_eq!(updates, 1);
 }
@@ -106,8 +104,8 @@ fn main_cut_mid_sync_reconnects_and_resyncs_exactly_once() {
     let resumed = events.iter().any(|e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(dual::ClientEvent::Connected {
-                session: dual::Outcome::Resumed,
+            Either::Left(PeerEvent::Connection(dual::ClientEvent::Up {
+                outcome: dual::Outcome::Resumed,
                 ..
             }))
         )

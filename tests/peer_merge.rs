@@ -7,7 +7,7 @@ mod peer_common;
 use peer_common::{append, applied, keys};
 use tether::connect::merge::{self, Client, Server};
 use tether::peer::{Peer, PeerEvent, SharedJournal};
-use tether::sync::journal::{MemJournal, Role};
+use tether::sync::journal::MemJournal;
 use tether::testkit::scenario::{sync_config, SeqTokens};
 use tether::testkit::{Either, Faults, NodeId, Sim};
 use tether::{Channel, Duration, Token};
@@ -30,7 +30,6 @@ fn world(seed: u64, clients: usize, faults: Faults) -> World {
             },
             SeqTokens::new(seed),
         ),
-        Role::Server,
         sync_config(),
         SharedJournal::new(MemJournal::new(1, 100_000)),
     );
@@ -52,7 +51,6 @@ fn world(seed: u64, clients: usize, faults: Faults) -> World {
         .unwrap();
         let peer = Peer::new(
             client,
-            Role::Client,
             sync_config(),
             SharedJournal::new(MemJournal::new(100 + i as u64, 100_000)),
         );
@@ -84,9 +82,10 @@ fn one_client_connects_and_both_journals_meet() {
         .filter(|e| {
             matches!(
                 e,
-                Either::Left(PeerEvent::Connection(merge::ClientEvent::Connected(
-                    merge::Outcome::Fresh
-                )))
+                Either::Left(PeerEvent::Connection(merge::ClientEvent::Up {
+                    session: (),
+                    outcome: merge::Outcome::Fresh
+                }))
             )
         })
         .count();
@@ -127,9 +126,10 @@ fn a_cut_in_the_middle_resumes_and_resyncs_with_nothing_lost_or_doubled() {
         .filter(|e| {
             matches!(
                 e,
-                Either::Left(PeerEvent::Connection(merge::ClientEvent::Connected(
-                    merge::Outcome::Resumed
-                )))
+                Either::Left(PeerEvent::Connection(merge::ClientEvent::Up {
+                    session: (),
+                    outcome: merge::Outcome::Resumed
+                }))
             )
         })
         .count();

@@ -8,9 +8,10 @@
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use tether::connect::dual::{
-    feed::FeedSender, ClientCommand, ClientConfig, ClientEvent, ClientState, CloseReason,
-    DualClient, DualError, DualServer, FeedLossPolicy, LeaveReason, Outcome, PlayerState, Retry,
-    ServerCommand, ServerConfig, ServerEvent, TokenSource, CLIENT_TRANSITIONS,
+    feed::FeedSender, AttemptFailure, ClientCommand, ClientConfig, ClientEvent, ClientNotice,
+    ClientState, DualClient, DualError, DualServer, EndReason, FeedLossPolicy, Outcome,
+    PlayerState, Retry, ServerCommand, ServerConfig, ServerEvent, ServerNotice, TokenSource,
+    CLIENT_TRANSITIONS,
 };
 use tether::wire::{Element, FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
 use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
@@ -295,8 +296,8 @@ impl Net {
 fn fresh(e: &ClientEvent) -> bool {
     matches!(
         e,
-        ClientEvent::Connected {
-            session: Outcome::Fresh,
+        ClientEvent::Up {
+            outcome: Outcome::Fresh,
             ..
         }
     )
@@ -386,16 +387,16 @@ fn diagram_1_initial_connection_step_by_step() {
     assert_eq!(net.server.player_state(0), Some(PlayerState::Connected));
     assert_eq!(
         net.client_events,
-        vec![ClientEvent::Connected {
-            player: 0,
-            session: Outcome::Fresh
+        vec![ClientEvent::Up {
+            session: (),
+            outcome: Outcome::Fresh
         }]
     );
     assert_eq!(
         net.server_events,
-        vec![ServerEvent::Connected {
-            player: 0,
-            session: Outcome::Fresh
+        vec![ServerEvent::Up {
+            session: 0,
+            outcome: Outcome::Fresh
         }]
     );
     assert!(net.wire.is_empty());
@@ -419,10 +420,10 @@ fn conn_failed_on_conn_init_closes_and_the_client_retries_then_gives_up() {
     assert_eq!(net.client.state(), ClientState::Backoff);
     assert!(net.client_has(|e| matches!(
         e,
-        ClientEvent::AttemptFailed {
-            reason: CloseReason::Refused(FailReason::ServerFull),
+        ClientEvent::Notice(ClientNotice::AttemptFailed {
+            reason: AttemptFailure::Refused(FailReason::ServerFull),
             ..
-        }
+        })
     )));
     // Retries as configured (3 tries in all), then gives up.
     net.run_for(Duration::from_secs(60));
@@ -430,15 +431,16 @@ fn conn_failed_on_conn_init_closes_and_the_client_retries_then_gives_up() {
     let failures = net
         .client_events
         .iter()
-        .filter(|e| matches!(e, ClientEvent::AttemptFailed { .. }))
+        .filter(|e| matches!(e, ClientEvent::Notice(ClientNotice::AttemptFailed { .. })))
         .count();
     assert_eq!(failures, 2);
-    assert_eq!(
+    assert!(matches!(
         net.client_events.last(),
-        Some(&ClientEvent::Closed {
-            reason: CloseReason::Refused(FailReason::ServerFull)
+        Some(ClientEvent::Ended {
+            reason: EndReason::Refused(FailReason::ServerFull),
+            ..
         })
-    );
+    ));
     assert_eq!(net.client.links(), (None, None));
 }
 
@@ -459,7 +461,9 @@ fn a_client_configured_not_to_retry_aborts_at_once() {
     net.connect();
     net.run_for(Duration::from_millis(1));
     assert_eq!(net.client.state(), ClientState::Closed);
-    assert!(!net.client_has(|e| matches!(e, ClientEvent::AttemptFailed { .. })));
+    assert!(
+        !net.client_has(|e| matches!(e, ClientEvent::Notice(ClientNotice::AttemptFailed { .. })))
+    );
 }
 
 #[test]
@@ -599,10 +603,10 @@ fn feed_init_retries_stop_at_the_limit() {
     assert_eq!(net.client.state(), ClientState::Backoff);
     assert!(net.client_has(|e| matches!(
         e,
-        ClientEvent::AttemptFailed {
-            reason: CloseReason::Timeout,
+        ClientEvent::Notice(ClientNotice::AttemptFailed {
+            reason: AttemptFailure::Timeout,
             ..
-        }
+        })
     )));
 }
 
@@ -913,7 +917,7 @@ fn main_reconnection_ok_continues_the_session_and_its_feed() {
     // "If the connection is lost, the client should try to reconnect."
     net.client_in(Input::Closed(old_main.unwrap()));
     net.server_in(Input::Closed(old_main.unwrap()));
-    assert!(net.client_has(|e| *e == ClientEvent::MainLost));
+    assert!(net.client_has(|e| *e == ClientEvent::Down { session: () }));
     assert_eq!(net.server.player_state(player), Some(PlayerState::MainLost));
     // "The client sends a connection request through the main channel."
     assert_eq!(net.client.state(), ClientState::AwaitReconnectOk);
@@ -928,14 +932,14 @@ fn main_reconnection_ok_continues_the_session_and_its_feed() {
     assert_eq!(net.client.links().1, feed);
     assert_eq!(net.server.player_links(player).unwrap().1, feed);
     assert!(net.client_has(|e| *e
-        == ClientEvent::Connected {
-            player,
-            session: Outcome::Resumed
+        == ClientEvent::Up {
+            session: (),
+            outcome: Outcome::Resumed
         }));
     assert!(net.server_has(|e| *e
-        == ServerEvent::Connected {
-            player,
-            session: Outcome::Resumed
+        == ServerEvent::Up {
+            session: player,
+            outcome: Outcome::Resumed
         }));
     // Updates still flow on feed.
     net.server_in(Input::Command(ServerCommand::SendFeed {
@@ -947,7 +951,8 @@ fn main_reconnection_ok_continues_the_session_and_its_feed() {
         }),
     }));
     net.run_for(Duration::from_millis(1));
-    assert!(net.client_has(|e| matches!(e, ClientEvent::Update(el) if el.sid == 9)));
+    assert!(net
+        .client_has(|e| matches!(e, ClientEvent::Notice(ClientNotice::Update(el)) if el.sid == 9)));
 }
 
 #[test]
@@ -968,10 +973,13 @@ fn main_reconnection_refused_closes_feed_as_well() {
     net.step(Side::Client, is_conn_failed);
     assert_eq!(net.client.state(), ClientState::Closed);
     assert_eq!(net.client.links(), (None, None));
-    assert!(net.client_has(|e| *e
-        == ClientEvent::Closed {
-            reason: CloseReason::Refused(FailReason::UnknownPlayer)
-        }));
+    assert!(net.client_has(|e| matches!(
+        e,
+        ClientEvent::Ended {
+            reason: EndReason::Refused(FailReason::UnknownPlayer),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -1004,10 +1012,13 @@ fn main_reconnection_unanswered_retries_then_closes_feed() {
     assert_eq!(requests, 5, "ClientConfig::default().reconnect.attempts");
     assert_eq!(net.client.state(), ClientState::Closed);
     assert_eq!(net.client.links(), (None, None));
-    assert!(net.client_has(|e| *e
-        == ClientEvent::Closed {
-            reason: CloseReason::Timeout
-        }));
+    assert!(net.client_has(|e| matches!(
+        e,
+        ClientEvent::Ended {
+            reason: EndReason::GaveUp,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -1026,11 +1037,11 @@ fn a_reconnection_replaces_a_main_the_server_still_holds() {
     // The old transport was taken over (closed and counted), and the session resumed: the
     // server saw it lost, then resumed, for the same player.
     assert_eq!(net.server.takeovers(), 1);
-    assert!(net.server_has(|e| *e == ServerEvent::MainLost { player }));
+    assert!(net.server_has(|e| *e == ServerEvent::Down { session: player }));
     assert!(net.server_has(|e| *e
-        == ServerEvent::Connected {
-            player,
-            session: Outcome::Resumed
+        == ServerEvent::Up {
+            session: player,
+            outcome: Outcome::Resumed
         }));
 }
 
@@ -1046,10 +1057,10 @@ fn a_player_whose_main_stays_lost_expires() {
     assert_eq!(net.server.player_state(player), None);
     assert!(net.server_has(|e| matches!(
         e,
-        ServerEvent::Left {
-            reason: LeaveReason::Expired,
+        ServerEvent::Ended {
+            reason: EndReason::Expired,
             ..
-        } | ServerEvent::FeedLost { .. }
+        } | ServerEvent::Notice(ServerNotice::FeedLost { .. })
     )));
 }
 
@@ -1081,10 +1092,13 @@ fn feed_lost_policy_close_both() {
     // "the client can disconnect both the main and the feed channels."
     assert_eq!(net.client.state(), ClientState::Closed);
     assert_eq!(net.client.links(), (None, None));
-    assert!(net.client_has(|e| *e
-        == ClientEvent::Closed {
-            reason: CloseReason::FeedLost
-        }));
+    assert!(net.client_has(|e| matches!(
+        e,
+        ClientEvent::Ended {
+            reason: EndReason::FeedLost,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -1097,18 +1111,18 @@ fn feed_lost_policy_reinit_binds_a_new_feed_and_keeps_main() {
     let player = net.handshake();
     let (main, old_feed) = net.client.links();
     silence_feed(&mut net, 5);
-    assert!(net.client_has(|e| *e == ClientEvent::FeedLost));
+    assert!(net.client_has(|e| *e == ClientEvent::Notice(ClientNotice::FeedLost)));
     net.run_for(Duration::from_millis(10));
     assert_eq!(net.client.state(), ClientState::Connected);
     let (main2, new_feed) = net.client.links();
     assert_eq!(main2, main, "main was never touched");
     assert_ne!(new_feed, old_feed);
     assert_eq!(net.server.player_links(player).unwrap().1, new_feed);
-    assert!(net.client_has(|e| *e == ClientEvent::FeedRestored));
+    assert!(net.client_has(|e| *e == ClientEvent::Notice(ClientNotice::FeedRestored)));
     assert_eq!(
         net.client_events
             .iter()
-            .filter(|e| matches!(e, ClientEvent::Connected { .. }))
+            .filter(|e| matches!(e, ClientEvent::Up { .. }))
             .count(),
         1,
         "the session never ended"
@@ -1128,10 +1142,13 @@ fn feed_reinit_that_fails_closes_both() {
     net.handshake();
     silence_feed(&mut net, 30);
     assert_eq!(net.client.state(), ClientState::Closed);
-    assert!(net.client_has(|e| *e
-        == ClientEvent::Closed {
-            reason: CloseReason::Timeout
-        }));
+    assert!(net.client_has(|e| matches!(
+        e,
+        ClientEvent::Ended {
+            reason: EndReason::GaveUp,
+            ..
+        }
+    )));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1164,7 +1181,7 @@ fn feed_datagrams_stale_duplicate_foreign_and_garbage() {
         .client_events
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Update(el) => Some(el.sid),
+            ClientEvent::Notice(ClientNotice::Update(el)) => Some(el.sid),
             _ => None,
         })
         .collect();
@@ -1204,7 +1221,7 @@ fn feed_content_limit_is_configurable_and_enforced_both_ways() {
         message: big,
     }));
     net.run_for(Duration::from_millis(1));
-    assert!(!net.client_has(|e| matches!(e, ClientEvent::Update(_))));
+    assert!(!net.client_has(|e| matches!(e, ClientEvent::Notice(ClientNotice::Update(_)))));
     assert_eq!(net.client.feed_stats().malformed, 1);
     // Updates from the client reach the server's application as events.
     let small = Message::Update(Element {
@@ -1214,7 +1231,7 @@ fn feed_content_limit_is_configurable_and_enforced_both_ways() {
     });
     net.client_in(Input::Command(ClientCommand::SendFeed(small)));
     net.run_for(Duration::from_millis(1));
-    assert!(net.server_has(|e| matches!(e, ServerEvent::Update { player: p, element } if *p == player && element.sid == 3)));
+    assert!(net.server_has(|e| matches!(e, ServerEvent::Notice(ServerNotice::Update { player: p, element }) if *p == player && element.sid == 3)));
 }
 
 #[test]
@@ -1241,7 +1258,7 @@ fn main_messages_are_queued_while_not_connected_and_bounded() {
         .server_events
         .iter()
         .filter_map(|e| match e {
-            ServerEvent::Received { message, .. } => Some(message.clone()),
+            ServerEvent::Message { message, .. } => Some(message.clone()),
             _ => None,
         })
         .collect();
@@ -1262,11 +1279,11 @@ fn disconnection_is_told_and_ends_the_player() {
     assert_eq!(net.client.state(), ClientState::Closed);
     net.run_for(Duration::from_millis(1));
     assert_eq!(net.server.player_state(player), None);
-    assert!(net.server_has(|e| *e
-        == ServerEvent::Left {
-            player,
-            reason: LeaveReason::Disconnected
-        }));
+    assert!(net.server_has(|e| matches!(e, ServerEvent::Ended {
+            session,
+            reason: EndReason::PeerDisconnect,
+            ..
+        } if *session == player)));
     assert_eq!(
         net.client
             .handle_input(net.now, Input::Command(ClientCommand::Send(Message::Dummy))),
@@ -1410,7 +1427,7 @@ fn every_handshake_message_lost_duplicated_and_delayed() {
             let retried = net
                 .client_events
                 .iter()
-                .any(|e| matches!(e, ClientEvent::AttemptFailed { .. }));
+                .any(|e| matches!(e, ClientEvent::Notice(ClientNotice::AttemptFailed { .. })));
             let feed_step = step == 2 || step == 3;
             let expect_retry = match fault {
                 Fault::Lose | Fault::Delay => !feed_step,
@@ -1421,8 +1438,8 @@ fn every_handshake_message_lost_duplicated_and_delayed() {
                 // CONN_OK lost: the server had connected player 0, which then expired.
                 assert!(net.server_events.iter().any(|e| matches!(
                     e,
-                    ServerEvent::Left {
-                        reason: LeaveReason::Expired,
+                    ServerEvent::Ended {
+                        reason: EndReason::Expired,
                         ..
                     }
                 )));
@@ -1470,9 +1487,9 @@ fn reconnection_messages_lost_duplicated_and_delayed() {
             Some(PlayerState::Connected)
         );
         assert!(net.client_has(|e| *e
-            == ClientEvent::Connected {
-                player,
-                session: Outcome::Resumed
+            == ClientEvent::Up {
+                session: (),
+                outcome: Outcome::Resumed
             }));
     }
 }
@@ -1596,7 +1613,7 @@ mod properties {
             // Let what is in flight land, without faults.
             net.run_for(Duration::from_millis(1));
             let sids: Vec<u16> = net.client_events.iter().filter_map(|e| match e {
-                ClientEvent::Update(el) => Some(el.sid),
+                ClientEvent::Notice(ClientNotice::Update(el)) => Some(el.sid),
                 _ => None,
             }).collect();
             prop_assert!(sids.windows(2).all(|w| w[0] < w[1]), "{:?}", sids);

@@ -194,8 +194,14 @@ fn connected(enc: Encoding, server_tokens: Vec<Token>) -> (Client, Server<Tokens
     c.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     s.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     let (ce, se) = shuttle(ms(0), &mut c, &mut s);
-    assert_eq!(ce, vec![ClientEvent::Connected(Outcome::Fresh)]);
-    let Some(ServerEvent::Connected {
+    assert_eq!(
+        ce,
+        vec![ClientEvent::Up {
+            session: (),
+            outcome: Outcome::Fresh
+        }]
+    );
+    let Some(ServerEvent::Up {
         session,
         outcome: Outcome::Fresh,
     }) = se.first().cloned()
@@ -315,11 +321,14 @@ fn replay_document(enc: Encoding) {
     );
     assert_eq!(
         drain(&mut client).ev,
-        vec![ClientEvent::Connected(Outcome::Fresh)]
+        vec![ClientEvent::Up {
+            session: (),
+            outcome: Outcome::Fresh
+        }]
     );
     assert_eq!(
         drain(&mut server).ev,
-        vec![ServerEvent::Connected {
+        vec![ServerEvent::Up {
             session,
             outcome: Outcome::Fresh
         }]
@@ -337,7 +346,10 @@ fn replay_document(enc: Encoding) {
         Some(ms(10)),
         "output queued: deadline is now"
     );
-    assert_eq!(drain(&mut client).ev, vec![ClientEvent::Lost]);
+    assert_eq!(
+        drain(&mut client).ev,
+        vec![ClientEvent::Down { session: () }]
+    );
     assert_eq!(client.poll_timeout(), Some(ms(1010)), "dop waits 1 s");
     client.handle_input(ms(1010), Input::Timeout).unwrap();
     assert_eq!(drain(&mut client).open, 1);
@@ -376,7 +388,7 @@ fn replay_document(enc: Encoding) {
 
     // 11. SERVER2 sends CCCC. 12. The client is PRECONNECTED.
     let s_out = drain(&mut server);
-    assert_eq!(s_out.ev, vec![ServerEvent::Lost { session }]);
+    assert_eq!(s_out.ev, vec![ServerEvent::Down { session }]);
     assert_eq!(s_out.tx, vec![tx(2, token_bytes(enc, &cc))]);
     let c_out = drain(&mut client); // the client's resumption, sent at once on open
     assert_eq!(c_out.tx, vec![tx(2, resume_bytes(enc, &ab))]);
@@ -448,7 +460,7 @@ fn replay_document(enc: Encoding) {
     assert_eq!(s_out.tx, resumed_bytes(enc, 2, &ab, 0));
     assert_eq!(
         s_out.ev,
-        vec![ServerEvent::Connected {
+        vec![ServerEvent::Up {
             session,
             outcome: Outcome::Resumed
         }]
@@ -477,7 +489,10 @@ fn replay_document(enc: Encoding) {
     );
     assert_eq!(
         drain(&mut client).ev,
-        vec![ClientEvent::Connected(Outcome::Resumed)]
+        vec![ClientEvent::Up {
+            session: (),
+            outcome: Outcome::Resumed
+        }]
     );
 
     // DISCONNECTION 9-10 (the document's commented-out section): the client sends the
@@ -490,7 +505,11 @@ fn replay_document(enc: Encoding) {
     assert_eq!(c_out.close, vec![Link::main(2)]);
     assert_eq!(
         c_out.ev,
-        vec![ClientEvent::Ended(EndReason::LocalDisconnect)]
+        vec![ClientEvent::Ended {
+            session: (),
+            reason: EndReason::LocalDisconnect,
+            undelivered: vec![]
+        }]
     );
     server
         .handle_input(
@@ -504,7 +523,8 @@ fn replay_document(enc: Encoding) {
         s_out.ev,
         vec![ServerEvent::Ended {
             session,
-            reason: EndReason::PeerDisconnect
+            reason: EndReason::PeerDisconnect,
+            undelivered: vec![],
         }]
     );
     row(
@@ -627,7 +647,7 @@ fn dop_trace_server_side_byte_for_byte() {
     assert_eq!(
         events,
         vec![
-            ServerEvent::Connected {
+            ServerEvent::Up {
                 session: s1,
                 outcome: Outcome::Fresh
             },
@@ -635,8 +655,8 @@ fn dop_trace_server_side_byte_for_byte() {
                 session: s1,
                 message: Message::App(Bytes::from_static(b"hello-before-drop"))
             },
-            ServerEvent::Lost { session: s1 },
-            ServerEvent::Connected {
+            ServerEvent::Down { session: s1 },
+            ServerEvent::Up {
                 session: s1,
                 outcome: Outcome::Resumed
             },
@@ -646,14 +666,15 @@ fn dop_trace_server_side_byte_for_byte() {
             },
             ServerEvent::Ended {
                 session: s1,
-                reason: EndReason::PeerDisconnect
+                reason: EndReason::PeerDisconnect,
+                undelivered: vec![],
             },
-            ServerEvent::Connected {
+            ServerEvent::Up {
                 session: s3,
                 outcome: Outcome::Fresh
             },
             // #3 closes without a formal disconnection: resumable.
-            ServerEvent::Lost { session: s3 },
+            ServerEvent::Down { session: s3 },
         ]
     );
     assert_eq!(
@@ -730,12 +751,25 @@ fn dop_trace_client_side_byte_for_byte() {
     assert_eq!(
         events,
         vec![
-            ClientEvent::Connected(Outcome::Fresh),
-            ClientEvent::Lost,
-            ClientEvent::Connected(Outcome::Resumed),
-            ClientEvent::Ended(EndReason::LocalDisconnect),
-            ClientEvent::Connected(Outcome::Fresh),
-            ClientEvent::Lost,
+            ClientEvent::Up {
+                session: (),
+                outcome: Outcome::Fresh
+            },
+            ClientEvent::Down { session: () },
+            ClientEvent::Up {
+                session: (),
+                outcome: Outcome::Resumed
+            },
+            ClientEvent::Ended {
+                session: (),
+                reason: EndReason::LocalDisconnect,
+                undelivered: vec![]
+            },
+            ClientEvent::Up {
+                session: (),
+                outcome: Outcome::Fresh
+            },
+            ClientEvent::Down { session: () },
         ]
     );
     assert_eq!(closes, vec![Link::main(2)]);
@@ -755,7 +789,10 @@ fn failed(reason: FailReason) -> Bytes {
 fn client_reopens(c: &mut Client, at: Instant, link: u64) -> Instant {
     let before = drain(c);
     assert!(
-        before.ev.iter().all(|e| *e == ClientEvent::Lost),
+        before
+            .ev
+            .iter()
+            .all(|e| *e == ClientEvent::Down { session: () }),
         "{:?}",
         before.ev
     );
@@ -804,14 +841,17 @@ fn server_notices_the_old_transport_closing_after_the_client_reconnected() {
         assert_eq!(s.takeovers(), 1);
         assert_eq!(
             ce,
-            vec![ClientEvent::Connected(Outcome::Resumed)],
+            vec![ClientEvent::Up {
+                session: (),
+                outcome: Outcome::Resumed
+            }],
             "{enc:?}"
         );
         assert_eq!(
             se[..2],
             [
-                ServerEvent::Lost { session },
-                ServerEvent::Connected {
+                ServerEvent::Down { session },
+                ServerEvent::Up {
                     session,
                     outcome: Outcome::Resumed
                 }
@@ -875,12 +915,12 @@ fn two_reconnections_at_once_the_last_takes_over() {
     assert_eq!(
         out.ev,
         vec![
-            ServerEvent::Connected {
+            ServerEvent::Up {
                 session,
                 outcome: Outcome::Resumed
             },
-            ServerEvent::Lost { session },
-            ServerEvent::Connected {
+            ServerEvent::Down { session },
+            ServerEvent::Up {
                 session,
                 outcome: Outcome::Resumed
             },
@@ -976,7 +1016,9 @@ fn a_wrong_token_or_garbage_closes_that_transport_only() {
             .ev
             .iter()
             .filter_map(|e| match e {
-                ServerEvent::Refused { link, reason } => Some((link.id, *reason)),
+                ServerEvent::Notice(ServerNotice::Refused { link, reason }) => {
+                    Some((link.id, *reason))
+                }
                 _ => None,
             })
             .collect();
@@ -1028,12 +1070,20 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
     s.handle_input(ms(5), Input::Command(ServerCommand::Disconnect { session }))
         .unwrap();
     let (ce, se) = shuttle(ms(5), &mut c, &mut s);
-    assert_eq!(ce, vec![ClientEvent::Ended(EndReason::PeerDisconnect)]);
+    assert_eq!(
+        ce,
+        vec![ClientEvent::Ended {
+            session: (),
+            reason: EndReason::PeerDisconnect,
+            undelivered: vec![]
+        }]
+    );
     assert_eq!(
         se,
         vec![ServerEvent::Ended {
             session,
-            reason: EndReason::LocalDisconnect
+            reason: EndReason::LocalDisconnect,
+            undelivered: vec![],
         }]
     );
     assert_eq!(c.view().status, Status::Disconnected);
@@ -1086,7 +1136,7 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
         .unwrap();
     let ev = drain(&mut s).ev;
     assert!(
-        matches!(ev[..], [ServerEvent::Connected { outcome: Outcome::Fresh, session: new }] if new != session),
+        matches!(ev[..], [ServerEvent::Up { outcome: Outcome::Fresh, session: new }] if new != session),
         "{ev:?}"
     );
 }
@@ -1097,14 +1147,15 @@ fn a_reconnecting_session_expires_and_the_client_starts_fresh() {
         let (mut c, mut s, session) = connected(enc, vec![doc_tok(enc, b'A'), doc_tok(enc, b'C')]);
         let grace = ServerConfig::default().resume_grace;
         s.handle_input(ms(5), Input::Closed(Link::main(1))).unwrap();
-        assert_eq!(drain(&mut s).ev, vec![ServerEvent::Lost { session }]);
+        assert_eq!(drain(&mut s).ev, vec![ServerEvent::Down { session }]);
         assert_eq!(s.poll_timeout(), Some(ms(5) + grace));
         s.handle_input(ms(5) + grace, Input::Timeout).unwrap();
         assert_eq!(
             drain(&mut s).ev,
             vec![ServerEvent::Ended {
                 session,
-                reason: EndReason::Expired
+                reason: EndReason::Expired,
+                undelivered: vec![],
             }]
         );
         assert_eq!(s.session_count(), 0);
@@ -1114,8 +1165,23 @@ fn a_reconnecting_session_expires_and_the_client_starts_fresh() {
         let t = client_reopens(&mut c, t, 2);
         s.handle_input(t, Input::Opened(Link::main(2))).unwrap();
         let (ce, se) = shuttle(t, &mut c, &mut s);
-        assert_eq!(ce, vec![ClientEvent::Connected(Outcome::Fresh)], "{enc:?}");
-        let Some(ServerEvent::Connected {
+        // The old session ended where the server forgot it; a fresh one replaces it.
+        assert_eq!(
+            ce,
+            vec![
+                ClientEvent::Ended {
+                    session: (),
+                    reason: EndReason::Expired,
+                    undelivered: vec![],
+                },
+                ClientEvent::Up {
+                    session: (),
+                    outcome: Outcome::Fresh
+                }
+            ],
+            "{enc:?}"
+        );
+        let Some(ServerEvent::Up {
             session: new,
             outcome: Outcome::Fresh,
         }) = se.first().cloned()
@@ -1138,8 +1204,23 @@ fn a_forgotten_session_becomes_a_fresh_one() {
         let t = client_reopens(&mut c, ms(5), 2);
         s.handle_input(t, Input::Opened(Link::main(2))).unwrap();
         let (ce, se) = shuttle(t, &mut c, &mut s);
-        assert_eq!(ce, vec![ClientEvent::Connected(Outcome::Fresh)], "{enc:?}");
-        let Some(ServerEvent::Connected {
+        // The old session ended where the server forgot it; a fresh one replaces it.
+        assert_eq!(
+            ce,
+            vec![
+                ClientEvent::Ended {
+                    session: (),
+                    reason: EndReason::Expired,
+                    undelivered: vec![],
+                },
+                ClientEvent::Up {
+                    session: (),
+                    outcome: Outcome::Fresh
+                }
+            ],
+            "{enc:?}"
+        );
+        let Some(ServerEvent::Up {
             session,
             outcome: Outcome::Fresh,
         }) = se.first().cloned()
@@ -1178,7 +1259,11 @@ fn the_client_backs_off_then_gives_up() {
         t = next;
         c.handle_input(t, Input::Timeout).unwrap();
         let out = drain(&mut c);
-        if out.ev.contains(&ClientEvent::Ended(EndReason::GaveUp)) {
+        if out.ev.contains(&ClientEvent::Ended {
+            session: (),
+            reason: EndReason::GaveUp,
+            undelivered: vec![],
+        }) {
             break;
         }
         link += 1;
@@ -1254,7 +1339,7 @@ fn queue_is_bounded_and_flushed_in_order() {
     assert_eq!(
         se,
         vec![
-            ServerEvent::Connected {
+            ServerEvent::Up {
                 session,
                 outcome: Outcome::Fresh
             },
@@ -1319,10 +1404,10 @@ fn registry_and_pending_handshakes_are_bounded() {
     assert_eq!(out.tx[1..], [tx(2, failed(FailReason::ServerFull))]);
     assert_eq!(
         out.ev,
-        vec![ServerEvent::Refused {
+        vec![ServerEvent::Notice(ServerNotice::Refused {
             link: Link::main(2),
             reason: FailReason::ServerFull
-        }]
+        })]
     );
     assert_eq!(
         s.handle_input(ms(0), Input::Opened(Link::main(1))),
@@ -1343,10 +1428,10 @@ fn registry_and_pending_handshakes_are_bounded() {
         .unwrap();
     let ev = drain(&mut s).ev;
     assert!(
-        ev.contains(&ServerEvent::Refused {
+        ev.contains(&ServerEvent::Notice(ServerNotice::Refused {
             link: Link::main(3),
             reason: FailReason::ServerFull
-        }),
+        })),
         "{ev:?}"
     );
     assert_eq!(s.session_count(), 1);
@@ -1381,14 +1466,14 @@ fn versions_and_short_tokens_are_refused_in_tether_encoding() {
     assert_eq!(
         ev,
         vec![
-            ServerEvent::Refused {
+            ServerEvent::Notice(ServerNotice::Refused {
                 link: Link::main(1),
                 reason: FailReason::UnsupportedVersion
-            },
-            ServerEvent::Refused {
+            }),
+            ServerEvent::Notice(ServerNotice::Refused {
                 link: Link::main(2),
                 reason: FailReason::InsecureToken
-            },
+            }),
         ]
     );
     // Application messages can never be mistaken for control messages in tether's encoding.

@@ -254,7 +254,7 @@ impl MergePair {
 
     fn session(&self) -> Option<merge::SessionId> {
         self.server_events.iter().find_map(|e| match e {
-            merge::ServerEvent::Connected { session, .. } => Some(*session),
+            merge::ServerEvent::Up { session, .. } => Some(*session),
             _ => None,
         })
     }
@@ -284,7 +284,7 @@ impl MergePair {
         self.client_events
             .iter()
             .filter_map(|e| match e {
-                merge::ClientEvent::Message(m) => number(m).map(|x| x.1),
+                merge::ClientEvent::Message { message: m, .. } => number(m).map(|x| x.1),
                 _ => None,
             })
             .collect()
@@ -329,7 +329,7 @@ fn a_frozen_server_is_noticed_within_one_and_a_half_keepalives_and_the_client_re
     p.run_until(frozen_at + Duration::from_secs(60));
     let lost = p.client_events[lost_before..]
         .iter()
-        .position(|e| *e == merge::ClientEvent::Lost)
+        .position(|e| *e == merge::ClientEvent::Down { session: () })
         .expect("the client noticed the frozen server");
     let _ = lost;
     // It closed its link and dialled again: the first new dial is at the detection plus
@@ -347,9 +347,10 @@ fn a_frozen_server_is_noticed_within_one_and_a_half_keepalives_and_the_client_re
     p.server_frozen = false;
     p.run_until(p.now + Duration::from_secs(120));
     assert_eq!(p.client.view().status, merge::Status::Connected);
-    assert!(p
-        .client_events
-        .contains(&merge::ClientEvent::Connected(merge::Outcome::Resumed)));
+    assert!(p.client_events.contains(&merge::ClientEvent::Up {
+        session: (),
+        outcome: merge::Outcome::Resumed
+    }));
     for n in 7..=8 {
         assert!(p.client_send(app(b'c', n)));
         assert!(p.server_send(app(b's', n - 3)));
@@ -414,7 +415,7 @@ fn an_impossible_ack_refuses_the_transport_and_the_session_resumes() {
         let session = p.session().unwrap();
         assert!(
             p.server_events
-                .contains(&merge::ServerEvent::Lost { session }),
+                .contains(&merge::ServerEvent::Down { session }),
             "{forged:?}: the transport was refused"
         );
         p.run_until(p.now + Duration::from_secs(10));
@@ -446,16 +447,20 @@ fn the_client_that_gives_up_reports_exactly_what_was_never_acknowledged() {
         .client_events
         .iter()
         .filter_map(|e| match e {
-            merge::ClientEvent::Undelivered(list) => Some(list.clone()),
+            merge::ClientEvent::Ended { undelivered, .. } => Some(undelivered.clone()),
             _ => None,
         })
         .flatten()
         .filter_map(|m| number(&m).map(|x| x.1))
         .collect();
     assert_eq!(undelivered, (33..=45).collect::<Vec<_>>());
-    assert!(p
-        .client_events
-        .contains(&merge::ClientEvent::Ended(merge::EndReason::GaveUp)));
+    assert!(p.client_events.iter().any(|e| matches!(
+        e,
+        merge::ClientEvent::Ended {
+            reason: merge::EndReason::GaveUp,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -633,13 +638,13 @@ fn dual_delivers_exactly_once_in_order_across_cuts_of_main() {
         sim.run_for(Duration::from_secs(30));
         let mut got: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
         for e in sim.take_events(client) {
-            if let Either::Left(dual::ClientEvent::Received(m)) = e {
+            if let Either::Left(dual::ClientEvent::Message { message: m, .. }) = e {
                 let (side, n) = number(&m).unwrap();
                 got.entry(side).or_default().push(n);
             }
         }
         for e in sim.take_events(server) {
-            if let Either::Right(dual::ServerEvent::Received { message, .. }) = e {
+            if let Either::Right(dual::ServerEvent::Message { message, .. }) = e {
                 let (side, n) = number(&message).unwrap();
                 got.entry(side).or_default().push(n);
             }

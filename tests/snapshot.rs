@@ -11,7 +11,7 @@ use tether::connect::dual::{self, DualClient, DualServer, PlayerState};
 use tether::connect::merge::{self, Client, Server, Status};
 use tether::peer::{Peer, PeerCommand, PeerEvent, PeerSnapshot, SharedJournal};
 use tether::snapshot::{crc32, ImportError, SnapshotError, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
-use tether::sync::journal::{Marks, MemJournal, Role, SyncConfig, SyncEvent};
+use tether::sync::journal::{Marks, MemJournal, SyncConfig, SyncEvent};
 use tether::testkit::{Either, Faults, NodeId, Sim};
 use tether::wire::{LineId, Message};
 use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
@@ -349,7 +349,6 @@ mod merge_world {
                 },
                 Tokens(seed),
             ),
-            Role::Server,
             sync_config(),
             journal,
         )
@@ -366,7 +365,10 @@ mod merge_world {
         events
             .iter()
             .filter_map(|e| match e {
-                Either::Left(PeerEvent::Connection(merge::ClientEvent::Connected(o))) => Some(*o),
+                Either::Left(PeerEvent::Connection(merge::ClientEvent::Up {
+                    session: (),
+                    outcome: o,
+                })) => Some(*o),
                 _ => None,
             })
             .collect()
@@ -395,7 +397,6 @@ fn merge_handover(cut_first: bool) {
     .unwrap();
     let c = sim.add_node(Either::Left(Peer::new(
         client,
-        Role::Client,
         sync_config(),
         SharedJournal::new(MemJournal::new(100, 100_000)),
     )));
@@ -511,7 +512,6 @@ mod dual_world {
     pub fn server(seed: u64, journal: Journal) -> ServerPeer {
         Peer::new(
             DualServer::new(dual::ServerConfig::default(), Tokens(seed)),
-            Role::Server,
             sync_config(),
             journal,
         )
@@ -535,10 +535,9 @@ mod dual_world {
         events
             .iter()
             .filter_map(|e| match e {
-                Either::Left(PeerEvent::Connection(dual::ClientEvent::Connected {
-                    session,
-                    ..
-                })) => Some(*session),
+                Either::Left(PeerEvent::Connection(dual::ClientEvent::Up { outcome, .. })) => {
+                    Some(*outcome)
+                }
                 _ => None,
             })
             .collect()
@@ -555,7 +554,6 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     )));
     let c = sim.add_node(Either::Left(Peer::new(
         DualClient::new(client_config()),
-        Role::Client,
         sync_config(),
         SharedJournal::new(MemJournal::new(100, 100_000)),
     )));
@@ -616,7 +614,9 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     assert!(
         client_events.iter().any(|e| matches!(
             e,
-            Either::Left(PeerEvent::Connection(dual::ClientEvent::FeedRestored))
+            Either::Left(PeerEvent::Connection(dual::ClientEvent::Notice(
+                dual::ClientNotice::FeedRestored
+            )))
         )),
         "feed bound again, on B"
     );
@@ -647,7 +647,7 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
         .take_events(b)
         .into_iter()
         .filter(|e| {
-            matches!(e, Either::Right(PeerEvent::Connection(dual::ServerEvent::Update { element, .. })) if element.sid == 42)
+            matches!(e, Either::Right(PeerEvent::Connection(dual::ServerEvent::Notice(dual::ServerNotice::Update { element, .. }))) if element.sid == 42)
         })
         .count();
     assert_eq!(updates, 1);
@@ -732,7 +732,7 @@ proptest! {
         let mut client = Client::new(t0, cfg, client_token).unwrap();
         let mut server = Server::new(scfg, Tokens(seed));
         let (ce, _) = shuttle(&mut client, &mut server, t0);
-        prop_assert_eq!(ce, vec![merge::ClientEvent::Connected(merge::Outcome::Fresh)]);
+        prop_assert_eq!(ce, vec![merge::ClientEvent::Up { session: (), outcome: merge::Outcome::Fresh }]);
         let id = merge::SessionId(1);
         if cut {
             client.handle_input(t0, Input::Closed(Link::main(1))).unwrap();
@@ -779,12 +779,12 @@ proptest! {
 
         // The restored pair resumes, and the queues arrive in order.
         let (ce, se) = shuttle(&mut restored, &mut server2, now);
-        let got_msgs: Vec<_> = ce.iter().filter_map(|e| match e { merge::ClientEvent::Message(m) => Some(m.clone()), _ => None }).collect();
-        prop_assert_eq!(&ce[0], &merge::ClientEvent::Connected(merge::Outcome::Resumed));
+        let got_msgs: Vec<_> = ce.iter().filter_map(|e| match e { merge::ClientEvent::Message { message: m, .. } => Some(m.clone()), _ => None }).collect();
+        prop_assert_eq!(&ce[0], &merge::ClientEvent::Up { session: (), outcome: merge::Outcome::Resumed });
         prop_assert_eq!(got_msgs, ss.queue.clone());
         let got_srv: Vec<_> = se.iter().filter_map(|e| match e { merge::ServerEvent::Message { message, .. } => Some(message.clone()), _ => None }).collect();
         prop_assert_eq!(got_srv, cs.queue.clone());
-        let resumed = merge::ServerEvent::Connected { session: id2, outcome: merge::Outcome::Resumed };
+        let resumed = merge::ServerEvent::Up { session: id2, outcome: merge::Outcome::Resumed };
         prop_assert!(se.contains(&resumed), "server resumed");
     }
 }
@@ -945,7 +945,6 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
     let cs = client.snapshot(t0).unwrap();
     let mut peer = Peer::new(
         client,
-        Role::Client,
         sync_config(),
         SharedJournal::new(MemJournal::new(1, 10)),
     );
@@ -957,7 +956,6 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
     let fresh = Client::new(t0, merge::Config::default(), Token::new(&[1; 16]).unwrap()).unwrap();
     let mut peer = Peer::new(
         fresh,
-        Role::Client,
         sync_config(),
         SharedJournal::new(MemJournal::new(1, 10)),
     );

@@ -22,6 +22,7 @@ mod snapshot;
 pub use snapshot::{Handover, PeerSnapshot};
 
 use crate::driver::{earliest, HasOrigin, Input, Machine, Origin, Outbox, Output};
+use crate::session::{Event, Outcome};
 use crate::sync::journal::{
     JournalStore, JournalSync, Marks, Role, StoreError, SyncCommand, SyncConfig, SyncError,
     SyncEvent, SyncOutput,
@@ -35,47 +36,17 @@ use bytes::Bytes;
 use core::cell::RefCell;
 use core::fmt::Debug;
 
-/// What a connection event means to the composed peer.
-#[derive(Debug)]
-pub enum Routed<S, E> {
-    /// A session is up: connected fresh, or resumed.
-    Up {
-        /// Which session.
-        session: S,
-        /// Whether it resumed an earlier session (expect a resync, not a full sync).
-        resumed: bool,
-        /// The event, for the application.
-        event: E,
-    },
-    /// A session's transport is down; it may come back.
-    Down {
-        /// Which session.
-        session: S,
-        /// The event, for the application.
-        event: E,
-    },
-    /// A session ended for good.
-    Gone {
-        /// Which session.
-        session: S,
-        /// The event, for the application.
-        event: E,
-    },
-    /// A message for the sync layer.
-    Message {
-        /// From which session.
-        session: S,
-        /// The message.
-        message: Message,
-    },
-    /// Anything else: passed to the application as it is.
-    Other(E),
-}
-
-/// A connection machine that a [`Peer`] can put journal sync on.
-pub trait Profile: Machine {
+/// A connection machine that a [`Peer`] can put journal sync on: any machine that speaks
+/// the shared [`Event`] vocabulary, with a way to send on a session.
+pub trait Profile:
+    Machine<Event = Event<<Self as Profile>::Session, <Self as Profile>::Notice>>
+{
     /// Names a session: `()` on a client, a session or player id on a server.
     type Session: Copy + Ord + Debug;
+    /// The profile's own notices, passed to the application as they are.
+    type Notice;
+    /// The journal-sync role a peer over this machine takes (clients ask first).
+    const ROLE: Role;
 
     /// Sends a message to a session on `main` (queued while the session is down).
     fn send(
@@ -84,9 +55,6 @@ pub trait Profile: Machine {
         session: Self::Session,
         message: Message,
     ) -> Result<(), Self::Error>;
-
-    /// Says what a connection event means.
-    fn route(event: Self::Event) -> Routed<Self::Session, Self::Event>;
 
     /// The session's sync layer started over (its transport is down): sync messages the
     /// connection still holds for it are obsolete and must not be delivered after a
@@ -225,14 +193,14 @@ impl<E: core::error::Error + HasOrigin> HasOrigin for PeerError<E> {
 /// // The server: the token-merge registry (tokens from the caller's randomness).
 /// let registry = merge::Server::new(merge::ServerConfig::default(), || Token::new(&[b'S'; 16]).unwrap());
 /// let journal = SharedJournal::new(MemJournal::new(1, 10_000));
-/// let mut server = Peer::new(registry, Role::Server, SyncConfig::default(), journal);
+/// let mut server = Peer::new(registry, SyncConfig::default(), journal);
 /// let entry = Entry::new(b"srv", b"r1", b"hello");
 /// server.handle_input(now, Input::Command(PeerCommand::Append(entry))).unwrap();
 ///
 /// // The client: one token-merge session.
 /// let conn = merge::Client::new(now, merge::Config::default(), Token::new(&[b'C'; 16]).unwrap()).unwrap();
 /// let journal = SharedJournal::new(MemJournal::new(2, 10_000));
-/// let mut client = Peer::new(conn, Role::Client, SyncConfig::default(), journal);
+/// let mut client = Peer::new(conn, SyncConfig::default(), journal);
 ///
 /// // The client asks for a transport; the caller connects one (link 1 on both sides).
 /// assert_eq!(client.poll_output(), Output::Open(Channel::Main));
@@ -241,7 +209,7 @@ impl<E: core::error::Error + HasOrigin> HasOrigin for PeerError<E> {
 ///
 /// // Carry the bytes both ways and fire the timers, as a driver does over a socket.
 /// let events = drive(&mut now, &mut client, &mut server);
-/// assert!(events.contains(&PeerEvent::Connection(ClientEvent::Connected(Outcome::Fresh))));
+/// assert!(events.contains(&PeerEvent::Connection(ClientEvent::Up { session: (), outcome: Outcome::Fresh })));
 /// assert!(events.iter().any(|e| matches!(e,
 ///     PeerEvent::Sync((), SyncEvent::Applied { resource, .. }) if resource == &b"r1"[..])));
 /// assert!(client.store().contains(b"srv", b"r1"));
@@ -316,11 +284,12 @@ where
     P: Profile,
     S: JournalStore + Clone,
 {
-    /// A peer over `conn`, syncing `store` (cloned for each session: it must share).
-    pub fn new(conn: P, role: Role, config: SyncConfig, store: S) -> Self {
+    /// A peer over `conn`, syncing `store` (cloned for each session: it must share). The
+    /// sync role is the profile's: a client's peer asks first.
+    pub fn new(conn: P, config: SyncConfig, store: S) -> Self {
         let mut peer = Peer {
             conn,
-            role,
+            role: P::ROLE,
             config,
             store,
             syncs: BTreeMap::new(),
@@ -441,41 +410,42 @@ where
 
     fn route(&mut self, event: P::Event) {
         let now = self.now;
-        match P::route(event) {
-            Routed::Up {
-                session,
-                resumed: _,
-                event,
-            } => {
+        match &event {
+            Event::Up { session, outcome } => {
+                let session = *session;
                 self.up.insert(session, true);
+                if *outcome == Outcome::Fresh {
+                    // Nothing carries over into a fresh session, marks included: they
+                    // confirmed positions in a conversation that no longer exists.
+                    self.syncs.remove(&session);
+                }
                 self.sync_for(session).connection_up(now);
-                self.out.event(PeerEvent::Connection(event));
             }
-            Routed::Down { session, event } => {
+            Event::Down { session } => {
+                let session = *session;
                 self.up.insert(session, false);
                 if let Some(s) = self.syncs.get_mut(&session) {
                     s.connection_down(now);
                 }
                 self.conn.supersede_sync(session);
-                self.out.event(PeerEvent::Connection(event));
             }
-            Routed::Gone { session, event } => {
-                self.up.remove(&session);
-                if let Some(mut s) = self.syncs.remove(&session) {
+            Event::Ended { session, .. } => {
+                self.up.remove(session);
+                if let Some(mut s) = self.syncs.remove(session) {
                     s.connection_down(now);
                 }
-                self.out.event(PeerEvent::Connection(event));
             }
-            Routed::Message { session, message } => match self.syncs.get_mut(&session) {
-                Some(s) => s.handle_message(now, message),
-                None => {
-                    // A message for a session never reported up: count it as the sync of a
-                    // fresh session would, by creating it down (it drops and counts).
-                    self.sync_for(session).handle_message(now, message)
-                }
-            },
-            Routed::Other(event) => self.out.event(PeerEvent::Connection(event)),
+            Event::Message { .. } => {
+                let Event::Message { session, message } = event else {
+                    return;
+                };
+                // A message for a session never reported up is counted as the sync of a
+                // fresh session would count it: by creating it down (it drops it).
+                return self.sync_for(session).handle_message(now, message);
+            }
+            Event::Notice(_) => {}
         }
+        self.out.event(PeerEvent::Connection(event));
     }
 }
 

@@ -21,12 +21,14 @@
 
 mod backoff;
 mod delivery;
+mod event;
 mod liveness;
 mod runtime;
 mod timers;
 
 pub use backoff::Backoff;
 pub use delivery::{AckError, Delivery, DeliveryConfig, Full};
+pub use event::Event;
 pub use liveness::Liveness;
 pub(crate) use runtime::{SessionCore, Verdict};
 pub use timers::{TimerName, TimerQueue, TimerTable};
@@ -48,20 +50,25 @@ pub enum Outcome {
     Resumed,
 }
 
-/// Why a session ended for good.
+/// Why a session ended for good: one list for every profile, client and server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum EndReason {
-    /// This side's application disconnected formally.
+    /// This side's application ended it (a disconnection, or a server's kick).
     LocalDisconnect,
     /// The peer disconnected formally.
     PeerDisconnect,
-    /// The client stopped trying to reconnect (its retries or its time ran out).
+    /// The client stopped trying to connect or reconnect (its tries or its time ran out).
     GaveUp,
-    /// The server forgot a session whose client did not come back in time.
+    /// The server forgot the session: its client did not come back in time (on a client:
+    /// the server no longer knew the session, and a fresh one replaced it).
     Expired,
     /// The peer refused for a reason retrying cannot fix.
     Refused(FailReason),
+    /// The peer broke the protocol; it was told `CONN_FAILED` with this reason.
+    Violation(FailReason),
+    /// The dual-channel `feed` was lost and the policy ends the session with it.
+    FeedLost,
 }
 
 /// Settings every session has, whatever its profile. `Default` gives the values

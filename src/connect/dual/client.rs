@@ -5,9 +5,9 @@
 //! section 4 draws it.
 
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
-use super::{CloseReason, DualError, Outcome, Retry};
+use super::{AttemptFailure, DualError, EndReason, Outcome, Retry};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::{Backoff, SessionConfig, SessionCore, Undelivered, Verdict};
+use crate::session::{Backoff, Event, SessionConfig, SessionCore, Verdict};
 use crate::tables::{fire, NoTransition};
 use crate::time::{Duration, Instant};
 use crate::token::Token;
@@ -254,44 +254,29 @@ pub enum ClientCommand {
     Disconnect,
 }
 
-/// What the client tells the application.
+/// What the client tells the application: the shared session events ([`Event`]: up,
+/// down, message on `main`, ended) and the notices of this profile. The session is `()`:
+/// a client has one ([`DualClient::player`] gives its player id).
+pub type ClientEvent = Event<(), ClientNotice>;
+
+/// What only a dual-channel [`DualClient`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientEvent {
-    /// The handshake ended: a fresh session, or `main` reconnected and the session resumed.
-    Connected {
-        /// The player id the server gave.
-        player: u16,
-        /// Fresh or resumed.
-        session: Outcome,
-    },
+pub enum ClientNotice {
     /// A connection attempt failed; a fresh one starts at `retry_at`.
     AttemptFailed {
         /// Why.
-        reason: CloseReason,
+        reason: AttemptFailure,
         /// When the next attempt starts.
         retry_at: Instant,
     },
-    /// `main` was lost; reconnecting.
-    MainLost,
     /// `feed` was lost; re-initialising it (policy [`FeedLossPolicy::Reinit`]).
     FeedLost,
     /// `feed` is bound again after a loss.
     FeedRestored,
-    /// Both channels are closed and the client stopped trying.
-    Closed {
-        /// Why.
-        reason: CloseReason,
-    },
     /// An `UPDATE_MSG` arrived on `feed`.
     Update(Element),
     /// Another message arrived on `feed` (not consumed by the connection).
     FeedReceived(Message),
-    /// A message arrived on `main` that the connection does not consume (sync, app...).
-    Received(Message),
-    /// Messages the server never acknowledged, oldest first: given when a session ends
-    /// (closed, disconnected, or failed before a fresh one). Nothing is dropped without
-    /// this report.
-    Undelivered(Undelivered),
 }
 
 /// The client of R-Type's dual-channel connection. See the [module docs](super).
@@ -402,17 +387,19 @@ impl DualClient {
         self.core.supersede_sync();
     }
 
-    /// The session is over: report what it never delivered.
-    fn end_session(&mut self) {
+    /// The session is over: report why, and what it never delivered.
+    fn end_session(&mut self, reason: EndReason) {
         self.core.link_down();
         if !self.in_session {
             return;
         }
         self.in_session = false;
-        let lost = self.core.end();
-        if !lost.is_empty() {
-            self.out.event(ClientEvent::Undelivered(lost));
-        }
+        let undelivered = self.core.end();
+        self.out.event(Event::Ended {
+            session: (),
+            reason,
+            undelivered,
+        });
     }
 
     /// Fires `input` through [`CLIENT_TRANSITIONS`]; on a missing row the state stays.
@@ -507,24 +494,24 @@ impl DualClient {
     }
 
     /// A try of the initial connection failed: close everything, then back off or give up.
-    fn attempt_failed(&mut self, reason: CloseReason) {
+    fn attempt_failed(&mut self, reason: AttemptFailure) {
         self.close_links();
-        self.end_session();
+        self.end_session(reason.end_reason());
         if self.cfg.connect.allows(self.connect_tries) {
             let at = self.now + self.connect_backoff.wait(self.connect_tries);
             self.step_deadline = Some(at);
             self.step(I::Failed);
-            self.out.event(ClientEvent::AttemptFailed {
+            self.out.event(Event::Notice(ClientNotice::AttemptFailed {
                 reason,
                 retry_at: at,
-            });
+            }));
         } else {
-            self.give_up(reason);
+            self.give_up(reason.end_reason());
         }
     }
 
     /// A reconnection try of `main` failed: back off, or give up (closing `feed` too).
-    fn reconnect_failed(&mut self, reason: CloseReason) {
+    fn reconnect_failed(&mut self, reason: AttemptFailure) {
         if let Some(l) = self.main.take() {
             self.out.close(l);
         }
@@ -532,34 +519,32 @@ impl DualClient {
             self.step_deadline = Some(self.now + self.reconnect_backoff.wait(self.reconnect_tries));
             self.step(I::Failed);
         } else {
-            self.give_up(reason);
+            self.give_up(reason.end_reason());
         }
     }
 
-    fn give_up(&mut self, reason: CloseReason) {
+    /// The client stops: the session (or the one being set up, with what waits for it)
+    /// ends.
+    fn give_up(&mut self, reason: EndReason) {
         self.close_links();
         self.step_deadline = None;
-        self.end_session();
-        let lost = self.core.end();
-        if !lost.is_empty() {
-            self.out.event(ClientEvent::Undelivered(lost));
-        }
         self.step(I::GaveUp);
-        self.out.event(ClientEvent::Closed { reason });
+        self.in_session = true;
+        self.end_session(reason);
     }
 
     /// The peer broke the protocol: tell it, then fail this session.
     fn protocol_fail(&mut self, reason: FailReason) {
         self.send_main(&Message::ConnFailed { reason });
-        self.fail(CloseReason::Protocol(reason));
+        self.fail(AttemptFailure::Violation(reason));
     }
 
     /// This session failed (refused, or the peer broke the protocol). During a reconnection
     /// of `main` that is final (R-Type's RFC: `feed` is closed as well); anywhere else the
     /// client starts a fresh connection if [`ClientConfig::connect`] allows.
-    fn fail(&mut self, reason: CloseReason) {
+    fn fail(&mut self, reason: AttemptFailure) {
         if self.in_reconnect() {
-            self.give_up(reason);
+            self.give_up(reason.end_reason());
         } else {
             self.attempt_failed(reason);
         }
@@ -573,9 +558,10 @@ impl DualClient {
         // A later failure of this session gets the configured tries again.
         self.connect_tries = 1;
         self.reconnect_tries = 0;
-        if let Some(player) = self.player {
-            self.out.event(ClientEvent::Connected { player, session });
-        }
+        self.out.event(Event::Up {
+            session: (),
+            outcome: session,
+        });
         self.in_session = true;
         if let Some(main) = self.main {
             // Resumed: our ACK first, then what the server missed once its ACK arrives.
@@ -596,18 +582,18 @@ impl DualClient {
             | S::AwaitConnInitRep
             | S::OpeningFeed
             | S::AwaitFeedInitRep
-            | S::AwaitConnOk => self.attempt_failed(CloseReason::LinkClosed),
+            | S::AwaitConnOk => self.attempt_failed(AttemptFailure::LinkClosed),
             S::Connected => {
                 self.reconnect_tries = 1;
                 self.step(I::MainLost);
-                self.out.event(ClientEvent::MainLost);
+                self.out.event(Event::Down { session: () });
                 self.out.open(Channel::Main);
                 self.step_deadline = Some(self.now + self.cfg.reply_timeout);
             }
             S::ReopeningMain | S::AwaitReconnectOk => {
-                self.reconnect_failed(CloseReason::LinkClosed)
+                self.reconnect_failed(AttemptFailure::LinkClosed)
             }
-            S::ReopeningFeed | S::AwaitFeedReinitRep => self.give_up(CloseReason::LinkClosed),
+            S::ReopeningFeed | S::AwaitFeedReinitRep => self.give_up(EndReason::GaveUp),
             S::Idle | S::Closed | S::Backoff | S::ReconnectBackoff => {}
         }
     }
@@ -618,22 +604,22 @@ impl DualClient {
         }
         match self.state {
             S::OpeningFeed | S::AwaitFeedInitRep | S::AwaitConnOk => {
-                self.attempt_failed(CloseReason::LinkClosed)
+                self.attempt_failed(AttemptFailure::LinkClosed)
             }
             S::Connected => match self.cfg.on_feed_lost {
-                FeedLossPolicy::CloseBoth => self.give_up(CloseReason::FeedLost),
+                FeedLossPolicy::CloseBoth => self.give_up(EndReason::FeedLost),
                 FeedLossPolicy::Reinit => {
                     self.feed_tries = 0;
                     self.step(I::FeedLost);
-                    self.out.event(ClientEvent::FeedLost);
+                    self.out.event(Event::Notice(ClientNotice::FeedLost));
                     self.out.open(Channel::Feed);
                     self.step_deadline = Some(self.now + self.cfg.reply_timeout);
                 }
             },
             S::ReopeningMain | S::AwaitReconnectOk | S::ReconnectBackoff => {
-                self.give_up(CloseReason::FeedLost)
+                self.give_up(EndReason::FeedLost)
             }
-            S::ReopeningFeed | S::AwaitFeedReinitRep => self.give_up(CloseReason::LinkClosed),
+            S::ReopeningFeed | S::AwaitFeedReinitRep => self.give_up(EndReason::GaveUp),
             S::Idle | S::Closed | S::Backoff | S::OpeningMain | S::AwaitConnInitRep => {}
         }
     }
@@ -715,7 +701,7 @@ impl DualClient {
             }
             (S::AwaitConnOk, Message::ConnOk) => self.connected(Outcome::Fresh),
             (S::AwaitReconnectOk, Message::ConnOk) => self.connected(Outcome::Resumed),
-            (_, Message::ConnFailed { reason }) => self.fail(CloseReason::Refused(reason)),
+            (_, Message::ConnFailed { reason }) => self.fail(AttemptFailure::Refused(reason)),
             (
                 _,
                 Message::ConnInit { .. }
@@ -745,7 +731,10 @@ impl DualClient {
                 if let Some(main) = self.main {
                     self.core.on_message(&mut self.out, main, len, self.now);
                 }
-                self.out.event(ClientEvent::Received(other))
+                self.out.event(Event::Message {
+                    session: (),
+                    message: other,
+                })
             }
             _ => self.protocol_fail(FailReason::UnexpectedMessage),
         }
@@ -787,18 +776,22 @@ impl DualClient {
                         return self.protocol_fail(FailReason::UnexpectedMessage);
                     }
                     self.step_deadline = None;
-                    self.out.event(ClientEvent::FeedRestored);
+                    self.out.event(Event::Notice(ClientNotice::FeedRestored));
                 } else {
                     self.protocol_fail(FailReason::WrongToken);
                 }
             }
             (S::AwaitFeedInitRep | S::AwaitFeedReinitRep, Message::ConnFailed { reason }) => {
-                self.fail(CloseReason::Refused(reason))
+                self.fail(AttemptFailure::Refused(reason))
             }
             // Late or duplicated replies, stray refusals, keep-alives: nothing to do.
             (_, Message::FeedInitRep { .. } | Message::ConnFailed { .. } | Message::Dummy) => {}
-            (s, Message::Update(e)) if is_live(s) => self.out.event(ClientEvent::Update(e)),
-            (s, other) if is_live(s) => self.out.event(ClientEvent::FeedReceived(other)),
+            (s, Message::Update(e)) if is_live(s) => {
+                self.out.event(Event::Notice(ClientNotice::Update(e)))
+            }
+            (s, other) if is_live(s) => self
+                .out
+                .event(Event::Notice(ClientNotice::FeedReceived(other))),
             _ => {}
         }
     }
@@ -813,18 +806,18 @@ impl DualClient {
                         self.step(I::FeedInitTimeout);
                         self.send_feed_init();
                     } else if self.state == S::AwaitFeedInitRep {
-                        self.attempt_failed(CloseReason::Timeout);
+                        self.attempt_failed(AttemptFailure::Timeout);
                     } else {
-                        self.give_up(CloseReason::Timeout);
+                        self.give_up(EndReason::GaveUp);
                     }
                 }
                 S::OpeningMain | S::AwaitConnInitRep | S::OpeningFeed | S::AwaitConnOk => {
-                    self.attempt_failed(CloseReason::Timeout)
+                    self.attempt_failed(AttemptFailure::Timeout)
                 }
                 S::ReopeningMain | S::AwaitReconnectOk => {
-                    self.reconnect_failed(CloseReason::Timeout)
+                    self.reconnect_failed(AttemptFailure::Timeout)
                 }
-                S::ReopeningFeed => self.give_up(CloseReason::Timeout),
+                S::ReopeningFeed => self.give_up(EndReason::GaveUp),
                 S::Backoff => {
                     self.connect_tries = self.connect_tries.saturating_add(1);
                     self.step(I::RetryTimer);
@@ -897,15 +890,9 @@ impl DualClient {
                 }
                 self.close_links();
                 self.step_deadline = None;
-                self.end_session();
-                let lost = self.core.end();
-                if !lost.is_empty() {
-                    self.out.event(ClientEvent::Undelivered(lost));
-                }
                 self.step(I::Disconnect);
-                self.out.event(ClientEvent::Closed {
-                    reason: CloseReason::Requested,
-                });
+                self.in_session = true;
+                self.end_session(EndReason::LocalDisconnect);
                 Ok(())
             }
         }

@@ -26,14 +26,14 @@ pub mod feed;
 mod server;
 mod snapshot;
 
-pub use crate::session::Outcome;
+pub use crate::session::{EndReason, Event, Outcome};
 pub use crate::token::TokenSource;
 pub use client::{
-    ClientCommand, ClientConfig, ClientEvent, ClientInput, ClientState, DualClient, FeedLossPolicy,
-    CLIENT_TRANSITIONS,
+    ClientCommand, ClientConfig, ClientEvent, ClientInput, ClientNotice, ClientState, DualClient,
+    FeedLossPolicy, CLIENT_TRANSITIONS,
 };
 pub use server::{
-    DualServer, LeaveReason, PlayerInput, PlayerState, ServerCommand, ServerConfig, ServerEvent,
+    DualServer, PlayerInput, PlayerState, ServerCommand, ServerConfig, ServerEvent, ServerNotice,
     SERVER_TRANSITIONS,
 };
 
@@ -85,21 +85,30 @@ impl Retry {
     }
 }
 
-/// Why a connection attempt failed or the connection ended.
+/// Why one connection attempt failed (the session, if there was one, ends with the
+/// matching [`EndReason`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CloseReason {
+pub enum AttemptFailure {
     /// The peer answered `CONN_FAILED` with this reason.
     Refused(FailReason),
     /// The peer broke the protocol; tether told it `CONN_FAILED` with this reason.
-    Protocol(FailReason),
+    Violation(FailReason),
     /// No answer in time (after the retries, where there are any).
     Timeout,
     /// A transport closed or could not be opened.
     LinkClosed,
-    /// `feed` went silent and the policy closes both channels.
-    FeedLost,
-    /// The application asked.
-    Requested,
+}
+
+impl AttemptFailure {
+    /// How a session ends when this failure is final: a refusal or a violation says so,
+    /// a timeout or a closed transport means the client gave up.
+    pub fn end_reason(self) -> EndReason {
+        match self {
+            AttemptFailure::Refused(r) => EndReason::Refused(r),
+            AttemptFailure::Violation(r) => EndReason::Violation(r),
+            AttemptFailure::Timeout | AttemptFailure::LinkClosed => EndReason::GaveUp,
+        }
+    }
 }
 
 /// Errors the dual-channel machines return. None is fatal: the machines keep running.

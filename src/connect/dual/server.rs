@@ -6,9 +6,9 @@
 //! token A, and datagrams on an unbound link are never delivered.
 
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
-use super::{DualError, Outcome};
+use super::{DualError, EndReason, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::{SessionConfig, SessionCore, Undelivered, Verdict};
+use crate::session::{Event, SessionConfig, SessionCore, Verdict};
 use crate::tables::{fire, NoTransition};
 use crate::time::{Duration, Instant};
 use crate::token::{Token, TokenSource};
@@ -173,34 +173,14 @@ pub enum ServerCommand {
     },
 }
 
-/// Why a player is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LeaveReason {
-    /// It sent `DISCONNECTION`.
-    Disconnected,
-    /// Its `main` stayed lost for [`ServerConfig::session_timeout`].
-    Expired,
-    /// It broke the protocol; it was told `CONN_FAILED` with this reason.
-    Failed(FailReason),
-    /// The application kicked it.
-    Kicked,
-}
+/// What the server tells the application: the shared session events ([`Event`]: up,
+/// down, message on `main`, ended, each naming its player id) and the notices of this
+/// profile. A player id is free again once its session has [ended](Event::Ended).
+pub type ServerEvent = Event<u16, ServerNotice>;
 
-/// What the server tells the application.
+/// What only a [`DualServer`] reports: its `feed` channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerEvent {
-    /// A player finished the handshake (fresh) or reconnected `main` (resumed).
-    Connected {
-        /// The player.
-        player: u16,
-        /// Fresh or resumed.
-        session: Outcome,
-    },
-    /// A connected player's `main` closed; it may reconnect.
-    MainLost {
-        /// The player.
-        player: u16,
-    },
+pub enum ServerNotice {
     /// A connected player's `feed` is bound to a new link (after a feed re-init).
     FeedBound {
         /// The player.
@@ -211,13 +191,6 @@ pub enum ServerEvent {
         /// The player.
         player: u16,
     },
-    /// A player announced by `Connected` is gone; its id may be reused.
-    Left {
-        /// The player.
-        player: u16,
-        /// Why.
-        reason: LeaveReason,
-    },
     /// An `UPDATE_MSG` arrived on a player's `feed`.
     Update {
         /// From whom.
@@ -227,21 +200,6 @@ pub enum ServerEvent {
     },
     /// Another message arrived on a player's `feed`.
     FeedReceived {
-        /// From whom.
-        player: u16,
-        /// The message.
-        message: Message,
-    },
-    /// Messages player's client never acknowledged, oldest first, given just before
-    /// [`ServerEvent::Left`]: nothing is dropped without this report.
-    Undelivered {
-        /// The player.
-        player: u16,
-        /// The messages.
-        messages: Undelivered,
-    },
-    /// A message arrived on a player's `main` that the connection does not consume.
-    Received {
         /// From whom.
         player: u16,
         /// The message.
@@ -384,14 +342,14 @@ impl<T: TokenSource> DualServer<T> {
         if let Some(conn) = self.mains.remove(&link.id) {
             if let Some(p) = conn.player {
                 if self.player(p).is_some_and(|pl| pl.main == Some(link)) {
-                    self.remove_player(p, LeaveReason::Failed(reason));
+                    self.remove_player(p, EndReason::Violation(reason));
                 }
             }
         }
     }
 
     /// Forgets a player: closes its links, frees its id.
-    fn remove_player(&mut self, id: u16, reason: LeaveReason) {
+    fn remove_player(&mut self, id: u16, reason: EndReason) {
         let Some(slot) = self.players.get_mut(usize::from(id)) else {
             return;
         };
@@ -406,14 +364,12 @@ impl<T: TokenSource> DualServer<T> {
         }
         if pl.announced {
             let mut core = pl.core;
-            let lost = core.end();
-            if !lost.is_empty() {
-                self.out.event(ServerEvent::Undelivered {
-                    player: id,
-                    messages: lost,
-                });
-            }
-            self.out.event(ServerEvent::Left { player: id, reason });
+            let undelivered = core.end();
+            self.out.event(Event::Ended {
+                session: id,
+                reason,
+                undelivered,
+            });
         }
     }
 
@@ -421,7 +377,7 @@ impl<T: TokenSource> DualServer<T> {
         if let Some(l) = self.player(id).and_then(|p| p.main) {
             self.out.send_framed(l, &Message::ConnFailed { reason });
         }
-        self.remove_player(id, LeaveReason::Failed(reason));
+        self.remove_player(id, EndReason::Violation(reason));
     }
 
     fn send_feed_to(&mut self, id: u16, msg: &Message) -> Result<(), DualError> {
@@ -570,15 +526,15 @@ impl<T: TokenSource> DualServer<T> {
                         pl.deadline = None;
                     }
                     self.out.send_framed(link, &Message::ConnOk);
-                    self.out.event(ServerEvent::Connected {
-                        player: id,
-                        session: Outcome::Fresh,
+                    self.out.event(Event::Up {
+                        session: id,
+                        outcome: Outcome::Fresh,
                     });
                     self.main_up(id, false);
                 }
             }
             (PlayerState::Connected, Message::Disconnection) => {
-                self.remove_player(id, LeaveReason::Disconnected)
+                self.remove_player(id, EndReason::PeerDisconnect)
             }
             (PlayerState::Connected, Message::Dummy) => {}
             (PlayerState::Connected, Message::Ack { received }) => {
@@ -608,8 +564,8 @@ impl<T: TokenSource> DualServer<T> {
                 if let Some(Some(pl)) = self.players.get_mut(usize::from(id)) {
                     pl.core.on_message(&mut self.out, link, len, now);
                 }
-                self.out.event(ServerEvent::Received {
-                    player: id,
+                self.out.event(Event::Message {
+                    session: id,
                     message: m,
                 })
             }
@@ -688,7 +644,7 @@ impl<T: TokenSource> DualServer<T> {
                     self.mains.remove(&old.id);
                     self.out.close(old);
                     self.takeovers += 1;
-                    self.out.event(ServerEvent::MainLost { player });
+                    self.out.event(Event::Down { session: player });
                 }
                 if let Some(pl) = self.player_mut(player) {
                     pl.state = next;
@@ -699,9 +655,9 @@ impl<T: TokenSource> DualServer<T> {
                     conn.player = Some(player);
                 }
                 self.out.send_framed(link, &Message::ConnOk);
-                self.out.event(ServerEvent::Connected {
-                    player,
-                    session: Outcome::Resumed,
+                self.out.event(Event::Up {
+                    session: player,
+                    outcome: Outcome::Resumed,
                 });
                 if let Some(pl) = self.player_mut(player) {
                     pl.core.link_down();
@@ -732,14 +688,14 @@ impl<T: TokenSource> DualServer<T> {
                 match pl.step(PlayerInput::MainClosed) {
                     Ok(()) => {
                         pl.deadline = Some(until);
-                        self.out.event(ServerEvent::MainLost { player: id });
+                        self.out.event(Event::Down { session: id });
                     }
                     Err(e) => self.error = Some(e.into()),
                 }
             }
             // A handshake cut short is forgotten.
             PlayerState::AwaitFeedInit | PlayerState::AwaitFinalAuth => {
-                self.remove_player(id, LeaveReason::Failed(FailReason::Timeout))
+                self.remove_player(id, EndReason::Violation(FailReason::Timeout))
             }
         }
     }
@@ -749,7 +705,8 @@ impl<T: TokenSource> DualServer<T> {
             if let Some(pl) = self.player_mut(id) {
                 pl.feed = None;
                 if pl.announced {
-                    self.out.event(ServerEvent::FeedLost { player: id });
+                    self.out
+                        .event(Event::Notice(ServerNotice::FeedLost { player: id }));
                 }
             }
         }
@@ -818,14 +775,16 @@ impl<T: TokenSource> DualServer<T> {
                 }
             }
             Message::Dummy | Message::FeedInit { .. } => {}
-            Message::Update(element) if live => self.out.event(ServerEvent::Update {
-                player: id,
-                element,
-            }),
-            message if live => self.out.event(ServerEvent::FeedReceived {
+            Message::Update(element) if live => {
+                self.out.event(Event::Notice(ServerNotice::Update {
+                    player: id,
+                    element,
+                }))
+            }
+            message if live => self.out.event(Event::Notice(ServerNotice::FeedReceived {
                 player: id,
                 message,
-            }),
+            })),
             _ => {}
         }
         let _ = link;
@@ -884,7 +843,8 @@ impl<T: TokenSource> DualServer<T> {
         self.feeds.insert(link.id, player);
         let _ = self.send_feed_to(player, &Message::FeedInitRep { attempt, token_b });
         if rebound {
-            self.out.event(ServerEvent::FeedBound { player });
+            self.out
+                .event(Event::Notice(ServerNotice::FeedBound { player }));
         }
     }
 
@@ -896,7 +856,7 @@ impl<T: TokenSource> DualServer<T> {
             let Some(pl) = self.player(id) else { continue };
             if pl.deadline.is_some_and(|d| d <= now) {
                 match pl.state {
-                    PlayerState::MainLost => self.remove_player(id, LeaveReason::Expired),
+                    PlayerState::MainLost => self.remove_player(id, EndReason::Expired),
                     _ => self.fail_player(id, FailReason::Timeout),
                 }
                 continue;
@@ -953,7 +913,7 @@ impl<T: TokenSource> DualServer<T> {
                 if let Some(l) = self.player(player).and_then(|p| p.main) {
                     self.out.send_framed(l, &Message::ConnFailed { reason });
                 }
-                self.remove_player(player, LeaveReason::Kicked);
+                self.remove_player(player, EndReason::LocalDisconnect);
                 Ok(())
             }
         }

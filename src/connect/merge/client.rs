@@ -4,7 +4,7 @@ use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
 use super::{Config, Encoding, EndReason, Error, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::{Backoff, SessionCore, Undelivered, Verdict};
+use crate::session::{Backoff, Event, SessionCore, Verdict};
 use crate::time::Instant;
 use crate::token::Token;
 use crate::wire::{FailReason, Message};
@@ -20,25 +20,16 @@ pub enum ClientCommand {
     Disconnect,
 }
 
-/// What a [`Client`] tells the application.
+/// What a [`Client`] tells the application: the shared session events
+/// ([`Event`]: up, down, message, ended) and the notices of this profile. The session is
+/// `()`: a client has one.
+pub type ClientEvent = Event<(), ClientNotice>;
+
+/// What only a token-merge [`Client`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientEvent {
-    /// The handshake completed: a fresh session, or the old one resumed.
-    Connected(Outcome),
-    /// A message from the server (dop: `Message::App` with the raw text).
-    Message(Message),
-    /// The transport was lost; the client will reconnect (RECONNECTING).
-    Lost,
+pub enum ClientNotice {
     /// The server refused this attempt; the client will retry.
     Refused(FailReason),
-    /// A queued message could not be sent: in dop's encoding it equals the merged token.
-    Unsendable(Message),
-    /// Messages the server never acknowledged, oldest first: given when the session ends,
-    /// or when the server forgot it and a fresh one replaced it. Nothing is dropped
-    /// without this report. (In dop's encoding: messages never written.)
-    Undelivered(Undelivered),
-    /// Ended for good (DISCONNECTED); every later input is refused with [`Error::Ended`].
-    Ended(EndReason),
 }
 
 /// The client side of the token-merge connection.
@@ -99,12 +90,12 @@ pub enum ClientEvent {
 ///         break;
 ///     }
 /// }
-/// assert_eq!(client_events, [ClientEvent::Connected(Outcome::Fresh)]);
+/// assert_eq!(client_events, [ClientEvent::Up { session: (), outcome: Outcome::Fresh }]);
 /// // Sent, and held until the server acknowledges it (every 32 messages, or with the
 /// // heartbeat): a cut now would replay it after the resumption.
 /// assert_eq!(client.queued(), 1);
 /// assert!(matches!(&server_events[..], [
-///     ServerEvent::Connected { outcome: Outcome::Fresh, .. },
+///     ServerEvent::Up { outcome: Outcome::Fresh, .. },
 ///     ServerEvent::Message { message, .. },
 /// ] if *message == hello));
 /// ```
@@ -322,7 +313,10 @@ impl Client {
                 if let Some(link) = self.link {
                     self.core.on_message(&mut self.outbox, link, len, self.now);
                 }
-                self.outbox.event(ClientEvent::Message(msg));
+                self.outbox.event(Event::Message {
+                    session: (),
+                    message: msg,
+                });
             }
             (Status::Connected, Incoming::Ack(n)) if self.core.is_reliable() => {
                 if let Some(link) = self.link {
@@ -349,17 +343,26 @@ impl Client {
         self.give_up_at = None;
         self.reconnect_at = None;
         self.backoff.reset();
-        self.outbox.event(ClientEvent::Connected(outcome));
-        let Some(link) = self.link else {
-            return;
-        };
         let resumed = outcome == Outcome::Resumed;
-        let lost = self
-            .core
-            .link_up(&mut self.outbox, link, resumed, !had_session, self.now);
-        if !lost.is_empty() {
-            self.outbox.event(ClientEvent::Undelivered(lost));
+        let lost = match self.link {
+            Some(link) => {
+                self.core
+                    .link_up(&mut self.outbox, link, resumed, !had_session, self.now)
+            }
+            None => alloc::vec::Vec::new(),
+        };
+        if had_session && !resumed {
+            // The server forgot the session: it ended there, and a fresh one replaces it.
+            self.outbox.event(Event::Ended {
+                session: (),
+                reason: EndReason::Expired,
+                undelivered: lost,
+            });
         }
+        self.outbox.event(Event::Up {
+            session: (),
+            outcome,
+        });
     }
 
     /// The current transport misbehaved: tell the server, close it, and reconnect.
@@ -381,7 +384,8 @@ impl Client {
             | FailReason::UnsupportedVersion
             | FailReason::InsecureToken => self.end(EndReason::Refused(reason)),
             _ => {
-                self.outbox.event(ClientEvent::Refused(reason));
+                self.outbox
+                    .event(Event::Notice(ClientNotice::Refused(reason)));
                 self.lose_transport();
             }
         }
@@ -396,7 +400,7 @@ impl Client {
         let had_session = self.node.merged.is_some();
         let fired = match self.node.status {
             Status::Connected => self.node.apply(Step::TransportLost).map(|()| {
-                self.outbox.event(ClientEvent::Lost);
+                self.outbox.event(Event::Down { session: () });
                 self.give_up_at = Some(self.now + self.cfg.give_up_after);
             }),
             Status::Preconnected | Status::Reconnecting if had_session => {
@@ -424,8 +428,12 @@ impl Client {
             self.outbox.close(link);
         }
         let step = match reason {
-            EndReason::GaveUp | EndReason::Expired | EndReason::Refused(_) => Step::Expired,
             EndReason::LocalDisconnect | EndReason::PeerDisconnect => Step::FormalDisconnect,
+            EndReason::GaveUp
+            | EndReason::Expired
+            | EndReason::Refused(_)
+            | EndReason::Violation(_)
+            | EndReason::FeedLost => Step::Expired,
         };
         if let Err(e) = self.node.apply(step) {
             self.error = Some(e.into());
@@ -433,15 +441,16 @@ impl Client {
         self.reader = None;
         self.resuming = false;
         self.core.link_down();
-        let lost = self.core.end();
-        if !lost.is_empty() {
-            self.outbox.event(ClientEvent::Undelivered(lost));
-        }
+        let undelivered = self.core.end();
         self.reconnect_at = None;
         self.handshake_deadline = None;
         self.give_up_at = None;
         self.ended = Some(reason);
-        self.outbox.event(ClientEvent::Ended(reason));
+        self.outbox.event(Event::Ended {
+            session: (),
+            reason,
+            undelivered,
+        });
     }
 
     fn on_timeout(&mut self) {

@@ -58,11 +58,11 @@ mod node;
 mod server;
 mod snapshot;
 
-pub use crate::session::{EndReason, Outcome, SessionConfig};
+pub use crate::session::{EndReason, Event, Outcome, SessionConfig};
 pub use crate::token::TokenSource;
-pub use client::{Client, ClientCommand, ClientEvent};
+pub use client::{Client, ClientCommand, ClientEvent, ClientNotice};
 pub use node::{NodeView, Status, Step, TRANSITIONS};
-pub use server::{Server, ServerCommand, ServerEvent, SessionId};
+pub use server::{Server, ServerCommand, ServerEvent, ServerNotice, SessionId};
 pub use snapshot::{ClientSnapshot, SessionSnapshot};
 
 use crate::driver::{HasOrigin, Origin};

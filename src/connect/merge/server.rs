@@ -12,7 +12,7 @@ use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
 use super::{EndReason, Error, Outcome, ServerConfig};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::{SessionCore, Undelivered, Verdict};
+use crate::session::{Event, SessionCore, Verdict};
 use crate::time::Instant;
 use crate::token::{Token, TokenSource};
 use crate::wire::{FailReason, Message};
@@ -41,35 +41,13 @@ pub enum ServerCommand {
     },
 }
 
-/// What a [`Server`] tells the application.
+/// What a [`Server`] tells the application: the shared session events ([`Event`]: up,
+/// down, message, ended, each naming its [`SessionId`]) and the notices of this profile.
+pub type ServerEvent = Event<SessionId, ServerNotice>;
+
+/// What only a token-merge [`Server`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerEvent {
-    /// A handshake completed: a new session, or a RECONNECTING one resumed.
-    Connected {
-        /// The session.
-        session: SessionId,
-        /// Fresh or resumed.
-        outcome: Outcome,
-    },
-    /// A message from a session's client.
-    Message {
-        /// The session.
-        session: SessionId,
-        /// The message (dop: `Message::App` with the raw text).
-        message: Message,
-    },
-    /// A session's transport was lost; it is RECONNECTING until resumed or forgotten.
-    Lost {
-        /// The session.
-        session: SessionId,
-    },
-    /// A session ended for good and was removed.
-    Ended {
-        /// The session.
-        session: SessionId,
-        /// Why.
-        reason: EndReason,
-    },
+pub enum ServerNotice {
     /// A transport in handshake was refused (the peer told with CONN_FAILED in tether's
     /// encoding) and closed. No session was touched.
     Refused {
@@ -77,22 +55,6 @@ pub enum ServerEvent {
         link: Link,
         /// Why.
         reason: FailReason,
-    },
-    /// A queued message could not be sent: in dop's encoding it equals the merged token.
-    Unsendable {
-        /// The session.
-        session: SessionId,
-        /// The message.
-        message: Message,
-    },
-    /// Messages the client never acknowledged, oldest first, given just before
-    /// [`ServerEvent::Ended`]: nothing is dropped without this report. (In dop's
-    /// encoding: messages never written.)
-    Undelivered {
-        /// The session.
-        session: SessionId,
-        /// The messages.
-        messages: Undelivered,
     },
 }
 
@@ -140,7 +102,7 @@ struct Session {
 /// A transport whose client never answers is refused once the handshake times out:
 ///
 /// ```
-/// use tether::connect::merge::{Server, ServerConfig, ServerEvent};
+/// use tether::connect::merge::{Event, Server, ServerConfig, ServerNotice};
 /// use tether::wire::FailReason;
 /// use tether::{Duration, Input, Instant, Link, Machine, Output, Token};
 ///
@@ -162,7 +124,7 @@ struct Session {
 /// let (mut refused, mut closed) = (false, false);
 /// loop {
 ///     match server.poll_output() {
-///         Output::Event(ServerEvent::Refused { link, reason }) => {
+///         Output::Event(Event::Notice(ServerNotice::Refused { link, reason })) => {
 ///             refused = link == Link::main(1) && reason == FailReason::Timeout;
 ///         }
 ///         Output::Close(link) => closed = link == Link::main(1),
@@ -375,7 +337,8 @@ impl<S: TokenSource> Server<S> {
         if let Some(reason) = refusal {
             codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
             self.outbox.close(link);
-            self.outbox.event(ServerEvent::Refused { link, reason });
+            self.outbox
+                .event(Event::Notice(ServerNotice::Refused { link, reason }));
             return Ok(());
         }
         let local = self.tokens.next_token();
@@ -469,7 +432,8 @@ impl<S: TokenSource> Server<S> {
         self.remove_pending(link.id);
         codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
         self.outbox.close(link);
-        self.outbox.event(ServerEvent::Refused { link, reason });
+        self.outbox
+            .event(Event::Notice(ServerNotice::Refused { link, reason }));
     }
 
     fn on_pending_item(&mut self, link: Link, item: Incoming) {
@@ -513,7 +477,8 @@ impl<S: TokenSource> Server<S> {
                 // The client gave up on this transport; it closes it.
                 self.remove_pending(link.id);
                 self.outbox.close(link);
-                self.outbox.event(ServerEvent::Refused { link, reason });
+                self.outbox
+                    .event(Event::Notice(ServerNotice::Refused { link, reason }));
             }
             _ => self.refuse(link, FailReason::UnexpectedMessage),
         }
@@ -576,7 +541,7 @@ impl<S: TokenSource> Server<S> {
         if let Some(m) = merged {
             codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &m);
         }
-        self.outbox.event(ServerEvent::Connected {
+        self.outbox.event(Event::Up {
             session: id,
             outcome: Outcome::Resumed,
         });
@@ -633,7 +598,7 @@ impl<S: TokenSource> Server<S> {
             },
         );
         self.links.insert(link.id, id);
-        self.outbox.event(ServerEvent::Connected {
+        self.outbox.event(Event::Up {
             session: id,
             outcome: Outcome::Fresh,
         });
@@ -658,7 +623,7 @@ impl<S: TokenSource> Server<S> {
                         s.core.on_message(&mut self.outbox, link, len, self.now);
                     }
                 }
-                self.outbox.event(ServerEvent::Message {
+                self.outbox.event(Event::Message {
                     session: id,
                     message,
                 })
@@ -714,7 +679,7 @@ impl<S: TokenSource> Server<S> {
         let at = self.now + self.cfg.resume_grace;
         self.set_live(id, None);
         self.set_expiry(id, Some(at));
-        self.outbox.event(ServerEvent::Lost { session: id });
+        self.outbox.event(Event::Down { session: id });
     }
 
     /// Removes a session for good (remembering a formally disconnected one's token).
@@ -724,13 +689,7 @@ impl<S: TokenSource> Server<S> {
         let Some(mut s) = self.sessions.remove(&id) else {
             return;
         };
-        let lost = s.core.end();
-        if !lost.is_empty() {
-            self.outbox.event(ServerEvent::Undelivered {
-                session: id,
-                messages: lost,
-            });
-        }
+        let undelivered = s.core.end();
         if let Some(m) = s.node.merged {
             self.by_token.remove(&(fingerprint(&m), id));
         }
@@ -750,9 +709,10 @@ impl<S: TokenSource> Server<S> {
             }
             self.ended.push_back((m, self.now + self.cfg.ended_memory));
         }
-        self.outbox.event(ServerEvent::Ended {
+        self.outbox.event(Event::Ended {
             session: id,
             reason,
+            undelivered,
         });
     }
 

@@ -11,8 +11,9 @@
 
 use super::{hex, unbounded, Harness, Journal, News, SeqTokens, Track, Violation, Who, World};
 use crate::connect::dual::{
-    ClientCommand, ClientConfig, ClientEvent, ClientState, CloseReason, DualClient, DualError,
-    DualServer, FeedLossPolicy, LeaveReason, PlayerState, ServerCommand, ServerConfig, ServerEvent,
+    AttemptFailure, ClientCommand, ClientConfig, ClientEvent, ClientNotice, ClientState,
+    DualClient, DualError, DualServer, EndReason, Event, FeedLossPolicy, PlayerState,
+    ServerCommand, ServerConfig, ServerEvent, ServerNotice,
 };
 use crate::driver::Channel;
 use crate::peer::{Peer, PeerCommand};
@@ -125,9 +126,9 @@ impl Harness for DualHarness {
 
     fn client_news(event: &ClientEvent, track: &Track) -> News {
         match event {
-            ClientEvent::Closed { reason } => match reason {
-                CloseReason::Protocol(r) => News::Broken(format!("closed: protocol {r:?}")),
-                CloseReason::Requested => News::Ended {
+            Event::Ended { reason, .. } => match reason {
+                EndReason::Violation(r) => News::Broken(format!("ended: protocol {r:?}")),
+                EndReason::LocalDisconnect => News::Ended {
                     reason: format!("{reason:?}"),
                     for_good: true,
                     allowed: track.ended_on_purpose,
@@ -138,31 +139,36 @@ impl Harness for DualHarness {
                     allowed: track.disturbed,
                 },
             },
-            ClientEvent::AttemptFailed {
-                reason: CloseReason::Protocol(r),
+            Event::Notice(ClientNotice::AttemptFailed {
+                reason: AttemptFailure::Violation(r),
                 ..
-            } => News::Broken(format!("attempt failed: protocol {r:?}")),
-            ClientEvent::AttemptFailed { reason, .. } if !track.disturbed => News::Ended {
-                reason: format!("attempt failed: {reason:?}"),
-                for_good: false,
-                allowed: false,
-            },
-            ClientEvent::Update(element) => News::Update(element.clone()),
-            ClientEvent::FeedReceived(m) => News::Broken(format!("unexpected on feed: {m:?}")),
+            }) => News::Broken(format!("attempt failed: protocol {r:?}")),
+            Event::Notice(ClientNotice::AttemptFailed { reason, .. }) if !track.disturbed => {
+                News::Ended {
+                    reason: format!("attempt failed: {reason:?}"),
+                    for_good: false,
+                    allowed: false,
+                }
+            }
+            Event::Notice(ClientNotice::Update(element)) => News::Update(element.clone()),
+            Event::Notice(ClientNotice::FeedReceived(m)) => {
+                News::Broken(format!("unexpected on feed: {m:?}"))
+            }
             _ => News::Nothing,
         }
     }
 
     fn server_news(event: &ServerEvent) -> News {
         match event {
-            ServerEvent::Left {
-                player,
-                reason: LeaveReason::Failed(r),
+            Event::Ended {
+                session: player,
+                reason: EndReason::Violation(r),
+                ..
             } if *r != FailReason::Timeout => {
                 News::Broken(format!("player {player} failed: {r:?}"))
             }
-            ServerEvent::Update { element, .. } => News::Update(element.clone()),
-            ServerEvent::FeedReceived { player, message } => {
+            Event::Notice(ServerNotice::Update { element, .. }) => News::Update(element.clone()),
+            Event::Notice(ServerNotice::FeedReceived { player, message }) => {
                 News::Broken(format!("unexpected on player {player}'s feed: {message:?}"))
             }
             _ => News::Nothing,

@@ -119,15 +119,18 @@ impl Harness for MergeHarness {
     }
 
     fn client_news(event: &ClientEvent, track: &Track) -> News {
-        let ClientEvent::Ended(reason) = event else {
+        let ClientEvent::Ended { reason, .. } = event else {
             return News::Nothing;
         };
         let allowed = match reason {
+            // The server forgot the session and a fresh one replaced it: the client goes on.
+            EndReason::Expired => return News::Nothing,
             EndReason::LocalDisconnect | EndReason::PeerDisconnect => track.ended_on_purpose,
             EndReason::GaveUp => track.jumped_forward,
             // A client whose formally ended session it tries to resume is refused for
             // good: only after the scenario ended it.
-            EndReason::Refused(_) | EndReason::Expired => track.ended_on_purpose,
+            EndReason::Refused(_) => track.ended_on_purpose,
+            EndReason::Violation(_) | EndReason::FeedLost => false,
         };
         News::Ended {
             reason: format!("{reason:?}"),

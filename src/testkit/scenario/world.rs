@@ -9,7 +9,7 @@ use super::{
 };
 use crate::driver::{Channel, Machine};
 use crate::peer::{Peer, PeerCommand, PeerEvent, Profile as PeerProfile, SharedJournal};
-use crate::sync::journal::{JournalStore, MemJournal, Role, SyncCommand, SyncEvent};
+use crate::sync::journal::{JournalStore, MemJournal, SyncCommand, SyncEvent};
 use crate::testkit::{Either, Faults, NodeId, Sim};
 use crate::time::{Duration, Instant};
 use crate::token::Token;
@@ -189,7 +189,6 @@ impl<H: Harness> World<H> {
         let mut sim = Sim::new(seed, Faults::none());
         let server_peer = Peer::new(
             h.server(seed),
-            Role::Server,
             sync_config(),
             SharedJournal::new(MemJournal::new(1, 100_000)),
         );
@@ -198,7 +197,6 @@ impl<H: Harness> World<H> {
         for i in 0..clients {
             let peer = Peer::new(
                 h.client(seed, i, sim.now()),
-                Role::Client,
                 sync_config(),
                 SharedJournal::new(MemJournal::new(100 + u64::from(i), 100_000)),
             );
