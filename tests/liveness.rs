@@ -4,9 +4,10 @@
 //! - `a_frozen_server_process_is_noticed_by_silence_and_the_client_resumes_over_loopback`:
 //!   token merge over real loopback TCP; the server is another process (this test binary,
 //!   run again as `frozen_server_child`) stopped with SIGSTOP and continued with SIGCONT.
-//! - `dual_*_frozen_*`: the dual-channel profile in the testkit simulator, with virtual
-//!   time; either side frozen as a stopped process (inputs wait, nothing comes out) or as
-//!   a mute one (it reads, but every byte it writes is lost).
+//! - `dual_a_{stopped,mute}_{server,client}_*`: the dual-channel profile in the testkit
+//!   simulator, with virtual time; either side frozen as a stopped process (inputs wait,
+//!   nothing comes out, no timer fires) or as a mute one (it reads, but every byte it
+//!   writes is lost), while both applications keep sending on `main`.
 //! - `dual_clients_cut_by_a_server_restart_*`: sixteen dual clients cut at the same
 //!   instant retry spread over the jitter window (and in lockstep without jitter).
 //!
@@ -816,10 +817,10 @@ fn dual_frozen_peer(frozen: Side, how: Freeze, seed: u64) -> Detection {
         .iter()
         .filter_map(|e| dual_client_is_up(&e.1).map(|o| (e.0, o)))
         .collect();
+    // (A mute server resumes each try it reads, unanswered; the last one is what counts.)
     let server_up: Vec<(Instant, u16, Outcome)> = p
         .server_events
         .iter()
-        .filter(|e| e.0 >= thawed_at || frozen == Side::Client)
         .filter_map(|e| dual_server_is_up(&e.1).map(|(pl, o)| (e.0, pl, o)))
         .collect();
     let resumed_at = client_up
