@@ -520,10 +520,25 @@ fn a_frozen_server_process_is_noticed_by_silence_and_the_client_resumes_over_loo
 type DualNode = Either<Probe<DualClient>, Probe<DualServer<SeqTokens>>>;
 
 const SIM_KEEPALIVE: Duration = Duration::from_secs(2);
-/// The simulator fires timers exactly; the slack is its one-way latency (1 ms) and the
-/// microsecond steps of a split stream.
-const SIM_TICK: Duration = Duration::from_millis(2);
-const FREEZE_FOR: Duration = Duration::from_secs(8);
+/// A network where frames are split mid-way and nothing else goes wrong (1 ms latency).
+const CALM: Faults = Faults {
+    max_chunk: 11,
+    ..Faults::none()
+};
+
+/// [`Faults::rough`] without its random cuts of `main` (a cut is not a freeze): 5-25 ms
+/// latency, 10 % of the datagrams lost and 5 % duplicated, streams in chunks of 1-7 bytes.
+const ROUGH: Faults = Faults {
+    cut_per_million: 0,
+    ..Faults::rough()
+};
+
+/// The simulator fires timers exactly: the slack of "1.5 x keepalive + one tick" after a
+/// freeze is the bytes already in flight when it began (one delivery, at most the latency
+/// and its jitter), and the microsecond steps of a split stream.
+fn sim_tick(faults: Faults) -> Duration {
+    faults.latency + faults.jitter + Duration::from_millis(1)
+}
 const SEND_EVERY: Duration = Duration::from_millis(50);
 
 fn dual_client_config(seed: u64) -> dual::ClientConfig {
@@ -566,11 +581,7 @@ struct DualPair {
 }
 
 impl DualPair {
-    fn connected(seed: u64) -> Self {
-        let faults = Faults {
-            max_chunk: 11, // frames split mid-way
-            ..Faults::none()
-        };
+    fn connected(seed: u64, faults: Faults) -> Self {
         let mut sim: Sim<DualNode> = Sim::new(seed, faults);
         let server = sim.add_node(Either::Right(Probe::new(DualServer::new(
             dual_server_config(),
@@ -720,11 +731,18 @@ struct Detection {
     resumed_after_thaw: Duration,
 }
 
-/// `frozen` freezes as `how` for [`FREEZE_FOR`] while both applications keep sending on
+/// `frozen` freezes as `how` for `freeze_for` (more than 1.5 x keepalive) while both applications keep sending on
 /// `main`; the other side must notice within 1.5 x keepalive + one tick, the session must
 /// resume once it thaws, and every message must arrive exactly once, in order.
-fn dual_frozen_peer(frozen: Side, how: Freeze, seed: u64) -> Detection {
-    let mut p = DualPair::connected(seed);
+fn dual_frozen_peer(
+    frozen: Side,
+    how: Freeze,
+    freeze_for: Duration,
+    faults: Faults,
+    seed: u64,
+) -> Detection {
+    let tick = sim_tick(faults);
+    let mut p = DualPair::connected(seed, faults);
     let player = p.player;
     p.send_for(Duration::from_secs(1));
     let frozen_node = match frozen {
@@ -733,7 +751,7 @@ fn dual_frozen_peer(frozen: Side, how: Freeze, seed: u64) -> Detection {
     };
     let frozen_at = p.sim.now();
     p.freeze(frozen_node, how);
-    p.send_for(FREEZE_FOR);
+    p.send_for(freeze_for);
     let thawed_at = p.sim.now();
     // Just before the thaw: the watcher noticed, and could not resume.
     let lost_at = match frozen {
@@ -770,7 +788,7 @@ fn dual_frozen_peer(frozen: Side, how: Freeze, seed: u64) -> Detection {
         "{frozen:?} frozen ({how:?}): not before 1.5 x keepalive of silence: {detection:?}"
     );
     assert!(
-        detection.silence <= dead + SIM_TICK && detection.since_freeze <= dead + SIM_TICK,
+        detection.silence <= dead + tick && detection.since_freeze <= dead + tick,
         "{frozen:?} frozen ({how:?}): within 1.5 x keepalive + one tick: {detection:?}"
     );
     match frozen {
@@ -889,7 +907,13 @@ fn dual_frozen_peer(frozen: Side, how: Freeze, seed: u64) -> Detection {
 #[test]
 fn dual_a_stopped_server_is_noticed_in_time_and_main_resumes_losing_nothing() {
     for seed in 0..4 {
-        let d = dual_frozen_peer(Side::Server, Freeze::Stopped, seed);
+        let d = dual_frozen_peer(
+            Side::Server,
+            Freeze::Stopped,
+            Duration::from_secs(8),
+            CALM,
+            seed,
+        );
         println!("dual, server stopped, seed {seed}: {d:?}");
     }
 }
@@ -897,7 +921,13 @@ fn dual_a_stopped_server_is_noticed_in_time_and_main_resumes_losing_nothing() {
 #[test]
 fn dual_a_mute_server_is_noticed_in_time_and_main_resumes_losing_nothing() {
     for seed in 0..4 {
-        let d = dual_frozen_peer(Side::Server, Freeze::Mute, seed);
+        let d = dual_frozen_peer(
+            Side::Server,
+            Freeze::Mute,
+            Duration::from_secs(8),
+            CALM,
+            seed,
+        );
         println!("dual, server mute, seed {seed}: {d:?}");
     }
 }
@@ -905,7 +935,13 @@ fn dual_a_mute_server_is_noticed_in_time_and_main_resumes_losing_nothing() {
 #[test]
 fn dual_a_stopped_client_is_noticed_by_the_server_which_keeps_its_player() {
     for seed in 0..4 {
-        let d = dual_frozen_peer(Side::Client, Freeze::Stopped, seed);
+        let d = dual_frozen_peer(
+            Side::Client,
+            Freeze::Stopped,
+            Duration::from_secs(8),
+            CALM,
+            seed,
+        );
         println!("dual, client stopped, seed {seed}: {d:?}");
     }
 }
@@ -913,9 +949,38 @@ fn dual_a_stopped_client_is_noticed_by_the_server_which_keeps_its_player() {
 #[test]
 fn dual_a_mute_client_is_noticed_by_the_server_which_keeps_its_player() {
     for seed in 0..4 {
-        let d = dual_frozen_peer(Side::Client, Freeze::Mute, seed);
+        let d = dual_frozen_peer(
+            Side::Client,
+            Freeze::Mute,
+            Duration::from_secs(8),
+            CALM,
+            seed,
+        );
         println!("dual, client mute, seed {seed}: {d:?}");
     }
+}
+
+/// Both sides, both ways of freezing, freezes of 4 to 12 s starting at every phase of the
+/// heartbeat, on a rough network.
+#[test]
+fn dual_frozen_peers_across_seeds_freeze_lengths_and_a_rough_network() {
+    let (mut silence, mut since_freeze) = (Duration::ZERO, Duration::ZERO);
+    for seed in 0..8u64 {
+        for secs in [4u64, 7, 11] {
+            let freeze_for = Duration::from_millis(secs * 1_000 + seed * 137);
+            for side in [Side::Server, Side::Client] {
+                for how in [Freeze::Stopped, Freeze::Mute] {
+                    let d = dual_frozen_peer(side, how, freeze_for, ROUGH, 100 + seed);
+                    silence = silence.max(d.silence);
+                    since_freeze = since_freeze.max(d.since_freeze);
+                }
+            }
+        }
+    }
+    println!(
+        "dual, rough network: noticed at most {since_freeze:?} after the freeze, after at \
+         most {silence:?} of silence"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
