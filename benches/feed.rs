@@ -13,8 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tether::connect::dual::feed::FeedReceiver;
 use tether::connect::dual::{
-    ClientCommand, ClientConfig, ClientEvent, ClientNotice, ClientState, DualClient, DualServer,
-    ServerCommand, ServerConfig, TokenSource,
+    DualClient, DualClientCommand, DualClientConfig, DualClientEvent, DualClientNotice,
+    DualClientState, DualServer, DualServerCommand, DualServerConfig, TokenSource,
 };
 use tether::wire::{Element, Message, FEED_MAGIC, SERVER_SENDER};
 use tether::{Channel, Input, Instant, Link, Machine, Output, Token};
@@ -62,10 +62,10 @@ const DATA: [u8; 32] = [7; 32];
 
 /// A client connected to a server by running the real handshake in memory.
 fn connected_client() -> DualClient {
-    let mut c = DualClient::new(ClientConfig::default());
-    let mut s = DualServer::new(ServerConfig::default(), Counter(0));
+    let mut c = DualClient::new(DualClientConfig::default());
+    let mut s = DualServer::new(DualServerConfig::default(), Counter(0));
     let t = Instant::ZERO;
-    c.handle_input(t, Input::Command(ClientCommand::Connect))
+    c.handle_input(t, Input::Command(DualClientCommand::Connect))
         .unwrap();
     for _ in 0..32 {
         let mut to_s = Vec::new();
@@ -96,10 +96,10 @@ fn connected_client() -> DualClient {
         for i in to_c {
             c.handle_input(t, i).unwrap();
         }
-        if c.state() == ClientState::Connected {
+        if c.state() == DualClientState::Connected {
             let _ = s.handle_input(
                 t,
-                Input::Command(ServerCommand::Send {
+                Input::Command(DualServerCommand::Send {
                     player: 0,
                     message: Message::Dummy,
                 }),
@@ -140,7 +140,9 @@ fn tether_accept(c: &mut DualClient, d: Bytes) -> usize {
     let mut n = 0;
     loop {
         match c.poll_output() {
-            Output::Event(ClientEvent::Notice(ClientNotice::Update(e))) => n += e.data.len(),
+            Output::Event(DualClientEvent::Notice(DualClientNotice::Update(e))) => {
+                n += e.data.len()
+            }
             Output::Wait(_) => return n,
             _ => {}
         }

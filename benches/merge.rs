@@ -1,7 +1,7 @@
 //! The token-merge connection (seed 004) in memory: a full fresh handshake, a resumption,
 //! and what an idle session costs the server's registry.
 //!
-//! A `merge::Client` and a `merge::Server` are wired by hand: every `Transmit` one side
+//! A `merge::MergeClient` and a `merge::MergeServer` are wired by hand: every `Transmit` one side
 //! emits becomes the other side's `Input::Received`, with no copy beyond what the machines
 //! do themselves.
 //!
@@ -26,7 +26,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 use tether::connect::merge::{
-    Client, ClientCommand, Config, Server, ServerConfig, Status, TokenSource,
+    MergeClient, MergeClientCommand, MergeClientConfig, MergeServer, MergeServerConfig, Status,
+    TokenSource,
 };
 use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
 
@@ -82,19 +83,20 @@ fn token(fill: u8, n: u64) -> Token {
     Token::new(&b).unwrap()
 }
 
-type Srv = Server<Tokens>;
+type Srv = MergeServer<Tokens>;
 
 fn server(max_sessions: usize) -> Srv {
-    let cfg = ServerConfig {
+    let cfg = MergeServerConfig {
         max_sessions,
-        ..ServerConfig::default()
+        ..MergeServerConfig::default()
     };
-    Server::new(cfg, Tokens(0))
+    MergeServer::new(cfg, Tokens(0))
 }
 
 /// A client whose first output (`Open(Main)`) was taken: the caller opens a transport next.
-fn client(n: u64) -> Client {
-    let mut c = Client::new(Instant::ZERO, Config::default(), token(b'C', n)).unwrap();
+fn client(n: u64) -> MergeClient {
+    let mut c =
+        MergeClient::new(Instant::ZERO, MergeClientConfig::default(), token(b'C', n)).unwrap();
     assert_eq!(c.poll_output(), Output::Open(Channel::Main));
     c
 }
@@ -102,7 +104,7 @@ fn client(n: u64) -> Client {
 /// Moves every `Transmit` of each side to the other until both are quiet (events and
 /// requests to open are dropped: the callers below handle the ones they expect).
 #[inline(always)]
-fn shuttle(now: Instant, c: &mut Client, s: &mut Srv) {
+fn shuttle(now: Instant, c: &mut MergeClient, s: &mut Srv) {
     loop {
         let mut moved = false;
         loop {
@@ -137,7 +139,7 @@ fn shuttle(now: Instant, c: &mut Client, s: &mut Srv) {
 /// TOKEN, TOKEN, TOKEN are moved until both are CONNECTED (with their `Connected` events
 /// taken).
 #[inline(never)]
-fn timed_handshake(now: Instant, c: &mut Client, s: &mut Srv, link: Link) {
+fn timed_handshake(now: Instant, c: &mut MergeClient, s: &mut Srv, link: Link) {
     c.handle_input(now, Input::Opened(link)).unwrap();
     s.handle_input(now, Input::Opened(link)).unwrap();
     shuttle(now, c, s);
@@ -150,7 +152,7 @@ fn timed_handshake(now: Instant, c: &mut Client, s: &mut Srv, link: Link) {
 #[inline(never)]
 fn timed_resumption(
     mut now: Instant,
-    c: &mut Client,
+    c: &mut MergeClient,
     s: &mut Srv,
     old: Link,
     new: Link,
@@ -179,7 +181,7 @@ fn timed_resumption(
     now
 }
 
-fn connected(c: &Client, s: &Srv, link: Link) -> bool {
+fn connected(c: &MergeClient, s: &Srv, link: Link) -> bool {
     c.view().status == Status::Connected
         && s.session_of(link.id)
             .and_then(|id| s.session(id))
@@ -277,7 +279,7 @@ fn bench_handshake(b: &mut criterion::Bencher, idle: u64) {
         let mut left = iters;
         while left > 0 {
             let n = left.min(BATCH);
-            let mut clients: Vec<Client> = (0..n).map(|i| client(next + i)).collect();
+            let mut clients: Vec<MergeClient> = (0..n).map(|i| client(next + i)).collect();
             let start = std::time::Instant::now();
             for (i, c) in clients.iter_mut().enumerate() {
                 timed_handshake(now, c, &mut s, Link::main(next + i as u64));
@@ -367,7 +369,7 @@ fn callgrind() {
         );
     }
     assert!(connected(&c, &s, Link::main(first + CALLGRIND_ROUNDS)));
-    c.handle_input(now, Input::Command(ClientCommand::Disconnect))
+    c.handle_input(now, Input::Command(MergeClientCommand::Disconnect))
         .unwrap();
     black_box(&s);
     println!("callgrind: {CALLGRIND_ROUNDS} handshakes and {CALLGRIND_ROUNDS} resumptions, {idle} idle sessions");

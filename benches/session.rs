@@ -94,13 +94,17 @@ fn stream(numbered: bool) -> (usize, usize) {
     (got, ack_bytes)
 }
 
-type Pair = (merge::Client, merge::Server<SeqTokens>);
+type Pair = (merge::MergeClient, merge::MergeServer<SeqTokens>);
 
 fn pair() -> Pair {
     let now = Instant::ZERO;
-    let mut c =
-        merge::Client::new(now, merge::Config::default(), Token::new(&[7; 16]).unwrap()).unwrap();
-    let mut s = merge::Server::new(merge::ServerConfig::default(), SeqTokens::new(1));
+    let mut c = merge::MergeClient::new(
+        now,
+        merge::MergeClientConfig::default(),
+        Token::new(&[7; 16]).unwrap(),
+    )
+    .unwrap();
+    let mut s = merge::MergeServer::new(merge::MergeServerConfig::default(), SeqTokens::new(1));
     assert!(matches!(c.poll_output(), Output::Open(_)));
     c.handle_input(now, Input::Opened(Link::main(1))).unwrap();
     s.handle_input(now, Input::Opened(Link::main(1))).unwrap();
@@ -111,8 +115,8 @@ fn pair() -> Pair {
 /// Moves every transmit across until both are quiet; returns (server messages, bytes
 /// from the server to the client).
 fn shuttle(
-    c: &mut merge::Client,
-    s: &mut merge::Server<SeqTokens>,
+    c: &mut merge::MergeClient,
+    s: &mut merge::MergeServer<SeqTokens>,
     now: Instant,
 ) -> (usize, usize) {
     let (mut msgs, mut back) = (0, 0);
@@ -133,7 +137,7 @@ fn shuttle(
                         .unwrap();
                     moved = true;
                 }
-                Output::Event(merge::ServerEvent::Message { message, .. }) => {
+                Output::Event(merge::MergeServerEvent::Message { message, .. }) => {
                     black_box(message);
                     msgs += 1;
                 }
@@ -160,8 +164,11 @@ fn machines(p: &mut Pair, n: usize) -> (usize, usize) {
     while left > 0 {
         // Batches as a driver sends between reads.
         for _ in 0..left.min(256) {
-            p.0.handle_input(now, Input::Command(merge::ClientCommand::Send(payload())))
-                .unwrap();
+            p.0.handle_input(
+                now,
+                Input::Command(merge::MergeClientCommand::Send(payload())),
+            )
+            .unwrap();
             left -= 1;
         }
         let (m, b) = shuttle(&mut p.0, &mut p.1, now);

@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use tether::connect::dual::{
-    self, ClientCommand, ClientEvent, DualClient, DualServer, Outcome, ServerEvent, ServerNotice,
+    self, DualClient, DualClientCommand, DualClientEvent, DualServer, DualServerEvent,
+    DualServerNotice, Outcome,
 };
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
@@ -111,7 +112,7 @@ async fn demo() -> Result<(), String> {
     let server_journal = SharedJournal::new(MemJournal::new(1, 100_000));
     let server_peer: ServerPeer = Peer::new(
         DualServer::new(
-            dual::ServerConfig::default(),
+            dual::DualServerConfig::default(),
             Tokens(epoch.elapsed().as_nanos() as u64 | 1),
         ),
         sync_config(),
@@ -130,16 +131,16 @@ async fn demo() -> Result<(), String> {
         loop {
             for event in server.turn().await {
                 match event {
-                    PeerEvent::Connection(ServerEvent::Up {
+                    PeerEvent::Connection(DualServerEvent::Up {
                         session: player,
                         outcome,
                     }) => {
                         println!("server: player {player} connected ({outcome:?})")
                     }
-                    PeerEvent::Connection(ServerEvent::Down { session: player }) => {
+                    PeerEvent::Connection(DualServerEvent::Down { session: player }) => {
                         println!("server: player {player} lost main; keeping the session")
                     }
-                    PeerEvent::Connection(ServerEvent::Notice(ServerNotice::Update {
+                    PeerEvent::Connection(DualServerEvent::Notice(DualServerNotice::Update {
                         player,
                         element,
                     })) => println!(
@@ -156,7 +157,7 @@ async fn demo() -> Result<(), String> {
     // --- the client ----------------------------------------------------------------------
     let client_journal = SharedJournal::new(MemJournal::new(2, 100_000));
     let client_peer: ClientPeer = Peer::new(
-        DualClient::new(dual::ClientConfig::default()),
+        DualClient::new(dual::DualClientConfig::default()),
         sync_config(),
         client_journal.clone(),
     );
@@ -169,17 +170,17 @@ async fn demo() -> Result<(), String> {
         epoch,
     );
     let mut applied: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
-    let log = |events: Vec<PeerEvent<ClientEvent, ()>>,
+    let log = |events: Vec<PeerEvent<DualClientEvent, ()>>,
                applied: &mut BTreeMap<Vec<u8>, usize>|
      -> Option<Outcome> {
         let mut connected = None;
         for event in events {
             match event {
-                PeerEvent::Connection(ClientEvent::Up { outcome, .. }) => {
+                PeerEvent::Connection(DualClientEvent::Up { outcome, .. }) => {
                     println!("client: connected ({outcome:?})");
                     connected = Some(outcome);
                 }
-                PeerEvent::Connection(ClientEvent::Down { session: () }) => {
+                PeerEvent::Connection(DualClientEvent::Down { session: () }) => {
                     println!("client: main lost; reconnecting")
                 }
                 PeerEvent::Sync((), SyncEvent::Applied { resource, .. }) => {
@@ -193,7 +194,7 @@ async fn demo() -> Result<(), String> {
 
     println!("\n== 1. connect");
     let events = client
-        .command(PeerCommand::Connection(ClientCommand::Connect))
+        .command(PeerCommand::Connection(DualClientCommand::Connect))
         .await;
     let mut connected = log(events, &mut applied);
     while connected.is_none() {
@@ -225,7 +226,7 @@ async fn demo() -> Result<(), String> {
             data: bytes::Bytes::from(text),
         });
         let events = client
-            .command(PeerCommand::Connection(ClientCommand::SendFeed(update)))
+            .command(PeerCommand::Connection(DualClientCommand::SendFeed(update)))
             .await;
         log(events, &mut applied);
     }

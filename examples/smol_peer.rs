@@ -28,16 +28,18 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
-use tether::connect::merge::{self, Client, ClientCommand, ClientEvent, Outcome, Server};
-use tether::connect::merge::{ServerEvent, TokenSource};
+use tether::connect::merge::{
+    self, MergeClient, MergeClientCommand, MergeClientEvent, MergeServer, Outcome,
+};
+use tether::connect::merge::{MergeServerEvent, TokenSource};
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::wire::Entry;
 use tether::{Duration, Token};
 
 type Journal = SharedJournal<MemJournal>;
-type ClientPeer = Peer<Client, Journal>;
-type ServerPeer = Peer<Server<RandomTokens>, Journal>;
+type ClientPeer = Peer<MergeClient, Journal>;
+type ServerPeer = Peer<MergeServer<RandomTokens>, Journal>;
 
 /// 128-bit tokens from std's randomly keyed hasher. tether draws no randomness of its own;
 /// use a CSPRNG (such as `getrandom`) in a real server.
@@ -102,18 +104,18 @@ async fn serve(mut server: Driver<ServerPeer>, log: Rc<ServerLog>) {
                 PeerEvent::Connection(e) => {
                     println!("[server] {e:?}");
                     match e {
-                        ServerEvent::Up { outcome, .. } => {
+                        MergeServerEvent::Up { outcome, .. } => {
                             log.fresh.set(log.fresh.get() || outcome == Outcome::Fresh);
                             log.resumed
                                 .set(log.resumed.get() || outcome == Outcome::Resumed);
                         }
-                        ServerEvent::Down { .. } => {
+                        MergeServerEvent::Down { .. } => {
                             for n in 3..5 {
                                 println!("[server] appends server/r{n} while the client is away");
                                 server.command(PeerCommand::Append(entry("server", n)));
                             }
                         }
-                        ServerEvent::Ended { .. } => {
+                        MergeServerEvent::Ended { .. } => {
                             let once = applied.values().filter(|&&n| n == 1).count();
                             log.applied_once
                                 .set(if once == applied.len() { once } else { 0 });
@@ -132,7 +134,7 @@ async fn serve(mut server: Driver<ServerPeer>, log: Rc<ServerLog>) {
 async fn until(
     client: &mut Driver<ClientPeer>,
     applied: &mut BTreeMap<String, usize>,
-    mut done: impl FnMut(&[PeerEvent<ClientEvent, ()>]) -> bool,
+    mut done: impl FnMut(&[PeerEvent<MergeClientEvent, ()>]) -> bool,
 ) {
     loop {
         // Cancelling `turn` while it waits loses nothing: it has not taken a happening yet.
@@ -179,7 +181,7 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
 
     let server_journal = SharedJournal::new(MemJournal::new(1, 10_000));
     let server = Peer::new(
-        Server::new(merge::ServerConfig::default(), RandomTokens),
+        MergeServer::new(merge::MergeServerConfig::default(), RandomTokens),
         sync.clone(),
         server_journal.clone(),
     );
@@ -192,9 +194,9 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     let server_task = ex.spawn(serve(server, log.clone()));
 
     let client_journal = SharedJournal::new(MemJournal::new(2, 10_000));
-    let client = Client::new(
+    let client = MergeClient::new(
         tether::Instant::ZERO,
-        merge::Config {
+        merge::MergeClientConfig {
             reconnect_initial: Duration::from_millis(300),
             ..Default::default()
         },
@@ -206,7 +208,7 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     let mut applied = BTreeMap::new();
     let both_have = |n: usize| {
         let (c, s) = (client_journal.clone(), server_journal.clone());
-        move |_: &[PeerEvent<ClientEvent, ()>]| keys(&c).len() == n && keys(&s) == keys(&c)
+        move |_: &[PeerEvent<MergeClientEvent, ()>]| keys(&c).len() == n && keys(&s) == keys(&c)
     };
 
     println!("\n-- 1. connect and sync");
@@ -222,9 +224,12 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     println!("\n-- 2. the network drops the connection");
     client.drop_transports();
     until(&mut client, &mut applied, |events| {
-        events
-            .iter()
-            .any(|e| matches!(e, PeerEvent::Connection(ClientEvent::Down { session: () })))
+        events.iter().any(|e| {
+            matches!(
+                e,
+                PeerEvent::Connection(MergeClientEvent::Down { session: () })
+            )
+        })
     })
     .await;
 
@@ -241,7 +246,7 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
         resumed |= events.iter().any(|e| {
             matches!(
                 e,
-                PeerEvent::Connection(ClientEvent::Up {
+                PeerEvent::Connection(MergeClientEvent::Up {
                     session: (),
                     outcome: Outcome::Resumed
                 })
@@ -254,7 +259,7 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     println!("both journals: {} entries, equal: {}", c.len(), c == s);
 
     println!("\n-- 5. formal disconnection");
-    for event in client.command(PeerCommand::Connection(ClientCommand::Disconnect)) {
+    for event in client.command(PeerCommand::Connection(MergeClientCommand::Disconnect)) {
         println!("[client] {event:?}");
     }
     server_task.await;

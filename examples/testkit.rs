@@ -20,7 +20,7 @@
 //! `tether::testkit::scenario`.
 
 use std::collections::BTreeMap;
-use tether::connect::merge::{self, Client, ClientEvent, Outcome, Server};
+use tether::connect::merge::{self, MergeClient, MergeClientEvent, MergeServer, Outcome};
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 use tether::sync::journal::{MemJournal, SyncEvent};
 use tether::testkit::scenario::{client_config, server_config, sync_config, SeqTokens};
@@ -29,7 +29,7 @@ use tether::wire::Entry;
 use tether::{Channel, Duration, Token};
 
 type Journal = SharedJournal<MemJournal>;
-type Node = Either<Peer<Client, Journal>, Peer<Server<SeqTokens>, Journal>>;
+type Node = Either<Peer<MergeClient, Journal>, Peer<MergeServer<SeqTokens>, Journal>>;
 
 /// The application's own action: write a note (an entry authored by `who`).
 fn write_note(sim: &mut Sim<Node>, id: NodeId, who: &str, n: u32) {
@@ -53,12 +53,12 @@ fn main() {
     let seed = 2024;
     let mut sim: Sim<Node> = Sim::new(seed, Faults::none());
     let server = sim.add_node(Either::Right(Peer::new(
-        Server::new(server_config(), SeqTokens::new(seed)),
+        MergeServer::new(server_config(), SeqTokens::new(seed)),
         sync_config(),
         SharedJournal::new(MemJournal::new(1, 10_000)),
     )));
     let token = Token::new(b"client-token-0001").expect("16+ bytes make a token");
-    let client = Client::new(sim.now(), client_config(seed, 0), token).expect("a valid token");
+    let client = MergeClient::new(sim.now(), client_config(seed, 0), token).expect("a valid token");
     let client = sim.add_node(Either::Left(Peer::new(
         client,
         sync_config(),
@@ -92,7 +92,7 @@ fn main() {
     let resumed = events.iter().any(|e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(ClientEvent::Up {
+            Either::Left(PeerEvent::Connection(MergeClientEvent::Up {
                 session: (),
                 outcome: Outcome::Resumed
             }))

@@ -38,7 +38,8 @@ mod ws_driver;
 use bytes::Bytes;
 use std::hash::{BuildHasher, Hasher};
 use tether::connect::merge::{
-    self, Client, ClientCommand, ClientEvent, Encoding, Outcome, Server, ServerCommand, ServerEvent,
+    self, Encoding, MergeClient, MergeClientCommand, MergeClientEvent, MergeServer,
+    MergeServerCommand, MergeServerEvent, Outcome,
 };
 use tether::wire::Message;
 use tether::{Duration, Token};
@@ -65,8 +66,8 @@ fn text(message: &Message) -> String {
     }
 }
 
-type ServerDriver = Driver<Server<fn() -> Token>>;
-type ClientDriver = Driver<Client>;
+type ServerDriver = Driver<MergeServer<fn() -> Token>>;
+type ClientDriver = Driver<MergeClient>;
 
 /// The server's loop: prints its events and echoes every message, until a session ends
 /// formally. Returns whether it saw a fresh session, its resumption and its end.
@@ -75,21 +76,21 @@ async fn serve(mut server: ServerDriver) -> bool {
     loop {
         for event in server.turn().await {
             match &event {
-                ServerEvent::Up { outcome, .. } => {
+                MergeServerEvent::Up { outcome, .. } => {
                     fresh |= *outcome == Outcome::Fresh;
                     resumed |= *outcome == Outcome::Resumed;
                 }
-                ServerEvent::Ended { reason, .. } => {
+                MergeServerEvent::Ended { reason, .. } => {
                     println!("[server] {event:?}");
                     return fresh && resumed && *reason == merge::EndReason::PeerDisconnect;
                 }
                 _ => {}
             }
             match event {
-                ServerEvent::Message { session, message } => {
+                MergeServerEvent::Message { session, message } => {
                     println!("[server] {session:?} says {:?}", text(&message));
                     let reply = Message::App(Bytes::from(format!("echo: {}", text(&message))));
-                    server.command(ServerCommand::Send {
+                    server.command(MergeServerCommand::Send {
                         session,
                         message: reply,
                     });
@@ -101,11 +102,11 @@ async fn serve(mut server: ServerDriver) -> bool {
 }
 
 /// Prints the client's events; says whether one matched `want`.
-fn show(events: Vec<ClientEvent>, want: &impl Fn(&ClientEvent) -> bool) -> bool {
+fn show(events: Vec<MergeClientEvent>, want: &impl Fn(&MergeClientEvent) -> bool) -> bool {
     let mut matched = false;
     for event in events {
         match &event {
-            ClientEvent::Message { message: m, .. } => println!("[client] got {:?}", text(m)),
+            MergeClientEvent::Message { message: m, .. } => println!("[client] got {:?}", text(m)),
             other => println!("[client] {other:?}"),
         }
         matched |= want(&event);
@@ -114,18 +115,20 @@ fn show(events: Vec<ClientEvent>, want: &impl Fn(&ClientEvent) -> bool) -> bool 
 }
 
 /// Turns the client until an event matches `want`.
-async fn until(client: &mut ClientDriver, want: impl Fn(&ClientEvent) -> bool) {
+async fn until(client: &mut ClientDriver, want: impl Fn(&MergeClientEvent) -> bool) {
     while !show(client.turn().await, &want) {}
 }
 
 fn send(client: &mut ClientDriver, s: &str) {
     println!("[client] sends {s:?}");
-    let events = client.command(ClientCommand::Send(Message::App(Bytes::from(s.to_owned()))));
+    let events = client.command(MergeClientCommand::Send(Message::App(Bytes::from(
+        s.to_owned(),
+    ))));
     show(events, &|_| false);
 }
 
-fn is_echo(of: &'static str) -> impl Fn(&ClientEvent) -> bool {
-    move |e| matches!(e, ClientEvent::Message { message: m, .. } if text(m) == format!("echo: {of}"))
+fn is_echo(of: &'static str) -> impl Fn(&MergeClientEvent) -> bool {
+    move |e| matches!(e, MergeClientEvent::Message { message: m, .. } if text(m) == format!("echo: {of}"))
 }
 
 async fn scenario() -> bool {
@@ -136,8 +139,8 @@ async fn scenario() -> bool {
     let url = format!("ws://{}/dop", listener.local_addr().expect("local addr"));
     println!("ws_dop: tether server (dop's encoding) at {url}");
 
-    let server = Server::new(
-        merge::ServerConfig {
+    let server = MergeServer::new(
+        merge::MergeServerConfig {
             encoding: Encoding::Dop,
             ..Default::default()
         },
@@ -146,9 +149,9 @@ async fn scenario() -> bool {
     let server = Driver::new(server, Role::Server { listener }, epoch, "S");
     let server_task = tokio::spawn(serve(server));
 
-    let client = Client::new(
+    let client = MergeClient::new(
         tether::Instant::ZERO,
-        merge::Config {
+        merge::MergeClientConfig {
             encoding: Encoding::Dop,
             reconnect_initial: Duration::from_millis(300),
             ..Default::default()
@@ -158,7 +161,7 @@ async fn scenario() -> bool {
     .expect("a dop token");
     let mut client = Driver::new(client, Role::Client { url }, epoch, "C");
     // The client's first output asks for a transport.
-    client.command(ClientCommand::Send(Message::App(Bytes::from_static(
+    client.command(MergeClientCommand::Send(Message::App(Bytes::from_static(
         b"queued before the first connection",
     ))));
 
@@ -166,7 +169,7 @@ async fn scenario() -> bool {
     until(&mut client, |e| {
         matches!(
             e,
-            ClientEvent::Up {
+            MergeClientEvent::Up {
                 session: (),
                 outcome: Outcome::Fresh
             }
@@ -182,7 +185,7 @@ async fn scenario() -> bool {
     println!("\n-- 3. the network drops the connection");
     client.drop_transports();
     until(&mut client, |e| {
-        matches!(e, ClientEvent::Down { session: () })
+        matches!(e, MergeClientEvent::Down { session: () })
     })
     .await;
     send(&mut client, "hello-while-down");
@@ -192,7 +195,7 @@ async fn scenario() -> bool {
     until(&mut client, |e| {
         matches!(
             e,
-            ClientEvent::Up {
+            MergeClientEvent::Up {
                 session: (),
                 outcome: Outcome::Resumed
             }
@@ -206,8 +209,8 @@ async fn scenario() -> bool {
     println!("\n-- 5. formal disconnection");
     // The client ends at once (the event comes with the command); the server learns it
     // from the merged token on the wire.
-    let ended = |e: &ClientEvent| matches!(e, ClientEvent::Ended { .. });
-    if !show(client.command(ClientCommand::Disconnect), &ended) {
+    let ended = |e: &MergeClientEvent| matches!(e, MergeClientEvent::Ended { .. });
+    if !show(client.command(MergeClientCommand::Disconnect), &ended) {
         until(&mut client, ended).await;
     }
     server_task.await.unwrap_or(false)

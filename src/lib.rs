@@ -5,8 +5,47 @@
 //! socket, clock, random number generator or thread lives inside: any runtime (tokio, smol,
 //! a WASM page, a simulator) drives it with a loop of about twenty lines.
 //!
+//! ## A first connection
+//!
+//! The names a first connection needs are at the crate root and in [`prelude`]: a
+//! token-merge client and server (after dop's connectivity proposal), every setting left at
+//! its default, bytes carried by hand between them.
+//!
+//! ```
+//! use tether::prelude::*;
+//! use tether::{MergeClient, MergeServer};
+//!
+//! let now = Instant::ZERO;
+//! let mut client = MergeClient::new(now, Default::default(), Token::new(&[1; 16]).unwrap()).unwrap();
+//! let mut server = MergeServer::new(Default::default(), || Token::new(&[2; 16]).unwrap());
+//! // The client asks for a transport; the caller connects one (link 1 on both sides).
+//! assert_eq!(client.poll_output(), Output::Open(Channel::Main));
+//! client.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+//! server.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+//! let mut up = Vec::new();
+//! for _ in 0..4 {
+//!     while let Output::Transmit(t) = client.poll_output() {
+//!         server.handle_input(now, Input::Received(t.link, t.payload)).unwrap();
+//!     }
+//!     loop {
+//!         match server.poll_output() {
+//!             Output::Transmit(t) => client.handle_input(now, Input::Received(t.link, t.payload)).unwrap(),
+//!             Output::Event(Event::Up { session, outcome }) => up.push((session, outcome)),
+//!             _ => break,
+//!         }
+//!     }
+//! }
+//! assert_eq!(up, [(tether::connect::merge::SessionId(1), Outcome::Fresh)]);
+//! ```
+//!
 //! ## What is here
 //!
+//! - [`connect`]: the connection profiles, [`connect::merge`] ([`MergeClient`],
+//!   [`MergeServer`]) and [`connect::dual`] ([`DualClient`], [`DualServer`]).
+//! - [`session`]: what every session has whatever its profile: numbered delivery, the
+//!   heartbeat, the one [`Event`] vocabulary, [`Outcome`] and [`EndReason`].
+//! - [`peer`]: [`Peer`], a connection profile with journal sync on top.
+//! - [`sync`]: sync contexts, journal sync, anchored two-way sync.
 //! - [`time`]: [`Instant`] and [`Duration`] of tether's own; the caller's clock.
 //! - [`token`]: [`Token`], constant-time, and dop's merge.
 //! - [`wire`]: frames on `main`, the `feed` datagram header, and every [`wire::Message`].
@@ -81,7 +120,25 @@ pub mod time;
 pub mod token;
 pub mod wire;
 
+pub use connect::dual::{
+    DualClient, DualClientCommand, DualClientConfig, DualClientEvent, DualClientNotice, DualError,
+    DualServer, DualServerCommand, DualServerConfig, DualServerEvent, DualServerNotice,
+};
+pub use connect::merge::{
+    MergeClient, MergeClientCommand, MergeClientConfig, MergeClientEvent, MergeClientNotice,
+    MergeError, MergeServer, MergeServerCommand, MergeServerConfig, MergeServerEvent,
+    MergeServerNotice,
+};
 pub use driver::{Channel, HasOrigin, Input, Link, Machine, Origin, Outbox, Output, Transmit};
-pub use session::{EndReason, Outcome};
+pub use peer::{Peer, PeerCommand, PeerError, PeerEvent};
+pub use session::{EndReason, Event, Outcome, SessionConfig};
 pub use time::{Duration, Instant};
 pub use token::{Token, TokenError, TokenSource};
+
+/// What every driver of a tether machine uses: `use tether::prelude::*;`.
+pub mod prelude {
+    pub use crate::driver::{Channel, Input, Link, Machine, Output};
+    pub use crate::session::{EndReason, Event, Outcome};
+    pub use crate::time::{Duration, Instant};
+    pub use crate::token::Token;
+}

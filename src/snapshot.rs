@@ -13,10 +13,10 @@
 //!
 //! | type | from / into |
 //! |---|---|
-//! | [`merge::SessionSnapshot`](crate::connect::merge::SessionSnapshot) | `merge::Server::export_session` / `import_session` |
-//! | [`merge::ClientSnapshot`](crate::connect::merge::ClientSnapshot) | `merge::Client::snapshot` / `Client::restore` |
+//! | [`merge::MergeSessionSnapshot`](crate::connect::merge::MergeSessionSnapshot) | `merge::MergeServer::export_session` / `import_session` |
+//! | [`merge::MergeClientSnapshot`](crate::connect::merge::MergeClientSnapshot) | `merge::MergeClient::snapshot` / `Client::restore` |
 //! | [`dual::PlayerSnapshot`](crate::connect::dual::PlayerSnapshot) | `DualServer::export_player` / `import_player` |
-//! | [`dual::ClientSnapshot`](crate::connect::dual::ClientSnapshot) | `DualClient::snapshot` / `DualClient::restore` |
+//! | [`dual::DualClientSnapshot`](crate::connect::dual::DualClientSnapshot) | `DualClient::snapshot` / `DualClient::restore` |
 //! | [`PeerSnapshot`](crate::peer::PeerSnapshot) | `Peer::export_session` / `Peer::import_session` |
 //!
 //! **Tokens in a snapshot are secrets**: anyone holding the bytes can resume the session.
@@ -27,11 +27,11 @@
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use tether::connect::merge::{SessionSnapshot, Status};
+//! use tether::connect::merge::{MergeSessionSnapshot, Status};
 //! use tether::snapshot::SnapshotError;
 //! use tether::Token;
 //!
-//! let snap = SessionSnapshot {
+//! let snap = MergeSessionSnapshot {
 //!     status: Status::Reconnecting,
 //!     local: Token::new(&[1; 16]).unwrap(),
 //!     remote: Some(Token::new(&[2; 16]).unwrap()),
@@ -44,9 +44,9 @@
 //! let mut buf = BytesMut::new();
 //! snap.encode(&mut buf);
 //! let bytes = buf.freeze();
-//! assert_eq!(SessionSnapshot::decode(bytes.clone()), Ok(snap));
+//! assert_eq!(MergeSessionSnapshot::decode(bytes.clone()), Ok(snap));
 //! // Truncated: refused with a typed error.
-//! assert!(SessionSnapshot::decode(bytes.slice(..bytes.len() - 1)).is_err());
+//! assert!(MergeSessionSnapshot::decode(bytes.slice(..bytes.len() - 1)).is_err());
 //! ```
 
 use crate::sync::journal::Marks;
@@ -69,13 +69,13 @@ pub const SNAPSHOT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// Which machine a snapshot belongs to: byte 5 of every snapshot.
 pub mod kind {
-    /// A token-merge server session ([`SessionSnapshot`](crate::connect::merge::SessionSnapshot)).
+    /// A token-merge server session ([`MergeSessionSnapshot`](crate::connect::merge::MergeSessionSnapshot)).
     pub const MERGE_SESSION: u8 = 0x01;
-    /// A token-merge client ([`ClientSnapshot`](crate::connect::merge::ClientSnapshot)).
+    /// A token-merge client ([`ClientSnapshot`](crate::connect::merge::MergeClientSnapshot)).
     pub const MERGE_CLIENT: u8 = 0x02;
     /// A dual-channel server player ([`PlayerSnapshot`](crate::connect::dual::PlayerSnapshot)).
     pub const DUAL_PLAYER: u8 = 0x03;
-    /// A dual-channel client ([`ClientSnapshot`](crate::connect::dual::ClientSnapshot)).
+    /// A dual-channel client ([`ClientSnapshot`](crate::connect::dual::DualClientSnapshot)).
     pub const DUAL_CLIENT: u8 = 0x04;
     /// Added to the connection's kind in a [`PeerSnapshot`](crate::peer::PeerSnapshot)
     /// (connection snapshot plus journal-sync marks).

@@ -9,7 +9,7 @@
 //!
 //! ## Token-merge (seed 004)
 //!
-//! A small world: one [`Client`], one [`Server`], and the transports between them modelled
+//! A small world: one [`MergeClient`], one [`MergeServer`], and the transports between them modelled
 //! explicitly, each with a queue of in-flight frames per direction. From the initial state
 //! a breadth-first search tries every action in every reached state:
 //!
@@ -68,8 +68,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use tether::connect::merge::{
-    Client, ClientCommand, Config, Error, Server, ServerCommand, ServerConfig, SessionId, Status,
-    TokenSource,
+    MergeClient, MergeClientCommand, MergeClientConfig, MergeError, MergeServer,
+    MergeServerCommand, MergeServerConfig, SessionId, Status, TokenSource,
 };
 use tether::{Duration, Input, Instant, Link, Machine, Output, Token};
 
@@ -284,8 +284,8 @@ enum Act {
 
 #[derive(Clone)]
 struct MergeWorld {
-    client: Client,
-    server: Server<Counter>,
+    client: MergeClient,
+    server: MergeServer<Counter>,
     transports: Vec<Transport>,
     next_link: u64,
     open_requests: u8,
@@ -299,29 +299,29 @@ struct MergeWorld {
     sessions: u64,
 }
 
-fn client_config() -> Config {
-    Config {
+fn client_config() -> MergeClientConfig {
+    MergeClientConfig {
         handshake_timeout: Duration::from_secs(5),
         reconnect_initial: Duration::from_secs(1),
         reconnect_max: Duration::from_secs(2),
         jitter_percent: 0,
         give_up_after: Duration::from_secs(20),
-        ..Config::default()
+        ..MergeClientConfig::default()
     }
 }
 
-fn server_config() -> ServerConfig {
-    ServerConfig {
+fn server_config() -> MergeServerConfig {
+    MergeServerConfig {
         handshake_timeout: Duration::from_secs(5),
         resume_grace: Duration::from_secs(10),
         ended_memory: Duration::from_secs(30),
-        ..ServerConfig::default()
+        ..MergeServerConfig::default()
     }
 }
 
 impl MergeWorld {
     fn new(bounds: Bounds) -> MergeWorld {
-        let client = Client::new(
+        let client = MergeClient::new(
             Instant::ZERO,
             client_config(),
             Token::new(&[0xc0; 16]).unwrap(),
@@ -329,7 +329,7 @@ impl MergeWorld {
         .expect("client");
         let mut w = MergeWorld {
             client,
-            server: Server::new(server_config(), Counter(0)),
+            server: MergeServer::new(server_config(), Counter(0)),
             transports: Vec::new(),
             next_link: 1,
             open_requests: 0,
@@ -362,14 +362,14 @@ impl MergeWorld {
         self.transports.iter_mut().find(|t| t.id == id)
     }
 
-    fn client_input(&mut self, input: Input<ClientCommand>) -> Result<(), String> {
+    fn client_input(&mut self, input: Input<MergeClientCommand>) -> Result<(), String> {
         match self.client.handle_input(self.now, input.clone()) {
-            Ok(()) | Err(Error::Ended(_)) => Ok(()),
+            Ok(()) | Err(MergeError::Ended(_)) => Ok(()),
             Err(e) => Err(format!("client refused {input:?}: {e:?}")),
         }
     }
 
-    fn server_input(&mut self, input: Input<ServerCommand>) -> Result<(), String> {
+    fn server_input(&mut self, input: Input<MergeServerCommand>) -> Result<(), String> {
         self.server
             .handle_input(self.now, input.clone())
             .map_err(|e| format!("server refused {input:?}: {e:?}"))
@@ -421,7 +421,7 @@ impl MergeWorld {
                     }
                     Output::Event(e) => {
                         moved = true;
-                        if let tether::connect::merge::ServerEvent::Up { session, .. } = e {
+                        if let tether::connect::merge::MergeServerEvent::Up { session, .. } = e {
                             self.sessions = self.sessions.max(session.0);
                         }
                     }
@@ -589,11 +589,11 @@ impl Model for MergeWorld {
             }
             Act::ClientDisconnect => {
                 self.used.commands += 1;
-                self.client_input(Input::Command(ClientCommand::Disconnect))?;
+                self.client_input(Input::Command(MergeClientCommand::Disconnect))?;
             }
             Act::ServerDisconnect(id) => {
                 self.used.commands += 1;
-                self.server_input(Input::Command(ServerCommand::Disconnect {
+                self.server_input(Input::Command(MergeServerCommand::Disconnect {
                     session: SessionId(id),
                 }))?;
             }
@@ -818,8 +818,8 @@ mod dual {
     use std::fmt::Write as _;
     use std::hash::{Hash, Hasher};
     use tether::connect::dual::{
-        ClientCommand, ClientConfig, ClientState, DualClient, DualServer, FeedLossPolicy,
-        PlayerState, Retry, ServerCommand, ServerConfig, TokenSource,
+        DualClient, DualClientCommand, DualClientConfig, DualClientState, DualServer,
+        DualServerCommand, DualServerConfig, FeedLossPolicy, PlayerState, Retry, TokenSource,
     };
     use tether::wire::FailReason;
     use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
@@ -908,13 +908,13 @@ mod dual {
         pub bounds: Bounds,
     }
 
-    pub fn client_config(policy: FeedLossPolicy) -> ClientConfig {
+    pub fn client_config(policy: FeedLossPolicy) -> DualClientConfig {
         let once = Retry {
             attempts: 2,
             initial: Duration::from_secs(1),
             max: Duration::from_secs(1),
         };
-        ClientConfig {
+        DualClientConfig {
             reply_timeout: Duration::from_secs(4),
             feed_init: once,
             connect: once,
@@ -922,19 +922,19 @@ mod dual {
             feed_keepalive: Duration::from_secs(2),
             feed_timeout: Duration::from_secs(5),
             on_feed_lost: policy,
-            ..ClientConfig::default()
+            ..DualClientConfig::default()
         }
     }
 
-    pub fn server_config() -> ServerConfig {
-        ServerConfig {
+    pub fn server_config() -> DualServerConfig {
+        DualServerConfig {
             max_players: MAX_PLAYERS,
             max_links: 4,
             handshake_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
             feed_keepalive: Duration::from_secs(2),
             feed_timeout: Duration::from_secs(5),
-            ..ServerConfig::default()
+            ..DualServerConfig::default()
         }
     }
 
@@ -960,7 +960,7 @@ mod dual {
                 },
                 bounds,
             };
-            w.client_input(Input::Command(ClientCommand::Connect))
+            w.client_input(Input::Command(DualClientCommand::Connect))
                 .expect("connect");
             w.drain().expect("initial outputs");
             w
@@ -981,13 +981,13 @@ mod dual {
             self.mains.iter_mut().find(|t| t.id == id)
         }
 
-        fn client_input(&mut self, input: Input<ClientCommand>) -> Result<(), String> {
+        fn client_input(&mut self, input: Input<DualClientCommand>) -> Result<(), String> {
             self.client
                 .handle_input(self.now, input.clone())
                 .map_err(|e| format!("client refused {input:?}: {e:?}"))
         }
 
-        fn server_input(&mut self, input: Input<ServerCommand>) -> Result<(), String> {
+        fn server_input(&mut self, input: Input<DualServerCommand>) -> Result<(), String> {
             self.server
                 .handle_input(self.now, input.clone())
                 .map_err(|e| format!("server refused {input:?}: {e:?}"))
@@ -1104,7 +1104,7 @@ mod dual {
 
         /// The client and the server agree on the player: same tokens, same `main`.
         fn agreement(&self) -> Result<Option<u16>, String> {
-            if self.client.state() != ClientState::Connected {
+            if self.client.state() != DualClientState::Connected {
                 return Ok(None);
             }
             let Some(p) = self.client.player() else {
@@ -1113,7 +1113,7 @@ mod dual {
             if self.server.player_state(p) != Some(PlayerState::Connected) {
                 return Ok(None);
             }
-            let Some(snap) = self.server.export_player(p, self.now) else {
+            let Some(snap) = self.server.export_player(self.now, p) else {
                 return Err(format!("server player {p} Connected without token B"));
             };
             let (a, b) = self.client.tokens();
@@ -1221,7 +1221,10 @@ mod dual {
                 }
             }
             if self.used.commands < self.bounds.commands {
-                if !matches!(self.client.state(), ClientState::Idle | ClientState::Closed) {
+                if !matches!(
+                    self.client.state(),
+                    DualClientState::Idle | DualClientState::Closed
+                ) {
                     out.push(Act::ClientDisconnect);
                 }
                 for p in self.players() {
@@ -1348,11 +1351,11 @@ mod dual {
                 }
                 Act::ClientDisconnect => {
                     self.used.commands += 1;
-                    self.client_input(Input::Command(ClientCommand::Disconnect))?;
+                    self.client_input(Input::Command(DualClientCommand::Disconnect))?;
                 }
                 Act::Kick(player) => {
                     self.used.commands += 1;
-                    self.server_input(Input::Command(ServerCommand::Kick {
+                    self.server_input(Input::Command(DualServerCommand::Kick {
                         player,
                         reason: FailReason::Timeout,
                     }))?;
@@ -1443,7 +1446,7 @@ mod dual {
                     && self.server.player_links(p).and_then(|l| l.1) == self.client.links().1;
                 return (quiet && same_feed).then_some("both connected");
             }
-            if self.client.state() == ClientState::Closed
+            if self.client.state() == DualClientState::Closed
                 && self.server.player_count() == 0
                 && self.server.link_count() == 0
             {

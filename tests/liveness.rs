@@ -44,115 +44,115 @@ use tokio::time::Instant as TokioInstant;
 // ---------------------------------------------------------------------------------------
 
 /// Token merge, client: the transport was lost (RECONNECTING).
-fn merge_is_lost(e: &merge::ClientEvent) -> bool {
-    matches!(e, merge::ClientEvent::Down { .. })
+fn merge_is_lost(e: &merge::MergeClientEvent) -> bool {
+    matches!(e, merge::MergeClientEvent::Down { .. })
 }
 
 /// Token merge, client: a handshake or resumption completed.
-fn merge_is_up(e: &merge::ClientEvent) -> Option<Outcome> {
+fn merge_is_up(e: &merge::MergeClientEvent) -> Option<Outcome> {
     match e {
-        merge::ClientEvent::Up { outcome, .. } => Some(*outcome),
+        merge::MergeClientEvent::Up { outcome, .. } => Some(*outcome),
         _ => None,
     }
 }
 
 /// Token merge, client: the session ended (and reported what it could not deliver).
-fn merge_is_trouble(e: &merge::ClientEvent) -> bool {
-    matches!(e, merge::ClientEvent::Ended { .. })
+fn merge_is_trouble(e: &merge::MergeClientEvent) -> bool {
+    matches!(e, merge::MergeClientEvent::Ended { .. })
 }
 
 /// Token merge, server: the number of an application message received.
-fn merge_server_got(e: &merge::ServerEvent) -> Option<u32> {
+fn merge_server_got(e: &merge::MergeServerEvent) -> Option<u32> {
     match e {
-        merge::ServerEvent::Message { message, .. } => number(message).map(|x| x.1),
+        merge::MergeServerEvent::Message { message, .. } => number(message).map(|x| x.1),
         _ => None,
     }
 }
 
-fn merge_send(m: Message) -> merge::ClientCommand {
-    merge::ClientCommand::Send(m)
+fn merge_send(m: Message) -> merge::MergeClientCommand {
+    merge::MergeClientCommand::Send(m)
 }
 
 /// Dual, client: `main` was lost (reconnecting).
-fn dual_client_is_lost(e: &dual::ClientEvent) -> bool {
-    matches!(e, dual::ClientEvent::Down { .. })
+fn dual_client_is_lost(e: &dual::DualClientEvent) -> bool {
+    matches!(e, dual::DualClientEvent::Down { .. })
 }
 
 /// Dual, client: connected, fresh or resumed.
-fn dual_client_is_up(e: &dual::ClientEvent) -> Option<Outcome> {
+fn dual_client_is_up(e: &dual::DualClientEvent) -> Option<Outcome> {
     match e {
-        dual::ClientEvent::Up { outcome, .. } => Some(*outcome),
+        dual::DualClientEvent::Up { outcome, .. } => Some(*outcome),
         _ => None,
     }
 }
 
 /// Dual, client: a message received on `main`.
-fn dual_client_got(e: &dual::ClientEvent) -> Option<&Message> {
+fn dual_client_got(e: &dual::DualClientEvent) -> Option<&Message> {
     match e {
-        dual::ClientEvent::Message { message, .. } => Some(message),
+        dual::DualClientEvent::Message { message, .. } => Some(message),
         _ => None,
     }
 }
 
 /// Dual, client: the session ended (the client gave up, or a fresh session replaced it).
-fn dual_client_is_closed(e: &dual::ClientEvent) -> bool {
-    matches!(e, dual::ClientEvent::Ended { .. })
+fn dual_client_is_closed(e: &dual::DualClientEvent) -> bool {
+    matches!(e, dual::DualClientEvent::Ended { .. })
 }
 
 /// Dual, client: anything that should not happen to a session that only froze.
-fn dual_client_is_trouble(e: &dual::ClientEvent) -> bool {
+fn dual_client_is_trouble(e: &dual::DualClientEvent) -> bool {
     matches!(
         e,
-        dual::ClientEvent::Ended { .. }
-            | dual::ClientEvent::Notice(
-                dual::ClientNotice::AttemptFailed { .. } | dual::ClientNotice::FeedLost
+        dual::DualClientEvent::Ended { .. }
+            | dual::DualClientEvent::Notice(
+                dual::DualClientNotice::AttemptFailed { .. } | dual::DualClientNotice::FeedLost
             )
     )
 }
 
 /// Dual, server: a player's `main` was lost.
-fn dual_server_is_lost(e: &dual::ServerEvent) -> Option<u16> {
+fn dual_server_is_lost(e: &dual::DualServerEvent) -> Option<u16> {
     match e {
-        dual::ServerEvent::Down { session } => Some(*session),
+        dual::DualServerEvent::Down { session } => Some(*session),
         _ => None,
     }
 }
 
 /// Dual, server: a player connected, fresh or resumed.
-fn dual_server_is_up(e: &dual::ServerEvent) -> Option<(u16, Outcome)> {
+fn dual_server_is_up(e: &dual::DualServerEvent) -> Option<(u16, Outcome)> {
     match e {
-        dual::ServerEvent::Up { session, outcome } => Some((*session, *outcome)),
+        dual::DualServerEvent::Up { session, outcome } => Some((*session, *outcome)),
         _ => None,
     }
 }
 
 /// Dual, server: a message received on a player's `main`.
-fn dual_server_got(e: &dual::ServerEvent) -> Option<&Message> {
+fn dual_server_got(e: &dual::DualServerEvent) -> Option<&Message> {
     match e {
-        dual::ServerEvent::Message { message, .. } => Some(message),
+        dual::DualServerEvent::Message { message, .. } => Some(message),
         _ => None,
     }
 }
 
 /// Dual, server: anything that should not happen to a session that only froze.
-fn dual_server_is_trouble(e: &dual::ServerEvent) -> bool {
+fn dual_server_is_trouble(e: &dual::DualServerEvent) -> bool {
     matches!(
         e,
-        dual::ServerEvent::Ended { .. }
-            | dual::ServerEvent::Notice(dual::ServerNotice::FeedLost { .. })
+        dual::DualServerEvent::Ended { .. }
+            | dual::DualServerEvent::Notice(dual::DualServerNotice::FeedLost { .. })
     )
 }
 
-fn dual_connect() -> dual::ClientCommand {
-    dual::ClientCommand::Connect
+fn dual_connect() -> dual::DualClientCommand {
+    dual::DualClientCommand::Connect
 }
 
-fn dual_send(m: Message) -> dual::ClientCommand {
-    dual::ClientCommand::Send(m)
+fn dual_send(m: Message) -> dual::DualClientCommand {
+    dual::DualClientCommand::Send(m)
 }
 
-fn dual_server_send(player: u16, message: Message) -> dual::ServerCommand {
-    dual::ServerCommand::Send { player, message }
+fn dual_server_send(player: u16, message: Message) -> dual::DualServerCommand {
+    dual::DualServerCommand::Send { player, message }
 }
 
 /// Dual, server: whether the player is kept, waiting for its client to reconnect `main`.
@@ -165,7 +165,7 @@ fn dual_player_connected(server: &DualServer<SeqTokens>, player: u16) -> bool {
 }
 
 fn dual_client_connected(client: &DualClient) -> bool {
-    client.state() == dual::ClientState::Connected
+    client.state() == dual::DualClientState::Connected
 }
 
 // ---------------------------------------------------------------------------------------
@@ -247,12 +247,12 @@ fn frozen_server_child() {
     run_local(StdDuration::from_secs(60), async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         println!("LISTENING {}", listener.local_addr().expect("addr").port());
-        let server = merge::Server::new(
-            merge::ServerConfig {
+        let server = merge::MergeServer::new(
+            merge::MergeServerConfig {
                 handshake_timeout: Duration::from_secs(2),
                 resume_grace: Duration::from_secs(60),
                 session: session(LOOP_KEEPALIVE),
-                ..merge::ServerConfig::default()
+                ..merge::MergeServerConfig::default()
             },
             SeqTokens::new(7),
         );
@@ -304,8 +304,8 @@ async fn wait_until(limit: StdDuration, mut done: impl FnMut() -> bool) -> bool 
 struct LoopRun {
     stopped_at: Instant,
     continued_at: Instant,
-    events: Vec<(Instant, merge::ClientEvent)>,
-    client: Probe<merge::Client>,
+    events: Vec<(Instant, merge::MergeClientEvent)>,
+    client: Probe<merge::MergeClient>,
     refused_inputs: Vec<String>,
     got: Vec<u32>,
     other_lines: Vec<String>,
@@ -353,21 +353,23 @@ fn a_frozen_server_process_is_noticed_by_silence_and_the_client_resumes_over_loo
     let run = run_local(StdDuration::from_secs(30), async move {
         let epoch = TokioInstant::now();
         let now = move || Instant::from_micros(epoch.elapsed().as_micros() as u64);
-        let client = merge::Client::new(
+        let client = merge::MergeClient::new(
             now(),
-            merge::Config {
+            merge::MergeClientConfig {
                 handshake_timeout: Duration::from_millis(500),
                 reconnect_initial: Duration::from_millis(100),
                 reconnect_max: Duration::from_millis(400),
                 jitter_seed: 11,
                 give_up_after: Duration::from_secs(60),
                 session: session(LOOP_KEEPALIVE),
-                ..merge::Config::default()
+                ..merge::MergeClientConfig::default()
             },
             Token::new(&[0x42; 16]).expect("16 bytes"),
         )
         .expect("a client");
-        let events = Rc::new(RefCell::new(Vec::<(Instant, merge::ClientEvent)>::new()));
+        let events = Rc::new(RefCell::new(
+            Vec::<(Instant, merge::MergeClientEvent)>::new(),
+        ));
         let (stop_tx, stop) = watch::channel(false);
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let seen = events.clone();
@@ -537,8 +539,8 @@ fn sim_tick(faults: Faults) -> Duration {
 }
 const SEND_EVERY: Duration = Duration::from_millis(50);
 
-fn dual_client_config(seed: u64) -> dual::ClientConfig {
-    dual::ClientConfig {
+fn dual_client_config(seed: u64) -> dual::DualClientConfig {
+    dual::DualClientConfig {
         reply_timeout: Duration::from_millis(500),
         reconnect: dual::Retry {
             attempts: 100,
@@ -550,16 +552,16 @@ fn dual_client_config(seed: u64) -> dual::ClientConfig {
         on_feed_lost: dual::FeedLossPolicy::Reinit,
         jitter_seed: seed,
         session: session(SIM_KEEPALIVE),
-        ..dual::ClientConfig::default()
+        ..dual::DualClientConfig::default()
     }
 }
 
-fn dual_server_config() -> dual::ServerConfig {
-    dual::ServerConfig {
+fn dual_server_config() -> dual::DualServerConfig {
+    dual::DualServerConfig {
         session_timeout: Duration::from_secs(60),
         feed_timeout: Duration::from_secs(30),
         session: session(SIM_KEEPALIVE),
-        ..dual::ServerConfig::default()
+        ..dual::DualServerConfig::default()
     }
 }
 
@@ -569,8 +571,8 @@ struct DualPair {
     client: NodeId,
     server: NodeId,
     player: u16,
-    client_events: Vec<(Instant, dual::ClientEvent)>,
-    server_events: Vec<(Instant, dual::ServerEvent)>,
+    client_events: Vec<(Instant, dual::DualClientEvent)>,
+    server_events: Vec<(Instant, dual::DualServerEvent)>,
     errors: Vec<String>,
     c_sent: u32,
     s_sent: u32,
@@ -1008,7 +1010,7 @@ fn server_restart(jitter_percent: u8) -> Restart {
     let clients: Vec<NodeId> = (0..CLIENTS)
         .map(|i| {
             let c = sim.add_node(Either::Left(Probe::new(DualClient::new(
-                dual::ClientConfig {
+                dual::DualClientConfig {
                     reconnect: dual::Retry {
                         attempts: 10,
                         initial: RECONNECT_INITIAL,
@@ -1016,7 +1018,7 @@ fn server_restart(jitter_percent: u8) -> Restart {
                     },
                     jitter_percent,
                     jitter_seed: 1_000 + i as u64,
-                    ..dual::ClientConfig::default()
+                    ..dual::DualClientConfig::default()
                 },
             ))));
             sim.route(c, Channel::Main, server);

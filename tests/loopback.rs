@@ -23,8 +23,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration as StdDuration;
 use tether::connect::merge::{
-    self, Client, ClientEvent, ClientNotice, Outcome, Server, ServerEvent, ServerNotice,
-    TokenSource,
+    self, MergeClient, MergeClientEvent, MergeClientNotice, MergeServer, MergeServerEvent,
+    MergeServerNotice, Outcome, TokenSource,
 };
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 use tether::sync::journal::{JournalStore, StoreError, SyncConfig, SyncEvent};
@@ -102,8 +102,8 @@ impl JournalStore for HashJournal {
         self.lines.get(i).map(|e| e.payload.clone())
     }
 }
-type ClientPeer = Peer<Client, Journal>;
-type ServerPeer = Peer<Server<Tokens>, Journal>;
+type ClientPeer = Peer<MergeClient, Journal>;
+type ServerPeer = Peer<MergeServer<Tokens>, Journal>;
 type ClientCmd = <ClientPeer as tether::Machine>::Command;
 type ServerCmd = <ServerPeer as tether::Machine>::Command;
 
@@ -259,8 +259,8 @@ async fn spawn_server(
     let addr = listener.local_addr().expect("addr");
     let journal = Journal::new(HashJournal::new(1));
     let peer = Peer::new(
-        Server::new(
-            merge::ServerConfig {
+        MergeServer::new(
+            merge::MergeServerConfig {
                 resume_grace: Duration::from_secs(600),
                 max_pending: 4096,
                 ..Default::default()
@@ -277,15 +277,16 @@ async fn spawn_server(
     let task = tokio::task::spawn_local(driver.run(stop, Some(ctl_rx), move |_, ev| {
         let mut s = s.borrow_mut();
         match ev {
-            PeerEvent::Connection(ServerEvent::Up { outcome, .. }) => match outcome {
+            PeerEvent::Connection(MergeServerEvent::Up { outcome, .. }) => match outcome {
                 Outcome::Fresh => s.fresh += 1,
                 Outcome::Resumed => s.resumed += 1,
             },
-            PeerEvent::Connection(ServerEvent::Down { .. }) => s.lost += 1,
-            PeerEvent::Connection(ServerEvent::Ended { .. }) => s.ended += 1,
-            PeerEvent::Connection(ServerEvent::Notice(ServerNotice::Refused { link, reason })) => {
-                s.refused.push((link, reason))
-            }
+            PeerEvent::Connection(MergeServerEvent::Down { .. }) => s.lost += 1,
+            PeerEvent::Connection(MergeServerEvent::Ended { .. }) => s.ended += 1,
+            PeerEvent::Connection(MergeServerEvent::Notice(MergeServerNotice::Refused {
+                link,
+                reason,
+            })) => s.refused.push((link, reason)),
             PeerEvent::Sync(_, ev) => {
                 let s = &mut *s;
                 count_applied(&plan, &mut s.applied, &mut s.unexpected, &ev)
@@ -318,9 +319,9 @@ fn spawn_client(
     stop: watch::Receiver<bool>,
 ) -> ClientHandle {
     let journal = Journal::new(HashJournal::new(100 + i as u64));
-    let client = Client::new(
+    let client = MergeClient::new(
         tether::Instant::from_micros(epoch.elapsed().as_micros() as u64),
-        merge::Config {
+        merge::MergeClientConfig {
             reconnect_initial: Duration::from_millis(50),
             reconnect_max: Duration::from_millis(800),
             jitter_seed: splitmix64(rng),
@@ -338,18 +339,18 @@ fn spawn_client(
     let task = tokio::task::spawn_local(driver.run(stop, Some(ctl_rx), move |m, ev| {
         let mut s = s.borrow_mut();
         match ev {
-            PeerEvent::Connection(ClientEvent::Up { outcome, .. }) => {
+            PeerEvent::Connection(MergeClientEvent::Up { outcome, .. }) => {
                 match outcome {
                     Outcome::Fresh => s.fresh += 1,
                     Outcome::Resumed => s.resumed += 1,
                 }
                 s.merged = m.connection().view().merged;
             }
-            PeerEvent::Connection(ClientEvent::Down { session: () }) => s.lost += 1,
-            PeerEvent::Connection(ClientEvent::Notice(ClientNotice::Refused(r))) => {
+            PeerEvent::Connection(MergeClientEvent::Down { session: () }) => s.lost += 1,
+            PeerEvent::Connection(MergeClientEvent::Notice(MergeClientNotice::Refused(r))) => {
                 s.refused.push(r)
             }
-            PeerEvent::Connection(ClientEvent::Ended { .. }) => s.ended += 1,
+            PeerEvent::Connection(MergeClientEvent::Ended { .. }) => s.ended += 1,
             PeerEvent::Sync(_, ev) => {
                 let s = &mut *s;
                 count_applied(&plan, &mut s.applied, &mut s.unexpected, &ev)
@@ -627,9 +628,9 @@ fn a_thousand_clients_killed_at_random_resume_and_lose_nothing() {
 #[test]
 fn a_new_client_peer_asks_for_its_transport_at_once() {
     use tether::{Channel, Machine, Output};
-    let client = Client::new(
+    let client = MergeClient::new(
         tether::Instant::ZERO,
-        merge::Config::default(),
+        merge::MergeClientConfig::default(),
         token(&mut 7),
     )
     .expect("token");

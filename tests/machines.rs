@@ -64,8 +64,8 @@ where
     }
 }
 
-const DUAL_CLIENT_STATES: [dual::ClientState; 14] = {
-    use dual::ClientState::*;
+const DUAL_CLIENT_STATES: [dual::DualClientState; 14] = {
+    use dual::DualClientState::*;
     [
         Idle,
         OpeningMain,
@@ -83,8 +83,8 @@ const DUAL_CLIENT_STATES: [dual::ClientState; 14] = {
         Closed,
     ]
 };
-const DUAL_CLIENT_INPUTS: [dual::ClientInput; 13] = {
-    use dual::ClientInput::*;
+const DUAL_CLIENT_INPUTS: [dual::DualClientInput; 13] = {
+    use dual::DualClientInput::*;
     [
         Connect,
         MainOpened,
@@ -330,13 +330,14 @@ fn anchored_standalone_framing_error_is_sticky_on_both_sides() {
 
 #[test]
 fn merge_client_end_is_sticky() {
-    let mut c = merge::Client::new(t(0), merge::Config::default(), token(b'B')).unwrap();
-    c.handle_input(t(0), Input::Command(merge::ClientCommand::Disconnect))
+    let mut c =
+        merge::MergeClient::new(t(0), merge::MergeClientConfig::default(), token(b'B')).unwrap();
+    c.handle_input(t(0), Input::Command(merge::MergeClientCommand::Disconnect))
         .unwrap();
-    let err = merge::Error::Ended(merge::EndReason::LocalDisconnect);
+    let err = merge::MergeError::Ended(merge::EndReason::LocalDisconnect);
     assert!(err.is_fatal());
     assert_eq!(err.origin(), Origin::Local);
-    let send = merge::ClientCommand::Send(Message::App(Bytes::from_static(b"x")));
+    let send = merge::MergeClientCommand::Send(Message::App(Bytes::from_static(b"x")));
     for _ in 0..2 {
         for input in every_input(Link::main(2), send.clone()) {
             let r = c.handle_input(t(1), input.clone());
@@ -354,28 +355,28 @@ fn merge_client_end_is_sticky() {
 /// error they return is the local caller's, and the machine goes on.
 #[test]
 fn dual_and_merge_server_errors_are_not_fatal() {
-    let mut c = dual::DualClient::new(dual::ClientConfig::default());
+    let mut c = dual::DualClient::new(dual::DualClientConfig::default());
     let msg = Message::App(Bytes::from_static(b"x"));
     let err = c
         .handle_input(
             t(0),
-            Input::Command(dual::ClientCommand::SendFeed(msg.clone())),
+            Input::Command(dual::DualClientCommand::SendFeed(msg.clone())),
         )
         .unwrap_err();
     assert_eq!(err.origin(), Origin::Local);
-    c.handle_input(t(1), Input::Command(dual::ClientCommand::Connect))
+    c.handle_input(t(1), Input::Command(dual::DualClientCommand::Connect))
         .unwrap();
     assert_eq!(c.poll_output(), Output::Open(Channel::Main));
 
     let mut n = 0u8;
-    let mut s = dual::DualServer::new(dual::ServerConfig::default(), move || {
+    let mut s = dual::DualServer::new(dual::DualServerConfig::default(), move || {
         n += 1;
         token(n)
     });
     let err = s
         .handle_input(
             t(0),
-            Input::Command(dual::ServerCommand::Send {
+            Input::Command(dual::DualServerCommand::Send {
                 player: 9,
                 message: msg,
             }),
@@ -385,12 +386,12 @@ fn dual_and_merge_server_errors_are_not_fatal() {
     assert_eq!(err.origin(), Origin::Local);
     s.handle_input(t(1), Input::Opened(Link::main(1))).unwrap();
 
-    let mut ms = merge::Server::new(merge::ServerConfig::default(), || token(b'A'));
+    let mut ms = merge::MergeServer::new(merge::MergeServerConfig::default(), || token(b'A'));
     ms.handle_input(t(0), Input::Opened(Link::main(1))).unwrap();
     let err = ms
         .handle_input(t(0), Input::Opened(Link::main(1)))
         .unwrap_err();
-    assert_eq!(err, merge::Error::DuplicateLink(1));
+    assert_eq!(err, merge::MergeError::DuplicateLink(1));
     assert_eq!(err.origin(), Origin::Local);
     ms.handle_input(t(1), Input::Opened(Link::main(2))).unwrap();
 }
@@ -417,21 +418,22 @@ fn now_going_backwards_does_not_move_any_clock_back() {
         client: Bytes::from_static(b"palm"),
     }));
 
-    let mut c = merge::Client::new(t(0), merge::Config::default(), token(b'B')).unwrap();
+    let mut c =
+        merge::MergeClient::new(t(0), merge::MergeClientConfig::default(), token(b'B')).unwrap();
     clock_stays(&mut c, Input::Timeout, Input::Timeout);
 
-    let mut s = merge::Server::new(merge::ServerConfig::default(), || token(b'A'));
+    let mut s = merge::MergeServer::new(merge::MergeServerConfig::default(), || token(b'A'));
     clock_stays(&mut s, Input::Opened(link), Input::Opened(Link::main(2)));
 
-    let mut dc = dual::DualClient::new(dual::ClientConfig::default());
+    let mut dc = dual::DualClient::new(dual::DualClientConfig::default());
     clock_stays(
         &mut dc,
-        Input::Command(dual::ClientCommand::Connect),
+        Input::Command(dual::DualClientCommand::Connect),
         Input::Timeout,
     );
 
     let mut n = 0u8;
-    let mut ds = dual::DualServer::new(dual::ServerConfig::default(), move || {
+    let mut ds = dual::DualServer::new(dual::DualServerConfig::default(), move || {
         n += 1;
         token(n)
     });
@@ -459,32 +461,33 @@ fn now_going_backwards_does_not_move_any_clock_back() {
 #[test]
 fn is_closed_is_true_exactly_after_the_end() {
     // dop's token-merge client: ended by a formal disconnection.
-    let mut c = merge::Client::new(t(0), merge::Config::default(), token(b'B')).unwrap();
+    let mut c =
+        merge::MergeClient::new(t(0), merge::MergeClientConfig::default(), token(b'B')).unwrap();
     assert!(!c.is_closed());
     c.handle_input(t(0), Input::Opened(Link::main(1))).unwrap();
     drain(&mut c);
     assert!(!c.is_closed());
-    c.handle_input(t(1), Input::Command(merge::ClientCommand::Disconnect))
+    c.handle_input(t(1), Input::Command(merge::MergeClientCommand::Disconnect))
         .unwrap();
     assert!(c.is_closed());
 
     // R-Type's dual-channel client: closed after a disconnection, open again on Connect.
-    let mut dc = dual::DualClient::new(dual::ClientConfig::default());
+    let mut dc = dual::DualClient::new(dual::DualClientConfig::default());
     assert!(!dc.is_closed());
-    dc.handle_input(t(0), Input::Command(dual::ClientCommand::Connect))
+    dc.handle_input(t(0), Input::Command(dual::DualClientCommand::Connect))
         .unwrap();
     assert!(!dc.is_closed());
-    dc.handle_input(t(1), Input::Command(dual::ClientCommand::Disconnect))
+    dc.handle_input(t(1), Input::Command(dual::DualClientCommand::Disconnect))
         .unwrap();
     assert!(dc.is_closed());
-    dc.handle_input(t(2), Input::Command(dual::ClientCommand::Connect))
+    dc.handle_input(t(2), Input::Command(dual::DualClientCommand::Connect))
         .unwrap();
     assert!(!dc.is_closed());
 
     // Servers serve until dropped.
-    let mut s = merge::Server::new(merge::ServerConfig::default(), || token(b'A'));
+    let mut s = merge::MergeServer::new(merge::MergeServerConfig::default(), || token(b'A'));
     let mut n = 0u8;
-    let mut ds = dual::DualServer::new(dual::ServerConfig::default(), move || {
+    let mut ds = dual::DualServer::new(dual::DualServerConfig::default(), move || {
         n += 1;
         token(n)
     });

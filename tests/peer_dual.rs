@@ -18,14 +18,14 @@ type Node = peer_common::Node<DualClient, DualServer<SeqTokens>>;
 fn world(seed: u64, clients: usize, faults: Faults) -> (Sim<Node>, NodeId, Vec<NodeId>) {
     let mut sim = Sim::new(seed, faults);
     let server = sim.add_node(Either::Right(Peer::new(
-        DualServer::new(dual::ServerConfig::default(), SeqTokens::new(seed)),
+        DualServer::new(dual::DualServerConfig::default(), SeqTokens::new(seed)),
         sync_config(),
         SharedJournal::new(MemJournal::new(1, 100_000)),
     )));
     let mut ids = Vec::new();
     for i in 0..clients {
         let peer = Peer::new(
-            DualClient::new(dual::ClientConfig::default()),
+            DualClient::new(dual::DualClientConfig::default()),
             sync_config(),
             SharedJournal::new(MemJournal::new(100 + i as u64, 100_000)),
         );
@@ -34,7 +34,7 @@ fn world(seed: u64, clients: usize, faults: Faults) -> (Sim<Node>, NodeId, Vec<N
         sim.route(id, Channel::Feed, server);
         sim.command(
             id,
-            Either::Left(PeerCommand::Connection(dual::ClientCommand::Connect)),
+            Either::Left(PeerCommand::Connection(dual::DualClientCommand::Connect)),
         );
         ids.push(id);
     }
@@ -49,7 +49,7 @@ fn connects_syncs_and_carries_feed_updates() {
     let connected = sim.take_events(c).into_iter().any(|e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(dual::ClientEvent::Up {
+            Either::Left(PeerEvent::Connection(dual::DualClientEvent::Up {
                 outcome: dual::Outcome::Fresh,
                 ..
             }))
@@ -65,7 +65,7 @@ fn connects_syncs_and_carries_feed_updates() {
     });
     sim.command(
         c,
-        Either::Left(PeerCommand::Connection(dual::ClientCommand::SendFeed(
+        Either::Left(PeerCommand::Connection(dual::DualClientCommand::SendFeed(
             update,
         ))),
     );
@@ -75,7 +75,7 @@ fn connects_syncs_and_carries_feed_updates() {
     let updates = sim
         .take_events(server)
         .into_iter()
-        .filter(|e| matches!(e, Either::Right(PeerEvent::Connection(dual::ServerEvent::Notice(dual::ServerNotice::Update { element, .. }))) if element.sid == 7))
+        .filter(|e| matches!(e, Either::Right(PeerEvent::Connection(dual::DualServerEvent::Notice(dual::DualServerNotice::Update { element, .. }))) if element.sid == 7))
         .count();
     assert_eq!(updates, 1);
 }
@@ -104,7 +104,7 @@ fn main_cut_mid_sync_reconnects_and_resyncs_exactly_once() {
     let resumed = events.iter().any(|e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(dual::ClientEvent::Up {
+            Either::Left(PeerEvent::Connection(dual::DualClientEvent::Up {
                 outcome: dual::Outcome::Resumed,
                 ..
             }))
@@ -136,7 +136,7 @@ fn several_clients_on_a_rough_network_converge() {
         for &c in &clients {
             sim.command(
                 c,
-                Either::Left(PeerCommand::Connection(dual::ClientCommand::Connect)),
+                Either::Left(PeerCommand::Connection(dual::DualClientCommand::Connect)),
             );
         }
         sim.run_for(Duration::from_secs(120));

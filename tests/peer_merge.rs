@@ -5,14 +5,14 @@
 mod peer_common;
 
 use peer_common::{append, applied, keys};
-use tether::connect::merge::{self, Client, Server};
+use tether::connect::merge::{self, MergeClient, MergeServer};
 use tether::peer::{Peer, PeerEvent, SharedJournal};
 use tether::sync::journal::MemJournal;
 use tether::testkit::scenario::{sync_config, SeqTokens};
 use tether::testkit::{Either, Faults, NodeId, Sim};
 use tether::{Channel, Duration, Token};
 
-type Node = peer_common::Node<Client, Server<SeqTokens>>;
+type Node = peer_common::Node<MergeClient, MergeServer<SeqTokens>>;
 
 struct World {
     sim: Sim<Node>,
@@ -23,8 +23,8 @@ struct World {
 fn world(seed: u64, clients: usize, faults: Faults) -> World {
     let mut sim = Sim::new(seed, faults);
     let server_peer = Peer::new(
-        Server::new(
-            merge::ServerConfig {
+        MergeServer::new(
+            merge::MergeServerConfig {
                 resume_grace: Duration::from_secs(3600),
                 ..Default::default()
             },
@@ -39,9 +39,9 @@ fn world(seed: u64, clients: usize, faults: Faults) -> World {
         let mut local = [0u8; 16];
         local[..8].copy_from_slice(&(seed ^ (i as u64 + 1)).to_be_bytes());
         local[8] = i as u8;
-        let client = Client::new(
+        let client = MergeClient::new(
             sim.now(),
-            merge::Config {
+            merge::MergeClientConfig {
                 jitter_seed: seed + i as u64,
                 give_up_after: Duration::from_secs(3600),
                 ..Default::default()
@@ -82,7 +82,7 @@ fn one_client_connects_and_both_journals_meet() {
         .filter(|e| {
             matches!(
                 e,
-                Either::Left(PeerEvent::Connection(merge::ClientEvent::Up {
+                Either::Left(PeerEvent::Connection(merge::MergeClientEvent::Up {
                     session: (),
                     outcome: merge::Outcome::Fresh
                 }))
@@ -126,7 +126,7 @@ fn a_cut_in_the_middle_resumes_and_resyncs_with_nothing_lost_or_doubled() {
         .filter(|e| {
             matches!(
                 e,
-                Either::Left(PeerEvent::Connection(merge::ClientEvent::Up {
+                Either::Left(PeerEvent::Connection(merge::MergeClientEvent::Up {
                     session: (),
                     outcome: merge::Outcome::Resumed
                 }))

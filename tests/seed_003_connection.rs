@@ -8,10 +8,10 @@
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use tether::connect::dual::{
-    feed::FeedSender, AttemptFailure, ClientCommand, ClientConfig, ClientEvent, ClientNotice,
-    ClientState, DualClient, DualError, DualServer, EndReason, FeedLossPolicy, Outcome,
-    PlayerState, Retry, ServerCommand, ServerConfig, ServerEvent, ServerNotice, TokenSource,
-    CLIENT_TRANSITIONS,
+    feed::FeedSender, AttemptFailure, DualClient, DualClientCommand, DualClientConfig,
+    DualClientEvent, DualClientNotice, DualClientState, DualError, DualServer, DualServerCommand,
+    DualServerConfig, DualServerEvent, DualServerNotice, EndReason, FeedLossPolicy, Outcome,
+    PlayerState, Retry, TokenSource, CLIENT_TRANSITIONS,
 };
 use tether::wire::{Element, FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
 use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
@@ -65,15 +65,15 @@ struct Net {
     server: DualServer<Counter>,
     wire: VecDeque<Packet>,
     next_link: u64,
-    client_events: Vec<ClientEvent>,
-    server_events: Vec<ServerEvent>,
+    client_events: Vec<DualClientEvent>,
+    server_events: Vec<DualServerEvent>,
     /// Opens the client asked for and the test has not granted (when `auto_open` is off).
     pending_opens: Vec<Channel>,
     auto_open: bool,
 }
 
 impl Net {
-    fn new(ccfg: ClientConfig, scfg: ServerConfig) -> Net {
+    fn new(ccfg: DualClientConfig, scfg: DualServerConfig) -> Net {
         Net {
             now: Instant::ZERO,
             client: DualClient::new(ccfg),
@@ -88,15 +88,15 @@ impl Net {
     }
 
     fn default() -> Net {
-        Net::new(ClientConfig::default(), ServerConfig::default())
+        Net::new(DualClientConfig::default(), DualServerConfig::default())
     }
 
-    fn client_in(&mut self, input: Input<ClientCommand>) {
+    fn client_in(&mut self, input: Input<DualClientCommand>) {
         self.client.handle_input(self.now, input).unwrap();
         self.drain();
     }
 
-    fn server_in(&mut self, input: Input<ServerCommand>) {
+    fn server_in(&mut self, input: Input<DualServerCommand>) {
         let _ = self.server.handle_input(self.now, input);
         self.drain();
     }
@@ -262,21 +262,21 @@ impl Net {
     }
 
     fn connect(&mut self) {
-        self.client_in(Input::Command(ClientCommand::Connect));
+        self.client_in(Input::Command(DualClientCommand::Connect));
     }
 
     /// The first diagram, straight through.
     fn handshake(&mut self) -> u16 {
         self.connect();
         self.run_for(Duration::from_millis(1));
-        assert_eq!(self.client.state(), ClientState::Connected);
+        assert_eq!(self.client.state(), DualClientState::Connected);
         self.client.player().unwrap()
     }
 
-    fn client_has(&self, f: impl Fn(&ClientEvent) -> bool) -> bool {
+    fn client_has(&self, f: impl Fn(&DualClientEvent) -> bool) -> bool {
         self.client_events.iter().any(f)
     }
-    fn server_has(&self, f: impl Fn(&ServerEvent) -> bool) -> bool {
+    fn server_has(&self, f: impl Fn(&DualServerEvent) -> bool) -> bool {
         self.server_events.iter().any(f)
     }
 
@@ -293,10 +293,10 @@ impl Net {
     }
 }
 
-fn fresh(e: &ClientEvent) -> bool {
+fn fresh(e: &DualClientEvent) -> bool {
     matches!(
         e,
-        ClientEvent::Up {
+        DualClientEvent::Up {
             outcome: Outcome::Fresh,
             ..
         }
@@ -336,7 +336,7 @@ fn diagram_1_initial_connection_step_by_step() {
     let mut net = Net::default();
     net.connect();
     // "First the client sends a CONN_INIT signal marker through the main channel."
-    assert_eq!(net.client.state(), ClientState::AwaitConnInitRep);
+    assert_eq!(net.client.state(), DualClientState::AwaitConnInitRep);
     net.step(Side::Server, is_conn_init);
     assert_eq!(net.server.player_state(0), Some(PlayerState::AwaitFeedInit));
     // "The server replies a conn init reply": a player id and token A.
@@ -350,7 +350,7 @@ fn diagram_1_initial_connection_step_by_step() {
     assert_eq!(player, 0);
     assert!(token_a.is_secure());
     // "the client then sends a feed init request through the feed channel" with the id.
-    assert_eq!(net.client.state(), ClientState::AwaitFeedInitRep);
+    assert_eq!(net.client.state(), DualClientState::AwaitFeedInitRep);
     let fi = net.step(Side::Server, is_feed_init);
     assert_eq!(
         fi,
@@ -376,25 +376,25 @@ fn diagram_1_initial_connection_step_by_step() {
     assert_ne!(token_b, token_a);
     // "The client should then send a final auth request through the main channel, with
     // the token provided by the feed init reply."
-    assert_eq!(net.client.state(), ClientState::AwaitConnOk);
+    assert_eq!(net.client.state(), DualClientState::AwaitConnOk);
     assert_eq!(
         net.step(Side::Server, is_final_auth),
         Message::FinalAuth { player: 0, token_b }
     );
     // "The server replies either CONN_OK or CONN_FAILED."
     net.step(Side::Client, is_conn_ok);
-    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.client.state(), DualClientState::Connected);
     assert_eq!(net.server.player_state(0), Some(PlayerState::Connected));
     assert_eq!(
         net.client_events,
-        vec![ClientEvent::Up {
+        vec![DualClientEvent::Up {
             session: (),
             outcome: Outcome::Fresh
         }]
     );
     assert_eq!(
         net.server_events,
-        vec![ServerEvent::Up {
+        vec![DualServerEvent::Up {
             session: 0,
             outcome: Outcome::Fresh
         }]
@@ -405,11 +405,11 @@ fn diagram_1_initial_connection_step_by_step() {
 #[test]
 fn conn_failed_on_conn_init_closes_and_the_client_retries_then_gives_up() {
     // A server with no room at all refuses every CONN_INIT.
-    let scfg = ServerConfig {
+    let scfg = DualServerConfig {
         max_players: 0,
-        ..ServerConfig::default()
+        ..DualServerConfig::default()
     };
-    let mut net = Net::new(ClientConfig::default(), scfg);
+    let mut net = Net::new(DualClientConfig::default(), scfg);
     net.connect();
     net.step(Side::Server, is_conn_init);
     net.step(Side::Client, |m| {
@@ -417,26 +417,31 @@ fn conn_failed_on_conn_init_closes_and_the_client_retries_then_gives_up() {
             reason: FailReason::ServerFull,
         }
     });
-    assert_eq!(net.client.state(), ClientState::Backoff);
+    assert_eq!(net.client.state(), DualClientState::Backoff);
     assert!(net.client_has(|e| matches!(
         e,
-        ClientEvent::Notice(ClientNotice::AttemptFailed {
+        DualClientEvent::Notice(DualClientNotice::AttemptFailed {
             reason: AttemptFailure::Refused(FailReason::ServerFull),
             ..
         })
     )));
     // Retries as configured (3 tries in all), then gives up.
     net.run_for(Duration::from_secs(60));
-    assert_eq!(net.client.state(), ClientState::Closed);
+    assert_eq!(net.client.state(), DualClientState::Closed);
     let failures = net
         .client_events
         .iter()
-        .filter(|e| matches!(e, ClientEvent::Notice(ClientNotice::AttemptFailed { .. })))
+        .filter(|e| {
+            matches!(
+                e,
+                DualClientEvent::Notice(DualClientNotice::AttemptFailed { .. })
+            )
+        })
         .count();
     assert_eq!(failures, 2);
     assert!(matches!(
         net.client_events.last(),
-        Some(ClientEvent::Ended {
+        Some(DualClientEvent::Ended {
             reason: EndReason::Refused(FailReason::ServerFull),
             ..
         })
@@ -446,24 +451,25 @@ fn conn_failed_on_conn_init_closes_and_the_client_retries_then_gives_up() {
 
 #[test]
 fn a_client_configured_not_to_retry_aborts_at_once() {
-    let ccfg = ClientConfig {
+    let ccfg = DualClientConfig {
         connect: Retry {
             attempts: 1,
-            ..ClientConfig::default().connect
+            ..DualClientConfig::default().connect
         },
-        ..ClientConfig::default()
+        ..DualClientConfig::default()
     };
-    let scfg = ServerConfig {
+    let scfg = DualServerConfig {
         max_players: 0,
-        ..ServerConfig::default()
+        ..DualServerConfig::default()
     };
     let mut net = Net::new(ccfg, scfg);
     net.connect();
     net.run_for(Duration::from_millis(1));
-    assert_eq!(net.client.state(), ClientState::Closed);
-    assert!(
-        !net.client_has(|e| matches!(e, ClientEvent::Notice(ClientNotice::AttemptFailed { .. })))
-    );
+    assert_eq!(net.client.state(), DualClientState::Closed);
+    assert!(!net.client_has(|e| matches!(
+        e,
+        DualClientEvent::Notice(DualClientNotice::AttemptFailed { .. })
+    )));
 }
 
 #[test]
@@ -492,9 +498,9 @@ fn conn_failed_on_feed_init_closes_the_connection() {
         }
     });
     // The client closes the connection and retries.
-    assert_eq!(net.client.state(), ClientState::Backoff);
+    assert_eq!(net.client.state(), DualClientState::Backoff);
     net.run_for(Duration::from_secs(10));
-    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.client.state(), DualClientState::Connected);
     assert_eq!(
         net.server.player_count(),
         1,
@@ -530,7 +536,7 @@ fn conn_failed_on_final_auth() {
             reason: FailReason::WrongToken,
         }
     });
-    assert_eq!(net.client.state(), ClientState::Backoff);
+    assert_eq!(net.client.state(), DualClientState::Backoff);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -541,11 +547,11 @@ fn diagram_2_feed_init_timeout_and_retry() {
     // The diagram's waits are the schedule's base values: no jitter here (the jitter is
     // checked in tests/session_core.rs).
     let mut net = Net::new(
-        ClientConfig {
+        DualClientConfig {
             jitter_percent: 0,
-            ..ClientConfig::default()
+            ..DualClientConfig::default()
         },
-        ServerConfig::default(),
+        DualServerConfig::default(),
     );
     net.connect();
     net.step(Side::Server, is_conn_init);
@@ -573,7 +579,7 @@ fn diagram_2_feed_init_timeout_and_retry() {
     });
     net.step(Side::Server, is_final_auth);
     net.step(Side::Client, is_conn_ok);
-    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.client.state(), DualClientState::Connected);
     // The lost datagram turns up late: stale, dropped, nothing changes.
     net.deliver(lost);
     assert!(net.wire.is_empty());
@@ -593,17 +599,17 @@ fn feed_init_retries_stop_at_the_limit() {
                 sent += 1; // lost
             }
         }
-        if net.client.state() != ClientState::AwaitFeedInitRep {
+        if net.client.state() != DualClientState::AwaitFeedInitRep {
             break;
         }
         let t = net.client.poll_timeout().unwrap();
         net.advance(t.saturating_duration_since(net.now));
     }
-    assert_eq!(sent, 6, "ClientConfig::default().feed_init.attempts");
-    assert_eq!(net.client.state(), ClientState::Backoff);
+    assert_eq!(sent, 6, "DualClientConfig::default().feed_init.attempts");
+    assert_eq!(net.client.state(), DualClientState::Backoff);
     assert!(net.client_has(|e| matches!(
         e,
-        ClientEvent::Notice(ClientNotice::AttemptFailed {
+        DualClientEvent::Notice(DualClientNotice::AttemptFailed {
             reason: AttemptFailure::Timeout,
             ..
         })
@@ -628,13 +634,13 @@ fn a_late_reply_is_never_taken_for_a_newer_attempt() {
     });
     // The late reply arrives first: it is newer on the wire but answers attempt 1.
     net.deliver(late);
-    assert_eq!(net.client.state(), ClientState::AwaitFeedInitRep);
+    assert_eq!(net.client.state(), DualClientState::AwaitFeedInitRep);
     assert!(
         net.wire.is_empty(),
         "no final auth on a reply to an old attempt"
     );
     net.deliver(reply2);
-    assert_eq!(net.client.state(), ClientState::AwaitConnOk);
+    assert_eq!(net.client.state(), DualClientState::AwaitConnOk);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -642,11 +648,11 @@ fn a_late_reply_is_never_taken_for_a_newer_attempt() {
 
 #[test]
 fn player_ids_are_bounded_and_reused() {
-    let scfg = ServerConfig {
+    let scfg = DualServerConfig {
         max_players: 2,
-        ..ServerConfig::default()
+        ..DualServerConfig::default()
     };
-    let mut a = Net::new(ClientConfig::default(), scfg);
+    let mut a = Net::new(DualClientConfig::default(), scfg);
     // Drive three handshakes on one server by hand.
     let mut ids = Vec::new();
     for link in 1..=3u64 {
@@ -852,9 +858,9 @@ fn an_insecure_token_source_is_refused_unless_short_tokens_are_allowed() {
         }
     }
     for allow in [false, true] {
-        let cfg = ServerConfig {
+        let cfg = DualServerConfig {
             allow_short_tokens: allow,
-            ..ServerConfig::default()
+            ..DualServerConfig::default()
         };
         let mut server = DualServer::new(cfg, Short);
         server
@@ -879,13 +885,13 @@ fn an_insecure_token_source_is_refused_unless_short_tokens_are_allowed() {
 #[test]
 fn the_client_refuses_a_32_bit_token_unless_r_type_tokens_are_allowed() {
     for allow in [false, true] {
-        let ccfg = ClientConfig {
+        let ccfg = DualClientConfig {
             allow_short_tokens: allow,
-            ..ClientConfig::default()
+            ..DualClientConfig::default()
         };
         let mut c = DualClient::new(ccfg);
         let t = Instant::ZERO;
-        c.handle_input(t, Input::Command(ClientCommand::Connect))
+        c.handle_input(t, Input::Command(DualClientCommand::Connect))
             .unwrap();
         c.handle_input(t, Input::Opened(Link::main(1))).unwrap();
         let mut buf = BytesMut::new();
@@ -898,9 +904,9 @@ fn the_client_refuses_a_32_bit_token_unless_r_type_tokens_are_allowed() {
         c.handle_input(t, Input::Received(Link::main(1), buf.freeze()))
             .unwrap();
         let want = if allow {
-            ClientState::OpeningFeed
+            DualClientState::OpeningFeed
         } else {
-            ClientState::Backoff
+            DualClientState::Backoff
         };
         assert_eq!(c.state(), want);
     }
@@ -917,10 +923,10 @@ fn main_reconnection_ok_continues_the_session_and_its_feed() {
     // "If the connection is lost, the client should try to reconnect."
     net.client_in(Input::Closed(old_main.unwrap()));
     net.server_in(Input::Closed(old_main.unwrap()));
-    assert!(net.client_has(|e| *e == ClientEvent::Down { session: () }));
+    assert!(net.client_has(|e| *e == DualClientEvent::Down { session: () }));
     assert_eq!(net.server.player_state(player), Some(PlayerState::MainLost));
     // "The client sends a connection request through the main channel."
-    assert_eq!(net.client.state(), ClientState::AwaitReconnectOk);
+    assert_eq!(net.client.state(), DualClientState::AwaitReconnectOk);
     let req = net.step(Side::Server, is_connection);
     let Message::Connection { player: p, .. } = req else {
         unreachable!()
@@ -928,21 +934,21 @@ fn main_reconnection_ok_continues_the_session_and_its_feed() {
     assert_eq!(p, player);
     // "The server replies CONN_OK": the session and its feed binding continue.
     net.step(Side::Client, is_conn_ok);
-    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.client.state(), DualClientState::Connected);
     assert_eq!(net.client.links().1, feed);
     assert_eq!(net.server.player_links(player).unwrap().1, feed);
     assert!(net.client_has(|e| *e
-        == ClientEvent::Up {
+        == DualClientEvent::Up {
             session: (),
             outcome: Outcome::Resumed
         }));
     assert!(net.server_has(|e| *e
-        == ServerEvent::Up {
+        == DualServerEvent::Up {
             session: player,
             outcome: Outcome::Resumed
         }));
     // Updates still flow on feed.
-    net.server_in(Input::Command(ServerCommand::SendFeed {
+    net.server_in(Input::Command(DualServerCommand::SendFeed {
         player,
         message: Message::Update(Element {
             kind: 1,
@@ -951,8 +957,9 @@ fn main_reconnection_ok_continues_the_session_and_its_feed() {
         }),
     }));
     net.run_for(Duration::from_millis(1));
-    assert!(net
-        .client_has(|e| matches!(e, ClientEvent::Notice(ClientNotice::Update(el)) if el.sid == 9)));
+    assert!(net.client_has(
+        |e| matches!(e, DualClientEvent::Notice(DualClientNotice::Update(el)) if el.sid == 9)
+    ));
 }
 
 #[test]
@@ -963,7 +970,7 @@ fn main_reconnection_refused_closes_feed_as_well() {
     net.client_in(Input::Closed(old_main.unwrap()));
     net.server_in(Input::Closed(old_main.unwrap()));
     // The server forgot the player meanwhile (kicked): the request is refused.
-    net.server_in(Input::Command(ServerCommand::Kick {
+    net.server_in(Input::Command(DualServerCommand::Kick {
         player,
         reason: FailReason::SessionEnded,
     }));
@@ -971,11 +978,11 @@ fn main_reconnection_refused_closes_feed_as_well() {
     // "If the server replies CONN_FAILED, the connection is closed and the connection of
     // the feed channel is closed as well."
     net.step(Side::Client, is_conn_failed);
-    assert_eq!(net.client.state(), ClientState::Closed);
+    assert_eq!(net.client.state(), DualClientState::Closed);
     assert_eq!(net.client.links(), (None, None));
     assert!(net.client_has(|e| matches!(
         e,
-        ClientEvent::Ended {
+        DualClientEvent::Ended {
             reason: EndReason::Refused(FailReason::UnknownPlayer),
             ..
         }
@@ -1002,19 +1009,22 @@ fn main_reconnection_unanswered_retries_then_closes_feed() {
         for p in keep {
             net.deliver(p);
         }
-        if net.client.state() == ClientState::Closed {
+        if net.client.state() == DualClientState::Closed {
             break;
         }
         let t = net.client.poll_timeout().unwrap();
         net.advance(t.saturating_duration_since(net.now));
     }
     // "...and in case of failure, the connection of the feed channel is closed as well."
-    assert_eq!(requests, 5, "ClientConfig::default().reconnect.attempts");
-    assert_eq!(net.client.state(), ClientState::Closed);
+    assert_eq!(
+        requests, 5,
+        "DualClientConfig::default().reconnect.attempts"
+    );
+    assert_eq!(net.client.state(), DualClientState::Closed);
     assert_eq!(net.client.links(), (None, None));
     assert!(net.client_has(|e| matches!(
         e,
-        ClientEvent::Ended {
+        DualClientEvent::Ended {
             reason: EndReason::GaveUp,
             ..
         }
@@ -1029,7 +1039,7 @@ fn a_reconnection_replaces_a_main_the_server_still_holds() {
     // Only the client saw the old stream die (half-open TCP).
     net.client_in(Input::Closed(old_main.unwrap()));
     net.run_for(Duration::from_millis(1));
-    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.client.state(), DualClientState::Connected);
     let new_main = net.client.links().0;
     assert_ne!(new_main, old_main);
     assert_eq!(net.server.player_links(player).unwrap().0, new_main);
@@ -1037,9 +1047,9 @@ fn a_reconnection_replaces_a_main_the_server_still_holds() {
     // The old transport was taken over (closed and counted), and the session resumed: the
     // server saw it lost, then resumed, for the same player.
     assert_eq!(net.server.takeovers(), 1);
-    assert!(net.server_has(|e| *e == ServerEvent::Down { session: player }));
+    assert!(net.server_has(|e| *e == DualServerEvent::Down { session: player }));
     assert!(net.server_has(|e| *e
-        == ServerEvent::Up {
+        == DualServerEvent::Up {
             session: player,
             outcome: Outcome::Resumed
         }));
@@ -1051,16 +1061,16 @@ fn a_player_whose_main_stays_lost_expires() {
     let player = net.handshake();
     let (old_main, _) = net.client.links();
     net.server_in(Input::Closed(old_main.unwrap()));
-    net.client_in(Input::Command(ClientCommand::Disconnect));
+    net.client_in(Input::Command(DualClientCommand::Disconnect));
     net.wire.clear();
     net.run_for(Duration::from_secs(31));
     assert_eq!(net.server.player_state(player), None);
     assert!(net.server_has(|e| matches!(
         e,
-        ServerEvent::Ended {
+        DualServerEvent::Ended {
             reason: EndReason::Expired,
             ..
-        } | ServerEvent::Notice(ServerNotice::FeedLost { .. })
+        } | DualServerEvent::Notice(DualServerNotice::FeedLost { .. })
     )));
 }
 
@@ -1090,11 +1100,11 @@ fn feed_lost_policy_close_both() {
     net.handshake();
     silence_feed(&mut net, 6);
     // "the client can disconnect both the main and the feed channels."
-    assert_eq!(net.client.state(), ClientState::Closed);
+    assert_eq!(net.client.state(), DualClientState::Closed);
     assert_eq!(net.client.links(), (None, None));
     assert!(net.client_has(|e| matches!(
         e,
-        ClientEvent::Ended {
+        DualClientEvent::Ended {
             reason: EndReason::FeedLost,
             ..
         }
@@ -1103,48 +1113,48 @@ fn feed_lost_policy_close_both() {
 
 #[test]
 fn feed_lost_policy_reinit_binds_a_new_feed_and_keeps_main() {
-    let ccfg = ClientConfig {
+    let ccfg = DualClientConfig {
         on_feed_lost: FeedLossPolicy::Reinit,
-        ..ClientConfig::default()
+        ..DualClientConfig::default()
     };
-    let mut net = Net::new(ccfg, ServerConfig::default());
+    let mut net = Net::new(ccfg, DualServerConfig::default());
     let player = net.handshake();
     let (main, old_feed) = net.client.links();
     silence_feed(&mut net, 5);
-    assert!(net.client_has(|e| *e == ClientEvent::Notice(ClientNotice::FeedLost)));
+    assert!(net.client_has(|e| *e == DualClientEvent::Notice(DualClientNotice::FeedLost)));
     net.run_for(Duration::from_millis(10));
-    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.client.state(), DualClientState::Connected);
     let (main2, new_feed) = net.client.links();
     assert_eq!(main2, main, "main was never touched");
     assert_ne!(new_feed, old_feed);
     assert_eq!(net.server.player_links(player).unwrap().1, new_feed);
-    assert!(net.client_has(|e| *e == ClientEvent::Notice(ClientNotice::FeedRestored)));
+    assert!(net.client_has(|e| *e == DualClientEvent::Notice(DualClientNotice::FeedRestored)));
     assert_eq!(
         net.client_events
             .iter()
-            .filter(|e| matches!(e, ClientEvent::Up { .. }))
+            .filter(|e| matches!(e, DualClientEvent::Up { .. }))
             .count(),
         1,
         "the session never ended"
     );
     // The datagrams of the old feed link are dropped if they arrive now.
     net.forge_to_client(old_feed.unwrap(), 10_000, SERVER_SENDER, &Message::Dummy);
-    assert_eq!(net.client.state(), ClientState::Connected);
+    assert_eq!(net.client.state(), DualClientState::Connected);
 }
 
 #[test]
 fn feed_reinit_that_fails_closes_both() {
-    let ccfg = ClientConfig {
+    let ccfg = DualClientConfig {
         on_feed_lost: FeedLossPolicy::Reinit,
-        ..ClientConfig::default()
+        ..DualClientConfig::default()
     };
-    let mut net = Net::new(ccfg, ServerConfig::default());
+    let mut net = Net::new(ccfg, DualServerConfig::default());
     net.handshake();
     silence_feed(&mut net, 30);
-    assert_eq!(net.client.state(), ClientState::Closed);
+    assert_eq!(net.client.state(), DualClientState::Closed);
     assert!(net.client_has(|e| matches!(
         e,
-        ClientEvent::Ended {
+        DualClientEvent::Ended {
             reason: EndReason::GaveUp,
             ..
         }
@@ -1181,25 +1191,29 @@ fn feed_datagrams_stale_duplicate_foreign_and_garbage() {
         .client_events
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Notice(ClientNotice::Update(el)) => Some(el.sid),
+            DualClientEvent::Notice(DualClientNotice::Update(el)) => Some(el.sid),
             _ => None,
         })
         .collect();
     assert_eq!(sids, vec![1, 5]);
     let s = net.client.feed_stats();
     assert_eq!((s.stale, s.malformed), (2, 3));
-    assert_eq!(net.client.state(), ClientState::Connected, "nothing closed");
+    assert_eq!(
+        net.client.state(),
+        DualClientState::Connected,
+        "nothing closed"
+    );
 }
 
 #[test]
 fn feed_content_limit_is_configurable_and_enforced_both_ways() {
-    let ccfg = ClientConfig {
+    let ccfg = DualClientConfig {
         max_feed_content: 32,
-        ..ClientConfig::default()
+        ..DualClientConfig::default()
     };
-    let scfg = ServerConfig {
+    let scfg = DualServerConfig {
         max_feed_content: 64,
-        ..ServerConfig::default()
+        ..DualServerConfig::default()
     };
     let mut net = Net::new(ccfg, scfg);
     let player = net.handshake();
@@ -1211,17 +1225,17 @@ fn feed_content_limit_is_configurable_and_enforced_both_ways() {
     assert_eq!(
         net.client.handle_input(
             net.now,
-            Input::Command(ClientCommand::SendFeed(big.clone()))
+            Input::Command(DualClientCommand::SendFeed(big.clone()))
         ),
         Err(DualError::ContentTooLarge { len: 44, max: 32 })
     );
     // The server may send it (its limit is 64) but the client ignores and counts it.
-    net.server_in(Input::Command(ServerCommand::SendFeed {
+    net.server_in(Input::Command(DualServerCommand::SendFeed {
         player,
         message: big,
     }));
     net.run_for(Duration::from_millis(1));
-    assert!(!net.client_has(|e| matches!(e, ClientEvent::Notice(ClientNotice::Update(_)))));
+    assert!(!net.client_has(|e| matches!(e, DualClientEvent::Notice(DualClientNotice::Update(_)))));
     assert_eq!(net.client.feed_stats().malformed, 1);
     // Updates from the client reach the server's application as events.
     let small = Message::Update(Element {
@@ -1229,19 +1243,19 @@ fn feed_content_limit_is_configurable_and_enforced_both_ways() {
         sid: 3,
         data: Bytes::from_static(b"hi"),
     });
-    net.client_in(Input::Command(ClientCommand::SendFeed(small)));
+    net.client_in(Input::Command(DualClientCommand::SendFeed(small)));
     net.run_for(Duration::from_millis(1));
-    assert!(net.server_has(|e| matches!(e, ServerEvent::Notice(ServerNotice::Update { player: p, element }) if *p == player && element.sid == 3)));
+    assert!(net.server_has(|e| matches!(e, DualServerEvent::Notice(DualServerNotice::Update { player: p, element }) if *p == player && element.sid == 3)));
 }
 
 #[test]
 fn main_messages_are_queued_while_not_connected_and_bounded() {
-    let ccfg = ClientConfig {
+    let ccfg = DualClientConfig {
         max_queued: 2,
-        ..ClientConfig::default()
+        ..DualClientConfig::default()
     };
-    let mut net = Net::new(ccfg, ServerConfig::default());
-    let app = |b: &'static [u8]| ClientCommand::Send(Message::App(Bytes::from_static(b)));
+    let mut net = Net::new(ccfg, DualServerConfig::default());
+    let app = |b: &'static [u8]| DualClientCommand::Send(Message::App(Bytes::from_static(b)));
     net.connect();
     net.client
         .handle_input(net.now, Input::Command(app(b"1")))
@@ -1258,7 +1272,7 @@ fn main_messages_are_queued_while_not_connected_and_bounded() {
         .server_events
         .iter()
         .filter_map(|e| match e {
-            ServerEvent::Message { message, .. } => Some(message.clone()),
+            DualServerEvent::Message { message, .. } => Some(message.clone()),
             _ => None,
         })
         .collect();
@@ -1275,18 +1289,20 @@ fn main_messages_are_queued_while_not_connected_and_bounded() {
 fn disconnection_is_told_and_ends_the_player() {
     let mut net = Net::default();
     let player = net.handshake();
-    net.client_in(Input::Command(ClientCommand::Disconnect));
-    assert_eq!(net.client.state(), ClientState::Closed);
+    net.client_in(Input::Command(DualClientCommand::Disconnect));
+    assert_eq!(net.client.state(), DualClientState::Closed);
     net.run_for(Duration::from_millis(1));
     assert_eq!(net.server.player_state(player), None);
-    assert!(net.server_has(|e| matches!(e, ServerEvent::Ended {
+    assert!(net.server_has(|e| matches!(e, DualServerEvent::Ended {
             session,
             reason: EndReason::PeerDisconnect,
             ..
         } if *session == player)));
     assert_eq!(
-        net.client
-            .handle_input(net.now, Input::Command(ClientCommand::Send(Message::Dummy))),
+        net.client.handle_input(
+            net.now,
+            Input::Command(DualClientCommand::Send(Message::Dummy))
+        ),
         Err(DualError::Closed)
     );
 }
@@ -1295,12 +1311,12 @@ fn disconnection_is_told_and_ends_the_player() {
 fn the_transition_table_names_every_state_the_tests_reach() {
     // Every state the scenarios above end in appears in the table.
     for s in [
-        ClientState::Idle,
-        ClientState::Connected,
-        ClientState::Backoff,
-        ClientState::Closed,
-        ClientState::AwaitReconnectOk,
-        ClientState::AwaitFeedReinitRep,
+        DualClientState::Idle,
+        DualClientState::Connected,
+        DualClientState::Backoff,
+        DualClientState::Closed,
+        DualClientState::AwaitReconnectOk,
+        DualClientState::AwaitFeedReinitRep,
     ] {
         assert!(CLIENT_TRANSITIONS
             .iter()
@@ -1407,7 +1423,7 @@ fn every_handshake_message_lost_duplicated_and_delayed() {
             assert!(hit, "{ctx}: the fault was applied");
             // Wherever the fault hit, both sides end connected to each other, with exactly
             // one live player on the server, and every other handshake forgotten.
-            assert_eq!(net.client.state(), ClientState::Connected, "{ctx}");
+            assert_eq!(net.client.state(), DualClientState::Connected, "{ctx}");
             let player = net.client.player().unwrap();
             assert_eq!(
                 net.server.player_state(player),
@@ -1424,10 +1440,12 @@ fn every_handshake_message_lost_duplicated_and_delayed() {
             let fresh_count = net.client_events.iter().filter(|e| fresh(e)).count();
             // Whether the client had to start again depends on the fault: a lost or
             // delayed datagram is repaired by the feed init retry alone.
-            let retried = net
-                .client_events
-                .iter()
-                .any(|e| matches!(e, ClientEvent::Notice(ClientNotice::AttemptFailed { .. })));
+            let retried = net.client_events.iter().any(|e| {
+                matches!(
+                    e,
+                    DualClientEvent::Notice(DualClientNotice::AttemptFailed { .. })
+                )
+            });
             let feed_step = step == 2 || step == 3;
             let expect_retry = match fault {
                 Fault::Lose | Fault::Delay => !feed_step,
@@ -1438,7 +1456,7 @@ fn every_handshake_message_lost_duplicated_and_delayed() {
                 // CONN_OK lost: the server had connected player 0, which then expired.
                 assert!(net.server_events.iter().any(|e| matches!(
                     e,
-                    ServerEvent::Ended {
+                    DualServerEvent::Ended {
                         reason: EndReason::Expired,
                         ..
                     }
@@ -1480,14 +1498,14 @@ fn reconnection_messages_lost_duplicated_and_delayed() {
         }
         net.run_for(Duration::from_secs(60));
         let ctx = format!("reply {on_reply}, {fault:?}");
-        assert_eq!(net.client.state(), ClientState::Connected, "{ctx}");
+        assert_eq!(net.client.state(), DualClientState::Connected, "{ctx}");
         assert_eq!(net.client.player(), Some(player), "{ctx}: same player");
         assert_eq!(
             net.server.player_state(player),
             Some(PlayerState::Connected)
         );
         assert!(net.client_has(|e| *e
-            == ClientEvent::Up {
+            == DualClientEvent::Up {
                 session: (),
                 outcome: Outcome::Resumed
             }));
@@ -1569,19 +1587,19 @@ mod properties {
             updates in 1u16..40,
             reinit in any::<bool>(),
         ) {
-            let ccfg = ClientConfig {
+            let ccfg = DualClientConfig {
                 on_feed_lost: if reinit { FeedLossPolicy::Reinit } else { FeedLossPolicy::CloseBoth },
-                ..ClientConfig::default()
+                ..DualClientConfig::default()
             };
-            let mut net = Net::new(ccfg, ServerConfig::default());
+            let mut net = Net::new(ccfg, DualServerConfig::default());
             net.connect();
             let mut faults = faults.into_iter();
             let mut sent = 0u16;
             let end = Instant::from_millis(60_000);
             for _ in 0..20_000 {
-                if net.client.state() == ClientState::Connected && sent < updates {
+                if net.client.state() == DualClientState::Connected && sent < updates {
                     if let Some(player) = net.client.player() {
-                        net.server_in(Input::Command(ServerCommand::SendFeed {
+                        net.server_in(Input::Command(DualServerCommand::SendFeed {
                             player,
                             message: Message::Update(Element { kind: 0, sid: sent, data: Bytes::new() }),
                         }));
@@ -1613,11 +1631,11 @@ mod properties {
             // Let what is in flight land, without faults.
             net.run_for(Duration::from_millis(1));
             let sids: Vec<u16> = net.client_events.iter().filter_map(|e| match e {
-                ClientEvent::Notice(ClientNotice::Update(el)) => Some(el.sid),
+                DualClientEvent::Notice(DualClientNotice::Update(el)) => Some(el.sid),
                 _ => None,
             }).collect();
             prop_assert!(sids.windows(2).all(|w| w[0] < w[1]), "{:?}", sids);
-            if net.client.state() == ClientState::Connected {
+            if net.client.state() == DualClientState::Connected {
                 let player = net.client.player().unwrap();
                 prop_assert_eq!(net.server.player_state(player), Some(PlayerState::Connected));
                 prop_assert_eq!(net.server.player_count(), 1);
@@ -1628,11 +1646,11 @@ mod properties {
 
 #[test]
 fn main_links_are_bounded_and_a_repeated_open_is_harmless() {
-    let scfg = ServerConfig {
+    let scfg = DualServerConfig {
         max_links: 2,
-        ..ServerConfig::default()
+        ..DualServerConfig::default()
     };
-    let mut net = Net::new(ClientConfig::default(), scfg);
+    let mut net = Net::new(DualClientConfig::default(), scfg);
     let player = net.handshake();
     let main = net.client.links().0.unwrap();
     net.server_in(Input::Opened(main));

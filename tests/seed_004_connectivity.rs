@@ -98,18 +98,18 @@ fn app_bytes(enc: Encoding, text: &'static [u8]) -> Bytes {
     }
 }
 
-fn client_cfg(enc: Encoding) -> Config {
-    Config {
+fn client_cfg(enc: Encoding) -> MergeClientConfig {
+    MergeClientConfig {
         encoding: enc,
         jitter_percent: 0,
-        ..Config::default()
+        ..MergeClientConfig::default()
     }
 }
 
-fn server_cfg(enc: Encoding) -> ServerConfig {
-    ServerConfig {
+fn server_cfg(enc: Encoding) -> MergeServerConfig {
+    MergeServerConfig {
         encoding: enc,
-        ..ServerConfig::default()
+        ..MergeServerConfig::default()
     }
 }
 
@@ -165,9 +165,9 @@ fn row(
 /// returns the events of each side.
 fn shuttle<S: TokenSource>(
     now: Instant,
-    c: &mut Client,
-    s: &mut Server<S>,
-) -> (Vec<ClientEvent>, Vec<ServerEvent>) {
+    c: &mut MergeClient,
+    s: &mut MergeServer<S>,
+) -> (Vec<MergeClientEvent>, Vec<MergeServerEvent>) {
     let (mut ce, mut se) = (vec![], vec![]);
     loop {
         let co = drain(c);
@@ -187,21 +187,24 @@ fn shuttle<S: TokenSource>(
 }
 
 /// A client and a server connected on link 1; returns the session id.
-fn connected(enc: Encoding, server_tokens: Vec<Token>) -> (Client, Server<Tokens>, SessionId) {
-    let mut c = Client::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
-    let mut s = Server::new(server_cfg(enc), tokens(server_tokens));
+fn connected(
+    enc: Encoding,
+    server_tokens: Vec<Token>,
+) -> (MergeClient, MergeServer<Tokens>, SessionId) {
+    let mut c = MergeClient::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
+    let mut s = MergeServer::new(server_cfg(enc), tokens(server_tokens));
     assert_eq!(drain(&mut c).open, 1);
     c.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     s.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     let (ce, se) = shuttle(ms(0), &mut c, &mut s);
     assert_eq!(
         ce,
-        vec![ClientEvent::Up {
+        vec![MergeClientEvent::Up {
             session: (),
             outcome: Outcome::Fresh
         }]
     );
-    let Some(ServerEvent::Up {
+    let Some(MergeServerEvent::Up {
         session,
         outcome: Outcome::Fresh,
     }) = se.first().cloned()
@@ -216,8 +219,8 @@ fn connected(enc: Encoding, server_tokens: Vec<Token>) -> (Client, Server<Tokens
 fn replay_document(enc: Encoding) {
     let (a, b, cc) = (doc_tok(enc, b'A'), doc_tok(enc, b'B'), doc_tok(enc, b'C'));
     let ab = merged_of(enc, b'A', b'B');
-    let mut client = Client::new(ms(0), client_cfg(enc), b).unwrap();
-    let mut server = Server::new(server_cfg(enc), tokens(vec![a, cc]));
+    let mut client = MergeClient::new(ms(0), client_cfg(enc), b).unwrap();
+    let mut server = MergeServer::new(server_cfg(enc), tokens(vec![a, cc]));
 
     // 1. Connection opened via WebSockets.
     assert_eq!(
@@ -321,14 +324,14 @@ fn replay_document(enc: Encoding) {
     );
     assert_eq!(
         drain(&mut client).ev,
-        vec![ClientEvent::Up {
+        vec![MergeClientEvent::Up {
             session: (),
             outcome: Outcome::Fresh
         }]
     );
     assert_eq!(
         drain(&mut server).ev,
-        vec![ServerEvent::Up {
+        vec![MergeServerEvent::Up {
             session,
             outcome: Outcome::Fresh
         }]
@@ -348,7 +351,7 @@ fn replay_document(enc: Encoding) {
     );
     assert_eq!(
         drain(&mut client).ev,
-        vec![ClientEvent::Down { session: () }]
+        vec![MergeClientEvent::Down { session: () }]
     );
     assert_eq!(client.poll_timeout(), Some(ms(1010)), "dop waits 1 s");
     client.handle_input(ms(1010), Input::Timeout).unwrap();
@@ -388,7 +391,7 @@ fn replay_document(enc: Encoding) {
 
     // 11. SERVER2 sends CCCC. 12. The client is PRECONNECTED.
     let s_out = drain(&mut server);
-    assert_eq!(s_out.ev, vec![ServerEvent::Down { session }]);
+    assert_eq!(s_out.ev, vec![MergeServerEvent::Down { session }]);
     assert_eq!(s_out.tx, vec![tx(2, token_bytes(enc, &cc))]);
     let c_out = drain(&mut client); // the client's resumption, sent at once on open
     assert_eq!(c_out.tx, vec![tx(2, resume_bytes(enc, &ab))]);
@@ -460,7 +463,7 @@ fn replay_document(enc: Encoding) {
     assert_eq!(s_out.tx, resumed_bytes(enc, 2, &ab, 0));
     assert_eq!(
         s_out.ev,
-        vec![ServerEvent::Up {
+        vec![MergeServerEvent::Up {
             session,
             outcome: Outcome::Resumed
         }]
@@ -489,7 +492,7 @@ fn replay_document(enc: Encoding) {
     );
     assert_eq!(
         drain(&mut client).ev,
-        vec![ClientEvent::Up {
+        vec![MergeClientEvent::Up {
             session: (),
             outcome: Outcome::Resumed
         }]
@@ -498,14 +501,14 @@ fn replay_document(enc: Encoding) {
     // DISCONNECTION 9-10 (the document's commented-out section): the client sends the
     // merged token; both sides end for good and close socket.
     client
-        .handle_input(ms(2000), Input::Command(ClientCommand::Disconnect))
+        .handle_input(ms(2000), Input::Command(MergeClientCommand::Disconnect))
         .unwrap();
     let c_out = drain(&mut client);
     assert_eq!(c_out.tx, vec![tx(2, disconnect_bytes(enc, &ab))]);
     assert_eq!(c_out.close, vec![Link::main(2)]);
     assert_eq!(
         c_out.ev,
-        vec![ClientEvent::Ended {
+        vec![MergeClientEvent::Ended {
             session: (),
             reason: EndReason::LocalDisconnect,
             undelivered: vec![]
@@ -521,7 +524,7 @@ fn replay_document(enc: Encoding) {
     assert_eq!(s_out.close, vec![Link::main(2)]);
     assert_eq!(
         s_out.ev,
-        vec![ServerEvent::Ended {
+        vec![MergeServerEvent::Ended {
             session,
             reason: EndReason::PeerDisconnect,
             undelivered: vec![],
@@ -607,7 +610,7 @@ const MERGED_1: &str = "2HuI7oOHwVpjd8qBo6ZjuqLMF30mbzpb";
 
 #[test]
 fn dop_trace_server_side_byte_for_byte() {
-    let mut server = Server::new(
+    let mut server = MergeServer::new(
         server_cfg(Encoding::Dop),
         tokens(vec![
             tok(b"o6ZjuqLMF30mbzpb"),
@@ -647,34 +650,34 @@ fn dop_trace_server_side_byte_for_byte() {
     assert_eq!(
         events,
         vec![
-            ServerEvent::Up {
+            MergeServerEvent::Up {
                 session: s1,
                 outcome: Outcome::Fresh
             },
-            ServerEvent::Message {
+            MergeServerEvent::Message {
                 session: s1,
                 message: Message::App(Bytes::from_static(b"hello-before-drop"))
             },
-            ServerEvent::Down { session: s1 },
-            ServerEvent::Up {
+            MergeServerEvent::Down { session: s1 },
+            MergeServerEvent::Up {
                 session: s1,
                 outcome: Outcome::Resumed
             },
-            ServerEvent::Message {
+            MergeServerEvent::Message {
                 session: s1,
                 message: Message::App(Bytes::from_static(b"hello-after-reconnect"))
             },
-            ServerEvent::Ended {
+            MergeServerEvent::Ended {
                 session: s1,
                 reason: EndReason::PeerDisconnect,
                 undelivered: vec![],
             },
-            ServerEvent::Up {
+            MergeServerEvent::Up {
                 session: s3,
                 outcome: Outcome::Fresh
             },
             // #3 closes without a formal disconnection: resumable.
-            ServerEvent::Down { session: s3 },
+            MergeServerEvent::Down { session: s3 },
         ]
     );
     assert_eq!(
@@ -692,8 +695,8 @@ fn dop_trace_server_side_byte_for_byte() {
 fn dop_trace_client_side_byte_for_byte() {
     let cfg = client_cfg(Encoding::Dop);
     let mut clients = [
-        Client::new(ms(0), cfg, tok(b"2HuI7oOHwVpjd8qB")).unwrap(),
-        Client::new(ms(4000), cfg, tok(b"cBeHKy6TQBa98b1K")).unwrap(),
+        MergeClient::new(ms(0), cfg, tok(b"2HuI7oOHwVpjd8qB")).unwrap(),
+        MergeClient::new(ms(4000), cfg, tok(b"cBeHKy6TQBa98b1K")).unwrap(),
     ];
     let mut sent: std::collections::VecDeque<Transmit> = Default::default();
     let mut events = vec![];
@@ -725,13 +728,13 @@ fn dop_trace_client_side_byte_for_byte() {
             "C->S" if line.text.starts_with("hello") => client
                 .handle_input(
                     line.at,
-                    Input::Command(ClientCommand::Send(Message::App(Bytes::from_static(
+                    Input::Command(MergeClientCommand::Send(Message::App(Bytes::from_static(
                         line.text.as_bytes(),
                     )))),
                 )
                 .unwrap(),
             "C->S" if line.text == MERGED_1 && client.view().status == Status::Connected => client
-                .handle_input(line.at, Input::Command(ClientCommand::Disconnect))
+                .handle_input(line.at, Input::Command(MergeClientCommand::Disconnect))
                 .unwrap(),
             _ => {}
         }
@@ -751,25 +754,25 @@ fn dop_trace_client_side_byte_for_byte() {
     assert_eq!(
         events,
         vec![
-            ClientEvent::Up {
+            MergeClientEvent::Up {
                 session: (),
                 outcome: Outcome::Fresh
             },
-            ClientEvent::Down { session: () },
-            ClientEvent::Up {
+            MergeClientEvent::Down { session: () },
+            MergeClientEvent::Up {
                 session: (),
                 outcome: Outcome::Resumed
             },
-            ClientEvent::Ended {
+            MergeClientEvent::Ended {
                 session: (),
                 reason: EndReason::LocalDisconnect,
                 undelivered: vec![]
             },
-            ClientEvent::Up {
+            MergeClientEvent::Up {
                 session: (),
                 outcome: Outcome::Fresh
             },
-            ClientEvent::Down { session: () },
+            MergeClientEvent::Down { session: () },
         ]
     );
     assert_eq!(closes, vec![Link::main(2)]);
@@ -786,13 +789,13 @@ fn failed(reason: FailReason) -> Bytes {
 
 /// Runs the client's wait after a lost transport (its `Lost` event is checked and taken);
 /// returns the time at which the new transport `link` is open.
-fn client_reopens(c: &mut Client, at: Instant, link: u64) -> Instant {
+fn client_reopens(c: &mut MergeClient, at: Instant, link: u64) -> Instant {
     let before = drain(c);
     assert!(
         before
             .ev
             .iter()
-            .all(|e| *e == ClientEvent::Down { session: () }),
+            .all(|e| *e == MergeClientEvent::Down { session: () }),
         "{:?}",
         before.ev
     );
@@ -820,14 +823,14 @@ fn server_notices_the_old_transport_closing_after_the_client_reconnected() {
         c.handle_input(ms(5), Input::Closed(Link::main(1))).unwrap();
         c.handle_input(
             ms(6),
-            Input::Command(ClientCommand::Send(Message::App(Bytes::from_static(
+            Input::Command(MergeClientCommand::Send(Message::App(Bytes::from_static(
                 b"queued-1",
             )))),
         )
         .unwrap();
         c.handle_input(
             ms(6),
-            Input::Command(ClientCommand::Send(Message::App(Bytes::from_static(
+            Input::Command(MergeClientCommand::Send(Message::App(Bytes::from_static(
                 b"queued-2",
             )))),
         )
@@ -841,7 +844,7 @@ fn server_notices_the_old_transport_closing_after_the_client_reconnected() {
         assert_eq!(s.takeovers(), 1);
         assert_eq!(
             ce,
-            vec![ClientEvent::Up {
+            vec![MergeClientEvent::Up {
                 session: (),
                 outcome: Outcome::Resumed
             }],
@@ -850,8 +853,8 @@ fn server_notices_the_old_transport_closing_after_the_client_reconnected() {
         assert_eq!(
             se[..2],
             [
-                ServerEvent::Down { session },
-                ServerEvent::Up {
+                MergeServerEvent::Down { session },
+                MergeServerEvent::Up {
                     session,
                     outcome: Outcome::Resumed
                 }
@@ -861,7 +864,7 @@ fn server_notices_the_old_transport_closing_after_the_client_reconnected() {
         let msgs: Vec<_> = se
             .iter()
             .filter_map(|e| match e {
-                ServerEvent::Message {
+                MergeServerEvent::Message {
                     message: Message::App(b),
                     ..
                 } => Some(b.clone()),
@@ -915,12 +918,12 @@ fn two_reconnections_at_once_the_last_takes_over() {
     assert_eq!(
         out.ev,
         vec![
-            ServerEvent::Up {
+            MergeServerEvent::Up {
                 session,
                 outcome: Outcome::Resumed
             },
-            ServerEvent::Down { session },
-            ServerEvent::Up {
+            MergeServerEvent::Down { session },
+            MergeServerEvent::Up {
                 session,
                 outcome: Outcome::Resumed
             },
@@ -1016,7 +1019,7 @@ fn a_wrong_token_or_garbage_closes_that_transport_only() {
             .ev
             .iter()
             .filter_map(|e| match e {
-                ServerEvent::Notice(ServerNotice::Refused { link, reason }) => {
+                MergeServerEvent::Notice(MergeServerNotice::Refused { link, reason }) => {
                     Some((link.id, *reason))
                 }
                 _ => None,
@@ -1038,7 +1041,7 @@ fn a_wrong_token_or_garbage_closes_that_transport_only() {
         // And it still works.
         c.handle_input(
             ms(6),
-            Input::Command(ClientCommand::Send(Message::App(Bytes::from_static(
+            Input::Command(MergeClientCommand::Send(Message::App(Bytes::from_static(
                 b"still here",
             )))),
         )
@@ -1046,7 +1049,7 @@ fn a_wrong_token_or_garbage_closes_that_transport_only() {
         let (_, se) = shuttle(ms(6), &mut c, &mut s);
         assert_eq!(
             se,
-            vec![ServerEvent::Message {
+            vec![MergeServerEvent::Message {
                 session,
                 message: Message::App(Bytes::from_static(b"still here"))
             }]
@@ -1067,12 +1070,15 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
             doc_tok(enc, b'E'),
         ],
     );
-    s.handle_input(ms(5), Input::Command(ServerCommand::Disconnect { session }))
-        .unwrap();
+    s.handle_input(
+        ms(5),
+        Input::Command(MergeServerCommand::Disconnect { session }),
+    )
+    .unwrap();
     let (ce, se) = shuttle(ms(5), &mut c, &mut s);
     assert_eq!(
         ce,
-        vec![ClientEvent::Ended {
+        vec![MergeClientEvent::Ended {
             session: (),
             reason: EndReason::PeerDisconnect,
             undelivered: vec![]
@@ -1080,7 +1086,7 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
     );
     assert_eq!(
         se,
-        vec![ServerEvent::Ended {
+        vec![MergeServerEvent::Ended {
             session,
             reason: EndReason::LocalDisconnect,
             undelivered: vec![],
@@ -1091,9 +1097,9 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
     assert_eq!(
         c.handle_input(
             ms(6),
-            Input::Command(ClientCommand::Send(Message::App(Bytes::new())))
+            Input::Command(MergeClientCommand::Send(Message::App(Bytes::new())))
         ),
-        Err(Error::Ended(EndReason::PeerDisconnect))
+        Err(MergeError::Ended(EndReason::PeerDisconnect))
     );
     // A replay of the merged token (by anyone) is refused...
     s.handle_input(ms(7), Input::Opened(Link::main(2))).unwrap();
@@ -1112,7 +1118,7 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
     );
     assert_eq!(out.close, vec![Link::main(2)]);
     // ...and a client that hears SESSION_ENDED stops for good.
-    let mut c2 = Client::new(ms(7), client_cfg(enc), doc_tok(enc, b'Q')).unwrap();
+    let mut c2 = MergeClient::new(ms(7), client_cfg(enc), doc_tok(enc, b'Q')).unwrap();
     drain(&mut c2);
     c2.handle_input(ms(7), Input::Opened(Link::main(9)))
         .unwrap();
@@ -1123,7 +1129,7 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
     .unwrap();
     assert_eq!(c2.view().status, Status::Disconnected);
     // Even once the server no longer remembers the token, it can only start a fresh session.
-    let later = ms(7) + ServerConfig::default().ended_memory;
+    let later = ms(7) + MergeServerConfig::default().ended_memory;
     s.handle_input(later, Input::Timeout).unwrap();
     assert_eq!(s.ended_count(), 0);
     s.handle_input(later, Input::Opened(Link::main(3))).unwrap();
@@ -1136,7 +1142,7 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
         .unwrap();
     let ev = drain(&mut s).ev;
     assert!(
-        matches!(ev[..], [ServerEvent::Up { outcome: Outcome::Fresh, session: new }] if new != session),
+        matches!(ev[..], [MergeServerEvent::Up { outcome: Outcome::Fresh, session: new }] if new != session),
         "{ev:?}"
     );
 }
@@ -1145,14 +1151,14 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
 fn a_reconnecting_session_expires_and_the_client_starts_fresh() {
     for enc in ENCODINGS {
         let (mut c, mut s, session) = connected(enc, vec![doc_tok(enc, b'A'), doc_tok(enc, b'C')]);
-        let grace = ServerConfig::default().resume_grace;
+        let grace = MergeServerConfig::default().resume_grace;
         s.handle_input(ms(5), Input::Closed(Link::main(1))).unwrap();
-        assert_eq!(drain(&mut s).ev, vec![ServerEvent::Down { session }]);
+        assert_eq!(drain(&mut s).ev, vec![MergeServerEvent::Down { session }]);
         assert_eq!(s.poll_timeout(), Some(ms(5) + grace));
         s.handle_input(ms(5) + grace, Input::Timeout).unwrap();
         assert_eq!(
             drain(&mut s).ev,
-            vec![ServerEvent::Ended {
+            vec![MergeServerEvent::Ended {
                 session,
                 reason: EndReason::Expired,
                 undelivered: vec![],
@@ -1169,19 +1175,19 @@ fn a_reconnecting_session_expires_and_the_client_starts_fresh() {
         assert_eq!(
             ce,
             vec![
-                ClientEvent::Ended {
+                MergeClientEvent::Ended {
                     session: (),
                     reason: EndReason::Expired,
                     undelivered: vec![],
                 },
-                ClientEvent::Up {
+                MergeClientEvent::Up {
                     session: (),
                     outcome: Outcome::Fresh
                 }
             ],
             "{enc:?}"
         );
-        let Some(ServerEvent::Up {
+        let Some(MergeServerEvent::Up {
             session: new,
             outcome: Outcome::Fresh,
         }) = se.first().cloned()
@@ -1199,7 +1205,7 @@ fn a_forgotten_session_becomes_a_fresh_one() {
     for enc in ENCODINGS {
         let (mut c, _s, _) = connected(enc, vec![doc_tok(enc, b'A')]);
         // A new server (restarted): it never knew the session.
-        let mut s = Server::new(server_cfg(enc), tokens(vec![doc_tok(enc, b'C')]));
+        let mut s = MergeServer::new(server_cfg(enc), tokens(vec![doc_tok(enc, b'C')]));
         c.handle_input(ms(5), Input::Closed(Link::main(1))).unwrap();
         let t = client_reopens(&mut c, ms(5), 2);
         s.handle_input(t, Input::Opened(Link::main(2))).unwrap();
@@ -1208,19 +1214,19 @@ fn a_forgotten_session_becomes_a_fresh_one() {
         assert_eq!(
             ce,
             vec![
-                ClientEvent::Ended {
+                MergeClientEvent::Ended {
                     session: (),
                     reason: EndReason::Expired,
                     undelivered: vec![],
                 },
-                ClientEvent::Up {
+                MergeClientEvent::Up {
                     session: (),
                     outcome: Outcome::Fresh
                 }
             ],
             "{enc:?}"
         );
-        let Some(ServerEvent::Up {
+        let Some(MergeServerEvent::Up {
             session,
             outcome: Outcome::Fresh,
         }) = se.first().cloned()
@@ -1241,11 +1247,11 @@ fn a_forgotten_session_becomes_a_fresh_one() {
 
 #[test]
 fn the_client_backs_off_then_gives_up() {
-    let cfg = Config {
+    let cfg = MergeClientConfig {
         give_up_after: Duration::from_secs(10),
         ..client_cfg(Encoding::Tether)
     };
-    let mut c = Client::new(ms(0), cfg, doc_tok(Encoding::Tether, b'B')).unwrap();
+    let mut c = MergeClient::new(ms(0), cfg, doc_tok(Encoding::Tether, b'B')).unwrap();
     drain(&mut c);
     let mut t = ms(0);
     let mut link = 1;
@@ -1259,7 +1265,7 @@ fn the_client_backs_off_then_gives_up() {
         t = next;
         c.handle_input(t, Input::Timeout).unwrap();
         let out = drain(&mut c);
-        if out.ev.contains(&ClientEvent::Ended {
+        if out.ev.contains(&MergeClientEvent::Ended {
             session: (),
             reason: EndReason::GaveUp,
             undelivered: vec![],
@@ -1276,14 +1282,14 @@ fn the_client_backs_off_then_gives_up() {
     assert_eq!(c.view().status, Status::Disconnected);
     assert_eq!(
         c.handle_input(t, Input::Opened(Link::main(99))),
-        Err(Error::Ended(EndReason::GaveUp))
+        Err(MergeError::Ended(EndReason::GaveUp))
     );
 }
 
 #[test]
 fn handshakes_that_never_complete_time_out() {
     let enc = Encoding::Tether;
-    let mut s = Server::new(server_cfg(enc), tokens(vec![doc_tok(enc, b'A')]));
+    let mut s = MergeServer::new(server_cfg(enc), tokens(vec![doc_tok(enc, b'A')]));
     s.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     assert_eq!(
         s.poll_timeout(),
@@ -1291,7 +1297,7 @@ fn handshakes_that_never_complete_time_out() {
         "output queued: the deadline is now"
     );
     drain(&mut s);
-    let hs = ServerConfig::default().handshake_timeout;
+    let hs = MergeServerConfig::default().handshake_timeout;
     assert_eq!(s.poll_timeout(), Some(ms(0) + hs));
     s.handle_input(ms(0) + hs, Input::Timeout).unwrap();
     let out = drain(&mut s);
@@ -1299,11 +1305,11 @@ fn handshakes_that_never_complete_time_out() {
     assert_eq!(out.close, vec![Link::main(1)]);
     assert_eq!(s.pending_count(), 0);
     // The client: a transport that opens but never answers is dropped and retried.
-    let mut c = Client::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
+    let mut c = MergeClient::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
     drain(&mut c);
     c.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     drain(&mut c);
-    let hs = Config::default().handshake_timeout;
+    let hs = MergeClientConfig::default().handshake_timeout;
     assert_eq!(c.poll_timeout(), Some(ms(0) + hs));
     c.handle_input(ms(0) + hs, Input::Timeout).unwrap();
     let out = drain(&mut c);
@@ -1316,20 +1322,23 @@ fn handshakes_that_never_complete_time_out() {
 #[test]
 fn queue_is_bounded_and_flushed_in_order() {
     let enc = Encoding::Tether;
-    let cfg = Config {
+    let cfg = MergeClientConfig {
         max_queue: 2,
         ..client_cfg(enc)
     };
-    let mut c = Client::new(ms(0), cfg, doc_tok(enc, b'B')).unwrap();
-    let mut s = Server::new(server_cfg(enc), tokens(vec![doc_tok(enc, b'A')]));
+    let mut c = MergeClient::new(ms(0), cfg, doc_tok(enc, b'B')).unwrap();
+    let mut s = MergeServer::new(server_cfg(enc), tokens(vec![doc_tok(enc, b'A')]));
     drain(&mut c);
-    let send =
-        |b: &'static [u8]| Input::Command(ClientCommand::Send(Message::App(Bytes::from_static(b))));
+    let send = |b: &'static [u8]| {
+        Input::Command(MergeClientCommand::Send(Message::App(Bytes::from_static(
+            b,
+        ))))
+    };
     c.handle_input(ms(0), send(b"one")).unwrap();
     c.handle_input(ms(0), send(b"two")).unwrap();
     assert_eq!(
         c.handle_input(ms(0), send(b"three")),
-        Err(Error::QueueFull { max: 2 })
+        Err(MergeError::QueueFull { max: 2 })
     );
     assert_eq!(c.queued(), 2);
     c.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
@@ -1339,23 +1348,23 @@ fn queue_is_bounded_and_flushed_in_order() {
     assert_eq!(
         se,
         vec![
-            ServerEvent::Up {
+            MergeServerEvent::Up {
                 session,
                 outcome: Outcome::Fresh
             },
-            ServerEvent::Message {
+            MergeServerEvent::Message {
                 session,
                 message: Message::App(Bytes::from_static(b"one"))
             },
-            ServerEvent::Message {
+            MergeServerEvent::Message {
                 session,
                 message: Message::App(Bytes::from_static(b"two"))
             },
         ]
     );
     // The server's queue for a reconnecting session is bounded too.
-    let mut s2 = Server::new(
-        ServerConfig {
+    let mut s2 = MergeServer::new(
+        MergeServerConfig {
             max_queue: 1,
             ..server_cfg(enc)
         },
@@ -1364,16 +1373,16 @@ fn queue_is_bounded_and_flushed_in_order() {
     assert_eq!(
         s2.handle_input(
             ms(0),
-            Input::Command(ServerCommand::Send {
+            Input::Command(MergeServerCommand::Send {
                 session,
                 message: Message::Dummy
             })
         ),
-        Err(Error::UnknownSession(session))
+        Err(MergeError::UnknownSession(session))
     );
     s.handle_input(ms(1), Input::Closed(Link::main(1))).unwrap();
     let cmd = || {
-        Input::Command(ServerCommand::Send {
+        Input::Command(MergeServerCommand::Send {
             session,
             message: Message::Dummy,
         })
@@ -1382,36 +1391,36 @@ fn queue_is_bounded_and_flushed_in_order() {
     while s.handle_input(ms(1), cmd()).is_ok() {
         accepted += 1;
     }
-    assert_eq!(accepted, ServerConfig::default().max_queue);
+    assert_eq!(accepted, MergeServerConfig::default().max_queue);
     assert_eq!(
         s.handle_input(ms(1), cmd()),
-        Err(Error::QueueFull { max: 1024 })
+        Err(MergeError::QueueFull { max: 1024 })
     );
 }
 
 #[test]
 fn registry_and_pending_handshakes_are_bounded() {
     let enc = Encoding::Tether;
-    let cfg = ServerConfig {
+    let cfg = MergeServerConfig {
         max_pending: 1,
         max_sessions: 1,
         ..server_cfg(enc)
     };
-    let mut s = Server::new(cfg, tokens(vec![doc_tok(enc, b'A'), doc_tok(enc, b'C')]));
+    let mut s = MergeServer::new(cfg, tokens(vec![doc_tok(enc, b'A'), doc_tok(enc, b'C')]));
     s.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     s.handle_input(ms(0), Input::Opened(Link::main(2))).unwrap();
     let out = drain(&mut s);
     assert_eq!(out.tx[1..], [tx(2, failed(FailReason::ServerFull))]);
     assert_eq!(
         out.ev,
-        vec![ServerEvent::Notice(ServerNotice::Refused {
+        vec![MergeServerEvent::Notice(MergeServerNotice::Refused {
             link: Link::main(2),
             reason: FailReason::ServerFull
         })]
     );
     assert_eq!(
         s.handle_input(ms(0), Input::Opened(Link::main(1))),
-        Err(Error::DuplicateLink(1))
+        Err(MergeError::DuplicateLink(1))
     );
     let b = doc_tok(enc, b'B');
     s.handle_input(ms(0), Input::Received(Link::main(1), token_bytes(enc, &b)))
@@ -1428,7 +1437,7 @@ fn registry_and_pending_handshakes_are_bounded() {
         .unwrap();
     let ev = drain(&mut s).ev;
     assert!(
-        ev.contains(&ServerEvent::Notice(ServerNotice::Refused {
+        ev.contains(&MergeServerEvent::Notice(MergeServerNotice::Refused {
             link: Link::main(3),
             reason: FailReason::ServerFull
         })),
@@ -1441,10 +1450,10 @@ fn registry_and_pending_handshakes_are_bounded() {
 fn versions_and_short_tokens_are_refused_in_tether_encoding() {
     let enc = Encoding::Tether;
     assert!(matches!(
-        Client::new(ms(0), client_cfg(enc), tok(b"short")),
-        Err(Error::BadLocalToken(_))
+        MergeClient::new(ms(0), client_cfg(enc), tok(b"short")),
+        Err(MergeError::BadLocalToken(_))
     ));
-    let mut s = Server::new(
+    let mut s = MergeServer::new(
         server_cfg(enc),
         tokens(vec![doc_tok(enc, b'A'), doc_tok(enc, b'C')]),
     );
@@ -1466,24 +1475,24 @@ fn versions_and_short_tokens_are_refused_in_tether_encoding() {
     assert_eq!(
         ev,
         vec![
-            ServerEvent::Notice(ServerNotice::Refused {
+            MergeServerEvent::Notice(MergeServerNotice::Refused {
                 link: Link::main(1),
                 reason: FailReason::UnsupportedVersion
             }),
-            ServerEvent::Notice(ServerNotice::Refused {
+            MergeServerEvent::Notice(MergeServerNotice::Refused {
                 link: Link::main(2),
                 reason: FailReason::InsecureToken
             }),
         ]
     );
     // Application messages can never be mistaken for control messages in tether's encoding.
-    let mut c = Client::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
+    let mut c = MergeClient::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
     let reserved = Message::Disconnect {
         token: doc_tok(enc, b'B'),
     };
     assert_eq!(
-        c.handle_input(ms(0), Input::Command(ClientCommand::Send(reserved))),
-        Err(Error::Reserved)
+        c.handle_input(ms(0), Input::Command(MergeClientCommand::Send(reserved))),
+        Err(MergeError::Reserved)
     );
 }
 
@@ -1495,13 +1504,16 @@ fn dop_refuses_app_messages_it_would_misread() {
     assert_eq!(
         c.handle_input(
             ms(1),
-            Input::Command(ClientCommand::Send(Message::App(merged)))
+            Input::Command(MergeClientCommand::Send(Message::App(merged)))
         ),
-        Err(Error::AmbiguousDopMessage)
+        Err(MergeError::AmbiguousDopMessage)
     );
     assert_eq!(
-        c.handle_input(ms(1), Input::Command(ClientCommand::Send(Message::Dummy))),
-        Err(Error::NotDopText)
+        c.handle_input(
+            ms(1),
+            Input::Command(MergeClientCommand::Send(Message::Dummy))
+        ),
+        Err(MergeError::NotDopText)
     );
 }
 
@@ -1518,8 +1530,8 @@ proptest! {
     ) {
         let enc = Encoding::Tether;
         let server_tokens: Vec<Token> = (0..8u8).map(|i| doc_tok(enc, b'a' + i)).collect();
-        let mut c = Client::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
-        let mut s = Server::new(server_cfg(enc), tokens(server_tokens));
+        let mut c = MergeClient::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
+        let mut s = MergeServer::new(server_cfg(enc), tokens(server_tokens));
         let mut t = ms(0);
         let mut link = 1u64;
         let mut cut = cuts.iter().cycle();
@@ -1569,11 +1581,11 @@ proptest! {
         prop_assert_eq!(s.session(id).unwrap().merged, c.view().merged);
         prop_assert_eq!(s.session_count(), 1);
         for i in 0..5u8 {
-            c.handle_input(t, Input::Command(ClientCommand::Send(Message::App(Bytes::from(vec![i]))))).unwrap();
+            c.handle_input(t, Input::Command(MergeClientCommand::Send(Message::App(Bytes::from(vec![i]))))).unwrap();
         }
         let (_, se) = shuttle(t, &mut c, &mut s);
         let got: Vec<u8> = se.iter().filter_map(|e| match e {
-            ServerEvent::Message { message: Message::App(b), .. } => b.first().copied(),
+            MergeServerEvent::Message { message: Message::App(b), .. } => b.first().copied(),
             _ => None,
         }).collect();
         prop_assert_eq!(got, vec![0, 1, 2, 3, 4]);
@@ -1586,9 +1598,9 @@ proptest! {
         dop in any::<bool>(),
     ) {
         let enc = if dop { Encoding::Dop } else { Encoding::Tether };
-        let cfg = ServerConfig { max_pending: 2, max_sessions: 2, ..server_cfg(enc) };
+        let cfg = MergeServerConfig { max_pending: 2, max_sessions: 2, ..server_cfg(enc) };
         let mut n = 0u8;
-        let mut s = Server::new(cfg, move || { n = n.wrapping_add(1); doc_tok(enc, b'a' + n % 26) });
+        let mut s = MergeServer::new(cfg, move || { n = n.wrapping_add(1); doc_tok(enc, b'a' + n % 26) });
         for (l, bytes) in chunks {
             let _ = s.handle_input(ms(0), Input::Opened(Link::main(l)));
             let _ = s.handle_input(ms(0), Input::Received(Link::main(l), Bytes::from(bytes)));

@@ -34,8 +34,8 @@ fn number(m: &Message) -> Option<(u8, u32)> {
 /// flight can be split anywhere, dropped by a cut, and either side can be frozen (it
 /// takes no input and gives no output, as a process stopped with SIGSTOP).
 struct MergePair {
-    client: merge::Client,
-    server: merge::Server<SeqTokens>,
+    client: merge::MergeClient,
+    server: merge::MergeServer<SeqTokens>,
     now: Instant,
     next_link: u64,
     /// Bytes in flight to the server and to the client, per link.
@@ -44,8 +44,8 @@ struct MergePair {
     server_frozen: bool,
     /// Links the server still believes open after the client lost them (half-open).
     server_links: Vec<Link>,
-    client_events: Vec<merge::ClientEvent>,
-    server_events: Vec<merge::ServerEvent>,
+    client_events: Vec<merge::MergeClientEvent>,
+    server_events: Vec<merge::MergeServerEvent>,
     opens: Vec<Instant>,
 }
 
@@ -55,22 +55,22 @@ impl MergePair {
             keepalive: Some(KEEPALIVE),
             ..SessionConfig::default()
         };
-        let client = merge::Client::new(
+        let client = merge::MergeClient::new(
             Instant::ZERO,
-            merge::Config {
+            merge::MergeClientConfig {
                 jitter_seed: seed,
                 give_up_after: Duration::from_secs(3600),
                 session,
-                ..merge::Config::default()
+                ..merge::MergeClientConfig::default()
             },
             Token::new(&[0x42; 16]).unwrap(),
         )
         .unwrap();
-        let server = merge::Server::new(
-            merge::ServerConfig {
+        let server = merge::MergeServer::new(
+            merge::MergeServerConfig {
                 resume_grace: Duration::from_secs(3600),
                 session,
-                ..merge::ServerConfig::default()
+                ..merge::MergeServerConfig::default()
             },
             SeqTokens::new(seed),
         );
@@ -254,14 +254,14 @@ impl MergePair {
 
     fn session(&self) -> Option<merge::SessionId> {
         self.server_events.iter().find_map(|e| match e {
-            merge::ServerEvent::Up { session, .. } => Some(*session),
+            merge::MergeServerEvent::Up { session, .. } => Some(*session),
             _ => None,
         })
     }
 
     fn client_send(&mut self, m: Message) -> bool {
         self.client
-            .handle_input(self.now, Input::Command(merge::ClientCommand::Send(m)))
+            .handle_input(self.now, Input::Command(merge::MergeClientCommand::Send(m)))
             .is_ok()
     }
 
@@ -272,7 +272,7 @@ impl MergePair {
         self.server
             .handle_input(
                 self.now,
-                Input::Command(merge::ServerCommand::Send {
+                Input::Command(merge::MergeServerCommand::Send {
                     session,
                     message: m,
                 }),
@@ -284,7 +284,7 @@ impl MergePair {
         self.client_events
             .iter()
             .filter_map(|e| match e {
-                merge::ClientEvent::Message { message: m, .. } => number(m).map(|x| x.1),
+                merge::MergeClientEvent::Message { message: m, .. } => number(m).map(|x| x.1),
                 _ => None,
             })
             .collect()
@@ -294,7 +294,7 @@ impl MergePair {
         self.server_events
             .iter()
             .filter_map(|e| match e {
-                merge::ServerEvent::Message { message, .. } => number(message).map(|x| x.1),
+                merge::MergeServerEvent::Message { message, .. } => number(message).map(|x| x.1),
                 _ => None,
             })
             .collect()
@@ -329,7 +329,7 @@ fn a_frozen_server_is_noticed_within_one_and_a_half_keepalives_and_the_client_re
     p.run_until(frozen_at + Duration::from_secs(60));
     let lost = p.client_events[lost_before..]
         .iter()
-        .position(|e| *e == merge::ClientEvent::Down { session: () })
+        .position(|e| *e == merge::MergeClientEvent::Down { session: () })
         .expect("the client noticed the frozen server");
     let _ = lost;
     // It closed its link and dialled again: the first new dial is at the detection plus
@@ -347,7 +347,7 @@ fn a_frozen_server_is_noticed_within_one_and_a_half_keepalives_and_the_client_re
     p.server_frozen = false;
     p.run_until(p.now + Duration::from_secs(120));
     assert_eq!(p.client.view().status, merge::Status::Connected);
-    assert!(p.client_events.contains(&merge::ClientEvent::Up {
+    assert!(p.client_events.contains(&merge::MergeClientEvent::Up {
         session: (),
         outcome: merge::Outcome::Resumed
     }));
@@ -415,7 +415,7 @@ fn an_impossible_ack_refuses_the_transport_and_the_session_resumes() {
         let session = p.session().unwrap();
         assert!(
             p.server_events
-                .contains(&merge::ServerEvent::Down { session }),
+                .contains(&merge::MergeServerEvent::Down { session }),
             "{forged:?}: the transport was refused"
         );
         p.run_until(p.now + Duration::from_secs(10));
@@ -447,7 +447,7 @@ fn the_client_that_gives_up_reports_exactly_what_was_never_acknowledged() {
         .client_events
         .iter()
         .filter_map(|e| match e {
-            merge::ClientEvent::Ended { undelivered, .. } => Some(undelivered.clone()),
+            merge::MergeClientEvent::Ended { undelivered, .. } => Some(undelivered.clone()),
             _ => None,
         })
         .flatten()
@@ -456,7 +456,7 @@ fn the_client_that_gives_up_reports_exactly_what_was_never_acknowledged() {
     assert_eq!(undelivered, (33..=45).collect::<Vec<_>>());
     assert!(p.client_events.iter().any(|e| matches!(
         e,
-        merge::ClientEvent::Ended {
+        merge::MergeClientEvent::Ended {
             reason: merge::EndReason::GaveUp,
             ..
         }
@@ -476,11 +476,11 @@ fn a_full_replay_buffer_refuses_with_a_typed_error_and_drops_nothing() {
                 .client
                 .handle_input(
                     p.now,
-                    Input::Command(merge::ClientCommand::Send(app(b'c', n))),
+                    Input::Command(merge::MergeClientCommand::Send(app(b'c', n))),
                 )
                 .unwrap_err();
             assert!(
-                matches!(err, merge::Error::QueueFull { max: 1024 }),
+                matches!(err, merge::MergeError::QueueFull { max: 1024 }),
                 "{err:?}"
             );
             break;
@@ -587,24 +587,26 @@ fn dual_delivers_exactly_once_in_order_across_cuts_of_main() {
     for seed in 0..24u64 {
         let mut sim: Sim<DualNode> = Sim::new(seed, Faults::none());
         let server = sim.add_node(Either::Right(dual::DualServer::new(
-            dual::ServerConfig {
+            dual::DualServerConfig {
                 session_timeout: Duration::from_secs(600),
-                ..dual::ServerConfig::default()
+                ..dual::DualServerConfig::default()
             },
             SeqTokens::new(seed),
         )));
-        let client = sim.add_node(Either::Left(dual::DualClient::new(dual::ClientConfig {
-            reconnect: dual::Retry {
-                attempts: 100,
-                initial: Duration::from_millis(200),
-                max: Duration::from_secs(1),
+        let client = sim.add_node(Either::Left(dual::DualClient::new(
+            dual::DualClientConfig {
+                reconnect: dual::Retry {
+                    attempts: 100,
+                    initial: Duration::from_millis(200),
+                    max: Duration::from_secs(1),
+                },
+                on_feed_lost: dual::FeedLossPolicy::Reinit,
+                ..dual::DualClientConfig::default()
             },
-            on_feed_lost: dual::FeedLossPolicy::Reinit,
-            ..dual::ClientConfig::default()
-        })));
+        )));
         sim.route(client, Channel::Main, server);
         sim.route(client, Channel::Feed, server);
-        sim.command(client, Either::Left(dual::ClientCommand::Connect));
+        sim.command(client, Either::Left(dual::DualClientCommand::Connect));
         sim.run_for(Duration::from_secs(2));
         let player = sim.node(client).left().unwrap().player().unwrap();
         let (mut c_sent, mut s_sent) = (0u32, 0u32);
@@ -617,12 +619,12 @@ fn dual_delivers_exactly_once_in_order_across_cuts_of_main() {
                 c_sent += 1;
                 sim.command(
                     client,
-                    Either::Left(dual::ClientCommand::Send(app(b'c', c_sent))),
+                    Either::Left(dual::DualClientCommand::Send(app(b'c', c_sent))),
                 );
                 s_sent += 1;
                 sim.command(
                     server,
-                    Either::Right(dual::ServerCommand::Send {
+                    Either::Right(dual::DualServerCommand::Send {
                         player,
                         message: app(b's', s_sent),
                     }),
@@ -638,13 +640,13 @@ fn dual_delivers_exactly_once_in_order_across_cuts_of_main() {
         sim.run_for(Duration::from_secs(30));
         let mut got: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
         for e in sim.take_events(client) {
-            if let Either::Left(dual::ClientEvent::Message { message: m, .. }) = e {
+            if let Either::Left(dual::DualClientEvent::Message { message: m, .. }) = e {
                 let (side, n) = number(&m).unwrap();
                 got.entry(side).or_default().push(n);
             }
         }
         for e in sim.take_events(server) {
-            if let Either::Right(dual::ServerEvent::Message { message, .. }) = e {
+            if let Either::Right(dual::DualServerEvent::Message { message, .. }) = e {
                 let (side, n) = number(&message).unwrap();
                 got.entry(side).or_default().push(n);
             }

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use tether::connect::dual::{self, DualClient, DualServer, PlayerState};
-use tether::connect::merge::{self, Client, Server, Status};
+use tether::connect::merge::{self, MergeClient, MergeServer, Status};
 use tether::peer::{Peer, PeerCommand, PeerEvent, PeerSnapshot, SharedJournal};
 use tether::snapshot::{crc32, ImportError, SnapshotError, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use tether::sync::journal::{Marks, MemJournal, SyncConfig, SyncEvent};
@@ -48,7 +48,7 @@ fn marks_strategy() -> impl Strategy<Value = Marks> {
     (line.clone(), line).prop_map(|(ours, theirs)| Marks { ours, theirs })
 }
 
-fn merge_session_strategy() -> impl Strategy<Value = merge::SessionSnapshot> {
+fn merge_session_strategy() -> impl Strategy<Value = merge::MergeSessionSnapshot> {
     (
         prop::bool::ANY,
         token_strategy(),
@@ -60,7 +60,7 @@ fn merge_session_strategy() -> impl Strategy<Value = merge::SessionSnapshot> {
     )
         .prop_map(
             |(c, local, remote, merged, queue, expires_in, (acked, received))| {
-                merge::SessionSnapshot {
+                merge::MergeSessionSnapshot {
                     status: if c {
                         Status::Connected
                     } else {
@@ -78,8 +78,8 @@ fn merge_session_strategy() -> impl Strategy<Value = merge::SessionSnapshot> {
         )
 }
 
-fn merge_client_strategy() -> impl Strategy<Value = merge::ClientSnapshot> {
-    merge_session_strategy().prop_map(|s| merge::ClientSnapshot {
+fn merge_client_strategy() -> impl Strategy<Value = merge::MergeClientSnapshot> {
+    merge_session_strategy().prop_map(|s| merge::MergeClientSnapshot {
         status: s.status,
         local: s.local,
         remote: s.remote,
@@ -125,13 +125,13 @@ fn player_strategy() -> impl Strategy<Value = dual::PlayerSnapshot> {
         )
 }
 
-fn dual_client_strategy() -> impl Strategy<Value = dual::ClientSnapshot> {
-    (player_strategy(), any::<u32>()).prop_map(|(p, attempt)| dual::ClientSnapshot {
+fn dual_client_strategy() -> impl Strategy<Value = dual::DualClientSnapshot> {
+    (player_strategy(), any::<u32>()).prop_map(|(p, attempt)| dual::DualClientSnapshot {
         player: p.player,
         state: if p.state == PlayerState::Connected {
-            dual::ClientState::Connected
+            dual::DualClientState::Connected
         } else {
-            dual::ClientState::ReopeningMain
+            dual::DualClientState::ReopeningMain
         },
         token_a: p.token_a,
         token_b: p.token_b,
@@ -187,12 +187,12 @@ proptest! {
 
     #[test]
     fn merge_session_snapshots_round_trip(s in merge_session_strategy(), at in any::<usize>(), f in any::<u8>()) {
-        codec_laws(&s, |s, b| s.encode(b), merge::SessionSnapshot::decode, at, f);
+        codec_laws(&s, |s, b| s.encode(b), merge::MergeSessionSnapshot::decode, at, f);
     }
 
     #[test]
     fn merge_client_snapshots_round_trip(s in merge_client_strategy(), at in any::<usize>(), f in any::<u8>()) {
-        codec_laws(&s, |s, b| s.encode(b), merge::ClientSnapshot::decode, at, f);
+        codec_laws(&s, |s, b| s.encode(b), merge::MergeClientSnapshot::decode, at, f);
     }
 
     #[test]
@@ -202,13 +202,13 @@ proptest! {
 
     #[test]
     fn dual_client_snapshots_round_trip(s in dual_client_strategy(), at in any::<usize>(), f in any::<u8>()) {
-        codec_laws(&s, |s, b| s.encode(b), dual::ClientSnapshot::decode, at, f);
+        codec_laws(&s, |s, b| s.encode(b), dual::DualClientSnapshot::decode, at, f);
     }
 
     #[test]
     fn peer_snapshots_round_trip(c in merge_session_strategy(), p in player_strategy(), marks in marks_strategy(), at in any::<usize>(), f in any::<u8>()) {
         let s = PeerSnapshot { connection: c, marks };
-        codec_laws(&s, |s, b| s.encode(b), PeerSnapshot::<merge::SessionSnapshot>::decode, at, f);
+        codec_laws(&s, |s, b| s.encode(b), PeerSnapshot::<merge::MergeSessionSnapshot>::decode, at, f);
         let s = PeerSnapshot { connection: p, marks };
         codec_laws(&s, |s, b| s.encode(b), PeerSnapshot::<dual::PlayerSnapshot>::decode, at, f);
     }
@@ -216,19 +216,19 @@ proptest! {
     #[test]
     fn any_bytes_decode_to_a_snapshot_or_a_typed_error(bytes in prop::collection::vec(any::<u8>(), 0..256), kind in prop::sample::select(vec![1u8, 2, 3, 4, 0x81, 0x82, 0x83, 0x84, 7])) {
         for input in [Bytes::from(bytes.clone()), framed(kind, &bytes)] {
-            let _ = merge::SessionSnapshot::decode(input.clone());
-            let _ = merge::ClientSnapshot::decode(input.clone());
+            let _ = merge::MergeSessionSnapshot::decode(input.clone());
+            let _ = merge::MergeClientSnapshot::decode(input.clone());
             let _ = dual::PlayerSnapshot::decode(input.clone());
-            let _ = dual::ClientSnapshot::decode(input.clone());
-            let _ = PeerSnapshot::<merge::SessionSnapshot>::decode(input.clone());
-            let _ = PeerSnapshot::<dual::ClientSnapshot>::decode(input);
+            let _ = dual::DualClientSnapshot::decode(input.clone());
+            let _ = PeerSnapshot::<merge::MergeSessionSnapshot>::decode(input.clone());
+            let _ = PeerSnapshot::<dual::DualClientSnapshot>::decode(input);
         }
     }
 }
 
 #[test]
 fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
-    let s = merge::SessionSnapshot {
+    let s = merge::MergeSessionSnapshot {
         status: Status::Connected,
         local: Token::new(&[b'Q'; 16]).unwrap(),
         remote: None,
@@ -242,7 +242,7 @@ fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
     s.encode(&mut buf);
     let bytes = buf.freeze();
     assert_eq!(
-        merge::ClientSnapshot::decode(bytes.clone()),
+        merge::MergeClientSnapshot::decode(bytes.clone()),
         Err(SnapshotError::WrongKind {
             expected: 2,
             found: 1
@@ -253,21 +253,21 @@ fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
         let mut other = bytes.to_vec();
         other[4] = version;
         assert_eq!(
-            merge::SessionSnapshot::decode(Bytes::from(other)),
+            merge::MergeSessionSnapshot::decode(Bytes::from(other)),
             Err(SnapshotError::UnsupportedVersion(version))
         );
     }
     let mut bad = bytes.to_vec();
     bad[0] = b'X';
     assert_eq!(
-        merge::SessionSnapshot::decode(Bytes::from(bad)),
+        merge::MergeSessionSnapshot::decode(Bytes::from(bad)),
         Err(SnapshotError::BadMagic)
     );
     let n = bytes.len();
     let mut changed = bytes.to_vec();
     changed[n - 6] ^= 1; // inside the queued message
     assert_eq!(
-        merge::SessionSnapshot::decode(Bytes::from(changed)),
+        merge::MergeSessionSnapshot::decode(Bytes::from(changed)),
         Err(SnapshotError::BadChecksum)
     );
     // Debug never prints the secrets.
@@ -335,15 +335,15 @@ fn count_applied<'a>(
 mod merge_world {
     use super::*;
 
-    pub type ClientPeer = Peer<Client, Journal>;
-    pub type ServerPeer = Peer<Server<Tokens>, Journal>;
+    pub type ClientPeer = Peer<MergeClient, Journal>;
+    pub type ServerPeer = Peer<MergeServer<Tokens>, Journal>;
     pub type Node = Either<ClientPeer, ServerPeer>;
     pub type Event = <Node as Machine>::Event;
 
     pub fn server(seed: u64, journal: Journal) -> ServerPeer {
         Peer::new(
-            Server::new(
-                merge::ServerConfig {
+            MergeServer::new(
+                merge::MergeServerConfig {
                     resume_grace: Duration::from_secs(3600),
                     ..Default::default()
                 },
@@ -365,7 +365,7 @@ mod merge_world {
         events
             .iter()
             .filter_map(|e| match e {
-                Either::Left(PeerEvent::Connection(merge::ClientEvent::Up {
+                Either::Left(PeerEvent::Connection(merge::MergeClientEvent::Up {
                     session: (),
                     outcome: o,
                 })) => Some(*o),
@@ -385,9 +385,9 @@ fn merge_handover(cut_first: bool) {
         1,
         SharedJournal::new(MemJournal::new(1, 100_000)),
     )));
-    let client = Client::new(
+    let client = MergeClient::new(
         sim.now(),
-        merge::Config {
+        merge::MergeClientConfig {
             jitter_seed: 3,
             give_up_after: Duration::from_secs(3600),
             ..Default::default()
@@ -429,7 +429,7 @@ fn merge_handover(cut_first: bool) {
     let server_a = sim.node_mut(a).right_mut().unwrap();
     let (session, _) = server_a.sessions().next().expect("A holds the session");
     let exported_status = server_a.connection().session(session).unwrap().status;
-    let snap = server_a.take_session(session, now).expect("exported");
+    let snap = server_a.take_session(now, session).expect("exported");
     assert_eq!(server_a.connection().session_count(), 0);
     assert_eq!(
         snap.connection.status,
@@ -446,7 +446,7 @@ fn merge_handover(cut_first: bool) {
     // "Another process": a fresh server, with a copy of the fleet's journal.
     let journal_b = SharedJournal::new(journal(&sim, a).with(|j| j.clone()));
     let mut server_b = server(2, journal_b);
-    let decoded = PeerSnapshot::<merge::SessionSnapshot>::decode(bytes).unwrap();
+    let decoded = PeerSnapshot::<merge::MergeSessionSnapshot>::decode(bytes).unwrap();
     assert_eq!(decoded, snap);
     let id_b = server_b.import_session(now, decoded.clone()).unwrap();
     let view = server_b.connection().session(id_b).unwrap();
@@ -511,14 +511,14 @@ mod dual_world {
 
     pub fn server(seed: u64, journal: Journal) -> ServerPeer {
         Peer::new(
-            DualServer::new(dual::ServerConfig::default(), Tokens(seed)),
+            DualServer::new(dual::DualServerConfig::default(), Tokens(seed)),
             sync_config(),
             journal,
         )
     }
 
-    pub fn client_config() -> dual::ClientConfig {
-        dual::ClientConfig {
+    pub fn client_config() -> dual::DualClientConfig {
+        dual::DualClientConfig {
             on_feed_lost: dual::FeedLossPolicy::Reinit,
             ..Default::default()
         }
@@ -535,9 +535,9 @@ mod dual_world {
         events
             .iter()
             .filter_map(|e| match e {
-                Either::Left(PeerEvent::Connection(dual::ClientEvent::Up { outcome, .. })) => {
-                    Some(*outcome)
-                }
+                Either::Left(PeerEvent::Connection(dual::DualClientEvent::Up {
+                    outcome, ..
+                })) => Some(*outcome),
                 _ => None,
             })
             .collect()
@@ -561,7 +561,7 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     sim.route(c, Channel::Feed, a);
     sim.command(
         c,
-        Either::Left(PeerCommand::Connection(dual::ClientCommand::Connect)),
+        Either::Left(PeerCommand::Connection(dual::DualClientCommand::Connect)),
     );
     sim.run_for(Duration::from_secs(2));
     for i in 0..300 {
@@ -580,7 +580,7 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     let server_a = sim.node_mut(a).right_mut().unwrap();
     let (player, up) = server_a.sessions().next().expect("A holds the player");
     assert!(up);
-    let snap = server_a.take_session(player, now).expect("exported");
+    let snap = server_a.take_session(now, player).expect("exported");
     let mut bytes = BytesMut::new();
     snap.encode(&mut bytes);
     let decoded = PeerSnapshot::<dual::PlayerSnapshot>::decode(bytes.freeze()).unwrap();
@@ -614,8 +614,8 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     assert!(
         client_events.iter().any(|e| matches!(
             e,
-            Either::Left(PeerEvent::Connection(dual::ClientEvent::Notice(
-                dual::ClientNotice::FeedRestored
+            Either::Left(PeerEvent::Connection(dual::DualClientEvent::Notice(
+                dual::DualClientNotice::FeedRestored
             )))
         )),
         "feed bound again, on B"
@@ -638,7 +638,7 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     });
     sim.command(
         c,
-        Either::Left(PeerCommand::Connection(dual::ClientCommand::SendFeed(
+        Either::Left(PeerCommand::Connection(dual::DualClientCommand::SendFeed(
             update,
         ))),
     );
@@ -647,7 +647,7 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
         .take_events(b)
         .into_iter()
         .filter(|e| {
-            matches!(e, Either::Right(PeerEvent::Connection(dual::ServerEvent::Notice(dual::ServerNotice::Update { element, .. }))) if element.sid == 42)
+            matches!(e, Either::Right(PeerEvent::Connection(dual::DualServerEvent::Notice(dual::DualServerNotice::Update { element, .. }))) if element.sid == 42)
         })
         .count();
     assert_eq!(updates, 1);
@@ -659,10 +659,10 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
 /// Moves bytes between a token-merge client and server (both on link 1) until quiet;
 /// returns their events.
 fn shuttle(
-    client: &mut Client,
-    server: &mut Server<Tokens>,
+    client: &mut MergeClient,
+    server: &mut MergeServer<Tokens>,
     now: Instant,
-) -> (Vec<merge::ClientEvent>, Vec<merge::ServerEvent>) {
+) -> (Vec<merge::MergeClientEvent>, Vec<merge::MergeServerEvent>) {
     let (mut ce, mut se) = (Vec::new(), Vec::new());
     loop {
         let mut moved = false;
@@ -727,26 +727,26 @@ proptest! {
         elapsed_ms in 0u64..50_000,
     ) {
         let t0 = Instant::ZERO;
-        let cfg = merge::Config::default();
-        let scfg = merge::ServerConfig::default();
-        let mut client = Client::new(t0, cfg, client_token).unwrap();
-        let mut server = Server::new(scfg, Tokens(seed));
+        let cfg = merge::MergeClientConfig::default();
+        let scfg = merge::MergeServerConfig::default();
+        let mut client = MergeClient::new(t0, cfg, client_token).unwrap();
+        let mut server = MergeServer::new(scfg, Tokens(seed));
         let (ce, _) = shuttle(&mut client, &mut server, t0);
-        prop_assert_eq!(ce, vec![merge::ClientEvent::Up { session: (), outcome: merge::Outcome::Fresh }]);
+        prop_assert_eq!(ce, vec![merge::MergeClientEvent::Up { session: (), outcome: merge::Outcome::Fresh }]);
         let id = merge::SessionId(1);
         if cut {
             client.handle_input(t0, Input::Closed(Link::main(1))).unwrap();
             server.handle_input(t0, Input::Closed(Link::main(1))).unwrap();
             for m in &to_server {
-                client.handle_input(t0, Input::Command(merge::ClientCommand::Send(app(m)))).unwrap();
+                client.handle_input(t0, Input::Command(merge::MergeClientCommand::Send(app(m)))).unwrap();
             }
             for m in &to_client {
-                server.handle_input(t0, Input::Command(merge::ServerCommand::Send { session: id, message: app(m) })).unwrap();
+                server.handle_input(t0, Input::Command(merge::MergeServerCommand::Send { session: id, message: app(m) })).unwrap();
             }
         }
         let now = t0 + Duration::from_millis(elapsed_ms);
         let cs = client.snapshot(now).unwrap();
-        let ss = server.export_session(id, now).unwrap();
+        let ss = server.export_session(now, id).unwrap();
         let expected = if cut { Status::Reconnecting } else { Status::Connected };
         prop_assert_eq!(cs.status, expected);
         prop_assert_eq!(ss.status, expected);
@@ -754,10 +754,10 @@ proptest! {
         // Through bytes, into new machines.
         let mut b = BytesMut::new();
         cs.encode(&mut b);
-        let mut restored = Client::restore(now, cfg, merge::ClientSnapshot::decode(b.split().freeze()).unwrap()).unwrap();
+        let mut restored = MergeClient::restore(now, cfg, merge::MergeClientSnapshot::decode(b.split().freeze()).unwrap()).unwrap();
         ss.encode(&mut b);
-        let mut server2 = Server::new(scfg, Tokens(!seed));
-        let id2 = server2.import_session(now, merge::SessionSnapshot::decode(b.freeze()).unwrap()).unwrap();
+        let mut server2 = MergeServer::new(scfg, Tokens(!seed));
+        let id2 = server2.import_session(now, merge::MergeSessionSnapshot::decode(b.freeze()).unwrap()).unwrap();
 
         let (v0, v1) = (client.view(), restored.view());
         prop_assert_eq!(v1.status, Status::Reconnecting);
@@ -765,7 +765,7 @@ proptest! {
         let (w0, w1) = (server.session(id).unwrap(), server2.session(id2).unwrap());
         prop_assert_eq!(w1.status, Status::Reconnecting);
         prop_assert_eq!((w1.local, w1.remote, w1.merged), (w0.local, w0.remote, w0.merged));
-        let (cs2, ss2) = (restored.snapshot(now).unwrap(), server2.export_session(id2, now).unwrap());
+        let (cs2, ss2) = (restored.snapshot(now).unwrap(), server2.export_session(now, id2).unwrap());
         prop_assert_eq!(&cs2.queue, &cs.queue);
         prop_assert_eq!(&ss2.queue, &ss.queue);
         if cut {
@@ -779,12 +779,12 @@ proptest! {
 
         // The restored pair resumes, and the queues arrive in order.
         let (ce, se) = shuttle(&mut restored, &mut server2, now);
-        let got_msgs: Vec<_> = ce.iter().filter_map(|e| match e { merge::ClientEvent::Message { message: m, .. } => Some(m.clone()), _ => None }).collect();
-        prop_assert_eq!(&ce[0], &merge::ClientEvent::Up { session: (), outcome: merge::Outcome::Resumed });
+        let got_msgs: Vec<_> = ce.iter().filter_map(|e| match e { merge::MergeClientEvent::Message { message: m, .. } => Some(m.clone()), _ => None }).collect();
+        prop_assert_eq!(&ce[0], &merge::MergeClientEvent::Up { session: (), outcome: merge::Outcome::Resumed });
         prop_assert_eq!(got_msgs, ss.queue.clone());
-        let got_srv: Vec<_> = se.iter().filter_map(|e| match e { merge::ServerEvent::Message { message, .. } => Some(message.clone()), _ => None }).collect();
+        let got_srv: Vec<_> = se.iter().filter_map(|e| match e { merge::MergeServerEvent::Message { message, .. } => Some(message.clone()), _ => None }).collect();
         prop_assert_eq!(got_srv, cs.queue.clone());
-        let resumed = merge::ServerEvent::Up { session: id2, outcome: merge::Outcome::Resumed };
+        let resumed = merge::MergeServerEvent::Up { session: id2, outcome: merge::Outcome::Resumed };
         prop_assert!(se.contains(&resumed), "server resumed");
     }
 }
@@ -801,25 +801,27 @@ fn dual_session(
 ) -> (Sim<DualNode>, NodeId, NodeId, u16) {
     let mut sim: Sim<DualNode> = Sim::new(seed, Faults::none());
     let s = sim.add_node(Either::Right(DualServer::new(
-        dual::ServerConfig::default(),
+        dual::DualServerConfig::default(),
         Tokens(seed),
     )));
-    let c = sim.add_node(Either::Left(DualClient::new(dual::ClientConfig::default())));
+    let c = sim.add_node(Either::Left(DualClient::new(
+        dual::DualClientConfig::default(),
+    )));
     sim.route(c, Channel::Main, s);
     sim.route(c, Channel::Feed, s);
-    sim.command(c, Either::Left(dual::ClientCommand::Connect));
+    sim.command(c, Either::Left(dual::DualClientCommand::Connect));
     sim.run_for(Duration::from_secs(2));
     let player = sim.node(c).left().unwrap().player().unwrap();
     if lost {
         sim.partition(c, s);
         sim.run_for(Duration::from_millis(100));
         for m in to_server {
-            sim.command(c, Either::Left(dual::ClientCommand::Send(app(m))));
+            sim.command(c, Either::Left(dual::DualClientCommand::Send(app(m))));
         }
         for m in to_client {
             sim.command(
                 s,
-                Either::Right(dual::ServerCommand::Send {
+                Either::Right(dual::DualServerCommand::Send {
                     player,
                     message: app(m),
                 }),
@@ -847,8 +849,8 @@ proptest! {
         let client = sim.node(c).left().unwrap();
         let server = sim.node(s).right().unwrap();
         let cs = client.snapshot(now).unwrap();
-        let ps = server.export_player(player, now).unwrap();
-        prop_assert_eq!(cs.state, if lost { dual::ClientState::ReopeningMain } else { dual::ClientState::Connected });
+        let ps = server.export_player(now, player).unwrap();
+        prop_assert_eq!(cs.state, if lost { dual::DualClientState::ReopeningMain } else { dual::DualClientState::Connected });
         prop_assert_eq!(ps.state, if lost { PlayerState::MainLost } else { PlayerState::Connected });
         let queued: Vec<Message> = client.queue();
         prop_assert_eq!(&cs.queue, &queued);
@@ -859,18 +861,18 @@ proptest! {
 
         let mut b = BytesMut::new();
         cs.encode(&mut b);
-        let restored = DualClient::restore(now, dual::ClientConfig::default(), dual::ClientSnapshot::decode(b.split().freeze()).unwrap()).unwrap();
+        let restored = DualClient::restore(now, dual::DualClientConfig::default(), dual::DualClientSnapshot::decode(b.split().freeze()).unwrap()).unwrap();
         ps.encode(&mut b);
-        let mut server2 = DualServer::new(dual::ServerConfig::default(), Tokens(!seed));
+        let mut server2 = DualServer::new(dual::DualServerConfig::default(), Tokens(!seed));
         prop_assert_eq!(server2.import_player(now, dual::PlayerSnapshot::decode(b.freeze()).unwrap()), Ok(player));
 
-        prop_assert_eq!(restored.state(), dual::ClientState::ReopeningMain);
+        prop_assert_eq!(restored.state(), dual::DualClientState::ReopeningMain);
         prop_assert_eq!(restored.player(), client.player());
         prop_assert_eq!(restored.tokens(), client.tokens());
         prop_assert_eq!(restored.queue(), queued);
         prop_assert_eq!(server2.player_state(player), Some(PlayerState::MainLost));
         prop_assert_eq!(server2.player_queue(player).unwrap(), ps.queue.clone());
-        let ps2 = server2.export_player(player, now).unwrap();
+        let ps2 = server2.export_player(now, player).unwrap();
         prop_assert_eq!((ps2.token_a, ps2.token_b, ps2.player), (ps.token_a, ps.token_b, ps.player));
         prop_assert!(ps2.feed_next_seq > ps.feed_next_seq, "feed numbering continues past the old server's");
         prop_assert_eq!(ps2.feed_newest, ps.feed_newest);
@@ -885,18 +887,22 @@ proptest! {
 #[test]
 fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
     let t0 = Instant::ZERO;
-    let mut client =
-        Client::new(t0, merge::Config::default(), Token::new(&[9; 16]).unwrap()).unwrap();
-    let mut server = Server::new(merge::ServerConfig::default(), Tokens(5));
+    let mut client = MergeClient::new(
+        t0,
+        merge::MergeClientConfig::default(),
+        Token::new(&[9; 16]).unwrap(),
+    )
+    .unwrap();
+    let mut server = MergeServer::new(merge::MergeServerConfig::default(), Tokens(5));
     shuttle(&mut client, &mut server, t0);
-    let snap = server.export_session(merge::SessionId(1), t0).unwrap();
+    let snap = server.export_session(t0, merge::SessionId(1)).unwrap();
     // The token is in use on this very server.
     assert_eq!(
         server.import_session(t0, snap.clone()),
         Err(ImportError::DuplicateToken)
     );
     assert_eq!(server.session_count(), 1);
-    let mut other = Server::new(merge::ServerConfig::default(), Tokens(6));
+    let mut other = MergeServer::new(merge::MergeServerConfig::default(), Tokens(6));
     let id = other.import_session(t0, snap.clone()).unwrap();
     assert_eq!(
         other.import_session(t0, snap.clone()),
@@ -907,15 +913,15 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
     other
         .handle_input(
             t0,
-            Input::Command(merge::ServerCommand::Disconnect { session: id }),
+            Input::Command(merge::MergeServerCommand::Disconnect { session: id }),
         )
         .unwrap();
     assert_eq!(
         other.import_session(t0, snap.clone()),
         Err(ImportError::Ended)
     );
-    let mut full = Server::new(
-        merge::ServerConfig {
+    let mut full = MergeServer::new(
+        merge::MergeServerConfig {
             max_sessions: 0,
             ..Default::default()
         },
@@ -925,14 +931,14 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
         full.import_session(t0, snap.clone()),
         Err(ImportError::Full)
     );
-    let mut small = Server::new(
-        merge::ServerConfig {
+    let mut small = MergeServer::new(
+        merge::MergeServerConfig {
             max_queue: 1,
             ..Default::default()
         },
         Tokens(8),
     );
-    let long = merge::SessionSnapshot {
+    let long = merge::MergeSessionSnapshot {
         queue: vec![app(b"a"), app(b"b")],
         ..snap
     };
@@ -953,7 +959,12 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
         marks: Marks::default(),
     };
     assert_eq!(peer.import_session(t0, ps.clone()), Err(ImportError::Busy));
-    let fresh = Client::new(t0, merge::Config::default(), Token::new(&[1; 16]).unwrap()).unwrap();
+    let fresh = MergeClient::new(
+        t0,
+        merge::MergeClientConfig::default(),
+        Token::new(&[1; 16]).unwrap(),
+    )
+    .unwrap();
     let mut peer = Peer::new(
         fresh,
         sync_config(),
@@ -969,8 +980,8 @@ fn dual_imports_of_a_token_in_use_twice_or_on_a_taken_id_are_refused() {
     let (sim, _, s, player) = dual_session(3, false, &[], &[]);
     let now = sim.now();
     let server = sim.node(s).right().unwrap();
-    let snap = server.export_player(player, now).unwrap();
-    let mut same = DualServer::new(dual::ServerConfig::default(), Tokens(3));
+    let snap = server.export_player(now, player).unwrap();
+    let mut same = DualServer::new(dual::DualServerConfig::default(), Tokens(3));
     assert_eq!(same.import_player(now, snap.clone()), Ok(player));
     assert_eq!(
         same.import_player(now, snap.clone()),

@@ -10,8 +10,8 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tether::connect::dual::{
-    feed::FeedSender, ClientCommand, ClientConfig, ClientState, DualClient, DualServer,
-    FeedLossPolicy, ServerCommand, ServerConfig, TokenSource, CLIENT_TRANSITIONS,
+    feed::FeedSender, DualClientCommand, DualClientConfig, DualClientState, DualClient, DualServer,
+    FeedLossPolicy, DualServerCommand, DualServerConfig, TokenSource, CLIENT_TRANSITIONS,
 };
 use tether::wire::Message;
 use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
@@ -49,8 +49,8 @@ enum Op {
     Advance(u16),
     CloseMain,
     CloseFeed,
-    Client(ClientCommand),
-    Server(ServerCommand),
+    Client(DualClientCommand),
+    Server(DualServerCommand),
 }
 
 #[derive(Debug, arbitrary::Arbitrary)]
@@ -73,7 +73,7 @@ struct Net {
     next_link: u64,
 }
 
-fn reachable(from: ClientState, to: ClientState) -> bool {
+fn reachable(from: DualClientState, to: DualClientState) -> bool {
     let mut frontier = vec![from];
     for _ in 0..4 {
         if frontier.contains(&to) {
@@ -93,7 +93,7 @@ fn reachable(from: ClientState, to: ClientState) -> bool {
 }
 
 impl Net {
-    fn client_in(&mut self, input: Input<ClientCommand>) {
+    fn client_in(&mut self, input: Input<DualClientCommand>) {
         let before = self.client.state();
         let _ = self.client.handle_input(self.now, input);
         let after = self.client.state();
@@ -101,7 +101,7 @@ impl Net {
         self.drain();
     }
 
-    fn server_in(&mut self, input: Input<ServerCommand>) {
+    fn server_in(&mut self, input: Input<DualServerCommand>) {
         let _ = self.server.handle_input(self.now, input);
         self.drain();
     }
@@ -183,20 +183,20 @@ impl Net {
 }
 
 fuzz_target!(|case: Case| {
-    let ccfg = ClientConfig {
+    let ccfg = DualClientConfig {
         on_feed_lost: if case.reinit {
             FeedLossPolicy::Reinit
         } else {
             FeedLossPolicy::CloseBoth
         },
         max_queued: 8,
-        ..ClientConfig::default()
+        ..DualClientConfig::default()
     };
-    let scfg = ServerConfig {
+    let scfg = DualServerConfig {
         max_players: 4,
         max_links: 6,
         max_queued: 8,
-        ..ServerConfig::default()
+        ..DualServerConfig::default()
     };
     let mut net = Net {
         now: Instant::ZERO,
@@ -205,7 +205,7 @@ fuzz_target!(|case: Case| {
         wire: Vec::new(),
         next_link: 1,
     };
-    net.client_in(Input::Command(ClientCommand::Connect));
+    net.client_in(Input::Command(DualClientCommand::Connect));
     for op in case.ops {
         match op {
             Op::Deliver(i) | Op::Drop(i) | Op::Duplicate(i) | Op::Reorder(i)

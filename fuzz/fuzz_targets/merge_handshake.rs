@@ -60,14 +60,14 @@ fn token(enc: Encoding, n: u64) -> Token {
 fuzz_target!(|plan: Plan| {
     let enc = if plan.dop { Encoding::Dop } else { Encoding::Tether };
     let mut now = Instant::ZERO;
-    let ccfg = Config {
+    let ccfg = MergeClientConfig {
         encoding: enc,
         jitter_seed: plan.seed,
         max_queue: MAX_QUEUE,
         max_message: 256,
-        ..Config::default()
+        ..MergeClientConfig::default()
     };
-    let scfg = ServerConfig {
+    let scfg = MergeServerConfig {
         encoding: enc,
         max_sessions: MAX_SESSIONS,
         max_pending: MAX_PENDING,
@@ -75,13 +75,13 @@ fuzz_target!(|plan: Plan| {
         max_message: 256,
         resume_grace: Duration::from_secs(5),
         ended_memory: Duration::from_secs(20),
-        ..ServerConfig::default()
+        ..MergeServerConfig::default()
     };
-    let Ok(mut client) = Client::new(now, ccfg, token(enc, 1)) else {
+    let Ok(mut client) = MergeClient::new(now, ccfg, token(enc, 1)) else {
         return;
     };
     let mut n = 100u64;
-    let mut server = Server::new(scfg, move || {
+    let mut server = MergeServer::new(scfg, move || {
         n += 1;
         token(enc, n)
     });
@@ -175,20 +175,20 @@ fuzz_target!(|plan: Plan| {
             }
             Op::ClientSend(data) => {
                 let msg = Message::App(Bytes::from(data));
-                let _ = client.handle_input(now, Input::Command(ClientCommand::Send(msg)));
+                let _ = client.handle_input(now, Input::Command(MergeClientCommand::Send(msg)));
             }
             Op::ClientDisconnect => {
-                let _ = client.handle_input(now, Input::Command(ClientCommand::Disconnect));
+                let _ = client.handle_input(now, Input::Command(MergeClientCommand::Disconnect));
             }
             Op::ServerSend { session } => {
-                let cmd = ServerCommand::Send {
+                let cmd = MergeServerCommand::Send {
                     session: SessionId(u64::from(session % 4)),
                     message: Message::App(Bytes::from_static(b"x")),
                 };
                 let _ = server.handle_input(now, Input::Command(cmd));
             }
             Op::ServerDisconnect { session } => {
-                let cmd = ServerCommand::Disconnect { session: SessionId(u64::from(session % 4)) };
+                let cmd = MergeServerCommand::Disconnect { session: SessionId(u64::from(session % 4)) };
                 let _ = server.handle_input(now, Input::Command(cmd));
             }
         }

@@ -18,10 +18,10 @@ macro_rules! check {
 }
 
 fuzz_target!(|data: &[u8]| {
-    check!(merge::SessionSnapshot, data);
-    check!(merge::ClientSnapshot, data);
+    check!(merge::MergeSessionSnapshot, data);
+    check!(merge::MergeClientSnapshot, data);
     check!(dual::PlayerSnapshot, data);
-    check!(dual::ClientSnapshot, data);
-    check!(PeerSnapshot<merge::SessionSnapshot>, data);
-    check!(PeerSnapshot<dual::ClientSnapshot>, data);
+    check!(dual::DualClientSnapshot, data);
+    check!(PeerSnapshot<merge::MergeSessionSnapshot>, data);
+    check!(PeerSnapshot<dual::DualClientSnapshot>, data);
 });

@@ -183,7 +183,7 @@ impl<E: core::error::Error + HasOrigin> HasOrigin for PeerError<E> {
 /// for the other's journal and the client learns the server's entry.
 ///
 /// ```
-/// use tether::connect::merge::{self, ClientEvent, Outcome};
+/// use tether::connect::merge::{self, MergeClientEvent, Outcome};
 /// use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 /// use tether::sync::journal::{JournalStore, MemJournal, Role, SyncConfig, SyncEvent};
 /// use tether::wire::Entry;
@@ -191,14 +191,14 @@ impl<E: core::error::Error + HasOrigin> HasOrigin for PeerError<E> {
 ///
 /// let mut now = Instant::ZERO;
 /// // The server: the token-merge registry (tokens from the caller's randomness).
-/// let registry = merge::Server::new(merge::ServerConfig::default(), || Token::new(&[b'S'; 16]).unwrap());
+/// let registry = merge::MergeServer::new(merge::MergeServerConfig::default(), || Token::new(&[b'S'; 16]).unwrap());
 /// let journal = SharedJournal::new(MemJournal::new(1, 10_000));
 /// let mut server = Peer::new(registry, SyncConfig::default(), journal);
 /// let entry = Entry::new(b"srv", b"r1", b"hello");
 /// server.handle_input(now, Input::Command(PeerCommand::Append(entry))).unwrap();
 ///
 /// // The client: one token-merge session.
-/// let conn = merge::Client::new(now, merge::Config::default(), Token::new(&[b'C'; 16]).unwrap()).unwrap();
+/// let conn = merge::MergeClient::new(now, merge::MergeClientConfig::default(), Token::new(&[b'C'; 16]).unwrap()).unwrap();
 /// let journal = SharedJournal::new(MemJournal::new(2, 10_000));
 /// let mut client = Peer::new(conn, SyncConfig::default(), journal);
 ///
@@ -209,7 +209,7 @@ impl<E: core::error::Error + HasOrigin> HasOrigin for PeerError<E> {
 ///
 /// // Carry the bytes both ways and fire the timers, as a driver does over a socket.
 /// let events = drive(&mut now, &mut client, &mut server);
-/// assert!(events.contains(&PeerEvent::Connection(ClientEvent::Up { session: (), outcome: Outcome::Fresh })));
+/// assert!(events.contains(&PeerEvent::Connection(MergeClientEvent::Up { session: (), outcome: Outcome::Fresh })));
 /// assert!(events.iter().any(|e| matches!(e,
 ///     PeerEvent::Sync((), SyncEvent::Applied { resource, .. }) if resource == &b"r1"[..])));
 /// assert!(client.store().contains(b"srv", b"r1"));

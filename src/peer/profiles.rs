@@ -11,23 +11,26 @@ use crate::sync::journal::Role;
 use crate::time::Instant;
 use crate::wire::Message;
 
-impl Profile for merge::Client {
+impl Profile for merge::MergeClient {
     type Session = ();
-    type Notice = merge::ClientNotice;
+    type Notice = merge::MergeClientNotice;
     const ROLE: Role = Role::Client;
 
-    fn send(&mut self, now: Instant, _: (), message: Message) -> Result<(), merge::Error> {
-        self.handle_input(now, Input::Command(merge::ClientCommand::Send(message)))
+    fn send(&mut self, now: Instant, _: (), message: Message) -> Result<(), merge::MergeError> {
+        self.handle_input(
+            now,
+            Input::Command(merge::MergeClientCommand::Send(message)),
+        )
     }
 
     fn supersede_sync(&mut self, _: ()) {
-        merge::Client::supersede_sync(self);
+        merge::MergeClient::supersede_sync(self);
     }
 }
 
-impl<S: merge::TokenSource> Profile for merge::Server<S> {
+impl<S: merge::TokenSource> Profile for merge::MergeServer<S> {
     type Session = merge::SessionId;
-    type Notice = merge::ServerNotice;
+    type Notice = merge::MergeServerNotice;
     const ROLE: Role = Role::Server;
 
     fn send(
@@ -35,25 +38,25 @@ impl<S: merge::TokenSource> Profile for merge::Server<S> {
         now: Instant,
         session: merge::SessionId,
         message: Message,
-    ) -> Result<(), merge::Error> {
+    ) -> Result<(), merge::MergeError> {
         self.handle_input(
             now,
-            Input::Command(merge::ServerCommand::Send { session, message }),
+            Input::Command(merge::MergeServerCommand::Send { session, message }),
         )
     }
 
     fn supersede_sync(&mut self, session: merge::SessionId) {
-        merge::Server::supersede_sync(self, session);
+        merge::MergeServer::supersede_sync(self, session);
     }
 }
 
 impl Profile for dual::DualClient {
     type Session = ();
-    type Notice = dual::ClientNotice;
+    type Notice = dual::DualClientNotice;
     const ROLE: Role = Role::Client;
 
     fn send(&mut self, now: Instant, _: (), message: Message) -> Result<(), dual::DualError> {
-        self.handle_input(now, Input::Command(dual::ClientCommand::Send(message)))
+        self.handle_input(now, Input::Command(dual::DualClientCommand::Send(message)))
     }
 
     fn supersede_sync(&mut self, _: ()) {
@@ -64,13 +67,13 @@ impl Profile for dual::DualClient {
 impl<T: dual::TokenSource> Profile for dual::DualServer<T> {
     /// The player id.
     type Session = u16;
-    type Notice = dual::ServerNotice;
+    type Notice = dual::DualServerNotice;
     const ROLE: Role = Role::Server;
 
     fn send(&mut self, now: Instant, player: u16, message: Message) -> Result<(), dual::DualError> {
         self.handle_input(
             now,
-            Input::Command(dual::ServerCommand::Send { player, message }),
+            Input::Command(dual::DualServerCommand::Send { player, message }),
         )
     }
 

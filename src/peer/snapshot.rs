@@ -20,11 +20,11 @@ pub trait Handover: Profile {
     type Snapshot: Snapshot + Clone + PartialEq + Debug;
 
     /// One session's snapshot (`None` if unknown, or not connected or reconnecting).
-    fn export_session(&self, session: Self::Session, now: Instant) -> Option<Self::Snapshot>;
+    fn export_session(&self, now: Instant, session: Self::Session) -> Option<Self::Snapshot>;
 
     /// Forgets a session without telling its peer (its transports are closed); `false` if
     /// unknown or if the machine cannot (a client keeps its one session).
-    fn forget_session(&mut self, session: Self::Session, now: Instant) -> bool;
+    fn forget_session(&mut self, now: Instant, session: Self::Session) -> bool;
 
     /// Takes a session over; it is RECONNECTING (its transport did not move). A client
     /// imports only while idle and becomes the restored client.
@@ -35,15 +35,15 @@ pub trait Handover: Profile {
     ) -> Result<Self::Session, ImportError>;
 }
 
-impl<S: merge::TokenSource> Handover for merge::Server<S> {
-    type Snapshot = merge::SessionSnapshot;
+impl<S: merge::TokenSource> Handover for merge::MergeServer<S> {
+    type Snapshot = merge::MergeSessionSnapshot;
 
-    fn export_session(&self, session: merge::SessionId, now: Instant) -> Option<Self::Snapshot> {
-        merge::Server::export_session(self, session, now)
+    fn export_session(&self, now: Instant, session: merge::SessionId) -> Option<Self::Snapshot> {
+        merge::MergeServer::export_session(self, now, session)
     }
 
-    fn forget_session(&mut self, session: merge::SessionId, now: Instant) -> bool {
-        self.take_session(session, now).is_some()
+    fn forget_session(&mut self, now: Instant, session: merge::SessionId) -> bool {
+        self.take_session(now, session).is_some()
     }
 
     fn import_session(
@@ -51,18 +51,18 @@ impl<S: merge::TokenSource> Handover for merge::Server<S> {
         now: Instant,
         snapshot: Self::Snapshot,
     ) -> Result<merge::SessionId, ImportError> {
-        merge::Server::import_session(self, now, snapshot)
+        merge::MergeServer::import_session(self, now, snapshot)
     }
 }
 
-impl Handover for merge::Client {
-    type Snapshot = merge::ClientSnapshot;
+impl Handover for merge::MergeClient {
+    type Snapshot = merge::MergeClientSnapshot;
 
-    fn export_session(&self, _: (), now: Instant) -> Option<Self::Snapshot> {
+    fn export_session(&self, now: Instant, _: ()) -> Option<Self::Snapshot> {
         self.snapshot(now)
     }
 
-    fn forget_session(&mut self, _: (), _: Instant) -> bool {
+    fn forget_session(&mut self, _: Instant, _: ()) -> bool {
         false
     }
 
@@ -74,7 +74,7 @@ impl Handover for merge::Client {
         if !self.is_idle() {
             return Err(ImportError::Busy);
         }
-        *self = merge::Client::restore(now, self.config(), snapshot)?;
+        *self = merge::MergeClient::restore(now, self.config(), snapshot)?;
         Ok(())
     }
 }
@@ -82,12 +82,12 @@ impl Handover for merge::Client {
 impl<T: dual::TokenSource> Handover for dual::DualServer<T> {
     type Snapshot = dual::PlayerSnapshot;
 
-    fn export_session(&self, player: u16, now: Instant) -> Option<Self::Snapshot> {
-        self.export_player(player, now)
+    fn export_session(&self, now: Instant, player: u16) -> Option<Self::Snapshot> {
+        self.export_player(now, player)
     }
 
-    fn forget_session(&mut self, player: u16, now: Instant) -> bool {
-        self.take_player(player, now).is_some()
+    fn forget_session(&mut self, now: Instant, player: u16) -> bool {
+        self.take_player(now, player).is_some()
     }
 
     fn import_session(
@@ -100,13 +100,13 @@ impl<T: dual::TokenSource> Handover for dual::DualServer<T> {
 }
 
 impl Handover for dual::DualClient {
-    type Snapshot = dual::ClientSnapshot;
+    type Snapshot = dual::DualClientSnapshot;
 
-    fn export_session(&self, _: (), now: Instant) -> Option<Self::Snapshot> {
+    fn export_session(&self, now: Instant, _: ()) -> Option<Self::Snapshot> {
         self.snapshot(now)
     }
 
-    fn forget_session(&mut self, _: (), _: Instant) -> bool {
+    fn forget_session(&mut self, _: Instant, _: ()) -> bool {
         false
     }
 
@@ -117,7 +117,7 @@ impl Handover for dual::DualClient {
     ) -> Result<(), ImportError> {
         if !matches!(
             self.state(),
-            dual::ClientState::Idle | dual::ClientState::Closed
+            dual::DualClientState::Idle | dual::DualClientState::Closed
         ) {
             return Err(ImportError::Busy);
         }
@@ -175,10 +175,10 @@ where
     /// process (see [`crate::snapshot`]). The session stays here.
     pub fn export_session(
         &self,
-        session: P::Session,
         now: Instant,
+        session: P::Session,
     ) -> Option<PeerSnapshot<P::Snapshot>> {
-        let connection = self.conn.export_session(session, now)?;
+        let connection = self.conn.export_session(now, session)?;
         let marks = self.marks(session).unwrap_or_default();
         Some(PeerSnapshot { connection, marks })
     }
@@ -188,12 +188,12 @@ where
     /// `None` if unknown, or on a client (which keeps its session).
     pub fn take_session(
         &mut self,
-        session: P::Session,
         now: Instant,
+        session: P::Session,
     ) -> Option<PeerSnapshot<P::Snapshot>> {
-        let snap = self.export_session(session, now)?;
+        let snap = self.export_session(now, session)?;
         self.now = self.now.max(now);
-        if !self.conn.forget_session(session, self.now) {
+        if !self.conn.forget_session(self.now, session) {
             return None;
         }
         self.syncs.remove(&session);

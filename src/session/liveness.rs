@@ -19,7 +19,7 @@ use crate::time::{Duration, Instant};
 /// use tether::{Duration, Instant};
 ///
 /// let t0 = Instant::ZERO;
-/// let mut l = Liveness::new(Some(Duration::from_secs(10)), t0);
+/// let mut l = Liveness::new(t0, Some(Duration::from_secs(10)));
 /// assert!(!l.heartbeat_due(Instant::from_secs(9)));
 /// assert!(l.heartbeat_due(Instant::from_secs(10)));
 /// l.on_sent(Instant::from_secs(10));
@@ -36,7 +36,7 @@ pub struct Liveness {
 impl Liveness {
     /// A clock for a link that came up at `now`; `None` turns the heartbeat and the
     /// timeout off.
-    pub fn new(keepalive: Option<Duration>, now: Instant) -> Self {
+    pub fn new(now: Instant, keepalive: Option<Duration>) -> Self {
         Liveness {
             keepalive,
             last_rx: now,

@@ -55,7 +55,7 @@ impl SessionCore {
         };
         SessionCore {
             mode: Mode::Reliable(Delivery::new(cfg)),
-            live: Liveness::new(keepalive, now),
+            live: Liveness::new(now, keepalive),
             up: false,
         }
     }
@@ -67,7 +67,7 @@ impl SessionCore {
                 queue: VecDeque::new(),
                 max: max_messages,
             },
-            live: Liveness::new(None, now),
+            live: Liveness::new(now, None),
             up: false,
         }
     }
@@ -227,7 +227,7 @@ impl SessionCore {
         now: Instant,
     ) -> Undelivered {
         self.up = true;
-        self.live = Liveness::new(self.live.keepalive(), now);
+        self.live = Liveness::new(now, self.live.keepalive());
         let mut lost = Undelivered::new();
         if let Mode::Reliable(d) = &mut self.mode {
             if resumed {

@@ -91,7 +91,7 @@ impl<T: TimerName, const N: usize> TimerTable<T, N> {
     }
 
     /// Whether `timer` is set and due at `now`.
-    pub fn is_due(&self, timer: T, now: Instant) -> bool {
+    pub fn is_due(&self, now: Instant, timer: T) -> bool {
         self.get(timer).is_some_and(|t| t <= now)
     }
 

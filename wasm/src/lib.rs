@@ -26,7 +26,7 @@ use alloc::format;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use tether::connect::merge::{
-    self, Client, ClientEvent, Outcome, Server, ServerEvent, TokenSource,
+    self, MergeClient, MergeClientEvent, Outcome, MergeServer, MergeServerEvent, TokenSource,
 };
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 use tether::sync::journal::{MemJournal, Role, SyncConfig, SyncEvent};
@@ -45,8 +45,8 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 }
 
 type Journal = SharedJournal<MemJournal>;
-type ClientPeer = Peer<Client, Journal>;
-type ServerPeer = Peer<Server<Tokens>, Journal>;
+type ClientPeer = Peer<MergeClient, Journal>;
+type ServerPeer = Peer<MergeServer<Tokens>, Journal>;
 type Node = Either<ClientPeer, ServerPeer>;
 type NodeEvent =
     Either<<ClientPeer as tether::Machine>::Event, <ServerPeer as tether::Machine>::Event>;
@@ -87,9 +87,9 @@ pub struct Report {
     pub client_entries: u32,
     /// Entries in the server's journal.
     pub server_entries: u32,
-    /// Server entries applied on the client (each exactly once, else 0).
+    /// MergeServer entries applied on the client (each exactly once, else 0).
     pub client_applied: u32,
-    /// Client entries applied on the server (each exactly once, else 0).
+    /// MergeClient entries applied on the server (each exactly once, else 0).
     pub server_applied: u32,
 }
 
@@ -145,8 +145,8 @@ pub fn scenario(seed: u64) -> Report {
         ..SyncConfig::default()
     };
     let server = sim.add_node(Either::Right(Peer::new(
-        Server::new(
-            merge::ServerConfig {
+        MergeServer::new(
+            merge::MergeServerConfig {
                 resume_grace: Duration::from_secs(3600),
                 ..Default::default()
             },
@@ -160,9 +160,9 @@ pub fn scenario(seed: u64) -> Report {
         Ok(t) => t,
         Err(_) => return Report::default(),
     };
-    let client = match Client::new(
+    let client = match MergeClient::new(
         sim.now(),
-        merge::Config {
+        merge::MergeClientConfig {
             jitter_seed: seed,
             ..Default::default()
         },
@@ -216,18 +216,18 @@ pub fn scenario(seed: u64) -> Report {
     let fresh = count(&client_events, |e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(ClientEvent::Connected(
+            Either::Left(PeerEvent::Connection(MergeClientEvent::Connected(
                 Outcome::Fresh
             )))
         )
     });
     let lost = count(&client_events, |e| {
-        matches!(e, Either::Left(PeerEvent::Connection(ClientEvent::Lost)))
+        matches!(e, Either::Left(PeerEvent::Connection(MergeClientEvent::Lost)))
     });
     let resumed = count(&client_events, |e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(ClientEvent::Connected(
+            Either::Left(PeerEvent::Connection(MergeClientEvent::Connected(
                 Outcome::Resumed
             )))
         )
@@ -235,7 +235,7 @@ pub fn scenario(seed: u64) -> Report {
     let server_resumed = count(&server_events, |e| {
         matches!(
             e,
-            Either::Right(PeerEvent::Connection(ServerEvent::Connected {
+            Either::Right(PeerEvent::Connection(MergeServerEvent::Connected {
                 outcome: Outcome::Resumed,
                 ..
             }))

@@ -18,20 +18,20 @@ use crate::wire::{
 use bytes::Bytes;
 
 /// What the client does when `feed` is lost (closed, or silent for
-/// [`ClientConfig::feed_timeout`]) while connected.
+/// [`DualClientConfig::feed_timeout`]) while connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedLossPolicy {
     /// Close both channels and end the connection (R-Type's RFC: "the client can disconnect
     /// both the main and the feed channels").
     CloseBoth,
     /// Open a new `feed` transport and run the feed init again (with token A, retried as
-    /// [`ClientConfig::feed_init`] says); `main` and the session continue.
+    /// [`DualClientConfig::feed_init`] says); `main` and the session continue.
     Reinit,
 }
 
 /// The client's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientConfig {
+pub struct DualClientConfig {
     /// How long to wait for a transport to open or for a reply on `main` (5 s).
     pub reply_timeout: Duration,
     /// Feed init resends: 6 tries, 250 ms doubling to 2 s.
@@ -69,9 +69,9 @@ pub struct ClientConfig {
     pub allow_short_tokens: bool,
 }
 
-impl Default for ClientConfig {
+impl Default for DualClientConfig {
     fn default() -> Self {
-        ClientConfig {
+        DualClientConfig {
             reply_timeout: Duration::from_secs(5),
             feed_init: Retry {
                 attempts: 6,
@@ -104,8 +104,8 @@ impl Default for ClientConfig {
 
 /// The client's states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClientState {
-    /// Not started: send [`ClientCommand::Connect`].
+pub enum DualClientState {
+    /// Not started: send [`DualClientCommand::Connect`].
     Idle,
     /// Asked the caller for a `main` transport.
     OpeningMain,
@@ -139,7 +139,7 @@ pub enum ClientState {
 /// two states, the machine decides first and names the outcome (`Failed`: try again;
 /// `GaveUp`: end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClientInput {
+pub enum DualClientInput {
     /// The application asked to connect.
     Connect,
     /// The `main` transport asked for is open.
@@ -169,14 +169,14 @@ pub enum ClientInput {
     Disconnect,
 }
 
-use ClientInput as I;
-use ClientState as S;
+use DualClientInput as I;
+use DualClientState as S;
 
 /// Every transition of the client: (state, input, next state), and the only way it moves
 /// ([`tables::fire`](crate::tables::fire)). The client fires only the inputs its state
 /// calls for; a missing row is refused with `CONN_FAILED` when the server's message asked
 /// for it, and is [`DualError::ClientTransition`] otherwise.
-pub const CLIENT_TRANSITIONS: &[(ClientState, ClientInput, ClientState)] = &[
+pub const CLIENT_TRANSITIONS: &[(DualClientState, DualClientInput, DualClientState)] = &[
     // Initial connection (seed 003, first diagram).
     (S::Idle, I::Connect, S::OpeningMain),
     (S::Closed, I::Connect, S::OpeningMain),
@@ -243,7 +243,7 @@ pub const CLIENT_TRANSITIONS: &[(ClientState, ClientInput, ClientState)] = &[
 /// What the application can ask of the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum ClientCommand {
+pub enum DualClientCommand {
     /// Start a connection (from `Idle` or `Closed`).
     Connect,
     /// Send a message on `main`; queued (bounded) while not connected.
@@ -257,11 +257,11 @@ pub enum ClientCommand {
 /// What the client tells the application: the shared session events ([`Event`]: up,
 /// down, message on `main`, ended) and the notices of this profile. The session is `()`:
 /// a client has one ([`DualClient::player`] gives its player id).
-pub type ClientEvent = Event<(), ClientNotice>;
+pub type DualClientEvent = Event<(), DualClientNotice>;
 
 /// What only a dual-channel [`DualClient`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientNotice {
+pub enum DualClientNotice {
     /// A connection attempt failed; a fresh one starts at `retry_at`.
     AttemptFailed {
         /// Why.
@@ -285,9 +285,9 @@ pub enum ClientNotice {
 /// ways (tests/exhaustive.rs).
 #[derive(Debug, Clone)]
 pub struct DualClient {
-    cfg: ClientConfig,
-    state: ClientState,
-    out: Outbox<ClientEvent>,
+    cfg: DualClientConfig,
+    state: DualClientState,
+    out: Outbox<DualClientEvent>,
     now: Instant,
     main: Option<Link>,
     decoder: FrameDecoder,
@@ -319,8 +319,8 @@ pub struct DualClient {
 }
 
 impl DualClient {
-    /// A client in [`ClientState::Idle`].
-    pub fn new(cfg: ClientConfig) -> Self {
+    /// A client in [`DualClientState::Idle`].
+    pub fn new(cfg: DualClientConfig) -> Self {
         DualClient {
             cfg,
             state: S::Idle,
@@ -355,7 +355,7 @@ impl DualClient {
     }
 
     /// The current state.
-    pub fn state(&self) -> ClientState {
+    pub fn state(&self) -> DualClientState {
         self.state
     }
 
@@ -403,14 +403,17 @@ impl DualClient {
     }
 
     /// Fires `input` through [`CLIENT_TRANSITIONS`]; on a missing row the state stays.
-    fn fire(&mut self, input: ClientInput) -> Result<(), NoTransition<ClientState, ClientInput>> {
+    fn fire(
+        &mut self,
+        input: DualClientInput,
+    ) -> Result<(), NoTransition<DualClientState, DualClientInput>> {
         self.state = fire(CLIENT_TRANSITIONS, self.state, input)?;
         Ok(())
     }
 
     /// Fires an input the client chose itself (a timer, a transport, a command): a missing
     /// row is this input's error.
-    fn step(&mut self, input: ClientInput) {
+    fn step(&mut self, input: DualClientInput) {
         if let Err(e) = self.fire(input) {
             self.error = Some(e.into());
         }
@@ -501,10 +504,11 @@ impl DualClient {
             let at = self.now + self.connect_backoff.wait(self.connect_tries);
             self.step_deadline = Some(at);
             self.step(I::Failed);
-            self.out.event(Event::Notice(ClientNotice::AttemptFailed {
-                reason,
-                retry_at: at,
-            }));
+            self.out
+                .event(Event::Notice(DualClientNotice::AttemptFailed {
+                    reason,
+                    retry_at: at,
+                }));
         } else {
             self.give_up(reason.end_reason());
         }
@@ -541,7 +545,7 @@ impl DualClient {
 
     /// This session failed (refused, or the peer broke the protocol). During a reconnection
     /// of `main` that is final (R-Type's RFC: `feed` is closed as well); anywhere else the
-    /// client starts a fresh connection if [`ClientConfig::connect`] allows.
+    /// client starts a fresh connection if [`DualClientConfig::connect`] allows.
     fn fail(&mut self, reason: AttemptFailure) {
         if self.in_reconnect() {
             self.give_up(reason.end_reason());
@@ -611,7 +615,7 @@ impl DualClient {
                 FeedLossPolicy::Reinit => {
                     self.feed_tries = 0;
                     self.step(I::FeedLost);
-                    self.out.event(Event::Notice(ClientNotice::FeedLost));
+                    self.out.event(Event::Notice(DualClientNotice::FeedLost));
                     self.out.open(Channel::Feed);
                     self.step_deadline = Some(self.now + self.cfg.reply_timeout);
                 }
@@ -776,7 +780,8 @@ impl DualClient {
                         return self.protocol_fail(FailReason::UnexpectedMessage);
                     }
                     self.step_deadline = None;
-                    self.out.event(Event::Notice(ClientNotice::FeedRestored));
+                    self.out
+                        .event(Event::Notice(DualClientNotice::FeedRestored));
                 } else {
                     self.protocol_fail(FailReason::WrongToken);
                 }
@@ -787,11 +792,11 @@ impl DualClient {
             // Late or duplicated replies, stray refusals, keep-alives: nothing to do.
             (_, Message::FeedInitRep { .. } | Message::ConnFailed { .. } | Message::Dummy) => {}
             (s, Message::Update(e)) if is_live(s) => {
-                self.out.event(Event::Notice(ClientNotice::Update(e)))
+                self.out.event(Event::Notice(DualClientNotice::Update(e)))
             }
             (s, other) if is_live(s) => self
                 .out
-                .event(Event::Notice(ClientNotice::FeedReceived(other))),
+                .event(Event::Notice(DualClientNotice::FeedReceived(other))),
             _ => {}
         }
     }
@@ -848,9 +853,9 @@ impl DualClient {
         }
     }
 
-    fn on_command(&mut self, cmd: ClientCommand) -> Result<(), DualError> {
+    fn on_command(&mut self, cmd: DualClientCommand) -> Result<(), DualError> {
         match cmd {
-            ClientCommand::Connect => {
+            DualClientCommand::Connect => {
                 if matches!(self.state, S::Idle | S::Closed) {
                     self.connect_tries = 1;
                     self.step(I::Connect);
@@ -858,7 +863,7 @@ impl DualClient {
                 }
                 Ok(())
             }
-            ClientCommand::Send(msg) => {
+            DualClientCommand::Send(msg) => {
                 if self.state == S::Closed {
                     return Err(DualError::Closed);
                 }
@@ -874,14 +879,14 @@ impl DualClient {
                         max: self.cfg.max_queued,
                     })
             }
-            ClientCommand::SendFeed(msg) => {
+            DualClientCommand::SendFeed(msg) => {
                 if self.feed_bound() {
                     self.send_feed(&msg)
                 } else {
                     Err(DualError::FeedUnavailable)
                 }
             }
-            ClientCommand::Disconnect => {
+            DualClientCommand::Disconnect => {
                 if matches!(self.state, S::Idle | S::Closed) {
                     return Ok(());
                 }
@@ -914,7 +919,7 @@ impl DualClient {
 }
 
 /// The session core of `main` for `cfg`.
-fn new_core(cfg: &ClientConfig, now: Instant) -> SessionCore {
+fn new_core(cfg: &DualClientConfig, now: Instant) -> SessionCore {
     SessionCore::reliable(
         cfg.session.delivery,
         cfg.max_queued,
@@ -924,7 +929,7 @@ fn new_core(cfg: &ClientConfig, now: Instant) -> SessionCore {
 }
 
 /// States in which messages on `feed` are delivered to the application.
-fn is_live(s: ClientState) -> bool {
+fn is_live(s: DualClientState) -> bool {
     matches!(
         s,
         S::Connected | S::ReopeningMain | S::AwaitReconnectOk | S::ReconnectBackoff
@@ -932,11 +937,15 @@ fn is_live(s: ClientState) -> bool {
 }
 
 impl Machine for DualClient {
-    type Command = ClientCommand;
-    type Event = ClientEvent;
+    type Command = DualClientCommand;
+    type Event = DualClientEvent;
     type Error = DualError;
 
-    fn handle_input(&mut self, now: Instant, input: Input<ClientCommand>) -> Result<(), DualError> {
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<DualClientCommand>,
+    ) -> Result<(), DualError> {
         // Time never goes backwards inside the machine, whatever the caller passes.
         self.now = self.now.max(now);
         let mut result = Ok(());
@@ -964,7 +973,7 @@ impl Machine for DualClient {
         self.error.take().map_or(result, Err)
     }
 
-    fn poll_output(&mut self) -> Output<ClientEvent> {
+    fn poll_output(&mut self) -> Output<DualClientEvent> {
         let deadline = self.deadline();
         self.out.pop_or_wait(deadline)
     }
@@ -973,7 +982,7 @@ impl Machine for DualClient {
         self.out.timeout(self.now, self.deadline())
     }
 
-    /// In [`ClientState::Closed`]: given up or disconnected, both channels closed. (A
+    /// In [`DualClientState::Closed`]: given up or disconnected, both channels closed. (A
     /// `Connect` command starts it again, as a fresh connection.)
     fn is_closed(&self) -> bool {
         self.state == S::Closed
@@ -983,7 +992,7 @@ impl Machine for DualClient {
 // Session snapshots (src/snapshot.rs, docs/PROTOCOL.md section 8).
 mod handover {
     use super::*;
-    use crate::connect::dual::{ClientSnapshot, FEED_SEQ_GAP};
+    use crate::connect::dual::{DualClientSnapshot, FEED_SEQ_GAP};
     use crate::snapshot::ImportError;
 
     impl DualClient {
@@ -992,7 +1001,7 @@ mod handover {
         /// client finished a handshake and has not closed.
         ///
         /// The snapshot holds the session's secret tokens: store and move it securely.
-        pub fn snapshot(&self, _now: Instant) -> Option<ClientSnapshot> {
+        pub fn snapshot(&self, _now: Instant) -> Option<DualClientSnapshot> {
             let state = match self.state {
                 S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep => S::Connected,
                 S::ReopeningMain | S::AwaitReconnectOk | S::ReconnectBackoff => S::ReopeningMain,
@@ -1004,7 +1013,7 @@ mod handover {
                 return None;
             };
             let (acked, received, queue) = self.core.snapshot();
-            Some(ClientSnapshot {
+            Some(DualClientSnapshot {
                 player,
                 state,
                 token_a,
@@ -1019,7 +1028,7 @@ mod handover {
         }
 
         /// A client holding the snapshot's session, reconnecting `main`
-        /// ([`ClientState::ReopeningMain`]; a connected snapshot's transports did not
+        /// ([`DualClientState::ReopeningMain`]; a connected snapshot's transports did not
         /// move): its first output asks for `main`, on which it proves its player with
         /// token B. It has no `feed`: once `main` is back, its silent `feed` is lost after
         /// `feed_timeout` and re-initialised under [`FeedLossPolicy::Reinit`] (under
@@ -1030,8 +1039,8 @@ mod handover {
         /// `cfg.max_queued`.
         pub fn restore(
             now: Instant,
-            cfg: ClientConfig,
-            snap: ClientSnapshot,
+            cfg: DualClientConfig,
+            snap: DualClientSnapshot,
         ) -> Result<DualClient, ImportError> {
             let mut c = DualClient::new(cfg);
             if !c.token_ok(&snap.token_a) || !c.token_ok(&snap.token_b) {
@@ -1075,7 +1084,7 @@ mod handover {
         }
 
         /// The configuration.
-        pub fn config(&self) -> ClientConfig {
+        pub fn config(&self) -> DualClientConfig {
             self.cfg
         }
     }

@@ -12,11 +12,11 @@
 //! The byte layouts and diagrams are in docs/PROTOCOL.md, section 4.
 //!
 //! ```
-//! use tether::connect::dual::{ClientConfig, ClientCommand, DualClient};
+//! use tether::connect::dual::{DualClientConfig, DualClientCommand, DualClient};
 //! use tether::{Channel, Input, Instant, Machine, Output};
 //!
-//! let mut client = DualClient::new(ClientConfig::default());
-//! client.handle_input(Instant::ZERO, Input::Command(ClientCommand::Connect)).unwrap();
+//! let mut client = DualClient::new(DualClientConfig::default());
+//! client.handle_input(Instant::ZERO, Input::Command(DualClientCommand::Connect)).unwrap();
 //! // The client asks the caller for a `main` transport first.
 //! assert_eq!(client.poll_output(), Output::Open(Channel::Main));
 //! ```
@@ -29,15 +29,15 @@ mod snapshot;
 pub use crate::session::{EndReason, Event, Outcome};
 pub use crate::token::TokenSource;
 pub use client::{
-    ClientCommand, ClientConfig, ClientEvent, ClientInput, ClientNotice, ClientState, DualClient,
-    FeedLossPolicy, CLIENT_TRANSITIONS,
+    DualClient, DualClientCommand, DualClientConfig, DualClientEvent, DualClientInput,
+    DualClientNotice, DualClientState, FeedLossPolicy, CLIENT_TRANSITIONS,
 };
 pub use server::{
-    DualServer, PlayerInput, PlayerState, ServerCommand, ServerConfig, ServerEvent, ServerNotice,
-    SERVER_TRANSITIONS,
+    DualServer, DualServerCommand, DualServerConfig, DualServerEvent, DualServerNotice,
+    PlayerInput, PlayerState, SERVER_TRANSITIONS,
 };
 
-pub use snapshot::{ClientSnapshot, PlayerSnapshot, FEED_SEQ_GAP};
+pub use snapshot::{DualClientSnapshot, PlayerSnapshot, FEED_SEQ_GAP};
 
 use crate::driver::{HasOrigin, Origin};
 use crate::tables::NoTransition;
@@ -149,7 +149,7 @@ pub enum DualError {
     /// The client was asked for a move [`CLIENT_TRANSITIONS`] does not have; it did not
     /// move. (A peer's message that would need one is refused with `CONN_FAILED` instead.)
     #[error("client: {0}")]
-    ClientTransition(NoTransition<ClientState, ClientInput>),
+    ClientTransition(NoTransition<DualClientState, DualClientInput>),
     /// A player was asked for a move [`SERVER_TRANSITIONS`] does not have; it did not move.
     /// (A peer's message that would need one is refused with `CONN_FAILED` instead.)
     #[error("server: {0}")]
@@ -181,8 +181,8 @@ impl HasOrigin for DualError {
     }
 }
 
-impl From<NoTransition<ClientState, ClientInput>> for DualError {
-    fn from(e: NoTransition<ClientState, ClientInput>) -> Self {
+impl From<NoTransition<DualClientState, DualClientInput>> for DualError {
+    fn from(e: NoTransition<DualClientState, DualClientInput>) -> Self {
         DualError::ClientTransition(e)
     }
 }

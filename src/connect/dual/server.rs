@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 /// The server's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerConfig {
+pub struct DualServerConfig {
     /// Player ids are `0..max_players` (64); ids are reused once a player is gone.
     /// At most `0xffff`, since `0xffff` is the server's own sender id.
     pub max_players: u16,
@@ -50,9 +50,9 @@ pub struct ServerConfig {
     pub allow_short_tokens: bool,
 }
 
-impl Default for ServerConfig {
+impl Default for DualServerConfig {
     fn default() -> Self {
-        ServerConfig {
+        DualServerConfig {
             max_players: 64,
             max_links: 128,
             handshake_timeout: Duration::from_secs(10),
@@ -104,7 +104,7 @@ pub enum PlayerInput {
 /// A player is created in [`PlayerState::AwaitFeedInit`] by a `CONN_INIT` on a fresh
 /// `main`, and removed (its id free again) by a refusal or a `main` closed during its
 /// handshake, `handshake_timeout`, `DISCONNECTION`, `session_timeout` in `MainLost`, or
-/// [`ServerCommand::Kick`]; those have no state before or after, so they are not rows.
+/// [`DualServerCommand::Kick`]; those have no state before or after, so they are not rows.
 pub const SERVER_TRANSITIONS: &[(PlayerState, PlayerInput, PlayerState)] = &[
     (
         PlayerState::AwaitFeedInit,
@@ -149,7 +149,7 @@ pub const SERVER_TRANSITIONS: &[(PlayerState, PlayerInput, PlayerState)] = &[
 /// What the application can ask of the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum ServerCommand {
+pub enum DualServerCommand {
     /// Send on a player's `main`; queued (bounded) while it is not connected.
     Send {
         /// To whom.
@@ -176,11 +176,11 @@ pub enum ServerCommand {
 /// What the server tells the application: the shared session events ([`Event`]: up,
 /// down, message on `main`, ended, each naming its player id) and the notices of this
 /// profile. A player id is free again once its session has [ended](Event::Ended).
-pub type ServerEvent = Event<u16, ServerNotice>;
+pub type DualServerEvent = Event<u16, DualServerNotice>;
 
 /// What only a [`DualServer`] reports: its `feed` channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerNotice {
+pub enum DualServerNotice {
     /// A connected player's `feed` is bound to a new link (after a feed re-init).
     FeedBound {
         /// The player.
@@ -237,9 +237,9 @@ struct MainConn {
 /// follows from one state in several ways (tests/exhaustive.rs).
 #[derive(Debug, Clone)]
 pub struct DualServer<T> {
-    cfg: ServerConfig,
+    cfg: DualServerConfig,
     tokens: T,
-    out: Outbox<ServerEvent>,
+    out: Outbox<DualServerEvent>,
     now: Instant,
     players: Vec<Option<Player>>,
     mains: BTreeMap<u64, MainConn>,
@@ -261,7 +261,7 @@ impl Player {
 
 impl<T: TokenSource> DualServer<T> {
     /// A server with no players.
-    pub fn new(cfg: ServerConfig, tokens: T) -> Self {
+    pub fn new(cfg: DualServerConfig, tokens: T) -> Self {
         let mut players = Vec::new();
         players.resize_with(usize::from(cfg.max_players), || None);
         DualServer {
@@ -706,7 +706,7 @@ impl<T: TokenSource> DualServer<T> {
                 pl.feed = None;
                 if pl.announced {
                     self.out
-                        .event(Event::Notice(ServerNotice::FeedLost { player: id }));
+                        .event(Event::Notice(DualServerNotice::FeedLost { player: id }));
                 }
             }
         }
@@ -776,15 +776,17 @@ impl<T: TokenSource> DualServer<T> {
             }
             Message::Dummy | Message::FeedInit { .. } => {}
             Message::Update(element) if live => {
-                self.out.event(Event::Notice(ServerNotice::Update {
+                self.out.event(Event::Notice(DualServerNotice::Update {
                     player: id,
                     element,
                 }))
             }
-            message if live => self.out.event(Event::Notice(ServerNotice::FeedReceived {
-                player: id,
-                message,
-            })),
+            message if live => self
+                .out
+                .event(Event::Notice(DualServerNotice::FeedReceived {
+                    player: id,
+                    message,
+                })),
             _ => {}
         }
         let _ = link;
@@ -844,7 +846,7 @@ impl<T: TokenSource> DualServer<T> {
         let _ = self.send_feed_to(player, &Message::FeedInitRep { attempt, token_b });
         if rebound {
             self.out
-                .event(Event::Notice(ServerNotice::FeedBound { player }));
+                .event(Event::Notice(DualServerNotice::FeedBound { player }));
         }
     }
 
@@ -887,9 +889,9 @@ impl<T: TokenSource> DualServer<T> {
         }
     }
 
-    fn on_command(&mut self, cmd: ServerCommand) -> Result<(), DualError> {
+    fn on_command(&mut self, cmd: DualServerCommand) -> Result<(), DualError> {
         match cmd {
-            ServerCommand::Send { player, message } => {
+            DualServerCommand::Send { player, message } => {
                 if !crate::session::is_delivered(&message) {
                     return Err(DualError::Reserved);
                 }
@@ -905,8 +907,8 @@ impl<T: TokenSource> DualServer<T> {
                     .send(&mut self.out, main, frame, now)
                     .map_err(|_| DualError::QueueFull { max })
             }
-            ServerCommand::SendFeed { player, message } => self.send_feed_to(player, &message),
-            ServerCommand::Kick { player, reason } => {
+            DualServerCommand::SendFeed { player, message } => self.send_feed_to(player, &message),
+            DualServerCommand::Kick { player, reason } => {
                 if self.player(player).is_none() {
                     return Err(DualError::UnknownPlayer(player));
                 }
@@ -939,11 +941,15 @@ impl<T: TokenSource> DualServer<T> {
 }
 
 impl<T: TokenSource> Machine for DualServer<T> {
-    type Command = ServerCommand;
-    type Event = ServerEvent;
+    type Command = DualServerCommand;
+    type Event = DualServerEvent;
     type Error = DualError;
 
-    fn handle_input(&mut self, now: Instant, input: Input<ServerCommand>) -> Result<(), DualError> {
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<DualServerCommand>,
+    ) -> Result<(), DualError> {
         self.now = self.now.max(now);
         match input {
             Input::Opened(link) => self.on_opened(link),
@@ -964,7 +970,7 @@ impl<T: TokenSource> Machine for DualServer<T> {
         }
     }
 
-    fn poll_output(&mut self) -> Output<ServerEvent> {
+    fn poll_output(&mut self) -> Output<DualServerEvent> {
         let deadline = self.deadline();
         self.out.pop_or_wait(deadline)
     }
@@ -1074,7 +1080,7 @@ mod handover {
         /// The player stays here; see [`DualServer::take_player`] to move it.
         ///
         /// The snapshot holds the player's secret tokens: store and move it securely.
-        pub fn export_player(&self, id: u16, now: Instant) -> Option<PlayerSnapshot> {
+        pub fn export_player(&self, now: Instant, id: u16) -> Option<PlayerSnapshot> {
             let pl = self.player(id)?;
             let token_b = pl.token_b?;
             let state = match (pl.state, pl.main) {
@@ -1108,8 +1114,8 @@ mod handover {
         /// The client sees `main` lost and reconnects, wherever the caller now routes it
         /// (the importing server); it binds `feed` there after its `feed` goes silent
         /// ([`FeedLossPolicy::Reinit`](super::super::FeedLossPolicy::Reinit)).
-        pub fn take_player(&mut self, id: u16, now: Instant) -> Option<PlayerSnapshot> {
-            let snap = self.export_player(id, now)?;
+        pub fn take_player(&mut self, now: Instant, id: u16) -> Option<PlayerSnapshot> {
+            let snap = self.export_player(now, id)?;
             self.now = self.now.max(now);
             let pl = self
                 .players

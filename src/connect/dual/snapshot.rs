@@ -1,7 +1,7 @@
 //! Snapshots of dual-channel sessions (docs/PROTOCOL.md section 8): what a server or client
 //! needs to take a session over in another process. See [`crate::snapshot`].
 
-use super::{ClientState, PlayerState};
+use super::{DualClientState, PlayerState};
 use crate::snapshot::{
     bad_field, kind, put_opt_duration, put_opt_u64, put_queue, read_opt_duration, read_opt_u64,
     read_queue, Snapshot, SnapshotError,
@@ -55,12 +55,12 @@ pub struct PlayerSnapshot {
 /// Holds secrets (tokens A and B): store and move it securely. `Debug` prints no token
 /// bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientSnapshot {
+pub struct DualClientSnapshot {
     /// The player id the server gave.
     pub player: u16,
-    /// [`ClientState::Connected`] (main up) or [`ClientState::ReopeningMain`] (main being
+    /// [`DualClientState::Connected`] (main up) or [`DualClientState::ReopeningMain`] (main being
     /// reconnected) at export; a restored client is `ReopeningMain`.
-    pub state: ClientState,
+    pub state: DualClientState,
     /// Token A.
     pub token_a: Token,
     /// Token B.
@@ -125,7 +125,7 @@ impl Snapshot for PlayerSnapshot {
     }
 }
 
-impl Snapshot for ClientSnapshot {
+impl Snapshot for DualClientSnapshot {
     const KIND: u8 = kind::DUAL_CLIENT;
 
     /// `[PLAYER u16][STATE u8: 2 connected, 3 reconnecting][TOKEN_A][TOKEN_B]`
@@ -134,7 +134,7 @@ impl Snapshot for ClientSnapshot {
     fn put_body(&self, out: &mut BytesMut) {
         out.put_u16(self.player);
         out.put_u8(match self.state {
-            ClientState::Connected => 2,
+            DualClientState::Connected => 2,
             _ => 3,
         });
         put_token(out, &self.token_a);
@@ -150,11 +150,11 @@ impl Snapshot for ClientSnapshot {
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
         let player = r.u16("player")?;
         let state = match r.u8("state")? {
-            2 => ClientState::Connected,
-            3 => ClientState::ReopeningMain,
+            2 => DualClientState::Connected,
+            3 => DualClientState::ReopeningMain,
             _ => return Err(bad_field("state", "2 (connected) or 3 (reconnecting)")),
         };
-        Ok(ClientSnapshot {
+        Ok(DualClientSnapshot {
             player,
             state,
             token_a: r.token("token A")?,
@@ -170,4 +170,4 @@ impl Snapshot for ClientSnapshot {
 }
 
 crate::snapshot::inherent_codec!(PlayerSnapshot);
-crate::snapshot::inherent_codec!(ClientSnapshot);
+crate::snapshot::inherent_codec!(DualClientSnapshot);

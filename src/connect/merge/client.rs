@@ -2,7 +2,7 @@
 
 use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
-use super::{Config, Encoding, EndReason, Error, Outcome};
+use super::{Encoding, EndReason, MergeClientConfig, MergeError, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::{Backoff, Event, SessionCore, Verdict};
 use crate::time::Instant;
@@ -10,9 +10,9 @@ use crate::token::Token;
 use crate::wire::{FailReason, Message};
 use bytes::Bytes;
 
-/// What the application asks of a [`Client`].
+/// What the application asks of a [`MergeClient`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientCommand {
+pub enum MergeClientCommand {
     /// Send a message: at once if CONNECTED, else queued (bounded) and flushed in order on
     /// (re)connection. In dop's encoding only `Message::App` (one text message).
     Send(Message),
@@ -20,14 +20,14 @@ pub enum ClientCommand {
     Disconnect,
 }
 
-/// What a [`Client`] tells the application: the shared session events
+/// What a [`MergeClient`] tells the application: the shared session events
 /// ([`Event`]: up, down, message, ended) and the notices of this profile. The session is
 /// `()`: a client has one.
-pub type ClientEvent = Event<(), ClientNotice>;
+pub type MergeClientEvent = Event<(), MergeClientNotice>;
 
-/// What only a token-merge [`Client`] reports.
+/// What only a token-merge [`MergeClient`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientNotice {
+pub enum MergeClientNotice {
     /// The server refused this attempt; the client will retry.
     Refused(FailReason),
 }
@@ -36,27 +36,27 @@ pub enum ClientNotice {
 ///
 /// Feed it [`Input::Opened`] after each [`Output::Open`], the bytes of the current
 /// transport, its close, timeouts and commands. Inputs naming any other link (an old
-/// transport) are dropped and counted ([`Client::stale_inputs`]).
+/// transport) are dropped and counted ([`MergeClient::stale_inputs`]).
 ///
 /// `Clone` snapshots the whole machine (the exhaustive checker explores from copies).
 ///
 /// A message sent before the session is up waits in the queue and goes out once connected:
 ///
 /// ```
-/// use tether::connect::merge::{Client, ClientCommand, ClientEvent, Config, Outcome};
-/// use tether::connect::merge::{Server, ServerConfig, ServerEvent};
+/// use tether::connect::merge::{MergeClient, MergeClientCommand, MergeClientEvent, MergeClientConfig, Outcome};
+/// use tether::connect::merge::{MergeServer, MergeServerConfig, MergeServerEvent};
 /// use tether::wire::Message;
 /// use tether::{Channel, Input, Instant, Link, Machine, Output, Token};
 ///
 /// let now = Instant::ZERO;
-/// let mut client = Client::new(now, Config::default(), Token::new(&[b'C'; 16]).unwrap()).unwrap();
+/// let mut client = MergeClient::new(now, MergeClientConfig::default(), Token::new(&[b'C'; 16]).unwrap()).unwrap();
 /// let hello = Message::App(bytes::Bytes::from_static(b"hello"));
-/// client.handle_input(now, Input::Command(ClientCommand::Send(hello.clone()))).unwrap();
+/// client.handle_input(now, Input::Command(MergeClientCommand::Send(hello.clone()))).unwrap();
 /// assert_eq!(client.queued(), 1);
 ///
 /// // The client asks for a transport; the caller connects one to a server (link 1).
 /// assert_eq!(client.poll_output(), Output::Open(Channel::Main));
-/// let mut server = Server::new(ServerConfig::default(), || Token::new(&[b'S'; 16]).unwrap());
+/// let mut server = MergeServer::new(MergeServerConfig::default(), || Token::new(&[b'S'; 16]).unwrap());
 /// client.handle_input(now, Input::Opened(Link::main(1))).unwrap();
 /// server.handle_input(now, Input::Opened(Link::main(1))).unwrap();
 ///
@@ -90,18 +90,18 @@ pub enum ClientNotice {
 ///         break;
 ///     }
 /// }
-/// assert_eq!(client_events, [ClientEvent::Up { session: (), outcome: Outcome::Fresh }]);
+/// assert_eq!(client_events, [MergeClientEvent::Up { session: (), outcome: Outcome::Fresh }]);
 /// // Sent, and held until the server acknowledges it (every 32 messages, or with the
 /// // heartbeat): a cut now would replay it after the resumption.
 /// assert_eq!(client.queued(), 1);
 /// assert!(matches!(&server_events[..], [
-///     ServerEvent::Up { outcome: Outcome::Fresh, .. },
-///     ServerEvent::Message { message, .. },
+///     MergeServerEvent::Up { outcome: Outcome::Fresh, .. },
+///     MergeServerEvent::Message { message, .. },
 /// ] if *message == hello));
 /// ```
 #[derive(Debug, Clone)]
-pub struct Client {
-    cfg: Config,
+pub struct MergeClient {
+    cfg: MergeClientConfig,
     node: Node,
     link: Option<Link>,
     reader: Option<LinkReader>,
@@ -115,21 +115,25 @@ pub struct Client {
     give_up_at: Option<Instant>,
     ended: Option<EndReason>,
     /// A move the table refused while handling the current input, returned by it.
-    error: Option<Error>,
+    error: Option<MergeError>,
     stale: u64,
-    outbox: Outbox<ClientEvent>,
+    outbox: Outbox<MergeClientEvent>,
     now: Instant,
 }
 
-impl Client {
+impl MergeClient {
     /// A client in OPEN with the caller's `local` token; its first output asks for a
     /// transport. The token must suit the encoding (tether: at least 16 bytes; dop:
     /// `[A-Za-z0-9]`).
-    pub fn new(now: Instant, cfg: Config, local: Token) -> Result<Client, Error> {
+    pub fn new(
+        now: Instant,
+        cfg: MergeClientConfig,
+        local: Token,
+    ) -> Result<MergeClient, MergeError> {
         codec::check_local(cfg.encoding, &local)?;
         let mut outbox = Outbox::new();
         outbox.open(Channel::Main);
-        Ok(Client {
+        Ok(MergeClient {
             node: Node::new(local),
             link: None,
             reader: None,
@@ -385,7 +389,7 @@ impl Client {
             | FailReason::InsecureToken => self.end(EndReason::Refused(reason)),
             _ => {
                 self.outbox
-                    .event(Event::Notice(ClientNotice::Refused(reason)));
+                    .event(Event::Notice(MergeClientNotice::Refused(reason)));
                 self.lose_transport();
             }
         }
@@ -476,19 +480,19 @@ impl Client {
         }
     }
 
-    fn on_command(&mut self, cmd: ClientCommand) -> Result<(), Error> {
+    fn on_command(&mut self, cmd: MergeClientCommand) -> Result<(), MergeError> {
         match cmd {
-            ClientCommand::Send(msg) => {
+            MergeClientCommand::Send(msg) => {
                 codec::check_app(self.cfg.encoding, &msg, self.node.merged.as_ref())?;
                 let payload = encode(&mut self.outbox, self.cfg.encoding, &msg);
                 let link = self.link.filter(|_| self.node.status == Status::Connected);
                 self.core
                     .send(&mut self.outbox, link, payload, self.now)
-                    .map_err(|_| Error::QueueFull {
+                    .map_err(|_| MergeError::QueueFull {
                         max: self.cfg.max_queue,
                     })?;
             }
-            ClientCommand::Disconnect => {
+            MergeClientCommand::Disconnect => {
                 if let (Status::Connected, Some(link), Some(m)) =
                     (self.node.status, self.link, self.node.merged)
                 {
@@ -503,12 +507,16 @@ impl Client {
     }
 }
 
-impl Machine for Client {
-    type Command = ClientCommand;
-    type Event = ClientEvent;
-    type Error = Error;
+impl Machine for MergeClient {
+    type Command = MergeClientCommand;
+    type Event = MergeClientEvent;
+    type Error = MergeError;
 
-    fn handle_input(&mut self, now: Instant, input: Input<ClientCommand>) -> Result<(), Error> {
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<MergeClientCommand>,
+    ) -> Result<(), MergeError> {
         self.now = self.now.max(now);
         if let Some(reason) = self.ended {
             return match input {
@@ -516,9 +524,9 @@ impl Machine for Client {
                 Input::Closed(_) | Input::Timeout => Ok(()),
                 Input::Opened(link) => {
                     self.outbox.close(link);
-                    Err(Error::Ended(reason))
+                    Err(MergeError::Ended(reason))
                 }
-                _ => Err(Error::Ended(reason)),
+                _ => Err(MergeError::Ended(reason)),
             };
         }
         let mut result = Ok(());
@@ -534,7 +542,7 @@ impl Machine for Client {
         self.error.take().map_or(result, Err)
     }
 
-    fn poll_output(&mut self) -> Output<ClientEvent> {
+    fn poll_output(&mut self) -> Output<MergeClientEvent> {
         match self.outbox.pop() {
             Some(out) => out,
             None => Output::Wait(self.deadline()),
@@ -552,7 +560,7 @@ impl Machine for Client {
 }
 
 /// A fresh session core for `cfg`'s encoding.
-fn new_core(cfg: &Config, now: Instant) -> SessionCore {
+fn new_core(cfg: &MergeClientConfig, now: Instant) -> SessionCore {
     match cfg.encoding {
         Encoding::Tether => SessionCore::reliable(
             cfg.session.delivery,
@@ -577,7 +585,7 @@ pub(crate) fn encode<E>(out: &mut Outbox<E>, encoding: Encoding, msg: &Message) 
     }
 }
 
-impl Client {
+impl MergeClient {
     /// The sync layer above this session started over while the transport was down: the
     /// sync messages it had queued or left unacknowledged are obsolete, and are dropped
     /// before the replay instead of being delivered (the application's own messages are
@@ -595,16 +603,16 @@ impl Client {
 // Session snapshots (src/snapshot.rs, docs/PROTOCOL.md section 8).
 mod handover {
     use super::*;
-    use crate::connect::merge::ClientSnapshot;
+    use crate::connect::merge::MergeClientSnapshot;
     use crate::snapshot::ImportError;
 
-    impl Client {
+    impl MergeClient {
         /// The client's session, to restore it in another process: tokens, status, queue, and
         /// the time left before giving up (relative to `now`). `None` if the client holds no
         /// session yet (no merged token) or has ended.
         ///
         /// The snapshot holds the session's secret tokens: store and move it securely.
-        pub fn snapshot(&self, now: Instant) -> Option<ClientSnapshot> {
+        pub fn snapshot(&self, now: Instant) -> Option<MergeClientSnapshot> {
             if self.ended.is_some() {
                 return None;
             }
@@ -620,7 +628,7 @@ mod handover {
                 })),
             };
             let (acked, received, queue) = self.core.snapshot();
-            Some(ClientSnapshot {
+            Some(MergeClientSnapshot {
                 status,
                 local: self.node.local,
                 remote: self.node.remote,
@@ -640,9 +648,9 @@ mod handover {
         /// `cfg.max_queue`.
         pub fn restore(
             now: Instant,
-            cfg: Config,
-            snap: ClientSnapshot,
-        ) -> Result<Client, ImportError> {
+            cfg: MergeClientConfig,
+            snap: MergeClientSnapshot,
+        ) -> Result<MergeClient, ImportError> {
             if codec::check_local(cfg.encoding, &snap.local).is_err()
                 || codec::check_local(cfg.encoding, &snap.merged).is_err()
             {
@@ -659,7 +667,7 @@ mod handover {
             let give_up = snap.give_up_in.unwrap_or(cfg.give_up_after);
             let mut core = new_core(&cfg, now);
             core.restored(snap.acked, snap.received, snap.queue);
-            Ok(Client {
+            Ok(MergeClient {
                 node: Node {
                     status: Status::Reconnecting,
                     local: snap.local,
@@ -695,7 +703,7 @@ mod handover {
         }
 
         /// The configuration.
-        pub fn config(&self) -> Config {
+        pub fn config(&self) -> MergeClientConfig {
             self.cfg
         }
     }

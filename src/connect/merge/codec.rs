@@ -5,7 +5,7 @@
 //! one whole WebSocket text message, and what it means (a token, the merged token, an
 //! application message) depends on the node's state, so the machines classify it.
 
-use super::{Encoding, Error};
+use super::{Encoding, MergeError};
 use crate::driver::{Link, Outbox};
 use crate::token::Token;
 use crate::wire::{FailReason, FrameDecoder, Message, PROTOCOL_VERSION};
@@ -123,12 +123,12 @@ pub(crate) fn dop_token(text: &[u8]) -> Option<Token> {
 }
 
 /// Whether `token` may be a local token in `encoding`.
-pub(crate) fn check_local(encoding: Encoding, token: &Token) -> Result<(), Error> {
+pub(crate) fn check_local(encoding: Encoding, token: &Token) -> Result<(), MergeError> {
     match encoding {
-        Encoding::Tether if !token.is_secure() => Err(Error::BadLocalToken(
+        Encoding::Tether if !token.is_secure() => Err(MergeError::BadLocalToken(
             "tether's encoding needs at least 16 bytes (128 bits)",
         )),
-        Encoding::Dop if dop_token(token.as_bytes()).is_none() => Err(Error::BadLocalToken(
+        Encoding::Dop if dop_token(token.as_bytes()).is_none() => Err(MergeError::BadLocalToken(
             "dop's encoding needs [A-Za-z0-9] characters",
         )),
         _ => Ok(()),
@@ -140,18 +140,18 @@ pub(crate) fn check_app(
     encoding: Encoding,
     msg: &Message,
     merged: Option<&Token>,
-) -> Result<(), Error> {
+) -> Result<(), MergeError> {
     match (encoding, msg) {
         (Encoding::Tether, Message::Token { .. } | Message::Resume { .. })
         | (Encoding::Tether, Message::Disconnect { .. } | Message::ConnFailed { .. }) => {
-            Err(Error::Reserved)
+            Err(MergeError::Reserved)
         }
         (Encoding::Tether, _) => Ok(()),
         (Encoding::Dop, Message::App(text)) => match merged {
-            Some(m) if is_token(text, m) => Err(Error::AmbiguousDopMessage),
+            Some(m) if is_token(text, m) => Err(MergeError::AmbiguousDopMessage),
             _ => Ok(()),
         },
-        (Encoding::Dop, _) => Err(Error::NotDopText),
+        (Encoding::Dop, _) => Err(MergeError::NotDopText),
     }
 }
 

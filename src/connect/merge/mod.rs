@@ -3,11 +3,11 @@
 //!
 //! Two machines share one node ([`Status`], [`TRANSITIONS`]):
 //!
-//! - [`Client`]: one session with one server. It asks the caller for a transport
+//! - [`MergeClient`]: one session with one server. It asks the caller for a transport
 //!   ([`Output::Open`](crate::Output::Open)), runs the handshake on it, and when the
 //!   transport is lost waits (1 s at first, then doubling to a cap, with seeded jitter),
 //!   opens a new one and resumes the session with the merged token, until it gives up.
-//! - [`Server`]: the registry of sessions. Every new transport starts as a temporary node in
+//! - [`MergeServer`]: the registry of sessions. Every new transport starts as a temporary node in
 //!   OPEN; a merged token naming a RECONNECTING session makes that session adopt the
 //!   transport; the registry forgets RECONNECTING sessions after a grace period.
 //!
@@ -27,8 +27,8 @@
 //! let now = Instant::ZERO;
 //! let client_token = Token::new(&[b'B'; 16]).unwrap();
 //! let mut server_tokens = [Token::new(&[b'A'; 16]).unwrap()].into_iter();
-//! let mut client = Client::new(now, Config::default(), client_token).unwrap();
-//! let mut server = Server::new(ServerConfig::default(), move || server_tokens.next().unwrap());
+//! let mut client = MergeClient::new(now, MergeClientConfig::default(), client_token).unwrap();
+//! let mut server = MergeServer::new(MergeServerConfig::default(), move || server_tokens.next().unwrap());
 //!
 //! // The client asks for a transport; the caller connects it (link 1 on both sides).
 //! assert_eq!(client.poll_output(), Output::Open(tether::Channel::Main));
@@ -60,10 +60,10 @@ mod snapshot;
 
 pub use crate::session::{EndReason, Event, Outcome, SessionConfig};
 pub use crate::token::TokenSource;
-pub use client::{Client, ClientCommand, ClientEvent, ClientNotice};
+pub use client::{MergeClient, MergeClientCommand, MergeClientEvent, MergeClientNotice};
 pub use node::{NodeView, Status, Step, TRANSITIONS};
-pub use server::{Server, ServerCommand, ServerEvent, ServerNotice, SessionId};
-pub use snapshot::{ClientSnapshot, SessionSnapshot};
+pub use server::{MergeServer, MergeServerCommand, MergeServerEvent, MergeServerNotice, SessionId};
+pub use snapshot::{MergeClientSnapshot, MergeSessionSnapshot};
 
 use crate::driver::{HasOrigin, Origin};
 use crate::tables::NoTransition;
@@ -88,7 +88,7 @@ pub enum Encoding {
 /// The errors of the token-merge machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum MergeError {
     /// The queue of messages waiting for a connection is full; the message was not queued.
     #[error("send queue full ({max} messages)")]
     QueueFull {
@@ -124,39 +124,39 @@ pub enum Error {
     NoTransition(#[from] NoTransition<Status, Step>),
 }
 
-impl Error {
+impl MergeError {
     /// Who misbehaved: every error of the token-merge machines is the local caller's (a
     /// peer that breaks the protocol is told with CONN_FAILED and dropped, never an error).
     pub fn origin(&self) -> Origin {
         match self {
-            Error::QueueFull { .. }
-            | Error::Ended(_)
-            | Error::NotDopText
-            | Error::AmbiguousDopMessage
-            | Error::Reserved
-            | Error::BadLocalToken(_)
-            | Error::UnknownSession(_)
-            | Error::DuplicateLink(_)
-            | Error::NoTransition(_) => Origin::Local,
+            MergeError::QueueFull { .. }
+            | MergeError::Ended(_)
+            | MergeError::NotDopText
+            | MergeError::AmbiguousDopMessage
+            | MergeError::Reserved
+            | MergeError::BadLocalToken(_)
+            | MergeError::UnknownSession(_)
+            | MergeError::DuplicateLink(_)
+            | MergeError::NoTransition(_) => Origin::Local,
         }
     }
 
     /// Whether the machine that returned it is ended for good (the client after
-    /// [`Error::Ended`]; every later call but the echo of its close returns it again).
+    /// [`MergeError::Ended`]; every later call but the echo of its close returns it again).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::Ended(_))
+        matches!(self, MergeError::Ended(_))
     }
 }
 
-impl HasOrigin for Error {
+impl HasOrigin for MergeError {
     fn origin(&self) -> Origin {
-        Error::origin(self)
+        MergeError::origin(self)
     }
 }
 
 /// The client's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
+pub struct MergeClientConfig {
     /// The encoding (both peers must agree). Default: [`Encoding::Tether`].
     pub encoding: Encoding,
     /// How long a transport may take to open and finish its handshake (or resumption).
@@ -174,7 +174,7 @@ pub struct Config {
     /// giving up: DISCONNECTED. Default: 300 s.
     pub give_up_after: Duration,
     /// Most messages held for the server: sent and not yet acknowledged, or waiting for a
-    /// connection. Default: 1,024. Past it `Send` is refused with [`Error::QueueFull`].
+    /// connection. Default: 1,024. Past it `Send` is refused with [`MergeError::QueueFull`].
     pub max_queue: usize,
     /// Largest message accepted (frame payload, or dop text message).
     /// Default: [`DEFAULT_MAX_FRAME`] (1 MiB).
@@ -185,9 +185,9 @@ pub struct Config {
     pub session: SessionConfig,
 }
 
-impl Default for Config {
+impl Default for MergeClientConfig {
     fn default() -> Self {
-        Config {
+        MergeClientConfig {
             encoding: Encoding::Tether,
             handshake_timeout: Duration::from_secs(10),
             reconnect_initial: Duration::from_secs(1),
@@ -204,7 +204,7 @@ impl Default for Config {
 
 /// The server's configuration. `Default` gives the values documented on each field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerConfig {
+pub struct MergeServerConfig {
     /// The encoding (both peers must agree). Default: [`Encoding::Tether`].
     pub encoding: Encoding,
     /// How long a new transport may take to finish its handshake. Default: 10 s.
@@ -232,9 +232,9 @@ pub struct ServerConfig {
     pub session: SessionConfig,
 }
 
-impl Default for ServerConfig {
+impl Default for MergeServerConfig {
     fn default() -> Self {
-        ServerConfig {
+        MergeServerConfig {
             encoding: Encoding::Tether,
             handshake_timeout: Duration::from_secs(10),
             resume_grace: Duration::from_secs(60),

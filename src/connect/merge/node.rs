@@ -1,7 +1,7 @@
 //! The token-merge node: its five states, the steps that move it, and the transition table.
 //!
-//! Client and server share this node; what differs is who sends what (see
-//! [`Client`](super::Client) and [`Server`](super::Server)).
+//! MergeClient and server share this node; what differs is who sends what (see
+//! [`MergeClient`](super::Client) and [`MergeServer`](super::Server)).
 
 use crate::driver::Link;
 use crate::tables::{fire, NoTransition};

@@ -10,7 +10,7 @@
 
 use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
-use super::{EndReason, Error, Outcome, ServerConfig};
+use super::{EndReason, MergeError, MergeServerConfig, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::{Event, SessionCore, Verdict};
 use crate::time::Instant;
@@ -23,9 +23,9 @@ use bytes::Bytes;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
-/// What the application asks of a [`Server`].
+/// What the application asks of a [`MergeServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerCommand {
+pub enum MergeServerCommand {
     /// Send a message to a session: at once if CONNECTED, queued (bounded) while
     /// RECONNECTING and flushed in order when it resumes.
     Send {
@@ -41,13 +41,13 @@ pub enum ServerCommand {
     },
 }
 
-/// What a [`Server`] tells the application: the shared session events ([`Event`]: up,
+/// What a [`MergeServer`] tells the application: the shared session events ([`Event`]: up,
 /// down, message, ended, each naming its [`SessionId`]) and the notices of this profile.
-pub type ServerEvent = Event<SessionId, ServerNotice>;
+pub type MergeServerEvent = Event<SessionId, MergeServerNotice>;
 
-/// What only a token-merge [`Server`] reports.
+/// What only a token-merge [`MergeServer`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerNotice {
+pub enum MergeServerNotice {
     /// A transport in handshake was refused (the peer told with CONN_FAILED in tether's
     /// encoding) and closed. No session was touched.
     Refused {
@@ -102,14 +102,14 @@ struct Session {
 /// A transport whose client never answers is refused once the handshake times out:
 ///
 /// ```
-/// use tether::connect::merge::{Event, Server, ServerConfig, ServerNotice};
+/// use tether::connect::merge::{Event, MergeServer, MergeServerConfig, MergeServerNotice};
 /// use tether::wire::FailReason;
 /// use tether::{Duration, Input, Instant, Link, Machine, Output, Token};
 ///
 /// // Tokens come from the caller's randomness (a counter here; use a cryptographic source).
 /// let mut n = 0u8;
 /// let tokens = move || { n += 1; Token::new(&[n; 16]).unwrap() };
-/// let mut server = Server::new(ServerConfig::default(), tokens);
+/// let mut server = MergeServer::new(MergeServerConfig::default(), tokens);
 ///
 /// // An accepted transport is a pending handshake; the server sends its token at once.
 /// let now = Instant::ZERO;
@@ -124,7 +124,7 @@ struct Session {
 /// let (mut refused, mut closed) = (false, false);
 /// loop {
 ///     match server.poll_output() {
-///         Output::Event(Event::Notice(ServerNotice::Refused { link, reason })) => {
+///         Output::Event(Event::Notice(MergeServerNotice::Refused { link, reason })) => {
 ///             refused = link == Link::main(1) && reason == FailReason::Timeout;
 ///         }
 ///         Output::Close(link) => closed = link == Link::main(1),
@@ -136,8 +136,8 @@ struct Session {
 /// assert_eq!((server.pending_count(), server.session_count()), (0, 0));
 /// ```
 #[derive(Debug, Clone)]
-pub struct Server<S> {
-    cfg: ServerConfig,
+pub struct MergeServer<S> {
+    cfg: MergeServerConfig,
     tokens: S,
     pending: BTreeMap<u64, Pending>,
     sessions: BTreeMap<SessionId, Session>,
@@ -152,14 +152,14 @@ pub struct Server<S> {
     next_id: u64,
     stale: u64,
     takeovers: u64,
-    outbox: Outbox<ServerEvent>,
+    outbox: Outbox<MergeServerEvent>,
     now: Instant,
 }
 
-impl<S: TokenSource> Server<S> {
+impl<S: TokenSource> MergeServer<S> {
     /// An empty registry drawing local tokens from `tokens`.
-    pub fn new(cfg: ServerConfig, tokens: S) -> Self {
-        Server {
+    pub fn new(cfg: MergeServerConfig, tokens: S) -> Self {
+        MergeServer {
             cfg,
             tokens,
             pending: BTreeMap::new(),
@@ -205,7 +205,7 @@ impl<S: TokenSource> Server<S> {
     }
 
     /// A session's sync layer started over while its transport was down: see
-    /// [`Client::supersede_sync`](super::Client::supersede_sync).
+    /// [`MergeClient::supersede_sync`](super::MergeClient::supersede_sync).
     pub fn supersede_sync(&mut self, id: SessionId) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.core.supersede_sync();
@@ -323,9 +323,9 @@ impl<S: TokenSource> Server<S> {
         self.ended.iter().fold(false, |acc, (t, _)| acc | (t == m))
     }
 
-    fn on_opened(&mut self, link: Link) -> Result<(), Error> {
+    fn on_opened(&mut self, link: Link) -> Result<(), MergeError> {
         if self.pending.contains_key(&link.id) || self.links.contains_key(&link.id) {
-            return Err(Error::DuplicateLink(link.id));
+            return Err(MergeError::DuplicateLink(link.id));
         }
         let refusal = if link.channel != Channel::Main {
             Some(FailReason::Refused)
@@ -338,7 +338,7 @@ impl<S: TokenSource> Server<S> {
             codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
             self.outbox.close(link);
             self.outbox
-                .event(Event::Notice(ServerNotice::Refused { link, reason }));
+                .event(Event::Notice(MergeServerNotice::Refused { link, reason }));
             return Ok(());
         }
         let local = self.tokens.next_token();
@@ -433,7 +433,7 @@ impl<S: TokenSource> Server<S> {
         codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
         self.outbox.close(link);
         self.outbox
-            .event(Event::Notice(ServerNotice::Refused { link, reason }));
+            .event(Event::Notice(MergeServerNotice::Refused { link, reason }));
     }
 
     fn on_pending_item(&mut self, link: Link, item: Incoming) {
@@ -478,7 +478,7 @@ impl<S: TokenSource> Server<S> {
                 self.remove_pending(link.id);
                 self.outbox.close(link);
                 self.outbox
-                    .event(Event::Notice(ServerNotice::Refused { link, reason }));
+                    .event(Event::Notice(MergeServerNotice::Refused { link, reason }));
             }
             _ => self.refuse(link, FailReason::UnexpectedMessage),
         }
@@ -755,28 +755,28 @@ impl<S: TokenSource> Server<S> {
         }
     }
 
-    fn on_command(&mut self, cmd: ServerCommand) -> Result<(), Error> {
+    fn on_command(&mut self, cmd: MergeServerCommand) -> Result<(), MergeError> {
         match cmd {
-            ServerCommand::Send { session, message } => {
+            MergeServerCommand::Send { session, message } => {
                 let enc = self.cfg.encoding;
                 let max = self.cfg.max_queue;
                 let now = self.now;
                 let s = self
                     .sessions
                     .get_mut(&session)
-                    .ok_or(Error::UnknownSession(session))?;
+                    .ok_or(MergeError::UnknownSession(session))?;
                 codec::check_app(enc, &message, s.node.merged.as_ref())?;
                 let payload: Bytes = super::client::encode(&mut self.outbox, enc, &message);
                 let link = s.link.filter(|_| s.node.status == Status::Connected);
                 s.core
                     .send(&mut self.outbox, link, payload, now)
-                    .map_err(|_| Error::QueueFull { max })?;
+                    .map_err(|_| MergeError::QueueFull { max })?;
             }
-            ServerCommand::Disconnect { session } => {
+            MergeServerCommand::Disconnect { session } => {
                 let s = self
                     .sessions
                     .get(&session)
-                    .ok_or(Error::UnknownSession(session))?;
+                    .ok_or(MergeError::UnknownSession(session))?;
                 if let (Status::Connected, Some(link), Some(m)) =
                     (s.node.status, s.link, s.node.merged)
                 {
@@ -789,12 +789,16 @@ impl<S: TokenSource> Server<S> {
     }
 }
 
-impl<S: TokenSource> Machine for Server<S> {
-    type Command = ServerCommand;
-    type Event = ServerEvent;
-    type Error = Error;
+impl<S: TokenSource> Machine for MergeServer<S> {
+    type Command = MergeServerCommand;
+    type Event = MergeServerEvent;
+    type Error = MergeError;
 
-    fn handle_input(&mut self, now: Instant, input: Input<ServerCommand>) -> Result<(), Error> {
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<MergeServerCommand>,
+    ) -> Result<(), MergeError> {
         self.now = self.now.max(now);
         match input {
             Input::Opened(link) => return self.on_opened(link),
@@ -814,7 +818,7 @@ impl<S: TokenSource> Machine for Server<S> {
         Ok(())
     }
 
-    fn poll_output(&mut self) -> Output<ServerEvent> {
+    fn poll_output(&mut self) -> Output<MergeServerEvent> {
         // The deadline scans the registry: only compute it when nothing is queued.
         match self.outbox.pop() {
             Some(out) => out,
@@ -863,7 +867,7 @@ mod tests {
 
     /// The timer index holds exactly one entry per pending handshake and per RECONNECTING
     /// session, through handshakes, losses, adoptions, refusals and expiries.
-    fn assert_index<S>(s: &Server<S>) {
+    fn assert_index<S>(s: &MergeServer<S>) {
         // The token index holds exactly the sessions' merged tokens.
         let with_token: BTreeSet<(u64, SessionId)> = s
             .sessions
@@ -886,7 +890,7 @@ mod tests {
     #[test]
     fn timer_index_follows_the_registry() {
         let mut n = 0u8;
-        let mut s = Server::new(ServerConfig::default(), move || {
+        let mut s = MergeServer::new(MergeServerConfig::default(), move || {
             n += 1;
             token(b'a' + n)
         });
@@ -941,7 +945,7 @@ mod tests {
     }
 
     /// Runs a handshake on `link` with a client token made of `c`; returns the session.
-    fn handshake<S: TokenSource>(s: &mut Server<S>, link: u64, c: Token) -> SessionId {
+    fn handshake<S: TokenSource>(s: &mut MergeServer<S>, link: u64, c: Token) -> SessionId {
         let now = Instant::ZERO;
         let tok = frame(&Message::Token {
             version: PROTOCOL_VERSION,
@@ -966,10 +970,10 @@ mod tests {
                 token(b'a' + n)
             }
         };
-        let mut a = Server::new(ServerConfig::default(), source());
-        let mut b = Server::new(ServerConfig::default(), source());
+        let mut a = MergeServer::new(MergeServerConfig::default(), source());
+        let mut b = MergeServer::new(MergeServerConfig::default(), source());
         let id = handshake(&mut a, 1, token(b'X'));
-        let snap = a.take_session(id, Instant::ZERO).unwrap();
+        let snap = a.take_session(Instant::ZERO, id).unwrap();
         assert_index(&a);
         assert_eq!(a.session_count(), 0);
         let merged = snap.merged;
@@ -987,14 +991,14 @@ mod tests {
     fn resumption_finds_its_session_among_many_even_when_fingerprints_collide() {
         let mut n = 0u64;
         // No heartbeat: the session resumed at the end stays up until the end of time.
-        let cfg = ServerConfig {
+        let cfg = MergeServerConfig {
             session: crate::session::SessionConfig {
                 keepalive: None,
                 ..Default::default()
             },
-            ..ServerConfig::default()
+            ..MergeServerConfig::default()
         };
-        let mut s = Server::new(cfg, move || {
+        let mut s = MergeServer::new(cfg, move || {
             n += 1;
             let mut b = [b'S'; 16];
             b[8..].copy_from_slice(&n.to_be_bytes());
@@ -1005,7 +1009,7 @@ mod tests {
             .map(|i| handshake(&mut s, u64::from(i), token(i)))
             .collect();
         assert_index(&s);
-        let merged = |s: &Server<_>, id: SessionId| s.session(id).unwrap().merged.unwrap();
+        let merged = |s: &MergeServer<_>, id: SessionId| s.session(id).unwrap().merged.unwrap();
         let target = ids[17];
         let m = merged(&s, target);
         // Forge collisions: other sessions filed under the target's fingerprint.
@@ -1046,17 +1050,17 @@ mod tests {
 // Session snapshots (src/snapshot.rs, docs/PROTOCOL.md section 8): hand one session over to
 mod handover {
     use super::*;
-    use crate::connect::merge::SessionSnapshot;
+    use crate::connect::merge::MergeSessionSnapshot;
     use crate::snapshot::ImportError;
 
     // another registry, in another process.
-    impl<S: TokenSource> Server<S> {
+    impl<S: TokenSource> MergeServer<S> {
         /// One session's durable state, to hand it over to another server: tokens, status,
         /// queue, and the time left before it would expire (relative to `now`). `None` if no
-        /// such session. The session stays here; see [`Server::take_session`] to move it.
+        /// such session. The session stays here; see [`MergeServer::take_session`] to move it.
         ///
         /// The snapshot holds the session's secret tokens: store and move it securely.
-        pub fn export_session(&self, id: SessionId, now: Instant) -> Option<SessionSnapshot> {
+        pub fn export_session(&self, now: Instant, id: SessionId) -> Option<MergeSessionSnapshot> {
             let s = self.sessions.get(&id)?;
             let merged = s.node.merged?;
             let status = match s.node.status {
@@ -1070,7 +1074,7 @@ mod handover {
                 })),
             };
             let (acked, received, queue) = s.core.snapshot();
-            Some(SessionSnapshot {
+            Some(MergeSessionSnapshot {
                 status,
                 local: s.node.local,
                 remote: s.node.remote,
@@ -1085,8 +1089,12 @@ mod handover {
         /// Exports a session and forgets it here, without telling its client: its transport is
         /// closed ([`Output::Close`]) and no event is given. The client sees its transport
         /// lost and resumes, wherever the caller now routes it (the importing server).
-        pub fn take_session(&mut self, id: SessionId, now: Instant) -> Option<SessionSnapshot> {
-            let snap = self.export_session(id, now)?;
+        pub fn take_session(
+            &mut self,
+            now: Instant,
+            id: SessionId,
+        ) -> Option<MergeSessionSnapshot> {
+            let snap = self.export_session(now, id)?;
             self.now = self.now.max(now);
             self.set_expiry(id, None);
             self.set_live(id, None);
@@ -1116,7 +1124,7 @@ mod handover {
         pub fn import_session(
             &mut self,
             now: Instant,
-            snap: SessionSnapshot,
+            snap: MergeSessionSnapshot,
         ) -> Result<SessionId, ImportError> {
             if self.sessions.len() >= self.cfg.max_sessions {
                 return Err(ImportError::Full);

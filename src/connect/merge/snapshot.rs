@@ -13,11 +13,11 @@ use alloc::vec::Vec;
 use bytes::{BufMut, BytesMut};
 
 /// One server session of the token-merge registry, as
-/// [`Server::export_session`](super::Server::export_session) gives it.
+/// [`MergeServer::export_session`](super::MergeServer::export_session) gives it.
 ///
 /// Holds secrets (the tokens): store and move it securely. `Debug` prints no token bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionSnapshot {
+pub struct MergeSessionSnapshot {
     /// The status at export: [`Status::Connected`] or [`Status::Reconnecting`]. An import
     /// always makes the session RECONNECTING (its transport stayed behind).
     pub status: Status,
@@ -41,12 +41,12 @@ pub struct SessionSnapshot {
     pub expires_in: Option<Duration>,
 }
 
-/// A token-merge client's session, as [`Client::snapshot`](super::Client::snapshot) gives
+/// A token-merge client's session, as [`MergeClient::snapshot`](super::MergeClient::snapshot) gives
 /// it.
 ///
 /// Holds secrets (the tokens): store and move it securely. `Debug` prints no token bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientSnapshot {
+pub struct MergeClientSnapshot {
     /// The status at export: [`Status::Connected`] or [`Status::Reconnecting`] (a client
     /// in the middle of a resumption is RECONNECTING). A restored client is RECONNECTING.
     pub status: Status,
@@ -128,7 +128,7 @@ fn read_common(r: &mut Reader) -> Result<Common, SnapshotError> {
     Ok((status, local, remote, merged, time, queue, counters))
 }
 
-impl Snapshot for SessionSnapshot {
+impl Snapshot for MergeSessionSnapshot {
     const KIND: u8 = kind::MERGE_SESSION;
 
     fn put_body(&self, out: &mut BytesMut) {
@@ -146,7 +146,7 @@ impl Snapshot for SessionSnapshot {
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
         let (status, local, remote, merged, expires_in, queue, (acked, received)) = read_common(r)?;
-        Ok(SessionSnapshot {
+        Ok(MergeSessionSnapshot {
             status,
             local,
             remote,
@@ -159,7 +159,7 @@ impl Snapshot for SessionSnapshot {
     }
 }
 
-impl Snapshot for ClientSnapshot {
+impl Snapshot for MergeClientSnapshot {
     const KIND: u8 = kind::MERGE_CLIENT;
 
     fn put_body(&self, out: &mut BytesMut) {
@@ -177,7 +177,7 @@ impl Snapshot for ClientSnapshot {
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
         let (status, local, remote, merged, give_up_in, queue, (acked, received)) = read_common(r)?;
-        Ok(ClientSnapshot {
+        Ok(MergeClientSnapshot {
             status,
             local,
             remote,
@@ -190,5 +190,5 @@ impl Snapshot for ClientSnapshot {
     }
 }
 
-crate::snapshot::inherent_codec!(SessionSnapshot);
-crate::snapshot::inherent_codec!(ClientSnapshot);
+crate::snapshot::inherent_codec!(MergeSessionSnapshot);
+crate::snapshot::inherent_codec!(MergeClientSnapshot);

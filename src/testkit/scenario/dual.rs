@@ -1,7 +1,7 @@
 //! R-Type's dual-channel profile in the scenarios: a [`DualServer`] and
 //! [`DualClient`]s dialling both `main` and `feed`.
 //!
-//! A dual client connects when its application says so ([`ClientCommand::Connect`]) and,
+//! A dual client connects when its application says so ([`DualClientCommand::Connect`]) and,
 //! unlike a token-merge client, gives up after a bounded number of tries (or at once when
 //! `feed` goes silent under [`FeedLossPolicy::CloseBoth`]): it is then closed until its
 //! application connects it again, which the runner does on [`Step::Connect`] and during the
@@ -11,9 +11,9 @@
 
 use super::{hex, unbounded, Harness, Journal, News, SeqTokens, Track, Violation, Who, World};
 use crate::connect::dual::{
-    AttemptFailure, ClientCommand, ClientConfig, ClientEvent, ClientNotice, ClientState,
-    DualClient, DualError, DualServer, EndReason, Event, FeedLossPolicy, PlayerState,
-    ServerCommand, ServerConfig, ServerEvent, ServerNotice,
+    AttemptFailure, DualClient, DualClientCommand, DualClientConfig, DualClientEvent,
+    DualClientNotice, DualClientState, DualError, DualServer, DualServerCommand, DualServerConfig,
+    DualServerEvent, DualServerNotice, EndReason, Event, FeedLossPolicy, PlayerState,
 };
 use crate::driver::Channel;
 use crate::peer::{Peer, PeerCommand};
@@ -31,27 +31,27 @@ pub const MAX_DUAL_LINKS_PER_CLIENT: usize = 3;
 
 /// The dual server's configuration in every scenario: a short session timeout so that
 /// long partitions expire sessions, and small bounds so that the bounds are exercised.
-pub fn dual_server_config() -> ServerConfig {
-    ServerConfig {
+pub fn dual_server_config() -> DualServerConfig {
+    DualServerConfig {
         max_players: 8,
         max_links: 12,
         session_timeout: Duration::from_secs(20),
         max_queued: 256,
-        ..ServerConfig::default()
+        ..DualServerConfig::default()
     }
 }
 
 /// The dual clients' configuration: `feed` re-initialised or both channels closed when
 /// `feed` is lost, a queue as deep as the server's.
-pub fn dual_client_config(reinit_feed: bool) -> ClientConfig {
-    ClientConfig {
+pub fn dual_client_config(reinit_feed: bool) -> DualClientConfig {
+    DualClientConfig {
         on_feed_lost: if reinit_feed {
             FeedLossPolicy::Reinit
         } else {
             FeedLossPolicy::CloseBoth
         },
         max_queued: 256,
-        ..ClientConfig::default()
+        ..DualClientConfig::default()
     }
 }
 
@@ -68,10 +68,12 @@ pub(super) struct DualHarness {
 }
 
 /// Whether `main` is up and the session continues (the peer's sync is up).
-fn main_up(s: ClientState) -> bool {
+fn main_up(s: DualClientState) -> bool {
     matches!(
         s,
-        ClientState::Connected | ClientState::ReopeningFeed | ClientState::AwaitFeedReinitRep
+        DualClientState::Connected
+            | DualClientState::ReopeningFeed
+            | DualClientState::AwaitFeedReinitRep
     )
 }
 
@@ -102,29 +104,32 @@ impl Harness for DualHarness {
         DualClient::new(dual_client_config(self.reinit_feed))
     }
 
-    fn connect(&self) -> Option<ClientCommand> {
-        Some(ClientCommand::Connect)
+    fn connect(&self) -> Option<DualClientCommand> {
+        Some(DualClientCommand::Connect)
     }
 
     fn closed(client: &DualClient) -> bool {
-        matches!(client.state(), ClientState::Closed | ClientState::Idle)
+        matches!(
+            client.state(),
+            DualClientState::Closed | DualClientState::Idle
+        )
     }
 
-    fn disconnect(&self) -> (ClientCommand, bool) {
+    fn disconnect(&self) -> (DualClientCommand, bool) {
         // Left for good at once, even if it was already closed (then it says nothing).
-        (ClientCommand::Disconnect, true)
+        (DualClientCommand::Disconnect, true)
     }
 
-    fn kick(w: &World<Self>, id: NodeId) -> Option<(ServerCommand, bool)> {
+    fn kick(w: &World<Self>, id: NodeId) -> Option<(DualServerCommand, bool)> {
         let player = Self::player_of(w, id)?;
-        let kick = ServerCommand::Kick {
+        let kick = DualServerCommand::Kick {
             player,
             reason: FailReason::Refused,
         };
         Some((kick, false))
     }
 
-    fn client_news(event: &ClientEvent, track: &Track) -> News {
+    fn client_news(event: &DualClientEvent, track: &Track) -> News {
         match event {
             Event::Ended { reason, .. } => match reason {
                 EndReason::Violation(r) => News::Broken(format!("ended: protocol {r:?}")),
@@ -139,26 +144,26 @@ impl Harness for DualHarness {
                     allowed: track.disturbed,
                 },
             },
-            Event::Notice(ClientNotice::AttemptFailed {
+            Event::Notice(DualClientNotice::AttemptFailed {
                 reason: AttemptFailure::Violation(r),
                 ..
             }) => News::Broken(format!("attempt failed: protocol {r:?}")),
-            Event::Notice(ClientNotice::AttemptFailed { reason, .. }) if !track.disturbed => {
+            Event::Notice(DualClientNotice::AttemptFailed { reason, .. }) if !track.disturbed => {
                 News::Ended {
                     reason: format!("attempt failed: {reason:?}"),
                     for_good: false,
                     allowed: false,
                 }
             }
-            Event::Notice(ClientNotice::Update(element)) => News::Update(element.clone()),
-            Event::Notice(ClientNotice::FeedReceived(m)) => {
+            Event::Notice(DualClientNotice::Update(element)) => News::Update(element.clone()),
+            Event::Notice(DualClientNotice::FeedReceived(m)) => {
                 News::Broken(format!("unexpected on feed: {m:?}"))
             }
             _ => News::Nothing,
         }
     }
 
-    fn server_news(event: &ServerEvent) -> News {
+    fn server_news(event: &DualServerEvent) -> News {
         match event {
             Event::Ended {
                 session: player,
@@ -167,8 +172,10 @@ impl Harness for DualHarness {
             } if *r != FailReason::Timeout => {
                 News::Broken(format!("player {player} failed: {r:?}"))
             }
-            Event::Notice(ServerNotice::Update { element, .. }) => News::Update(element.clone()),
-            Event::Notice(ServerNotice::FeedReceived { player, message }) => {
+            Event::Notice(DualServerNotice::Update { element, .. }) => {
+                News::Update(element.clone())
+            }
+            Event::Notice(DualServerNotice::FeedReceived { player, message }) => {
                 News::Broken(format!("unexpected on player {player}'s feed: {message:?}"))
             }
             _ => News::Nothing,
@@ -333,13 +340,13 @@ impl Harness for DualHarness {
     fn status(w: &World<Self>, id: NodeId) -> (String, Option<String>, bool) {
         let state = w
             .client_peer(id)
-            .map_or(ClientState::Idle, |p| p.connection().state());
+            .map_or(DualClientState::Idle, |p| p.connection().state());
         let server = Self::player_of(w, id)
             .and_then(|p| w.server_peer().and_then(|s| s.connection().player_state(p)));
         (
             format!("{state:?}"),
             server.map(|s| format!("{s:?}")),
-            state == ClientState::Connected && server == Some(PlayerState::Connected),
+            state == DualClientState::Connected && server == Some(PlayerState::Connected),
         )
     }
 
@@ -374,7 +381,7 @@ impl Harness for DualHarness {
                 .unwrap_or(super::NOBODY);
             let message = Message::Update(element(to, token_a.as_bytes()));
             target = to;
-            Either::Right(PeerCommand::Connection(ServerCommand::SendFeed {
+            Either::Right(PeerCommand::Connection(DualServerCommand::SendFeed {
                 player,
                 message,
             }))
@@ -383,7 +390,9 @@ impl Harness for DualHarness {
             let tag = client.connection().tokens().0;
             let tag = tag.as_ref().map_or(&[][..], |t| t.as_bytes());
             let message = Message::Update(element(0, tag));
-            Either::Left(PeerCommand::Connection(ClientCommand::SendFeed(message)))
+            Either::Left(PeerCommand::Connection(DualClientCommand::SendFeed(
+                message,
+            )))
         };
         w.sim.command(id, command);
         Some(target)

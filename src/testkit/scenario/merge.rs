@@ -1,11 +1,12 @@
-//! dop's token-merge profile in the scenarios: a [`Server`] registry and
-//! [`Client`]s that reconnect by themselves and end only when told (or after giving up).
+//! dop's token-merge profile in the scenarios: a [`MergeServer`] registry and
+//! [`MergeClient`]s that reconnect by themselves and end only when told (or after giving up).
 
 use super::{
     hex, token_from, unbounded, Harness, Journal, News, SeqTokens, Track, Violation, Who, World,
 };
 use crate::connect::merge::{
-    self, Client, ClientCommand, ClientEvent, EndReason, Server, ServerCommand, SessionId, Status,
+    self, EndReason, MergeClient, MergeClientCommand, MergeClientEvent, MergeServer,
+    MergeServerCommand, SessionId, Status,
 };
 use crate::driver::Channel;
 use crate::peer::Peer;
@@ -24,8 +25,8 @@ pub const MAX_SERVER_LINKS_PER_CLIENT: usize = 3;
 
 /// The token-merge server's configuration in every scenario: a short resume grace so that
 /// long partitions expire sessions, and small bounds so that the bounds are exercised.
-pub fn server_config() -> merge::ServerConfig {
-    merge::ServerConfig {
+pub fn server_config() -> merge::MergeServerConfig {
+    merge::MergeServerConfig {
         resume_grace: Duration::from_secs(20),
         max_sessions: 8,
         max_pending: 16,
@@ -36,8 +37,8 @@ pub fn server_config() -> merge::ServerConfig {
 
 /// The configuration of token-merge client `i` (its own jitter seed; it keeps trying for
 /// an hour).
-pub fn client_config(seed: u64, i: u8) -> merge::Config {
-    merge::Config {
+pub fn client_config(seed: u64, i: u8) -> merge::MergeClientConfig {
+    merge::MergeClientConfig {
         jitter_seed: seed.wrapping_add(u64::from(i)),
         give_up_after: Duration::from_secs(3600),
         reconnect_max: Duration::from_secs(8),
@@ -47,9 +48,9 @@ pub fn client_config(seed: u64, i: u8) -> merge::Config {
 }
 
 /// A token-merge client peer.
-pub type ClientPeer = Peer<Client, Journal>;
+pub type ClientPeer = Peer<MergeClient, Journal>;
 /// The token-merge server peer.
-pub type ServerPeer = Peer<Server<SeqTokens>, Journal>;
+pub type ServerPeer = Peer<MergeServer<SeqTokens>, Journal>;
 /// A node of a token-merge scenario.
 pub type Node = Either<ClientPeer, ServerPeer>;
 
@@ -81,45 +82,45 @@ impl MergeHarness {
 }
 
 impl Harness for MergeHarness {
-    type ClientError = merge::Error;
-    type ServerError = merge::Error;
-    type Client = Client;
-    type Server = Server<SeqTokens>;
+    type ClientError = merge::MergeError;
+    type ServerError = merge::MergeError;
+    type Client = MergeClient;
+    type Server = MergeServer<SeqTokens>;
     const CHANNELS: &'static [Channel] = &[Channel::Main];
 
-    fn server(&self, seed: u64) -> Server<SeqTokens> {
-        Server::new(server_config(), SeqTokens::new(seed))
+    fn server(&self, seed: u64) -> MergeServer<SeqTokens> {
+        MergeServer::new(server_config(), SeqTokens::new(seed))
     }
 
-    fn client(&self, seed: u64, i: u8, now: Instant) -> Client {
+    fn client(&self, seed: u64, i: u8, now: Instant) -> MergeClient {
         let mut local = [0u8; 16];
         local[..8].copy_from_slice(&(seed ^ (u64::from(i) + 1)).to_be_bytes());
         local[8] = i;
         local[9] = 0xc1;
-        Client::new(now, client_config(seed, i), token_from(local))
+        MergeClient::new(now, client_config(seed, i), token_from(local))
             .unwrap_or_else(|_| unreachable!("a 16-byte token suits tether's encoding"))
     }
 
-    fn connect(&self) -> Option<ClientCommand> {
+    fn connect(&self) -> Option<MergeClientCommand> {
         None // a token-merge client connects and reconnects by itself
     }
 
-    fn closed(_: &Client) -> bool {
+    fn closed(_: &MergeClient) -> bool {
         false
     }
 
-    fn disconnect(&self) -> (ClientCommand, bool) {
+    fn disconnect(&self) -> (MergeClientCommand, bool) {
         // The client ends when it says so (`Ended(LocalDisconnect)`).
-        (ClientCommand::Disconnect, false)
+        (MergeClientCommand::Disconnect, false)
     }
 
-    fn kick(w: &World<Self>, id: NodeId) -> Option<(ServerCommand, bool)> {
+    fn kick(w: &World<Self>, id: NodeId) -> Option<(MergeServerCommand, bool)> {
         let session = Self::session_of_client(w, id)?;
-        Some((ServerCommand::Disconnect { session }, true))
+        Some((MergeServerCommand::Disconnect { session }, true))
     }
 
-    fn client_news(event: &ClientEvent, track: &Track) -> News {
-        let ClientEvent::Ended { reason, .. } = event else {
+    fn client_news(event: &MergeClientEvent, track: &Track) -> News {
+        let MergeClientEvent::Ended { reason, .. } = event else {
             return News::Nothing;
         };
         let allowed = match reason {
@@ -139,7 +140,7 @@ impl Harness for MergeHarness {
         }
     }
 
-    fn server_news(_: &merge::ServerEvent) -> News {
+    fn server_news(_: &merge::MergeServerEvent) -> News {
         News::Nothing
     }
 
@@ -302,7 +303,7 @@ impl Harness for MergeHarness {
         )
     }
 
-    fn sessions(server: &Server<SeqTokens>) -> usize {
+    fn sessions(server: &MergeServer<SeqTokens>) -> usize {
         server.session_count()
     }
 

@@ -44,7 +44,7 @@
 //!
 //! A dual client that closed (gave up, or was refused after a kick) stays closed until its
 //! application connects it again: the runner plays that application, sending
-//! [`ClientCommand::Connect`](crate::connect::dual::ClientCommand::Connect) on
+//! [`ClientCommand::Connect`](crate::connect::dual::DualClientCommand::Connect) on
 //! [`Step::Connect`] and, during the calm phase, to every live client it finds closed. A
 //! client the scenario disconnected ([`Step::Disconnect`]) has left for good and leaves the
 //! convergence check.
