@@ -21,6 +21,7 @@
 
 mod backoff;
 mod delivery;
+pub(crate) mod endpoint;
 mod event;
 mod liveness;
 mod runtime;

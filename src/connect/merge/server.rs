@@ -12,11 +12,12 @@ use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
 use super::{EndReason, MergeError, MergeServerConfig, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::session::endpoint::{Endpoint, SessionTimer, Timer};
 use crate::session::{Event, SessionCore, Verdict};
 use crate::time::Instant;
 use crate::token::{Token, TokenSource};
 use crate::wire::{FailReason, Message};
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 
 /// The server's name for a session: a counter, never reused, never secret.
@@ -58,37 +59,18 @@ pub enum MergeServerNotice {
     },
 }
 
-/// A deadline in the timer index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    /// A pending handshake (by link id) times out.
-    Handshake(u64),
-    /// A RECONNECTING session is forgotten.
-    Expire(SessionId),
-    /// A CONNECTED session's heartbeat or dead-peer check. Scheduled lazily: traffic only
-    /// moves the session's clocks, and the timer, when it fires early, is set again.
-    Live(SessionId),
-}
-
+/// A transport as the registry reads it: its reader and, while it is in its handshake, the
+/// temporary node (SERVER2) the handshake runs on.
 #[derive(Debug, Clone)]
-struct Pending {
-    link: Link,
-    node: Node,
+struct LinkState {
     reader: LinkReader,
-    deadline: Instant,
+    handshake: Option<Node>,
 }
 
+/// What a session holds beyond the shared session core: its node (SERVER1).
 #[derive(Debug, Clone)]
 struct Session {
     node: Node,
-    link: Option<Link>,
-    reader: Option<LinkReader>,
-    /// Delivery, liveness and the bounded queue.
-    core: SessionCore,
-    /// When a RECONNECTING session is forgotten.
-    expires: Option<Instant>,
-    /// When the liveness timer of a CONNECTED session fires.
-    live_at: Option<Instant>,
 }
 
 /// The server side of the token-merge connection: many transports, many sessions.
@@ -139,19 +121,13 @@ struct Session {
 pub struct MergeServer<S> {
     cfg: MergeServerConfig,
     tokens: S,
-    pending: BTreeMap<u64, Pending>,
-    sessions: BTreeMap<SessionId, Session>,
-    links: BTreeMap<u64, SessionId>,
+    /// Transports, sessions, their cores and every handshake, expiry and liveness timer.
+    endpoint: Endpoint<SessionId, LinkState, Session>,
     /// Every session with a merged token, by the token's [`fingerprint`].
     by_token: BTreeSet<(u64, SessionId)>,
     /// Merged tokens of ended sessions, oldest first, with when they are forgotten.
     ended: VecDeque<(Token, Instant)>,
-    /// Every handshake and expiry deadline, ordered: the next deadline is the first entry,
-    /// so an idle registry of any size costs nothing per poll.
-    timers: BTreeSet<(Instant, Timer)>,
     next_id: u64,
-    stale: u64,
-    takeovers: u64,
     outbox: Outbox<MergeServerEvent>,
     now: Instant,
 }
@@ -160,17 +136,12 @@ impl<S: TokenSource> MergeServer<S> {
     /// An empty registry drawing local tokens from `tokens`.
     pub fn new(cfg: MergeServerConfig, tokens: S) -> Self {
         MergeServer {
+            endpoint: Endpoint::new(cfg.max_pending),
             cfg,
             tokens,
-            pending: BTreeMap::new(),
-            sessions: BTreeMap::new(),
-            links: BTreeMap::new(),
             by_token: BTreeSet::new(),
             ended: VecDeque::new(),
-            timers: BTreeSet::new(),
             next_id: 1,
-            stale: 0,
-            takeovers: 0,
             outbox: Outbox::new(),
             now: Instant::ZERO,
         }
@@ -178,36 +149,35 @@ impl<S: TokenSource> MergeServer<S> {
 
     /// A session as the token-merge state tables show it.
     pub fn session(&self, id: SessionId) -> Option<NodeView> {
-        self.sessions.get(&id).map(|s| s.node.view(s.link))
+        self.endpoint.get(id).map(|s| s.state.node.view(s.link))
     }
 
     /// The temporary node of a transport still in handshake.
     pub fn pending(&self, link_id: u64) -> Option<NodeView> {
-        self.pending
-            .get(&link_id)
-            .map(|p| p.node.view(Some(p.link)))
+        let r = self.endpoint.peek(link_id)?;
+        r.state.handshake.map(|n| n.view(Some(r.link)))
     }
 
     /// The session that holds a transport.
     pub fn session_of(&self, link_id: u64) -> Option<SessionId> {
-        self.links.get(&link_id).copied()
+        self.endpoint.peek(link_id).and_then(|r| r.session)
     }
 
     /// Sessions in the registry (CONNECTED or RECONNECTING).
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.endpoint.session_count()
     }
 
     /// Messages held for a session: sent and not yet acknowledged, or queued while it is
     /// RECONNECTING (`None`: no such session).
     pub fn queued(&self, id: SessionId) -> Option<usize> {
-        self.sessions.get(&id).map(|s| s.core.held())
+        self.endpoint.get(id).map(|s| s.core.held())
     }
 
     /// A session's sync layer started over while its transport was down: see
     /// [`MergeClient::supersede_sync`](super::MergeClient::supersede_sync).
     pub fn supersede_sync(&mut self, id: SessionId) {
-        if let Some(s) = self.sessions.get_mut(&id) {
+        if let Some(s) = self.endpoint.get_mut(id) {
             s.core.supersede_sync();
         }
     }
@@ -220,12 +190,12 @@ impl<S: TokenSource> MergeServer<S> {
     /// Transports replaced by a valid resumption while the server still held them open
     /// (half-open links taken over).
     pub fn takeovers(&self) -> u64 {
-        self.takeovers
+        self.endpoint.takeovers()
     }
 
     /// Transports in handshake.
     pub fn pending_count(&self) -> usize {
-        self.pending.len()
+        self.endpoint.pending_count()
     }
 
     /// Ended sessions' tokens still remembered.
@@ -235,34 +205,14 @@ impl<S: TokenSource> MergeServer<S> {
 
     /// Inputs dropped because they named no open transport (an old, adopted or closed one).
     pub fn stale_inputs(&self) -> u64 {
-        self.stale
+        self.endpoint.stale()
     }
 
     fn deadline(&self) -> Option<Instant> {
         earliest([
-            self.timers.first().map(|t| t.0),
+            self.endpoint.next_deadline(),
             self.ended.front().map(|e| e.1),
         ])
-    }
-
-    /// Sets (or clears) a session's liveness timer, keeping the timer index true.
-    fn set_live(&mut self, id: SessionId, at: Option<Instant>) {
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        if let Some(old) = s.live_at.take() {
-            self.timers.remove(&(old, Timer::Live(id)));
-        }
-        if let Some(t) = at {
-            s.live_at = Some(t);
-            self.timers.insert((t, Timer::Live(id)));
-        }
-    }
-
-    /// Schedules a session's liveness timer from its clocks.
-    fn schedule_live(&mut self, id: SessionId) {
-        let at = self.sessions.get(&id).and_then(|s| s.core.deadline());
-        self.set_live(id, at);
     }
 
     fn new_core(&self) -> SessionCore {
@@ -277,27 +227,6 @@ impl<S: TokenSource> MergeServer<S> {
         }
     }
 
-    /// Removes a pending handshake and its timer.
-    fn remove_pending(&mut self, link_id: u64) -> Option<Pending> {
-        let p = self.pending.remove(&link_id)?;
-        self.timers.remove(&(p.deadline, Timer::Handshake(link_id)));
-        Some(p)
-    }
-
-    /// Sets (or clears) when a session is forgotten, keeping the timer index true.
-    fn set_expiry(&mut self, id: SessionId, at: Option<Instant>) {
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        if let Some(old) = s.expires.take() {
-            self.timers.remove(&(old, Timer::Expire(id)));
-        }
-        if let Some(t) = at {
-            s.expires = Some(t);
-            self.timers.insert((t, Timer::Expire(id)));
-        }
-    }
-
     /// The session whose merged token is `m`: the sessions whose tokens share its
     /// fingerprint, each compared in constant time (all of them, no early exit).
     fn find(&self, m: &Token) -> Option<SessionId> {
@@ -308,9 +237,9 @@ impl<S: TokenSource> MergeServer<S> {
             .range((f, SessionId(0))..=(f, SessionId(u64::MAX)))
         {
             if self
-                .sessions
-                .get(&id)
-                .and_then(|s| s.node.merged)
+                .endpoint
+                .get(id)
+                .and_then(|s| s.state.node.merged)
                 .is_some_and(|t| t == *m)
             {
                 found = Some(id);
@@ -324,12 +253,12 @@ impl<S: TokenSource> MergeServer<S> {
     }
 
     fn on_opened(&mut self, link: Link) -> Result<(), MergeError> {
-        if self.pending.contains_key(&link.id) || self.links.contains_key(&link.id) {
+        if self.endpoint.peek(link.id).is_some() {
             return Err(MergeError::DuplicateLink(link.id));
         }
         let refusal = if link.channel != Channel::Main {
             Some(FailReason::Refused)
-        } else if self.pending.len() >= self.cfg.max_pending {
+        } else if self.endpoint.pending_count() >= self.cfg.max_pending {
             Some(FailReason::ServerFull)
         } else {
             None
@@ -348,46 +277,27 @@ impl<S: TokenSource> MergeServer<S> {
         }
         // SERVER2 (or a first server node): OPEN, sends its token at once.
         codec::send_token(&mut self.outbox, self.cfg.encoding, link, &local);
+        let state = LinkState {
+            reader: LinkReader::new(self.cfg.encoding, self.cfg.max_message),
+            handshake: Some(Node::new(local)),
+        };
         let deadline = self.now + self.cfg.handshake_timeout;
-        self.timers.insert((deadline, Timer::Handshake(link.id)));
-        self.pending.insert(
-            link.id,
-            Pending {
-                link,
-                node: Node::new(local),
-                reader: LinkReader::new(self.cfg.encoding, self.cfg.max_message),
-                deadline,
-            },
-        );
+        // Cannot fail: the id is new and the bound was checked above.
+        let _ = self.endpoint.open(link, state, Some(deadline));
         Ok(())
     }
 
     fn on_received(&mut self, link: Link, bytes: bytes::Bytes) {
-        let pushed = if let Some(p) = self.pending.get_mut(&link.id).filter(|p| p.link == link) {
-            p.reader.push(bytes)
-        } else if let Some(s) = self
-            .links
-            .get(&link.id)
-            .and_then(|id| self.sessions.get_mut(id))
-            .filter(|s| s.link == Some(link))
-        {
-            match s.reader.as_mut() {
-                Some(r) => r.push(bytes),
-                None => Ok(()),
-            }
-        } else {
-            // An old transport (adopted, closed, refused): never mixed into a session.
-            self.stale += 1;
+        // An old transport (adopted, closed, refused) is never mixed into a session.
+        let Some(r) = self.endpoint.route(link) else {
             return;
         };
+        let pushed = r.state.reader.push(bytes);
+        let session = r.session;
         if let Err(reason) = pushed {
             return self.fail_link(link, reason);
         }
-        if let Some(s) = self
-            .links
-            .get(&link.id)
-            .and_then(|id| self.sessions.get_mut(id))
-        {
+        if let Some(s) = session.and_then(|id| self.endpoint.get_mut(id)) {
             s.core.on_bytes(self.now);
         }
         self.pump(link);
@@ -397,50 +307,54 @@ impl<S: TokenSource> MergeServer<S> {
     /// pending node that is adopted mid-chunk hands its buffer to the session).
     fn pump(&mut self, link: Link) {
         loop {
-            if let Some(p) = self.pending.get_mut(&link.id) {
-                match p.reader.next() {
-                    Ok(Some((item, _))) => self.on_pending_item(link, item),
-                    Ok(None) => return,
-                    Err(reason) => return self.refuse(link, reason),
-                }
-            } else if let Some(&id) = self.links.get(&link.id) {
-                let Some(reader) = self.sessions.get_mut(&id).and_then(|s| s.reader.as_mut())
-                else {
-                    return;
-                };
-                match reader.next() {
-                    Ok(Some((item, len))) => self.on_session_item(id, item, len),
-                    Ok(None) => return,
-                    Err(reason) => return self.session_fault(id, reason),
-                }
-            } else {
+            let Some(r) = self.endpoint.peek_mut(link.id).filter(|r| r.link == link) else {
                 return;
+            };
+            let session = r.session;
+            match (r.state.reader.next(), session) {
+                (Ok(None), _) => return,
+                (Ok(Some((item, _))), None) => self.on_pending_item(link, item),
+                (Ok(Some((item, len))), Some(id)) => self.on_session_item(id, item, len),
+                (Err(reason), None) => return self.refuse(link, reason),
+                (Err(reason), Some(id)) => return self.session_fault(id, reason),
             }
         }
     }
 
     fn fail_link(&mut self, link: Link, reason: FailReason) {
-        if self.pending.contains_key(&link.id) {
-            self.refuse(link, reason);
-        } else if let Some(&id) = self.links.get(&link.id) {
-            self.session_fault(id, reason);
+        match self.endpoint.peek(link.id).map(|r| r.session) {
+            Some(None) => self.refuse(link, reason),
+            Some(Some(id)) => self.session_fault(id, reason),
+            None => {}
         }
     }
 
     /// Refuses a transport in handshake: tell the peer, close, drop the temporary node.
     fn refuse(&mut self, link: Link, reason: FailReason) {
-        self.remove_pending(link.id);
+        if self
+            .endpoint
+            .peek(link.id)
+            .is_some_and(|r| r.session.is_none())
+        {
+            self.endpoint.close(link.id);
+        }
         codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
         self.outbox.close(link);
         self.outbox
             .event(Event::Notice(MergeServerNotice::Refused { link, reason }));
     }
 
+    /// The temporary node of a pending transport.
+    fn handshake_mut(&mut self, link: Link) -> Option<&mut Node> {
+        self.endpoint
+            .peek_mut(link.id)
+            .and_then(|r| r.state.handshake.as_mut())
+    }
+
     fn on_pending_item(&mut self, link: Link, item: Incoming) {
-        let Some(p) = self.pending.get(&link.id) else {
+        let Some(node) = self.handshake_mut(link).map(|n| *n) else {
             return;
         };
-        let node = p.node;
         let item = match item {
             // dop: in OPEN, a text naming a known (or ended) session is a resumption,
             // anything else token-shaped is the client's local token; in PRECONNECTED only
@@ -457,9 +371,9 @@ impl<S: TokenSource> MergeServer<S> {
         match (node.status, item) {
             // CONNECTION step 3-5: the client's token; send ours again to confirm.
             (Status::Open, Incoming::Token(t)) => {
-                let fired = self.pending.get_mut(&link.id).map(|p| {
-                    p.node.remote = Some(t);
-                    p.node.apply(Step::RemoteToken)
+                let fired = self.handshake_mut(link).map(|n| {
+                    n.remote = Some(t);
+                    n.apply(Step::RemoteToken)
                 });
                 if let Some(Err(_)) = fired {
                     return self.refuse(link, FailReason::UnexpectedMessage);
@@ -475,7 +389,7 @@ impl<S: TokenSource> MergeServer<S> {
             (Status::Preconnected, Incoming::Token(_)) => self.refuse(link, FailReason::WrongToken),
             (_, Incoming::Failed(reason)) => {
                 // The client gave up on this transport; it closes it.
-                self.remove_pending(link.id);
+                self.endpoint.close(link.id);
                 self.outbox.close(link);
                 self.outbox
                     .event(Event::Notice(MergeServerNotice::Refused { link, reason }));
@@ -487,19 +401,12 @@ impl<S: TokenSource> MergeServer<S> {
     fn resume(&mut self, link: Link, m: Token) {
         match self.find(&m) {
             Some(id) => {
-                let reconnecting = self
-                    .sessions
-                    .get(&id)
-                    .is_some_and(|s| s.node.status == Status::Reconnecting);
-                if !reconnecting {
+                if let Some(old) = self.endpoint.take_over(id) {
                     // Takeover: the client proved the session on a new transport while the
                     // old one still looks open here (a half-open link after NAT rebinding
                     // or a network switch). The old transport is closed and counted; the
                     // session resumes on the new one.
-                    if let Some(old) = self.sessions.get(&id).and_then(|s| s.link) {
-                        self.outbox.close(old);
-                        self.takeovers += 1;
-                    }
+                    self.outbox.close(old);
                     self.lose(id);
                 }
                 self.adopt(id, link);
@@ -508,36 +415,36 @@ impl<S: TokenSource> MergeServer<S> {
             None => {
                 // Forgotten (expired, or never known): dop makes a new session from the old
                 // merged token, taken as the client's local token. The result says Fresh.
-                let Some(p) = self.pending.get_mut(&link.id) else {
+                let Some(n) = self.handshake_mut(link) else {
                     return;
                 };
-                p.node.remote = Some(m);
-                if p.node.apply(Step::RemoteToken).is_err() {
+                n.remote = Some(m);
+                if n.apply(Step::RemoteToken).is_err() {
                     return self.refuse(link, FailReason::UnexpectedMessage);
                 }
-                let local = p.node.local;
+                let local = n.local;
                 codec::send_token(&mut self.outbox, self.cfg.encoding, link, &local);
             }
         }
     }
 
     /// SERVER1 takes the transport of SERVER2, which is dropped; CONNECTED; echo the merged
-    /// token; flush the queue.
+    /// token; replay what the client missed.
     fn adopt(&mut self, id: SessionId, link: Link) {
-        let Some(p) = self.remove_pending(link.id) else {
+        if self.handshake_mut(link).is_none() {
+            return;
+        }
+        let Some(s) = self.endpoint.get_mut(id) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        if s.node.apply(Step::Resumed).is_err() {
+        if s.state.node.apply(Step::Resumed).is_err() {
             return self.refuse(link, FailReason::NotResumable);
         }
-        s.link = Some(link);
-        s.reader = Some(p.reader);
-        let merged = s.node.merged;
-        self.links.insert(link.id, id);
-        self.set_expiry(id, None);
+        let merged = s.state.node.merged;
+        self.endpoint.attach(id, link);
+        if let Some(r) = self.endpoint.peek_mut(link.id) {
+            r.state.handshake = None;
+        }
         if let Some(m) = merged {
             codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &m);
         }
@@ -546,23 +453,23 @@ impl<S: TokenSource> MergeServer<S> {
             outcome: Outcome::Resumed,
         });
         // Our ACK goes first; what the client missed is replayed on its ACK.
-        if let Some(s) = self.sessions.get_mut(&id) {
+        if let Some(s) = self.endpoint.get_mut(id) {
             let _ = s
                 .core
                 .link_up(&mut self.outbox, link, true, false, self.now);
         }
-        self.schedule_live(id);
+        self.endpoint.schedule_live(id);
     }
 
     /// The handshake is confirmed: a new session holds the merged token.
     fn establish(&mut self, link: Link) {
-        let Some(node) = self.pending.get(&link.id).map(|p| p.node) else {
+        let Some(mut node) = self.handshake_mut(link).map(|n| *n) else {
             return;
         };
         let Some(remote) = node.remote else {
             return self.refuse(link, FailReason::UnexpectedMessage);
         };
-        if self.sessions.len() >= self.cfg.max_sessions {
+        if self.endpoint.session_count() >= self.cfg.max_sessions {
             return self.refuse(link, FailReason::ServerFull);
         }
         let merged = node.local.merge(&remote);
@@ -573,10 +480,6 @@ impl<S: TokenSource> MergeServer<S> {
             // Two sessions must never share a token (the caller reused tokens).
             return self.refuse(link, FailReason::NotResumable);
         }
-        let Some(p) = self.remove_pending(link.id) else {
-            return;
-        };
-        let mut node = p.node;
         node.merged = Some(merged);
         if node.apply(Step::Confirmed).is_err() {
             return self.refuse(link, FailReason::UnexpectedMessage);
@@ -586,27 +489,20 @@ impl<S: TokenSource> MergeServer<S> {
         self.by_token.insert((fingerprint(&merged), id));
         let mut core = self.new_core();
         let _ = core.link_up(&mut self.outbox, link, false, true, self.now);
-        self.sessions.insert(
-            id,
-            Session {
-                node,
-                link: Some(link),
-                reader: Some(p.reader),
-                core,
-                expires: None,
-                live_at: None,
-            },
-        );
-        self.links.insert(link.id, id);
+        self.endpoint.insert(id, core, Session { node });
+        self.endpoint.attach(id, link);
+        if let Some(r) = self.endpoint.peek_mut(link.id) {
+            r.state.handshake = None;
+        }
         self.outbox.event(Event::Up {
             session: id,
             outcome: Outcome::Fresh,
         });
-        self.schedule_live(id);
+        self.endpoint.schedule_live(id);
     }
 
     fn on_session_item(&mut self, id: SessionId, item: Incoming, len: usize) {
-        let Some(merged) = self.sessions.get(&id).and_then(|s| s.node.merged) else {
+        let Some(merged) = self.endpoint.get(id).and_then(|s| s.state.node.merged) else {
             return;
         };
         let item = match item {
@@ -618,7 +514,7 @@ impl<S: TokenSource> MergeServer<S> {
         match item {
             Incoming::Disconnect(m) if m == merged => self.end(id, EndReason::PeerDisconnect),
             Incoming::Other(message) => {
-                if let Some(s) = self.sessions.get_mut(&id) {
+                if let Some(s) = self.endpoint.get_mut(id) {
                     if let Some(link) = s.link {
                         s.core.on_message(&mut self.outbox, link, len, self.now);
                     }
@@ -630,7 +526,7 @@ impl<S: TokenSource> MergeServer<S> {
             }
             Incoming::Ack(n) => {
                 let now = self.now;
-                let bad = self.sessions.get_mut(&id).is_some_and(|s| match s.link {
+                let bad = self.endpoint.get_mut(id).is_some_and(|s| match s.link {
                     Some(link) if s.core.is_reliable() => {
                         s.core.on_ack(&mut self.outbox, link, n, now).is_err()
                     }
@@ -643,7 +539,7 @@ impl<S: TokenSource> MergeServer<S> {
             Incoming::Disconnect(_) => self.session_fault(id, FailReason::WrongToken),
             Incoming::Failed(_) => {
                 // The client gave up on this transport and closes it: no answer needed.
-                if let Some(link) = self.sessions.get(&id).and_then(|s| s.link) {
+                if let Some(link) = self.endpoint.get(id).and_then(|s| s.link) {
                     self.outbox.close(link);
                 }
                 self.lose(id);
@@ -655,46 +551,40 @@ impl<S: TokenSource> MergeServer<S> {
     /// A session's own transport misbehaved: tell it, close it; the session waits to be
     /// resumed on a better one (no other session is touched).
     fn session_fault(&mut self, id: SessionId, reason: FailReason) {
-        if let Some(link) = self.sessions.get(&id).and_then(|s| s.link) {
+        if let Some(link) = self.endpoint.get(id).and_then(|s| s.link) {
             codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
             self.outbox.close(link);
         }
         self.lose(id);
     }
 
-    /// CONNECTED -> RECONNECTING: the grace period starts.
+    /// CONNECTED -> RECONNECTING: the transport is forgotten and the grace period starts.
     fn lose(&mut self, id: SessionId) {
-        let Some(s) = self.sessions.get_mut(&id) else {
+        if let Some(link) = self.endpoint.get(id).and_then(|s| s.link) {
+            self.endpoint.close(link.id);
+        }
+        let Some(s) = self.endpoint.get_mut(id) else {
             return;
         };
-        if let Some(link) = s.link.take() {
-            self.links.remove(&link.id);
-        }
-        s.reader = None;
-        s.core.link_down();
-        if s.node.apply(Step::TransportLost).is_err() {
+        if s.state.node.apply(Step::TransportLost).is_err() {
             // A session the table cannot move waits for nothing: it is forgotten.
             return self.end(id, EndReason::Expired);
         }
         let at = self.now + self.cfg.resume_grace;
-        self.set_live(id, None);
-        self.set_expiry(id, Some(at));
+        self.endpoint.set_timer(id, SessionTimer::Expire, Some(at));
         self.outbox.event(Event::Down { session: id });
     }
 
     /// Removes a session for good (remembering a formally disconnected one's token).
     fn end(&mut self, id: SessionId, reason: EndReason) {
-        self.set_expiry(id, None);
-        self.set_live(id, None);
-        let Some(mut s) = self.sessions.remove(&id) else {
+        let Some(mut s) = self.endpoint.remove(id) else {
             return;
         };
         let undelivered = s.core.end();
-        if let Some(m) = s.node.merged {
+        if let Some(m) = s.state.node.merged {
             self.by_token.remove(&(fingerprint(&m), id));
         }
         if let Some(link) = s.link {
-            self.links.remove(&link.id);
             self.outbox.close(link);
         }
         // Only a formal disconnection is remembered: an expired session's client is
@@ -703,7 +593,7 @@ impl<S: TokenSource> MergeServer<S> {
             reason,
             EndReason::LocalDisconnect | EndReason::PeerDisconnect
         );
-        if let Some(m) = s.node.merged.filter(|_| formal) {
+        if let Some(m) = s.state.node.merged.filter(|_| formal) {
             if self.ended.len() >= self.cfg.max_sessions.max(1) {
                 self.ended.pop_front();
             }
@@ -718,36 +608,32 @@ impl<S: TokenSource> MergeServer<S> {
 
     fn on_timeout(&mut self) {
         let now = self.now;
-        while let Some(&(at, timer)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
+        while let Some(timer) = self.endpoint.pop_expired(now) {
             match timer {
                 Timer::Handshake(link_id) => {
-                    if let Some(link) = self.pending.get(&link_id).map(|p| p.link) {
+                    if let Some(link) = self
+                        .endpoint
+                        .peek(link_id)
+                        .filter(|r| r.session.is_none())
+                        .map(|r| r.link)
+                    {
                         self.refuse(link, FailReason::Timeout);
                     }
                 }
-                Timer::Expire(id) => {
-                    if let Some(s) = self.sessions.get_mut(&id) {
-                        s.expires = None;
-                    }
-                    self.end(id, EndReason::Expired);
-                }
-                Timer::Live(id) => {
-                    let Some(s) = self.sessions.get_mut(&id) else {
+                Timer::Session(id, SessionTimer::Expire) => self.end(id, EndReason::Expired),
+                Timer::Session(id, SessionTimer::Live) => {
+                    let Some(s) = self.endpoint.get_mut(id) else {
                         continue;
                     };
-                    s.live_at = None;
                     if s.core.on_timeout(&mut self.outbox, s.link, now) == Verdict::Dead {
                         // A frozen client or a half-open link: the session waits for its
                         // client to resume.
                         self.session_fault(id, FailReason::Timeout);
                     } else {
-                        self.schedule_live(id);
+                        self.endpoint.schedule_live(id);
                     }
                 }
+                Timer::Session(_, SessionTimer::Profile) => {}
             }
         }
         while self.ended.front().is_some_and(|e| e.1 <= now) {
@@ -762,23 +648,23 @@ impl<S: TokenSource> MergeServer<S> {
                 let max = self.cfg.max_queue;
                 let now = self.now;
                 let s = self
-                    .sessions
-                    .get_mut(&session)
+                    .endpoint
+                    .get_mut(session)
                     .ok_or(MergeError::UnknownSession(session))?;
-                codec::check_app(enc, &message, s.node.merged.as_ref())?;
+                codec::check_app(enc, &message, s.state.node.merged.as_ref())?;
                 let payload: Bytes = super::client::encode(&mut self.outbox, enc, &message);
-                let link = s.link.filter(|_| s.node.status == Status::Connected);
+                let link = s.link.filter(|_| s.state.node.status == Status::Connected);
                 s.core
                     .send(&mut self.outbox, link, payload, now)
                     .map_err(|_| MergeError::QueueFull { max })?;
             }
             MergeServerCommand::Disconnect { session } => {
                 let s = self
-                    .sessions
-                    .get(&session)
+                    .endpoint
+                    .get(session)
                     .ok_or(MergeError::UnknownSession(session))?;
                 if let (Status::Connected, Some(link), Some(m)) =
-                    (s.node.status, s.link, s.node.merged)
+                    (s.state.node.status, s.link, s.state.node.merged)
                 {
                     codec::send_disconnect(&mut self.outbox, self.cfg.encoding, link, &m);
                 }
@@ -803,15 +689,13 @@ impl<S: TokenSource> Machine for MergeServer<S> {
         match input {
             Input::Opened(link) => return self.on_opened(link),
             Input::Received(link, bytes) => self.on_received(link, bytes),
-            Input::Closed(link) => {
-                if self.pending.get(&link.id).is_some_and(|p| p.link == link) {
-                    self.remove_pending(link.id);
-                } else if let Some(&id) = self.links.get(&link.id) {
-                    self.lose(id);
-                } else {
-                    self.stale += 1;
+            Input::Closed(link) => match self.endpoint.route(link).map(|r| r.session) {
+                Some(None) => {
+                    self.endpoint.close(link.id);
                 }
-            }
+                Some(Some(id)) => self.lose(id),
+                None => {} // counted stale by the endpoint
+            },
             Input::Timeout => self.on_timeout(),
             Input::Command(cmd) => return self.on_command(cmd),
         }
@@ -819,7 +703,6 @@ impl<S: TokenSource> Machine for MergeServer<S> {
     }
 
     fn poll_output(&mut self) -> Output<MergeServerEvent> {
-        // The deadline scans the registry: only compute it when nothing is queued.
         match self.outbox.pop() {
             Some(out) => out,
             None => Output::Wait(self.deadline()),
@@ -849,328 +732,9 @@ fn fingerprint(t: &Token) -> u64 {
     })
 }
 
+#[path = "server_handover.rs"]
+mod handover;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wire::PROTOCOL_VERSION;
-    use bytes::{Bytes, BytesMut};
-
-    fn frame(msg: &Message) -> Bytes {
-        let mut b = BytesMut::new();
-        msg.encode_framed(&mut b);
-        b.freeze()
-    }
-
-    fn token(c: u8) -> Token {
-        Token::new(&[c; 16]).unwrap()
-    }
-
-    /// The timer index holds exactly one entry per pending handshake and per RECONNECTING
-    /// session, through handshakes, losses, adoptions, refusals and expiries.
-    fn assert_index<S>(s: &MergeServer<S>) {
-        // The token index holds exactly the sessions' merged tokens.
-        let with_token: BTreeSet<(u64, SessionId)> = s
-            .sessions
-            .iter()
-            .filter_map(|(id, x)| x.node.merged.map(|m| (fingerprint(&m), *id)))
-            .collect();
-        assert_eq!(with_token, s.by_token);
-        let reconnecting = s.sessions.values().filter(|x| x.expires.is_some()).count();
-        let live = s.sessions.values().filter(|x| x.live_at.is_some()).count();
-        assert_eq!(s.timers.len(), s.pending.len() + reconnecting + live);
-        for (at, t) in &s.timers {
-            match t {
-                Timer::Handshake(id) => assert_eq!(s.pending[id].deadline, *at),
-                Timer::Expire(id) => assert_eq!(s.sessions[id].expires, Some(*at)),
-                Timer::Live(id) => assert_eq!(s.sessions[id].live_at, Some(*at)),
-            }
-        }
-    }
-
-    #[test]
-    fn timer_index_follows_the_registry() {
-        let mut n = 0u8;
-        let mut s = MergeServer::new(MergeServerConfig::default(), move || {
-            n += 1;
-            token(b'a' + n)
-        });
-        let now = Instant::ZERO;
-        let tok = |t| {
-            frame(&Message::Token {
-                version: PROTOCOL_VERSION,
-                token: t,
-            })
-        };
-        for id in 1..=3 {
-            s.handle_input(now, Input::Opened(Link::main(id))).unwrap();
-        }
-        assert_index(&s);
-        s.handle_input(now, Input::Received(Link::main(1), tok(token(b'X'))))
-            .unwrap();
-        s.handle_input(now, Input::Received(Link::main(1), tok(token(b'X'))))
-            .unwrap();
-        assert_index(&s);
-        s.handle_input(
-            now,
-            Input::Received(Link::main(2), Bytes::from_static(b"\0\0\0\x01\xff")),
-        )
-        .unwrap();
-        s.handle_input(now, Input::Closed(Link::main(3))).unwrap();
-        s.handle_input(now, Input::Closed(Link::main(1))).unwrap();
-        assert_index(&s);
-        assert_eq!(s.timers.len(), 1, "only the RECONNECTING session");
-        let merged = s
-            .sessions
-            .values()
-            .next()
-            .and_then(|x| x.node.merged)
-            .unwrap();
-        s.handle_input(now, Input::Opened(Link::main(4))).unwrap();
-        let resume = frame(&Message::Resume {
-            version: PROTOCOL_VERSION,
-            token: merged,
-        });
-        s.handle_input(now, Input::Received(Link::main(4), resume))
-            .unwrap();
-        assert_index(&s);
-        assert_eq!(
-            s.timers.iter().map(|t| t.1).collect::<alloc::vec::Vec<_>>(),
-            [Timer::Live(s.session_of(4).unwrap())],
-            "adopted: no expiry, no pending, only the heartbeat"
-        );
-        s.handle_input(now, Input::Closed(Link::main(4))).unwrap();
-        s.handle_input(Instant::MAX, Input::Timeout).unwrap();
-        assert_index(&s);
-        assert_eq!((s.session_count(), s.timers.len()), (0, 0));
-    }
-
-    /// Runs a handshake on `link` with a client token made of `c`; returns the session.
-    fn handshake<S: TokenSource>(s: &mut MergeServer<S>, link: u64, c: Token) -> SessionId {
-        let now = Instant::ZERO;
-        let tok = frame(&Message::Token {
-            version: PROTOCOL_VERSION,
-            token: c,
-        });
-        s.handle_input(now, Input::Opened(Link::main(link)))
-            .unwrap();
-        s.handle_input(now, Input::Received(Link::main(link), tok.clone()))
-            .unwrap();
-        s.handle_input(now, Input::Received(Link::main(link), tok))
-            .unwrap();
-        while !matches!(s.poll_output(), Output::Wait(_)) {}
-        s.session_of(link).unwrap()
-    }
-
-    #[test]
-    fn handover_keeps_the_token_index_of_both_servers() {
-        let source = || {
-            let mut n = 0u8;
-            move || {
-                n += 1;
-                token(b'a' + n)
-            }
-        };
-        let mut a = MergeServer::new(MergeServerConfig::default(), source());
-        let mut b = MergeServer::new(MergeServerConfig::default(), source());
-        let id = handshake(&mut a, 1, token(b'X'));
-        let snap = a.take_session(Instant::ZERO, id).unwrap();
-        assert_index(&a);
-        assert_eq!(a.session_count(), 0);
-        let merged = snap.merged;
-        let imported = b.import_session(Instant::ZERO, snap.clone()).unwrap();
-        assert_index(&b);
-        assert_eq!(b.find(&merged), Some(imported));
-        assert_eq!(
-            b.import_session(Instant::ZERO, snap),
-            Err(crate::snapshot::ImportError::DuplicateToken)
-        );
-        assert_index(&b);
-    }
-
-    #[test]
-    fn resumption_finds_its_session_among_many_even_when_fingerprints_collide() {
-        let mut n = 0u64;
-        // No heartbeat: the session resumed at the end stays up until the end of time.
-        let cfg = MergeServerConfig {
-            session: crate::session::SessionConfig {
-                keepalive: None,
-                ..Default::default()
-            },
-            ..MergeServerConfig::default()
-        };
-        let mut s = MergeServer::new(cfg, move || {
-            n += 1;
-            let mut b = [b'S'; 16];
-            b[8..].copy_from_slice(&n.to_be_bytes());
-            Token::new(&b).unwrap()
-        });
-        let now = Instant::ZERO;
-        let ids: alloc::vec::Vec<SessionId> = (1..=50u8)
-            .map(|i| handshake(&mut s, u64::from(i), token(i)))
-            .collect();
-        assert_index(&s);
-        let merged = |s: &MergeServer<_>, id: SessionId| s.session(id).unwrap().merged.unwrap();
-        let target = ids[17];
-        let m = merged(&s, target);
-        // Forge collisions: other sessions filed under the target's fingerprint.
-        for &other in &ids[..5] {
-            s.by_token.insert((fingerprint(&m), other));
-        }
-        assert_eq!(s.find(&m), Some(target));
-        for &other in &ids[..5] {
-            s.by_token.remove(&(fingerprint(&m), other));
-        }
-        for i in 1..=50 {
-            s.handle_input(now, Input::Closed(Link::main(i))).unwrap();
-        }
-        s.handle_input(now, Input::Opened(Link::main(100))).unwrap();
-        let resume = frame(&Message::Resume {
-            version: PROTOCOL_VERSION,
-            token: m,
-        });
-        s.handle_input(now, Input::Received(Link::main(100), resume))
-            .unwrap();
-        assert_eq!(s.session_of(100), Some(target));
-        assert_eq!(s.session(target).unwrap().status, Status::Connected);
-        assert_index(&s);
-        // Ended sessions leave the index.
-        s.handle_input(Instant::MAX, Input::Timeout).unwrap();
-        assert_eq!(s.session_count(), 1);
-        assert_index(&s);
-    }
-
-    #[test]
-    fn an_idle_session_costs_a_few_hundred_bytes() {
-        // Inline tokens (3 x 65 bytes) dominate; buffers are empty until bytes arrive.
-        let size = core::mem::size_of::<Session>();
-        assert!(size <= 512, "Session is {size} bytes");
-    }
-}
-
-// Session snapshots (src/snapshot.rs, docs/PROTOCOL.md section 8): hand one session over to
-mod handover {
-    use super::*;
-    use crate::connect::merge::MergeSessionSnapshot;
-    use crate::snapshot::ImportError;
-
-    // another registry, in another process.
-    impl<S: TokenSource> MergeServer<S> {
-        /// One session's durable state, to hand it over to another server: tokens, status,
-        /// queue, and the time left before it would expire (relative to `now`). `None` if no
-        /// such session. The session stays here; see [`MergeServer::take_session`] to move it.
-        ///
-        /// The snapshot holds the session's secret tokens: store and move it securely.
-        pub fn export_session(&self, now: Instant, id: SessionId) -> Option<MergeSessionSnapshot> {
-            let s = self.sessions.get(&id)?;
-            let merged = s.node.merged?;
-            let status = match s.node.status {
-                Status::Connected if s.link.is_some() => Status::Connected,
-                _ => Status::Reconnecting,
-            };
-            let expires_in = match status {
-                Status::Connected => None,
-                _ => Some(s.expires.map_or(self.cfg.resume_grace, |at| {
-                    at.saturating_duration_since(now)
-                })),
-            };
-            let (acked, received, queue) = s.core.snapshot();
-            Some(MergeSessionSnapshot {
-                status,
-                local: s.node.local,
-                remote: s.node.remote,
-                merged,
-                queue,
-                acked,
-                received,
-                expires_in,
-            })
-        }
-
-        /// Exports a session and forgets it here, without telling its client: its transport is
-        /// closed ([`Output::Close`]) and no event is given. The client sees its transport
-        /// lost and resumes, wherever the caller now routes it (the importing server).
-        pub fn take_session(
-            &mut self,
-            now: Instant,
-            id: SessionId,
-        ) -> Option<MergeSessionSnapshot> {
-            let snap = self.export_session(now, id)?;
-            self.now = self.now.max(now);
-            self.set_expiry(id, None);
-            self.set_live(id, None);
-            if let Some(s) = self.sessions.remove(&id) {
-                if let Some(m) = s.node.merged {
-                    self.by_token.remove(&(fingerprint(&m), id));
-                }
-                if let Some(link) = s.link {
-                    self.links.remove(&link.id);
-                    self.outbox.close(link);
-                }
-            }
-            Some(snap)
-        }
-
-        /// Takes over a session exported by another server: it becomes RECONNECTING here
-        /// (whatever its status at export: its transport did not move), with its queue, and is
-        /// forgotten when its time left runs out (`resume_grace` if it was exported
-        /// CONNECTED). Its client resumes it with RESUME as after any lost transport.
-        ///
-        /// Refused, leaving the registry as it was, when the registry is full
-        /// ([`ImportError::Full`]), when a session holds the same merged token (imported
-        /// twice: [`ImportError::DuplicateToken`]), when that token ended formally here, when
-        /// the queue is over `max_queue`, or when a token does not suit the encoding.
-        ///
-        /// The next deadline may be earlier: poll the output after an import.
-        pub fn import_session(
-            &mut self,
-            now: Instant,
-            snap: MergeSessionSnapshot,
-        ) -> Result<SessionId, ImportError> {
-            if self.sessions.len() >= self.cfg.max_sessions {
-                return Err(ImportError::Full);
-            }
-            if self.find(&snap.merged).is_some() {
-                return Err(ImportError::DuplicateToken);
-            }
-            if self.is_ended(&snap.merged) {
-                return Err(ImportError::Ended);
-            }
-            if snap.queue.len() > self.cfg.max_queue {
-                return Err(ImportError::QueueTooLong {
-                    len: snap.queue.len(),
-                    max: self.cfg.max_queue,
-                });
-            }
-            if codec::check_local(self.cfg.encoding, &snap.local).is_err()
-                || codec::check_local(self.cfg.encoding, &snap.merged).is_err()
-            {
-                return Err(ImportError::BadToken);
-            }
-            self.now = self.now.max(now);
-            let id = SessionId(self.next_id);
-            self.next_id = self.next_id.saturating_add(1);
-            let mut core = self.new_core();
-            core.restored(snap.acked, snap.received, snap.queue);
-            self.sessions.insert(
-                id,
-                Session {
-                    node: Node {
-                        status: Status::Reconnecting,
-                        local: snap.local,
-                        remote: snap.remote,
-                        merged: Some(snap.merged),
-                    },
-                    link: None,
-                    reader: None,
-                    core,
-                    expires: None,
-                    live_at: None,
-                },
-            );
-            self.by_token.insert((fingerprint(&snap.merged), id));
-            let left = snap.expires_in.unwrap_or(self.cfg.resume_grace);
-            self.set_expiry(id, Some(now + left));
-            Ok(id)
-        }
-    }
-}
+#[path = "server_tests.rs"]
+mod tests;
