@@ -277,11 +277,6 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
         self.stale
     }
 
-    /// Counts an input that named no open transport.
-    pub fn count_stale(&mut self) {
-        self.stale += 1;
-    }
-
     /// Sets (or, with `None`, stops) one of a session's timers.
     pub fn set_timer(&mut self, key: K, timer: SessionTimer, at: Option<Instant>) {
         let t = Timer::Session(key, timer);
@@ -313,6 +308,7 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
     }
 
     /// Timers set (handshakes and sessions').
+    #[cfg(test)]
     pub fn timer_count(&self) -> usize {
         self.timers.len()
     }

@@ -8,6 +8,7 @@
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{DualError, EndReason, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
+use crate::session::endpoint::{Endpoint, SessionTimer, Slot, Timer};
 use crate::session::{Event, SessionConfig, SessionCore, Verdict};
 use crate::tables::{fire, NoTransition};
 use crate::time::{Duration, Instant};
@@ -17,7 +18,6 @@ use crate::wire::{
     PROTOCOL_VERSION, SERVER_SENDER,
 };
 use alloc::collections::BTreeMap;
-use alloc::vec::Vec;
 use bytes::Bytes;
 
 /// The server's configuration. `Default` gives the values documented on each field.
@@ -207,29 +207,29 @@ pub enum DualServerNotice {
     },
 }
 
+/// What a player holds beyond the shared session core (and its `main`, which the endpoint
+/// keeps): its handshake state, tokens and `feed`.
 #[derive(Debug, Clone)]
 struct Player {
     state: PlayerState,
     announced: bool,
-    main: Option<Link>,
     feed: Option<Link>,
     token_a: Token,
     token_b: Option<Token>,
     feed_tx: FeedSender,
     feed_rx: FeedReceiver,
-    /// Handshake expiry, or the end of the wait for a reconnection.
-    deadline: Option<Instant>,
     last_feed_rx: Instant,
     last_feed_tx: Instant,
-    /// Delivery, liveness and the bounded queue of `main`.
-    core: SessionCore,
 }
 
+/// A `main` transport as the server reads it.
 #[derive(Debug, Clone)]
-struct MainConn {
+struct MainLink {
     decoder: FrameDecoder,
-    player: Option<u16>,
 }
+
+/// A player as the endpoint holds it: `main`, session core, and the rest.
+type PlayerSlot = Slot<Player>;
 
 /// The server of R-Type's dual-channel connection. See the [module docs](super).
 ///
@@ -241,14 +241,14 @@ pub struct DualServer<T> {
     tokens: T,
     out: Outbox<DualServerEvent>,
     now: Instant,
-    players: Vec<Option<Player>>,
-    mains: BTreeMap<u64, MainConn>,
+    /// `main` transports, players (by id) with their cores, and every timer.
+    endpoint: Endpoint<u16, MainLink, Player>,
+    /// Bound `feed` links, to their player.
     feeds: BTreeMap<u64, u16>,
     /// Sequence numbers of datagrams not sent to a known player (refusals).
     stray_tx: FeedSender,
     stray_stats: FeedStats,
     error: Option<DualError>,
-    takeovers: u64,
 }
 
 impl Player {
@@ -257,46 +257,47 @@ impl Player {
         self.state = fire(SERVER_TRANSITIONS, self.state, input)?;
         Ok(())
     }
+
+    /// Whether `feed` is watched for silence (the session exists for good).
+    fn watched(&self) -> bool {
+        matches!(self.state, PlayerState::Connected | PlayerState::MainLost)
+    }
 }
 
 impl<T: TokenSource> DualServer<T> {
     /// A server with no players.
     pub fn new(cfg: DualServerConfig, tokens: T) -> Self {
-        let mut players = Vec::new();
-        players.resize_with(usize::from(cfg.max_players), || None);
         DualServer {
+            endpoint: Endpoint::new(cfg.max_links),
             cfg,
             tokens,
             out: Outbox::new(),
             now: Instant::ZERO,
-            players,
-            mains: BTreeMap::new(),
             feeds: BTreeMap::new(),
             stray_tx: FeedSender::new(SERVER_SENDER),
             stray_stats: FeedStats::default(),
             error: None,
-            takeovers: 0,
         }
     }
 
     /// The state of player `id`, if it exists.
     pub fn player_state(&self, id: u16) -> Option<PlayerState> {
-        self.player(id).map(|p| p.state)
+        self.slot(id).map(|p| p.state.state)
     }
 
     /// The `main` and `feed` links of player `id`.
     pub fn player_links(&self, id: u16) -> Option<(Option<Link>, Option<Link>)> {
-        self.player(id).map(|p| (p.main, p.feed))
+        self.slot(id).map(|p| (p.link, p.state.feed))
     }
 
     /// Players that exist now (in any state).
     pub fn player_count(&self) -> usize {
-        self.players.iter().filter(|p| p.is_some()).count()
+        self.endpoint.session_count()
     }
 
     /// `main` links open now.
     pub fn link_count(&self) -> usize {
-        self.mains.len()
+        self.endpoint.route_count()
     }
 
     /// Datagrams on unbound `feed` links that were ignored (malformed, foreign, stale).
@@ -306,17 +307,29 @@ impl<T: TokenSource> DualServer<T> {
 
     /// What the `feed` receiver of player `id` did so far.
     pub fn feed_stats(&self, id: u16) -> Option<FeedStats> {
-        self.player(id).map(|p| p.feed_rx.stats())
+        self.slot(id).map(|p| p.state.feed_rx.stats())
     }
 
-    fn player(&self, id: u16) -> Option<&Player> {
-        self.players.get(usize::from(id)).and_then(|p| p.as_ref())
+    /// A player's sync layer started over while its `main` was down: its held sync
+    /// messages are obsolete (see
+    /// [`Delivery::supersede_sync`](crate::session::Delivery::supersede_sync)).
+    pub fn supersede_sync(&mut self, id: u16) {
+        if let Some(pl) = self.slot_mut(id) {
+            pl.core.supersede_sync();
+        }
     }
 
-    fn player_mut(&mut self, id: u16) -> Option<&mut Player> {
-        self.players
-            .get_mut(usize::from(id))
-            .and_then(|p| p.as_mut())
+    /// `main` transports replaced by a valid reconnection while still open here.
+    pub fn takeovers(&self) -> u64 {
+        self.endpoint.takeovers()
+    }
+
+    fn slot(&self, id: u16) -> Option<&PlayerSlot> {
+        self.endpoint.get(id)
+    }
+
+    fn slot_mut(&mut self, id: u16) -> Option<&mut PlayerSlot> {
+        self.endpoint.get_mut(id)
     }
 
     fn token_ok(&self, t: &Token) -> bool {
@@ -334,37 +347,59 @@ impl<T: TokenSource> DualServer<T> {
         }
     }
 
+    /// The lowest free player id.
+    fn free_id(&self) -> Option<u16> {
+        let mut next = 0u16;
+        for (id, _) in self.endpoint.sessions() {
+            if id != next {
+                break;
+            }
+            next = next.checked_add(1)?;
+        }
+        (next < self.cfg.max_players).then_some(next)
+    }
+
+    /// The player's `feed` and liveness timers, from its clocks now.
+    fn reschedule(&mut self, id: u16) {
+        let (keepalive, timeout) = (self.cfg.feed_keepalive, self.cfg.feed_timeout);
+        let Some(pl) = self.slot(id) else { return };
+        let feed = pl.state.feed.and_then(|_| {
+            earliest([
+                pl.state.watched().then(|| pl.state.last_feed_rx + timeout),
+                Some(pl.state.last_feed_tx + keepalive),
+            ])
+        });
+        let live = (pl.state.state == PlayerState::Connected)
+            .then(|| pl.core.deadline())
+            .flatten();
+        self.endpoint.set_timer(id, SessionTimer::Profile, feed);
+        self.endpoint.set_timer(id, SessionTimer::Live, live);
+    }
+
     /// Refuses on a `main` link: `CONN_FAILED`, close, forget (with its player if the
     /// player was still in its handshake).
     fn refuse_main(&mut self, link: Link, reason: FailReason) {
         self.out.send_framed(link, &Message::ConnFailed { reason });
         self.out.close(link);
-        if let Some(conn) = self.mains.remove(&link.id) {
-            if let Some(p) = conn.player {
-                if self.player(p).is_some_and(|pl| pl.main == Some(link)) {
-                    self.remove_player(p, EndReason::Violation(reason));
-                }
-            }
+        if let Some(p) = self.endpoint.close(link.id).and_then(|r| r.session) {
+            self.remove_player(p, EndReason::Violation(reason));
         }
     }
 
     /// Forgets a player: closes its links, frees its id.
     fn remove_player(&mut self, id: u16, reason: EndReason) {
-        let Some(slot) = self.players.get_mut(usize::from(id)) else {
+        let Some(mut pl) = self.endpoint.remove(id) else {
             return;
         };
-        let Some(pl) = slot.take() else { return };
-        if let Some(l) = pl.main {
-            self.mains.remove(&l.id);
+        if let Some(l) = pl.link {
             self.out.close(l);
         }
-        if let Some(l) = pl.feed {
+        if let Some(l) = pl.state.feed {
             self.feeds.remove(&l.id);
             self.out.close(l);
         }
-        if pl.announced {
-            let mut core = pl.core;
-            let undelivered = core.end();
+        if pl.state.announced {
+            let undelivered = pl.core.end();
             self.out.event(Event::Ended {
                 session: id,
                 reason,
@@ -374,7 +409,7 @@ impl<T: TokenSource> DualServer<T> {
     }
 
     fn fail_player(&mut self, id: u16, reason: FailReason) {
-        if let Some(l) = self.player(id).and_then(|p| p.main) {
+        if let Some(l) = self.slot(id).and_then(|p| p.link) {
             self.out.send_framed(l, &Message::ConnFailed { reason });
         }
         self.remove_player(id, EndReason::Violation(reason));
@@ -383,12 +418,12 @@ impl<T: TokenSource> DualServer<T> {
     fn send_feed_to(&mut self, id: u16, msg: &Message) -> Result<(), DualError> {
         let max = self.cfg.max_feed_content;
         let now = self.now;
-        let Some(Some(pl)) = self.players.get_mut(usize::from(id)) else {
+        let Some(pl) = self.endpoint.get_mut(id) else {
             return Err(DualError::UnknownPlayer(id));
         };
-        let link = pl.feed.ok_or(DualError::FeedUnavailable)?;
-        pl.feed_tx.encode(msg, self.out.buf(), max)?;
-        pl.last_feed_tx = now;
+        let link = pl.state.feed.ok_or(DualError::FeedUnavailable)?;
+        pl.state.feed_tx.encode(msg, self.out.buf(), max)?;
+        pl.state.last_feed_tx = now;
         let payload = self.out.take_buf();
         self.out.send_raw(link, payload);
         Ok(())
@@ -398,10 +433,10 @@ impl<T: TokenSource> DualServer<T> {
     /// replay waits for the client's).
     fn main_up(&mut self, id: u16, resumed: bool) {
         let now = self.now;
-        let Some(Some(pl)) = self.players.get_mut(usize::from(id)) else {
+        let Some(pl) = self.endpoint.get_mut(id) else {
             return;
         };
-        let Some(link) = pl.main else { return };
+        let Some(link) = pl.link else { return };
         let _ = pl.core.link_up(&mut self.out, link, resumed, true, now);
     }
 
@@ -414,30 +449,23 @@ impl<T: TokenSource> DualServer<T> {
         )
     }
 
-    /// A player's sync layer started over while its `main` was down: its held sync
-    /// messages are obsolete (see
-    /// [`Delivery::supersede_sync`](crate::session::Delivery::supersede_sync)).
-    pub fn supersede_sync(&mut self, id: u16) {
-        if let Some(pl) = self.player_mut(id) {
-            pl.core.supersede_sync();
-        }
-    }
-
-    /// `main` transports replaced by a valid reconnection while still open here.
-    pub fn takeovers(&self) -> u64 {
-        self.takeovers
-    }
-
     fn on_opened(&mut self, link: Link) {
         if link.channel == Channel::Feed {
             // Feed links exist implicitly: they are bound by a feed init.
             return;
         }
-        if self.mains.contains_key(&link.id) {
+        if self.endpoint.peek(link.id).is_some() {
             // Reported twice (a caller's bug): the transport is already known.
             return;
         }
-        if self.mains.len() >= self.cfg.max_links {
+        let state = MainLink {
+            decoder: FrameDecoder::new(self.cfg.max_frame),
+        };
+        // A transport that never sends `CONN_INIT` is refused at the handshake timeout.
+        let deadline = self.now + self.cfg.handshake_timeout;
+        if self.endpoint.route_count() >= self.cfg.max_links
+            || self.endpoint.open(link, state, Some(deadline)).is_err()
+        {
             self.out.send_framed(
                 link,
                 &Message::ConnFailed {
@@ -445,34 +473,26 @@ impl<T: TokenSource> DualServer<T> {
                 },
             );
             self.out.close(link);
-            return;
         }
-        self.mains.insert(
-            link.id,
-            MainConn {
-                decoder: FrameDecoder::new(self.cfg.max_frame),
-                player: None,
-            },
-        );
     }
 
     fn on_main_bytes(&mut self, link: Link, bytes: Bytes) {
-        let Some(conn) = self.mains.get_mut(&link.id) else {
+        let now = self.now;
+        let Some(route) = self.endpoint.route(link) else {
             return;
         };
-        conn.decoder.push_bytes(bytes);
-        if let Some(id) = conn.player {
-            let now = self.now;
-            if let Some(pl) = self.player_mut(id).filter(|p| p.main == Some(link)) {
+        route.state.decoder.push_bytes(bytes);
+        if let Some(pl) = route.session.and_then(|id| self.endpoint.get_mut(id)) {
+            if pl.link == Some(link) {
                 pl.core.on_bytes(now);
             }
         }
         loop {
-            let Some(conn) = self.mains.get_mut(&link.id) else {
+            let Some(route) = self.endpoint.peek_mut(link.id).filter(|r| r.link == link) else {
                 return;
             };
-            let player = conn.player;
-            match conn.decoder.next_frame() {
+            let player = route.session;
+            match route.state.decoder.next_frame() {
                 Ok(None) => return,
                 Ok(Some(frame)) => match Message::decode(frame.clone()) {
                     Ok(msg) => self.on_main_message(link, player, msg, frame.len()),
@@ -484,7 +504,7 @@ impl<T: TokenSource> DualServer<T> {
     }
 
     fn main_malformed(&mut self, link: Link, player: Option<u16>) {
-        match player.and_then(|p| self.player(p)).map(|p| p.state) {
+        match player.and_then(|p| self.player_state(p)) {
             // A connected player keeps its session: only this transport is refused.
             Some(PlayerState::Connected) => {
                 self.out.send_framed(
@@ -500,6 +520,13 @@ impl<T: TokenSource> DualServer<T> {
         }
     }
 
+    /// Refuses one `main` transport of a connected player; the session waits for a better
+    /// one.
+    fn refuse_transport(&mut self, link: Link, reason: FailReason) {
+        self.out.send_framed(link, &Message::ConnFailed { reason });
+        self.out.close(link);
+        self.on_main_closed(link);
+    }
     fn on_main_message(&mut self, link: Link, player: Option<u16>, msg: Message, len: usize) {
         let Some(id) = player else {
             return self.on_fresh_link(link, msg);
@@ -509,22 +536,22 @@ impl<T: TokenSource> DualServer<T> {
         };
         match (state, msg) {
             (PlayerState::AwaitFinalAuth, Message::FinalAuth { player, token_b }) => {
-                let pl = self.player(id);
+                let pl = self.slot(id);
                 if player != id {
                     self.fail_player(id, FailReason::UnknownPlayer);
-                } else if pl.and_then(|p| p.token_b) != Some(token_b) {
+                } else if pl.and_then(|p| p.state.token_b) != Some(token_b) {
                     self.fail_player(id, FailReason::WrongToken);
                 } else {
                     let fired = self
-                        .player_mut(id)
-                        .map(|pl| pl.step(PlayerInput::FinalAuth));
+                        .slot_mut(id)
+                        .map(|pl| pl.state.step(PlayerInput::FinalAuth));
                     if !matches!(fired, Some(Ok(()))) {
                         return self.fail_player(id, FailReason::UnexpectedMessage);
                     }
-                    if let Some(pl) = self.player_mut(id) {
-                        pl.announced = true;
-                        pl.deadline = None;
+                    if let Some(pl) = self.slot_mut(id) {
+                        pl.state.announced = true;
                     }
+                    self.endpoint.set_timer(id, SessionTimer::Expire, None);
                     self.out.send_framed(link, &Message::ConnOk);
                     self.out.event(Event::Up {
                         session: id,
@@ -541,27 +568,19 @@ impl<T: TokenSource> DualServer<T> {
                 let now = self.now;
                 let out = &mut self.out;
                 let ok = self
-                    .players
-                    .get_mut(usize::from(id))
-                    .and_then(|p| p.as_mut())
+                    .endpoint
+                    .get_mut(id)
                     .is_some_and(|pl| pl.core.on_ack(out, link, received, now).is_ok());
                 if !ok {
                     // An impossible acknowledgement: this transport is refused; the
                     // session waits for a better one.
-                    self.out.send_framed(
-                        link,
-                        &Message::ConnFailed {
-                            reason: FailReason::UnexpectedMessage,
-                        },
-                    );
-                    self.out.close(link);
-                    self.on_main_closed(link);
+                    self.refuse_transport(link, FailReason::UnexpectedMessage);
                 }
             }
             // The messages the session core numbers: the application's and the sync layer's.
             (PlayerState::Connected, m) if crate::session::is_delivered(&m) => {
                 let now = self.now;
-                if let Some(Some(pl)) = self.players.get_mut(usize::from(id)) {
+                if let Some(pl) = self.endpoint.get_mut(id) {
                     pl.core.on_message(&mut self.out, link, len, now);
                 }
                 self.out.event(Event::Message {
@@ -580,34 +599,29 @@ impl<T: TokenSource> DualServer<T> {
                 if version != PROTOCOL_VERSION {
                     return self.refuse_main(link, FailReason::UnsupportedVersion);
                 }
-                let Some(id) = self.players.iter().position(|p| p.is_none()) else {
+                let Some(id16) = self.free_id() else {
                     return self.refuse_main(link, FailReason::ServerFull);
                 };
                 let Some(token_a) = self.fresh_token() else {
                     return self.refuse_main(link, FailReason::InsecureToken);
                 };
-                // Cannot truncate: there are at most 0xffff slots.
-                let id16 = id as u16;
                 let core = self.new_core();
-                if let Some(slot) = self.players.get_mut(id) {
-                    *slot = Some(Player {
-                        state: PlayerState::AwaitFeedInit,
-                        announced: false,
-                        main: Some(link),
-                        feed: None,
-                        token_a,
-                        token_b: None,
-                        feed_tx: FeedSender::new(SERVER_SENDER),
-                        feed_rx: FeedReceiver::new(self.cfg.max_feed_content),
-                        deadline: Some(self.now + self.cfg.handshake_timeout),
-                        last_feed_rx: self.now,
-                        last_feed_tx: self.now,
-                        core,
-                    });
-                }
-                if let Some(conn) = self.mains.get_mut(&link.id) {
-                    conn.player = Some(id16);
-                }
+                let player = Player {
+                    state: PlayerState::AwaitFeedInit,
+                    announced: false,
+                    feed: None,
+                    token_a,
+                    token_b: None,
+                    feed_tx: FeedSender::new(SERVER_SENDER),
+                    feed_rx: FeedReceiver::new(self.cfg.max_feed_content),
+                    last_feed_rx: self.now,
+                    last_feed_tx: self.now,
+                };
+                self.endpoint.insert(id16, core, player);
+                self.endpoint.attach(id16, link);
+                let until = self.now + self.cfg.handshake_timeout;
+                self.endpoint
+                    .set_timer(id16, SessionTimer::Expire, Some(until));
                 self.out.send_framed(
                     link,
                     &Message::ConnInitRep {
@@ -625,41 +639,35 @@ impl<T: TokenSource> DualServer<T> {
                 if version != PROTOCOL_VERSION {
                     return self.refuse_main(link, FailReason::UnsupportedVersion);
                 }
-                let Some(pl) = self.player(player) else {
+                let Some(pl) = self.slot(player) else {
                     return self.refuse_main(link, FailReason::UnknownPlayer);
                 };
-                if pl.token_b != Some(token) {
+                if pl.state.token_b != Some(token) {
                     return self.refuse_main(link, FailReason::WrongToken);
                 }
                 // Only a session that finished its handshake can be resumed: the table says
                 // which (the move itself is made below, once the old link is dealt with).
-                let Ok(next) = fire(SERVER_TRANSITIONS, pl.state, PlayerInput::Connection) else {
+                let Ok(next) = fire(SERVER_TRANSITIONS, pl.state.state, PlayerInput::Connection)
+                else {
                     return self.refuse_main(link, FailReason::NotResumable);
                 };
                 // The new transport replaces the old one, if the old one is still open.
-                let old = pl.main;
-                if let Some(old) = old.filter(|o| *o != link) {
+                if let Some(old) = self.endpoint.take_over(player) {
                     // Takeover of a half-open `main`: the old one is closed and counted,
                     // and the application sees it lost before the session resumes.
-                    self.mains.remove(&old.id);
                     self.out.close(old);
-                    self.takeovers += 1;
                     self.out.event(Event::Down { session: player });
                 }
-                if let Some(pl) = self.player_mut(player) {
-                    pl.state = next;
-                    pl.main = Some(link);
-                    pl.deadline = None;
+                if let Some(pl) = self.slot_mut(player) {
+                    pl.state.state = next;
                 }
-                if let Some(conn) = self.mains.get_mut(&link.id) {
-                    conn.player = Some(player);
-                }
+                self.endpoint.attach(player, link);
                 self.out.send_framed(link, &Message::ConnOk);
                 self.out.event(Event::Up {
                     session: player,
                     outcome: Outcome::Resumed,
                 });
-                if let Some(pl) = self.player_mut(player) {
+                if let Some(pl) = self.slot_mut(player) {
                     pl.core.link_down();
                 }
                 self.main_up(player, true);
@@ -669,25 +677,25 @@ impl<T: TokenSource> DualServer<T> {
     }
 
     fn on_main_closed(&mut self, link: Link) {
-        let Some(conn) = self.mains.remove(&link.id) else {
+        let Some(route) = self.endpoint.peek(link.id).filter(|r| r.link == link) else {
             return;
         };
-        let Some(id) = conn.player else { return };
+        let Some(id) = route.session else {
+            self.endpoint.close(link.id);
+            return;
+        };
+        self.endpoint.close(link.id);
         let until = self.now + self.cfg.session_timeout;
-        let Some(pl) = self.player_mut(id) else {
+        let Some(pl) = self.slot_mut(id) else {
             return;
         };
-        if pl.main != Some(link) {
-            return;
-        }
-        pl.main = None;
-        pl.core.link_down();
-        match pl.state {
+        match pl.state.state {
             // A MainLost player has no `main`, so only Connected gets here.
             PlayerState::Connected | PlayerState::MainLost => {
-                match pl.step(PlayerInput::MainClosed) {
+                match pl.state.step(PlayerInput::MainClosed) {
                     Ok(()) => {
-                        pl.deadline = Some(until);
+                        self.endpoint
+                            .set_timer(id, SessionTimer::Expire, Some(until));
                         self.out.event(Event::Down { session: id });
                     }
                     Err(e) => self.error = Some(e.into()),
@@ -702,9 +710,9 @@ impl<T: TokenSource> DualServer<T> {
 
     fn on_feed_closed(&mut self, link: Link) {
         if let Some(id) = self.feeds.remove(&link.id) {
-            if let Some(pl) = self.player_mut(id) {
-                pl.feed = None;
-                if pl.announced {
+            if let Some(pl) = self.slot_mut(id) {
+                pl.state.feed = None;
+                if pl.state.announced {
                     self.out
                         .event(Event::Notice(DualServerNotice::FeedLost { player: id }));
                 }
@@ -717,9 +725,9 @@ impl<T: TokenSource> DualServer<T> {
     fn refuse_feed(&mut self, link: Link, player: Option<u16>, reason: FailReason) {
         let msg = Message::ConnFailed { reason };
         let max = self.cfg.max_feed_content;
-        let tx = match player.and_then(|p| self.players.get_mut(usize::from(p))) {
-            Some(Some(pl)) => &mut pl.feed_tx,
-            _ => &mut self.stray_tx,
+        let tx = match player.and_then(|p| self.endpoint.get_mut(p)) {
+            Some(pl) => &mut pl.state.feed_tx,
+            None => &mut self.stray_tx,
         };
         if tx.encode(&msg, self.out.buf(), max).is_ok() {
             let payload = self.out.take_buf();
@@ -734,8 +742,8 @@ impl<T: TokenSource> DualServer<T> {
             Err(_) => {
                 match self.feeds.get(&link.id).copied() {
                     Some(id) => {
-                        if let Some(pl) = self.player_mut(id) {
-                            pl.feed_rx.count_malformed();
+                        if let Some(pl) = self.slot_mut(id) {
+                            pl.state.feed_rx.count_malformed();
                         }
                     }
                     None => self.stray_stats.malformed += 1,
@@ -751,7 +759,7 @@ impl<T: TokenSource> DualServer<T> {
 
     fn on_bound_datagram(&mut self, link: Link, id: u16, seq: u64, sender: u16, msg: Message) {
         let now = self.now;
-        let Some(pl) = self.player_mut(id) else {
+        let Some(pl) = self.slot_mut(id).map(|s| &mut s.state) else {
             return;
         };
         if sender != id {
@@ -762,7 +770,7 @@ impl<T: TokenSource> DualServer<T> {
             return;
         }
         pl.last_feed_rx = now;
-        let live = matches!(pl.state, PlayerState::Connected | PlayerState::MainLost);
+        let live = pl.watched();
         match msg {
             // The reply was lost and the client asks again: answer again, same token B.
             Message::FeedInit {
@@ -807,7 +815,7 @@ impl<T: TokenSource> DualServer<T> {
             self.stray_stats.foreign += 1;
             return;
         }
-        let Some(pl) = self.player(player) else {
+        let Some(pl) = self.slot(player).map(|s| &s.state) else {
             return self.refuse_feed(link, None, FailReason::UnknownPlayer);
         };
         if pl.token_a != token_a {
@@ -827,7 +835,7 @@ impl<T: TokenSource> DualServer<T> {
             },
         };
         let now = self.now;
-        let Some(pl) = self.player_mut(player) else {
+        let Some(pl) = self.slot_mut(player).map(|s| &mut s.state) else {
             return;
         };
         if !pl.feed_rx.accept_seq(seq) {
@@ -852,40 +860,60 @@ impl<T: TokenSource> DualServer<T> {
 
     fn on_timeout(&mut self) {
         let now = self.now;
-        for idx in 0..self.players.len() {
-            // Cannot truncate: there are at most 0xffff slots.
-            let id = idx as u16;
-            let Some(pl) = self.player(id) else { continue };
-            if pl.deadline.is_some_and(|d| d <= now) {
-                match pl.state {
-                    PlayerState::MainLost => self.remove_player(id, EndReason::Expired),
-                    _ => self.fail_player(id, FailReason::Timeout),
-                }
-                continue;
-            }
-            let watched = matches!(pl.state, PlayerState::Connected | PlayerState::MainLost);
-            if watched && pl.feed.is_some() && pl.last_feed_rx + self.cfg.feed_timeout <= now {
-                if let Some(l) = pl.feed {
-                    self.out.close(l);
-                    self.on_feed_closed(l);
-                }
-                continue;
-            }
-            if pl.feed.is_some() && pl.last_feed_tx + self.cfg.feed_keepalive <= now {
-                let _ = self.send_feed_to(id, &Message::Dummy);
-            }
-            if let Some(Some(pl)) = self.players.get_mut(idx) {
-                if pl.state == PlayerState::Connected
-                    && pl.core.on_timeout(&mut self.out, pl.main, now) == Verdict::Dead
-                {
-                    // A frozen client or a half-open `main`: the player waits for its
-                    // client to reconnect, as after any loss of `main`.
-                    if let Some(l) = pl.main {
-                        self.out.close(l);
-                        self.on_main_closed(l);
+        while let Some(timer) = self.endpoint.pop_expired(now) {
+            let id = match timer {
+                Timer::Handshake(link_id) => {
+                    // A transport that never sent `CONN_INIT`.
+                    if let Some(link) = self.endpoint.peek(link_id).map(|r| r.link) {
+                        self.refuse_main(link, FailReason::Timeout);
                     }
+                    continue;
                 }
-            }
+                Timer::Session(id, SessionTimer::Expire) => {
+                    match self.player_state(id) {
+                        Some(PlayerState::MainLost) => self.remove_player(id, EndReason::Expired),
+                        Some(_) => self.fail_player(id, FailReason::Timeout),
+                        None => {}
+                    }
+                    continue;
+                }
+                Timer::Session(id, SessionTimer::Profile) => {
+                    self.on_feed_timer(id);
+                    id
+                }
+                Timer::Session(id, SessionTimer::Live) => {
+                    let Some(pl) = self.endpoint.get_mut(id) else {
+                        continue;
+                    };
+                    if pl.state.state == PlayerState::Connected
+                        && pl.core.on_timeout(&mut self.out, pl.link, now) == Verdict::Dead
+                    {
+                        // A frozen client or a half-open `main`: the player waits for its
+                        // client to reconnect, as after any loss of `main`.
+                        if let Some(l) = pl.link {
+                            self.out.close(l);
+                            self.on_main_closed(l);
+                        }
+                    }
+                    id
+                }
+            };
+            self.reschedule(id);
+        }
+    }
+
+    /// A player's `feed` went silent (unbound), or needs a keep-alive.
+    fn on_feed_timer(&mut self, id: u16) {
+        let now = self.now;
+        let Some(pl) = self.slot(id).map(|s| &s.state) else {
+            return;
+        };
+        let Some(feed) = pl.feed else { return };
+        if pl.watched() && pl.last_feed_rx + self.cfg.feed_timeout <= now {
+            self.out.close(feed);
+            self.on_feed_closed(feed);
+        } else if pl.last_feed_tx + self.cfg.feed_keepalive <= now {
+            let _ = self.send_feed_to(id, &Message::Dummy);
         }
     }
 
@@ -899,20 +927,20 @@ impl<T: TokenSource> DualServer<T> {
                 let now = self.now;
                 message.encode_framed(self.out.buf());
                 let frame = self.out.take_buf();
-                let Some(Some(pl)) = self.players.get_mut(usize::from(player)) else {
+                let Some(pl) = self.endpoint.get_mut(player) else {
                     return Err(DualError::UnknownPlayer(player));
                 };
-                let main = pl.main.filter(|_| pl.state == PlayerState::Connected);
+                let main = pl.link.filter(|_| pl.state.state == PlayerState::Connected);
                 pl.core
                     .send(&mut self.out, main, frame, now)
                     .map_err(|_| DualError::QueueFull { max })
             }
             DualServerCommand::SendFeed { player, message } => self.send_feed_to(player, &message),
             DualServerCommand::Kick { player, reason } => {
-                if self.player(player).is_none() {
+                if !self.endpoint.contains(player) {
                     return Err(DualError::UnknownPlayer(player));
                 }
-                if let Some(l) = self.player(player).and_then(|p| p.main) {
+                if let Some(l) = self.slot(player).and_then(|p| p.link) {
                     self.out.send_framed(l, &Message::ConnFailed { reason });
                 }
                 self.remove_player(player, EndReason::LocalDisconnect);
@@ -921,22 +949,12 @@ impl<T: TokenSource> DualServer<T> {
         }
     }
 
-    fn deadline(&self) -> Option<Instant> {
-        let mut d = None;
-        for pl in self.players.iter().flatten() {
-            let watched = matches!(pl.state, PlayerState::Connected | PlayerState::MainLost);
-            let bound = pl.feed.is_some();
-            d = earliest([
-                d,
-                pl.deadline,
-                (bound && watched).then(|| pl.last_feed_rx + self.cfg.feed_timeout),
-                bound.then(|| pl.last_feed_tx + self.cfg.feed_keepalive),
-                (pl.state == PlayerState::Connected)
-                    .then(|| pl.core.deadline())
-                    .flatten(),
-            ]);
+    /// The player an input is about, once handled (its timers are set again after it).
+    fn player_of(&self, link: Link) -> Option<u16> {
+        match link.channel {
+            Channel::Main => self.endpoint.peek(link.id).and_then(|r| r.session),
+            Channel::Feed => self.feeds.get(&link.id).copied(),
         }
-        d
     }
 }
 
@@ -951,19 +969,50 @@ impl<T: TokenSource> Machine for DualServer<T> {
         input: Input<DualServerCommand>,
     ) -> Result<(), DualError> {
         self.now = self.now.max(now);
-        match input {
-            Input::Opened(link) => self.on_opened(link),
-            Input::Received(link, bytes) => match link.channel {
-                Channel::Main => self.on_main_bytes(link, bytes),
-                Channel::Feed => self.on_feed_datagram(link, bytes),
-            },
-            Input::Closed(link) => match link.channel {
-                Channel::Main => self.on_main_closed(link),
-                Channel::Feed => self.on_feed_closed(link),
-            },
-            Input::Timeout => self.on_timeout(),
-            Input::Command(cmd) => return self.on_command(cmd),
+        // The player touched, before and after: its deadlines may have moved.
+        let before = match &input {
+            Input::Received(l, _) | Input::Closed(l) | Input::Opened(l) => self.player_of(*l),
+            Input::Command(
+                DualServerCommand::Send { player, .. }
+                | DualServerCommand::SendFeed { player, .. }
+                | DualServerCommand::Kick { player, .. },
+            ) => Some(*player),
+            Input::Timeout => None,
+        };
+        let link = match &input {
+            Input::Received(l, _) | Input::Closed(l) | Input::Opened(l) => Some(*l),
+            _ => None,
+        };
+        let result = match input {
+            Input::Opened(link) => {
+                self.on_opened(link);
+                Ok(())
+            }
+            Input::Received(link, bytes) => {
+                match link.channel {
+                    Channel::Main => self.on_main_bytes(link, bytes),
+                    Channel::Feed => self.on_feed_datagram(link, bytes),
+                }
+                Ok(())
+            }
+            Input::Closed(link) => {
+                match link.channel {
+                    Channel::Main => self.on_main_closed(link),
+                    Channel::Feed => self.on_feed_closed(link),
+                }
+                Ok(())
+            }
+            Input::Timeout => {
+                self.on_timeout();
+                Ok(())
+            }
+            Input::Command(cmd) => self.on_command(cmd),
+        };
+        let after = link.and_then(|l| self.player_of(l));
+        for id in [before, after].into_iter().flatten() {
+            self.reschedule(id);
         }
+        result?;
         match self.error.take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -971,12 +1020,12 @@ impl<T: TokenSource> Machine for DualServer<T> {
     }
 
     fn poll_output(&mut self) -> Output<DualServerEvent> {
-        let deadline = self.deadline();
+        let deadline = self.endpoint.next_deadline();
         self.out.pop_or_wait(deadline)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.out.timeout(self.now, self.deadline())
+        self.out.timeout(self.now, self.endpoint.next_deadline())
     }
 
     /// Never: the server serves until it is dropped (players leave, the server does not).
@@ -985,234 +1034,20 @@ impl<T: TokenSource> Machine for DualServer<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use proptest::prelude::*;
-
-    const STATES: [PlayerState; 4] = [
-        PlayerState::AwaitFeedInit,
-        PlayerState::AwaitFinalAuth,
-        PlayerState::Connected,
-        PlayerState::MainLost,
-    ];
-    const INPUTS: [PlayerInput; 4] = [
-        PlayerInput::FeedInit,
-        PlayerInput::FinalAuth,
-        PlayerInput::Connection,
-        PlayerInput::MainClosed,
-    ];
-
-    #[test]
-    fn main_lost_refuses_feed_init_and_resumes_by_connection() {
-        let f = |s, i| fire(SERVER_TRANSITIONS, s, i).ok();
-        assert_eq!(f(PlayerState::MainLost, PlayerInput::FeedInit), None);
-        assert_eq!(f(PlayerState::AwaitFeedInit, PlayerInput::Connection), None);
-        assert_eq!(
-            f(PlayerState::MainLost, PlayerInput::Connection),
-            Some(PlayerState::Connected)
-        );
-    }
-
-    /// A pair without a row is the typed error and leaves the player as it was; a pair
-    /// with a row moves it to its target.
-    fn check(from: PlayerState, input: PlayerInput) -> Result<(), TestCaseError> {
-        let row = SERVER_TRANSITIONS
-            .iter()
-            .find(|(s, i, _)| *s == from && *i == input);
-        let mut pl = Player {
-            state: from,
-            announced: false,
-            main: None,
-            feed: None,
-            token_a: Token::new(&[1; 16]).unwrap(),
-            token_b: None,
-            feed_tx: FeedSender::new(SERVER_SENDER),
-            feed_rx: FeedReceiver::new(64),
-            deadline: None,
-            last_feed_rx: Instant::ZERO,
-            last_feed_tx: Instant::ZERO,
-            core: SessionCore::at_most_once(1, Instant::ZERO),
-        };
-        let got = pl.step(input);
-        match row {
-            Some(&(_, _, to)) => {
-                prop_assert_eq!(got, Ok(()));
-                prop_assert_eq!(pl.state, to);
-            }
-            None => {
-                prop_assert_eq!(got, Err(NoTransition { state: from, input }));
-                prop_assert_eq!(pl.state, from);
-            }
-        }
-        Ok(())
-    }
-
-    proptest! {
-        #[test]
-        fn step_follows_the_table(s in 0..STATES.len(), i in 0..INPUTS.len()) {
-            check(STATES[s], INPUTS[i])?;
-        }
-    }
-
-    #[test]
-    fn step_follows_the_table_on_every_pair() {
-        for s in STATES {
-            for i in INPUTS {
-                check(s, i).unwrap();
-            }
-        }
-    }
-}
-
-// Session snapshots (src/snapshot.rs, docs/PROTOCOL.md section 8): hand one player over to
-// another server, in another process.
-mod handover {
-    use super::*;
-    use crate::connect::dual::{PlayerSnapshot, FEED_SEQ_GAP};
-    use crate::snapshot::ImportError;
-
-    impl<T: TokenSource> DualServer<T> {
-        /// One player's durable state, to hand it over to another server: id, tokens A and
-        /// B, state, queue, time left (relative to `now`) and `feed` sequence numbers.
-        /// `None` unless the player finished its handshake (connected, or `main` lost).
-        /// The player stays here; see [`DualServer::take_player`] to move it.
-        ///
-        /// The snapshot holds the player's secret tokens: store and move it securely.
-        pub fn export_player(&self, now: Instant, id: u16) -> Option<PlayerSnapshot> {
-            let pl = self.player(id)?;
-            let token_b = pl.token_b?;
-            let state = match (pl.state, pl.main) {
-                (PlayerState::Connected, Some(_)) => PlayerState::Connected,
-                (PlayerState::Connected | PlayerState::MainLost, _) => PlayerState::MainLost,
-                _ => return None,
-            };
-            let expires_in = match state {
-                PlayerState::Connected => None,
-                _ => Some(pl.deadline.map_or(self.cfg.session_timeout, |d| {
-                    d.saturating_duration_since(now)
-                })),
-            };
-            let (acked, received, queue) = pl.core.snapshot();
-            Some(PlayerSnapshot {
-                player: id,
-                state,
-                token_a: pl.token_a,
-                token_b,
-                queue,
-                acked,
-                received,
-                expires_in,
-                feed_next_seq: pl.feed_tx.next_seq(),
-                feed_newest: pl.feed_rx.newest(),
-            })
-        }
-
-        /// Exports a player and forgets it here without telling its client: its `main` and
-        /// `feed` links are closed ([`Output::Close`]), no event is given, its id is free.
-        /// The client sees `main` lost and reconnects, wherever the caller now routes it
-        /// (the importing server); it binds `feed` there after its `feed` goes silent
-        /// ([`FeedLossPolicy::Reinit`](super::super::FeedLossPolicy::Reinit)).
-        pub fn take_player(&mut self, now: Instant, id: u16) -> Option<PlayerSnapshot> {
-            let snap = self.export_player(now, id)?;
-            self.now = self.now.max(now);
-            let pl = self
-                .players
-                .get_mut(usize::from(id))
-                .and_then(Option::take)?;
-            if let Some(l) = pl.main {
-                self.mains.remove(&l.id);
-                self.out.close(l);
-            }
-            if let Some(l) = pl.feed {
-                self.feeds.remove(&l.id);
-                self.out.close(l);
-            }
-            Some(snap)
-        }
-
-        /// Takes over a player exported by another server, under the same id: it is
-        /// `MainLost` here (its transports did not move), with its queue, forgotten when
-        /// its time left runs out. Its client reconnects `main` with token B (resumed) and
-        /// binds a new `feed` with token A, as after any loss.
-        ///
-        /// Refused, leaving the server as it was, when a player holds the same token A or
-        /// B (imported twice: [`ImportError::DuplicateToken`]), when the id is taken or out
-        /// of range, when the queue is over `max_queued`, or when a token is too short.
-        ///
-        /// The next deadline may be earlier: poll the output after an import.
-        pub fn import_player(
-            &mut self,
-            now: Instant,
-            snap: PlayerSnapshot,
-        ) -> Result<u16, ImportError> {
-            let duplicate = self.players.iter().flatten().any(|p| {
-                p.token_a == snap.token_a
-                    || p.token_b == Some(snap.token_b)
-                    || p.token_a == snap.token_b
-                    || p.token_b == Some(snap.token_a)
-            });
-            if duplicate {
-                return Err(ImportError::DuplicateToken);
-            }
-            if !matches!(self.players.get(usize::from(snap.player)), Some(None)) {
-                return Err(ImportError::PlayerTaken(snap.player));
-            }
-            if snap.queue.len() > self.cfg.max_queued {
-                return Err(ImportError::QueueTooLong {
-                    len: snap.queue.len(),
-                    max: self.cfg.max_queued,
-                });
-            }
-            if !self.token_ok(&snap.token_a) || !self.token_ok(&snap.token_b) {
-                return Err(ImportError::BadToken);
-            }
-            self.now = self.now.max(now);
-            let left = snap.expires_in.unwrap_or(self.cfg.session_timeout);
-            let player = Player {
-                state: PlayerState::MainLost,
-                announced: true,
-                main: None,
-                feed: None,
-                token_a: snap.token_a,
-                token_b: Some(snap.token_b),
-                feed_tx: FeedSender::resume_at(
-                    SERVER_SENDER,
-                    snap.feed_next_seq.saturating_add(FEED_SEQ_GAP),
-                ),
-                feed_rx: FeedReceiver::resume_after(self.cfg.max_feed_content, snap.feed_newest),
-                deadline: Some(now + left),
-                last_feed_rx: now,
-                last_feed_tx: now,
-                core: {
-                    let mut core = self.new_core();
-                    core.restored(snap.acked, snap.received, snap.queue);
-                    core
-                },
-            };
-            if let Some(slot) = self.players.get_mut(usize::from(snap.player)) {
-                *slot = Some(player);
-            }
-            Ok(snap.player)
-        }
-
-        /// The messages held for player `id` (unacknowledged, or queued while its `main`
-        /// is not connected), oldest first.
-        pub fn player_queue(&self, id: u16) -> Option<alloc::vec::Vec<Message>> {
-            self.player(id).map(|p| p.core.snapshot().2)
-        }
-    }
-}
-
 // Read-only accessors for tests and the model-checked scenarios (testkit::scenario).
 impl<T> DualServer<T> {
     /// Player `id`'s tokens A and B (B once a `feed` init was answered). Secrets: do not
     /// log them.
     pub fn player_tokens(&self, id: u16) -> Option<(Token, Option<Token>)> {
-        self.players
-            .get(usize::from(id))
-            .and_then(|p| p.as_ref())
-            .map(|p| (p.token_a, p.token_b))
+        self.endpoint
+            .get(id)
+            .map(|p| (p.state.token_a, p.state.token_b))
     }
 }
+
+#[path = "server_handover.rs"]
+mod handover;
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
