@@ -9,203 +9,17 @@ use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{DualError, EndReason, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::endpoint::{Endpoint, SessionTimer, Slot, Timer};
-use crate::session::{Event, SessionConfig, SessionCore, Verdict};
+use crate::session::{Event, SessionCore, Verdict};
 use crate::tables::{fire, NoTransition};
-use crate::time::{Duration, Instant};
+use crate::time::Instant;
 use crate::token::{Token, TokenSource};
-use crate::wire::{
-    Element, FailReason, FrameDecoder, Message, DEFAULT_FEED_CONTENT, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION, SERVER_SENDER,
-};
+use crate::wire::{FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
 use alloc::collections::BTreeMap;
 use bytes::Bytes;
 
-/// The server's configuration. `Default` gives the values documented on each field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DualServerConfig {
-    /// Player ids are `0..max_players` (64); ids are reused once a player is gone.
-    /// At most `0xffff`, since `0xffff` is the server's own sender id.
-    pub max_players: u16,
-    /// `main` transports open at once, with or without a player (128).
-    pub max_links: usize,
-    /// A handshake not finished within this time is refused (10 s).
-    pub handshake_timeout: Duration,
-    /// A player whose `main` is lost is forgotten after this time (30 s).
-    pub session_timeout: Duration,
-    /// Send a `DUMMY` on a player's `feed` when nothing else was sent for this long (1 s).
-    pub feed_keepalive: Duration,
-    /// A player's `feed` is unbound when nothing arrived on it for this long (5 s).
-    pub feed_timeout: Duration,
-    /// The largest frame accepted on `main` ([`DEFAULT_MAX_FRAME`]).
-    pub max_frame: usize,
-    /// The largest content of a `feed` datagram, both ways (500).
-    pub max_feed_content: usize,
-    /// Messages queued per player while its `main` is not connected (64).
-    pub max_queued: usize,
-    /// Delivery and heartbeat on `main` ([`SessionConfig::default`]: 1 MiB replay
-    /// buffer, ACK every 32 messages or 64 KiB, keepalive 10 s).
-    pub session: SessionConfig,
-    /// Opt-in: accept tokens shorter than 128 bits from the token source (R-Type's were 32
-    /// bits). Weaker: see docs/PROTOCOL.md 4.7. Default: `false`.
-    pub allow_short_tokens: bool,
-}
-
-impl Default for DualServerConfig {
-    fn default() -> Self {
-        DualServerConfig {
-            max_players: 64,
-            max_links: 128,
-            handshake_timeout: Duration::from_secs(10),
-            session_timeout: Duration::from_secs(30),
-            feed_keepalive: Duration::from_secs(1),
-            feed_timeout: Duration::from_secs(5),
-            max_frame: DEFAULT_MAX_FRAME,
-            max_feed_content: DEFAULT_FEED_CONTENT,
-            max_queued: 1_024,
-            session: SessionConfig::default(),
-            allow_short_tokens: false,
-        }
-    }
-}
-
-/// Where a player is in the handshake or the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PlayerState {
-    /// `CONN_INIT_REP` sent; waiting for the feed init with token A.
-    AwaitFeedInit,
-    /// `feed` bound and token B sent; waiting for the final auth on `main`.
-    AwaitFinalAuth,
-    /// Connected.
-    Connected,
-    /// `main` lost; the session and its `feed` binding wait for a connection request.
-    MainLost,
-}
-
-/// What moves a player between [`PlayerState`]s, as [`SERVER_TRANSITIONS`] names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PlayerInput {
-    /// A `FEED_INIT` with the player's token A on a `feed` link not bound to it: the link
-    /// is bound (the old one, if any, unbound) and token B sent.
-    FeedInit,
-    /// A `FINAL_AUTH` with the player's id and token B on its `main`.
-    FinalAuth,
-    /// A `CONNECTION` with the player's id and token B on a new `main`: the new link
-    /// replaces the old one, if the old one is still open.
-    Connection,
-    /// The player's `main` closed (or broke the framing) after its handshake.
-    MainClosed,
-}
-
-/// Every change of a player's state on the server: (state, input, next state), and the only
-/// way a player moves ([`tables::fire`](crate::tables::fire)). An input not listed for a
-/// state is refused with `CONN_FAILED` (a `FEED_INIT` while `MainLost` and a `CONNECTION`
-/// during the handshake: `NOT_RESUMABLE`; anything else: `UNEXPECTED_MESSAGE`).
-///
-/// A player is created in [`PlayerState::AwaitFeedInit`] by a `CONN_INIT` on a fresh
-/// `main`, and removed (its id free again) by a refusal or a `main` closed during its
-/// handshake, `handshake_timeout`, `DISCONNECTION`, `session_timeout` in `MainLost`, or
-/// [`DualServerCommand::Kick`]; those have no state before or after, so they are not rows.
-pub const SERVER_TRANSITIONS: &[(PlayerState, PlayerInput, PlayerState)] = &[
-    (
-        PlayerState::AwaitFeedInit,
-        PlayerInput::FeedInit,
-        PlayerState::AwaitFinalAuth,
-    ),
-    // A resend on a new link (the client's feed transport changed): rebound.
-    (
-        PlayerState::AwaitFinalAuth,
-        PlayerInput::FeedInit,
-        PlayerState::AwaitFinalAuth,
-    ),
-    (
-        PlayerState::AwaitFinalAuth,
-        PlayerInput::FinalAuth,
-        PlayerState::Connected,
-    ),
-    // A re-initialisation of `feed` (FeedLossPolicy::Reinit).
-    (
-        PlayerState::Connected,
-        PlayerInput::FeedInit,
-        PlayerState::Connected,
-    ),
-    (
-        PlayerState::Connected,
-        PlayerInput::MainClosed,
-        PlayerState::MainLost,
-    ),
-    (
-        PlayerState::MainLost,
-        PlayerInput::Connection,
-        PlayerState::Connected,
-    ),
-    // The old `main` is half-open: the new one replaces it.
-    (
-        PlayerState::Connected,
-        PlayerInput::Connection,
-        PlayerState::Connected,
-    ),
-];
-
-/// What the application can ask of the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum DualServerCommand {
-    /// Send on a player's `main`; queued (bounded) while it is not connected.
-    Send {
-        /// To whom.
-        player: u16,
-        /// What.
-        message: Message,
-    },
-    /// Send on a player's `feed` now (refused while no `feed` is bound).
-    SendFeed {
-        /// To whom.
-        player: u16,
-        /// What.
-        message: Message,
-    },
-    /// End a player's session: `CONN_FAILED` with this reason, then both channels closed.
-    Kick {
-        /// Whom.
-        player: u16,
-        /// The reason sent.
-        reason: FailReason,
-    },
-}
-
-/// What the server tells the application: the shared session events ([`Event`]: up,
-/// down, message on `main`, ended, each naming its player id) and the notices of this
-/// profile. A player id is free again once its session has [ended](Event::Ended).
-pub type DualServerEvent = Event<u16, DualServerNotice>;
-
-/// What only a [`DualServer`] reports: its `feed` channels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DualServerNotice {
-    /// A connected player's `feed` is bound to a new link (after a feed re-init).
-    FeedBound {
-        /// The player.
-        player: u16,
-    },
-    /// A player's `feed` closed or went silent and was unbound.
-    FeedLost {
-        /// The player.
-        player: u16,
-    },
-    /// An `UPDATE_MSG` arrived on a player's `feed`.
-    Update {
-        /// From whom.
-        player: u16,
-        /// The element.
-        element: Element,
-    },
-    /// Another message arrived on a player's `feed`.
-    FeedReceived {
-        /// From whom.
-        player: u16,
-        /// The message.
-        message: Message,
-    },
-}
+#[path = "server_types.rs"]
+mod types;
+pub use types::*;
 
 /// What a player holds beyond the shared session core (and its `main`, which the endpoint
 /// keeps): its handshake state, tokens and `feed`.
@@ -413,20 +227,6 @@ impl<T: TokenSource> DualServer<T> {
             self.out.send_framed(l, &Message::ConnFailed { reason });
         }
         self.remove_player(id, EndReason::Violation(reason));
-    }
-
-    fn send_feed_to(&mut self, id: u16, msg: &Message) -> Result<(), DualError> {
-        let max = self.cfg.max_feed_content;
-        let now = self.now;
-        let Some(pl) = self.endpoint.get_mut(id) else {
-            return Err(DualError::UnknownPlayer(id));
-        };
-        let link = pl.state.feed.ok_or(DualError::FeedUnavailable)?;
-        pl.state.feed_tx.encode(msg, self.out.buf(), max)?;
-        pl.state.last_feed_tx = now;
-        let payload = self.out.take_buf();
-        self.out.send_raw(link, payload);
-        Ok(())
     }
 
     /// The player's `main` is up (fresh, or reconnected: then our ACK goes first and the
@@ -708,156 +508,6 @@ impl<T: TokenSource> DualServer<T> {
         }
     }
 
-    fn on_feed_closed(&mut self, link: Link) {
-        if let Some(id) = self.feeds.remove(&link.id) {
-            if let Some(pl) = self.slot_mut(id) {
-                pl.state.feed = None;
-                if pl.state.announced {
-                    self.out
-                        .event(Event::Notice(DualServerNotice::FeedLost { player: id }));
-                }
-            }
-        }
-    }
-
-    /// Refuses a feed init on an unbound link: one `CONN_FAILED` datagram (smaller than
-    /// the request, so it cannot amplify), and the link is forgotten.
-    fn refuse_feed(&mut self, link: Link, player: Option<u16>, reason: FailReason) {
-        let msg = Message::ConnFailed { reason };
-        let max = self.cfg.max_feed_content;
-        let tx = match player.and_then(|p| self.endpoint.get_mut(p)) {
-            Some(pl) => &mut pl.state.feed_tx,
-            None => &mut self.stray_tx,
-        };
-        if tx.encode(&msg, self.out.buf(), max).is_ok() {
-            let payload = self.out.take_buf();
-            self.out.send_raw(link, payload);
-        }
-        self.out.close(link);
-    }
-
-    fn on_feed_datagram(&mut self, link: Link, datagram: Bytes) {
-        let (seq, sender, msg) = match parse(datagram, self.cfg.max_feed_content) {
-            Ok(v) => v,
-            Err(_) => {
-                match self.feeds.get(&link.id).copied() {
-                    Some(id) => {
-                        if let Some(pl) = self.slot_mut(id) {
-                            pl.state.feed_rx.count_malformed();
-                        }
-                    }
-                    None => self.stray_stats.malformed += 1,
-                }
-                return;
-            }
-        };
-        match self.feeds.get(&link.id).copied() {
-            Some(id) => self.on_bound_datagram(link, id, seq, sender, msg),
-            None => self.on_unbound_datagram(link, seq, sender, msg),
-        }
-    }
-
-    fn on_bound_datagram(&mut self, link: Link, id: u16, seq: u64, sender: u16, msg: Message) {
-        let now = self.now;
-        let Some(pl) = self.slot_mut(id).map(|s| &mut s.state) else {
-            return;
-        };
-        if sender != id {
-            pl.feed_rx.count_malformed();
-            return;
-        }
-        if !pl.feed_rx.accept_seq(seq) {
-            return;
-        }
-        pl.last_feed_rx = now;
-        let live = pl.watched();
-        match msg {
-            // The reply was lost and the client asks again: answer again, same token B.
-            Message::FeedInit {
-                player,
-                attempt,
-                token_a,
-            } if player == id && token_a == pl.token_a => {
-                if let Some(token_b) = pl.token_b {
-                    let _ = self.send_feed_to(id, &Message::FeedInitRep { attempt, token_b });
-                }
-            }
-            Message::Dummy | Message::FeedInit { .. } => {}
-            Message::Update(element) if live => {
-                self.out.event(Event::Notice(DualServerNotice::Update {
-                    player: id,
-                    element,
-                }))
-            }
-            message if live => self
-                .out
-                .event(Event::Notice(DualServerNotice::FeedReceived {
-                    player: id,
-                    message,
-                })),
-            _ => {}
-        }
-        let _ = link;
-    }
-
-    fn on_unbound_datagram(&mut self, link: Link, seq: u64, sender: u16, msg: Message) {
-        let Message::FeedInit {
-            player,
-            attempt,
-            token_a,
-        } = msg
-        else {
-            // Only a feed init may bind a link; anything else is ignored without a reply.
-            self.stray_stats.foreign += 1;
-            return;
-        };
-        if sender != player {
-            self.stray_stats.foreign += 1;
-            return;
-        }
-        let Some(pl) = self.slot(player).map(|s| &s.state) else {
-            return self.refuse_feed(link, None, FailReason::UnknownPlayer);
-        };
-        if pl.token_a != token_a {
-            return self.refuse_feed(link, Some(player), FailReason::WrongToken);
-        }
-        // A player whose `main` is lost must resume `main` first: the table has no
-        // FEED_INIT row there (the move itself is made below, once the link is bound).
-        let Ok(next) = fire(SERVER_TRANSITIONS, pl.state, PlayerInput::FeedInit) else {
-            return self.refuse_feed(link, Some(player), FailReason::NotResumable);
-        };
-        let had_token_b = pl.token_b;
-        let token_b = match had_token_b {
-            Some(t) => t,
-            None => match self.fresh_token() {
-                Some(t) => t,
-                None => return self.fail_player(player, FailReason::InsecureToken),
-            },
-        };
-        let now = self.now;
-        let Some(pl) = self.slot_mut(player).map(|s| &mut s.state) else {
-            return;
-        };
-        if !pl.feed_rx.accept_seq(seq) {
-            return;
-        }
-        let old = pl.feed.replace(link);
-        pl.token_b = Some(token_b);
-        pl.last_feed_rx = now;
-        let rebound = pl.state == PlayerState::Connected;
-        pl.state = next;
-        if let Some(old) = old {
-            self.feeds.remove(&old.id);
-            self.out.close(old);
-        }
-        self.feeds.insert(link.id, player);
-        let _ = self.send_feed_to(player, &Message::FeedInitRep { attempt, token_b });
-        if rebound {
-            self.out
-                .event(Event::Notice(DualServerNotice::FeedBound { player }));
-        }
-    }
-
     fn on_timeout(&mut self) {
         let now = self.now;
         while let Some(timer) = self.endpoint.pop_expired(now) {
@@ -899,21 +549,6 @@ impl<T: TokenSource> DualServer<T> {
                 }
             };
             self.reschedule(id);
-        }
-    }
-
-    /// A player's `feed` went silent (unbound), or needs a keep-alive.
-    fn on_feed_timer(&mut self, id: u16) {
-        let now = self.now;
-        let Some(pl) = self.slot(id).map(|s| &s.state) else {
-            return;
-        };
-        let Some(feed) = pl.feed else { return };
-        if pl.watched() && pl.last_feed_rx + self.cfg.feed_timeout <= now {
-            self.out.close(feed);
-            self.on_feed_closed(feed);
-        } else if pl.last_feed_tx + self.cfg.feed_keepalive <= now {
-            let _ = self.send_feed_to(id, &Message::Dummy);
         }
     }
 
@@ -1044,6 +679,9 @@ impl<T> DualServer<T> {
             .map(|p| (p.state.token_a, p.state.token_b))
     }
 }
+
+#[path = "server_feed.rs"]
+mod feed;
 
 #[path = "server_handover.rs"]
 mod handover;
