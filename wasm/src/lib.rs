@@ -26,10 +26,10 @@ use alloc::format;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use tether::connect::merge::{
-    self, MergeClient, MergeClientEvent, Outcome, MergeServer, MergeServerEvent, TokenSource,
+    self, MergeClient, MergeClientEvent, MergeServer, MergeServerEvent, Outcome, TokenSource,
 };
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
-use tether::sync::journal::{MemJournal, Role, SyncConfig, SyncEvent};
+use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::testkit::{Either, Faults, NodeId, Sim};
 use tether::wire::Entry;
 use tether::{Channel, Duration, Token};
@@ -152,7 +152,6 @@ pub fn scenario(seed: u64) -> Report {
             },
             Tokens(seed),
         ),
-        Role::Server,
         sync.clone(),
         SharedJournal::new(MemJournal::new(1, 10_000)),
     )));
@@ -173,7 +172,6 @@ pub fn scenario(seed: u64) -> Report {
     };
     let client = sim.add_node(Either::Left(Peer::new(
         client,
-        Role::Client,
         sync,
         SharedJournal::new(MemJournal::new(2, 10_000)),
     )));
@@ -216,26 +214,33 @@ pub fn scenario(seed: u64) -> Report {
     let fresh = count(&client_events, |e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(MergeClientEvent::Connected(
-                Outcome::Fresh
-            )))
+            Either::Left(PeerEvent::Connection(MergeClientEvent::Up {
+                session: (),
+                outcome: Outcome::Fresh
+            }))
         )
     });
     let lost = count(&client_events, |e| {
-        matches!(e, Either::Left(PeerEvent::Connection(MergeClientEvent::Lost)))
+        matches!(
+            e,
+            Either::Left(PeerEvent::Connection(MergeClientEvent::Down {
+                session: ()
+            }))
+        )
     });
     let resumed = count(&client_events, |e| {
         matches!(
             e,
-            Either::Left(PeerEvent::Connection(MergeClientEvent::Connected(
-                Outcome::Resumed
-            )))
+            Either::Left(PeerEvent::Connection(MergeClientEvent::Up {
+                session: (),
+                outcome: Outcome::Resumed
+            }))
         )
     });
     let server_resumed = count(&server_events, |e| {
         matches!(
             e,
-            Either::Right(PeerEvent::Connection(MergeServerEvent::Connected {
+            Either::Right(PeerEvent::Connection(MergeServerEvent::Up {
                 outcome: Outcome::Resumed,
                 ..
             }))
