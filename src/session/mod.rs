@@ -32,6 +32,7 @@ pub use delivery::{AckError, Delivery, DeliveryConfig, Full};
 pub use event::Event;
 pub use liveness::Liveness;
 pub(crate) use runtime::{SessionCore, Verdict};
+pub(crate) use timers::timer_names;
 pub use timers::{TimerName, TimerQueue, TimerTable};
 
 use crate::time::Duration;

@@ -20,6 +20,26 @@ pub trait TimerName: Copy + Eq {
     fn from_index(index: usize) -> Option<Self>;
 }
 
+/// Declares an enum of timer names and its [`TimerName`] impl (variants in slot order).
+macro_rules! timer_names {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $crate::session::TimerName for $name {
+            const COUNT: usize = [$($name::$variant),+].len();
+            fn index(self) -> usize {
+                self as usize
+            }
+            fn from_index(index: usize) -> Option<Self> {
+                [$($name::$variant),+].get(index).copied()
+            }
+        }
+    };
+}
+pub(crate) use timer_names;
+
 /// One optional deadline per timer name.
 ///
 /// ```

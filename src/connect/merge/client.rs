@@ -4,7 +4,7 @@ use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
 use super::{Encoding, EndReason, MergeClientConfig, MergeError, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::{Backoff, Event, SessionCore, Verdict};
+use crate::session::{timer_names, Backoff, Event, SessionCore, TimerName, TimerTable, Verdict};
 use crate::time::Instant;
 use crate::token::Token;
 use crate::wire::{FailReason, Message};
@@ -30,6 +30,31 @@ pub type MergeClientEvent = Event<(), MergeClientNotice>;
 pub enum MergeClientNotice {
     /// The server refused this attempt; the client will retry.
     Refused(FailReason),
+}
+
+timer_names! {
+    /// The client's own deadlines.
+    enum ClientTimer {
+        /// The current transport's handshake (or its opening) takes too long.
+        Handshake,
+        /// The wait before opening a new transport.
+        Reconnect,
+        /// The client stops trying.
+        GiveUp,
+    }
+}
+
+impl ClientTimer {
+    /// A new client's timers: its first handshake and its give-up.
+    fn start(
+        handshake: Instant,
+        give_up: Instant,
+    ) -> TimerTable<ClientTimer, { ClientTimer::COUNT }> {
+        let mut t = TimerTable::new();
+        t.set(ClientTimer::Handshake, handshake);
+        t.set(ClientTimer::GiveUp, give_up);
+        t
+    }
 }
 
 /// The client side of the token-merge connection.
@@ -110,9 +135,8 @@ pub struct MergeClient {
     /// Delivery, liveness and the bounded queue of the session.
     core: SessionCore,
     backoff: Backoff,
-    reconnect_at: Option<Instant>,
-    handshake_deadline: Option<Instant>,
-    give_up_at: Option<Instant>,
+    /// Handshake, reconnection and give-up deadlines (the session core keeps its own).
+    timers: TimerTable<ClientTimer, { ClientTimer::COUNT }>,
     ended: Option<EndReason>,
     /// A move the table refused while handling the current input, returned by it.
     error: Option<MergeError>,
@@ -145,9 +169,7 @@ impl MergeClient {
                 cfg.jitter_percent,
                 cfg.jitter_seed,
             ),
-            reconnect_at: None,
-            handshake_deadline: Some(now + cfg.handshake_timeout),
-            give_up_at: Some(now + cfg.give_up_after),
+            timers: ClientTimer::start(now + cfg.handshake_timeout, now + cfg.give_up_after),
             ended: None,
             error: None,
             stale: 0,
@@ -177,12 +199,7 @@ impl MergeClient {
         if self.ended.is_some() {
             return None;
         }
-        earliest([
-            self.give_up_at,
-            self.handshake_deadline,
-            self.reconnect_at,
-            self.core.deadline(),
-        ])
+        earliest([self.timers.next(), self.core.deadline()])
     }
 
     fn on_opened(&mut self, link: Link) {
@@ -198,8 +215,11 @@ impl MergeClient {
         }
         self.link = Some(link);
         self.reader = Some(LinkReader::new(self.cfg.encoding, self.cfg.max_message));
-        self.reconnect_at = None;
-        self.handshake_deadline = Some(self.now + self.cfg.handshake_timeout);
+        self.timers.stop(ClientTimer::Reconnect);
+        self.timers.set(
+            ClientTimer::Handshake,
+            self.now + self.cfg.handshake_timeout,
+        );
         match self.node.merged {
             // RECONNECTION step 12: resume at once with the merged token.
             Some(merged) if self.node.status == Status::Reconnecting => {
@@ -343,9 +363,9 @@ impl MergeClient {
 
     fn connected(&mut self, outcome: Outcome, had_session: bool) {
         self.resuming = false;
-        self.handshake_deadline = None;
-        self.give_up_at = None;
-        self.reconnect_at = None;
+        self.timers.stop(ClientTimer::Handshake);
+        self.timers.stop(ClientTimer::GiveUp);
+        self.timers.stop(ClientTimer::Reconnect);
         self.backoff.reset();
         let resumed = outcome == Outcome::Resumed;
         let lost = match self.link {
@@ -400,12 +420,13 @@ impl MergeClient {
         self.link = None;
         self.core.link_down();
         self.reader = None;
-        self.handshake_deadline = None;
+        self.timers.stop(ClientTimer::Handshake);
         let had_session = self.node.merged.is_some();
         let fired = match self.node.status {
             Status::Connected => self.node.apply(Step::TransportLost).map(|()| {
                 self.outbox.event(Event::Down { session: () });
-                self.give_up_at = Some(self.now + self.cfg.give_up_after);
+                self.timers
+                    .set(ClientTimer::GiveUp, self.now + self.cfg.give_up_after);
             }),
             Status::Preconnected | Status::Reconnecting if had_session => {
                 self.node.apply(Step::TransportLost)
@@ -421,10 +442,12 @@ impl MergeClient {
             self.error = Some(e.into());
         }
         self.resuming = false;
-        if self.give_up_at.is_none() {
-            self.give_up_at = Some(self.now + self.cfg.give_up_after);
+        if self.timers.get(ClientTimer::GiveUp).is_none() {
+            self.timers
+                .set(ClientTimer::GiveUp, self.now + self.cfg.give_up_after);
         }
-        self.reconnect_at = Some(self.now + self.backoff.next_delay());
+        self.timers
+            .set(ClientTimer::Reconnect, self.now + self.backoff.next_delay());
     }
 
     fn end(&mut self, reason: EndReason) {
@@ -446,9 +469,9 @@ impl MergeClient {
         self.resuming = false;
         self.core.link_down();
         let undelivered = self.core.end();
-        self.reconnect_at = None;
-        self.handshake_deadline = None;
-        self.give_up_at = None;
+        self.timers.stop(ClientTimer::Reconnect);
+        self.timers.stop(ClientTimer::Handshake);
+        self.timers.stop(ClientTimer::GiveUp);
         self.ended = Some(reason);
         self.outbox.event(Event::Ended {
             session: (),
@@ -459,17 +482,18 @@ impl MergeClient {
 
     fn on_timeout(&mut self) {
         let now = self.now;
-        if self.give_up_at.is_some_and(|t| t <= now) {
+        if self.timers.is_due(now, ClientTimer::GiveUp) {
             return self.end(EndReason::GaveUp);
         }
-        if self.handshake_deadline.is_some_and(|t| t <= now) {
+        if self.timers.is_due(now, ClientTimer::Handshake) {
             // A transport that never opened, or a handshake that never completed.
-            self.handshake_deadline = None;
+            self.timers.stop(ClientTimer::Handshake);
             return self.fault(FailReason::Timeout);
         }
-        if self.reconnect_at.is_some_and(|t| t <= now) {
-            self.reconnect_at = None;
-            self.handshake_deadline = Some(now + self.cfg.handshake_timeout);
+        if self.timers.is_due(now, ClientTimer::Reconnect) {
+            self.timers.stop(ClientTimer::Reconnect);
+            self.timers
+                .set(ClientTimer::Handshake, now + self.cfg.handshake_timeout);
             self.outbox.open(Channel::Main);
         }
         if self.node.status == Status::Connected
@@ -623,9 +647,13 @@ mod handover {
             };
             let give_up_in = match status {
                 Status::Connected => None,
-                _ => Some(self.give_up_at.map_or(self.cfg.give_up_after, |at| {
-                    at.saturating_duration_since(now)
-                })),
+                _ => Some(
+                    self.timers
+                        .get(ClientTimer::GiveUp)
+                        .map_or(self.cfg.give_up_after, |at| {
+                            at.saturating_duration_since(now)
+                        }),
+                ),
             };
             let (acked, received, queue) = self.core.snapshot();
             Some(MergeClientSnapshot {
@@ -684,9 +712,7 @@ mod handover {
                     cfg.jitter_percent,
                     cfg.jitter_seed,
                 ),
-                reconnect_at: None,
-                handshake_deadline: Some(now + cfg.handshake_timeout),
-                give_up_at: Some(now + give_up),
+                timers: ClientTimer::start(now + cfg.handshake_timeout, now + give_up),
                 ended: None,
                 error: None,
                 stale: 0,
