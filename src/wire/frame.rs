@@ -19,6 +19,10 @@ pub const FRAME_HEADER_LEN: usize = 4;
 /// The default largest frame payload: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 
+/// The least room made at once for a frame in progress (4 KiB): small frames arrive whole
+/// without a second allocation, and a bare length prefix holds no more than this.
+pub const MIN_RESERVE: usize = 4096;
+
 /// Splits a byte stream into frames.
 ///
 /// ```
@@ -138,8 +142,8 @@ impl FrameDecoder {
             self.buf.extend_from_slice(&self.input.split_to(take));
         }
         if self.buf.len() < FRAME_HEADER_LEN + len {
-            // Reserve no more than what is announced, and only once the length is accepted.
-            self.buf.reserve(FRAME_HEADER_LEN + len - self.buf.len());
+            let missing = FRAME_HEADER_LEN + len - self.buf.len();
+            self.reserve_for(missing);
             return Ok(None);
         }
         self.buf.advance(FRAME_HEADER_LEN);
@@ -155,12 +159,20 @@ impl FrameDecoder {
         }
         let len = self.check_len(header_of(&self.input))?;
         if self.input.len() < FRAME_HEADER_LEN + len {
-            self.buf.reserve(FRAME_HEADER_LEN + len);
+            self.reserve_for(FRAME_HEADER_LEN + len - self.input.len());
             self.spill_input();
             return Ok(None);
         }
         self.input.advance(FRAME_HEADER_LEN);
         Ok(Some(self.input.split_to(len)))
+    }
+
+    /// Makes room for part of a frame still `missing`: at most [`MIN_RESERVE`] ahead of
+    /// what was received, so a length prefix alone cannot make the decoder hold the frame
+    /// it announces. A peer that sends the frame slowly costs at most about twice what it
+    /// sent, as the buffer doubles with what arrives.
+    fn reserve_for(&mut self, missing: usize) {
+        self.buf.reserve(missing.min(MIN_RESERVE));
     }
 
     /// The length a header announces, or the sticky failure if it is over the maximum (and
@@ -234,6 +246,37 @@ mod tests {
         d.push(&[0, 0, 0, 1, 7]);
         assert_eq!(d.next_frame(), Err(err));
         assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn a_length_prefix_alone_reserves_little_and_the_buffer_grows_with_what_arrives() {
+        let max = 1 << 20;
+        let mut d = FrameDecoder::new(max);
+        d.push(&(max as u32).to_be_bytes());
+        assert_eq!(d.next_frame(), Ok(None));
+        assert!(d.buf.capacity() <= 2 * MIN_RESERVE, "{}", d.buf.capacity());
+        // The zero-copy path too.
+        let mut z = FrameDecoder::new(max);
+        z.push_bytes(Bytes::copy_from_slice(&(max as u32).to_be_bytes()));
+        assert_eq!(z.next_frame(), Ok(None));
+        assert!(z.buf.capacity() <= 2 * MIN_RESERVE, "{}", z.buf.capacity());
+        // Fed slowly, the frame costs at most about twice what was received.
+        let chunk = [7u8; 1000];
+        let mut sent = 4;
+        while sent < max {
+            let n = chunk.len().min(max + 4 - sent);
+            d.push(&chunk[..n]);
+            sent += n;
+            if let Some(f) = d.next_frame().unwrap() {
+                assert_eq!(f.len(), max);
+                break;
+            }
+            assert!(
+                d.buf.capacity() <= 2 * sent + 2 * MIN_RESERVE,
+                "{} for {sent}",
+                d.buf.capacity()
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub use datagram::{
     SERVER_SENDER,
 };
 pub use error::DecodeError;
-pub use frame::{encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
+pub use frame::{encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, MIN_RESERVE};
 pub use journal::{
     Entry, JournalList, JournalMessage, JournalRequest, LineId, Status, StatusResponse,
     JOURNAL_LIST, JOURNAL_REQUEST, MAX_DESCRIPTION, MAX_ID_LEN, MAX_LIST_ENTRIES, RESOURCE,

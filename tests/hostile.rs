@@ -1,0 +1,134 @@
+//! What a hostile peer can hold on a server: bounds that attackers test first.
+
+use bytes::Bytes;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use tether::connect::dual::{DualServer, DualServerConfig};
+use tether::connect::merge::{MergeServer, MergeServerConfig};
+use tether::prelude::*;
+use tether::wire::Message;
+
+/// Counts the bytes each thread holds allocated (tests run on threads of their own).
+struct Held;
+
+thread_local! {
+    static HELD: Cell<isize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call forwards to the system allocator unchanged; the counter is a plain
+// thread-local cell that never allocates.
+unsafe impl GlobalAlloc for Held {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = HELD.try_with(|h| h.set(h.get() + layout.size() as isize));
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = HELD.try_with(|h| h.set(h.get() - layout.size() as isize));
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        let _ = HELD.try_with(|h| h.set(h.get() + new as isize - layout.size() as isize));
+        System.realloc(ptr, layout, new)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Held = Held;
+
+fn held() -> isize {
+    HELD.with(|h| h.get())
+}
+
+/// Drains `m`'s output; returns the links it closed.
+fn closed<M: Machine>(m: &mut M) -> Vec<Link> {
+    let mut out = Vec::new();
+    loop {
+        match m.poll_output() {
+            Output::Close(l) => out.push(l),
+            Output::Wait(_) => return out,
+            _ => {}
+        }
+    }
+}
+
+fn tokens() -> impl FnMut() -> Token {
+    let mut n = 0u64;
+    move || {
+        n += 1;
+        let mut b = [0x5a; 16];
+        b[8..].copy_from_slice(&n.to_be_bytes());
+        Token::new(&b).unwrap()
+    }
+}
+
+/// Silent `main` transports (opened, never a `CONN_INIT`) used to hold a dual server's
+/// `max_links` forever and lock every legitimate client out with SERVER_FULL. Each is now
+/// refused at the handshake timeout, and the server takes new clients again.
+#[test]
+fn silent_dual_transports_expire_and_free_the_server() {
+    let cfg = DualServerConfig {
+        max_links: 8,
+        ..DualServerConfig::default()
+    };
+    let mut s = DualServer::new(cfg, tokens());
+    let t0 = Instant::ZERO;
+    for id in 0..8 {
+        s.handle_input(t0, Input::Opened(Link::main(id))).unwrap();
+    }
+    assert!(closed(&mut s).is_empty());
+    // Full: a ninth is refused at once.
+    s.handle_input(t0, Input::Opened(Link::main(100))).unwrap();
+    assert_eq!(closed(&mut s), [Link::main(100)]);
+    // At the handshake timeout every silent transport is refused and closed.
+    let t = t0 + cfg.handshake_timeout;
+    assert_eq!(s.poll_timeout(), Some(t));
+    s.handle_input(t, Input::Timeout).unwrap();
+    assert_eq!(closed(&mut s).len(), 8);
+    assert_eq!(s.link_count(), 0);
+    // And a real client is served again.
+    s.handle_input(t, Input::Opened(Link::main(200))).unwrap();
+    let mut init = bytes::BytesMut::new();
+    Message::ConnInit {
+        version: tether::wire::PROTOCOL_VERSION,
+    }
+    .encode_framed(&mut init);
+    s.handle_input(t, Input::Received(Link::main(200), init.freeze()))
+        .unwrap();
+    assert!(closed(&mut s).is_empty());
+    assert_eq!(s.player_count(), 1);
+}
+
+/// A bare length prefix announcing the largest frame used to reserve the whole frame: 1,024
+/// pending token-merge handshakes, each sending 4 bytes, held a GiB. The decoder now holds
+/// what arrives (and a few KiB), and every pending handshake still expires.
+#[test]
+fn a_length_prefix_alone_does_not_reserve_the_frame() {
+    let cfg = MergeServerConfig {
+        max_pending: 64,
+        ..MergeServerConfig::default()
+    };
+    let max = cfg.max_message;
+    let mut s = MergeServer::new(cfg, tokens());
+    let t0 = Instant::ZERO;
+    for id in 0..64 {
+        s.handle_input(t0, Input::Opened(Link::main(id))).unwrap();
+    }
+    let _ = closed(&mut s);
+    let before = held();
+    for id in 0..64 {
+        let prefix = Bytes::copy_from_slice(&(max as u32).to_be_bytes());
+        s.handle_input(t0, Input::Received(Link::main(id), prefix))
+            .unwrap();
+    }
+    let per_link = (held() - before) / 64;
+    // Announced: 64 x 1 MiB. Held: a few KiB each (the decoder's least reservation).
+    assert!(
+        per_link <= 2 * tether::wire::MIN_RESERVE as isize,
+        "{per_link} bytes held per 4-byte prefix"
+    );
+    assert_eq!(s.pending_count(), 64);
+    let t = t0 + cfg.handshake_timeout;
+    s.handle_input(t, Input::Timeout).unwrap();
+    assert_eq!(closed(&mut s).len(), 64);
+    assert_eq!(s.pending_count(), 0);
+}
