@@ -4,7 +4,8 @@
 //! - `delivery/plain`: 1M 64-byte App messages encoded as frames into one growing buffer
 //!   (split off per message, as the machines do), cut into 64 KiB reads, decoded by
 //!   `FrameDecoder` and `Message::decode`: the path a session had before delivery.
-//! - `delivery/numbered`: the same, plus the sender's replay buffer (push, write) and the
+//! - `delivery/numbered`: the same, plus the sender's replay buffer (`push_write`, as the
+//!   session core sends on a link that is up, `next_to_write` when frames wait) and the
 //!   receiver's count and ACK every 32 messages; each ACK is encoded as a frame, decoded
 //!   by the sender and applied.
 //! - `machines/merge`: the whole token-merge client and server, the client sending 1M App
@@ -87,11 +88,15 @@ fn stream(numbered: bool) -> (usize, usize) {
             msg.encode_framed(&mut out);
             let frame = out.split().freeze();
             if numbered {
-                if tx.push(frame).is_err() {
-                    break;
-                }
-                while let Some(f) = tx.next_to_write() {
-                    wire.extend_from_slice(&f);
+                // As the session core sends on a link that is up.
+                match tx.push_write(frame) {
+                    Ok(Some(f)) => wire.extend_from_slice(&f),
+                    Ok(None) => {
+                        while let Some(f) = tx.next_to_write() {
+                            wire.extend_from_slice(&f);
+                        }
+                    }
+                    Err(_) => break,
                 }
             } else {
                 wire.extend_from_slice(&frame);
