@@ -168,15 +168,20 @@ pub struct Delivery {
     superseded: (u32, u32),
 }
 
-/// The frames a [`Delivery`] holds, `acked + 1 ..= acked + lens.len()`.
+/// The frames a [`Delivery`] holds, `acked + 1 ..= acked + ends.len()`.
+///
+/// Offsets count the bytes of every frame held since the session's start (the ring's
+/// first byte is at `base`), so that releasing frames moves no end.
 #[derive(Debug, Clone, Default)]
 struct Held {
     /// Their bytes, oldest first.
     ring: Ring,
-    /// Their lengths, oldest first.
-    lens: VecDeque<u32>,
-    /// Where in the ring the next frame to write (`written - acked`) starts.
-    at: usize,
+    /// Where each ends, oldest first.
+    ends: VecDeque<u64>,
+    /// Where the ring starts.
+    base: u64,
+    /// Where the next frame to write (`written - acked`) starts.
+    at: u64,
     /// The newest frame as pushed, while it is not written on the current link.
     newest: Option<Bytes>,
     /// While writing from the ring: a copy of its frames from `at` on, as they were when
@@ -187,14 +192,24 @@ struct Held {
 impl Held {
     /// Forgets what was being written: the next write starts at the oldest frame.
     fn rewind(&mut self) {
-        self.at = 0;
+        self.at = self.base;
         self.newest = None;
         self.copied = Bytes::new();
     }
 
+    /// Each frame's place in the ring and length, oldest first.
+    fn spans(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut start = self.base;
+        self.ends.iter().map(move |&end| {
+            let span = ((start - self.base) as usize, (end - start) as usize);
+            start = end;
+            span
+        })
+    }
+
     /// Whether the frame of `len` bytes at `at` in the ring belongs to the sync layer.
-    fn ring_is_sync(&self, at: usize, len: u32) -> bool {
-        len as usize > FRAME_HEADER_LEN
+    fn ring_is_sync(&self, (at, len): (usize, usize)) -> bool {
+        len > FRAME_HEADER_LEN
             && self
                 .ring
                 .get(at + FRAME_HEADER_LEN)
@@ -204,12 +219,7 @@ impl Held {
     /// Every frame, oldest first, copied out of the ring (one allocation for all).
     fn frames(&self) -> impl Iterator<Item = Bytes> + '_ {
         let all = self.ring.copy_out(0, self.ring.len());
-        let mut at = 0usize;
-        self.lens.iter().map(move |&len| {
-            let f = all.slice(at..at + len as usize);
-            at += len as usize;
-            f
-        })
+        self.spans().map(move |(at, len)| all.slice(at..at + len))
     }
 }
 
@@ -257,7 +267,7 @@ impl Delivery {
     /// Frames held (sent and unacknowledged, or not yet sent).
     #[inline]
     pub fn held(&self) -> usize {
-        self.held.as_ref().map_or(0, |h| h.lens.len())
+        self.held.as_ref().map_or(0, |h| h.ends.len())
     }
 
     /// Bytes held.
@@ -294,8 +304,7 @@ impl Delivery {
     }
 
     /// Takes a whole frame (length prefix included) to deliver; it is written when
-    /// [`Delivery::next_to_write`] hands it out. (A frame of 4 GiB or more is refused as
-    /// [`Full`]: no legal frame is that long.)
+    /// [`Delivery::next_to_write`] hands it out.
     pub fn push(&mut self, frame: Bytes) -> Result<(), Full> {
         self.check_fits(frame.len())?;
         let keep = !self.hold;
@@ -320,14 +329,14 @@ impl Delivery {
             return Ok(None);
         }
         let h = self.hold_frame(&frame);
-        h.at += frame.len();
+        h.at += frame.len() as u64;
         self.written += 1;
         Ok(Some(frame))
     }
 
     #[inline]
     fn check_fits(&self, len: usize) -> Result<(), Full> {
-        if self.fits(len) && u32::try_from(len).is_ok() {
+        if self.fits(len) {
             Ok(())
         } else {
             Err(Full {
@@ -337,12 +346,12 @@ impl Delivery {
         }
     }
 
-    /// Copies a frame (under 4 GiB) into the ring, after those held.
+    /// Copies a frame into the ring, after those held.
     #[inline]
     fn hold_frame(&mut self, frame: &[u8]) -> &mut Held {
         let h = self.held.get_or_insert_with(Box::default);
         h.ring.push(frame);
-        h.lens.push_back(frame.len() as u32);
+        h.ends.push_back(h.base + h.ring.len() as u64);
         self.bytes += frame.len();
         h
     }
@@ -354,24 +363,25 @@ impl Delivery {
             return None;
         }
         let h = self.held.as_deref_mut()?;
-        // At most `lens.len()`: `written` never passes what is held.
+        // At most `ends.len()`: `written` never passes what is held.
         let index = (self.written - self.acked) as usize;
-        let len = *h.lens.get(index)?;
+        let end = *h.ends.get(index)?;
         let newest = match &mut h.newest {
             // The newest frame, not written yet: the frame itself.
-            n @ Some(_) if h.copied.is_empty() && index + 1 == h.lens.len() => n.take(),
+            n @ Some(_) if h.copied.is_empty() && index + 1 == h.ends.len() => n.take(),
             _ => None,
         };
         let frame = newest.unwrap_or_else(|| {
             if h.copied.is_empty() {
                 // Frames queued before a write, or a replay: all that is left to write,
                 // copied out once (the newest frame with them).
-                h.copied = h.ring.copy_out(h.at, h.ring.len() - h.at);
+                let from = (h.at - h.base) as usize;
+                h.copied = h.ring.copy_out(from, h.ring.len() - from);
                 h.newest = None;
             }
-            h.copied.split_to(len as usize)
+            h.copied.split_to((end - h.at) as usize)
         });
-        h.at += len as usize;
+        h.at = end;
         self.written += 1;
         Some(frame)
     }
@@ -397,16 +407,20 @@ impl Delivery {
         if let Some(h) = self.held.as_deref_mut() {
             // At most `held()`, checked above.
             let n = (acked - self.acked) as usize;
-            if n == h.lens.len() {
-                h.lens.clear();
+            if n == h.ends.len() {
+                h.base += h.ring.len() as u64;
+                h.ends.clear();
                 h.ring.clear();
                 h.rewind();
                 self.bytes = 0;
             } else if n > 0 {
-                let released: usize = h.lens.drain(..n).map(|l| l as usize).sum();
+                let end = h.ends[n - 1];
+                let released = (end - h.base) as usize;
+                h.ends.drain(..n);
                 h.ring.release(released);
+                h.base = end;
                 // Not holding, the frames acknowledged were written: `at` is past them.
-                h.at = h.at.saturating_sub(released);
+                h.at = h.at.max(end);
                 self.bytes -= released;
             }
         }
@@ -429,17 +443,14 @@ impl Delivery {
         self.superseded_upto = self.acked + self.held() as u64;
         let (mut n, mut b) = (0usize, 0usize);
         if let Some(h) = self.held.as_deref() {
-            let mut at = 0usize;
-            for &len in &h.lens {
-                if h.ring_is_sync(at, len) {
-                    n += 1;
-                    b += len as usize;
-                }
-                at += len as usize;
+            for span in h.spans().filter(|&span| h.ring_is_sync(span)) {
+                n += 1;
+                b += span.1;
             }
         }
-        // Within the bounds (u32 each), so the sums fit.
-        self.superseded = (n as u32, b as u32);
+        // Within the bounds (u32 each) but for one large frame alone.
+        let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        self.superseded = (clamp(n), clamp(b));
     }
 
     fn drop_superseded(&mut self) {
@@ -454,21 +465,19 @@ impl Delivery {
         let keep = usize::try_from(upto.saturating_sub(self.acked)).unwrap_or(usize::MAX);
         // Rare (a resumption after the sync layer started over): the ring is rebuilt.
         let mut ring = Ring::default();
-        let mut lens = VecDeque::with_capacity(h.lens.len());
-        let mut at = 0usize;
-        for (index, &len) in h.lens.iter().enumerate() {
-            if index < keep && h.ring_is_sync(at, len) {
-                self.bytes -= len as usize;
+        let mut ends = VecDeque::with_capacity(h.ends.len());
+        for (index, span) in h.spans().enumerate() {
+            if index < keep && h.ring_is_sync(span) {
+                self.bytes -= span.1;
             } else {
-                let (a, b) = h.ring.slices(at, len as usize);
+                let (a, b) = h.ring.slices(span.0, span.1);
                 ring.push(a);
                 ring.push(b);
-                lens.push_back(len);
+                ends.push_back(h.base + ring.len() as u64);
             }
-            at += len as usize;
         }
         h.ring = ring;
-        h.lens = lens;
+        h.ends = ends;
         h.rewind();
     }
 
