@@ -864,6 +864,28 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_session_gives_its_replay_buffer_back() {
+        // Small inline (every idle session has one); the frames live behind one pointer.
+        assert!(core::mem::size_of::<Delivery>() <= 96);
+        let mut d = Delivery::new(DeliveryConfig::default());
+        assert!(d.held.is_none(), "nothing allocated before the first frame");
+        assert_eq!(d.push_write(frame(1)), Ok(Some(frame(1))));
+        d.push(frame(2)).unwrap();
+        d.trim();
+        assert_eq!(d.held(), 2, "frames held are kept");
+        assert_eq!(d.next_to_write(), Some(frame(2)));
+        d.on_ack(2).unwrap();
+        assert!(
+            d.held.is_some(),
+            "an ACK keeps the buffer for the next frames"
+        );
+        d.trim();
+        assert!(d.held.is_none());
+        assert_eq!(d.push_write(frame(3)), Ok(Some(frame(3))));
+        assert_eq!((d.held(), d.held_bytes()), (1, frame(3).len()));
+    }
+
+    #[test]
     fn restart_reports_what_was_never_acknowledged() {
         let mut d = Delivery::new(DeliveryConfig::default());
         for n in 1..=3 {

@@ -306,6 +306,8 @@ impl SessionCore {
         }
         if self.live.heartbeat_due(now) {
             if let Mode::Reliable(d) = &mut self.mode {
+                // Nothing was sent for a keepalive: an idle session keeps no replay buffer.
+                d.trim();
                 let n = d.take_ack();
                 out.send_framed(link, &Message::Ack { received: n });
                 self.live.on_sent(now);
