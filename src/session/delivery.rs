@@ -133,12 +133,14 @@ impl From<Bounds> for DeliveryConfig {
 /// assert_eq!(a.held(), 0);
 /// ```
 ///
-/// How frames are held: every frame's bytes are copied, as it is pushed, into one ring of
-/// bytes, its length kept beside it. The newest frame is also kept as it was given until it
-/// is written: the usual push-then-write hands that very `Bytes` to the link, with no
-/// reference count taken and no allocation. An ACK releases a prefix of the ring in
-/// place. Frames written from the ring (a replay, or several pushed before a write) are
-/// copied out once per batch into one buffer that they are slices of.
+/// How frames are held: the bytes of a frame of up to [`Delivery::COPY_MAX`] bytes are
+/// copied, as it is pushed, into one ring of bytes, where it ends kept beside it. The
+/// newest frame is also kept as it was given until it is written: the usual
+/// push-then-write hands that very `Bytes` to the link, with no reference count taken and
+/// no allocation. An ACK releases a prefix of the ring in place. Frames written from the
+/// ring (a replay, or several pushed before a write) are copied out once per batch into
+/// one buffer that they are slices of. A larger frame is held as given (a reference count
+/// costs less than copying it).
 #[derive(Debug, Clone)]
 pub struct Delivery {
     cfg: Bounds,
@@ -170,60 +172,138 @@ pub struct Delivery {
 
 /// The frames a [`Delivery`] holds, `acked + 1 ..= acked + ends.len()`.
 ///
-/// Offsets count the bytes of every frame held since the session's start (the ring's
-/// first byte is at `base`), so that releasing frames moves no end.
+/// Ring offsets count the bytes of every frame copied in since the session's start (the
+/// ring's first byte is at `base`), so that releasing frames moves no end.
 #[derive(Debug, Clone, Default)]
 struct Held {
-    /// Their bytes, oldest first.
+    /// The small frames' bytes, oldest first.
     ring: Ring,
-    /// Where each ends, oldest first.
+    /// Where each frame ends in the ring, oldest first; with [`LARGE`] for a frame held
+    /// in `large` (it adds no byte to the ring).
     ends: VecDeque<u64>,
     /// Where the ring starts.
     base: u64,
-    /// Where the next frame to write (`written - acked`) starts.
+    /// Where the next small frame to write starts in the ring.
     at: u64,
-    /// The newest frame as pushed, while it is not written on the current link.
+    /// The frames over [`Delivery::COPY_MAX`] bytes, as given, oldest first.
+    large: VecDeque<Bytes>,
+    /// The next large frame to write, in `large`.
+    large_at: usize,
+    /// The newest frame as pushed (a small one), while it is not written on the current
+    /// link.
     newest: Option<Bytes>,
     /// While writing from the ring: a copy of its frames from `at` on, as they were when
-    /// copied (the next frame written is split off its front). Empty otherwise.
+    /// copied (the next small frame written is split off its front). Empty otherwise.
     copied: Bytes,
+}
+
+/// In [`Held::ends`]: the frame is held by reference, in [`Held::large`].
+const LARGE: u64 = 1 << 63;
+
+/// Where a held frame is.
+#[derive(Debug, Clone, Copy)]
+enum Span {
+    /// In the ring: at, length.
+    Ring(usize, usize),
+    /// In `large`, at this index.
+    Large(usize),
 }
 
 impl Held {
     /// Forgets what was being written: the next write starts at the oldest frame.
     fn rewind(&mut self) {
         self.at = self.base;
+        self.large_at = 0;
         self.newest = None;
         self.copied = Bytes::new();
     }
 
-    /// Each frame's place in the ring and length, oldest first.
-    fn spans(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let mut start = self.base;
+    /// Where each frame is, oldest first.
+    fn spans(&self) -> impl Iterator<Item = Span> + '_ {
+        let (mut start, mut large) = (self.base, 0usize);
         self.ends.iter().map(move |&end| {
-            let span = ((start - self.base) as usize, (end - start) as usize);
-            start = end;
-            span
+            if end & LARGE != 0 {
+                large += 1;
+                Span::Large(large - 1)
+            } else {
+                let span = Span::Ring((start - self.base) as usize, (end - start) as usize);
+                start = end;
+                span
+            }
         })
     }
 
-    /// Whether the frame of `len` bytes at `at` in the ring belongs to the sync layer.
-    fn ring_is_sync(&self, (at, len): (usize, usize)) -> bool {
-        len > FRAME_HEADER_LEN
-            && self
-                .ring
-                .get(at + FRAME_HEADER_LEN)
-                .is_some_and(is_sync_code)
+    fn len_of(&self, span: Span) -> usize {
+        match span {
+            Span::Ring(_, len) => len,
+            Span::Large(i) => self.large[i].len(),
+        }
     }
 
-    /// Every frame, oldest first, copied out of the ring (one allocation for all).
+    /// Whether the frame belongs to the sync layer.
+    fn is_sync(&self, span: Span) -> bool {
+        match span {
+            Span::Ring(at, len) => {
+                len > FRAME_HEADER_LEN
+                    && self
+                        .ring
+                        .get(at + FRAME_HEADER_LEN)
+                        .is_some_and(is_sync_code)
+            }
+            Span::Large(i) => self.large[i]
+                .get(FRAME_HEADER_LEN)
+                .copied()
+                .is_some_and(is_sync_code),
+        }
+    }
+
+    /// Every frame, oldest first: the small ones copied out of the ring (one allocation
+    /// for all).
     fn frames(&self) -> impl Iterator<Item = Bytes> + '_ {
         let all = self.ring.copy_out(0, self.ring.len());
-        self.spans().map(move |(at, len)| all.slice(at..at + len))
+        self.spans().map(move |span| match span {
+            Span::Ring(at, len) => all.slice(at..at + len),
+            Span::Large(i) => self.large[i].clone(),
+        })
+    }
+
+    /// Holds a frame after the others.
+    #[inline]
+    fn hold(&mut self, frame: &Bytes) {
+        if frame.len() <= Delivery::COPY_MAX {
+            self.ring.push(frame);
+            self.ends.push_back(self.base + self.ring.len() as u64);
+        } else {
+            self.large.push_back(frame.clone());
+            self.ends
+                .push_back((self.base + self.ring.len() as u64) | LARGE);
+        }
+    }
+
+    /// Releases the `n` oldest frames (fewer than are held); returns their bytes.
+    fn release(&mut self, n: usize) -> usize {
+        let end = self.ends[n - 1] & !LARGE;
+        let mut released = (end - self.base) as usize;
+        if !self.large.is_empty() {
+            let k = self.ends.range(..n).filter(|&&e| e & LARGE != 0).count();
+            released += self.large.drain(..k).map(|f| f.len()).sum::<usize>();
+            self.large_at = self.large_at.saturating_sub(k);
+        }
+        self.ends.drain(..n);
+        self.ring.release((end - self.base) as usize);
+        self.base = end;
+        // Not holding, the frames released were written: `at` is past them.
+        self.at = self.at.max(end);
+        released
     }
 }
 
 impl Delivery {
+    /// The longest frame copied into the replay buffer (512 bytes); a longer one is held
+    /// as given. (Copying 256 to 512 bytes costs about as much as taking and dropping a
+    /// reference count does on the machine measured: docs/PERFORMANCE.md.)
+    pub const COPY_MAX: usize = 512;
+
     /// A fresh session: nothing sent, nothing received.
     pub fn new(cfg: DeliveryConfig) -> Self {
         Delivery {
@@ -253,8 +333,8 @@ impl Delivery {
             hold: true,
             ..Delivery::new(cfg)
         };
-        for f in frames {
-            d.hold_frame(&f);
+        for f in &frames {
+            d.hold_frame(f);
         }
         d
     }
@@ -307,7 +387,7 @@ impl Delivery {
     /// [`Delivery::next_to_write`] hands it out.
     pub fn push(&mut self, frame: Bytes) -> Result<(), Full> {
         self.check_fits(frame.len())?;
-        let keep = !self.hold;
+        let keep = !self.hold && frame.len() <= Self::COPY_MAX;
         let h = self.hold_frame(&frame);
         if keep {
             // Kept as given for its first write; not while holding (it would only pin
@@ -329,7 +409,11 @@ impl Delivery {
             return Ok(None);
         }
         let h = self.hold_frame(&frame);
-        h.at += frame.len() as u64;
+        if frame.len() <= Self::COPY_MAX {
+            h.at += frame.len() as u64;
+        } else {
+            h.large_at += 1;
+        }
         self.written += 1;
         Ok(Some(frame))
     }
@@ -346,12 +430,11 @@ impl Delivery {
         }
     }
 
-    /// Copies a frame into the ring, after those held.
+    /// Holds a frame after the others.
     #[inline]
-    fn hold_frame(&mut self, frame: &[u8]) -> &mut Held {
+    fn hold_frame(&mut self, frame: &Bytes) -> &mut Held {
         let h = self.held.get_or_insert_with(Box::default);
-        h.ring.push(frame);
-        h.ends.push_back(h.base + h.ring.len() as u64);
+        h.hold(frame);
         self.bytes += frame.len();
         h
     }
@@ -366,6 +449,12 @@ impl Delivery {
         // At most `ends.len()`: `written` never passes what is held.
         let index = (self.written - self.acked) as usize;
         let end = *h.ends.get(index)?;
+        if end & LARGE != 0 {
+            let frame = h.large[h.large_at].clone();
+            h.large_at += 1;
+            self.written += 1;
+            return Some(frame);
+        }
         let newest = match &mut h.newest {
             // The newest frame, not written yet: the frame itself.
             n @ Some(_) if h.copied.is_empty() && index + 1 == h.ends.len() => n.take(),
@@ -411,17 +500,11 @@ impl Delivery {
                 h.base += h.ring.len() as u64;
                 h.ends.clear();
                 h.ring.clear();
+                h.large.clear();
                 h.rewind();
                 self.bytes = 0;
             } else if n > 0 {
-                let end = h.ends[n - 1];
-                let released = (end - h.base) as usize;
-                h.ends.drain(..n);
-                h.ring.release(released);
-                h.base = end;
-                // Not holding, the frames acknowledged were written: `at` is past them.
-                h.at = h.at.max(end);
-                self.bytes -= released;
+                self.bytes -= h.release(n);
             }
         }
         self.acked = acked;
@@ -443,9 +526,9 @@ impl Delivery {
         self.superseded_upto = self.acked + self.held() as u64;
         let (mut n, mut b) = (0usize, 0usize);
         if let Some(h) = self.held.as_deref() {
-            for span in h.spans().filter(|&span| h.ring_is_sync(span)) {
+            for span in h.spans().filter(|&span| h.is_sync(span)) {
                 n += 1;
-                b += span.1;
+                b += h.len_of(span);
             }
         }
         // Within the bounds (u32 each) but for one large frame alone.
@@ -463,22 +546,17 @@ impl Delivery {
             return;
         }
         let keep = usize::try_from(upto.saturating_sub(self.acked)).unwrap_or(usize::MAX);
-        // Rare (a resumption after the sync layer started over): the ring is rebuilt.
-        let mut ring = Ring::default();
-        let mut ends = VecDeque::with_capacity(h.ends.len());
-        for (index, span) in h.spans().enumerate() {
-            if index < keep && h.ring_is_sync(span) {
-                self.bytes -= span.1;
+        // Rare (a resumption after the sync layer started over): rebuilt.
+        let mut kept = Held::default();
+        let frames: Vec<Bytes> = h.frames().collect();
+        for (index, (span, f)) in h.spans().zip(&frames).enumerate() {
+            if index < keep && h.is_sync(span) {
+                self.bytes -= f.len();
             } else {
-                let (a, b) = h.ring.slices(span.0, span.1);
-                ring.push(a);
-                ring.push(b);
-                ends.push_back(h.base + ring.len() as u64);
+                kept.hold(f);
             }
         }
-        h.ring = ring;
-        h.ends = ends;
-        h.rewind();
+        *h = kept;
     }
 
     /// Forgets what was being written on the link (the next write starts at `acked + 1`).
@@ -1115,7 +1193,8 @@ mod model {
     /// a few raw bytes (shorter than a header, or with a header that lies); small, or
     /// large enough to make the ring grow and wrap.
     fn frame() -> impl Strategy<Value = Bytes> {
-        let size = prop_oneof![8 => 0usize..80, 1 => 400usize..1500];
+        // Small (copied into the ring), around `COPY_MAX`, or larger (held as given).
+        let size = prop_oneof![8 => 0usize..80, 1 => 200usize..500, 1 => 505usize..520, 1 => 520usize..3000];
         let code = prop_oneof![
             Just(codes::APP),
             Just(codes::SYNC_START),
