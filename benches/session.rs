@@ -30,7 +30,8 @@
 //! With `TETHER_CALLGRIND` set the binary runs each stream once (each inside one
 //! `#[inline(never)]` function) and exits without criterion; divide by 1,000,000.
 //! (`TETHER_CALLGRIND=plain` or `=numbered` runs only that stream, for a sampling
-//! profiler.)
+//! profiler; `TETHER_CALLGRIND=machines` with `--toggle-collect='*timed_machines*'`
+//! counts 100,000 messages through the token-merge client and server.)
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -135,6 +136,12 @@ fn timed_plain() -> (usize, usize) {
 #[inline(never)]
 fn timed_numbered() -> (usize, usize) {
     stream(true)
+}
+
+/// 100,000 messages through the token-merge client and server (a connected pair).
+#[inline(never)]
+fn timed_machines(p: &mut Pair) -> (usize, usize) {
+    machines(p, 100_000)
 }
 
 /// Runs the two streams alternately `rounds` times each; prints the minimum and median
@@ -320,7 +327,13 @@ fn next_t<E>(o: Output<E>) -> Option<tether::Transmit> {
 
 fn bench(c: &mut Criterion) {
     if let Some(which) = std::env::var_os("TETHER_CALLGRIND") {
-        // `plain` or `numbered` runs that one only (for a profiler); anything else both.
+        // `machines` runs the whole machines only; `plain` or `numbered` that stream only
+        // (for a profiler); anything else both streams.
+        if which == "machines" {
+            let mut p = pair();
+            black_box(timed_machines(&mut p));
+            std::process::exit(0);
+        }
         if which != "numbered" {
             black_box(timed_plain());
         }
