@@ -4,13 +4,34 @@
 //! - `delivery/plain`: 1M 64-byte App messages encoded as frames into one growing buffer
 //!   (split off per message, as the machines do), cut into 64 KiB reads, decoded by
 //!   `FrameDecoder` and `Message::decode`: the path a session had before delivery.
-//! - `delivery/numbered`: the same, plus the sender's replay buffer (push, write) and the
-//!   receiver's count and ACK every 32 messages, with the ACK applied by the sender.
+//! - `delivery/numbered`: the same, plus the sender's replay buffer (`push_write`, as the
+//!   session core sends on a link that is up, `next_to_write` when frames wait) and the
+//!   receiver's count and ACK every 32 messages; each ACK is encoded as a frame, decoded
+//!   by the sender and applied.
 //! - `machines/merge`: the whole token-merge client and server, the client sending 1M App
 //!   messages that the server hands out as events (ACKs going back).
 //!
 //! Before criterion runs it prints allocations per message, the share of bytes the ACKs
-//! add, and an idle session's heartbeat bytes per minute.
+//! add, an idle session's heartbeat bytes per minute, and the two `delivery` streams run
+//! alternately (`TETHER_ROUNDS` rounds, 15 unless set) with the ratio of their minima
+//! and the median of each round's ratio: on a loaded machine these are steadier than two
+//! criterion runs taken one after the other.
+//!
+//! For a repeatable figure, count instructions with callgrind:
+//!
+//! ```text
+//! cargo bench --features testkit --bench session --no-run   # prints the binary's path
+//! TETHER_CALLGRIND=1 valgrind --tool=callgrind --toggle-collect='*timed_plain*' \
+//!     target/release/deps/session-<hash>
+//! TETHER_CALLGRIND=1 valgrind --tool=callgrind --toggle-collect='*timed_numbered*' \
+//!     target/release/deps/session-<hash>
+//! ```
+//!
+//! With `TETHER_CALLGRIND` set the binary runs each stream once (each inside one
+//! `#[inline(never)]` function) and exits without criterion; divide by 1,000,000.
+//! (`TETHER_CALLGRIND=plain` or `=numbered` runs only that stream, for a sampling
+//! profiler; `TETHER_CALLGRIND=machines` with `--toggle-collect='*timed_machines*'`
+//! counts 100,000 messages through the token-merge client and server.)
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -58,6 +79,7 @@ fn stream(numbered: bool) -> (usize, usize) {
     let (mut tx, mut rx) = (Delivery::new(cfg), Delivery::new(cfg));
     let mut out = BytesMut::with_capacity(CHUNK * 2);
     let mut wire = BytesMut::with_capacity(CHUNK * 2);
+    let mut back = BytesMut::with_capacity(1024);
     let mut dec = FrameDecoder::new(1 << 20);
     let (mut got, mut ack_bytes) = (0usize, 0usize);
     let mut sent = 0usize;
@@ -67,11 +89,15 @@ fn stream(numbered: bool) -> (usize, usize) {
             msg.encode_framed(&mut out);
             let frame = out.split().freeze();
             if numbered {
-                if tx.push(frame).is_err() {
-                    break;
-                }
-                while let Some(f) = tx.next_to_write() {
-                    wire.extend_from_slice(&f);
+                // As the session core sends on a link that is up.
+                match tx.push_write(frame) {
+                    Ok(Some(f)) => wire.extend_from_slice(&f),
+                    Ok(None) => {
+                        while let Some(f) = tx.next_to_write() {
+                            wire.extend_from_slice(&f);
+                        }
+                    }
+                    Err(_) => break,
                 }
             } else {
                 wire.extend_from_slice(&frame);
@@ -85,13 +111,66 @@ fn stream(numbered: bool) -> (usize, usize) {
             black_box(&m);
             got += 1;
             if numbered && rx.on_received(len) {
-                let n = rx.take_ack();
-                ack_bytes += 4 + 1 + 8;
-                tx.on_ack(n).unwrap();
+                // The ACK as the machines send it: a frame back, decoded, applied.
+                Message::Ack {
+                    received: rx.take_ack(),
+                }
+                .encode_framed(&mut back);
+                let ack = back.split().freeze();
+                ack_bytes += ack.len();
+                match Message::decode(ack.slice(4..)) {
+                    Ok(Message::Ack { received }) => tx.on_ack(received).unwrap(),
+                    other => panic!("not an ACK: {other:?}"),
+                }
             }
         }
     }
     (got, ack_bytes)
+}
+
+#[inline(never)]
+fn timed_plain() -> (usize, usize) {
+    stream(false)
+}
+
+#[inline(never)]
+fn timed_numbered() -> (usize, usize) {
+    stream(true)
+}
+
+/// 100,000 messages through the token-merge client and server (a connected pair).
+#[inline(never)]
+fn timed_machines(p: &mut Pair) -> (usize, usize) {
+    machines(p, 100_000)
+}
+
+/// Runs the two streams alternately `rounds` times each; prints the minimum and median
+/// of each, the ratio of the minima and the median of the rounds' ratios (each round's two
+/// runs one after the other, under the same load).
+fn interleaved(rounds: usize) {
+    let (mut plain, mut numbered, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        let t = std::time::Instant::now();
+        black_box(timed_plain());
+        let p = t.elapsed().as_secs_f64() * 1e3;
+        let t = std::time::Instant::now();
+        black_box(timed_numbered());
+        let n = t.elapsed().as_secs_f64() * 1e3;
+        plain.push(p);
+        numbered.push(n);
+        ratios.push(n / p);
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2])
+    };
+    let ((pmin, pmed), (nmin, nmed)) = (stats(&mut plain), stats(&mut numbered));
+    let (_, ratio) = stats(&mut ratios);
+    println!(
+        "delivery, alternating, {} rounds: plain min {pmin:.1} ms median {pmed:.1} ms; numbered min {nmin:.1} ms median {nmed:.1} ms; numbered / plain: {:.3} (minima), {ratio:.3} (median of the rounds)",
+        ratios.len(),
+        nmin / pmin,
+    );
 }
 
 type Pair = (merge::MergeClient, merge::MergeServer<SeqTokens>);
@@ -247,7 +326,28 @@ fn next_t<E>(o: Output<E>) -> Option<tether::Transmit> {
 }
 
 fn bench(c: &mut Criterion) {
+    if let Some(which) = std::env::var_os("TETHER_CALLGRIND") {
+        // `machines` runs the whole machines only; `plain` or `numbered` that stream only
+        // (for a profiler); anything else both streams.
+        if which == "machines" {
+            let mut p = pair();
+            black_box(timed_machines(&mut p));
+            std::process::exit(0);
+        }
+        if which != "numbered" {
+            black_box(timed_plain());
+        }
+        if which != "plain" {
+            black_box(timed_numbered());
+        }
+        std::process::exit(0);
+    }
     report();
+    let rounds = std::env::var("TETHER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    interleaved(rounds);
     let mut g = c.benchmark_group("delivery");
     g.throughput(Throughput::Elements(MESSAGES as u64));
     g.sample_size(10);

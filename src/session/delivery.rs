@@ -20,9 +20,10 @@
 //! [`DeliveryConfig::max_messages`] entries.
 
 use crate::wire::{Message, FRAME_HEADER_LEN};
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Bounds and acknowledgement rate of a session's delivery. `Default` gives the values
 /// documented on each field.
@@ -131,11 +132,22 @@ impl From<Bounds> for DeliveryConfig {
 /// a.on_ack(1).unwrap();
 /// assert_eq!(a.held(), 0);
 /// ```
+///
+/// How frames are held: the bytes of a frame of up to [`Delivery::COPY_MAX`] bytes are
+/// copied, as it is pushed, into one ring of bytes, where it ends kept beside it. The
+/// newest frame is also kept as it was given until it is written: the usual
+/// push-then-write hands that very `Bytes` to the link, with no reference count taken and
+/// no allocation. An ACK releases a prefix of the ring in place. Frames written from the
+/// ring (a replay, or several pushed before a write) are copied out once per batch into
+/// one buffer that they are slices of. A larger frame is held as given (a reference count
+/// costs less than copying it).
 #[derive(Debug, Clone)]
 pub struct Delivery {
     cfg: Bounds,
-    /// Frames `acked + 1 ..= acked + len`, oldest first.
-    buffer: VecDeque<Bytes>,
+    /// The frames held, allocated with the first (an idle session, after
+    /// [`Delivery::trim`], holds no memory for them).
+    held: Option<Box<Held>>,
+    /// Bytes held.
     bytes: usize,
     /// The peer received every frame up to this one.
     acked: u64,
@@ -158,12 +170,145 @@ pub struct Delivery {
     superseded: (u32, u32),
 }
 
+/// The frames a [`Delivery`] holds, `acked + 1 ..= acked + ends.len()`.
+///
+/// Ring offsets count the bytes of every frame copied in since the session's start (the
+/// ring's first byte is at `base`), so that releasing frames moves no end.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    /// The small frames' bytes, oldest first.
+    ring: Ring,
+    /// Where each frame ends in the ring, oldest first; with [`LARGE`] for a frame held
+    /// in `large` (it adds no byte to the ring).
+    ends: VecDeque<u64>,
+    /// Where the ring starts.
+    base: u64,
+    /// Where the next small frame to write starts in the ring.
+    at: u64,
+    /// The frames over [`Delivery::COPY_MAX`] bytes, as given, oldest first.
+    large: VecDeque<Bytes>,
+    /// The next large frame to write, in `large`.
+    large_at: usize,
+    /// The newest frame as pushed (a small one), while it is not written on the current
+    /// link.
+    newest: Option<Bytes>,
+    /// While writing from the ring: a copy of its frames from `at` on, as they were when
+    /// copied (the next small frame written is split off its front). Empty otherwise.
+    copied: Bytes,
+}
+
+/// In [`Held::ends`]: the frame is held by reference, in [`Held::large`].
+const LARGE: u64 = 1 << 63;
+
+/// Where a held frame is.
+#[derive(Debug, Clone, Copy)]
+enum Span {
+    /// In the ring: at, length.
+    Ring(usize, usize),
+    /// In `large`, at this index.
+    Large(usize),
+}
+
+impl Held {
+    /// Forgets what was being written: the next write starts at the oldest frame.
+    fn rewind(&mut self) {
+        self.at = self.base;
+        self.large_at = 0;
+        self.newest = None;
+        self.copied = Bytes::new();
+    }
+
+    /// Where each frame is, oldest first.
+    fn spans(&self) -> impl Iterator<Item = Span> + '_ {
+        let (mut start, mut large) = (self.base, 0usize);
+        self.ends.iter().map(move |&end| {
+            if end & LARGE != 0 {
+                large += 1;
+                Span::Large(large - 1)
+            } else {
+                let span = Span::Ring((start - self.base) as usize, (end - start) as usize);
+                start = end;
+                span
+            }
+        })
+    }
+
+    fn len_of(&self, span: Span) -> usize {
+        match span {
+            Span::Ring(_, len) => len,
+            Span::Large(i) => self.large[i].len(),
+        }
+    }
+
+    /// Whether the frame belongs to the sync layer.
+    fn is_sync(&self, span: Span) -> bool {
+        match span {
+            Span::Ring(at, len) => {
+                len > FRAME_HEADER_LEN
+                    && self
+                        .ring
+                        .get(at + FRAME_HEADER_LEN)
+                        .is_some_and(is_sync_code)
+            }
+            Span::Large(i) => self.large[i]
+                .get(FRAME_HEADER_LEN)
+                .copied()
+                .is_some_and(is_sync_code),
+        }
+    }
+
+    /// Every frame, oldest first: the small ones copied out of the ring (one allocation
+    /// for all).
+    fn frames(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let all = self.ring.copy_out(0, self.ring.len());
+        self.spans().map(move |span| match span {
+            Span::Ring(at, len) => all.slice(at..at + len),
+            Span::Large(i) => self.large[i].clone(),
+        })
+    }
+
+    /// Holds a frame after the others.
+    #[inline]
+    fn hold(&mut self, frame: &Bytes) {
+        if frame.len() <= Delivery::COPY_MAX {
+            self.ring.push(frame);
+            self.ends.push_back(self.base + self.ring.len() as u64);
+        } else {
+            self.large.push_back(frame.clone());
+            self.ends
+                .push_back((self.base + self.ring.len() as u64) | LARGE);
+        }
+    }
+
+    /// Releases the `n` oldest frames (fewer than are held); returns their bytes.
+    fn release(&mut self, n: usize) -> usize {
+        let end = self.ends[n - 1] & !LARGE;
+        let mut released = (end - self.base) as usize;
+        if !self.large.is_empty() {
+            let k = self.ends.range(..n).filter(|&&e| e & LARGE != 0).count();
+            released += self.large.drain(..k).map(|f| f.len()).sum::<usize>();
+            self.large_at = self.large_at.saturating_sub(k);
+        }
+        self.ends.drain(..n);
+        self.ring.release((end - self.base) as usize);
+        self.base = end;
+        // Not holding, the frames released were written: `at` is past them.
+        self.at = self.at.max(end);
+        released
+    }
+}
+
 impl Delivery {
+    /// The longest frame copied into the replay buffer (512 bytes); a longer one is held
+    /// as given. (Copying 256 to 512 bytes costs about as much as taking and dropping a
+    /// reference count does on the machine measured: docs/PERFORMANCE.md.)
+    pub const COPY_MAX: usize = 512;
+
     /// A fresh session: nothing sent, nothing received.
     pub fn new(cfg: DeliveryConfig) -> Self {
         Delivery {
             cfg: cfg.into(),
-            buffer: VecDeque::new(),
+            held: None,
             bytes: 0,
             acked: 0,
             written: 0,
@@ -180,20 +325,18 @@ impl Delivery {
     /// received `received`, and `frames` (numbered from `acked + 1`) wait for replay. It
     /// holds until the peer's ACK, as after any resumption.
     pub fn restore(cfg: DeliveryConfig, acked: u64, received: u64, frames: Vec<Bytes>) -> Self {
-        let bytes = frames.iter().map(Bytes::len).sum();
-        Delivery {
-            cfg: cfg.into(),
-            buffer: frames.into(),
-            bytes,
+        let mut d = Delivery {
             acked,
             written: acked,
             received,
             ack_sent: received,
-            bytes_since_ack: 0,
             hold: true,
-            superseded_upto: 0,
-            superseded: (0, 0),
+            ..Delivery::new(cfg)
+        };
+        for f in &frames {
+            d.hold_frame(f);
         }
+        d
     }
 
     /// The configuration.
@@ -202,8 +345,9 @@ impl Delivery {
     }
 
     /// Frames held (sent and unacknowledged, or not yet sent).
+    #[inline]
     pub fn held(&self) -> usize {
-        self.buffer.len()
+        self.held.as_ref().map_or(0, |h| h.ends.len())
     }
 
     /// Bytes held.
@@ -221,15 +365,17 @@ impl Delivery {
         self.received
     }
 
-    /// The held frames, oldest first (numbered from `acked() + 1`), for a snapshot.
-    pub fn frames(&self) -> impl Iterator<Item = &Bytes> + '_ {
-        self.buffer.iter()
+    /// The held frames, oldest first (numbered from `acked() + 1`), for a snapshot: copied
+    /// out of the replay buffer (one allocation for all).
+    pub fn frames(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.held.iter().flat_map(|h| h.frames())
     }
 
     /// Whether one more frame of `len` bytes fits.
+    #[inline]
     pub fn fits(&self, len: usize) -> bool {
         let (n, bytes) = (
-            self.buffer.len().saturating_sub(self.superseded.0 as usize),
+            self.held().saturating_sub(self.superseded.0 as usize),
             self.bytes.saturating_sub(self.superseded.1 as usize),
         );
         n == 0
@@ -240,15 +386,57 @@ impl Delivery {
     /// Takes a whole frame (length prefix included) to deliver; it is written when
     /// [`Delivery::next_to_write`] hands it out.
     pub fn push(&mut self, frame: Bytes) -> Result<(), Full> {
-        if !self.fits(frame.len()) {
-            return Err(Full {
+        self.check_fits(frame.len())?;
+        let keep = !self.hold && frame.len() <= Self::COPY_MAX;
+        let h = self.hold_frame(&frame);
+        if keep {
+            // Kept as given for its first write; not while holding (it would only pin
+            // the caller's buffer until a replay that copies it anyway).
+            h.newest = Some(frame);
+        }
+        Ok(())
+    }
+
+    /// [`Delivery::push`] and, if the frame can be written at once (not holding, and no
+    /// frame waits before it), [`Delivery::next_to_write`] in one step: `Some(frame)` is
+    /// written now, the very `Bytes` given. `None`: it waits its turn behind the others,
+    /// or for the link.
+    #[inline]
+    pub fn push_write(&mut self, frame: Bytes) -> Result<Option<Bytes>, Full> {
+        self.check_fits(frame.len())?;
+        if self.hold || self.written - self.acked != self.held() as u64 {
+            self.push(frame)?;
+            return Ok(None);
+        }
+        let h = self.hold_frame(&frame);
+        if frame.len() <= Self::COPY_MAX {
+            h.at += frame.len() as u64;
+        } else {
+            h.large_at += 1;
+        }
+        self.written += 1;
+        Ok(Some(frame))
+    }
+
+    #[inline]
+    fn check_fits(&self, len: usize) -> Result<(), Full> {
+        if self.fits(len) {
+            Ok(())
+        } else {
+            Err(Full {
                 max_messages: self.cfg.max_messages as usize,
                 max_bytes: self.cfg.max_bytes as usize,
-            });
+            })
         }
+    }
+
+    /// Holds a frame after the others.
+    #[inline]
+    fn hold_frame(&mut self, frame: &Bytes) -> &mut Held {
+        let h = self.held.get_or_insert_with(Box::default);
+        h.hold(frame);
         self.bytes += frame.len();
-        self.buffer.push_back(frame);
-        Ok(())
+        h
     }
 
     /// The next frame to write on the current link, if any (none while holding for the
@@ -257,20 +445,44 @@ impl Delivery {
         if self.hold {
             return None;
         }
-        let index = usize::try_from(self.written - self.acked).ok()?;
-        let frame = self.buffer.get(index)?.clone();
+        let h = self.held.as_deref_mut()?;
+        // At most `ends.len()`: `written` never passes what is held.
+        let index = (self.written - self.acked) as usize;
+        let end = *h.ends.get(index)?;
+        if end & LARGE != 0 {
+            let frame = h.large[h.large_at].clone();
+            h.large_at += 1;
+            self.written += 1;
+            return Some(frame);
+        }
+        let newest = match &mut h.newest {
+            // The newest frame, not written yet: the frame itself.
+            n @ Some(_) if h.copied.is_empty() && index + 1 == h.ends.len() => n.take(),
+            _ => None,
+        };
+        let frame = newest.unwrap_or_else(|| {
+            if h.copied.is_empty() {
+                // Frames queued before a write, or a replay: all that is left to write,
+                // copied out once (the newest frame with them).
+                let from = (h.at - h.base) as usize;
+                h.copied = h.ring.copy_out(from, h.ring.len() - from);
+                h.newest = None;
+            }
+            h.copied.split_to((end - h.at) as usize)
+        });
+        h.at = end;
         self.written += 1;
         Some(frame)
     }
 
     /// Whether frames wait to be written now.
     pub fn has_unwritten(&self) -> bool {
-        !self.hold && self.written - self.acked < self.buffer.len() as u64
+        !self.hold && self.written - self.acked < self.held() as u64
     }
 
     /// The peer's cumulative ACK. After a resumption it also says where to replay from.
     pub fn on_ack(&mut self, acked: u64) -> Result<(), AckError> {
-        let sent = self.acked + self.buffer.len() as u64;
+        let sent = self.acked + self.held() as u64;
         let limit = if self.hold { sent } else { self.written };
         if acked > limit {
             return Err(AckError::Unsent { acked, sent: limit });
@@ -281,16 +493,26 @@ impl Delivery {
                 before: self.acked,
             });
         }
-        while self.acked < acked {
-            if let Some(f) = self.buffer.pop_front() {
-                self.bytes -= f.len();
+        if let Some(h) = self.held.as_deref_mut() {
+            // At most `held()`, checked above.
+            let n = (acked - self.acked) as usize;
+            if n == h.ends.len() {
+                h.base += h.ring.len() as u64;
+                h.ends.clear();
+                h.ring.clear();
+                h.large.clear();
+                h.rewind();
+                self.bytes = 0;
+            } else if n > 0 {
+                self.bytes -= h.release(n);
             }
-            self.acked += 1;
         }
+        self.acked = acked;
         if self.hold {
             // Replay everything after what the peer has, less what was superseded.
             self.hold = false;
             self.written = self.acked;
+            self.rewind();
             self.drop_superseded();
         }
         Ok(())
@@ -301,37 +523,51 @@ impl Delivery {
     /// sent, so the implicit numbering of the rest stays true on both sides); the
     /// application's own messages are kept and replayed.
     pub fn supersede_sync(&mut self) {
-        self.superseded_upto = self.acked + self.buffer.len() as u64;
-        // Within the bounds (u32 each), so the sums fit.
-        let (n, b) = self
-            .buffer
-            .iter()
-            .filter(|f| is_sync_frame(f))
-            .fold((0usize, 0usize), |(n, b), f| (n + 1, b + f.len()));
-        self.superseded = (n as u32, b as u32);
+        self.superseded_upto = self.acked + self.held() as u64;
+        let (mut n, mut b) = (0usize, 0usize);
+        if let Some(h) = self.held.as_deref() {
+            for span in h.spans().filter(|&span| h.is_sync(span)) {
+                n += 1;
+                b += h.len_of(span);
+            }
+        }
+        // Within the bounds (u32 each) but for one large frame alone.
+        let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        self.superseded = (clamp(n), clamp(b));
     }
 
     fn drop_superseded(&mut self) {
         let upto = core::mem::take(&mut self.superseded_upto);
         self.superseded = (0, 0);
+        let Some(h) = self.held.as_deref_mut() else {
+            return;
+        };
         if upto == 0 {
             return;
         }
         let keep = usize::try_from(upto.saturating_sub(self.acked)).unwrap_or(usize::MAX);
-        let mut index = 0usize;
-        let mut dropped = 0usize;
-        self.buffer.retain(|f| {
-            let old = index < keep && is_sync_frame(f);
-            index += 1;
-            if old {
-                dropped += f.len();
+        // Rare (a resumption after the sync layer started over): rebuilt.
+        let mut kept = Held::default();
+        let frames: Vec<Bytes> = h.frames().collect();
+        for (index, (span, f)) in h.spans().zip(&frames).enumerate() {
+            if index < keep && h.is_sync(span) {
+                self.bytes -= f.len();
+            } else {
+                kept.hold(f);
             }
-            !old
-        });
-        self.bytes -= dropped;
+        }
+        *h = kept;
+    }
+
+    /// Forgets what was being written on the link (the next write starts at `acked + 1`).
+    fn rewind(&mut self) {
+        if let Some(h) = self.held.as_deref_mut() {
+            h.rewind();
+        }
     }
 
     /// A frame of `len` bytes was received; `true` if an ACK is due now.
+    #[inline]
     pub fn on_received(&mut self, len: usize) -> bool {
         self.received += 1;
         let len = u32::try_from(len + FRAME_HEADER_LEN).unwrap_or(u32::MAX);
@@ -341,6 +577,7 @@ impl Delivery {
     }
 
     /// What to put in an ACK now, counting it as sent.
+    #[inline]
     pub fn take_ack(&mut self) -> u64 {
         self.ack_sent = self.received;
         self.bytes_since_ack = 0;
@@ -356,18 +593,21 @@ impl Delivery {
     pub fn link_lost(&mut self) {
         self.hold = true;
         self.written = self.acked;
+        self.rewind();
     }
 
     /// A fresh session's first link: write at once (numbering starts at 1 for both).
     pub fn link_fresh(&mut self) {
         self.hold = false;
         self.written = self.acked;
+        self.rewind();
     }
 
     /// The session resumed on a new link: hold until the peer's ACK says what it has.
     pub fn link_resumed(&mut self) {
         self.hold = true;
         self.written = self.acked;
+        self.rewind();
     }
 
     /// A fresh session on a new link: numbering starts again; whatever was held for the
@@ -387,23 +627,147 @@ impl Delivery {
         self.received = 0;
         self.ack_sent = 0;
         self.bytes_since_ack = 0;
+        self.rewind();
     }
 
-    /// The frames never acknowledged, decoded, oldest first; the buffer is emptied. Called
-    /// when the session ends, to report them to the application.
+    /// The frames never acknowledged, decoded, oldest first; the buffer is emptied (and
+    /// its memory given back). Called when the session ends, to report them to the
+    /// application.
     pub fn take_undelivered(&mut self) -> Vec<Message> {
         self.drop_superseded();
+        let undelivered = self
+            .frames()
+            .filter_map(|f| Message::decode(f.slice(FRAME_HEADER_LEN.min(f.len())..)).ok())
+            .collect();
         self.bytes = 0;
         self.written = self.acked;
-        self.buffer
-            .drain(..)
-            .filter_map(|f| Message::decode(f.slice(FRAME_HEADER_LEN.min(f.len())..)).ok())
-            .collect()
+        self.held = None;
+        undelivered
+    }
+
+    /// Gives back the memory kept for frames if none is held: the replay buffer keeps its
+    /// capacity from one ACK to the next so that a stream does not allocate; an idle
+    /// session need not (the session core calls it when a heartbeat is due).
+    pub fn trim(&mut self) {
+        if self.held() == 0 {
+            self.held = None;
+        }
     }
 }
 
-fn is_sync_frame(f: &Bytes) -> bool {
-    f.get(FRAME_HEADER_LEN).copied().is_some_and(is_sync_code)
+/// Bytes in a circular buffer that grows (doubling) when full: frames are appended at the
+/// back and released from the front, their boundaries kept by the caller. A frame may
+/// wrap around the end.
+#[derive(Debug, Clone, Default)]
+struct Ring {
+    /// The storage; its length is the capacity.
+    buf: Vec<u8>,
+    head: usize,
+    len: usize,
+}
+
+impl Ring {
+    /// The smallest storage allocated.
+    const MIN: usize = 1024;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The physical index of logical byte `at` (`at <= len`).
+    #[inline]
+    fn phys(&self, at: usize) -> usize {
+        let i = self.head + at;
+        if i >= self.buf.len() {
+            i - self.buf.len()
+        } else {
+            i
+        }
+    }
+
+    fn get(&self, at: usize) -> Option<u8> {
+        (at < self.len).then(|| self.buf[self.phys(at)])
+    }
+
+    /// Logical bytes `at .. at + n` as two slices (the second empty unless they wrap).
+    fn slices(&self, at: usize, n: usize) -> (&[u8], &[u8]) {
+        debug_assert!(at + n <= self.len);
+        if n == 0 {
+            return (&[], &[]);
+        }
+        let start = self.phys(at);
+        let first = n.min(self.buf.len() - start);
+        (&self.buf[start..start + first], &self.buf[..n - first])
+    }
+
+    #[inline]
+    fn push(&mut self, src: &[u8]) {
+        let (n, cap) = (src.len(), self.buf.len());
+        let tail = self.phys(self.len);
+        if self.len + n <= cap && n <= cap - tail {
+            // It fits, before the end: the usual case.
+            self.buf[tail..tail + n].copy_from_slice(src);
+            self.len += n;
+        } else {
+            self.push_slow(src);
+        }
+    }
+
+    #[cold]
+    fn push_slow(&mut self, src: &[u8]) {
+        let n = src.len();
+        if self.len + n > self.buf.len() {
+            self.grow(self.len + n);
+        }
+        let tail = self.phys(self.len);
+        if let Some(dst) = self.buf.get_mut(tail..tail + n) {
+            dst.copy_from_slice(src);
+        } else {
+            // Wraps around the end.
+            let (a, b) = src.split_at(self.buf.len() - tail);
+            self.buf[tail..].copy_from_slice(a);
+            self.buf[..b.len()].copy_from_slice(b);
+        }
+        self.len += n;
+    }
+
+    fn grow(&mut self, need: usize) {
+        let cap = need.max(self.buf.len() * 2).max(Self::MIN);
+        let mut buf = alloc::vec![0u8; cap];
+        let (a, b) = self.slices(0, self.len);
+        buf[..a.len()].copy_from_slice(a);
+        buf[a.len()..a.len() + b.len()].copy_from_slice(b);
+        self.buf = buf;
+        self.head = 0;
+    }
+
+    /// Drops the first `n` bytes.
+    fn release(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        self.head = self.phys(n);
+        self.len -= n;
+        if self.len == 0 {
+            self.head = 0;
+        }
+    }
+
+    /// Empties it, keeping the storage.
+    fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+
+    /// A copy of logical bytes `at .. at + n`.
+    fn copy_out(&self, at: usize, n: usize) -> Bytes {
+        if n == 0 {
+            return Bytes::new();
+        }
+        let (a, b) = self.slices(at, n);
+        let mut out = BytesMut::with_capacity(n);
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+        out.freeze()
+    }
 }
 
 /// Whether a frame with this code belongs to the sync layer (sync contexts, journal and
@@ -578,6 +942,28 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_session_gives_its_replay_buffer_back() {
+        // Small inline (every idle session has one); the frames live behind one pointer.
+        assert!(core::mem::size_of::<Delivery>() <= 96);
+        let mut d = Delivery::new(DeliveryConfig::default());
+        assert!(d.held.is_none(), "nothing allocated before the first frame");
+        assert_eq!(d.push_write(frame(1)), Ok(Some(frame(1))));
+        d.push(frame(2)).unwrap();
+        d.trim();
+        assert_eq!(d.held(), 2, "frames held are kept");
+        assert_eq!(d.next_to_write(), Some(frame(2)));
+        d.on_ack(2).unwrap();
+        assert!(
+            d.held.is_some(),
+            "an ACK keeps the buffer for the next frames"
+        );
+        d.trim();
+        assert!(d.held.is_none());
+        assert_eq!(d.push_write(frame(3)), Ok(Some(frame(3))));
+        assert_eq!((d.held(), d.held_bytes()), (1, frame(3).len()));
+    }
+
+    #[test]
     fn restart_reports_what_was_never_acknowledged() {
         let mut d = Delivery::new(DeliveryConfig::default());
         for n in 1..=3 {
@@ -594,5 +980,357 @@ mod tests {
                 .to_vec()
         );
         assert_eq!((d.held(), d.acked(), d.received()), (0, 0, 0));
+    }
+}
+
+/// A model of [`Delivery`]: the plain implementation it replaced (one `Bytes` per frame in
+/// a list, cloned to be written), against which the ring is checked step by step.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use alloc::vec;
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Model {
+        cfg: DeliveryConfig,
+        frames: Vec<Bytes>,
+        acked: u64,
+        written: u64,
+        received: u64,
+        ack_sent: u64,
+        bytes_since_ack: usize,
+        hold: bool,
+        superseded_upto: u64,
+        superseded: (usize, usize),
+    }
+
+    fn sync(f: &Bytes) -> bool {
+        f.get(FRAME_HEADER_LEN).copied().is_some_and(is_sync_code)
+    }
+
+    impl Model {
+        fn new(cfg: DeliveryConfig) -> Self {
+            Model {
+                cfg,
+                frames: Vec::new(),
+                acked: 0,
+                written: 0,
+                received: 0,
+                ack_sent: 0,
+                bytes_since_ack: 0,
+                hold: false,
+                superseded_upto: 0,
+                superseded: (0, 0),
+            }
+        }
+
+        fn restore(cfg: DeliveryConfig, acked: u64, received: u64, frames: Vec<Bytes>) -> Self {
+            Model {
+                frames,
+                acked,
+                written: acked,
+                received,
+                ack_sent: received,
+                hold: true,
+                ..Model::new(cfg)
+            }
+        }
+
+        fn bytes(&self) -> usize {
+            self.frames.iter().map(Bytes::len).sum()
+        }
+
+        fn fits(&self, len: usize) -> bool {
+            let n = self.frames.len().saturating_sub(self.superseded.0);
+            let bytes = self.bytes().saturating_sub(self.superseded.1);
+            n == 0 || (n < self.cfg.max_messages && bytes + len <= self.cfg.max_bytes)
+        }
+
+        fn push(&mut self, f: Bytes) -> Result<(), Full> {
+            if !self.fits(f.len()) {
+                return Err(Full {
+                    max_messages: self.cfg.max_messages,
+                    max_bytes: self.cfg.max_bytes,
+                });
+            }
+            self.frames.push(f);
+            Ok(())
+        }
+
+        fn push_write(&mut self, f: Bytes) -> Result<Option<Bytes>, Full> {
+            let now = !self.hold && self.written - self.acked == self.frames.len() as u64;
+            self.push(f)?;
+            Ok(if now { self.next_to_write() } else { None })
+        }
+
+        fn next_to_write(&mut self) -> Option<Bytes> {
+            if self.hold {
+                return None;
+            }
+            let f = self
+                .frames
+                .get((self.written - self.acked) as usize)?
+                .clone();
+            self.written += 1;
+            Some(f)
+        }
+
+        fn has_unwritten(&self) -> bool {
+            !self.hold && self.written - self.acked < self.frames.len() as u64
+        }
+
+        fn on_ack(&mut self, acked: u64) -> Result<(), AckError> {
+            let sent = self.acked + self.frames.len() as u64;
+            let limit = if self.hold { sent } else { self.written };
+            if acked > limit {
+                return Err(AckError::Unsent { acked, sent: limit });
+            }
+            if acked < self.acked {
+                return Err(AckError::Backwards {
+                    acked,
+                    before: self.acked,
+                });
+            }
+            self.frames.drain(..(acked - self.acked) as usize);
+            self.acked = acked;
+            if self.hold {
+                self.hold = false;
+                self.written = self.acked;
+                self.drop_superseded();
+            }
+            Ok(())
+        }
+
+        fn supersede_sync(&mut self) {
+            self.superseded_upto = self.acked + self.frames.len() as u64;
+            let old: Vec<&Bytes> = self.frames.iter().filter(|f| sync(f)).collect();
+            self.superseded = (old.len(), old.iter().map(|f| f.len()).sum());
+        }
+
+        fn drop_superseded(&mut self) {
+            let upto = core::mem::take(&mut self.superseded_upto);
+            self.superseded = (0, 0);
+            if upto == 0 {
+                return;
+            }
+            let keep = (upto.saturating_sub(self.acked)) as usize;
+            let mut index = 0;
+            self.frames.retain(|f| {
+                let old = index < keep && sync(f);
+                index += 1;
+                !old
+            });
+        }
+
+        fn on_received(&mut self, len: usize) -> bool {
+            self.received += 1;
+            self.bytes_since_ack += len + FRAME_HEADER_LEN;
+            self.received - self.ack_sent >= u64::from(self.cfg.ack_every.max(1))
+                || self.bytes_since_ack >= self.cfg.ack_bytes
+        }
+
+        fn take_ack(&mut self) -> u64 {
+            self.ack_sent = self.received;
+            self.bytes_since_ack = 0;
+            self.received
+        }
+
+        fn rewind(&mut self, hold: bool) {
+            self.hold = hold;
+            self.written = self.acked;
+        }
+
+        fn renumber(&mut self) {
+            self.drop_superseded();
+            self.acked = 0;
+            self.written = 0;
+            self.received = 0;
+            self.ack_sent = 0;
+            self.bytes_since_ack = 0;
+        }
+
+        fn take_undelivered(&mut self) -> Vec<Message> {
+            self.drop_superseded();
+            self.written = self.acked;
+            self.frames
+                .drain(..)
+                .filter_map(|f| Message::decode(f.slice(FRAME_HEADER_LEN.min(f.len())..)).ok())
+                .collect()
+        }
+
+        fn restart(&mut self) -> Vec<Message> {
+            let lost = self.take_undelivered();
+            *self = Model::new(self.cfg);
+            lost
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(Bytes),
+        PushWrite(Bytes),
+        Write(u8),
+        /// An ACK, relative to what was acknowledged (negative: backwards).
+        Ack(i8),
+        /// The peer's ACK of everything written (what a well-behaved peer says).
+        AckWritten,
+        Received(u16),
+        TakeAck,
+        Lost,
+        Fresh,
+        Resumed,
+        Supersede,
+        Renumber,
+        Undelivered,
+        Restart,
+        Restore,
+        Trim,
+    }
+
+    /// A frame: an App message, a sync-layer one, a code the sync layer does not own, or
+    /// a few raw bytes (shorter than a header, or with a header that lies); small, or
+    /// large enough to make the ring grow and wrap.
+    fn frame() -> impl Strategy<Value = Bytes> {
+        // Small (copied into the ring), around `COPY_MAX`, or larger (held as given).
+        let size = prop_oneof![8 => 0usize..80, 1 => 200usize..500, 1 => 505usize..520, 1 => 520usize..3000];
+        let code = prop_oneof![
+            Just(codes::APP),
+            Just(codes::SYNC_START),
+            Just(0x31u8),
+            Just(0x42u8),
+            any::<u8>()
+        ];
+        prop_oneof![
+            9 => (code, size).prop_map(|(code, n)| {
+                let mut b = BytesMut::new();
+                b.extend_from_slice(&((n + 1) as u32).to_be_bytes());
+                b.extend_from_slice(&[code]);
+                b.extend((0..n).map(|i| i as u8));
+                b.freeze()
+            }),
+            // Bytes that sync codes are among, so that a short frame followed by another
+            // could be mistaken for a sync frame.
+            1 => proptest::collection::vec(
+                prop_oneof![Just(0u8), Just(codes::SYNC_START), Just(0x31), any::<u8>()],
+                0..7,
+            )
+            .prop_map(Bytes::from),
+        ]
+    }
+
+    use crate::wire::codes;
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => frame().prop_map(Op::Push),
+            6 => frame().prop_map(Op::PushWrite),
+            4 => (0u8..5).prop_map(Op::Write),
+            2 => (-2i8..6).prop_map(Op::Ack),
+            3 => Just(Op::AckWritten),
+            3 => any::<u16>().prop_map(Op::Received),
+            1 => Just(Op::TakeAck),
+            1 => Just(Op::Lost),
+            1 => Just(Op::Fresh),
+            1 => Just(Op::Resumed),
+            1 => Just(Op::Supersede),
+            1 => Just(Op::Renumber),
+            1 => Just(Op::Undelivered),
+            1 => Just(Op::Restart),
+            1 => Just(Op::Restore),
+            1 => Just(Op::Trim),
+        ]
+    }
+
+    fn config() -> impl Strategy<Value = DeliveryConfig> {
+        (1usize..12, 16usize..6000, 0u32..5, 1usize..400).prop_map(
+            |(max_messages, max_bytes, ack_every, ack_bytes)| DeliveryConfig {
+                max_messages,
+                max_bytes,
+                ack_every,
+                ack_bytes,
+            },
+        )
+    }
+
+    fn same(d: &Delivery, m: &Model) -> Result<(), TestCaseError> {
+        prop_assert_eq!(d.held(), m.frames.len());
+        prop_assert_eq!(d.held_bytes(), m.bytes());
+        prop_assert_eq!(d.acked(), m.acked);
+        prop_assert_eq!(d.received(), m.received);
+        prop_assert_eq!(d.has_unwritten(), m.has_unwritten());
+        prop_assert_eq!(d.ack_pending(), m.received != m.ack_sent);
+        prop_assert_eq!(d.frames().collect::<Vec<_>>(), m.frames.clone());
+        for len in [0, 1, 70, 1000] {
+            prop_assert_eq!(d.fits(len), m.fits(len));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Every call, in any order, gives what the plain implementation gives: the same
+        /// frames written (byte for byte), the same errors, counts, bounds and reports.
+        #[test]
+        fn the_ring_behaves_as_a_list_of_frames(
+            cfg in config(),
+            ops in proptest::collection::vec(op(), 0..120),
+        ) {
+            let (mut d, mut m) = (Delivery::new(cfg), Model::new(cfg));
+            for op in ops {
+                match op {
+                    Op::Push(f) => prop_assert_eq!(d.push(f.clone()), m.push(f)),
+                    Op::PushWrite(f) => prop_assert_eq!(d.push_write(f.clone()), m.push_write(f)),
+                    Op::Write(n) => {
+                        for _ in 0..n {
+                            prop_assert_eq!(d.next_to_write(), m.next_to_write());
+                        }
+                    }
+                    Op::Ack(delta) => {
+                        let a = m.acked.saturating_add_signed(delta.into());
+                        prop_assert_eq!(d.on_ack(a), m.on_ack(a));
+                    }
+                    Op::AckWritten => {
+                        let a = if m.hold { m.acked + m.frames.len() as u64 / 2 } else { m.written };
+                        prop_assert_eq!(d.on_ack(a), m.on_ack(a));
+                    }
+                    Op::Received(len) => {
+                        prop_assert_eq!(d.on_received(len.into()), m.on_received(len.into()));
+                    }
+                    Op::TakeAck => prop_assert_eq!(d.take_ack(), m.take_ack()),
+                    Op::Lost => {
+                        d.link_lost();
+                        m.rewind(true);
+                    }
+                    Op::Fresh => {
+                        d.link_fresh();
+                        m.rewind(false);
+                    }
+                    Op::Resumed => {
+                        d.link_resumed();
+                        m.rewind(true);
+                    }
+                    Op::Supersede => {
+                        d.supersede_sync();
+                        m.supersede_sync();
+                    }
+                    Op::Renumber => {
+                        d.renumber();
+                        m.renumber();
+                    }
+                    Op::Undelivered => prop_assert_eq!(d.take_undelivered(), m.take_undelivered()),
+                    Op::Restart => prop_assert_eq!(d.restart(), m.restart()),
+                    Op::Restore => {
+                        let frames: Vec<Bytes> = d.frames().collect();
+                        d = Delivery::restore(cfg, d.acked(), d.received(), frames.clone());
+                        m = Model::restore(cfg, m.acked, m.received, frames);
+                    }
+                    Op::Trim => d.trim(),
+                }
+                same(&d, &m)?;
+            }
+        }
     }
 }

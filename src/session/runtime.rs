@@ -141,10 +141,17 @@ impl SessionCore {
         now: Instant,
     ) -> Result<(), Full> {
         match &mut self.mode {
-            Mode::Reliable(d) => {
-                d.push(payload)?;
-                self.flush(out, link, now);
-            }
+            Mode::Reliable(d) => match link.filter(|_| self.up) {
+                Some(l) => match d.push_write(payload)? {
+                    // Nothing waited before it: written now, no other frame to write.
+                    Some(f) => {
+                        out.send_raw(l, f);
+                        self.live.on_sent(now);
+                    }
+                    None => self.flush(out, link, now),
+                },
+                None => d.push(payload)?,
+            },
             Mode::AtMostOnce { queue, max } => match link.filter(|_| self.up) {
                 Some(l) => out.send_raw(l, payload),
                 None if queue.len() >= *max => {
@@ -299,6 +306,8 @@ impl SessionCore {
         }
         if self.live.heartbeat_due(now) {
             if let Mode::Reliable(d) = &mut self.mode {
+                // Nothing was sent for a keepalive: an idle session keeps no replay buffer.
+                d.trim();
                 let n = d.take_ack();
                 out.send_framed(link, &Message::Ack { received: n });
                 self.live.on_sent(now);
