@@ -9,7 +9,9 @@
 //!
 //! [`Step::Connect`]: super::Step::Connect
 
-use super::{hex, unbounded, Harness, Journal, News, SeqTokens, Track, Violation, Who, World};
+use super::{
+    hex, unbounded, within, Harness, Journal, News, SeqTokens, Track, Violation, Who, World,
+};
 use crate::connect::dual::{
     AttemptFailure, DualClient, DualClientCommand, DualClientConfig, DualClientEvent,
     DualClientNotice, DualClientState, DualError, DualServer, DualServerCommand, DualServerConfig,
@@ -275,25 +277,21 @@ impl Harness for DualHarness {
                     detail: format!("peer says up={up:?}, connection says {state:?}"),
                 });
             }
-            if client.queued() > ccfg.max_queued {
-                return Err(unbounded(
-                    step,
-                    who,
-                    "queued messages",
-                    client.queued(),
-                    ccfg.max_queued,
-                ));
-            }
+            within(
+                step,
+                who,
+                "queued messages",
+                client.queued(),
+                ccfg.max_queued,
+            )?;
             let links = w.sim.open_links(id);
-            if links > MAX_DUAL_LINKS_PER_CLIENT {
-                return Err(unbounded(
-                    step,
-                    who,
-                    "open transports",
-                    links,
-                    MAX_DUAL_LINKS_PER_CLIENT,
-                ));
-            }
+            within(
+                step,
+                who,
+                "open transports",
+                links,
+                MAX_DUAL_LINKS_PER_CLIENT,
+            )?;
             if !main_up(state) {
                 continue;
             }

@@ -2,7 +2,8 @@
 //! [`MergeClient`]s that reconnect by themselves and end only when told (or after giving up).
 
 use super::{
-    hex, token_from, unbounded, Harness, Journal, News, SeqTokens, Track, Violation, Who, World,
+    hex, token_from, unbounded, within, Harness, Journal, News, SeqTokens, Track, Violation, Who,
+    World,
 };
 use crate::connect::merge::{
     self, EndReason, MergeClient, MergeClientCommand, MergeClientEvent, MergeServer,
@@ -246,25 +247,9 @@ impl Harness for MergeHarness {
                 });
             }
             let cfg = client_config(0, 0);
-            if client.queued() > cfg.max_queue {
-                return Err(unbounded(
-                    step,
-                    who,
-                    "queued messages",
-                    client.queued(),
-                    cfg.max_queue,
-                ));
-            }
+            within(step, who, "queued messages", client.queued(), cfg.max_queue)?;
             let links = w.sim.open_links(id);
-            if links > MAX_CLIENT_LINKS {
-                return Err(unbounded(
-                    step,
-                    who,
-                    "open transports",
-                    links,
-                    MAX_CLIENT_LINKS,
-                ));
-            }
+            within(step, who, "open transports", links, MAX_CLIENT_LINKS)?;
             let far = view.link.and_then(|l| w.sim.far_end(id, l.id));
             if let (true, Some((node, far_link))) = (connected, far) {
                 if node == w.server {

@@ -100,7 +100,7 @@ use crate::token::Token;
 use alloc::string::String;
 use alloc::vec::Vec;
 // For the profiles' harnesses (merge.rs, dual.rs).
-use violation::unbounded;
+use violation::{unbounded, within};
 use world::{hex, Harness, News, Track, World, NOBODY};
 
 /// Most clients in a scenario.

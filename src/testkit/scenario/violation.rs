@@ -223,3 +223,17 @@ pub(super) fn unbounded(
         bound,
     }
 }
+
+/// Checks a value against its bound: `what` over `bound` is [`Violation::Unbounded`].
+pub(super) fn within(
+    step: usize,
+    node: Who,
+    what: &'static str,
+    value: usize,
+    bound: usize,
+) -> Result<(), Violation> {
+    if value > bound {
+        return Err(unbounded(step, node, what, value, bound));
+    }
+    Ok(())
+}
