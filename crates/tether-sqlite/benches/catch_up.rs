@@ -2,26 +2,28 @@
 //! bytes from a server (in memory) through journal sync, and stores them:
 //!
 //! - `mem_1m`: into a `MemJournal` (the in-memory reference), 1,000,000 entries;
-//! - `sqlite_full_per_list_1m`: into a `SqliteJournal` with `synchronous = FULL`, one
-//!   transaction and one fsync per received list (`append_batch`), 1,000,000 entries;
-//! - `sqlite_normal_per_list_1m`: the same with `synchronous = NORMAL` (fsync at
+//! - `sqlite_full_1m`: into a `SqliteJournal` with `synchronous = FULL`, one transaction
+//!   and one fsync per received list (`append_batch`), 1,000,000 entries;
+//! - `sqlite_full_lists_of_64_1m`: the same with lists of 64 entries (the server's
+//!   `max_entries_per_message` at 64, its default before the store had batches);
+//! - `sqlite_normal_1m`: as `sqlite_full_1m` with `synchronous = NORMAL` (fsync at
 //!   checkpoints only: survives a killed process, not necessarily a power cut);
 //! - `sqlite_full_per_entry_3k`: a `SqliteJournal` (FULL) through the trait's default
 //!   `append_batch`, one `append` and so one transaction and one fsync per entry, 3,000
-//!   entries (a million would take an hour).
+//!   entries (a million would take over an hour).
 //!
-//! Lists are the size journal sync sends by default (`SyncConfig::default()`:
-//! `max_entries_per_message` 64, `max_list_bytes` 64 KiB; these entries are 86 bytes on
-//! the wire, so 64 per list). Message level: each message goes straight to the other
-//! side's `handle_message` (no encoding; `benches/journal.rs` of `tether` measures that).
-//! Each timed run starts with a fresh, empty database file (created outside the timed
-//! section) in cargo's target temp dir, and ends once the client holds every entry and
-//! has sent its last `SYNC_OK`.
+//! Lists are the size journal sync sends by default (`SyncConfig::default()`: at most
+//! `max_entries_per_message` 1,024 entries and `max_list_bytes` 64 KiB; these entries are
+//! 86 bytes on the wire, so 762 a list). Message level: each message goes straight to the
+//! other side's `handle_message` (no encoding; `benches/journal.rs` of `tether` measures
+//! that). Each timed run starts with a fresh, empty database file (created outside the
+//! timed section) in cargo's target temp dir, and ends once the client holds every entry
+//! and has sent its last `SYNC_OK`.
 //!
 //! After criterion's figures the bench prints entries per second for each store, measured
 //! over the same run, and their ratios.
 //!
-//! Run: `cargo bench -p tether-sqlite --bench catch_up` (about three minutes, most of it
+//! Run: `cargo bench -p tether-sqlite --bench catch_up` (about four minutes, most of it
 //! fsyncs). docs/PERFORMANCE.md records the figures.
 
 use bytes::{BufMut, BytesMut};
@@ -39,6 +41,8 @@ use tether_sqlite::{Options, SqliteJournal, Synchronous};
 const BIG: u64 = 1_000_000;
 const SMALL: u64 = 3_000;
 const PAYLOAD: usize = 64;
+/// The reference the ratios are given against.
+const FULL_PER_LIST: &str = "sqlite FULL, fsync per list";
 
 fn config(role: Role) -> SyncConfig {
     SyncConfig {
@@ -52,7 +56,7 @@ fn config(role: Role) -> SyncConfig {
 
 /// `n` entries, author `"author-1"`, resource id the entry's number (8 bytes), 64
 /// payload bytes, as slices of one buffer (as decoded entries are).
-fn server(n: u64) -> JournalSync<MemJournal> {
+fn journal(n: u64) -> MemJournal {
     let per = 16 + PAYLOAD;
     let mut buf = BytesMut::with_capacity(n as usize * per);
     for i in 0..n {
@@ -73,7 +77,16 @@ fn server(n: u64) -> JournalSync<MemJournal> {
         })
         .unwrap();
     }
-    JournalSync::new(Role::Server, config(Role::Server), j)
+    j
+}
+
+/// A server answering from `journal`, `per_list` entries a list at most.
+fn server(journal: MemJournal, per_list: usize) -> JournalSync<MemJournal> {
+    let config = SyncConfig {
+        max_entries_per_message: per_list,
+        ..config(Role::Server)
+    };
+    JournalSync::new(Role::Server, config, journal)
 }
 
 /// A `SqliteJournal` written one entry (one transaction, one fsync) at a time: the
@@ -251,8 +264,11 @@ fn run<S: JournalStore>(
 }
 
 fn bench(cr: &mut Criterion) {
-    let mut big = server(BIG);
-    let mut small = server(SMALL);
+    let default_list = SyncConfig::default().max_entries_per_message;
+    let big_journal = journal(BIG);
+    let mut big = server(big_journal.clone(), default_list);
+    let mut big_64 = server(big_journal, 64);
+    let mut small = server(journal(SMALL), default_list);
 
     let mut g = cr.benchmark_group("durable_catch_up");
     g.sample_size(10)
@@ -268,17 +284,24 @@ fn bench(cr: &mut Criterion) {
             })
         })
     });
-    g.bench_function("sqlite_full_per_list_1m", |b| {
+    g.bench_function("sqlite_full_1m", |b| {
         b.iter_custom(|iters| {
-            run("sqlite FULL, fsync per list", &mut big, BIG, iters, || {
-                open("full_per_list", Synchronous::Full)
+            run(FULL_PER_LIST, &mut big, BIG, iters, || {
+                open("full", Synchronous::Full)
             })
         })
     });
-    g.bench_function("sqlite_normal_per_list_1m", |b| {
+    g.bench_function("sqlite_full_lists_of_64_1m", |b| {
+        b.iter_custom(|iters| {
+            run("sqlite FULL, lists of 64", &mut big_64, BIG, iters, || {
+                open("full_64", Synchronous::Full)
+            })
+        })
+    });
+    g.bench_function("sqlite_normal_1m", |b| {
         b.iter_custom(|iters| {
             run("sqlite NORMAL, per list", &mut big, BIG, iters, || {
-                open("normal_per_list", Synchronous::Normal)
+                open("normal", Synchronous::Normal)
             })
         })
     });
@@ -301,14 +324,14 @@ fn bench(cr: &mut Criterion) {
         let t = t.borrow();
         let reference = t
             .iter()
-            .find(|(n, _)| n.starts_with("sqlite FULL, fsync per list"))
+            .find(|(n, _)| *n == FULL_PER_LIST)
             .map(|(_, t)| t.rate());
         for (name, tally) in t.iter() {
             let ratio = reference.map_or(String::new(), |r| {
-                format!(", {:.3}x FULL per list", tally.rate() / r)
+                format!(", {:.3} x FULL per list", tally.rate() / r)
             });
             println!(
-                "  {name:<30} {:>10.0} entries/s ({:.2} us/entry, {} entries in {} batches{ratio})",
+                "  {name:<30} {:>8.0} entries/s ({:.2} us/entry, {} entries in {} lists{ratio})",
                 tally.rate(),
                 1e6 / tally.rate(),
                 tally.entries,
