@@ -1,4 +1,4 @@
-//! A durable journal store for [tether](tether) on SQLite.
+//! A durable journal store for [`tether`] on SQLite.
 //!
 //! [`SqliteJournal`] implements [`JournalStore`]: the journal's entries (and so the
 //! resources it serves), its epoch, and a small key-value table of application state
@@ -368,6 +368,9 @@ impl SqliteJournal {
         entries: &[Entry],
         outcomes: &mut Vec<Option<LineId>>,
     ) -> Result<u64, StoreError> {
+        if entries.is_empty() && self.staged.is_empty() {
+            return Ok(self.head); // nothing to write: no transaction, no fsync
+        }
         let sqlite = |e: rusqlite::Error| StoreError::failed(Error::Sqlite(e));
         let tx = self
             .conn

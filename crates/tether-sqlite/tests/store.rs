@@ -87,6 +87,22 @@ fn open_append_reopen_keeps_epoch_lines_and_resources() {
     assert_eq!(j.resource(b"a", b"nope"), None);
 }
 
+/// A `SqliteJournal` can move to another thread (a tokio task), as a `Peer` owning it must.
+#[test]
+fn the_journal_is_send() {
+    fn send<T: Send>() {}
+    send::<SqliteJournal>();
+}
+
+#[test]
+fn an_empty_batch_writes_nothing() {
+    let mut j = SqliteJournal::open_in_memory(4).unwrap();
+    let mut out = Vec::new();
+    j.append_batch(&[], &mut out).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(j.head(), 0);
+}
+
 #[test]
 fn an_epoch_with_the_high_bit_set_round_trips() {
     let dir = TempDir::new("epoch-bits");
