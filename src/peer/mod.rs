@@ -119,6 +119,13 @@ impl<T: JournalStore> JournalStore for SharedJournal<T> {
     fn append(&mut self, entry: Entry) -> Result<LineId, StoreError> {
         self.0.borrow_mut().append(entry)
     }
+    fn append_batch(
+        &mut self,
+        entries: &[Entry],
+        outcomes: &mut Vec<Option<LineId>>,
+    ) -> Result<(), StoreError> {
+        self.0.borrow_mut().append_batch(entries, outcomes)
+    }
     fn resource(&self, author: &[u8], resource: &[u8]) -> Option<Bytes> {
         self.0.borrow().resource(author, resource)
     }
@@ -550,7 +557,9 @@ where
 
     fn append(&mut self, now: Instant, entry: Entry) -> Result<(), PeerError<P::Error>> {
         if self.store.contains(&entry.author, &entry.resource) {
-            return Ok(()); // already there: appending twice is applying twice
+            // Already there: appending twice would apply it twice, and doing nothing would
+            // lose the caller's entry without a word.
+            return Err(PeerError::Store(StoreError::Duplicate));
         }
         self.store.append(entry)?;
         for (session, sync) in self.syncs.iter_mut() {
