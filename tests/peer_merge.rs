@@ -188,3 +188,38 @@ fn many_clients_on_a_rough_network_converge_once_it_calms_down() {
         }
     }
 }
+
+/// Appending an (author, resource) the journal already holds used to return `Ok(())` and do
+/// nothing: a client that lost its disk and restarted under the same name lost every new
+/// line silently. It is now a typed error, and the journal is unchanged.
+#[test]
+fn appending_an_entry_the_journal_holds_is_a_typed_error() {
+    use tether::peer::{PeerCommand, PeerError};
+    use tether::sync::journal::{JournalStore, StoreError};
+    use tether::wire::Entry;
+    use tether::{Input, Instant, Machine};
+    let conn = MergeClient::new(
+        Instant::ZERO,
+        Default::default(),
+        Token::new(&[7; 16]).unwrap(),
+    )
+    .unwrap();
+    let mut peer = Peer::new(
+        conn,
+        sync_config(),
+        SharedJournal::new(MemJournal::new(1, 100)),
+    );
+    let e = Entry::new(b"me", b"r1", b"first");
+    let append = |e: &Entry| Input::Command(PeerCommand::Append(e.clone()));
+    peer.handle_input(Instant::ZERO, append(&e)).unwrap();
+    let again = Entry::new(b"me", b"r1", b"second");
+    match peer.handle_input(Instant::ZERO, append(&again)) {
+        Err(PeerError::Store(StoreError::Duplicate)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(peer.store().head(), 1);
+    assert_eq!(
+        peer.store().resource(b"me", b"r1").as_deref(),
+        Some(&b"first"[..])
+    );
+}
