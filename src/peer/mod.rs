@@ -137,7 +137,9 @@ impl<T: JournalStore> JournalStore for SharedJournal<T> {
 pub enum PeerCommand<C, S> {
     /// A command for the connection machine.
     Connection(C),
-    /// Append an entry to the journal and broadcast it to every session that is up.
+    /// Append an entry to the journal and broadcast it to every session that is up. An
+    /// (author, resource) the journal holds already is refused with
+    /// [`StoreError::Duplicate`](crate::sync::journal::StoreError::Duplicate).
     Append(Entry),
     /// A sync command for one session (ignored if the session is unknown).
     Sync(S, SyncCommand),
