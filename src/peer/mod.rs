@@ -139,7 +139,7 @@ pub enum PeerCommand<C, S> {
     Connection(C),
     /// Append an entry to the journal and broadcast it to every session that is up. An
     /// (author, resource) the journal holds already is refused with
-    /// [`StoreError::Duplicate`](crate::sync::journal::StoreError::Duplicate).
+    /// [`StoreError::Duplicate`].
     Append(Entry),
     /// A sync command for one session (ignored if the session is unknown).
     Sync(S, SyncCommand),
