@@ -10,8 +10,8 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tether::connect::dual::{
-    feed::FeedSender, DualClient, DualClientCommand, DualClientConfig, DualClientState,
-    DualServer, DualServerCommand, DualServerConfig, FeedLossPolicy, CLIENT_TRANSITIONS,
+    feed::FeedSender, DualClient, DualClientCommand, DualClientConfig, DualClientState, DualServer,
+    DualServerCommand, DualServerConfig, FeedLossPolicy, CLIENT_TRANSITIONS,
 };
 use tether::testkit::{CountingTokens, Packet, Pair, Side};
 use tether::wire::Message;
@@ -61,7 +61,11 @@ impl Machine for Checked {
     type Event = <DualClient as Machine>::Event;
     type Error = <DualClient as Machine>::Error;
 
-    fn handle_input(&mut self, now: Instant, input: Input<DualClientCommand>) -> Result<(), Self::Error> {
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<DualClientCommand>,
+    ) -> Result<(), Self::Error> {
         let before = self.0.state();
         let r = self.0.handle_input(now, input);
         let after = self.0.state();
@@ -133,11 +137,14 @@ fuzz_target!(|case: Case| {
         max_queued: 8,
         ..DualServerConfig::default()
     };
-    let mut net: Net = Pair::new(Checked(DualClient::new(ccfg)), DualServer::new(scfg, CountingTokens::new()))
-        .held()
-        .granting_opens()
-        .without_events()
-        .checking_deadlines();
+    let mut net: Net = Pair::new(
+        Checked(DualClient::new(ccfg)),
+        DualServer::new(scfg, CountingTokens::new()),
+    )
+    .held()
+    .granting_opens()
+    .without_events()
+    .checking_deadlines();
     net.client_in(Input::Command(DualClientCommand::Connect));
     for op in case.ops {
         match op {

@@ -8,31 +8,54 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tether::connect::merge::*;
-use tether::wire::Message;
 use tether::testkit::{Packet, Pair, Side};
+use tether::wire::Message;
 use tether::{Duration, Input, Instant, Link, Machine, Token};
 
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// Deliver what the client sent, cut at `cut`.
-    ClientToServer { cut: u8 },
+    ClientToServer {
+        cut: u8,
+    },
     /// Deliver what the server sent.
     ServerToClient,
     /// Open the transport the client asked for (on both sides), or a stray one.
-    Open { stray: bool, id: u8 },
+    Open {
+        stray: bool,
+        id: u8,
+    },
     /// Close a transport on one or both sides.
-    Close { id: u8, client: bool, server: bool },
+    Close {
+        id: u8,
+        client: bool,
+        server: bool,
+    },
     /// Raw bytes on any link, to either side.
-    Garbage { id: u8, to_server: bool, bytes: Vec<u8> },
+    Garbage {
+        id: u8,
+        to_server: bool,
+        bytes: Vec<u8>,
+    },
     /// A valid message (maybe a control message) on any link, to either side.
-    Frame { id: u8, to_server: bool, msg: Message },
+    Frame {
+        id: u8,
+        to_server: bool,
+        msg: Message,
+    },
     /// Time passes; timeouts fire.
-    Advance { millis: u16 },
+    Advance {
+        millis: u16,
+    },
     /// Application commands.
     ClientSend(Vec<u8>),
     ClientDisconnect,
-    ServerSend { session: u8 },
-    ServerDisconnect { session: u8 },
+    ServerSend {
+        session: u8,
+    },
+    ServerDisconnect {
+        session: u8,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -59,7 +82,11 @@ fn token(enc: Encoding, n: u64) -> Token {
 }
 
 fuzz_target!(|plan: Plan| {
-    let enc = if plan.dop { Encoding::Dop } else { Encoding::Tether };
+    let enc = if plan.dop {
+        Encoding::Dop
+    } else {
+        Encoding::Tether
+    };
     let now = Instant::ZERO;
     let ccfg = MergeClientConfig {
         encoding: enc,
@@ -97,21 +124,32 @@ fuzz_target!(|plan: Plan| {
         net.pump();
         match op {
             Op::ClientToServer { cut } => {
-                while let Some(Packet::Data { link, mut bytes, .. }) = net.pop_to(Side::Server) {
+                while let Some(Packet::Data {
+                    link, mut bytes, ..
+                }) = net.pop_to(Side::Server)
+                {
                     let at = usize::from(cut).min(bytes.len());
                     let head = bytes.split_to(at);
-                    let _ = net.server.handle_input(net.now, Input::Received(link, head));
-                    let _ = net.server.handle_input(net.now, Input::Received(link, bytes));
+                    let _ = net
+                        .server
+                        .handle_input(net.now, Input::Received(link, head));
+                    let _ = net
+                        .server
+                        .handle_input(net.now, Input::Received(link, bytes));
                 }
             }
             Op::ServerToClient => {
                 while let Some(Packet::Data { link, bytes, .. }) = net.pop_to(Side::Client) {
-                    let _ = net.client.handle_input(net.now, Input::Received(link, bytes));
+                    let _ = net
+                        .client
+                        .handle_input(net.now, Input::Received(link, bytes));
                 }
             }
             Op::Open { stray, id } => {
                 if stray {
-                    let _ = net.server.handle_input(net.now, Input::Opened(Link::main(u64::from(id))));
+                    let _ = net
+                        .server
+                        .handle_input(net.now, Input::Opened(Link::main(u64::from(id))));
                 } else if net.opens.len() > granted {
                     granted += 1;
                     next_link += 1000;
@@ -120,7 +158,11 @@ fuzz_target!(|plan: Plan| {
                     let _ = net.server.handle_input(net.now, Input::Opened(l));
                 }
             }
-            Op::Close { id, client: c, server: s } => {
+            Op::Close {
+                id,
+                client: c,
+                server: s,
+            } => {
                 let l = match net.client.view().link {
                     Some(l) if id % 2 == 0 => l,
                     _ => Link::main(u64::from(id)),
@@ -132,8 +174,16 @@ fuzz_target!(|plan: Plan| {
                     let _ = net.server.handle_input(net.now, Input::Closed(l));
                 }
             }
-            Op::Garbage { id, to_server: ts, bytes } => {
-                let l = Link::main(if id % 2 == 0 { next_link } else { u64::from(id) });
+            Op::Garbage {
+                id,
+                to_server: ts,
+                bytes,
+            } => {
+                let l = Link::main(if id % 2 == 0 {
+                    next_link
+                } else {
+                    u64::from(id)
+                });
                 let b = Bytes::from(bytes);
                 let _ = if ts {
                     net.server.handle_input(net.now, Input::Received(l, b))
@@ -141,8 +191,16 @@ fuzz_target!(|plan: Plan| {
                     net.client.handle_input(net.now, Input::Received(l, b))
                 };
             }
-            Op::Frame { id, to_server: ts, msg } => {
-                let l = Link::main(if id % 2 == 0 { next_link } else { u64::from(id) });
+            Op::Frame {
+                id,
+                to_server: ts,
+                msg,
+            } => {
+                let l = Link::main(if id % 2 == 0 {
+                    next_link
+                } else {
+                    u64::from(id)
+                });
                 let mut b = bytes::BytesMut::new();
                 if enc == Encoding::Tether {
                     msg.encode_framed(&mut b);
@@ -163,10 +221,14 @@ fuzz_target!(|plan: Plan| {
             }
             Op::ClientSend(data) => {
                 let msg = Message::App(Bytes::from(data));
-                let _ = net.client.handle_input(net.now, Input::Command(MergeClientCommand::Send(msg)));
+                let _ = net
+                    .client
+                    .handle_input(net.now, Input::Command(MergeClientCommand::Send(msg)));
             }
             Op::ClientDisconnect => {
-                let _ = net.client.handle_input(net.now, Input::Command(MergeClientCommand::Disconnect));
+                let _ = net
+                    .client
+                    .handle_input(net.now, Input::Command(MergeClientCommand::Disconnect));
             }
             Op::ServerSend { session } => {
                 let cmd = MergeServerCommand::Send {
@@ -176,7 +238,9 @@ fuzz_target!(|plan: Plan| {
                 let _ = net.server.handle_input(net.now, Input::Command(cmd));
             }
             Op::ServerDisconnect { session } => {
-                let cmd = MergeServerCommand::Disconnect { session: SessionId(u64::from(session % 4)) };
+                let cmd = MergeServerCommand::Disconnect {
+                    session: SessionId(u64::from(session % 4)),
+                };
                 let _ = net.server.handle_input(net.now, Input::Command(cmd));
             }
         }
@@ -191,7 +255,11 @@ fuzz_target!(|plan: Plan| {
         // Two CONNECTED ends of one transport hold the same merged token.
         let v = net.client.view();
         if let (Status::Connected, Some(l)) = (v.status, v.link) {
-            if let Some(s) = net.server.session_of(l.id).and_then(|id| net.server.session(id)) {
+            if let Some(s) = net
+                .server
+                .session_of(l.id)
+                .and_then(|id| net.server.session(id))
+            {
                 if s.status == Status::Connected && s.link == Some(l) {
                     assert_eq!(s.merged, v.merged);
                 }

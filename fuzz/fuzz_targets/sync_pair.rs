@@ -79,7 +79,11 @@ fuzz_target!(|steps: Vec<Step>| {
                 give(&mut net, s, Input::Command(SyncCommand::Append(e)));
             }
             Step::Command(s, c) => give(&mut net, s, Input::Command(c)),
-            Step::Garbage(s, g) => give(&mut net, s, Input::Received(Link::main(link), Bytes::from(g))),
+            Step::Garbage(s, g) => give(
+                &mut net,
+                s,
+                Input::Received(Link::main(link), Bytes::from(g)),
+            ),
             Step::Advance(ms) => {
                 net.now += Duration::from_millis(u64::from(ms));
                 net.fire(Side::Client);
