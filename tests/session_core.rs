@@ -8,8 +8,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tether::connect::{dual, merge};
 use tether::session::SessionConfig;
-use tether::testkit::scenario::SeqTokens;
-use tether::testkit::{Closes, Either, Faults, Packet, Pair, Side, Sim};
+use tether::testkit::{Closes, Either, Faults, Packet, Pair, SeqTokens, Side, Sim};
 use tether::wire::Message;
 use tether::{Channel, Duration, Input, Instant, Machine, Token};
 
