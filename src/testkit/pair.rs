@@ -201,8 +201,17 @@ fn strip<E>(output: Output<E>) -> Output<()> {
     }
 }
 
-/// Two machines wired to each other in memory: the test's network. See the
-/// [module docs](self).
+/// Two machines wired to each other in memory: the test's network, after quinn-proto's
+/// test `Pair`.
+///
+/// Where the [`Sim`](super::Sim) plays a whole network from a seed, a `Pair` is the
+/// smallest harness a test of two machines needs, and does only what the test asks: it
+/// moves transmits from one machine to the other, collects each side's events and errors,
+/// records the transports the machines open and close (and, if asked, opens them and passes
+/// the closes on), fires the timers at virtual times, and can freeze a side or cut a
+/// transport. The two ends of a transport share its id: the client's link 3 is the
+/// server's link 3. A transport the test opens by hand should be opened through the pair
+/// ([`Pair::open`], [`Pair::client_in`]) so that it knows it ([`Pair::has_link`]).
 ///
 /// By default transmits go straight across (each one handed to the other machine as it is
 /// polled), nothing happens to the transports the machines open or close but a record, a
