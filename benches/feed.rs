@@ -170,51 +170,46 @@ fn count_allocations() {
     );
 }
 
+/// Times `accept` on every datagram of fresh batches (sequence numbers going on from one
+/// batch to the next), the batches made outside the timed section.
+fn timed_batches(b: &mut criterion::Bencher, mut accept: impl FnMut(Bytes)) {
+    const CHUNK: usize = 10_000;
+    let mut next = 1u64;
+    b.iter_custom(|iters| {
+        let mut total = std::time::Duration::ZERO;
+        let mut left = iters as usize;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            let batch = datagrams(next, n);
+            next += n as u64;
+            let start = std::time::Instant::now();
+            // Each datagram is dropped in the loop, as tether's are.
+            for d in batch {
+                accept(d);
+            }
+            total += start.elapsed();
+            left -= n;
+        }
+        total
+    })
+}
+
 fn bench(cr: &mut Criterion) {
     count_allocations();
-    const CHUNK: usize = 10_000;
     let mut g = cr.benchmark_group("feed_accept");
     g.throughput(Throughput::Elements(1));
 
     g.bench_function("tether_dual_client", |b| {
         let mut c = connected_client();
-        let mut next = 1u64;
-        b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let batch = datagrams(next, n);
-                next += n as u64;
-                let start = std::time::Instant::now();
-                for d in batch {
-                    black_box(tether_accept(&mut c, d));
-                }
-                total += start.elapsed();
-                left -= n;
-            }
-            total
+        timed_batches(b, |d| {
+            black_box(tether_accept(&mut c, d));
         })
     });
 
     g.bench_function("tether_feed_receiver", |b| {
         let mut rx = FeedReceiver::new(500);
-        let mut next = 1u64;
-        b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let batch = datagrams(next, n);
-                next += n as u64;
-                let start = std::time::Instant::now();
-                for d in batch {
-                    black_box(rx.accept(d, Some(SERVER_SENDER)));
-                }
-                total += start.elapsed();
-                left -= n;
-            }
-            total
+        timed_batches(b, |d| {
+            black_box(rx.accept(d, Some(SERVER_SENDER)));
         })
     });
 
@@ -223,23 +218,8 @@ fn bench(cr: &mut Criterion) {
             newest: HashMap::new(),
             events: VecDeque::new(),
         };
-        let mut next = 1u64;
-        b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let batch = datagrams(next, n);
-                next += n as u64;
-                let start = std::time::Instant::now();
-                // Each datagram is dropped in the loop, as tether's are.
-                for d in batch {
-                    black_box(naive.accept(&d));
-                }
-                total += start.elapsed();
-                left -= n;
-            }
-            total
+        timed_batches(b, |d| {
+            black_box(naive.accept(&d));
         })
     });
     g.finish();
