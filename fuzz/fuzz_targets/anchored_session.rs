@@ -42,6 +42,26 @@ fn frame(m: &Message) -> Bytes {
     b.freeze()
 }
 
+/// An edit of either side's store (their methods are alike): `op / 3` picks a record,
+/// `op % 3` replaces it, deletes it, or inserts a new one.
+macro_rules! edit {
+    ($store:expr, $op:expr, $data:expr) => {{
+        let s = $store;
+        let id = s.records().keys().nth(usize::from($op / 3)).copied();
+        match ($op % 3, id) {
+            (1, Some(id)) => {
+                s.replace(id, Bytes::from($data));
+            }
+            (2, Some(id)) => {
+                s.delete(id);
+            }
+            _ => {
+                s.insert(Bytes::from($data));
+            }
+        }
+    }};
+}
+
 /// The testkit's pair, held: the fuzzer picks which frame moves. Errors are kept (and
 /// cleared), events dropped.
 type Net = Pair<AnchoredClient<MemClientStore>, AnchoredServer<MemServerStore>>;
@@ -103,36 +123,8 @@ fuzz_target!(|plan: Plan| {
             Action::Server(cmd) => {
                 net.server_in(Input::Command(cmd));
             }
-            Action::ClientEdit(op, data) => {
-                let s = net.client.core_mut().store_mut();
-                let id = s.records().keys().nth(usize::from(op / 3)).copied();
-                match (op % 3, id) {
-                    (1, Some(id)) => {
-                        s.replace(id, Bytes::from(data));
-                    }
-                    (2, Some(id)) => {
-                        s.delete(id);
-                    }
-                    _ => {
-                        s.insert(Bytes::from(data));
-                    }
-                }
-            }
-            Action::ServerEdit(op, data) => {
-                let s = net.server.core_mut().store_mut();
-                let id = s.records().keys().nth(usize::from(op / 3)).copied();
-                match (op % 3, id) {
-                    (1, Some(id)) => {
-                        s.replace(id, Bytes::from(data));
-                    }
-                    (2, Some(id)) => {
-                        s.delete(id);
-                    }
-                    _ => {
-                        s.insert(Bytes::from(data));
-                    }
-                }
-            }
+            Action::ClientEdit(op, data) => edit!(net.client.core_mut().store_mut(), op, data),
+            Action::ServerEdit(op, data) => edit!(net.server.core_mut().store_mut(), op, data),
             Action::GarbageToServer(b) => {
                 net.server_in(Input::Received(link, Bytes::from(b)));
             }
