@@ -1,15 +1,6 @@
 //! [`Pair`]: two machines wired to each other in memory, with a hand on every packet; and
-//! [`drain`], one machine's outputs collected.
-//!
-//! quinn-proto's test `Pair` is the model: where the [`Sim`](super::Sim) plays a whole
-//! network from a seed, a `Pair` is the smallest harness a test of two machines needs, and
-//! does only what the test asks: it moves transmits from one machine to the other (at
-//! once, or held on a [`wire`](Pair::wire) the test reorders, drops, duplicates or
-//! delivers one by one), collects each side's events and errors, records the transports
-//! the machines open and close (and, if asked, opens them and passes the closes on), fires
-//! the timers at virtual times, and can freeze a side or cut a transport.
-//!
-//! The two ends of a transport share its id: the client's link 3 is the server's link 3.
+//! [`drain`], one machine's outputs collected. (What they do is in their own docs: this
+//! module is private, they are re-exported at the testkit's root.)
 
 use crate::driver::{Channel, Input, Link, Machine, Output, Transmit};
 use crate::time::{Duration, Instant};
@@ -342,11 +333,6 @@ impl<C: Machine, S: Machine> Pair<C, S> {
         self
     }
 
-    /// Whether transmits wait on the wire from now on (see [`Pair::held`]).
-    pub fn set_held(&mut self, hold: bool) {
-        self.hold = hold;
-    }
-
     /// The pair opens the transports the machines ask for: each [`Output::Open`] gets the
     /// next link id (from 1). On `main` both ends see `Opened` (the peer accepted the
     /// stream; not if it is frozen); on `feed`, only the asker (a datagram socket: its
@@ -400,11 +386,6 @@ impl<C: Machine, S: Machine> Pair<C, S> {
     /// `Opened` through the pair, and was not told `Closed` since).
     pub fn has_link(&self, side: Side, link: Link) -> bool {
         self.links[side.at()].contains(&link)
-    }
-
-    /// The transports `side` has open, as far as the pair knows.
-    pub fn links(&self, side: Side) -> impl Iterator<Item = Link> + '_ {
-        self.links[side.at()].iter().copied()
     }
 
     /// Freezes `side`, as a process stopped with SIGSTOP: the pair gives it no input
@@ -591,28 +572,6 @@ impl<C: Machine, S: Machine> Pair<C, S> {
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
         self.run_until(until);
-    }
-
-    /// Runs until idle, as quinn's `drive`: drives, then fires the earliest deadline while
-    /// it is at most `horizon` after the current time (a deadline further off counts as
-    /// idle). Time stops at the last deadline fired.
-    pub fn settle(&mut self, horizon: Duration) {
-        let mut spins = 0;
-        loop {
-            self.drive();
-            match self.next_deadline() {
-                Some(t) if t <= self.now + horizon => {
-                    spins = if t <= self.now { spins + 1 } else { 0 };
-                    assert!(
-                        spins < SPIN_LIMIT,
-                        "a machine asks for a timeout in the past again and again (livelock)"
-                    );
-                    self.now = self.now.max(t);
-                    self.fire_due();
-                }
-                _ => return,
-            }
-        }
     }
 
     /// The client's events so far, taken out of the list.
@@ -1179,16 +1138,11 @@ mod tests {
         assert_eq!(p.server_events, [Seen::Fired(Instant::from_secs(11))]);
         assert_eq!(p.client_events, [Seen::Fired(Instant::from_secs(12))]);
 
-        // settle stops at the last deadline within the horizon.
-        p.client_in(Input::Command(Cmd::Arm(Duration::from_secs(3))));
-        p.settle(Duration::from_secs(2));
-        assert_eq!(p.now, Instant::from_secs(20), "3 s is beyond the horizon");
-        p.settle(Duration::from_secs(5));
-        assert_eq!(p.now, Instant::from_secs(23));
         assert_eq!(p.deadline(Side::Client), None);
         p.client_in(Input::Command(Cmd::Arm(Duration::from_secs(1))));
         p.fire(Side::Client); // early: harmless
-        assert_eq!(p.client_events.len(), 2);
+        assert_eq!(p.client_events.len(), 1);
+        assert_eq!(p.deadline(Side::Client), Some(Instant::from_secs(21)));
     }
 
     #[test]
