@@ -145,25 +145,15 @@ pub struct Counts {
 #[derive(Debug, Clone)]
 enum Net {
     Opened(Link),
-    Received(Link, Bytes),
     Closed(Link),
     Timeout,
 }
 
 impl Net {
-    fn kind(&self) -> &'static str {
-        match self {
-            Net::Opened(_) => "Opened",
-            Net::Received(..) => "Received",
-            Net::Closed(_) => "Closed",
-            Net::Timeout => "Timeout",
-        }
-    }
-
+    #[inline]
     fn input<C>(self) -> Input<C> {
         match self {
             Net::Opened(l) => Input::Opened(l),
-            Net::Received(l, b) => Input::Received(l, b),
             Net::Closed(l) => Input::Closed(l),
             Net::Timeout => Input::Timeout,
         }
@@ -181,15 +171,97 @@ fn kind<C>(input: &Input<C>) -> &'static str {
     }
 }
 
-/// The output without its event (which the caller took already).
-fn strip<E>(output: Output<E>) -> Output<()> {
-    match output {
-        Output::Transmit(t) => Output::Transmit(t),
-        Output::Event(_) => Output::Event(()),
-        Output::Open(c) => Output::Open(c),
-        Output::Close(l) => Output::Close(l),
-        Output::Wait(d) => Output::Wait(d),
-    }
+/// The per-side internals of [`Pair`], written once for the client and once for the
+/// server (their machines' types differ).
+macro_rules! side_internals {
+    ($M:ident, $machine:ident, $events:ident, $errors:ident, $side:expr, $i:expr, $name:literal,
+     $give:ident, $recv:ident, $pump:ident, $refused:ident) => {
+        #[cold]
+        #[inline(never)]
+        fn $refused(&mut self, what: &str, e: $M::Error) {
+            assert!(
+                !self.strict[$i],
+                concat!("the ", $name, " refused {} at {:?}: {:?} ({})"),
+                what, self.now, e, e
+            );
+            self.$errors.push(e);
+        }
+
+        /// One input, tracking the transports; without pumping.
+        #[inline]
+        fn $give(&mut self, input: Input<$M::Command>) {
+            match &input {
+                Input::Opened(l) => {
+                    self.links[$i].insert(*l);
+                }
+                Input::Closed(l) => {
+                    self.links[$i].remove(l);
+                }
+                _ => {}
+            }
+            let what = kind(&input);
+            if let Err(e) = self.$machine.handle_input(self.now, input) {
+                self.$refused(what, e);
+            }
+        }
+
+        /// Bytes received, without pumping (the hot path: no transport to track).
+        #[inline]
+        fn $recv(&mut self, link: Link, bytes: Bytes) {
+            if let Err(e) = self
+                .$machine
+                .handle_input(self.now, Input::Received(link, bytes))
+            {
+                self.$refused("Received", e);
+            }
+        }
+
+        /// Drains the side's outputs; whether there were any.
+        fn $pump(&mut self) -> bool {
+            if self.frozen[$i] {
+                return false;
+            }
+            let mut moved = false;
+            for _ in 0..OUTPUT_LIMIT {
+                let due = if self.check_deadlines {
+                    self.$machine.poll_timeout()
+                } else {
+                    None
+                };
+                let output = self.$machine.poll_output();
+                if self.check_deadlines && !matches!(output, Output::Wait(_)) {
+                    assert!(
+                        due.is_some_and(|d| d <= self.now),
+                        concat!(
+                            "the ",
+                            $name,
+                            " has output queued but its deadline is {:?}, not now ({:?})"
+                        ),
+                        due,
+                        self.now
+                    );
+                }
+                match output {
+                    Output::Wait(_) => return moved,
+                    Output::Event(e) => {
+                        self.counts[$i].events += 1;
+                        if self.keep_events {
+                            self.$events.push(e);
+                        }
+                    }
+                    Output::Transmit(t) => self.transmitted($side, t),
+                    Output::Open(channel) => self.dialled($side, channel),
+                    Output::Close(link) => self.closed_by($side, link),
+                }
+                moved = true;
+            }
+            panic!(concat!(
+                "the ",
+                $name,
+                " never stops giving output (livelock)"
+            ));
+        }
+    };
 }
 
 /// Two machines wired to each other in memory: the test's network, after quinn-proto's
@@ -408,21 +480,13 @@ impl<C: Machine, S: Machine> Pair<C, S> {
 
     /// Gives the client an input now, then [pumps](Pair::pump).
     pub fn client_in(&mut self, input: Input<C::Command>) {
-        self.track(Side::Client, &input);
-        let what = kind(&input);
-        if let Err(e) = self.client.handle_input(self.now, input) {
-            self.refused_client(what, e);
-        }
+        self.give_client(input);
         self.pump();
     }
 
     /// Gives the server an input now, then [pumps](Pair::pump).
     pub fn server_in(&mut self, input: Input<S::Command>) {
-        self.track(Side::Server, &input);
-        let what = kind(&input);
-        if let Err(e) = self.server.handle_input(self.now, input) {
-            self.refused_server(what, e);
-        }
+        self.give_server(input);
         self.pump();
     }
 
@@ -458,7 +522,7 @@ impl<C: Machine, S: Machine> Pair<C, S> {
     /// or onto the wire when held or for a frozen side; events into the lists; opens and
     /// closes as configured. Delivers nothing that is on the wire.
     pub fn pump(&mut self) {
-        while self.pump_side(Side::Client) | self.pump_side(Side::Server) {}
+        while self.pump_client() | self.pump_server() {}
     }
 
     /// Delivers `packet` to its receiver now (frozen or not: the test says so), then pumps.
@@ -488,7 +552,7 @@ impl<C: Machine, S: Machine> Pair<C, S> {
     /// wire. No time passes.
     pub fn drive(&mut self) {
         for _ in 0..DRIVE_LIMIT {
-            if self.pump_side(Side::Client) | self.pump_side(Side::Server) {
+            if self.pump_client() | self.pump_server() {
                 continue;
             }
             match self.next_deliverable() {
@@ -596,149 +660,101 @@ impl<C: Machine, S: Machine> Pair<C, S> {
         self.wire.remove(i)
     }
 
-    fn track<X>(&mut self, side: Side, input: &Input<X>) {
-        match input {
-            Input::Opened(l) => {
-                self.links[side.at()].insert(*l);
-            }
-            Input::Closed(l) => {
-                self.links[side.at()].remove(l);
-            }
-            _ => {}
-        }
-    }
-
-    fn refused_client(&mut self, what: &str, e: C::Error) {
-        assert!(
-            !self.strict[0],
-            "the client refused {what} at {:?}: {e:?} ({e})",
-            self.now
-        );
-        self.client_errors.push(e);
-    }
-
-    fn refused_server(&mut self, what: &str, e: S::Error) {
-        assert!(
-            !self.strict[1],
-            "the server refused {what} at {:?}: {e:?} ({e})",
-            self.now
-        );
-        self.server_errors.push(e);
-    }
+    side_internals!(
+        C,
+        client,
+        client_events,
+        client_errors,
+        Side::Client,
+        0,
+        "client",
+        give_client,
+        recv_client,
+        pump_client,
+        refused_client
+    );
+    side_internals!(
+        S,
+        server,
+        server_events,
+        server_errors,
+        Side::Server,
+        1,
+        "server",
+        give_server,
+        recv_server,
+        pump_server,
+        refused_server
+    );
 
     /// One input from the network, without pumping.
+    #[inline]
     fn give(&mut self, side: Side, net: Net) {
-        match &net {
-            Net::Opened(l) => {
-                self.links[side.at()].insert(*l);
-            }
-            Net::Closed(l) => {
-                self.links[side.at()].remove(l);
-            }
-            Net::Received(..) | Net::Timeout => {}
-        }
-        let what = net.kind();
-        let now = self.now;
         match side {
-            Side::Client => {
-                if let Err(e) = self.client.handle_input(now, net.input()) {
-                    self.refused_client(what, e);
-                }
+            Side::Client => self.give_client(net.input()),
+            Side::Server => self.give_server(net.input()),
+        }
+    }
+
+    /// Bytes to their receiver (in two reads if it asked for split `main` reads), without
+    /// pumping.
+    #[inline]
+    fn hand_bytes(&mut self, to: Side, link: Link, bytes: Bytes) {
+        let recv = match to {
+            Side::Client => Self::recv_client,
+            Side::Server => Self::recv_server,
+        };
+        match self.split[to.at()].filter(|_| link.channel == Channel::Main) {
+            Some(at) => {
+                let at = at % (bytes.len() + 1);
+                recv(self, link, bytes.slice(..at));
+                recv(self, link, bytes.slice(at..));
             }
-            Side::Server => {
-                if let Err(e) = self.server.handle_input(now, net.input()) {
-                    self.refused_server(what, e);
-                }
-            }
+            None => recv(self, link, bytes),
         }
     }
 
     /// A packet to its receiver, without pumping.
     fn hand(&mut self, packet: Packet) {
         match packet {
-            Packet::Data { to, link, bytes } => {
-                match self.split[to.at()].filter(|_| link.channel == Channel::Main) {
-                    Some(at) => {
-                        let at = at % (bytes.len() + 1);
-                        self.give(to, Net::Received(link, bytes.slice(..at)));
-                        self.give(to, Net::Received(link, bytes.slice(at..)));
-                    }
-                    None => self.give(to, Net::Received(link, bytes)),
-                }
-            }
+            Packet::Data { to, link, bytes } => self.hand_bytes(to, link, bytes),
             Packet::Closed { to, link } => self.give(to, Net::Closed(link)),
         }
     }
 
-    /// Across at once, or onto the wire (held, frozen receiver, or older packets for the
-    /// same receiver waiting: order is kept).
+    /// Whether a packet for `to` may go across at once: not held, not frozen, and no older
+    /// packet for it waiting (order is kept).
+    #[inline]
+    fn across(&self, to: Side) -> bool {
+        !self.hold
+            && !self.is_frozen(to)
+            && (self.wire.is_empty() || !self.wire.iter().any(|p| p.to() == to))
+    }
+
+    /// Across at once, or onto the wire.
     fn send(&mut self, packet: Packet) {
-        let to = packet.to();
-        if self.hold || self.is_frozen(to) || self.wire.iter().any(|p| p.to() == to) {
-            self.wire.push_back(packet);
-        } else {
+        if self.across(packet.to()) {
             self.hand(packet);
+        } else {
+            self.wire.push_back(packet);
         }
     }
 
-    /// Drains one side's outputs; whether there were any.
-    fn pump_side(&mut self, side: Side) -> bool {
-        if self.is_frozen(side) {
-            return false;
-        }
-        let mut moved = false;
-        for _ in 0..OUTPUT_LIMIT {
-            let due = self.check_deadlines.then(|| self.deadline(side)).flatten();
-            let output = match side {
-                Side::Client => match self.client.poll_output() {
-                    Output::Event(e) => {
-                        self.counts[0].events += 1;
-                        if self.keep_events {
-                            self.client_events.push(e);
-                        }
-                        Output::Event(())
-                    }
-                    other => strip(other),
-                },
-                Side::Server => match self.server.poll_output() {
-                    Output::Event(e) => {
-                        self.counts[1].events += 1;
-                        if self.keep_events {
-                            self.server_events.push(e);
-                        }
-                        Output::Event(())
-                    }
-                    other => strip(other),
-                },
-            };
-            if self.check_deadlines && !matches!(output, Output::Wait(_)) {
-                assert!(
-                    due.is_some_and(|d| d <= self.now),
-                    "the {side:?} has output queued but its deadline is {due:?}, not now ({:?})",
-                    self.now
-                );
-            }
-            match output {
-                Output::Wait(_) => return moved,
-                Output::Event(()) => {}
-                Output::Transmit(t) => self.transmitted(side, t),
-                Output::Open(channel) => self.dialled(side, channel),
-                Output::Close(link) => self.closed_by(side, link),
-            }
-            moved = true;
-        }
-        panic!("the {side:?} never stops giving output (livelock)");
-    }
-
+    #[inline]
     fn transmitted(&mut self, from: Side, t: Transmit) {
         let c = &mut self.counts[from.at()];
         c.transmits += 1;
         c.bytes += t.payload.len() as u64;
-        self.send(Packet::Data {
-            to: from.other(),
-            link: t.link,
-            bytes: t.payload,
-        });
+        let to = from.other();
+        if self.across(to) {
+            self.hand_bytes(to, t.link, t.payload);
+        } else {
+            self.wire.push_back(Packet::Data {
+                to,
+                link: t.link,
+                bytes: t.payload,
+            });
+        }
     }
 
     fn dialled(&mut self, side: Side, channel: Channel) {
