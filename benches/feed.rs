@@ -3,112 +3,47 @@
 //! what a user would write instead (an owned, `Vec`-based decode and a `HashMap` of
 //! sequence numbers).
 //!
-//! Run: `cargo bench --bench feed`. The allocation counts are printed before criterion's
-//! timings; docs/PERFORMANCE.md records both.
+//! Run: `cargo bench --features testkit --bench feed`. The allocation counts are printed
+//! before criterion's timings; docs/PERFORMANCE.md records both.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use tether::connect::dual::feed::FeedReceiver;
 use tether::connect::dual::{
     DualClient, DualClientCommand, DualClientConfig, DualClientEvent, DualClientNotice,
-    DualClientState, DualServer, DualServerCommand, DualServerConfig, TokenSource,
+    DualClientState, DualServer, DualServerConfig,
 };
+use tether::testkit::{CountingTokens, Pair, Side};
 use tether::wire::{Element, Message, FEED_MAGIC, SERVER_SENDER};
-use tether::{Channel, Input, Instant, Link, Machine, Output, Token};
+use tether::{Input, Instant, Link, Machine, Output};
 
-/// Counts every allocation (and reallocation) made through the global allocator.
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod support;
+use support::alloc::{allocs, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.load(Ordering::Relaxed)
-}
-
-struct Counter(u8);
-impl TokenSource for Counter {
-    fn next_token(&mut self) -> Token {
-        self.0 = self.0.wrapping_add(1);
-        Token::new(&[self.0; 16]).unwrap()
-    }
-}
 
 const FEED: Link = Link::feed(2);
 /// A typical real-time update: 32 bytes of element data (a position, a velocity...).
 const DATA: [u8; 32] = [7; 32];
 
-/// A client connected to a server by running the real handshake in memory.
+/// A client connected to a server by running the real handshake in memory (the
+/// testkit's `Pair`: `main` is link 1, `feed` link 2).
 fn connected_client() -> DualClient {
-    let mut c = DualClient::new(DualClientConfig::default());
-    let mut s = DualServer::new(DualServerConfig::default(), Counter(0));
-    let t = Instant::ZERO;
-    c.handle_input(t, Input::Command(DualClientCommand::Connect))
-        .unwrap();
-    for _ in 0..32 {
-        let mut to_s = Vec::new();
-        let mut to_c = Vec::new();
-        loop {
-            match c.poll_output() {
-                Output::Wait(_) => break,
-                Output::Transmit(x) => to_s.push(x),
-                Output::Open(Channel::Main) => {
-                    s.handle_input(t, Input::Opened(Link::main(1))).unwrap();
-                    to_c.push(Input::Opened(Link::main(1)));
-                }
-                Output::Open(Channel::Feed) => to_c.push(Input::Opened(FEED)),
-                _ => {}
-            }
-        }
-        for x in to_s {
-            s.handle_input(t, Input::Received(x.link, x.payload))
-                .unwrap();
-        }
-        loop {
-            match s.poll_output() {
-                Output::Wait(_) => break,
-                Output::Transmit(x) => to_c.push(Input::Received(x.link, x.payload)),
-                _ => {}
-            }
-        }
-        for i in to_c {
-            c.handle_input(t, i).unwrap();
-        }
-        if c.state() == DualClientState::Connected {
-            let _ = s.handle_input(
-                t,
-                Input::Command(DualServerCommand::Send {
-                    player: 0,
-                    message: Message::Dummy,
-                }),
-            );
-            while !matches!(c.poll_output(), Output::Wait(_)) {}
-            return c;
-        }
-    }
-    panic!("handshake did not complete");
+    let client = DualClient::new(DualClientConfig::default());
+    let server = DualServer::new(DualServerConfig::default(), CountingTokens::new());
+    let mut pair = Pair::new(client, server)
+        .granting_opens()
+        .without_events()
+        .strict(Side::Client)
+        .strict(Side::Server);
+    pair.client_in(Input::Command(DualClientCommand::Connect));
+    pair.drive();
+    assert_eq!(pair.client.state(), DualClientState::Connected);
+    assert_eq!(pair.client.links(), (Some(Link::main(1)), Some(FEED)));
+    let (c, _) = pair.into_machines();
+    c
 }
 
 /// `n` update datagrams from the server, sequence numbers from `first`, each a `Bytes`
@@ -235,51 +170,46 @@ fn count_allocations() {
     );
 }
 
+/// Times `accept` on every datagram of fresh batches (sequence numbers going on from one
+/// batch to the next), the batches made outside the timed section.
+fn timed_batches(b: &mut criterion::Bencher, mut accept: impl FnMut(Bytes)) {
+    const CHUNK: usize = 10_000;
+    let mut next = 1u64;
+    b.iter_custom(|iters| {
+        let mut total = std::time::Duration::ZERO;
+        let mut left = iters as usize;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            let batch = datagrams(next, n);
+            next += n as u64;
+            let start = std::time::Instant::now();
+            // Each datagram is dropped in the loop, as tether's are.
+            for d in batch {
+                accept(d);
+            }
+            total += start.elapsed();
+            left -= n;
+        }
+        total
+    })
+}
+
 fn bench(cr: &mut Criterion) {
     count_allocations();
-    const CHUNK: usize = 10_000;
     let mut g = cr.benchmark_group("feed_accept");
     g.throughput(Throughput::Elements(1));
 
     g.bench_function("tether_dual_client", |b| {
         let mut c = connected_client();
-        let mut next = 1u64;
-        b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let batch = datagrams(next, n);
-                next += n as u64;
-                let start = std::time::Instant::now();
-                for d in batch {
-                    black_box(tether_accept(&mut c, d));
-                }
-                total += start.elapsed();
-                left -= n;
-            }
-            total
+        timed_batches(b, |d| {
+            black_box(tether_accept(&mut c, d));
         })
     });
 
     g.bench_function("tether_feed_receiver", |b| {
         let mut rx = FeedReceiver::new(500);
-        let mut next = 1u64;
-        b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let batch = datagrams(next, n);
-                next += n as u64;
-                let start = std::time::Instant::now();
-                for d in batch {
-                    black_box(rx.accept(d, Some(SERVER_SENDER)));
-                }
-                total += start.elapsed();
-                left -= n;
-            }
-            total
+        timed_batches(b, |d| {
+            black_box(rx.accept(d, Some(SERVER_SENDER)));
         })
     });
 
@@ -288,23 +218,8 @@ fn bench(cr: &mut Criterion) {
             newest: HashMap::new(),
             events: VecDeque::new(),
         };
-        let mut next = 1u64;
-        b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let batch = datagrams(next, n);
-                next += n as u64;
-                let start = std::time::Instant::now();
-                // Each datagram is dropped in the loop, as tether's are.
-                for d in batch {
-                    black_box(naive.accept(&d));
-                }
-                total += start.elapsed();
-                left -= n;
-            }
-            total
+        timed_batches(b, |d| {
+            black_box(naive.accept(&d));
         })
     });
     g.finish();

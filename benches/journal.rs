@@ -20,8 +20,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{black_box, Criterion, SamplingMode, Throughput};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 use tether::sync::journal::{
     JournalMachine, JournalStore, JournalSync, MemJournal, Role, SyncConfig, SyncOutput,
@@ -29,34 +27,11 @@ use tether::sync::journal::{
 use tether::wire::Entry;
 use tether::{Input, Instant, Link, Machine, Output};
 
-/// Counts every allocation (and reallocation) made through the global allocator.
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod support;
+use support::alloc::{allocs, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.load(Ordering::Relaxed)
-}
 
 /// Entries the client missed.
 const ENTRIES: u64 = 1_000_000;

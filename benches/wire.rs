@@ -12,28 +12,11 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use tether::wire::{encode_frame, Element, FrameDecoder, Message};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod support;
+use support::alloc::{allocs, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -129,9 +112,9 @@ fn report_allocations(chunks: &[Bytes]) {
         ("naive_vec_copy", naive),
     ];
     for (name, f) in contenders {
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = allocs();
         let n = f(chunks);
-        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        let allocs = allocs() - before;
         assert_eq!(n, FRAMES * PAYLOAD);
         println!(
             "allocations: {name}: {allocs} for {FRAMES} frames ({:.4} per frame)",

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use tether::connect::merge::{self, MergeClient, MergeClientEvent, MergeServer, Outcome};
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 use tether::sync::journal::{MemJournal, SyncEvent};
-use tether::testkit::scenario::{client_config, server_config, sync_config, SeqTokens};
-use tether::testkit::{Either, Faults, NodeId, Sim};
+use tether::testkit::scenario::{client_config, server_config, sync_config};
+use tether::testkit::{Either, Faults, NodeId, SeqTokens, Sim};
 use tether::wire::Entry;
 use tether::{Channel, Duration, Token};
 

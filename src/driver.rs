@@ -154,6 +154,34 @@ pub trait Machine {
     fn is_closed(&self) -> bool;
 }
 
+/// A machine borrowed is a machine: code generic over [`Machine`] (a driver loop, the
+/// testkit's `Pair`) can drive one it does not own, and give it back.
+impl<M: Machine + ?Sized> Machine for &mut M {
+    type Command = M::Command;
+    type Event = M::Event;
+    type Error = M::Error;
+
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<Self::Command>,
+    ) -> Result<(), Self::Error> {
+        (**self).handle_input(now, input)
+    }
+
+    fn poll_output(&mut self) -> Output<Self::Event> {
+        (**self).poll_output()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+
+    fn is_closed(&self) -> bool {
+        (**self).is_closed()
+    }
+}
+
 /// Who misbehaved when a machine refused an input: what an error's `origin()` says, so a
 /// driver can tell its own bugs (fix the caller) from a peer's (log it, drop the peer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -20,7 +20,7 @@ mod loopback_support;
 
 use bytes::Bytes;
 use liveness_support::{Freeze, Probe};
-use loopback_support::{Action, Driver, Role};
+use loopback_support::{run_local, Action, Driver, Role};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -31,8 +31,7 @@ use std::time::Duration as StdDuration;
 use tether::connect::dual::{self, DualClient, DualServer};
 use tether::connect::merge;
 use tether::session::SessionConfig;
-use tether::testkit::scenario::SeqTokens;
-use tether::testkit::{Either, Faults, NodeId, Sim};
+use tether::testkit::{Either, Faults, NodeId, SeqTokens, Sim};
 use tether::wire::Message;
 use tether::{Channel, Duration, Instant, Outcome, Token};
 use tokio::net::TcpListener;
@@ -212,19 +211,6 @@ const LOOP_KEEPALIVE: Duration = Duration::from_millis(300);
 const LOOP_TICK: Duration = Duration::from_millis(50);
 /// Messages the client sends, one every 20 ms: before, during and after the freeze.
 const LOOP_MESSAGES: u32 = 250;
-
-fn run_local<F: std::future::Future>(limit: StdDuration, f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    rt.block_on(local.run_until(async move {
-        tokio::time::timeout(limit, f)
-            .await
-            .expect("the test finished within its overall bound")
-    }))
-}
 
 /// Not a test of its own: the token-merge server process of
 /// `a_frozen_server_process_is_noticed_by_silence_and_the_client_resumes_over_loopback`,

@@ -15,7 +15,7 @@
 mod loopback_support;
 
 use bytes::{Bytes, BytesMut};
-use loopback_support::{Action, Driver, Role, Scheduled};
+use loopback_support::{run_local, Action, Driver, Role, Scheduled};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
@@ -382,19 +382,6 @@ async fn wait_until(
         }
         tokio::time::sleep(every).await;
     }
-}
-
-fn run_local<F: std::future::Future>(limit: StdDuration, f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    rt.block_on(local.run_until(async move {
-        tokio::time::timeout(limit, f)
-            .await
-            .expect("the test finished within its overall bound")
-    }))
 }
 
 fn append_client(e: Entry) -> ClientCmd {

@@ -8,8 +8,8 @@ use peer_common::{append, applied, keys};
 use tether::connect::dual::{self, DualClient, DualServer};
 use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
 use tether::sync::journal::MemJournal;
-use tether::testkit::scenario::{sync_config, SeqTokens};
-use tether::testkit::{Either, Faults, NodeId, Sim};
+use tether::testkit::scenario::sync_config;
+use tether::testkit::{Either, Faults, NodeId, SeqTokens, Sim};
 use tether::wire::{Element, Message};
 use tether::{Channel, Duration};
 

@@ -8,8 +8,8 @@ use peer_common::{append, applied, keys};
 use tether::connect::merge::{self, MergeClient, MergeServer};
 use tether::peer::{Peer, PeerEvent, SharedJournal};
 use tether::sync::journal::MemJournal;
-use tether::testkit::scenario::{sync_config, SeqTokens};
-use tether::testkit::{Either, Faults, NodeId, Sim};
+use tether::testkit::scenario::sync_config;
+use tether::testkit::{Either, Faults, NodeId, SeqTokens, Sim};
 use tether::{Channel, Duration, Token};
 
 type Node = peer_common::Node<MergeClient, MergeServer<SeqTokens>>;

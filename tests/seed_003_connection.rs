@@ -2,8 +2,10 @@
 //! diagrams, every paragraph of the reconnection sections, then every handshake message
 //! lost, duplicated and delayed in turn.
 //!
-//! The harness below is a tiny deterministic network: the test decides when each packet is
-//! delivered, dropped, duplicated or held back, and time moves only when the test says so.
+//! The harness is the testkit's `Pair`, held: a tiny deterministic network where the test
+//! decides when each packet is delivered, dropped, duplicated or held back, and time moves
+//! only when the test says so.
+#![cfg(feature = "testkit")]
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -13,37 +15,37 @@ use tether::connect::dual::{
     DualServerConfig, DualServerEvent, DualServerNotice, EndReason, FeedLossPolicy, Outcome,
     PlayerState, Retry, TokenSource, CLIENT_TRANSITIONS,
 };
+use tether::testkit::{Closes, CountingTokens, Packet, Pair, Side};
 use tether::wire::{Element, FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
-use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
+use tether::{Channel, Duration, Input, Instant, Link, Machine, Token};
 
-/// Tokens 1, 2, 3... each 16 bytes of the same value: predictable on purpose.
-struct Counter(u8);
-impl TokenSource for Counter {
-    fn next_token(&mut self) -> Token {
-        self.0 = self.0.wrapping_add(1);
-        Token::new(&[self.0; 16]).unwrap()
-    }
+/// The client and the server on the testkit's [`Pair`]: transmits wait on the wire until
+/// the test delivers them, the client's opens are granted (link ids 1, 2, 3...), a close
+/// reaches the peer after what was sent before it, the client's errors fail the test. The
+/// server's tokens are 1, 2, 3..., each 16 bytes of the same value: predictable on purpose.
+type Net = Pair<DualClient, DualServer<CountingTokens>>;
+
+fn new_net(ccfg: DualClientConfig, scfg: DualServerConfig) -> Net {
+    Pair::new(
+        DualClient::new(ccfg),
+        DualServer::new(scfg, CountingTokens::new()),
+    )
+    .held()
+    .granting_opens()
+    .with_closes(Closes::Forward)
+    .strict(Side::Client)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Client,
-    Server,
+fn default_net() -> Net {
+    new_net(DualClientConfig::default(), DualServerConfig::default())
 }
 
-#[derive(Debug, Clone)]
-enum Packet {
-    Data { to: Side, link: Link, bytes: Bytes },
-    Closed { to: Side, link: Link },
+/// The message inside a packet (a `main` frame or a `feed` datagram's content).
+trait Carrying {
+    fn message(&self) -> Option<Message>;
 }
 
-impl Packet {
-    fn link(&self) -> Link {
-        match self {
-            Packet::Data { link, .. } | Packet::Closed { link, .. } => *link,
-        }
-    }
-    /// The message inside (a `main` frame or a `feed` datagram's content).
+impl Carrying for Packet {
     fn message(&self) -> Option<Message> {
         let Packet::Data { link, bytes, .. } = self else {
             return None;
@@ -59,147 +61,19 @@ impl Packet {
     }
 }
 
-struct Net {
-    now: Instant,
-    client: DualClient,
-    server: DualServer<Counter>,
-    wire: VecDeque<Packet>,
-    next_link: u64,
-    client_events: Vec<DualClientEvent>,
-    server_events: Vec<DualServerEvent>,
-    /// Opens the client asked for and the test has not granted (when `auto_open` is off).
-    pending_opens: Vec<Channel>,
-    auto_open: bool,
+/// What these tests do on top of the pair: take packets off the wire checking what they
+/// carry, the handshake, the events seen.
+trait Steps {
+    fn take(&mut self, to: Side, expect: fn(&Message) -> bool) -> Packet;
+    fn step(&mut self, to: Side, expect: fn(&Message) -> bool) -> Message;
+    fn connect(&mut self);
+    fn handshake(&mut self) -> u16;
+    fn client_has(&self, f: impl Fn(&DualClientEvent) -> bool) -> bool;
+    fn server_has(&self, f: impl Fn(&DualServerEvent) -> bool) -> bool;
+    fn forge_to_client(&mut self, link: Link, seq: u64, sender: u16, msg: &Message);
 }
 
-impl Net {
-    fn new(ccfg: DualClientConfig, scfg: DualServerConfig) -> Net {
-        Net {
-            now: Instant::ZERO,
-            client: DualClient::new(ccfg),
-            server: DualServer::new(scfg, Counter(0)),
-            wire: VecDeque::new(),
-            next_link: 1,
-            client_events: Vec::new(),
-            server_events: Vec::new(),
-            pending_opens: Vec::new(),
-            auto_open: true,
-        }
-    }
-
-    fn default() -> Net {
-        Net::new(DualClientConfig::default(), DualServerConfig::default())
-    }
-
-    fn client_in(&mut self, input: Input<DualClientCommand>) {
-        self.client.handle_input(self.now, input).unwrap();
-        self.drain();
-    }
-
-    fn server_in(&mut self, input: Input<DualServerCommand>) {
-        let _ = self.server.handle_input(self.now, input);
-        self.drain();
-    }
-
-    fn open(&mut self, channel: Channel) {
-        let link = Link {
-            id: self.next_link,
-            channel,
-        };
-        self.next_link += 1;
-        if channel == Channel::Main {
-            // The server accepts the stream before the client's connect completes.
-            self.server
-                .handle_input(self.now, Input::Opened(link))
-                .unwrap();
-        }
-        self.client
-            .handle_input(self.now, Input::Opened(link))
-            .unwrap();
-    }
-
-    /// Runs both machines' outputs onto the wire until both are quiet.
-    fn drain(&mut self) {
-        loop {
-            let mut busy = false;
-            loop {
-                match self.client.poll_output() {
-                    Output::Wait(_) => break,
-                    Output::Transmit(t) => self.wire.push_back(Packet::Data {
-                        to: Side::Server,
-                        link: t.link,
-                        bytes: t.payload,
-                    }),
-                    Output::Event(e) => self.client_events.push(e),
-                    Output::Open(ch) => {
-                        busy = true;
-                        if self.auto_open {
-                            self.open(ch)
-                        } else {
-                            self.pending_opens.push(ch)
-                        }
-                    }
-                    // A stream's close reaches the peer after the bytes sent before it;
-                    // a datagram socket's close reaches nobody.
-                    Output::Close(link) => {
-                        if link.channel == Channel::Main {
-                            self.wire.push_back(Packet::Closed {
-                                to: Side::Server,
-                                link,
-                            })
-                        }
-                    }
-                }
-            }
-            loop {
-                match self.server.poll_output() {
-                    Output::Wait(_) => break,
-                    Output::Transmit(t) => self.wire.push_back(Packet::Data {
-                        to: Side::Client,
-                        link: t.link,
-                        bytes: t.payload,
-                    }),
-                    Output::Event(e) => self.server_events.push(e),
-                    Output::Open(_) => panic!("a server never opens transports"),
-                    Output::Close(link) => {
-                        if link.channel == Channel::Main {
-                            self.wire.push_back(Packet::Closed {
-                                to: Side::Client,
-                                link,
-                            })
-                        }
-                    }
-                }
-            }
-            if !busy {
-                return;
-            }
-        }
-    }
-
-    fn deliver(&mut self, p: Packet) {
-        match p {
-            Packet::Data {
-                to: Side::Client,
-                link,
-                bytes,
-            } => self.client_in(Input::Received(link, bytes)),
-            Packet::Data {
-                to: Side::Server,
-                link,
-                bytes,
-            } => self.server_in(Input::Received(link, bytes)),
-            Packet::Closed {
-                to: Side::Client,
-                link,
-            } => self.client_in(Input::Closed(link)),
-            Packet::Closed {
-                to: Side::Server,
-                link,
-            } => self.server_in(Input::Closed(link)),
-        }
-    }
-
+impl Steps for Net {
     /// Takes the next packet off the wire, checking what it carries.
     fn take(&mut self, to: Side, expect: fn(&Message) -> bool) -> Packet {
         let p = self.wire.pop_front().expect("a packet on the wire");
@@ -218,47 +92,6 @@ impl Net {
         let m = p.message().unwrap();
         self.deliver(p);
         m
-    }
-
-    fn advance(&mut self, d: Duration) {
-        self.now += d;
-        self.client_in(Input::Timeout);
-        self.server_in(Input::Timeout);
-    }
-
-    /// Delivers everything and fires deadlines until `until`; `feed` keep-alives keep
-    /// the wire busy, so this always stops at `until`.
-    fn run_until(&mut self, until: Instant) {
-        for _ in 0..100_000 {
-            while let Some(p) = self.wire.pop_front() {
-                self.deliver(p);
-            }
-            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= until => {
-                    self.now = self.now.max(t);
-                    self.client_in(Input::Timeout);
-                    self.server_in(Input::Timeout);
-                }
-                _ => {
-                    self.now = self.now.max(until);
-                    self.client_in(Input::Timeout);
-                    self.server_in(Input::Timeout);
-                    if self.wire.is_empty() {
-                        return;
-                    }
-                }
-            }
-        }
-        panic!("the network never went quiet");
-    }
-
-    fn run_for(&mut self, d: Duration) {
-        let until = self.now + d;
-        self.run_until(until);
     }
 
     fn connect(&mut self) {
@@ -333,7 +166,7 @@ fn is_connection(m: &Message) -> bool {
 
 #[test]
 fn diagram_1_initial_connection_step_by_step() {
-    let mut net = Net::default();
+    let mut net = default_net();
     net.connect();
     // "First the client sends a CONN_INIT signal marker through the main channel."
     assert_eq!(net.client.state(), DualClientState::AwaitConnInitRep);
@@ -409,7 +242,7 @@ fn conn_failed_on_conn_init_closes_and_the_client_retries_then_gives_up() {
         max_players: 0,
         ..DualServerConfig::default()
     };
-    let mut net = Net::new(DualClientConfig::default(), scfg);
+    let mut net = new_net(DualClientConfig::default(), scfg);
     net.connect();
     net.step(Side::Server, is_conn_init);
     net.step(Side::Client, |m| {
@@ -462,7 +295,7 @@ fn a_client_configured_not_to_retry_aborts_at_once() {
         max_players: 0,
         ..DualServerConfig::default()
     };
-    let mut net = Net::new(ccfg, scfg);
+    let mut net = new_net(ccfg, scfg);
     net.connect();
     net.run_for(Duration::from_millis(1));
     assert_eq!(net.client.state(), DualClientState::Closed);
@@ -474,7 +307,7 @@ fn a_client_configured_not_to_retry_aborts_at_once() {
 
 #[test]
 fn conn_failed_on_feed_init_closes_the_connection() {
-    let mut net = Net::default();
+    let mut net = default_net();
     net.connect();
     net.step(Side::Server, is_conn_init);
     net.step(Side::Client, is_conn_init_rep);
@@ -512,7 +345,7 @@ fn conn_failed_on_feed_init_closes_the_connection() {
 
 #[test]
 fn conn_failed_on_final_auth() {
-    let mut net = Net::default();
+    let mut net = default_net();
     net.connect();
     net.step(Side::Server, is_conn_init);
     net.step(Side::Client, is_conn_init_rep);
@@ -546,7 +379,7 @@ fn conn_failed_on_final_auth() {
 fn diagram_2_feed_init_timeout_and_retry() {
     // The diagram's waits are the schedule's base values: no jitter here (the jitter is
     // checked in tests/session_core.rs).
-    let mut net = Net::new(
+    let mut net = new_net(
         DualClientConfig {
             jitter_percent: 0,
             ..DualClientConfig::default()
@@ -588,7 +421,7 @@ fn diagram_2_feed_init_timeout_and_retry() {
 
 #[test]
 fn feed_init_retries_stop_at_the_limit() {
-    let mut net = Net::default();
+    let mut net = default_net();
     net.connect();
     net.step(Side::Server, is_conn_init);
     net.step(Side::Client, is_conn_init_rep);
@@ -618,7 +451,7 @@ fn feed_init_retries_stop_at_the_limit() {
 
 #[test]
 fn a_late_reply_is_never_taken_for_a_newer_attempt() {
-    let mut net = Net::default();
+    let mut net = default_net();
     net.connect();
     net.step(Side::Server, is_conn_init);
     net.step(Side::Client, is_conn_init_rep);
@@ -652,7 +485,7 @@ fn player_ids_are_bounded_and_reused() {
         max_players: 2,
         ..DualServerConfig::default()
     };
-    let mut a = Net::new(DualClientConfig::default(), scfg);
+    let mut a = new_net(DualClientConfig::default(), scfg);
     // Drive three handshakes on one server by hand.
     let mut ids = Vec::new();
     for link in 1..=3u64 {
@@ -708,7 +541,7 @@ fn server_reply(net: &mut Net, link: Link, msg: Message) -> Option<Message> {
 
 #[test]
 fn the_server_refuses_what_makes_no_sense() {
-    let mut net = Net::default();
+    let mut net = default_net();
     let player = net.handshake();
     let m = |x| Link::main(x);
     let token = Token::new(&[9; 16]).unwrap();
@@ -800,7 +633,7 @@ fn the_server_refuses_what_makes_no_sense() {
 
 #[test]
 fn feed_is_bound_only_with_token_a_and_garbage_binds_nothing() {
-    let mut net = Net::default();
+    let mut net = default_net();
     let player = net.handshake();
     let bound = net.server.player_links(player).unwrap().1.unwrap();
     let stranger = Link::feed(900);
@@ -917,7 +750,7 @@ fn the_client_refuses_a_32_bit_token_unless_r_type_tokens_are_allowed() {
 
 #[test]
 fn main_reconnection_ok_continues_the_session_and_its_feed() {
-    let mut net = Net::default();
+    let mut net = default_net();
     let player = net.handshake();
     let (old_main, feed) = net.client.links();
     // "If the connection is lost, the client should try to reconnect."
@@ -964,7 +797,7 @@ fn main_reconnection_ok_continues_the_session_and_its_feed() {
 
 #[test]
 fn main_reconnection_refused_closes_feed_as_well() {
-    let mut net = Net::default();
+    let mut net = default_net();
     let player = net.handshake();
     let (old_main, _) = net.client.links();
     net.client_in(Input::Closed(old_main.unwrap()));
@@ -991,7 +824,7 @@ fn main_reconnection_refused_closes_feed_as_well() {
 
 #[test]
 fn main_reconnection_unanswered_retries_then_closes_feed() {
-    let mut net = Net::default();
+    let mut net = default_net();
     net.handshake();
     let (old_main, _) = net.client.links();
     net.client_in(Input::Closed(old_main.unwrap()));
@@ -1033,7 +866,7 @@ fn main_reconnection_unanswered_retries_then_closes_feed() {
 
 #[test]
 fn a_reconnection_replaces_a_main_the_server_still_holds() {
-    let mut net = Net::default();
+    let mut net = default_net();
     let player = net.handshake();
     let (old_main, _) = net.client.links();
     // Only the client saw the old stream die (half-open TCP).
@@ -1057,7 +890,7 @@ fn a_reconnection_replaces_a_main_the_server_still_holds() {
 
 #[test]
 fn a_player_whose_main_stays_lost_expires() {
-    let mut net = Net::default();
+    let mut net = default_net();
     let player = net.handshake();
     let (old_main, _) = net.client.links();
     net.server_in(Input::Closed(old_main.unwrap()));
@@ -1096,7 +929,7 @@ fn silence_feed(net: &mut Net, secs: u64) {
 
 #[test]
 fn feed_lost_policy_close_both() {
-    let mut net = Net::default();
+    let mut net = default_net();
     net.handshake();
     silence_feed(&mut net, 6);
     // "the client can disconnect both the main and the feed channels."
@@ -1117,7 +950,7 @@ fn feed_lost_policy_reinit_binds_a_new_feed_and_keeps_main() {
         on_feed_lost: FeedLossPolicy::Reinit,
         ..DualClientConfig::default()
     };
-    let mut net = Net::new(ccfg, DualServerConfig::default());
+    let mut net = new_net(ccfg, DualServerConfig::default());
     let player = net.handshake();
     let (main, old_feed) = net.client.links();
     silence_feed(&mut net, 5);
@@ -1148,7 +981,7 @@ fn feed_reinit_that_fails_closes_both() {
         on_feed_lost: FeedLossPolicy::Reinit,
         ..DualClientConfig::default()
     };
-    let mut net = Net::new(ccfg, DualServerConfig::default());
+    let mut net = new_net(ccfg, DualServerConfig::default());
     net.handshake();
     silence_feed(&mut net, 30);
     assert_eq!(net.client.state(), DualClientState::Closed);
@@ -1166,7 +999,7 @@ fn feed_reinit_that_fails_closes_both() {
 
 #[test]
 fn feed_datagrams_stale_duplicate_foreign_and_garbage() {
-    let mut net = Net::default();
+    let mut net = default_net();
     let player = net.handshake();
     let feed = net.client.links().1.unwrap();
     let up = |sid| {
@@ -1215,7 +1048,7 @@ fn feed_content_limit_is_configurable_and_enforced_both_ways() {
         max_feed_content: 64,
         ..DualServerConfig::default()
     };
-    let mut net = Net::new(ccfg, scfg);
+    let mut net = new_net(ccfg, scfg);
     let player = net.handshake();
     let big = Message::Update(Element {
         kind: 0,
@@ -1254,7 +1087,7 @@ fn main_messages_are_queued_while_not_connected_and_bounded() {
         max_queued: 2,
         ..DualClientConfig::default()
     };
-    let mut net = Net::new(ccfg, DualServerConfig::default());
+    let mut net = new_net(ccfg, DualServerConfig::default());
     let app = |b: &'static [u8]| DualClientCommand::Send(Message::App(Bytes::from_static(b)));
     net.connect();
     net.client
@@ -1287,7 +1120,7 @@ fn main_messages_are_queued_while_not_connected_and_bounded() {
 
 #[test]
 fn disconnection_is_told_and_ends_the_player() {
-    let mut net = Net::default();
+    let mut net = default_net();
     let player = net.handshake();
     net.client_in(Input::Command(DualClientCommand::Disconnect));
     assert_eq!(net.client.state(), DualClientState::Closed);
@@ -1350,7 +1183,7 @@ const STEPS: [fn(&Message) -> bool; 6] = [
 ];
 
 fn run_with_fault(step: usize, fault: Fault) -> (Net, bool) {
-    let mut net = Net::default();
+    let mut net = default_net();
     net.connect();
     let mut seen = 0;
     let mut held: Option<Packet> = None;
@@ -1483,7 +1316,7 @@ fn reconnection_messages_lost_duplicated_and_delayed() {
         (true, Fault::Lose),
         (true, Fault::Delay),
     ] {
-        let mut net = Net::default();
+        let mut net = default_net();
         let player = net.handshake();
         let old = net.client.links().0.unwrap();
         net.client_in(Input::Closed(old));
@@ -1591,7 +1424,7 @@ mod properties {
                 on_feed_lost: if reinit { FeedLossPolicy::Reinit } else { FeedLossPolicy::CloseBoth },
                 ..DualClientConfig::default()
             };
-            let mut net = Net::new(ccfg, DualServerConfig::default());
+            let mut net = new_net(ccfg, DualServerConfig::default());
             net.connect();
             let mut faults = faults.into_iter();
             let mut sent = 0u16;
@@ -1650,7 +1483,7 @@ fn main_links_are_bounded_and_a_repeated_open_is_harmless() {
         max_links: 2,
         ..DualServerConfig::default()
     };
-    let mut net = Net::new(DualClientConfig::default(), scfg);
+    let mut net = new_net(DualClientConfig::default(), scfg);
     let player = net.handshake();
     let main = net.client.links().0.unwrap();
     net.server_in(Input::Opened(main));

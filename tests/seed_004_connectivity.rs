@@ -1,41 +1,26 @@
 //! Seed 004 (dop's connectivity proposal), replayed step by step, in both encodings; the
 //! real dop wire trace, byte for byte; and the races the document does not draw.
+#![cfg(feature = "testkit")]
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use tether::connect::merge::*;
+use tether::testkit::{self, Drained, Pair};
 use tether::wire::{FailReason, Message, PROTOCOL_VERSION};
-use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token, Transmit};
+use tether::{Channel, Duration, Input, Instant, Link, Machine, Token, Transmit};
 
 type Tokens = Box<dyn FnMut() -> Token>;
 
 // ---------------------------------------------------------------- harness
 
-#[derive(Debug)]
-struct Outs<E> {
-    tx: Vec<Transmit>,
-    ev: Vec<E>,
-    close: Vec<Link>,
-    open: usize,
-}
-
-fn drain<M: Machine>(m: &mut M) -> Outs<M::Event> {
-    let mut o = Outs {
-        tx: vec![],
-        ev: vec![],
-        close: vec![],
-        open: 0,
-    };
-    loop {
-        match m.poll_output() {
-            Output::Transmit(t) => o.tx.push(t),
-            Output::Event(e) => o.ev.push(e),
-            Output::Close(l) => o.close.push(l),
-            Output::Open(Channel::Main) => o.open += 1,
-            Output::Open(Channel::Feed) => panic!("token-merge never opens feed"),
-            Output::Wait(_) => return o,
-        }
-    }
+/// One machine's outputs, sorted (token-merge never opens `feed`).
+fn drain<M: Machine>(m: &mut M) -> Drained<M::Event> {
+    let out = testkit::drain(m);
+    assert!(
+        out.opens.iter().all(|c| *c == Channel::Main),
+        "token-merge never opens feed"
+    );
+    out
 }
 
 fn tok(bytes: &[u8]) -> Token {
@@ -168,22 +153,9 @@ fn shuttle<S: TokenSource>(
     c: &mut MergeClient,
     s: &mut MergeServer<S>,
 ) -> (Vec<MergeClientEvent>, Vec<MergeServerEvent>) {
-    let (mut ce, mut se) = (vec![], vec![]);
-    loop {
-        let co = drain(c);
-        let so = drain(s);
-        ce.extend(co.ev);
-        se.extend(so.ev);
-        if co.tx.is_empty() && so.tx.is_empty() {
-            return (ce, se);
-        }
-        for t in co.tx {
-            let _ = s.handle_input(now, Input::Received(t.link, t.payload));
-        }
-        for t in so.tx {
-            let _ = c.handle_input(now, Input::Received(t.link, t.payload));
-        }
-    }
+    let mut pair = Pair::new(c, s).at(now);
+    pair.drive();
+    (pair.client_events, pair.server_events)
 }
 
 /// A client and a server connected on link 1; returns the session id.
@@ -193,7 +165,7 @@ fn connected(
 ) -> (MergeClient, MergeServer<Tokens>, SessionId) {
     let mut c = MergeClient::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
     let mut s = MergeServer::new(server_cfg(enc), tokens(server_tokens));
-    assert_eq!(drain(&mut c).open, 1);
+    assert_eq!(drain(&mut c).opens.len(), 1);
     c.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     s.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     let (ce, se) = shuttle(ms(0), &mut c, &mut s);
@@ -224,7 +196,7 @@ fn replay_document(enc: Encoding) {
 
     // 1. Connection opened via WebSockets.
     assert_eq!(
-        drain(&mut client).open,
+        drain(&mut client).opens.len(),
         1,
         "the client asks for a transport"
     );
@@ -247,18 +219,18 @@ fn replay_document(enc: Encoding) {
     // 2-4. Both send the instruction: client sends BBBB, server sends AAAA.
     let c_out = drain(&mut client);
     let s_out = drain(&mut server);
-    assert_eq!(c_out.tx, vec![tx(1, token_bytes(enc, &b))]);
-    assert_eq!(s_out.tx, vec![tx(1, token_bytes(enc, &a))]);
+    assert_eq!(c_out.transmits, vec![tx(1, token_bytes(enc, &b))]);
+    assert_eq!(s_out.transmits, vec![tx(1, token_bytes(enc, &a))]);
     server
         .handle_input(
             ms(1),
-            Input::Received(Link::main(1), c_out.tx[0].payload.clone()),
+            Input::Received(Link::main(1), c_out.transmits[0].payload.clone()),
         )
         .unwrap();
     client
         .handle_input(
             ms(1),
-            Input::Received(Link::main(1), s_out.tx[0].payload.clone()),
+            Input::Received(Link::main(1), s_out.transmits[0].payload.clone()),
         )
         .unwrap();
     row(
@@ -282,25 +254,25 @@ fn replay_document(enc: Encoding) {
     let s_out = drain(&mut server);
     let c_out = drain(&mut client);
     assert_eq!(
-        s_out.tx,
+        s_out.transmits,
         vec![tx(1, token_bytes(enc, &a))],
         "6. server sends AAAA"
     );
     assert_eq!(
-        c_out.tx,
+        c_out.transmits,
         vec![tx(1, token_bytes(enc, &b))],
         "7. client sends BBBB"
     );
     server
         .handle_input(
             ms(2),
-            Input::Received(Link::main(1), c_out.tx[0].payload.clone()),
+            Input::Received(Link::main(1), c_out.transmits[0].payload.clone()),
         )
         .unwrap();
     client
         .handle_input(
             ms(2),
-            Input::Received(Link::main(1), s_out.tx[0].payload.clone()),
+            Input::Received(Link::main(1), s_out.transmits[0].payload.clone()),
         )
         .unwrap();
 
@@ -323,14 +295,14 @@ fn replay_document(enc: Encoding) {
         Some(1),
     );
     assert_eq!(
-        drain(&mut client).ev,
+        drain(&mut client).events,
         vec![MergeClientEvent::Up {
             session: (),
             outcome: Outcome::Fresh
         }]
     );
     assert_eq!(
-        drain(&mut server).ev,
+        drain(&mut server).events,
         vec![MergeServerEvent::Up {
             session,
             outcome: Outcome::Fresh
@@ -350,12 +322,12 @@ fn replay_document(enc: Encoding) {
         "output queued: deadline is now"
     );
     assert_eq!(
-        drain(&mut client).ev,
+        drain(&mut client).events,
         vec![MergeClientEvent::Down { session: () }]
     );
     assert_eq!(client.poll_timeout(), Some(ms(1010)), "dop waits 1 s");
     client.handle_input(ms(1010), Input::Timeout).unwrap();
-    assert_eq!(drain(&mut client).open, 1);
+    assert_eq!(drain(&mut client).opens.len(), 1);
     client
         .handle_input(ms(1011), Input::Opened(Link::main(2)))
         .unwrap();
@@ -391,14 +363,14 @@ fn replay_document(enc: Encoding) {
 
     // 11. SERVER2 sends CCCC. 12. The client is PRECONNECTED.
     let s_out = drain(&mut server);
-    assert_eq!(s_out.ev, vec![MergeServerEvent::Down { session }]);
-    assert_eq!(s_out.tx, vec![tx(2, token_bytes(enc, &cc))]);
+    assert_eq!(s_out.events, vec![MergeServerEvent::Down { session }]);
+    assert_eq!(s_out.transmits, vec![tx(2, token_bytes(enc, &cc))]);
     let c_out = drain(&mut client); // the client's resumption, sent at once on open
-    assert_eq!(c_out.tx, vec![tx(2, resume_bytes(enc, &ab))]);
+    assert_eq!(c_out.transmits, vec![tx(2, resume_bytes(enc, &ab))]);
     client
         .handle_input(
             ms(1012),
-            Input::Received(Link::main(2), s_out.tx[0].payload.clone()),
+            Input::Received(Link::main(2), s_out.transmits[0].payload.clone()),
         )
         .unwrap();
     row(
@@ -426,7 +398,7 @@ fn replay_document(enc: Encoding) {
         Some(2),
     );
     assert!(
-        drain(&mut client).tx.is_empty(),
+        drain(&mut client).transmits.is_empty(),
         "a resuming client does not answer CCCC"
     );
 
@@ -434,7 +406,7 @@ fn replay_document(enc: Encoding) {
     server
         .handle_input(
             ms(1013),
-            Input::Received(Link::main(2), c_out.tx[0].payload.clone()),
+            Input::Received(Link::main(2), c_out.transmits[0].payload.clone()),
         )
         .unwrap();
     row(
@@ -460,9 +432,9 @@ fn replay_document(enc: Encoding) {
     // 15. SERVER1 sends AAAABBBB to confirm (and, in tether's encoding, the session
     // layer's ACK: it received nothing of this session yet).
     let s_out = drain(&mut server);
-    assert_eq!(s_out.tx, resumed_bytes(enc, 2, &ab, 0));
+    assert_eq!(s_out.transmits, resumed_bytes(enc, 2, &ab, 0));
     assert_eq!(
-        s_out.ev,
+        s_out.events,
         vec![MergeServerEvent::Up {
             session,
             outcome: Outcome::Resumed
@@ -471,7 +443,7 @@ fn replay_document(enc: Encoding) {
     client
         .handle_input(
             ms(1014),
-            Input::Received(Link::main(2), s_out.tx[0].payload.clone()),
+            Input::Received(Link::main(2), s_out.transmits[0].payload.clone()),
         )
         .unwrap();
     row(
@@ -491,7 +463,7 @@ fn replay_document(enc: Encoding) {
         Some(2),
     );
     assert_eq!(
-        drain(&mut client).ev,
+        drain(&mut client).events,
         vec![MergeClientEvent::Up {
             session: (),
             outcome: Outcome::Resumed
@@ -504,10 +476,10 @@ fn replay_document(enc: Encoding) {
         .handle_input(ms(2000), Input::Command(MergeClientCommand::Disconnect))
         .unwrap();
     let c_out = drain(&mut client);
-    assert_eq!(c_out.tx, vec![tx(2, disconnect_bytes(enc, &ab))]);
-    assert_eq!(c_out.close, vec![Link::main(2)]);
+    assert_eq!(c_out.transmits, vec![tx(2, disconnect_bytes(enc, &ab))]);
+    assert_eq!(c_out.closes, vec![Link::main(2)]);
     assert_eq!(
-        c_out.ev,
+        c_out.events,
         vec![MergeClientEvent::Ended {
             session: (),
             reason: EndReason::LocalDisconnect,
@@ -517,13 +489,13 @@ fn replay_document(enc: Encoding) {
     server
         .handle_input(
             ms(2001),
-            Input::Received(Link::main(2), c_out.tx[0].payload.clone()),
+            Input::Received(Link::main(2), c_out.transmits[0].payload.clone()),
         )
         .unwrap();
     let s_out = drain(&mut server);
-    assert_eq!(s_out.close, vec![Link::main(2)]);
+    assert_eq!(s_out.closes, vec![Link::main(2)]);
     assert_eq!(
-        s_out.ev,
+        s_out.events,
         vec![MergeServerEvent::Ended {
             session,
             reason: EndReason::PeerDisconnect,
@@ -641,9 +613,9 @@ fn dop_trace_server_side_byte_for_byte() {
             server.handle_input(line.at, input).unwrap();
         }
         let out = drain(&mut server);
-        sent.extend(out.tx);
-        events.extend(out.ev);
-        closes.extend(out.close);
+        sent.extend(out.transmits);
+        events.extend(out.events);
+        closes.extend(out.closes);
     }
     assert!(sent.is_empty(), "nothing sent beyond the trace: {sent:?}");
     let (s1, s3) = (SessionId(1), SessionId(2));
@@ -739,10 +711,10 @@ fn dop_trace_client_side_byte_for_byte() {
             _ => {}
         }
         let out = drain(client);
-        opens += out.open;
-        sent.extend(out.tx);
-        events.extend(out.ev);
-        closes.extend(out.close);
+        opens += out.opens.len();
+        sent.extend(out.transmits);
+        events.extend(out.events);
+        closes.extend(out.closes);
         if line.kind == "C->S" {
             let t = sent.pop_front().expect("the client sent this line");
             assert_eq!(t.link, line.link);
@@ -793,18 +765,19 @@ fn client_reopens(c: &mut MergeClient, at: Instant, link: u64) -> Instant {
     let before = drain(c);
     assert!(
         before
-            .ev
+            .events
             .iter()
             .all(|e| *e == MergeClientEvent::Down { session: () }),
         "{:?}",
-        before.ev
+        before.events
     );
     let deadline = c.poll_timeout().unwrap();
     assert!(deadline >= at);
     c.handle_input(deadline, Input::Timeout).unwrap();
     let out = drain(c);
     assert_eq!(
-        out.open, 1,
+        out.opens.len(),
+        1,
         "the client asks for a new transport after its wait"
     );
     c.handle_input(deadline, Input::Opened(Link::main(link)))
@@ -913,10 +886,10 @@ fn two_reconnections_at_once_the_last_takes_over() {
     // holds one transport at a time, so the later is the one it uses).
     let mut want = resumed_bytes(enc, 3, &ab, 0);
     want.extend(resumed_bytes(enc, 2, &ab, 0));
-    assert_eq!(out.tx, want);
-    assert_eq!(out.close, vec![Link::main(3)]);
+    assert_eq!(out.transmits, want);
+    assert_eq!(out.closes, vec![Link::main(3)]);
     assert_eq!(
-        out.ev,
+        out.events,
         vec![
             MergeServerEvent::Up {
                 session,
@@ -962,11 +935,11 @@ fn bytes_on_the_old_transport_after_adoption_are_dropped() {
     c.handle_input(t, Input::Closed(Link::main(1))).unwrap();
     let (so, co) = (drain(&mut s), drain(&mut c));
     assert!(
-        so.ev.is_empty() && so.tx.is_empty() && so.close.is_empty(),
+        so.events.is_empty() && so.transmits.is_empty() && so.closes.is_empty(),
         "{so:?}"
     );
     assert!(
-        co.ev.is_empty() && co.tx.is_empty() && co.close.is_empty(),
+        co.events.is_empty() && co.transmits.is_empty() && co.closes.is_empty(),
         "{co:?}"
     );
     assert_eq!(s.stale_inputs(), 4);
@@ -1016,7 +989,7 @@ fn a_wrong_token_or_garbage_closes_that_transport_only() {
         .unwrap();
         let out = drain(&mut s);
         let refused: Vec<_> = out
-            .ev
+            .events
             .iter()
             .filter_map(|e| match e {
                 MergeServerEvent::Notice(MergeServerNotice::Refused { link, reason }) => {
@@ -1025,12 +998,19 @@ fn a_wrong_token_or_garbage_closes_that_transport_only() {
                 _ => None,
             })
             .collect();
-        assert_eq!(refused.len(), 3, "{enc:?}: {:?}", out.ev);
+        assert_eq!(refused.len(), 3, "{enc:?}: {:?}", out.events);
         assert_eq!(refused[0], (2, FailReason::WrongToken));
-        assert_eq!(out.close, vec![Link::main(2), Link::main(3), Link::main(4)]);
+        assert_eq!(
+            out.closes,
+            vec![Link::main(2), Link::main(3), Link::main(4)]
+        );
         if enc == Encoding::Tether {
-            assert!(out.tx.contains(&tx(2, failed(FailReason::WrongToken))));
-            assert!(out.tx.contains(&tx(3, failed(FailReason::Malformed))));
+            assert!(out
+                .transmits
+                .contains(&tx(2, failed(FailReason::WrongToken))));
+            assert!(out
+                .transmits
+                .contains(&tx(3, failed(FailReason::Malformed))));
         }
         assert_eq!(
             s.session(session).unwrap(),
@@ -1110,13 +1090,13 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
     .unwrap();
     let out = drain(&mut s);
     assert_eq!(
-        out.tx,
+        out.transmits,
         vec![
             tx(2, token_bytes(enc, &doc_tok(enc, b'C'))),
             tx(2, failed(FailReason::SessionEnded))
         ]
     );
-    assert_eq!(out.close, vec![Link::main(2)]);
+    assert_eq!(out.closes, vec![Link::main(2)]);
     // ...and a client that hears SESSION_ENDED stops for good.
     let mut c2 = MergeClient::new(ms(7), client_cfg(enc), doc_tok(enc, b'Q')).unwrap();
     drain(&mut c2);
@@ -1140,7 +1120,7 @@ fn a_token_replayed_after_formal_disconnection_resumes_nothing() {
     .unwrap();
     s.handle_input(later, Input::Received(Link::main(3), token_bytes(enc, &ab)))
         .unwrap();
-    let ev = drain(&mut s).ev;
+    let ev = drain(&mut s).events;
     assert!(
         matches!(ev[..], [MergeServerEvent::Up { outcome: Outcome::Fresh, session: new }] if new != session),
         "{ev:?}"
@@ -1153,11 +1133,14 @@ fn a_reconnecting_session_expires_and_the_client_starts_fresh() {
         let (mut c, mut s, session) = connected(enc, vec![doc_tok(enc, b'A'), doc_tok(enc, b'C')]);
         let grace = MergeServerConfig::default().resume_grace;
         s.handle_input(ms(5), Input::Closed(Link::main(1))).unwrap();
-        assert_eq!(drain(&mut s).ev, vec![MergeServerEvent::Down { session }]);
+        assert_eq!(
+            drain(&mut s).events,
+            vec![MergeServerEvent::Down { session }]
+        );
         assert_eq!(s.poll_timeout(), Some(ms(5) + grace));
         s.handle_input(ms(5) + grace, Input::Timeout).unwrap();
         assert_eq!(
-            drain(&mut s).ev,
+            drain(&mut s).events,
             vec![MergeServerEvent::Ended {
                 session,
                 reason: EndReason::Expired,
@@ -1265,7 +1248,7 @@ fn the_client_backs_off_then_gives_up() {
         t = next;
         c.handle_input(t, Input::Timeout).unwrap();
         let out = drain(&mut c);
-        if out.ev.contains(&MergeClientEvent::Ended {
+        if out.events.contains(&MergeClientEvent::Ended {
             session: (),
             reason: EndReason::GaveUp,
             undelivered: vec![],
@@ -1301,8 +1284,8 @@ fn handshakes_that_never_complete_time_out() {
     assert_eq!(s.poll_timeout(), Some(ms(0) + hs));
     s.handle_input(ms(0) + hs, Input::Timeout).unwrap();
     let out = drain(&mut s);
-    assert_eq!(out.tx, vec![tx(1, failed(FailReason::Timeout))]);
-    assert_eq!(out.close, vec![Link::main(1)]);
+    assert_eq!(out.transmits, vec![tx(1, failed(FailReason::Timeout))]);
+    assert_eq!(out.closes, vec![Link::main(1)]);
     assert_eq!(s.pending_count(), 0);
     // The client: a transport that opens but never answers is dropped and retried.
     let mut c = MergeClient::new(ms(0), client_cfg(enc), doc_tok(enc, b'B')).unwrap();
@@ -1313,8 +1296,8 @@ fn handshakes_that_never_complete_time_out() {
     assert_eq!(c.poll_timeout(), Some(ms(0) + hs));
     c.handle_input(ms(0) + hs, Input::Timeout).unwrap();
     let out = drain(&mut c);
-    assert_eq!(out.tx, vec![tx(1, failed(FailReason::Timeout))]);
-    assert_eq!(out.close, vec![Link::main(1)]);
+    assert_eq!(out.transmits, vec![tx(1, failed(FailReason::Timeout))]);
+    assert_eq!(out.closes, vec![Link::main(1)]);
     assert_eq!(c.view().status, Status::Open);
     assert_eq!(c.poll_timeout(), Some(ms(0) + hs + Duration::from_secs(1)));
 }
@@ -1410,9 +1393,9 @@ fn registry_and_pending_handshakes_are_bounded() {
     s.handle_input(ms(0), Input::Opened(Link::main(1))).unwrap();
     s.handle_input(ms(0), Input::Opened(Link::main(2))).unwrap();
     let out = drain(&mut s);
-    assert_eq!(out.tx[1..], [tx(2, failed(FailReason::ServerFull))]);
+    assert_eq!(out.transmits[1..], [tx(2, failed(FailReason::ServerFull))]);
     assert_eq!(
-        out.ev,
+        out.events,
         vec![MergeServerEvent::Notice(MergeServerNotice::Refused {
             link: Link::main(2),
             reason: FailReason::ServerFull
@@ -1435,7 +1418,7 @@ fn registry_and_pending_handshakes_are_bounded() {
         .unwrap();
     s.handle_input(ms(0), Input::Received(Link::main(3), token_bytes(enc, &d)))
         .unwrap();
-    let ev = drain(&mut s).ev;
+    let ev = drain(&mut s).events;
     assert!(
         ev.contains(&MergeServerEvent::Notice(MergeServerNotice::Refused {
             link: Link::main(3),
@@ -1471,7 +1454,7 @@ fn versions_and_short_tokens_are_refused_in_tether_encoding() {
     });
     s.handle_input(ms(0), Input::Received(Link::main(2), short))
         .unwrap();
-    let ev = drain(&mut s).ev;
+    let ev = drain(&mut s).events;
     assert_eq!(
         ev,
         vec![
@@ -1545,15 +1528,15 @@ proptest! {
             prop_assert!(rounds < 200);
             let co = drain(&mut c);
             let so = drain(&mut s);
-            let quiet = co.tx.is_empty() && so.tx.is_empty();
-            for tr in co.tx {
+            let quiet = co.transmits.is_empty() && so.transmits.is_empty();
+            for tr in co.transmits {
                 let mut p = tr.payload.clone();
                 while !p.is_empty() {
                     let n = (*cut.next().unwrap()).min(p.len());
                     let _ = s.handle_input(t, Input::Received(tr.link, p.split_to(n)));
                 }
             }
-            for tr in so.tx {
+            for tr in so.transmits {
                 let _ = c.handle_input(t, Input::Received(tr.link, tr.payload));
             }
             if let Some(when) = drops.next() {
@@ -1565,7 +1548,7 @@ proptest! {
                     drain(&mut c);
                     t = c.poll_timeout().unwrap();
                     c.handle_input(t, Input::Timeout).unwrap();
-                    prop_assert_eq!(drain(&mut c).open, 1);
+                    prop_assert_eq!(drain(&mut c).opens.len(), 1);
                     link += 1;
                     c.handle_input(t, Input::Opened(Link::main(link))).unwrap();
                     s.handle_input(t, Input::Opened(Link::main(link))).unwrap();

@@ -5,13 +5,12 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use tether::connect::{dual, merge};
 use tether::session::SessionConfig;
-use tether::testkit::scenario::SeqTokens;
-use tether::testkit::{Either, Faults, Sim};
+use tether::testkit::{Closes, Either, Faults, Packet, Pair, SeqTokens, Side, Sim};
 use tether::wire::Message;
-use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
+use tether::{Channel, Duration, Input, Instant, Machine, Token};
 
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
@@ -30,226 +29,94 @@ fn number(m: &Message) -> Option<(u8, u32)> {
     }
 }
 
-/// A token-merge client and server wired in memory, with a hand on every byte: bytes in
-/// flight can be split anywhere, dropped by a cut, and either side can be frozen (it
-/// takes no input and gives no output, as a process stopped with SIGSTOP).
-struct MergePair {
-    client: merge::MergeClient,
-    server: merge::MergeServer<SeqTokens>,
-    now: Instant,
-    next_link: u64,
-    /// Bytes in flight to the server and to the client, per link.
-    to_server: VecDeque<(Link, Bytes)>,
-    to_client: VecDeque<(Link, Bytes)>,
-    server_frozen: bool,
-    /// Links the server still believes open after the client lost them (half-open).
-    server_links: Vec<Link>,
-    client_events: Vec<merge::MergeClientEvent>,
-    server_events: Vec<merge::MergeServerEvent>,
-    opens: Vec<Instant>,
+/// A token-merge client and server on the testkit's [`Pair`], with a hand on every byte:
+/// bytes wait on the wire, and reach the server in two reads cut mid-frame (at byte 3);
+/// [`Steps::carry`] delivers a few chunks each way split anywhere; a cut drops what is in
+/// flight (half-open: only the client learns); the server can be frozen (it takes no input
+/// and gives no output, as a process stopped with SIGSTOP; its links stay open).
+type MergePair = Pair<merge::MergeClient, merge::MergeServer<SeqTokens>>;
+
+fn new_pair(seed: u64) -> MergePair {
+    let session = SessionConfig {
+        keepalive: Some(KEEPALIVE),
+        ..SessionConfig::default()
+    };
+    let client = merge::MergeClient::new(
+        Instant::ZERO,
+        merge::MergeClientConfig {
+            jitter_seed: seed,
+            give_up_after: Duration::from_secs(3600),
+            session,
+            ..merge::MergeClientConfig::default()
+        },
+        Token::new(&[0x42; 16]).unwrap(),
+    )
+    .unwrap();
+    let server = merge::MergeServer::new(
+        merge::MergeServerConfig {
+            resume_grace: Duration::from_secs(3600),
+            session,
+            ..merge::MergeServerConfig::default()
+        },
+        SeqTokens::new(seed),
+    );
+    Pair::new(client, server)
+        .held()
+        .granting_opens()
+        .with_closes(Closes::Reset)
+        .splitting(Side::Server, Some(3))
+        .strict(Side::Client)
+        .strict(Side::Server)
 }
 
-impl MergePair {
-    fn new(seed: u64) -> Self {
-        let session = SessionConfig {
-            keepalive: Some(KEEPALIVE),
-            ..SessionConfig::default()
-        };
-        let client = merge::MergeClient::new(
-            Instant::ZERO,
-            merge::MergeClientConfig {
-                jitter_seed: seed,
-                give_up_after: Duration::from_secs(3600),
-                session,
-                ..merge::MergeClientConfig::default()
-            },
-            Token::new(&[0x42; 16]).unwrap(),
-        )
-        .unwrap();
-        let server = merge::MergeServer::new(
-            merge::MergeServerConfig {
-                resume_grace: Duration::from_secs(3600),
-                session,
-                ..merge::MergeServerConfig::default()
-            },
-            SeqTokens::new(seed),
-        );
-        MergePair {
-            client,
-            server,
-            now: Instant::ZERO,
-            next_link: 0,
-            to_server: VecDeque::new(),
-            to_client: VecDeque::new(),
-            server_frozen: false,
-            server_links: Vec::new(),
-            client_events: Vec::new(),
-            server_events: Vec::new(),
-            opens: Vec::new(),
-        }
-    }
+/// What these tests do on top of the pair.
+trait Steps {
+    fn carry(&mut self, n: usize, split: usize);
+    fn cut_client(&mut self, half_open: bool);
+    fn session(&self) -> Option<merge::SessionId>;
+    fn client_send(&mut self, m: Message) -> bool;
+    fn server_send(&mut self, m: Message) -> bool;
+    fn client_got(&self) -> Vec<u32>;
+    fn server_got(&self) -> Vec<u32>;
+}
 
-    /// Moves outputs into flight (nothing is delivered).
-    fn collect(&mut self) {
-        loop {
-            let mut moved = false;
-            loop {
-                match self.client.poll_output() {
-                    Output::Transmit(t) => self.to_server.push_back((t.link, t.payload)),
-                    Output::Event(e) => self.client_events.push(e),
-                    Output::Open(_) => {
-                        self.next_link += 1;
-                        let l = Link::main(self.next_link);
-                        self.opens.push(self.now);
-                        self.client
-                            .handle_input(self.now, Input::Opened(l))
-                            .unwrap();
-                        if !self.server_frozen {
-                            self.server
-                                .handle_input(self.now, Input::Opened(l))
-                                .unwrap();
-                            self.server_links.push(l);
-                        }
-                    }
-                    Output::Close(l) => {
-                        self.to_server.retain(|(k, _)| *k != l);
-                        self.to_client.retain(|(k, _)| *k != l);
-                        self.client
-                            .handle_input(self.now, Input::Closed(l))
-                            .unwrap();
-                        // The server hears of it unless frozen (it would later, as a
-                        // reset, but a frozen process reads nothing).
-                        if !self.server_frozen && self.server_links.contains(&l) {
-                            self.server_links.retain(|k| *k != l);
-                            self.server
-                                .handle_input(self.now, Input::Closed(l))
-                                .unwrap();
-                        }
-                    }
-                    Output::Wait(_) => break,
-                }
-                moved = true;
-            }
-            if !self.server_frozen {
-                loop {
-                    match self.server.poll_output() {
-                        Output::Transmit(t) => self.to_client.push_back((t.link, t.payload)),
-                        Output::Event(e) => self.server_events.push(e),
-                        Output::Open(_) => unreachable!("servers do not dial"),
-                        Output::Close(l) => {
-                            self.server_links.retain(|k| *k != l);
-                            self.to_server.retain(|(k, _)| *k != l);
-                            self.to_client.retain(|(k, _)| *k != l);
-                            let _ = self.server.handle_input(self.now, Input::Closed(l));
-                            self.client
-                                .handle_input(self.now, Input::Closed(l))
-                                .unwrap();
-                        }
-                        Output::Wait(_) => break,
-                    }
-                    moved = true;
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    /// Delivers up to `n` chunks each way; a chunk may be split at `split` (mid-frame).
+impl Steps for MergePair {
+    /// Delivers up to `n` chunks each way; a chunk to the server is split at `split`
+    /// (mid-frame).
     fn carry(&mut self, n: usize, split: usize) {
         for _ in 0..n {
-            self.collect();
-            if !self.server_frozen {
-                if let Some((l, b)) = self.to_server.pop_front() {
-                    let at = split % (b.len() + 1);
+            self.pump();
+            if self.is_frozen(Side::Server) {
+                continue;
+            }
+            if let Some(Packet::Data { link, bytes, .. }) = self.pop_to(Side::Server) {
+                let at = split % (bytes.len() + 1);
+                for part in [bytes.slice(..at), bytes.slice(at..)] {
                     self.server
-                        .handle_input(self.now, Input::Received(l, b.slice(..at)))
-                        .unwrap();
-                    self.server
-                        .handle_input(self.now, Input::Received(l, b.slice(at..)))
-                        .unwrap();
-                }
-                if let Some((l, b)) = self.to_client.pop_front() {
-                    self.client
-                        .handle_input(self.now, Input::Received(l, b))
+                        .handle_input(self.now, Input::Received(link, part))
                         .unwrap();
                 }
             }
-        }
-        self.collect();
-    }
-
-    fn settle(&mut self) {
-        self.collect();
-        while !self.to_server.is_empty() || !self.to_client.is_empty() {
-            self.carry(64, 3);
-            if self.server_frozen {
-                break;
+            if let Some(Packet::Data { link, bytes, .. }) = self.pop_to(Side::Client) {
+                self.client
+                    .handle_input(self.now, Input::Received(link, bytes))
+                    .unwrap();
             }
         }
-    }
-
-    /// Moves time to the next deadline (at most `until`), delivering everything on the way.
-    fn tick(&mut self, until: Instant) -> bool {
-        self.settle();
-        let mut next = self.client.poll_timeout();
-        if !self.server_frozen {
-            next = [next, self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-        }
-        match next {
-            Some(t) if t <= until => {
-                self.now = self.now.max(t);
-                self.client.handle_input(self.now, Input::Timeout).unwrap();
-                if !self.server_frozen {
-                    self.server.handle_input(self.now, Input::Timeout).unwrap();
-                }
-                self.settle();
-                true
-            }
-            _ => {
-                self.now = self.now.max(until);
-                false
-            }
-        }
-    }
-
-    fn run_until(&mut self, until: Instant) {
-        let mut ticks = 0u32;
-        while self.tick(until) {
-            ticks += 1;
-            assert!(
-                ticks < 100_000,
-                "no progress at {:?}: client {:?} next {:?}, server next {:?}",
-                self.now,
-                self.client.view(),
-                self.client.poll_timeout(),
-                self.server.poll_timeout()
-            );
-        }
+        self.pump();
     }
 
     /// The client's link drops; the server sees it too unless `half_open`.
-    fn cut(&mut self, half_open: bool) {
-        self.collect();
+    fn cut_client(&mut self, half_open: bool) {
+        self.pump();
         let Some(l) = self.client.view().link else {
             return;
         };
-        self.to_server.retain(|(k, _)| *k != l);
-        self.to_client.retain(|(k, _)| *k != l);
-        self.client
-            .handle_input(self.now, Input::Closed(l))
-            .unwrap();
-        if !half_open && !self.server_frozen && self.server_links.contains(&l) {
-            self.server_links.retain(|k| *k != l);
-            self.server
-                .handle_input(self.now, Input::Closed(l))
-                .unwrap();
+        if half_open {
+            self.cut_half(Side::Client, l);
+        } else {
+            self.cut(l);
         }
-        self.collect();
     }
 
     fn session(&self) -> Option<merge::SessionId> {
@@ -302,7 +169,7 @@ impl MergePair {
 }
 
 fn connected(seed: u64) -> MergePair {
-    let mut p = MergePair::new(seed);
+    let mut p = new_pair(seed);
     p.run_until(Instant::from_secs(1));
     assert_eq!(p.client.view().status, merge::Status::Connected);
     p
@@ -315,10 +182,10 @@ fn a_frozen_server_is_noticed_within_one_and_a_half_keepalives_and_the_client_re
         assert!(p.client_send(app(b'c', n)));
         assert!(p.server_send(app(b's', n)));
     }
-    p.settle();
+    p.drive();
     // SIGSTOP: the server reads nothing and writes nothing; its socket stays open.
     let frozen_at = p.now;
-    p.server_frozen = true;
+    p.freeze(Side::Server);
     for n in 4..=6 {
         assert!(
             p.client_send(app(b'c', n)),
@@ -336,7 +203,7 @@ fn a_frozen_server_is_noticed_within_one_and_a_half_keepalives_and_the_client_re
     // the first backoff wait (at most 1 s); detection is 1.5 x keepalive after the last
     // byte received, plus at most one tick.
     assert!(p.opens.len() >= 2, "dials at {:?}", p.opens);
-    let first_redial = p.opens[1];
+    let first_redial = p.opens[1].at;
     let detected_by = frozen_at + Duration::from_secs(15) + Duration::from_secs(1);
     assert!(
         first_redial <= detected_by && first_redial >= Instant::from_secs(15),
@@ -344,7 +211,7 @@ fn a_frozen_server_is_noticed_within_one_and_a_half_keepalives_and_the_client_re
         p.opens
     );
     // SIGCONT: the server wakes, its old link still open; the client's next try resumes.
-    p.server_frozen = false;
+    p.thaw(Side::Server);
     p.run_until(p.now + Duration::from_secs(120));
     assert_eq!(p.client.view().status, merge::Status::Connected);
     assert!(p.client_events.contains(&merge::MergeClientEvent::Up {
@@ -371,10 +238,10 @@ fn a_resumption_takes_over_a_half_open_transport() {
     let old = p.client.view().link.unwrap();
     assert!(p.client_send(app(b'c', 1)));
     // The client's side dies (a phone changed networks); the server notices nothing.
-    p.collect();
-    p.cut(true);
+    p.pump();
+    p.cut_client(true);
     assert!(
-        p.server_links.contains(&old),
+        p.has_link(Side::Server, old),
         "the server still holds the old link"
     );
     assert!(p.client_send(app(b'c', 2)));
@@ -389,7 +256,7 @@ fn a_resumption_takes_over_a_half_open_transport() {
     );
     assert_eq!(p.server.session_of(old.id), None);
     assert!(
-        !p.server_links.contains(&old),
+        !p.has_link(Side::Server, old),
         "the old transport was closed"
     );
     assert_eq!(p.server.takeovers(), 1);
@@ -404,13 +271,18 @@ fn an_impossible_ack_refuses_the_transport_and_the_session_resumes() {
     ] {
         let mut p = connected(5);
         assert!(p.server_send(app(b's', 1)));
-        p.settle();
+        p.drive();
         let link = p.client.view().link.unwrap();
         let mut frame = bytes::BytesMut::new();
         forged.encode_framed(&mut frame);
         // Repeated, and split mid-frame by carry().
-        p.to_server.push_back((link, frame.clone().freeze()));
-        p.to_server.push_back((link, frame.freeze()));
+        for bytes in [frame.clone().freeze(), frame.freeze()] {
+            p.wire.push_back(Packet::Data {
+                to: Side::Server,
+                link,
+                bytes,
+            });
+        }
         p.carry(4, 5);
         let session = p.session().unwrap();
         assert!(
@@ -437,8 +309,8 @@ fn the_client_that_gives_up_reports_exactly_what_was_never_acknowledged() {
     for n in 1..=40 {
         assert!(p.client_send(app(b'c', n)));
     }
-    p.settle();
-    p.server_frozen = true;
+    p.drive();
+    p.freeze(Side::Server);
     for n in 41..=45 {
         assert!(p.client_send(app(b'c', n)));
     }
@@ -466,7 +338,7 @@ fn the_client_that_gives_up_reports_exactly_what_was_never_acknowledged() {
 #[test]
 fn a_full_replay_buffer_refuses_with_a_typed_error_and_drops_nothing() {
     let mut p = connected(4);
-    p.server_frozen = true;
+    p.freeze(Side::Server);
     let mut accepted = 0;
     for n in 1..=2_000 {
         if p.client_send(app(b'c', n)) {
@@ -488,7 +360,7 @@ fn a_full_replay_buffer_refuses_with_a_typed_error_and_drops_nothing() {
     }
     assert_eq!(accepted, 1_024);
     assert_eq!(p.client.queued(), 1_024);
-    p.server_frozen = false;
+    p.thaw(Side::Server);
     p.run_until(p.now + Duration::from_secs(120));
     assert_eq!(p.server_got(), (1..=1_024).collect::<Vec<_>>());
 }
@@ -501,10 +373,10 @@ fn clients_retrying_after_the_same_cut_spread_their_attempts() {
     for seed in 0..16 {
         let mut p = connected(100 + seed);
         let cut_at = p.now;
-        p.cut(false);
+        p.cut_client(false);
         let dials = p.opens.len();
         p.run_until(cut_at + Duration::from_secs(2));
-        let at = p.opens[dials];
+        let at = p.opens[dials].at;
         redials.push(at.saturating_duration_since(cut_at).as_micros());
     }
     let (lo, hi) = (
@@ -565,8 +437,8 @@ proptest! {
                     if p.server_send(app(b's', s_sent + 1)) { s_sent += 1; }
                 }
                 Step::Carry(n, split) => p.carry(n.into(), split.into()),
-                Step::Cut => p.cut(false),
-                Step::HalfOpenCut => p.cut(true),
+                Step::Cut => p.cut_client(false),
+                Step::HalfOpenCut => p.cut_client(true),
                 Step::Wait(ms) => p.run_until(p.now + Duration::from_millis(ms.into())),
             }
         }

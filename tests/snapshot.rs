@@ -12,9 +12,9 @@ use tether::connect::merge::{self, MergeClient, MergeServer, Status};
 use tether::peer::{Peer, PeerCommand, PeerEvent, PeerSnapshot, SharedJournal};
 use tether::snapshot::{crc32, ImportError, SnapshotError, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use tether::sync::journal::{Marks, MemJournal, SyncConfig, SyncEvent};
-use tether::testkit::{Either, Faults, NodeId, Sim};
+use tether::testkit::{Either, Faults, NodeId, Pair, SeqTokens, Side, Sim};
 use tether::wire::{LineId, Message};
-use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
+use tether::{Channel, Duration, Input, Instant, Link, Machine, Token};
 
 // ---------------------------------------------------------------------------------------
 // Generators
@@ -278,27 +278,6 @@ fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
 // ---------------------------------------------------------------------------------------
 // Handover in the simulator: token-merge
 
-struct Tokens(u64);
-
-impl Tokens {
-    fn next(&mut self) -> Token {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.0.to_be_bytes());
-        b[8..].copy_from_slice(&(!self.0).rotate_left(9).to_be_bytes());
-        Token::new(&b).unwrap()
-    }
-}
-
-impl tether::TokenSource for Tokens {
-    fn next_token(&mut self) -> Token {
-        self.next()
-    }
-}
-
 mod peer_common;
 
 use peer_common::{append, journal, Journal};
@@ -336,7 +315,7 @@ mod merge_world {
     use super::*;
 
     pub type ClientPeer = Peer<MergeClient, Journal>;
-    pub type ServerPeer = Peer<MergeServer<Tokens>, Journal>;
+    pub type ServerPeer = Peer<MergeServer<SeqTokens>, Journal>;
     pub type Node = Either<ClientPeer, ServerPeer>;
     pub type Event = <Node as Machine>::Event;
 
@@ -347,7 +326,7 @@ mod merge_world {
                     resume_grace: Duration::from_secs(3600),
                     ..Default::default()
                 },
-                Tokens(seed),
+                SeqTokens::new(seed),
             ),
             sync_config(),
             journal,
@@ -505,13 +484,13 @@ mod dual_world {
     use super::*;
 
     pub type ClientPeer = Peer<DualClient, Journal>;
-    pub type ServerPeer = Peer<DualServer<Tokens>, Journal>;
+    pub type ServerPeer = Peer<DualServer<SeqTokens>, Journal>;
     pub type Node = Either<ClientPeer, ServerPeer>;
     pub type Event = <Node as Machine>::Event;
 
     pub fn server(seed: u64, journal: Journal) -> ServerPeer {
         Peer::new(
-            DualServer::new(dual::DualServerConfig::default(), Tokens(seed)),
+            DualServer::new(dual::DualServerConfig::default(), SeqTokens::new(seed)),
             sync_config(),
             journal,
         )
@@ -656,55 +635,20 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
 // ---------------------------------------------------------------------------------------
 // Restored state equals the original's, over random sessions
 
-/// Moves bytes between a token-merge client and server (both on link 1) until quiet;
-/// returns their events.
+/// Moves bytes between a token-merge client and server until quiet (a transport the
+/// client asks for is link 1 at both ends); returns their events.
 fn shuttle(
     client: &mut MergeClient,
-    server: &mut MergeServer<Tokens>,
+    server: &mut MergeServer<SeqTokens>,
     now: Instant,
 ) -> (Vec<merge::MergeClientEvent>, Vec<merge::MergeServerEvent>) {
-    let (mut ce, mut se) = (Vec::new(), Vec::new());
-    loop {
-        let mut moved = false;
-        loop {
-            match client.poll_output() {
-                Output::Transmit(t) => {
-                    server
-                        .handle_input(now, Input::Received(t.link, t.payload))
-                        .unwrap();
-                    moved = true;
-                }
-                Output::Open(_) => {
-                    client
-                        .handle_input(now, Input::Opened(Link::main(1)))
-                        .unwrap();
-                    server
-                        .handle_input(now, Input::Opened(Link::main(1)))
-                        .unwrap();
-                    moved = true;
-                }
-                Output::Event(e) => ce.push(e),
-                Output::Close(_) => {}
-                Output::Wait(_) => break,
-            }
-        }
-        loop {
-            match server.poll_output() {
-                Output::Transmit(t) => {
-                    client
-                        .handle_input(now, Input::Received(t.link, t.payload))
-                        .unwrap();
-                    moved = true;
-                }
-                Output::Event(e) => se.push(e),
-                Output::Open(_) | Output::Close(_) => {}
-                Output::Wait(_) => break,
-            }
-        }
-        if !moved {
-            return (ce, se);
-        }
-    }
+    let mut pair = Pair::new(client, server)
+        .at(now)
+        .granting_opens()
+        .strict(Side::Client)
+        .strict(Side::Server);
+    pair.drive();
+    (pair.client_events, pair.server_events)
 }
 
 fn app(b: &[u8]) -> Message {
@@ -730,7 +674,7 @@ proptest! {
         let cfg = merge::MergeClientConfig::default();
         let scfg = merge::MergeServerConfig::default();
         let mut client = MergeClient::new(t0, cfg, client_token).unwrap();
-        let mut server = MergeServer::new(scfg, Tokens(seed));
+        let mut server = MergeServer::new(scfg, SeqTokens::new(seed));
         let (ce, _) = shuttle(&mut client, &mut server, t0);
         prop_assert_eq!(ce, vec![merge::MergeClientEvent::Up { session: (), outcome: merge::Outcome::Fresh }]);
         let id = merge::SessionId(1);
@@ -756,7 +700,7 @@ proptest! {
         cs.encode(&mut b);
         let mut restored = MergeClient::restore(now, cfg, merge::MergeClientSnapshot::decode(b.split().freeze()).unwrap()).unwrap();
         ss.encode(&mut b);
-        let mut server2 = MergeServer::new(scfg, Tokens(!seed));
+        let mut server2 = MergeServer::new(scfg, SeqTokens::new(!seed));
         let id2 = server2.import_session(now, merge::MergeSessionSnapshot::decode(b.freeze()).unwrap()).unwrap();
 
         let (v0, v1) = (client.view(), restored.view());
@@ -789,7 +733,7 @@ proptest! {
     }
 }
 
-type DualNode = Either<DualClient, DualServer<Tokens>>;
+type DualNode = Either<DualClient, DualServer<SeqTokens>>;
 
 /// A dual-channel session in the simulator: connected, or with `main` cut off (partition)
 /// and messages queued on both sides.
@@ -802,7 +746,7 @@ fn dual_session(
     let mut sim: Sim<DualNode> = Sim::new(seed, Faults::none());
     let s = sim.add_node(Either::Right(DualServer::new(
         dual::DualServerConfig::default(),
-        Tokens(seed),
+        SeqTokens::new(seed),
     )));
     let c = sim.add_node(Either::Left(DualClient::new(
         dual::DualClientConfig::default(),
@@ -863,7 +807,7 @@ proptest! {
         cs.encode(&mut b);
         let restored = DualClient::restore(now, dual::DualClientConfig::default(), dual::DualClientSnapshot::decode(b.split().freeze()).unwrap()).unwrap();
         ps.encode(&mut b);
-        let mut server2 = DualServer::new(dual::DualServerConfig::default(), Tokens(!seed));
+        let mut server2 = DualServer::new(dual::DualServerConfig::default(), SeqTokens::new(!seed));
         prop_assert_eq!(server2.import_player(now, dual::PlayerSnapshot::decode(b.freeze()).unwrap()), Ok(player));
 
         prop_assert_eq!(restored.state(), dual::DualClientState::ReopeningMain);
@@ -893,7 +837,7 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
         Token::new(&[9; 16]).unwrap(),
     )
     .unwrap();
-    let mut server = MergeServer::new(merge::MergeServerConfig::default(), Tokens(5));
+    let mut server = MergeServer::new(merge::MergeServerConfig::default(), SeqTokens::new(5));
     shuttle(&mut client, &mut server, t0);
     let snap = server.export_session(t0, merge::SessionId(1)).unwrap();
     // The token is in use on this very server.
@@ -902,7 +846,7 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
         Err(ImportError::DuplicateToken)
     );
     assert_eq!(server.session_count(), 1);
-    let mut other = MergeServer::new(merge::MergeServerConfig::default(), Tokens(6));
+    let mut other = MergeServer::new(merge::MergeServerConfig::default(), SeqTokens::new(6));
     let id = other.import_session(t0, snap.clone()).unwrap();
     assert_eq!(
         other.import_session(t0, snap.clone()),
@@ -925,7 +869,7 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
             max_sessions: 0,
             ..Default::default()
         },
-        Tokens(7),
+        SeqTokens::new(7),
     );
     assert_eq!(
         full.import_session(t0, snap.clone()),
@@ -936,7 +880,7 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
             max_queue: 1,
             ..Default::default()
         },
-        Tokens(8),
+        SeqTokens::new(8),
     );
     let long = merge::MergeSessionSnapshot {
         queue: vec![app(b"a"), app(b"b")],
@@ -981,7 +925,7 @@ fn dual_imports_of_a_token_in_use_twice_or_on_a_taken_id_are_refused() {
     let now = sim.now();
     let server = sim.node(s).right().unwrap();
     let snap = server.export_player(now, player).unwrap();
-    let mut same = DualServer::new(dual::DualServerConfig::default(), Tokens(3));
+    let mut same = DualServer::new(dual::DualServerConfig::default(), SeqTokens::new(3));
     assert_eq!(same.import_player(now, snap.clone()), Ok(player));
     assert_eq!(
         same.import_player(now, snap.clone()),

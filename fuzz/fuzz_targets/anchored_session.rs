@@ -6,8 +6,8 @@
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use std::collections::VecDeque;
 use tether::sync::anchored::*;
+use tether::testkit::{Pair, Side};
 use tether::wire::{AnchoredMessage, Message};
 use tether::{Duration, Input, Instant, Link, Machine, Output};
 
@@ -42,15 +42,33 @@ fn frame(m: &Message) -> Bytes {
     b.freeze()
 }
 
-fn drain<M: Machine>(m: &mut M, to: &mut VecDeque<Bytes>) {
-    for _ in 0..10_000 {
-        match m.poll_output() {
-            Output::Transmit(t) => to.push_back(t.payload),
-            Output::Wait(_) => return,
-            _ => {}
+/// An edit of either side's store (their methods are alike): `op / 3` picks a record,
+/// `op % 3` replaces it, deletes it, or inserts a new one.
+macro_rules! edit {
+    ($store:expr, $op:expr, $data:expr) => {{
+        let s = $store;
+        let id = s.records().keys().nth(usize::from($op / 3)).copied();
+        match ($op % 3, id) {
+            (1, Some(id)) => {
+                s.replace(id, Bytes::from($data));
+            }
+            (2, Some(id)) => {
+                s.delete(id);
+            }
+            _ => {
+                s.insert(Bytes::from($data));
+            }
         }
-    }
-    panic!("output never drained");
+    }};
+}
+
+/// The testkit's pair, held: the fuzzer picks which frame moves. Errors are kept (and
+/// cleared), events dropped.
+type Net = Pair<AnchoredClient<MemClientStore>, AnchoredServer<MemServerStore>>;
+
+/// Frames in flight to `side`.
+fn in_flight(net: &Net, side: Side) -> usize {
+    net.wire.iter().filter(|p| p.to() == side).count()
 }
 
 fuzz_target!(|plan: Plan| {
@@ -61,105 +79,75 @@ fuzz_target!(|plan: Plan| {
         max_changes_per_message: usize::from(plan.per_message),
         ..ServerConfig::default()
     };
-    let mut client = Standalone::new(ClientSession::new(cc, MemClientStore::new()));
-    let mut server = Standalone::new(ServerSession::new(sc, MemServerStore::new()));
-    let mut now = Instant::from_millis(1);
+    let client = Standalone::new(ClientSession::new(cc, MemClientStore::new()));
+    let server = Standalone::new(ServerSession::new(sc, MemServerStore::new()));
+    let mut net: Net = Pair::new(client, server)
+        .at(Instant::from_millis(1))
+        .held()
+        .without_events();
     let mut link_id = 1;
     let mut link = Link::main(link_id);
-    let _ = client.handle_input(now, Input::Opened(link));
-    let _ = server.handle_input(now, Input::Opened(link));
-    let mut to_server = VecDeque::new();
-    let mut to_client = VecDeque::new();
+    net.open(link);
     for action in plan.actions {
         match action {
             Action::Start => {
-                let _ = client.handle_input(now, Input::Command(ClientCommand::Start));
+                net.client_in(Input::Command(ClientCommand::Start));
             }
             Action::ToServer => {
-                if let Some(b) = to_server.pop_front() {
-                    let _ = server.handle_input(now, Input::Received(link, b));
+                if let Some(p) = net.pop_to(Side::Server) {
+                    net.deliver(p);
                 }
             }
             Action::ToClient => {
-                if let Some(b) = to_client.pop_front() {
-                    let _ = client.handle_input(now, Input::Received(link, b));
+                if let Some(p) = net.pop_to(Side::Client) {
+                    net.deliver(p);
                 }
             }
             Action::DropToServer => {
-                to_server.pop_front();
+                net.pop_to(Side::Server);
             }
             Action::DropToClient => {
-                to_client.pop_front();
+                net.pop_to(Side::Client);
             }
             Action::Cut => {
-                let _ = client.handle_input(now, Input::Closed(link));
-                let _ = server.handle_input(now, Input::Closed(link));
-                to_server.clear();
-                to_client.clear();
+                net.cut(link);
                 link_id += 1;
                 link = Link::main(link_id);
-                let _ = client.handle_input(now, Input::Opened(link));
-                let _ = server.handle_input(now, Input::Opened(link));
+                net.open(link);
             }
             Action::Advance(ms) => {
-                now = now + Duration::from_millis(u64::from(ms) * 100);
-                let _ = client.handle_input(now, Input::Timeout);
-                let _ = server.handle_input(now, Input::Timeout);
+                net.now += Duration::from_millis(u64::from(ms) * 100);
+                net.fire(Side::Client);
+                net.fire(Side::Server);
             }
             Action::Server(cmd) => {
-                let _ = server.handle_input(now, Input::Command(cmd));
+                net.server_in(Input::Command(cmd));
             }
-            Action::ClientEdit(op, data) => {
-                let s = client.core_mut().store_mut();
-                let id = s.records().keys().nth(usize::from(op / 3)).copied();
-                match (op % 3, id) {
-                    (1, Some(id)) => {
-                        s.replace(id, Bytes::from(data));
-                    }
-                    (2, Some(id)) => {
-                        s.delete(id);
-                    }
-                    _ => {
-                        s.insert(Bytes::from(data));
-                    }
-                }
-            }
-            Action::ServerEdit(op, data) => {
-                let s = server.core_mut().store_mut();
-                let id = s.records().keys().nth(usize::from(op / 3)).copied();
-                match (op % 3, id) {
-                    (1, Some(id)) => {
-                        s.replace(id, Bytes::from(data));
-                    }
-                    (2, Some(id)) => {
-                        s.delete(id);
-                    }
-                    _ => {
-                        s.insert(Bytes::from(data));
-                    }
-                }
-            }
+            Action::ClientEdit(op, data) => edit!(net.client.core_mut().store_mut(), op, data),
+            Action::ServerEdit(op, data) => edit!(net.server.core_mut().store_mut(), op, data),
             Action::GarbageToServer(b) => {
-                let _ = server.handle_input(now, Input::Received(link, Bytes::from(b)));
+                net.server_in(Input::Received(link, Bytes::from(b)));
             }
             Action::GarbageToClient(b) => {
-                let _ = client.handle_input(now, Input::Received(link, Bytes::from(b)));
+                net.client_in(Input::Received(link, Bytes::from(b)));
             }
             Action::ForgedToServer(m) => {
                 let m = Message::Anchored(m);
-                let _ = server.handle_input(now, Input::Received(link, frame(&m)));
+                net.server_in(Input::Received(link, frame(&m)));
             }
             Action::ForgedToClient(m) => {
                 let m = Message::Anchored(m);
-                let _ = client.handle_input(now, Input::Received(link, frame(&m)));
+                net.client_in(Input::Received(link, frame(&m)));
             }
         }
-        drain(&mut client, &mut to_server);
-        drain(&mut server, &mut to_client);
+        net.pump(); // after the store edits too
+        net.client_errors.clear();
+        net.server_errors.clear();
+        net.closes.clear();
         // Lockstep: a machine never has more than a few messages in flight.
-        assert!(to_server.len() < 4096 && to_client.len() < 4096);
+        assert!(in_flight(&net, Side::Server) < 4096 && in_flight(&net, Side::Client) < 4096);
         // Drained, so no output is queued: no deadline is in the past of a session's start.
-        assert!(matches!(client.poll_output(), Output::Wait(_)));
-        assert!(matches!(server.poll_output(), Output::Wait(_)));
+        assert!(matches!(net.client.poll_output(), Output::Wait(_)));
+        assert!(matches!(net.server.poll_output(), Output::Wait(_)));
     }
 });

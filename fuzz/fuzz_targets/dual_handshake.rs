@@ -10,19 +10,12 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tether::connect::dual::{
-    feed::FeedSender, DualClientCommand, DualClientConfig, DualClientState, DualClient, DualServer,
-    FeedLossPolicy, DualServerCommand, DualServerConfig, TokenSource, CLIENT_TRANSITIONS,
+    feed::FeedSender, DualClient, DualClientCommand, DualClientConfig, DualClientState, DualServer,
+    DualServerCommand, DualServerConfig, FeedLossPolicy, CLIENT_TRANSITIONS,
 };
+use tether::testkit::{CountingTokens, Packet, Pair, Side};
 use tether::wire::Message;
-use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
-
-struct Counter(u8);
-impl TokenSource for Counter {
-    fn next_token(&mut self) -> Token {
-        self.0 = self.0.wrapping_add(1);
-        Token::new(&[self.0; 16]).unwrap()
-    }
-}
+use tether::{Duration, Input, Instant, Link, Machine, Output};
 
 #[derive(Debug, arbitrary::Arbitrary)]
 enum Op {
@@ -59,19 +52,41 @@ struct Case {
     ops: Vec<Op>,
 }
 
-struct Pkt {
-    to_server: bool,
-    link: Link,
-    bytes: Bytes,
+/// The client, checking that every change of its state follows `CLIENT_TRANSITIONS`
+/// (within a few rows: one input may take several).
+struct Checked(DualClient);
+
+impl Machine for Checked {
+    type Command = DualClientCommand;
+    type Event = <DualClient as Machine>::Event;
+    type Error = <DualClient as Machine>::Error;
+
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<DualClientCommand>,
+    ) -> Result<(), Self::Error> {
+        let before = self.0.state();
+        let r = self.0.handle_input(now, input);
+        let after = self.0.state();
+        assert!(reachable(before, after), "{before:?} -> {after:?}");
+        r
+    }
+    fn poll_output(&mut self) -> Output<Self::Event> {
+        self.0.poll_output()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
-struct Net {
-    now: Instant,
-    client: DualClient,
-    server: DualServer<Counter>,
-    wire: Vec<Pkt>,
-    next_link: u64,
-}
+/// The testkit's pair, held: the fuzzer picks which packet moves. Opens are granted (link
+/// ids 1, 2, ...), errors kept (and cleared), events dropped, and the driver contract's
+/// "deadline is now while output is queued" checked on every output.
+type Net = Pair<Checked, DualServer<CountingTokens>>;
 
 fn reachable(from: DualClientState, to: DualClientState) -> bool {
     let mut frontier = vec![from];
@@ -92,93 +107,17 @@ fn reachable(from: DualClientState, to: DualClientState) -> bool {
     frontier.contains(&to)
 }
 
-impl Net {
-    fn client_in(&mut self, input: Input<DualClientCommand>) {
-        let before = self.client.state();
-        let _ = self.client.handle_input(self.now, input);
-        let after = self.client.state();
-        assert!(reachable(before, after), "{before:?} -> {after:?}");
-        self.drain();
-    }
+fn link_of(net: &Net, feed: bool) -> Link {
+    let (m, f) = net.client.0.links();
+    let l = if feed { f } else { m };
+    l.unwrap_or(if feed { Link::feed(0) } else { Link::main(0) })
+}
 
-    fn server_in(&mut self, input: Input<DualServerCommand>) {
-        let _ = self.server.handle_input(self.now, input);
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        for _ in 0..64 {
-            let mut opens = Vec::new();
-            let queued_deadline = self.client.poll_timeout();
-            let mut first = true;
-            loop {
-                match self.client.poll_output() {
-                    Output::Wait(_) => break,
-                    Output::Transmit(t) => self.wire.push(Pkt {
-                        to_server: true,
-                        link: t.link,
-                        bytes: t.payload,
-                    }),
-                    Output::Open(ch) => opens.push(ch),
-                    Output::Event(_) | Output::Close(_) => {}
-                }
-                if first {
-                    assert!(queued_deadline.is_some_and(|d| d <= self.now));
-                    first = false;
-                }
-            }
-            let queued_deadline = self.server.poll_timeout();
-            let mut first = true;
-            loop {
-                match self.server.poll_output() {
-                    Output::Wait(_) => break,
-                    Output::Transmit(t) => self.wire.push(Pkt {
-                        to_server: false,
-                        link: t.link,
-                        bytes: t.payload,
-                    }),
-                    Output::Open(_) => panic!("a server never opens"),
-                    Output::Event(_) | Output::Close(_) => {}
-                }
-                if first {
-                    assert!(queued_deadline.is_some_and(|d| d <= self.now));
-                    first = false;
-                }
-            }
-            if opens.is_empty() {
-                break;
-            }
-            for ch in opens {
-                let link = Link {
-                    id: self.next_link,
-                    channel: ch,
-                };
-                self.next_link += 1;
-                if ch == Channel::Main {
-                    let _ = self.server.handle_input(self.now, Input::Opened(link));
-                }
-                let _ = self.client.handle_input(self.now, Input::Opened(link));
-            }
-        }
-        // Bound the wire so that a long input cannot grow it without end.
-        if self.wire.len() > 256 {
-            self.wire.drain(..128);
-        }
-    }
-
-    fn deliver(&mut self, p: Pkt) {
-        if p.to_server {
-            self.server_in(Input::Received(p.link, p.bytes));
-        } else {
-            self.client_in(Input::Received(p.link, p.bytes));
-        }
-    }
-
-    fn link_of(&self, feed: bool, to_server: bool) -> Link {
-        let (m, f) = self.client.links();
-        let l = if feed { f } else { m };
-        let _ = to_server;
-        l.unwrap_or(if feed { Link::feed(0) } else { Link::main(0) })
+fn to(to_server: bool) -> Side {
+    if to_server {
+        Side::Server
+    } else {
+        Side::Client
     }
 }
 
@@ -198,13 +137,14 @@ fuzz_target!(|case: Case| {
         max_queued: 8,
         ..DualServerConfig::default()
     };
-    let mut net = Net {
-        now: Instant::ZERO,
-        client: DualClient::new(ccfg),
-        server: DualServer::new(scfg, Counter(0)),
-        wire: Vec::new(),
-        next_link: 1,
-    };
+    let mut net: Net = Pair::new(
+        Checked(DualClient::new(ccfg)),
+        DualServer::new(scfg, CountingTokens::new()),
+    )
+    .held()
+    .granting_opens()
+    .without_events()
+    .checking_deadlines();
     net.client_in(Input::Command(DualClientCommand::Connect));
     for op in case.ops {
         match op {
@@ -214,32 +154,29 @@ fuzz_target!(|case: Case| {
                 let _ = i;
             }
             Op::Deliver(i) => {
-                let p = net.wire.remove(usize::from(i) % net.wire.len());
-                net.deliver(p);
+                if let Some(p) = net.wire.remove(usize::from(i) % net.wire.len()) {
+                    net.deliver(p);
+                }
             }
             Op::Drop(i) => {
                 net.wire.remove(usize::from(i) % net.wire.len());
             }
             Op::Duplicate(i) => {
-                let p = &net.wire[usize::from(i) % net.wire.len()];
-                let copy = Pkt {
-                    to_server: p.to_server,
-                    link: p.link,
-                    bytes: p.bytes.clone(),
-                };
+                let copy = net.wire[usize::from(i) % net.wire.len()].clone();
                 net.deliver(copy);
             }
             Op::Reorder(i) => {
-                let p = net.wire.remove(usize::from(i) % net.wire.len());
-                net.wire.push(p);
+                if let Some(p) = net.wire.remove(usize::from(i) % net.wire.len()) {
+                    net.wire.push_back(p);
+                }
             }
             Op::Garbage {
                 to_server,
                 feed,
                 bytes,
-            } => net.deliver(Pkt {
-                to_server,
-                link: net.link_of(feed, to_server),
+            } => net.deliver(Packet::Data {
+                to: to(to_server),
+                link: link_of(&net, feed),
                 bytes: Bytes::from(bytes),
             }),
             Op::ForgeFeed {
@@ -254,9 +191,9 @@ fuzz_target!(|case: Case| {
                 }
                 let mut buf = BytesMut::new();
                 if tx.encode(&msg, &mut buf, 500).is_ok() {
-                    net.deliver(Pkt {
-                        to_server,
-                        link: net.link_of(true, to_server),
+                    net.deliver(Packet::Data {
+                        to: to(to_server),
+                        link: link_of(&net, true),
                         bytes: buf.freeze(),
                     });
                 }
@@ -264,25 +201,25 @@ fuzz_target!(|case: Case| {
             Op::ForgeMain { to_server, msg } => {
                 let mut buf = BytesMut::new();
                 msg.encode_framed(&mut buf);
-                net.deliver(Pkt {
-                    to_server,
-                    link: net.link_of(false, to_server),
+                net.deliver(Packet::Data {
+                    to: to(to_server),
+                    link: link_of(&net, false),
                     bytes: buf.freeze(),
                 });
             }
             Op::Advance(ms) => {
                 net.now += Duration::from_millis(u64::from(ms));
-                net.client_in(Input::Timeout);
-                net.server_in(Input::Timeout);
+                net.fire(Side::Client);
+                net.fire(Side::Server);
             }
             Op::CloseMain => {
-                if let Some(l) = net.client.links().0 {
+                if let Some(l) = net.client.0.links().0 {
                     net.client_in(Input::Closed(l));
                     net.server_in(Input::Closed(l));
                 }
             }
             Op::CloseFeed => {
-                if let Some(l) = net.client.links().1 {
+                if let Some(l) = net.client.0.links().1 {
                     net.client_in(Input::Closed(l));
                     net.server_in(Input::Closed(l));
                 }
@@ -290,8 +227,15 @@ fuzz_target!(|case: Case| {
             Op::Client(cmd) => net.client_in(Input::Command(cmd)),
             Op::Server(cmd) => net.server_in(Input::Command(cmd)),
         }
+        // Bound the wire and the error lists so that a long input cannot grow them without end.
+        if net.wire.len() > 256 {
+            net.wire.drain(..128);
+        }
+        net.client_errors.clear();
+        net.server_errors.clear();
+        net.closes.clear();
         assert!(net.server.player_count() <= 4);
         assert!(net.server.link_count() <= 6);
-        assert!(net.client.queued() <= 8);
+        assert!(net.client.0.queued() <= 8);
     }
 });

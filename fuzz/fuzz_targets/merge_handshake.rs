@@ -8,30 +8,54 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tether::connect::merge::*;
+use tether::testkit::{Packet, Pair, Side};
 use tether::wire::Message;
-use tether::{Duration, Input, Instant, Link, Machine, Output, Token, Transmit};
+use tether::{Duration, Input, Instant, Link, Machine, Token};
 
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// Deliver what the client sent, cut at `cut`.
-    ClientToServer { cut: u8 },
+    ClientToServer {
+        cut: u8,
+    },
     /// Deliver what the server sent.
     ServerToClient,
     /// Open the transport the client asked for (on both sides), or a stray one.
-    Open { stray: bool, id: u8 },
+    Open {
+        stray: bool,
+        id: u8,
+    },
     /// Close a transport on one or both sides.
-    Close { id: u8, client: bool, server: bool },
+    Close {
+        id: u8,
+        client: bool,
+        server: bool,
+    },
     /// Raw bytes on any link, to either side.
-    Garbage { id: u8, to_server: bool, bytes: Vec<u8> },
+    Garbage {
+        id: u8,
+        to_server: bool,
+        bytes: Vec<u8>,
+    },
     /// A valid message (maybe a control message) on any link, to either side.
-    Frame { id: u8, to_server: bool, msg: Message },
+    Frame {
+        id: u8,
+        to_server: bool,
+        msg: Message,
+    },
     /// Time passes; timeouts fire.
-    Advance { millis: u16 },
+    Advance {
+        millis: u16,
+    },
     /// Application commands.
     ClientSend(Vec<u8>),
     ClientDisconnect,
-    ServerSend { session: u8 },
-    ServerDisconnect { session: u8 },
+    ServerSend {
+        session: u8,
+    },
+    ServerDisconnect {
+        session: u8,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -58,8 +82,12 @@ fn token(enc: Encoding, n: u64) -> Token {
 }
 
 fuzz_target!(|plan: Plan| {
-    let enc = if plan.dop { Encoding::Dop } else { Encoding::Tether };
-    let mut now = Instant::ZERO;
+    let enc = if plan.dop {
+        Encoding::Dop
+    } else {
+        Encoding::Tether
+    };
+    let now = Instant::ZERO;
     let ccfg = MergeClientConfig {
         encoding: enc,
         jitter_seed: plan.seed,
@@ -77,84 +105,102 @@ fuzz_target!(|plan: Plan| {
         ended_memory: Duration::from_secs(20),
         ..MergeServerConfig::default()
     };
-    let Ok(mut client) = MergeClient::new(now, ccfg, token(enc, 1)) else {
+    let Ok(client) = MergeClient::new(now, ccfg, token(enc, 1)) else {
         return;
     };
     let mut n = 100u64;
-    let mut server = MergeServer::new(scfg, move || {
+    let server = MergeServer::new(scfg, move || {
         n += 1;
         token(enc, n)
     });
-    let (mut to_server, mut to_client): (Vec<Transmit>, Vec<Transmit>) = (vec![], vec![]);
-    let mut wants_open = 0usize;
+    // The testkit's pair, held: outputs wait on the wire until an op moves them. The
+    // client's requests to open are recorded there; errors are kept (and cleared).
+    let mut net = Pair::new(client, server).at(now).held().without_events();
+    let mut granted = 0usize;
     let mut next_link = 1u64;
 
     for op in plan.ops.into_iter().take(256) {
         // Collect outputs first, as a driver would.
-        loop {
-            match client.poll_output() {
-                Output::Transmit(t) => to_server.push(t),
-                Output::Open(_) => wants_open += 1,
-                Output::Wait(_) => break,
-                _ => {}
-            }
-        }
-        loop {
-            match server.poll_output() {
-                Output::Transmit(t) => to_client.push(t),
-                Output::Wait(_) => break,
-                _ => {}
-            }
-        }
+        net.pump();
         match op {
             Op::ClientToServer { cut } => {
-                for t in to_server.drain(..) {
-                    let mut p = t.payload;
-                    let at = usize::from(cut).min(p.len());
-                    let head = p.split_to(at);
-                    let _ = server.handle_input(now, Input::Received(t.link, head));
-                    let _ = server.handle_input(now, Input::Received(t.link, p));
+                while let Some(Packet::Data {
+                    link, mut bytes, ..
+                }) = net.pop_to(Side::Server)
+                {
+                    let at = usize::from(cut).min(bytes.len());
+                    let head = bytes.split_to(at);
+                    let _ = net
+                        .server
+                        .handle_input(net.now, Input::Received(link, head));
+                    let _ = net
+                        .server
+                        .handle_input(net.now, Input::Received(link, bytes));
                 }
             }
             Op::ServerToClient => {
-                for t in to_client.drain(..) {
-                    let _ = client.handle_input(now, Input::Received(t.link, t.payload));
+                while let Some(Packet::Data { link, bytes, .. }) = net.pop_to(Side::Client) {
+                    let _ = net
+                        .client
+                        .handle_input(net.now, Input::Received(link, bytes));
                 }
             }
             Op::Open { stray, id } => {
                 if stray {
-                    let _ = server.handle_input(now, Input::Opened(Link::main(u64::from(id))));
-                } else if wants_open > 0 {
-                    wants_open -= 1;
+                    let _ = net
+                        .server
+                        .handle_input(net.now, Input::Opened(Link::main(u64::from(id))));
+                } else if net.opens.len() > granted {
+                    granted += 1;
                     next_link += 1000;
                     let l = Link::main(next_link);
-                    let _ = client.handle_input(now, Input::Opened(l));
-                    let _ = server.handle_input(now, Input::Opened(l));
+                    let _ = net.client.handle_input(net.now, Input::Opened(l));
+                    let _ = net.server.handle_input(net.now, Input::Opened(l));
                 }
             }
-            Op::Close { id, client: c, server: s } => {
-                let l = match client.view().link {
+            Op::Close {
+                id,
+                client: c,
+                server: s,
+            } => {
+                let l = match net.client.view().link {
                     Some(l) if id % 2 == 0 => l,
                     _ => Link::main(u64::from(id)),
                 };
                 if c {
-                    let _ = client.handle_input(now, Input::Closed(l));
+                    let _ = net.client.handle_input(net.now, Input::Closed(l));
                 }
                 if s {
-                    let _ = server.handle_input(now, Input::Closed(l));
+                    let _ = net.server.handle_input(net.now, Input::Closed(l));
                 }
             }
-            Op::Garbage { id, to_server: ts, bytes } => {
-                let l = Link::main(if id % 2 == 0 { next_link } else { u64::from(id) });
+            Op::Garbage {
+                id,
+                to_server: ts,
+                bytes,
+            } => {
+                let l = Link::main(if id % 2 == 0 {
+                    next_link
+                } else {
+                    u64::from(id)
+                });
                 let b = Bytes::from(bytes);
                 let _ = if ts {
-                    server.handle_input(now, Input::Received(l, b))
+                    net.server.handle_input(net.now, Input::Received(l, b))
                 } else {
-                    client.handle_input(now, Input::Received(l, b))
+                    net.client.handle_input(net.now, Input::Received(l, b))
                 };
             }
-            Op::Frame { id, to_server: ts, msg } => {
-                let l = Link::main(if id % 2 == 0 { next_link } else { u64::from(id) });
+            Op::Frame {
+                id,
+                to_server: ts,
+                msg,
+            } => {
+                let l = Link::main(if id % 2 == 0 {
+                    next_link
+                } else {
+                    u64::from(id)
+                });
                 let mut b = bytes::BytesMut::new();
                 if enc == Encoding::Tether {
                     msg.encode_framed(&mut b);
@@ -163,44 +209,57 @@ fuzz_target!(|plan: Plan| {
                 }
                 let b = b.freeze();
                 let _ = if ts {
-                    server.handle_input(now, Input::Received(l, b))
+                    net.server.handle_input(net.now, Input::Received(l, b))
                 } else {
-                    client.handle_input(now, Input::Received(l, b))
+                    net.client.handle_input(net.now, Input::Received(l, b))
                 };
             }
             Op::Advance { millis } => {
-                now += Duration::from_millis(u64::from(millis) * 10);
-                let _ = client.handle_input(now, Input::Timeout);
-                let _ = server.handle_input(now, Input::Timeout);
+                net.now += Duration::from_millis(u64::from(millis) * 10);
+                let _ = net.client.handle_input(net.now, Input::Timeout);
+                let _ = net.server.handle_input(net.now, Input::Timeout);
             }
             Op::ClientSend(data) => {
                 let msg = Message::App(Bytes::from(data));
-                let _ = client.handle_input(now, Input::Command(MergeClientCommand::Send(msg)));
+                let _ = net
+                    .client
+                    .handle_input(net.now, Input::Command(MergeClientCommand::Send(msg)));
             }
             Op::ClientDisconnect => {
-                let _ = client.handle_input(now, Input::Command(MergeClientCommand::Disconnect));
+                let _ = net
+                    .client
+                    .handle_input(net.now, Input::Command(MergeClientCommand::Disconnect));
             }
             Op::ServerSend { session } => {
                 let cmd = MergeServerCommand::Send {
                     session: SessionId(u64::from(session % 4)),
                     message: Message::App(Bytes::from_static(b"x")),
                 };
-                let _ = server.handle_input(now, Input::Command(cmd));
+                let _ = net.server.handle_input(net.now, Input::Command(cmd));
             }
             Op::ServerDisconnect { session } => {
-                let cmd = MergeServerCommand::Disconnect { session: SessionId(u64::from(session % 4)) };
-                let _ = server.handle_input(now, Input::Command(cmd));
+                let cmd = MergeServerCommand::Disconnect {
+                    session: SessionId(u64::from(session % 4)),
+                };
+                let _ = net.server.handle_input(net.now, Input::Command(cmd));
             }
         }
-        assert!(server.session_count() <= MAX_SESSIONS);
-        assert!(server.pending_count() <= MAX_PENDING);
-        assert!(server.ended_count() <= MAX_SESSIONS);
-        assert!(client.queued() <= MAX_QUEUE);
-        assert!(to_server.len() + to_client.len() < 10_000);
+        assert!(net.server.session_count() <= MAX_SESSIONS);
+        assert!(net.server.pending_count() <= MAX_PENDING);
+        assert!(net.server.ended_count() <= MAX_SESSIONS);
+        assert!(net.client.queued() <= MAX_QUEUE);
+        assert!(net.wire.len() < 10_000);
+        net.client_errors.clear();
+        net.server_errors.clear();
+        net.closes.clear();
         // Two CONNECTED ends of one transport hold the same merged token.
-        let v = client.view();
+        let v = net.client.view();
         if let (Status::Connected, Some(l)) = (v.status, v.link) {
-            if let Some(s) = server.session_of(l.id).and_then(|id| server.session(id)) {
+            if let Some(s) = net
+                .server
+                .session_of(l.id)
+                .and_then(|id| net.server.session(id))
+            {
                 if s.status == Status::Connected && s.link == Some(l) {
                     assert_eq!(s.merged, v.merged);
                 }

@@ -5,10 +5,10 @@
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use std::collections::VecDeque;
 use tether::sync::journal::{JournalMachine, MemJournal, Role, SyncCommand, SyncConfig};
+use tether::testkit::{Pair, Side};
 use tether::wire::Entry;
-use tether::{Duration, Input, Instant, Link, Machine, Output};
+use tether::{Duration, Input, Link};
 
 #[derive(Debug, Arbitrary)]
 enum Step {
@@ -21,83 +21,81 @@ enum Step {
     Advance(u16),
 }
 
+type M = JournalMachine<MemJournal>;
+
+/// Side `false` is the client (role and pair alike), `true` the server.
+fn side(s: bool) -> Side {
+    if s {
+        Side::Server
+    } else {
+        Side::Client
+    }
+}
+
+/// An input to the machine of side `s`.
+fn give(net: &mut Pair<M, M>, s: bool, input: Input<SyncCommand>) {
+    if s {
+        net.server_in(input);
+    } else {
+        net.client_in(input);
+    }
+}
+
 fuzz_target!(|steps: Vec<Step>| {
     let cfg = SyncConfig {
         max_entries_per_message: 3,
         ..SyncConfig::default()
     };
-    let mut m = [
+    // The testkit's pair, held: the fuzzer picks which frame moves. Errors are kept (and
+    // cleared), events dropped.
+    let mut net = Pair::new(
         JournalMachine::new(Role::Client, cfg.clone(), MemJournal::new(1, 10_000)),
         JournalMachine::new(Role::Server, cfg, MemJournal::new(2, 10_000)),
-    ];
-    let mut wire: [VecDeque<Bytes>; 2] = [VecDeque::new(), VecDeque::new()];
-    let mut now = Instant::ZERO;
+    )
+    .held()
+    .without_events();
     let mut link = 1u64;
     let mut n_appended = 0u32;
-    m_open(&mut m, now, link);
+    net.open(Link::main(link));
     for step in steps.into_iter().take(500) {
         match step {
-            Step::Deliver(s) => deliver(&mut m, &mut wire, now, link, s as usize),
+            // A frame from side `s` to the other.
+            Step::Deliver(s) => {
+                if let Some(p) = net.pop_to(side(!s)) {
+                    net.deliver(p);
+                }
+            }
             Step::Drop(s) => {
-                wire[s as usize].pop_front();
+                net.pop_to(side(!s));
             }
             Step::Cut => {
-                for x in &mut m {
-                    let _ = x.handle_input(now, Input::Closed(Link::main(link)));
-                }
-                wire = [VecDeque::new(), VecDeque::new()];
+                net.cut(Link::main(link));
                 link += 1;
-                m_open(&mut m, now, link);
+                net.open(Link::main(link));
             }
             Step::Append(s, k) => {
                 n_appended += 1;
                 let e = Entry::new(&[s as u8], &n_appended.to_be_bytes(), &[k]);
-                let _ = m[s as usize].handle_input(now, Input::Command(SyncCommand::Append(e)));
+                give(&mut net, s, Input::Command(SyncCommand::Append(e)));
             }
-            Step::Command(s, c) => {
-                let _ = m[s as usize].handle_input(now, Input::Command(c));
-            }
-            Step::Garbage(s, g) => {
-                let _ = m[s as usize].handle_input(now, Input::Received(Link::main(link), Bytes::from(g)));
-            }
+            Step::Command(s, c) => give(&mut net, s, Input::Command(c)),
+            Step::Garbage(s, g) => give(
+                &mut net,
+                s,
+                Input::Received(Link::main(link), Bytes::from(g)),
+            ),
             Step::Advance(ms) => {
-                now += Duration::from_millis(u64::from(ms));
-                for x in &mut m {
-                    let _ = x.handle_input(now, Input::Timeout);
-                }
+                net.now += Duration::from_millis(u64::from(ms));
+                net.fire(Side::Client);
+                net.fire(Side::Server);
             }
         }
-        for i in 0..2 {
-            pump(&mut m[i], &mut wire[i]);
-            assert!(wire[i].len() < 100_000, "unbounded output");
+        net.client_errors.clear();
+        net.server_errors.clear();
+        net.closes.clear();
+        for s in [Side::Client, Side::Server] {
+            let in_flight = net.wire.iter().filter(|p| p.to() != s).count();
+            assert!(in_flight < 100_000, "unbounded output");
         }
     }
 });
-
-fn m_open(m: &mut [JournalMachine<MemJournal>; 2], now: Instant, link: u64) {
-    for x in m.iter_mut() {
-        let _ = x.handle_input(now, Input::Opened(Link::main(link)));
-    }
-}
-
-fn deliver(
-    m: &mut [JournalMachine<MemJournal>; 2],
-    wire: &mut [VecDeque<Bytes>; 2],
-    now: Instant,
-    link: u64,
-    from: usize,
-) {
-    if let Some(f) = wire[from].pop_front() {
-        let _ = m[1 - from].handle_input(now, Input::Received(Link::main(link), f));
-    }
-}
-
-fn pump(m: &mut JournalMachine<MemJournal>, wire: &mut VecDeque<Bytes>) {
-    loop {
-        match m.poll_output() {
-            Output::Transmit(t) => wire.push_back(t.payload),
-            Output::Wait(_) => return,
-            _ => {}
-        }
-    }
-}

@@ -24,6 +24,13 @@
 //!
 //! Everything comes from the seed: the same seed and the same calls give the same run.
 //!
+//! For two machines and a test that moves every packet itself, [`Pair`] is the smaller
+//! harness (quinn-proto's is the model): transmits across at once or held on a wire the
+//! test reorders, drops and delivers one by one, events and errors per side, opens and
+//! closes recorded or acted on, timers fired in virtual time, a side frozen, a transport
+//! cut. [`drain`] collects one machine's outputs, for a test that plays the driver by
+//! hand; [`CountingTokens`] and [`SeqTokens`] are deterministic token sources.
+//!
 //! ```
 //! use tether::testkit::{Faults, Sim};
 //! # use tether::{Machine, Input, Output, Instant, Channel, Link, Outbox};
@@ -55,11 +62,15 @@
 //! ```
 
 mod either;
+mod pair;
 mod rng;
 pub mod scenario;
+mod tokens;
 
 pub use either::{Either, WrongSide};
+pub use pair::{drain, Close, Closes, Counts, Drained, Open, Packet, Pair, Side};
 pub use rng::SimRng;
+pub use tokens::{CountingTokens, SeqTokens};
 
 use crate::driver::{Channel, Input, Link, Machine, Output};
 use crate::time::{Duration, Instant};

@@ -340,3 +340,18 @@ async fn sleep_opt(until: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// Runs `f` on a current-thread runtime with a `LocalSet` (the drivers are `!Send`),
+/// failing the test if it takes longer than `limit`.
+pub fn run_local<F: std::future::Future>(limit: std::time::Duration, f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    rt.block_on(local.run_until(async move {
+        tokio::time::timeout(limit, f)
+            .await
+            .expect("the test finished within its overall bound")
+    }))
+}

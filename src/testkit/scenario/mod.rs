@@ -96,11 +96,13 @@ use super::Faults;
 use crate::peer::SharedJournal;
 use crate::sync::journal::{MemJournal, SyncConfig};
 use crate::time::Duration;
-use crate::token::Token;
 use alloc::string::String;
 use alloc::vec::Vec;
 // For the profiles' harnesses (merge.rs, dual.rs).
 use violation::{unbounded, within};
+// Moved to the testkit's root (`tether::testkit::SeqTokens`); still here under its old path.
+use super::tokens::token_from;
+pub use super::SeqTokens;
 use world::{hex, Harness, News, Track, World, NOBODY};
 
 /// Most clients in a scenario.
@@ -304,40 +306,6 @@ pub struct Report {
     pub errors: u64,
     /// Virtual time the run took, calm phase included.
     pub virtual_time: Duration,
-}
-
-/// Deterministic 128-bit tokens for the servers of both profiles (a linear congruential
-/// sequence from the scenario's seed; a real server uses a cryptographic source).
-#[derive(Debug, Clone)]
-pub struct SeqTokens(u64);
-
-impl SeqTokens {
-    /// A sequence starting from `seed`.
-    pub fn new(seed: u64) -> Self {
-        SeqTokens(seed)
-    }
-
-    fn next(&mut self) -> Token {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.0.to_be_bytes());
-        b[8..].copy_from_slice(&(!self.0).to_be_bytes());
-        token_from(b)
-    }
-}
-
-impl crate::token::TokenSource for SeqTokens {
-    fn next_token(&mut self) -> Token {
-        self.next()
-    }
-}
-
-/// A 16-byte token: within [`Token`]'s length bounds, so never refused.
-fn token_from(b: [u8; 16]) -> Token {
-    Token::new(&b).unwrap_or_else(|_| unreachable!("16 bytes always make a token"))
 }
 
 /// The journal every peer uses.

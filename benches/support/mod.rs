@@ -1,0 +1,3 @@
+//! What the benches share (each includes it with `mod support;`).
+
+pub mod alloc;
