@@ -12,7 +12,12 @@ macro_rules! check {
         if let Ok(snapshot) = <$ty>::decode(Bytes::copy_from_slice($data)) {
             let mut out = BytesMut::new();
             snapshot.encode(&mut out);
-            assert_eq!(&out[..], $data, "{} re-encodes differently", stringify!($ty));
+            assert_eq!(
+                &out[..],
+                $data,
+                "{} re-encodes differently",
+                stringify!($ty)
+            );
         }
     };
 }
