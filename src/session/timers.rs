@@ -163,8 +163,12 @@ impl<K: Ord + Copy> TimerQueue<K> {
         }
     }
 
-    /// Sets (or moves) `key`'s timer to `at`.
+    /// Sets (or moves) `key`'s timer to `at` (nothing to do when it is set there already:
+    /// servers set a session's timers again after every input that touches it).
     pub fn set(&mut self, key: K, at: Instant) {
+        if self.by_key.get(&key) == Some(&at) {
+            return;
+        }
         if let Some(old) = self.by_key.insert(key, at) {
             self.by_time.remove(&(old, key));
         }

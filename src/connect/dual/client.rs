@@ -128,12 +128,20 @@ impl DualClient {
         self.core.supersede_sync();
     }
 
-    /// The session is over: report why, and what it never delivered.
+    /// The session, if one was established, is over: report why and what it never
+    /// delivered.
     fn end_session(&mut self, reason: EndReason) {
-        self.core.link_down();
-        if !self.in_session {
-            return;
+        if self.in_session {
+            self.report_end(reason);
+        } else {
+            self.core.link_down();
         }
+    }
+
+    /// The session (or the one being set up, with what waits for it) ends: `Ended`, with
+    /// the messages never acknowledged.
+    fn report_end(&mut self, reason: EndReason) {
+        self.core.link_down();
         self.in_session = false;
         let undelivered = self.core.end();
         self.out.event(Event::Ended {
@@ -274,8 +282,7 @@ impl DualClient {
         self.close_links();
         self.step_deadline = None;
         self.step(I::GaveUp);
-        self.in_session = true;
-        self.end_session(reason);
+        self.report_end(reason);
     }
 
     /// The peer broke the protocol: tell it, then fail this session.
@@ -637,8 +644,7 @@ impl DualClient {
                 self.close_links();
                 self.step_deadline = None;
                 self.step(I::Disconnect);
-                self.in_session = true;
-                self.end_session(EndReason::LocalDisconnect);
+                self.report_end(EndReason::LocalDisconnect);
                 Ok(())
             }
         }

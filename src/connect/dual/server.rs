@@ -643,7 +643,9 @@ impl<T: TokenSource> Machine for DualServer<T> {
             }
             Input::Command(cmd) => self.on_command(cmd),
         };
-        let after = link.and_then(|l| self.player_of(l));
+        let after = link
+            .and_then(|l| self.player_of(l))
+            .filter(|a| Some(*a) != before);
         for id in [before, after].into_iter().flatten() {
             self.reschedule(id);
         }
