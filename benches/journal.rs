@@ -85,22 +85,24 @@ fn client_journal() -> MemJournal {
 /// Message level: every message the cores emit goes straight to the other core.
 /// Returns the client (dropped by the caller, outside any timed section).
 #[inline(never)]
-fn catch_up_messages(server: &mut JournalSync<MemJournal>) -> JournalSync<MemJournal> {
+fn catch_up_messages(server: &mut (JournalSync, MemJournal)) -> (JournalSync, MemJournal) {
     let now = Instant::ZERO;
-    let mut client = JournalSync::new(Role::Client, config(Role::Client), client_journal());
+    let (server, server_journal) = server;
+    let mut client = JournalSync::new(Role::Client, config(Role::Client));
+    let mut journal = client_journal();
     server.connection_up(now);
     client.connection_up(now);
     loop {
         let mut moved = false;
         while let Some(o) = client.poll() {
             if let SyncOutput::Send(m) = o {
-                server.handle_message(now, m);
+                server.handle_message(now, server_journal, m);
                 moved = true;
             }
         }
         while let Some(o) = server.poll() {
             if let SyncOutput::Send(m) = o {
-                client.handle_message(now, m);
+                client.handle_message(now, &mut journal, m);
                 moved = true;
             }
         }
@@ -110,7 +112,7 @@ fn catch_up_messages(server: &mut JournalSync<MemJournal>) -> JournalSync<MemJou
     }
     server.connection_down(now);
     while server.poll().is_some() {}
-    client
+    (client, journal)
 }
 
 /// Framed: the machines' bytes go to the other's `Input::Received`. With `record`, every
@@ -176,20 +178,20 @@ fn check(client: &MemJournal) {
 
 /// Allocations per entry for one whole catch-up on each path, and the encoded bytes.
 fn count(
-    server_msg: &mut JournalSync<MemJournal>,
+    server_msg: &mut (JournalSync, MemJournal),
     server_framed: &mut JournalMachine<MemJournal>,
 ) -> Bytes {
     let before = allocs();
     let c = catch_up_messages(server_msg);
     let msg_allocs = allocs() - before;
-    check(c.store());
+    check(&c.1);
     drop(c);
 
     let mut wire = BytesMut::with_capacity(ENTRIES as usize * 100);
     let before = allocs();
     let c = catch_up_framed(server_framed, Some(&mut wire));
     let framed_allocs = allocs() - before;
-    check(c.core().store());
+    check(c.store());
     drop(c);
     let n = ENTRIES as f64;
     println!(
@@ -205,7 +207,10 @@ fn count(
 
 fn bench(cr: &mut Criterion) {
     let journal = server_journal();
-    let mut server_msg = JournalSync::new(Role::Server, config(Role::Server), journal.clone());
+    let mut server_msg = (
+        JournalSync::new(Role::Server, config(Role::Server)),
+        journal.clone(),
+    );
     let mut server_framed = JournalMachine::new(Role::Server, config(Role::Server), journal);
     let wire = count(&mut server_msg, &mut server_framed);
 
@@ -223,7 +228,7 @@ fn bench(cr: &mut Criterion) {
                 let start = std::time::Instant::now();
                 let c = catch_up_messages(&mut server_msg);
                 total += start.elapsed();
-                check(c.store());
+                check(&c.1);
                 drop(c);
             }
             total
@@ -237,7 +242,7 @@ fn bench(cr: &mut Criterion) {
                 let start = std::time::Instant::now();
                 let c = catch_up_framed(&mut server_framed, None);
                 total += start.elapsed();
-                check(c.core().store());
+                check(c.store());
                 drop(c);
             }
             total

@@ -19,20 +19,22 @@
 mod driver;
 
 use driver::{Driver, Role};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use tether::connect::dual::{
     self, DualClient, DualClientCommand, DualClientEvent, DualServer, DualServerEvent,
     DualServerNotice, Outcome,
 };
-use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::wire::{Element, Entry, Message};
 use tether::Token;
 use tokio::net::{TcpListener, UdpSocket};
 
-type Journal = SharedJournal<MemJournal>;
+type Journal = MemJournal;
 type ServerPeer = Peer<DualServer<Tokens>, Journal>;
 type ClientPeer = Peer<DualClient, Journal>;
 
@@ -109,14 +111,13 @@ async fn demo() -> Result<(), String> {
         feed.local_addr().map_err(|e| e.to_string())?,
     );
     println!("server: listening on tcp {main_addr} (main) and udp {feed_addr} (feed)");
-    let server_journal = SharedJournal::new(MemJournal::new(1, 100_000));
     let server_peer: ServerPeer = Peer::new(
         DualServer::new(
             dual::DualServerConfig::default(),
             Tokens(epoch.elapsed().as_nanos() as u64 | 1),
         ),
         sync_config(),
-        server_journal.clone(),
+        MemJournal::new(1, 100_000),
     );
     let mut server = Driver::new(
         server_peer,
@@ -127,9 +128,15 @@ async fn demo() -> Result<(), String> {
         epoch,
     );
     let to_server = server.command_sender();
+    // The server's journal lives in its peer, in the server's task: the task publishes
+    // what it holds after each turn, for the checks below.
+    let server_keys = Rc::new(RefCell::new(BTreeSet::new()));
+    let published = server_keys.clone();
     tokio::task::spawn_local(async move {
         loop {
-            for event in server.turn().await {
+            let events = server.turn().await;
+            *published.borrow_mut() = server.machine().store().keys();
+            for event in events {
                 match event {
                     PeerEvent::Connection(DualServerEvent::Up {
                         session: player,
@@ -155,11 +162,10 @@ async fn demo() -> Result<(), String> {
     });
 
     // --- the client ----------------------------------------------------------------------
-    let client_journal = SharedJournal::new(MemJournal::new(2, 100_000));
     let client_peer: ClientPeer = Peer::new(
         DualClient::new(dual::DualClientConfig::default()),
         sync_config(),
-        client_journal.clone(),
+        MemJournal::new(2, 100_000),
     );
     let mut client = Driver::new(
         client_peer,
@@ -230,15 +236,13 @@ async fn demo() -> Result<(), String> {
             .await;
         log(events, &mut applied);
     }
-    while client_journal.with(|j| j.keys().len()) < 10
-        || server_journal.with(|j| j.keys().len()) < 10
-    {
+    while client.machine().store().keys().len() < 10 || server_keys.borrow().clone().len() < 10 {
         log(client.turn().await, &mut applied);
     }
     println!(
         "client: journal has {} entries, server: {}",
-        client_journal.with(|j| j.keys().len()),
-        server_journal.with(|j| j.keys().len())
+        client.machine().store().keys().len(),
+        server_keys.borrow().clone().len()
     );
 
     println!("\n== 3. the server publishes {BATCH} entries; the TCP connection drops mid-sync");
@@ -273,8 +277,8 @@ async fn demo() -> Result<(), String> {
     let mut resumed = false;
     let total = 5 + BATCH + 8;
     while !resumed
-        || client_journal.with(|j| j.keys().len()) < total
-        || server_journal.with(|j| j.keys().len()) < total
+        || client.machine().store().keys().len() < total
+        || server_keys.borrow().clone().len() < total
     {
         if log(client.turn().await, &mut applied) == Some(Outcome::Resumed) {
             resumed = true;
@@ -282,8 +286,8 @@ async fn demo() -> Result<(), String> {
     }
 
     println!("\n== 5. check");
-    let client_keys = client_journal.with(|j| j.keys());
-    let server_keys = server_journal.with(|j| j.keys());
+    let client_keys = client.machine().store().keys();
+    let server_keys = server_keys.borrow().clone();
     println!("client journal: {} entries", client_keys.len());
     println!("server journal: {} entries", server_keys.len());
     let twice = applied.values().filter(|&&n| n > 1).count();

@@ -24,7 +24,7 @@ mod smol_driver;
 
 use smol::LocalExecutor;
 use smol_driver::{Driver, Role};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
@@ -32,12 +32,12 @@ use tether::connect::merge::{
     self, MergeClient, MergeClientCommand, MergeClientEvent, MergeServer, Outcome,
 };
 use tether::connect::merge::{MergeServerEvent, TokenSource};
-use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::wire::Entry;
 use tether::{Duration, Token};
 
-type Journal = SharedJournal<MemJournal>;
+type Journal = MemJournal;
 type ClientPeer = Peer<MergeClient, Journal>;
 type ServerPeer = Peer<MergeServer<RandomTokens>, Journal>;
 
@@ -91,14 +91,20 @@ struct ServerLog {
     fresh: Cell<bool>,
     resumed: Cell<bool>,
     applied_once: Cell<usize>,
+    /// The server's journal as of its last turn (the journal lives in the server's peer,
+    /// in the server's task).
+    keys: RefCell<Vec<String>>,
 }
 
 /// The server's loop: prints what happens; appends 2 entries when its session is lost;
 /// returns when the session ends formally.
 async fn serve(mut server: Driver<ServerPeer>, log: Rc<ServerLog>) {
     let mut applied = BTreeMap::new();
+    *log.keys.borrow_mut() = keys(server.machine().store());
     loop {
-        for event in server.turn().await {
+        let events = server.turn().await;
+        *log.keys.borrow_mut() = keys(server.machine().store());
+        for event in events {
             match event {
                 PeerEvent::Sync(_, e) => show_sync("server", &e, &mut applied),
                 PeerEvent::Connection(e) => {
@@ -134,7 +140,7 @@ async fn serve(mut server: Driver<ServerPeer>, log: Rc<ServerLog>) {
 async fn until(
     client: &mut Driver<ClientPeer>,
     applied: &mut BTreeMap<String, usize>,
-    mut done: impl FnMut(&[PeerEvent<MergeClientEvent, ()>]) -> bool,
+    mut done: impl FnMut(&ClientPeer, &[PeerEvent<MergeClientEvent, ()>]) -> bool,
 ) {
     loop {
         // Cancelling `turn` while it waits loses nothing: it has not taken a happening yet.
@@ -149,25 +155,23 @@ async fn until(
                 PeerEvent::Connection(e) => println!("[client] {e:?}"),
             }
         }
-        if done(&events) {
+        if done(client.machine(), &events) {
             return;
         }
     }
 }
 
 fn keys(j: &Journal) -> Vec<String> {
-    j.with(|j| {
-        j.keys()
-            .iter()
-            .map(|(a, r)| {
-                format!(
-                    "{}/{}",
-                    String::from_utf8_lossy(a),
-                    String::from_utf8_lossy(r)
-                )
-            })
-            .collect()
-    })
+    j.keys()
+        .iter()
+        .map(|(a, r)| {
+            format!(
+                "{}/{}",
+                String::from_utf8_lossy(a),
+                String::from_utf8_lossy(r)
+            )
+        })
+        .collect()
 }
 
 async fn scenario(ex: &LocalExecutor<'_>) -> bool {
@@ -179,21 +183,19 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     println!("smol_peer: tether server (tether's encoding) on {addr}");
     let sync = SyncConfig::default();
 
-    let server_journal = SharedJournal::new(MemJournal::new(1, 10_000));
     let server = Peer::new(
         MergeServer::new(merge::MergeServerConfig::default(), RandomTokens),
         sync.clone(),
-        server_journal.clone(),
+        MemJournal::new(1, 10_000),
     );
     let mut server = Driver::new(server, Role::Server { listener }, epoch, "server");
     for n in 0..3 {
         server.command(PeerCommand::Append(entry("server", n)));
     }
-    println!("[server] journal: {:?}", keys(&server_journal));
+    println!("[server] journal: {:?}", keys(server.machine().store()));
     let log = Rc::new(ServerLog::default());
     let server_task = ex.spawn(serve(server, log.clone()));
 
-    let client_journal = SharedJournal::new(MemJournal::new(2, 10_000));
     let client = MergeClient::new(
         tether::Instant::ZERO,
         merge::MergeClientConfig {
@@ -203,12 +205,15 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
         random_token(),
     )
     .expect("a 128-bit token");
-    let client = Peer::new(client, sync, client_journal.clone());
+    let client = Peer::new(client, sync, MemJournal::new(2, 10_000));
     let mut client = Driver::new(client, Role::Client { addr }, epoch, "client");
     let mut applied = BTreeMap::new();
     let both_have = |n: usize| {
-        let (c, s) = (client_journal.clone(), server_journal.clone());
-        move |_: &[PeerEvent<MergeClientEvent, ()>]| keys(&c).len() == n && keys(&s) == keys(&c)
+        let log = log.clone();
+        move |client: &ClientPeer, _: &[PeerEvent<MergeClientEvent, ()>]| {
+            let c = keys(client.store());
+            c.len() == n && *log.keys.borrow() == c
+        }
     };
 
     println!("\n-- 1. connect and sync");
@@ -218,12 +223,12 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     until(&mut client, &mut applied, both_have(6)).await;
     println!(
         "both journals: {} entries, equal",
-        keys(&client_journal).len()
+        keys(client.machine().store()).len()
     );
 
     println!("\n-- 2. the network drops the connection");
     client.drop_transports();
-    until(&mut client, &mut applied, |events| {
+    until(&mut client, &mut applied, |_, events| {
         events.iter().any(|e| {
             matches!(
                 e,
@@ -242,7 +247,7 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
     println!("\n-- 4. resume and resync");
     let mut resumed = false;
     let synced = both_have(10);
-    until(&mut client, &mut applied, |events| {
+    until(&mut client, &mut applied, |peer, events| {
         resumed |= events.iter().any(|e| {
             matches!(
                 e,
@@ -252,10 +257,10 @@ async fn scenario(ex: &LocalExecutor<'_>) -> bool {
                 })
             )
         });
-        resumed && synced(events)
+        resumed && synced(peer, events)
     })
     .await;
-    let (c, s) = (keys(&client_journal), keys(&server_journal));
+    let (c, s) = (keys(client.machine().store()), log.keys.borrow().clone());
     println!("both journals: {} entries, equal: {}", c.len(), c == s);
 
     println!("\n-- 5. formal disconnection");

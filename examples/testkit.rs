@@ -21,14 +21,14 @@
 
 use std::collections::BTreeMap;
 use tether::connect::merge::{self, MergeClient, MergeClientEvent, MergeServer, Outcome};
-use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::{MemJournal, SyncEvent};
 use tether::testkit::scenario::{client_config, server_config, sync_config};
 use tether::testkit::{Either, Faults, NodeId, SeqTokens, Sim};
 use tether::wire::Entry;
 use tether::{Channel, Duration, Token};
 
-type Journal = SharedJournal<MemJournal>;
+type Journal = MemJournal;
 type Node = Either<Peer<MergeClient, Journal>, Peer<MergeServer<SeqTokens>, Journal>>;
 
 /// The application's own action: write a note (an entry authored by `who`).
@@ -43,8 +43,8 @@ fn write_note(sim: &mut Sim<Node>, id: NodeId, who: &str, n: u32) {
 
 fn notes(sim: &Sim<Node>, id: NodeId) -> usize {
     match sim.node(id) {
-        Either::Left(p) => p.store().with(|j| j.keys().len()),
-        Either::Right(p) => p.store().with(|j| j.keys().len()),
+        Either::Left(p) => p.store().keys().len(),
+        Either::Right(p) => p.store().keys().len(),
     }
 }
 
@@ -55,14 +55,14 @@ fn main() {
     let server = sim.add_node(Either::Right(Peer::new(
         MergeServer::new(server_config(), SeqTokens::new(seed)),
         sync_config(),
-        SharedJournal::new(MemJournal::new(1, 10_000)),
+        MemJournal::new(1, 10_000),
     )));
     let token = Token::new(b"client-token-0001").expect("16+ bytes make a token");
     let client = MergeClient::new(sim.now(), client_config(seed, 0), token).expect("a valid token");
     let client = sim.add_node(Either::Left(Peer::new(
         client,
         sync_config(),
-        SharedJournal::new(MemJournal::new(2, 10_000)),
+        MemJournal::new(2, 10_000),
     )));
     sim.route(client, Channel::Main, server);
 

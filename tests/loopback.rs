@@ -26,7 +26,7 @@ use tether::connect::merge::{
     self, MergeClient, MergeClientEvent, MergeClientNotice, MergeServer, MergeServerEvent,
     MergeServerNotice, Outcome, TokenSource,
 };
-use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::{JournalStore, StoreError, SyncConfig, SyncEvent};
 use tether::wire::LineId;
 use tether::wire::{Entry, FailReason, FrameDecoder, Message, PROTOCOL_VERSION};
@@ -36,7 +36,60 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
 
-type Journal = SharedJournal<HashJournal>;
+type Journal = Shared<HashJournal>;
+
+/// A store the test reads while the peer that owns it runs in its task (single-threaded
+/// runtime): the peer holds one handle, the test another. Applications that want a view of
+/// a running peer's journal can do the same; the peer itself never shares its store.
+#[derive(Debug)]
+struct Shared<T>(Rc<RefCell<T>>);
+
+impl<T> Shared<T> {
+    fn new(inner: T) -> Self {
+        Shared(Rc::new(RefCell::new(inner)))
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl Shared<HashJournal> {
+    fn keys(&self) -> BTreeSet<(Bytes, Bytes)> {
+        self.0.borrow().keys()
+    }
+}
+
+// Each call borrows for its own length: the peer never holds a borrow across calls.
+impl<T: JournalStore> JournalStore for Shared<T> {
+    fn epoch(&self) -> u64 {
+        self.0.borrow().epoch()
+    }
+    fn head(&self) -> u64 {
+        self.0.borrow().head()
+    }
+    fn entry(&self, seq: u64) -> Option<Entry> {
+        self.0.borrow().entry(seq)
+    }
+    fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
+        self.0.borrow().contains(author, resource)
+    }
+    fn append(&mut self, entry: Entry) -> Result<LineId, StoreError> {
+        self.0.borrow_mut().append(entry)
+    }
+    fn append_batch(
+        &mut self,
+        entries: &[Entry],
+        outcomes: &mut Vec<Option<LineId>>,
+    ) -> Result<(), StoreError> {
+        self.0.borrow_mut().append_batch(entries, outcomes)
+    }
+    fn resource(&self, author: &[u8], resource: &[u8]) -> Option<Bytes> {
+        self.0.borrow().resource(author, resource)
+    }
+}
 
 /// An in-memory journal indexed by a hash map: every client applies every other client's
 /// entries (n^2 of them in all), and in a debug build `MemJournal`'s ordered index of
@@ -257,7 +310,7 @@ async fn spawn_server(
 ) -> ServerHandle {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let journal = Journal::new(HashJournal::new(1));
+    let journal = Shared::new(HashJournal::new(1));
     let peer = Peer::new(
         MergeServer::new(
             merge::MergeServerConfig {
@@ -318,7 +371,7 @@ fn spawn_client(
     epoch: TokioInstant,
     stop: watch::Receiver<bool>,
 ) -> ClientHandle {
-    let journal = Journal::new(HashJournal::new(100 + i as u64));
+    let journal = Shared::new(HashJournal::new(100 + i as u64));
     let client = MergeClient::new(
         tether::Instant::from_micros(epoch.elapsed().as_micros() as u64),
         merge::MergeClientConfig {
@@ -510,7 +563,7 @@ fn a_thousand_clients_killed_at_random_resume_and_lose_nothing() {
             }
             let lost: u32 = rest.iter().map(|r| r.1.lost).sum();
             let behind = rest.iter().filter(|r| r.0.head() < total).count();
-            let have = server.journal.with(|j| j.keys());
+            let have = server.journal.keys();
             let missing: Vec<String> = plan
                 .keys()
                 .difference(&have)
@@ -556,7 +609,7 @@ fn a_thousand_clients_killed_at_random_resume_and_lose_nothing() {
             assert_eq!(server.journal.head(), total, "no line twice on the server");
         }
         assert!(
-            server.journal.with(|j| j.keys()) == expected,
+            server.journal.keys() == expected,
             "the server has every entry"
         );
         for (x, &n) in ss.applied.iter().enumerate() {
@@ -576,10 +629,7 @@ fn a_thousand_clients_killed_at_random_resume_and_lose_nothing() {
 
         for (i, (journal, s, k)) in rest.iter().enumerate() {
             assert_eq!(journal.head(), total, "client {i}: no line twice");
-            assert!(
-                journal.with(|j| j.keys()) == expected,
-                "client {i} has every entry"
-            );
+            assert!(journal.keys() == expected, "client {i} has every entry");
             for (x, &n) in s.applied.iter().enumerate() {
                 let want = u8::from(!own(i).contains(&x));
                 assert_eq!(n, want, "client {i}: entry {x} applied {n} times");
@@ -621,7 +671,7 @@ fn a_new_client_peer_asks_for_its_transport_at_once() {
         token(&mut 7),
     )
     .expect("token");
-    let mut peer = Peer::new(client, sync_config(), Journal::new(HashJournal::new(1)));
+    let mut peer = Peer::new(client, sync_config(), Shared::new(HashJournal::new(1)));
     assert_eq!(peer.poll_timeout(), Some(tether::Instant::ZERO));
     assert_eq!(peer.poll_output(), Output::Open(Channel::Main));
 }
@@ -800,10 +850,7 @@ fn wrong_tokens_and_garbage_are_refused_without_disturbing_the_others() {
                 "client {i} was never disturbed"
             );
             assert!(s.refused.is_empty(), "client {i} was never refused");
-            assert!(
-                c.journal.with(|j| j.keys()) == expected,
-                "client {i} has every entry"
-            );
+            assert!(c.journal.keys() == expected, "client {i} has every entry");
             assert!(
                 s.applied
                     .iter()
@@ -814,6 +861,6 @@ fn wrong_tokens_and_garbage_are_refused_without_disturbing_the_others() {
         }
         let ss = server.stats.borrow();
         assert_eq!((ss.lost, ss.resumed, ss.ended), (0, 0, 0));
-        assert!(server.journal.with(|j| j.keys()) == expected);
+        assert!(server.journal.keys() == expected);
     });
 }

@@ -6,7 +6,7 @@ mod peer_common;
 
 use peer_common::{append, applied, keys};
 use tether::connect::dual::{self, DualClient, DualServer};
-use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::MemJournal;
 use tether::testkit::scenario::sync_config;
 use tether::testkit::{Either, Faults, NodeId, SeqTokens, Sim};
@@ -20,14 +20,14 @@ fn world(seed: u64, clients: usize, faults: Faults) -> (Sim<Node>, NodeId, Vec<N
     let server = sim.add_node(Either::Right(Peer::new(
         DualServer::new(dual::DualServerConfig::default(), SeqTokens::new(seed)),
         sync_config(),
-        SharedJournal::new(MemJournal::new(1, 100_000)),
+        MemJournal::new(1, 100_000),
     )));
     let mut ids = Vec::new();
     for i in 0..clients {
         let peer = Peer::new(
             DualClient::new(dual::DualClientConfig::default()),
             sync_config(),
-            SharedJournal::new(MemJournal::new(100 + i as u64, 100_000)),
+            MemJournal::new(100 + i as u64, 100_000),
         );
         let id = sim.add_node(Either::Left(peer));
         sim.route(id, Channel::Main, server);

@@ -6,7 +6,7 @@ mod peer_common;
 
 use peer_common::{append, applied, keys};
 use tether::connect::merge::{self, MergeClient, MergeServer};
-use tether::peer::{Peer, PeerEvent, SharedJournal};
+use tether::peer::{Peer, PeerEvent};
 use tether::sync::journal::MemJournal;
 use tether::testkit::scenario::sync_config;
 use tether::testkit::{Either, Faults, NodeId, SeqTokens, Sim};
@@ -31,7 +31,7 @@ fn world(seed: u64, clients: usize, faults: Faults) -> World {
             SeqTokens::new(seed),
         ),
         sync_config(),
-        SharedJournal::new(MemJournal::new(1, 100_000)),
+        MemJournal::new(1, 100_000),
     );
     let server = sim.add_node(Either::Right(server_peer));
     let mut ids = Vec::new();
@@ -52,7 +52,7 @@ fn world(seed: u64, clients: usize, faults: Faults) -> World {
         let peer = Peer::new(
             client,
             sync_config(),
-            SharedJournal::new(MemJournal::new(100 + i as u64, 100_000)),
+            MemJournal::new(100 + i as u64, 100_000),
         );
         let id = sim.add_node(Either::Left(peer));
         sim.route(id, Channel::Main, server);
@@ -204,11 +204,7 @@ fn appending_an_entry_the_journal_holds_is_a_typed_error() {
         Token::new(&[7; 16]).unwrap(),
     )
     .unwrap();
-    let mut peer = Peer::new(
-        conn,
-        sync_config(),
-        SharedJournal::new(MemJournal::new(1, 100)),
-    );
+    let mut peer = Peer::new(conn, sync_config(), MemJournal::new(1, 100));
     let e = Entry::new(b"me", b"r1", b"first");
     let append = |e: &Entry| Input::Command(PeerCommand::Append(e.clone()));
     peer.handle_input(Instant::ZERO, append(&e)).unwrap();
@@ -222,4 +218,32 @@ fn appending_an_entry_the_journal_holds_is_a_typed_error() {
         peer.store().resource(b"me", b"r1").as_deref(),
         Some(&b"first"[..])
     );
+}
+
+/// A peer owns its journal (no shared handle inside), so it can move to another thread or
+/// into `tokio::spawn` whenever its connection and store can.
+#[test]
+fn a_peer_is_send_when_its_parts_are() {
+    fn send<T: Send>(_: &T) {}
+    let client = Peer::new(
+        MergeClient::new(
+            tether::Instant::ZERO,
+            merge::MergeClientConfig::default(),
+            Token::new(&[7; 16]).unwrap(),
+        )
+        .unwrap(),
+        tether::sync::journal::SyncConfig::default(),
+        MemJournal::new(1, 10),
+    );
+    send(&client);
+    let moved =
+        std::thread::spawn(move || tether::sync::journal::JournalStore::head(client.store()))
+            .join()
+            .unwrap();
+    assert_eq!(moved, 0);
+    send(&Peer::new(
+        tether::DualServer::new(tether::DualServerConfig::default(), SeqTokens::new(1)),
+        tether::sync::journal::SyncConfig::default(),
+        MemJournal::new(2, 10),
+    ));
 }

@@ -78,7 +78,7 @@ fn since_and_limit_page_over_several_contexts() {
             assert_eq!(*e, entry("srv", n));
         }
     }
-    assert_eq!(net.m[CLIENT].core().store().entries().len(), 10);
+    assert_eq!(net.m[CLIENT].store().entries().len(), 10);
     // Marks: the client's `since` and the server's record of the client agree.
     let want = Some(LineId { epoch: E1, seq: 10 });
     assert_eq!(net.m[CLIENT].core().marks().ours, want);
@@ -103,7 +103,7 @@ fn lists_are_split_to_respect_message_size() {
         .map(|l| l.entries.len())
         .collect();
     assert_eq!(sizes, vec![4, 4, 2]);
-    assert_eq!(net.m[CLIENT].core().store().entries().len(), 10);
+    assert_eq!(net.m[CLIENT].store().entries().len(), 10);
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn a_context_cut_midway_is_sent_again_from_the_confirmed_mark() {
     net.deliver(CLIENT); // SYNC_REQ
     net.deliver(SERVER); // SYNC_START
     net.deliver(SERVER); // list: lines 1, 2
-    assert_eq!(net.m[CLIENT].core().store().entries().len(), 2);
+    assert_eq!(net.m[CLIENT].store().entries().len(), 2);
     net.cut();
     // Nothing confirmed: marks unchanged on both sides.
     assert_eq!(net.m[CLIENT].core().marks(), Marks::default());
@@ -132,7 +132,7 @@ fn a_context_cut_midway_is_sent_again_from_the_confirmed_mark() {
     let s = net.m[CLIENT].core().stats();
     assert_eq!(s.applied, 6);
     assert_eq!(s.duplicates, 2);
-    assert_eq!(net.m[CLIENT].core().store().entries().len(), 6);
+    assert_eq!(net.m[CLIENT].store().entries().len(), 6);
     assert_eq!(
         net.m[SERVER].core().marks().theirs,
         Some(LineId { epoch: E1, seq: 6 })
@@ -197,7 +197,7 @@ fn broadcasts_send_the_most_recent_list_from_the_confirmed_line() {
         })))
     );
     net.settle();
-    assert_eq!(net.m[CLIENT].core().store().entries().len(), 3);
+    assert_eq!(net.m[CLIENT].store().entries().len(), 3);
     // Broadcasts do not move marks (only SYNC_OK does), and nothing was sent twice.
     assert_eq!(net.m[SERVER].core().marks().theirs.map(|l| l.seq), Some(1));
     assert_eq!(net.m[CLIENT].core().stats().duplicates, 0);
@@ -215,7 +215,7 @@ fn an_unknown_since_leads_to_a_full_resync() {
     assert!(net.events[CLIENT]
         .iter()
         .any(|e| matches!(e, SyncEvent::FullResync { since, .. } if *since == LineId::start(E1))));
-    assert_eq!(net.m[CLIENT].core().store().entries().len(), 4);
+    assert_eq!(net.m[CLIENT].store().entries().len(), 4);
     // A `since` past the replier's head is unknown too.
     net.m[CLIENT].core_mut().set_marks(Marks {
         ours: Some(LineId { epoch: E1, seq: 40 }),
@@ -234,7 +234,6 @@ fn an_unknown_since_leads_to_a_full_resync() {
 fn resources_are_answered_unchanged_or_with_404() {
     let mut net = server_with(2);
     net.m[SERVER]
-        .core_mut()
         .store_mut()
         .delete(b"srv", &2u32.to_be_bytes());
     let ask = |net: &mut Net, i: u32| {
@@ -403,10 +402,10 @@ proptest! {
         net.settle();
         let total = (appended[0] + appended[1]) as usize;
         for i in 0..2 {
-            let store = net.m[i].core().store();
+            let store = net.m[i].store();
             prop_assert_eq!(store.entries().len(), total, "side {} lost or doubled", i);
             prop_assert_eq!(store.keys().len(), total);
         }
-        prop_assert_eq!(net.m[0].core().store().keys(), net.m[1].core().store().keys());
+        prop_assert_eq!(net.m[0].store().keys(), net.m[1].store().keys());
     }
 }

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use tether::connect::dual::{self, DualClient, DualServer, PlayerState};
 use tether::connect::merge::{self, MergeClient, MergeServer, Status};
-use tether::peer::{Peer, PeerCommand, PeerEvent, PeerSnapshot, SharedJournal};
+use tether::peer::{Peer, PeerCommand, PeerEvent, PeerSnapshot};
 use tether::snapshot::{crc32, ImportError, SnapshotError, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use tether::sync::journal::{Marks, MemJournal, SyncConfig, SyncEvent};
 use tether::testkit::{Either, Faults, NodeId, Pair, SeqTokens, Side, Sim};
@@ -290,7 +290,7 @@ fn sync_config() -> SyncConfig {
 }
 
 fn keys_of(j: &Journal) -> BTreeSet<(Bytes, Bytes)> {
-    j.with(|j| j.keys())
+    j.keys()
 }
 
 /// Counts `Applied` per (author, resource) in a list of sync events.
@@ -360,10 +360,7 @@ mod merge_world {
 fn merge_handover(cut_first: bool) {
     use merge_world::*;
     let mut sim: Sim<Node> = Sim::new(7, Faults::none());
-    let a = sim.add_node(Either::Right(server(
-        1,
-        SharedJournal::new(MemJournal::new(1, 100_000)),
-    )));
+    let a = sim.add_node(Either::Right(server(1, MemJournal::new(1, 100_000))));
     let client = MergeClient::new(
         sim.now(),
         merge::MergeClientConfig {
@@ -377,7 +374,7 @@ fn merge_handover(cut_first: bool) {
     let c = sim.add_node(Either::Left(Peer::new(
         client,
         sync_config(),
-        SharedJournal::new(MemJournal::new(100, 100_000)),
+        MemJournal::new(100, 100_000),
     )));
     sim.route(c, Channel::Main, a);
     sim.run_for(Duration::from_secs(2));
@@ -423,7 +420,7 @@ fn merge_handover(cut_first: bool) {
     snap.encode(&mut bytes);
     let bytes = bytes.freeze();
     // "Another process": a fresh server, with a copy of the fleet's journal.
-    let journal_b = SharedJournal::new(journal(&sim, a).with(|j| j.clone()));
+    let journal_b = journal(&sim, a).clone();
     let mut server_b = server(2, journal_b);
     let decoded = PeerSnapshot::<merge::MergeSessionSnapshot>::decode(bytes).unwrap();
     assert_eq!(decoded, snap);
@@ -527,14 +524,11 @@ mod dual_world {
 fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     use dual_world::*;
     let mut sim: Sim<Node> = Sim::new(11, Faults::none());
-    let a = sim.add_node(Either::Right(server(
-        1,
-        SharedJournal::new(MemJournal::new(1, 100_000)),
-    )));
+    let a = sim.add_node(Either::Right(server(1, MemJournal::new(1, 100_000))));
     let c = sim.add_node(Either::Left(Peer::new(
         DualClient::new(client_config()),
         sync_config(),
-        SharedJournal::new(MemJournal::new(100, 100_000)),
+        MemJournal::new(100, 100_000),
     )));
     sim.route(c, Channel::Main, a);
     sim.route(c, Channel::Feed, a);
@@ -565,7 +559,7 @@ fn dual_player_handed_over_mid_sync_resumes_on_another_server_with_feed() {
     let decoded = PeerSnapshot::<dual::PlayerSnapshot>::decode(bytes.freeze()).unwrap();
     assert_eq!(decoded, snap);
     assert_eq!(decoded.connection.state, PlayerState::Connected);
-    let mut server_b = server(2, SharedJournal::new(journal(&sim, a).with(|j| j.clone())));
+    let mut server_b = server(2, journal(&sim, a).clone());
     assert_eq!(server_b.import_session(now, decoded.clone()), Ok(player));
     assert_eq!(
         server_b.connection().player_state(player),
@@ -893,11 +887,7 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
     assert_eq!(small.session_count(), 0);
     // A client imports only while idle.
     let cs = client.snapshot(t0).unwrap();
-    let mut peer = Peer::new(
-        client,
-        sync_config(),
-        SharedJournal::new(MemJournal::new(1, 10)),
-    );
+    let mut peer = Peer::new(client, sync_config(), MemJournal::new(1, 10));
     let ps = PeerSnapshot {
         connection: cs,
         marks: Marks::default(),
@@ -909,11 +899,7 @@ fn merge_imports_of_a_token_in_use_twice_or_past_the_bounds_are_refused() {
         Token::new(&[1; 16]).unwrap(),
     )
     .unwrap();
-    let mut peer = Peer::new(
-        fresh,
-        sync_config(),
-        SharedJournal::new(MemJournal::new(1, 10)),
-    );
+    let mut peer = Peer::new(fresh, sync_config(), MemJournal::new(1, 10));
     assert_eq!(peer.import_session(t0, ps.clone()), Ok(()));
     assert_eq!(peer.connection().view().merged, Some(ps.connection.merged));
     assert_eq!(peer.connection().view().status, Status::Reconnecting);

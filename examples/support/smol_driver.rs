@@ -96,6 +96,11 @@ where
         }
     }
 
+    /// The machine driven (to read its state: a peer's journal, its sessions).
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
     /// tether's `now`: microseconds since the epoch.
     pub fn now(&self) -> Instant {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)

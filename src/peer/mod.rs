@@ -13,8 +13,9 @@
 //!   ([`SyncEvent::Applied`]);
 //! - on a server, an entry learned from one session is broadcast to the others.
 //!
-//! A server's sessions share one journal: give the peer a store that is cheap to clone and
-//! shares its contents, such as [`SharedJournal`].
+//! The peer owns its journal, one store whatever the number of sessions: each session's
+//! sync is handed the store for the length of a call, so no session can hold a copy that
+//! drifts from the others, and a `Peer` is `Send` whenever its connection and store are.
 
 mod profiles;
 mod snapshot;
@@ -28,12 +29,9 @@ use crate::sync::journal::{
     SyncEvent, SyncOutput,
 };
 use crate::time::Instant;
-use crate::wire::{Entry, LineId, Message};
+use crate::wire::{Entry, Message};
 use alloc::collections::{BTreeMap, BTreeSet};
-use alloc::rc::Rc;
 use alloc::vec::Vec;
-use bytes::Bytes;
-use core::cell::RefCell;
 use core::fmt::Debug;
 
 /// A connection machine that a [`Peer`] can put journal sync on: any machine that speaks
@@ -60,75 +58,6 @@ pub trait Profile:
     /// connection still holds for it are obsolete and must not be delivered after a
     /// resumption (the session core's delivery would otherwise replay them).
     fn supersede_sync(&mut self, session: Self::Session);
-}
-
-/// A [`JournalStore`] shared by reference counting, for the sessions of a server (or for an
-/// application that keeps a handle on its journal).
-///
-/// ```
-/// use tether::peer::SharedJournal;
-/// use tether::sync::journal::{JournalStore, MemJournal};
-/// use tether::wire::Entry;
-///
-/// let a = SharedJournal::new(MemJournal::new(1, 100));
-/// let mut b = a.clone();
-/// b.append(Entry::new(b"me", b"r1", b"x")).unwrap();
-/// assert_eq!(a.head(), 1);
-/// ```
-#[derive(Debug, Default)]
-pub struct SharedJournal<T>(Rc<RefCell<T>>);
-
-impl<T> Clone for SharedJournal<T> {
-    fn clone(&self) -> Self {
-        SharedJournal(self.0.clone())
-    }
-}
-
-impl<T> SharedJournal<T> {
-    /// Shares `store`.
-    pub fn new(store: T) -> Self {
-        SharedJournal(Rc::new(RefCell::new(store)))
-    }
-
-    /// Runs `f` on the store.
-    pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        f(&self.0.borrow())
-    }
-
-    /// Runs `f` on the store, mutably.
-    pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        f(&mut self.0.borrow_mut())
-    }
-}
-
-// Each method borrows for the length of the call only: the sync machines never hold a
-// borrow across calls, so no borrow can overlap.
-impl<T: JournalStore> JournalStore for SharedJournal<T> {
-    fn epoch(&self) -> u64 {
-        self.0.borrow().epoch()
-    }
-    fn head(&self) -> u64 {
-        self.0.borrow().head()
-    }
-    fn entry(&self, seq: u64) -> Option<Entry> {
-        self.0.borrow().entry(seq)
-    }
-    fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
-        self.0.borrow().contains(author, resource)
-    }
-    fn append(&mut self, entry: Entry) -> Result<LineId, StoreError> {
-        self.0.borrow_mut().append(entry)
-    }
-    fn append_batch(
-        &mut self,
-        entries: &[Entry],
-        outcomes: &mut Vec<Option<LineId>>,
-    ) -> Result<(), StoreError> {
-        self.0.borrow_mut().append_batch(entries, outcomes)
-    }
-    fn resource(&self, author: &[u8], resource: &[u8]) -> Option<Bytes> {
-        self.0.borrow().resource(author, resource)
-    }
 }
 
 /// What the application asks of a [`Peer`].
@@ -193,7 +122,7 @@ impl<E: core::error::Error + HasOrigin> HasOrigin for PeerError<E> {
 ///
 /// ```
 /// use tether::connect::merge::{self, MergeClientEvent, Outcome};
-/// use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+/// use tether::peer::{Peer, PeerCommand, PeerEvent};
 /// use tether::sync::journal::{JournalStore, MemJournal, Role, SyncConfig, SyncEvent};
 /// use tether::wire::Entry;
 /// use tether::{Channel, Duration, Input, Instant, Link, Machine, Output, Token};
@@ -201,14 +130,14 @@ impl<E: core::error::Error + HasOrigin> HasOrigin for PeerError<E> {
 /// let mut now = Instant::ZERO;
 /// // The server: the token-merge registry (tokens from the caller's randomness).
 /// let registry = merge::MergeServer::new(merge::MergeServerConfig::default(), || Token::new(&[b'S'; 16]).unwrap());
-/// let journal = SharedJournal::new(MemJournal::new(1, 10_000));
+/// let journal = MemJournal::new(1, 10_000);
 /// let mut server = Peer::new(registry, SyncConfig::default(), journal);
 /// let entry = Entry::new(b"srv", b"r1", b"hello");
 /// server.handle_input(now, Input::Command(PeerCommand::Append(entry))).unwrap();
 ///
 /// // The client: one token-merge session.
 /// let conn = merge::MergeClient::new(now, merge::MergeClientConfig::default(), Token::new(&[b'C'; 16]).unwrap()).unwrap();
-/// let journal = SharedJournal::new(MemJournal::new(2, 10_000));
+/// let journal = MemJournal::new(2, 10_000);
 /// let mut client = Peer::new(conn, SyncConfig::default(), journal);
 ///
 /// // The client asks for a transport; the caller connects one (link 1 on both sides).
@@ -274,7 +203,7 @@ pub struct Peer<P: Profile, S> {
     role: Role,
     config: SyncConfig,
     store: S,
-    syncs: BTreeMap<P::Session, JournalSync<S>>,
+    syncs: BTreeMap<P::Session, JournalSync>,
     up: BTreeMap<P::Session, bool>,
     out: Outbox<PeerEvent<P::Event, P::Session>>,
     conn_deadline: Option<Instant>,
@@ -291,10 +220,10 @@ pub struct Peer<P: Profile, S> {
 impl<P, S> Peer<P, S>
 where
     P: Profile,
-    S: JournalStore + Clone,
+    S: JournalStore,
 {
-    /// A peer over `conn`, syncing `store` (cloned for each session: it must share). The
-    /// sync role is the profile's: a client's peer asks first.
+    /// A peer over `conn`, syncing `store` (the one journal of every session). The sync
+    /// role is the profile's: a client's peer asks first.
     pub fn new(conn: P, config: SyncConfig, store: S) -> Self {
         let mut peer = Peer {
             conn,
@@ -325,6 +254,17 @@ where
         &self.store
     }
 
+    /// The journal, to change it directly: appends made here are not broadcast (use
+    /// [`PeerCommand::Append`]), and the sessions see them at their next resync.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The journal back, and the connection, ending the peer.
+    pub fn into_parts(self) -> (P, S) {
+        (self.conn, self.store)
+    }
+
     /// A session's confirmed marks, if the session is known.
     pub fn marks(&self, session: P::Session) -> Option<Marks> {
         self.syncs.get(&session).map(|s| s.marks())
@@ -336,15 +276,21 @@ where
     }
 
     /// A session's sync machine.
-    pub fn sync(&self, session: P::Session) -> Option<&JournalSync<S>> {
+    pub fn sync(&self, session: P::Session) -> Option<&JournalSync> {
         self.syncs.get(&session)
     }
 
-    fn sync_for(&mut self, session: P::Session) -> &mut JournalSync<S> {
-        let (role, config, store) = (self.role, self.config.clone(), &self.store);
-        self.syncs
+    /// A session's sync, created down if the session is new (a free function of the
+    /// fields it needs, so that the caller can hand the store to it at the same time).
+    fn sync_for<'a>(
+        syncs: &'a mut BTreeMap<P::Session, JournalSync>,
+        role: Role,
+        config: &SyncConfig,
+        session: P::Session,
+    ) -> &'a mut JournalSync {
+        syncs
             .entry(session)
-            .or_insert_with(|| JournalSync::new(role, config, store.clone()))
+            .or_insert_with(|| JournalSync::new(role, config.clone()))
     }
 
     /// Moves everything the connection and the syncs have to say into our outbox, until
@@ -411,7 +357,7 @@ where
         for (session, sync) in self.syncs.iter_mut() {
             if Some(*session) != only && self.up.get(session).copied().unwrap_or(false) {
                 // A broadcast refused (not connected) is harmless: the next resync sends it.
-                let _ = sync.command(now, SyncCommand::Broadcast);
+                let _ = sync.command(now, &mut self.store, SyncCommand::Broadcast);
             }
         }
         self.pump();
@@ -428,7 +374,8 @@ where
                     // confirmed positions in a conversation that no longer exists.
                     self.syncs.remove(&session);
                 }
-                self.sync_for(session).connection_up(now);
+                let sync = Self::sync_for(&mut self.syncs, self.role, &self.config, session);
+                sync.connection_up(now);
             }
             Event::Down { session } => {
                 let session = *session;
@@ -450,7 +397,8 @@ where
                 };
                 // A message for a session never reported up is counted as the sync of a
                 // fresh session would count it: by creating it down (it drops it).
-                return self.sync_for(session).handle_message(now, message);
+                let sync = Self::sync_for(&mut self.syncs, self.role, &self.config, session);
+                return sync.handle_message(now, &mut self.store, message);
             }
             Event::Notice(_) => {}
         }
@@ -462,7 +410,7 @@ impl<P, S> Machine for Peer<P, S>
 where
     P: Profile,
     P::Error: 'static,
-    S: JournalStore + Clone,
+    S: JournalStore,
 {
     type Command = PeerCommand<P::Command, P::Session>;
     type Event = PeerEvent<P::Event, P::Session>;
@@ -478,7 +426,9 @@ where
         let result = match input {
             Input::Command(PeerCommand::Append(entry)) => self.append(now, entry),
             Input::Command(PeerCommand::Sync(session, cmd)) => match self.syncs.get_mut(&session) {
-                Some(s) => s.command(now, cmd).map_err(PeerError::Sync),
+                Some(s) => s
+                    .command(now, &mut self.store, cmd)
+                    .map_err(PeerError::Sync),
                 None => Err(PeerError::Sync(SyncError::NotConnected)),
             },
             Input::Command(PeerCommand::Connection(c)) => self
@@ -549,7 +499,7 @@ where
 impl<P, S> Peer<P, S>
 where
     P: Profile,
-    S: JournalStore + Clone,
+    S: JournalStore,
 {
     fn poll_timeout_inner(&self) -> Option<Instant> {
         earliest(
@@ -566,7 +516,7 @@ where
         self.store.append(entry)?;
         for (session, sync) in self.syncs.iter_mut() {
             if self.up.get(session).copied().unwrap_or(false) {
-                let _ = sync.command(now, SyncCommand::Broadcast);
+                let _ = sync.command(now, &mut self.store, SyncCommand::Broadcast);
             }
         }
         Ok(())

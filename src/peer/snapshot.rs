@@ -169,7 +169,7 @@ impl<C: Snapshot> PeerSnapshot<C> {
 impl<P, S> Peer<P, S>
 where
     P: Handover,
-    S: JournalStore + Clone,
+    S: JournalStore,
 {
     /// One session's snapshot with its journal-sync marks, to hand it over to another
     /// process (see [`crate::snapshot`]). The session stays here.
@@ -212,7 +212,7 @@ where
     ) -> Result<P::Session, ImportError> {
         self.now = self.now.max(now);
         let session = self.conn.import_session(self.now, snapshot.connection)?;
-        let mut sync = JournalSync::new(self.role, self.config.clone(), self.store.clone());
+        let mut sync = JournalSync::new(self.role, self.config.clone());
         sync.set_marks(snapshot.marks);
         self.syncs.insert(session, sync);
         self.up.insert(session, false);

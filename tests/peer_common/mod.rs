@@ -4,12 +4,12 @@
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-use tether::peer::{Peer, PeerCommand, PeerEvent, Profile, SharedJournal};
+use tether::peer::{Peer, PeerCommand, PeerEvent, Profile};
 use tether::sync::journal::{MemJournal, SyncEvent};
 use tether::testkit::{Either, NodeId, Sim};
 use tether::wire::Entry;
 
-pub type Journal = SharedJournal<MemJournal>;
+pub type Journal = MemJournal;
 
 /// A client peer over `C` and a server peer over `S`, as one simulated node type.
 pub type Node<C, S> = Either<Peer<C, Journal>, Peer<S, Journal>>;
@@ -23,8 +23,8 @@ where
     S::Error: 'static,
 {
     match sim.node(id) {
-        Either::Left(p) => p.store().with(|j| j.keys()),
-        Either::Right(p) => p.store().with(|j| j.keys()),
+        Either::Left(p) => p.store().keys(),
+        Either::Right(p) => p.store().keys(),
     }
 }
 

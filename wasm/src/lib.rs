@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use tether::connect::merge::{
     self, MergeClient, MergeClientEvent, MergeServer, MergeServerEvent, Outcome, TokenSource,
 };
-use tether::peer::{Peer, PeerCommand, PeerEvent, SharedJournal};
+use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::testkit::{Either, Faults, NodeId, Sim};
 use tether::wire::Entry;
@@ -44,7 +44,7 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     core::arch::wasm32::unreachable()
 }
 
-type Journal = SharedJournal<MemJournal>;
+type Journal = MemJournal;
 type ClientPeer = Peer<MergeClient, Journal>;
 type ServerPeer = Peer<MergeServer<Tokens>, Journal>;
 type Node = Either<ClientPeer, ServerPeer>;
@@ -153,7 +153,7 @@ pub fn scenario(seed: u64) -> Report {
             Tokens(seed),
         ),
         sync.clone(),
-        SharedJournal::new(MemJournal::new(1, 10_000)),
+        MemJournal::new(1, 10_000),
     )));
     let local = match Token::new(&[b'c'; 16]) {
         Ok(t) => t,
@@ -173,7 +173,7 @@ pub fn scenario(seed: u64) -> Report {
     let client = sim.add_node(Either::Left(Peer::new(
         client,
         sync,
-        SharedJournal::new(MemJournal::new(2, 10_000)),
+        MemJournal::new(2, 10_000),
     )));
     sim.route(client, Channel::Main, server);
 
@@ -271,8 +271,8 @@ fn append(sim: &mut Sim<Node>, id: NodeId, author: &str, n: usize) {
 
 fn keys(sim: &Sim<Node>, id: NodeId) -> Vec<(bytes::Bytes, bytes::Bytes)> {
     let set = match sim.node(id) {
-        Either::Left(p) => p.store().with(|j| j.keys()),
-        Either::Right(p) => p.store().with(|j| j.keys()),
+        Either::Left(p) => p.store().keys(),
+        Either::Right(p) => p.store().keys(),
     };
     set.into_iter().collect()
 }

@@ -80,13 +80,22 @@ fn journal(n: u64) -> MemJournal {
     j
 }
 
+/// One end: its sync and the journal it is given.
+struct Node<S> {
+    sync: JournalSync,
+    store: S,
+}
+
 /// A server answering from `journal`, `per_list` entries a list at most.
-fn server(journal: MemJournal, per_list: usize) -> JournalSync<MemJournal> {
+fn server(journal: MemJournal, per_list: usize) -> Node<MemJournal> {
     let config = SyncConfig {
         max_entries_per_message: per_list,
         ..config(Role::Server)
     };
-    JournalSync::new(Role::Server, config, journal)
+    Node {
+        sync: JournalSync::new(Role::Server, config),
+        store: journal,
+    }
 }
 
 /// A `SqliteJournal` written one entry (one transaction, one fsync) at a time: the
@@ -151,29 +160,29 @@ impl<S: JournalStore> JournalStore for Counted<S> {
 
 /// Every message straight to the other side until both are quiet; returns the client.
 #[inline(never)]
-fn catch_up<S: JournalStore>(
-    server: &mut JournalSync<MemJournal>,
-    store: S,
-) -> JournalSync<Counted<S>> {
+fn catch_up<S: JournalStore>(server: &mut Node<MemJournal>, store: S) -> Node<Counted<S>> {
     let now = Instant::ZERO;
     let store = Counted {
         inner: store,
         batches: 0,
     };
-    let mut client = JournalSync::new(Role::Client, config(Role::Client), store);
-    server.connection_up(now);
-    client.connection_up(now);
+    let mut client = Node {
+        sync: JournalSync::new(Role::Client, config(Role::Client)),
+        store,
+    };
+    server.sync.connection_up(now);
+    client.sync.connection_up(now);
     loop {
         let mut moved = false;
-        while let Some(o) = client.poll() {
+        while let Some(o) = client.sync.poll() {
             if let SyncOutput::Send(m) = o {
-                server.handle_message(now, m);
+                server.sync.handle_message(now, &mut server.store, m);
                 moved = true;
             }
         }
-        while let Some(o) = server.poll() {
+        while let Some(o) = server.sync.poll() {
             if let SyncOutput::Send(m) = o {
-                client.handle_message(now, m);
+                client.sync.handle_message(now, &mut client.store, m);
                 moved = true;
             }
         }
@@ -181,8 +190,8 @@ fn catch_up<S: JournalStore>(
             break;
         }
     }
-    server.connection_down(now);
-    while server.poll().is_some() {}
+    server.sync.connection_down(now);
+    while server.sync.poll().is_some() {}
     client
 }
 
@@ -243,7 +252,7 @@ fn record(name: &'static str, entries: u64, time: StdDuration, batches: u64) {
 /// Times `runs` catch-ups of `server` into fresh stores made by `make` (untimed).
 fn run<S: JournalStore>(
     name: &'static str,
-    server: &mut JournalSync<MemJournal>,
+    server: &mut Node<MemJournal>,
     expected: u64,
     iters: u64,
     mut make: impl FnMut() -> S,
@@ -255,9 +264,9 @@ fn run<S: JournalStore>(
         let client = catch_up(server, store);
         let took = start.elapsed();
         total += took;
-        assert_eq!(client.store().head(), expected, "the client caught up");
-        assert_eq!(client.stats().applied, expected);
-        record(name, expected, took, client.store().batches);
+        assert_eq!(client.store.head(), expected, "the client caught up");
+        assert_eq!(client.sync.stats().applied, expected);
+        record(name, expected, took, client.store.batches);
         drop(client);
     }
     total

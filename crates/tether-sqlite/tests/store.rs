@@ -335,21 +335,21 @@ fn a_catch_up_through_journal_sync_is_durable() {
         sync_on_connect: false,
         ..SyncConfig::default()
     };
-    let mut server = JournalSync::new(Role::Server, answer_only, server_j);
-    let store = SqliteJournal::open(dir.db(), || 1).unwrap();
-    let mut client = JournalSync::new(Role::Client, SyncConfig::default(), store);
+    let mut server = JournalSync::new(Role::Server, answer_only);
+    let mut store = SqliteJournal::open(dir.db(), || 1).unwrap();
+    let mut client = JournalSync::new(Role::Client, SyncConfig::default());
     let now = Instant::ZERO;
     server.connection_up(now);
     client.connection_up(now);
     while client.has_output() || server.has_output() {
         while let Some(out) = client.poll() {
             if let SyncOutput::Send(m) = out {
-                server.handle_message(now, m);
+                server.handle_message(now, &mut server_j, m);
             }
         }
         while let Some(out) = server.poll() {
             if let SyncOutput::Send(m) = out {
-                client.handle_message(now, m);
+                client.handle_message(now, &mut store, m);
             }
         }
     }
@@ -361,7 +361,7 @@ fn a_catch_up_through_journal_sync_is_durable() {
             seq: 1_000
         })
     );
-    drop(client);
+    drop(store);
     let j = SqliteJournal::open(dir.db(), || 0).unwrap();
     assert_eq!(j.head(), 1_000);
     assert!((0..1_000).all(|i| j.contains(b"srv", format!("r{i}").as_bytes())));

@@ -29,7 +29,8 @@ use crate::wire::{FrameDecoder, Message, DEFAULT_MAX_FRAME};
 /// ```
 #[derive(Debug)]
 pub struct JournalMachine<S> {
-    core: JournalSync<S>,
+    core: JournalSync,
+    store: S,
     link: Option<Link>,
     decoder: FrameDecoder,
     outbox: Outbox<SyncEvent>,
@@ -41,7 +42,8 @@ impl<S: JournalStore> JournalMachine<S> {
     /// A machine for `role` over `store`, waiting for a `main` transport.
     pub fn new(role: Role, config: SyncConfig, store: S) -> Self {
         JournalMachine {
-            core: JournalSync::new(role, config, store),
+            core: JournalSync::new(role, config),
+            store,
             link: None,
             decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
             outbox: Outbox::new(),
@@ -50,14 +52,25 @@ impl<S: JournalStore> JournalMachine<S> {
         }
     }
 
-    /// The message-level machine inside (store, marks, stats).
-    pub fn core(&self) -> &JournalSync<S> {
+    /// The message-level machine inside (marks, stats).
+    pub fn core(&self) -> &JournalSync {
         &self.core
     }
 
     /// The message-level machine inside, mutably.
-    pub fn core_mut(&mut self) -> &mut JournalSync<S> {
+    pub fn core_mut(&mut self) -> &mut JournalSync {
         &mut self.core
+    }
+
+    /// The journal.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The journal, to change it directly (appends made here are not broadcast: use
+    /// [`SyncCommand::Append`]).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     /// The current `main` link, if up.
@@ -78,7 +91,7 @@ impl<S: JournalStore> JournalMachine<S> {
         loop {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => match Message::decode(frame.clone()) {
-                    Ok(msg) => self.core.handle_message(self.now, msg),
+                    Ok(msg) => self.core.handle_message(self.now, &mut self.store, msg),
                     Err(e) => {
                         let err = self.core.handle_malformed(self.now, &frame, e);
                         first_err.get_or_insert(err);
@@ -134,7 +147,7 @@ impl<S: JournalStore> Machine for JournalMachine<S> {
                 self.core.handle_timeout(self.now);
                 Ok(())
             }
-            Input::Command(cmd) => self.core.command(self.now, cmd),
+            Input::Command(cmd) => self.core.command(self.now, &mut self.store, cmd),
         }
     }
 

@@ -381,8 +381,9 @@ struct Incoming {
 /// // The server only answers here, so that two requests do not cross (both would be
 /// // refused, then asked again after `retry_base`).
 /// let answer_only = SyncConfig { sync_on_connect: false, ..SyncConfig::default() };
-/// let mut server = JournalSync::new(Role::Server, answer_only, journal);
-/// let mut client = JournalSync::new(Role::Client, SyncConfig::default(), MemJournal::new(1, 100));
+/// let mut server = JournalSync::new(Role::Server, answer_only);
+/// let mut client = JournalSync::new(Role::Client, SyncConfig::default());
+/// let mut client_journal = MemJournal::new(1, 100);
 /// server.connection_up(now);
 /// client.connection_up(now);
 ///
@@ -390,26 +391,25 @@ struct Incoming {
 /// while client.has_output() || server.has_output() {
 ///     while let Some(out) = client.poll() {
 ///         match out {
-///             SyncOutput::Send(message) => server.handle_message(now, message),
+///             SyncOutput::Send(message) => server.handle_message(now, &mut journal, message),
 ///             SyncOutput::Event(SyncEvent::Applied { resource, .. }) => applied.push(resource),
 ///             SyncOutput::Event(_) => {}
 ///         }
 ///     }
 ///     while let Some(out) = server.poll() {
 ///         if let SyncOutput::Send(message) = out {
-///             client.handle_message(now, message);
+///             client.handle_message(now, &mut client_journal, message);
 ///         }
 ///     }
 /// }
 /// assert_eq!(applied, [&b"r1"[..]]);
-/// assert!(client.store().contains(b"srv", b"r1"));
+/// assert!(client_journal.contains(b"srv", b"r1"));
 /// ```
 #[derive(Debug)]
-pub struct JournalSync<S> {
+pub struct JournalSync {
     role: Role,
     config: SyncConfig,
     policy: Policy,
-    store: S,
     contexts: Contexts,
     marks: Marks,
     want: Option<Want>,
@@ -436,15 +436,16 @@ pub struct JournalSync<S> {
     outcomes: Vec<Option<LineId>>,
 }
 
-impl<S: JournalStore> JournalSync<S> {
-    /// A machine for `role` over `store`, down until [`connection_up`](Self::connection_up).
-    pub fn new(role: Role, config: SyncConfig, store: S) -> Self {
+impl JournalSync {
+    /// A machine for `role`, down until [`connection_up`](Self::connection_up). It holds no
+    /// journal: each call that reads or writes one is given the store, so that the
+    /// sessions of a server all work on the one journal their peer owns.
+    pub fn new(role: Role, config: SyncConfig) -> Self {
         let retry = retry_schedule(role, &config);
         JournalSync {
             role,
             config,
             policy: Policy::Accept,
-            store,
             contexts: Contexts::new(),
             marks: Marks::default(),
             want: None,
@@ -464,14 +465,6 @@ impl<S: JournalStore> JournalSync<S> {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-    /// The store, to change it directly (appends made here are not broadcast).
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
-    }
     /// The marks, to persist.
     pub fn marks(&self) -> Marks {
         self.marks
@@ -603,7 +596,12 @@ impl<S: JournalStore> JournalSync<S> {
     }
 
     /// A message was received on `main`.
-    pub fn handle_message(&mut self, now: Instant, msg: Message) {
+    pub fn handle_message<S: JournalStore + ?Sized>(
+        &mut self,
+        now: Instant,
+        store: &mut S,
+        msg: Message,
+    ) {
         if self.contexts.state() == ContextState::Down {
             // Nothing arrives on a transport that is down; a late message is stale.
             self.stats.stale += 1;
@@ -612,7 +610,7 @@ impl<S: JournalStore> JournalSync<S> {
         self.last_rx = now;
         self.idle_reported = false;
         match msg {
-            Message::SyncReq { ctx, body } => self.on_sync_req(ctx, body),
+            Message::SyncReq { ctx, body } => self.on_sync_req(store, ctx, body),
             Message::SyncStart { ctx } => {
                 // A marker of another context, or one the state has no row for, makes no
                 // transition: ignored and counted, as the protocol says.
@@ -660,7 +658,7 @@ impl<S: JournalStore> JournalSync<S> {
                 }
             }
             Message::Refused { ctx, reason } => self.on_refused(now, ctx, reason),
-            Message::Journal(j) => self.on_journal(j),
+            Message::Journal(j) => self.on_journal(store, j),
             other => self.event(SyncEvent::Message(other)),
         }
         self.try_start(now);
@@ -690,7 +688,7 @@ impl<S: JournalStore> JournalSync<S> {
         }
     }
 
-    fn on_sync_req(&mut self, ctx: u32, body: Bytes) {
+    fn on_sync_req<S: JournalStore + ?Sized>(&mut self, store: &S, ctx: u32, body: Bytes) {
         let accept = self.policy == Policy::Accept;
         let mut journal = None;
         if accept
@@ -726,7 +724,7 @@ impl<S: JournalStore> JournalSync<S> {
             }) => {
                 self.send(Message::SyncStart { ctx });
                 match journal {
-                    Some(req) => self.answer_journal(ctx, req),
+                    Some(req) => self.answer_journal(store, ctx, req),
                     None => self.event(SyncEvent::SyncRequested { ctx, body }),
                 }
             }
@@ -736,9 +734,14 @@ impl<S: JournalStore> JournalSync<S> {
 
     /// Sends the entries after `req.since` (or the whole journal if `since` is unknown),
     /// never more than the limit, then `SYNC_END`.
-    fn answer_journal(&mut self, ctx: u32, req: JournalRequest) {
-        let epoch = self.store.epoch();
-        let head = self.store.head();
+    fn answer_journal<S: JournalStore + ?Sized>(
+        &mut self,
+        store: &S,
+        ctx: u32,
+        req: JournalRequest,
+    ) {
+        let epoch = store.epoch();
+        let head = store.head();
         let known = req.since.epoch == epoch && req.since.seq <= head;
         // An unknown `since` (another epoch, or past our head) never means silent loss:
         // the whole journal follows, and the requester's dedup keeps it idempotent.
@@ -753,7 +756,7 @@ impl<S: JournalStore> JournalSync<S> {
                 .min(self.config.max_entries_per_context),
         );
         let last = head.min(since.seq.saturating_add(cap));
-        self.send_lists(ctx, since, last, true);
+        self.send_lists(store, ctx, since, last, true);
         self.replying_to = Some(LineId { epoch, seq: last });
         // The accepted request just put us in Replying, whose row SendEnd is.
         if let Ok(Transition::Moved { .. }) = self.contexts.step(ContextInput::SendEnd) {
@@ -763,8 +766,15 @@ impl<S: JournalStore> JournalSync<S> {
 
     /// Sends lines `since.seq+1 ..= last` as lists of bounded size; with `always`, an empty
     /// range still sends one (empty) list so the requester learns the epoch and head.
-    fn send_lists(&mut self, ctx: u32, since: LineId, last: u64, always: bool) {
-        let head = self.store.head();
+    fn send_lists<S: JournalStore + ?Sized>(
+        &mut self,
+        store: &S,
+        ctx: u32,
+        since: LineId,
+        last: u64,
+        always: bool,
+    ) {
+        let head = store.head();
         let per_msg = self
             .config
             .max_entries_per_message
@@ -776,7 +786,7 @@ impl<S: JournalStore> JournalSync<S> {
             let mut bytes = 0usize;
             let mut seq = start;
             while seq < last && entries.len() < per_msg {
-                let Some(e) = self.store.entry(seq + 1) else {
+                let Some(e) = store.entry(seq + 1) else {
                     break;
                 };
                 if !entries.is_empty() && bytes + e.wire_len() > self.config.max_list_bytes {
@@ -870,16 +880,16 @@ impl<S: JournalStore> JournalSync<S> {
         }
     }
 
-    fn on_journal(&mut self, msg: JournalMessage) {
+    fn on_journal<S: JournalStore + ?Sized>(&mut self, store: &mut S, msg: JournalMessage) {
         match msg {
             JournalMessage::List(list) if list.ctx == 0 => {
-                self.apply(0, &list.entries);
+                self.apply(store, 0, &list.entries);
             }
             JournalMessage::List(list) => {
                 let current = self.contexts.state() == ContextState::Receiving
                     && self.contexts.pending() == Some(list.ctx);
                 if current {
-                    self.on_context_list(list);
+                    self.on_context_list(store, list);
                 } else {
                     self.out_of_context();
                 }
@@ -888,7 +898,7 @@ impl<S: JournalStore> JournalSync<S> {
                 req,
                 author,
                 resource,
-            } => match self.store.resource(&author, &resource) {
+            } => match store.resource(&author, &resource) {
                 Some(bytes) => self.send(Message::Journal(JournalMessage::Resource { req, bytes })),
                 None => self.send(status(
                     Some(req),
@@ -934,7 +944,7 @@ impl<S: JournalStore> JournalSync<S> {
         }
     }
 
-    fn on_context_list(&mut self, list: JournalList) {
+    fn on_context_list<S: JournalStore + ?Sized>(&mut self, store: &mut S, list: JournalList) {
         let ctx = list.ctx;
         let Some(mut inc) = self.incoming.take() else {
             self.stats.stale += 1;
@@ -977,7 +987,7 @@ impl<S: JournalStore> JournalSync<S> {
                 });
                 inc.head = list.head;
                 self.incoming = Some(inc);
-                self.apply(ctx, &list.entries);
+                self.apply(store, ctx, &list.entries);
                 return;
             }
         }
@@ -988,13 +998,13 @@ impl<S: JournalStore> JournalSync<S> {
     /// a durable store); dedup by `(author, resource)` makes resends, broadcasts and full
     /// resyncs idempotent. Returns once the store has committed the batch: what follows
     /// (a `SYNC_OK` at the context's end) may rely on it.
-    fn apply(&mut self, ctx: u32, entries: &[Entry]) {
+    fn apply<S: JournalStore + ?Sized>(&mut self, store: &mut S, ctx: u32, entries: &[Entry]) {
         if entries.is_empty() {
             return;
         }
         let mut outcomes = core::mem::take(&mut self.outcomes);
         outcomes.clear();
-        let result = self.store.append_batch(entries, &mut outcomes);
+        let result = store.append_batch(entries, &mut outcomes);
         for (e, outcome) in entries.iter().zip(&outcomes) {
             match outcome {
                 Some(line) => {
@@ -1051,7 +1061,12 @@ impl<S: JournalStore> JournalSync<S> {
     }
 
     /// An application command.
-    pub fn command(&mut self, now: Instant, cmd: SyncCommand) -> Result<(), SyncError> {
+    pub fn command<S: JournalStore + ?Sized>(
+        &mut self,
+        now: Instant,
+        store: &mut S,
+        cmd: SyncCommand,
+    ) -> Result<(), SyncError> {
         let up = self.contexts.state() != ContextState::Down;
         match cmd {
             SyncCommand::RequestJournal { limit } => self.want = Some(Want::Journal(limit)),
@@ -1085,19 +1100,19 @@ impl<S: JournalStore> JournalSync<S> {
                 }
                 // Checked here too, not left to the store: appending an entry the
                 // journal has would apply it twice, whatever the store does with it.
-                if self.store.contains(&e.author, &e.resource) {
+                if store.contains(&e.author, &e.resource) {
                     return Err(SyncError::Store(StoreError::Duplicate));
                 }
-                self.store.append(e)?;
+                store.append(e)?;
                 if up && self.config.broadcast_on_append {
-                    self.broadcast();
+                    self.broadcast(store);
                 }
             }
             SyncCommand::Broadcast => {
                 if !up {
                     return Err(SyncError::NotConnected);
                 }
-                self.broadcast();
+                self.broadcast(store);
             }
             SyncCommand::RequestResource { author, resource } => {
                 if !up {
@@ -1133,9 +1148,9 @@ impl<S: JournalStore> JournalSync<S> {
     /// connection already carried if that is further, unasked (ctx 0). Without the second
     /// bound every broadcast would resend everything since the last confirmation: a server
     /// relaying each entry to every session would send quadratically many.
-    fn broadcast(&mut self) {
-        let epoch = self.store.epoch();
-        let head = self.store.head();
+    fn broadcast<S: JournalStore + ?Sized>(&mut self, store: &S) {
+        let epoch = store.epoch();
+        let head = store.head();
         let known = |l: Option<LineId>| l.filter(|l| l.epoch == epoch && l.seq <= head);
         let since = match (known(self.marks.theirs), known(self.broadcast_to)) {
             (Some(a), Some(b)) => a.max(b),
@@ -1146,7 +1161,7 @@ impl<S: JournalStore> JournalSync<S> {
                 .seq
                 .saturating_add(u64::from(self.config.max_entries_per_context)),
         );
-        self.send_lists(0, since, last, false);
+        self.send_lists(store, 0, since, last, false);
         self.broadcast_to = Some(LineId { epoch, seq: last });
     }
 }
@@ -1176,9 +1191,7 @@ fn retry_schedule(role: Role, config: &SyncConfig) -> crate::session::Backoff {
 mod tests {
     use super::*;
     use crate::sync::journal::MemJournal;
-    use alloc::rc::Rc;
     use alloc::vec;
-    use core::cell::RefCell;
 
     /// What the recording store saw, in order.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1193,7 +1206,7 @@ mod tests {
     #[derive(Debug)]
     struct Recording {
         inner: MemJournal,
-        log: Rc<RefCell<Vec<Seen>>>,
+        log: Vec<Seen>,
         fail: Vec<usize>,
         calls: usize,
     }
@@ -1221,11 +1234,11 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.calls += 1;
             if self.fail.contains(&self.calls) {
-                self.log.borrow_mut().push(Seen::Failed);
+                self.log.push(Seen::Failed);
                 return Err(StoreError::message("disk on fire"));
             }
             self.inner.append_batch(entries, outcomes)?;
-            self.log.borrow_mut().push(Seen::Batch(entries.len()));
+            self.log.push(Seen::Batch(entries.len()));
             Ok(())
         }
         fn resource(&self, author: &[u8], resource: &[u8]) -> Option<Bytes> {
@@ -1233,7 +1246,19 @@ mod tests {
         }
     }
 
-    fn server(n: u32) -> JournalSync<MemJournal> {
+    /// One end: its sync and the journal it is given.
+    struct Side<S> {
+        sync: JournalSync,
+        store: S,
+    }
+
+    impl<S> Side<S> {
+        fn up(&mut self, now: Instant) {
+            self.sync.connection_up(now);
+        }
+    }
+
+    fn server(n: u32) -> Side<MemJournal> {
         let mut j = MemJournal::new(9, 10_000);
         for i in 0..n {
             j.append(Entry::new(b"srv", &i.to_be_bytes(), &[0; 64]))
@@ -1244,53 +1269,59 @@ mod tests {
             max_entries_per_message: 64,
             ..SyncConfig::default()
         };
-        JournalSync::new(Role::Server, config, j)
+        Side {
+            sync: JournalSync::new(Role::Server, config),
+            store: j,
+        }
     }
 
     /// Shuttles messages both ways at `now` until both are quiet; returns the client's
     /// events, and the store log as it stood when each client `SYNC_OK` was polled.
     fn shuttle(
         now: Instant,
-        client: &mut JournalSync<Recording>,
-        server: &mut JournalSync<MemJournal>,
+        client: &mut Side<Recording>,
+        server: &mut Side<MemJournal>,
     ) -> (Vec<SyncEvent>, Vec<Vec<Seen>>) {
         let (mut events, mut at_ok) = (Vec::new(), Vec::new());
-        while client.has_output() || server.has_output() {
-            while let Some(out) = client.poll() {
+        while client.sync.has_output() || server.sync.has_output() {
+            while let Some(out) = client.sync.poll() {
                 match out {
                     SyncOutput::Send(m) => {
                         if matches!(m, Message::SyncOk { .. }) {
-                            at_ok.push(client.store().log.borrow().clone());
+                            at_ok.push(client.store.log.clone());
                         }
-                        server.handle_message(now, m);
+                        server.sync.handle_message(now, &mut server.store, m);
                     }
                     SyncOutput::Event(e) => events.push(e),
                 }
             }
-            while let Some(out) = server.poll() {
+            while let Some(out) = server.sync.poll() {
                 if let SyncOutput::Send(m) = out {
-                    client.handle_message(now, m);
+                    client.sync.handle_message(now, &mut client.store, m);
                 }
             }
         }
         (events, at_ok)
     }
 
-    fn recording_client(fail: Vec<usize>) -> JournalSync<Recording> {
+    fn recording_client(fail: Vec<usize>) -> Side<Recording> {
         let store = Recording {
             inner: MemJournal::new(1, 10_000),
-            log: Rc::default(),
+            log: Vec::new(),
             fail,
             calls: 0,
         };
-        JournalSync::new(Role::Client, SyncConfig::default(), store)
+        Side {
+            sync: JournalSync::new(Role::Client, SyncConfig::default()),
+            store,
+        }
     }
 
     #[test]
     fn each_received_list_is_one_batch_committed_before_sync_ok() {
         let (now, mut server, mut client) = (Instant::ZERO, server(200), recording_client(vec![]));
-        server.connection_up(now);
-        client.connection_up(now);
+        server.up(now);
+        client.up(now);
         let (events, at_ok) = shuttle(now, &mut client, &mut server);
         // 200 entries in lists of 64 (the server's `max_entries_per_message`): four batches,
         // and the one SYNC_OK left after all four were committed.
@@ -1300,22 +1331,28 @@ mod tests {
             Seen::Batch(64),
             Seen::Batch(8),
         ];
-        assert_eq!(*client.store().log.borrow(), batches);
+        assert_eq!(client.store.log, batches);
         assert_eq!(at_ok, [batches]);
         let applied = events
             .iter()
             .filter(|e| matches!(e, SyncEvent::Applied { .. }))
             .count();
-        assert_eq!((applied, client.stats().applied), (200, 200));
-        assert_eq!(client.marks().ours, Some(LineId { epoch: 9, seq: 200 }));
-        assert_eq!(server.marks().theirs, Some(LineId { epoch: 9, seq: 200 }));
+        assert_eq!((applied, client.sync.stats().applied), (200, 200));
+        assert_eq!(
+            client.sync.marks().ours,
+            Some(LineId { epoch: 9, seq: 200 })
+        );
+        assert_eq!(
+            server.sync.marks().theirs,
+            Some(LineId { epoch: 9, seq: 200 })
+        );
     }
 
     #[test]
     fn a_failed_batch_is_reported_moves_no_mark_and_is_fetched_again() {
         let (now, mut server, mut client) = (Instant::ZERO, server(100), recording_client(vec![2]));
-        server.connection_up(now);
-        client.connection_up(now);
+        server.up(now);
+        client.up(now);
         let (events, _) = shuttle(now, &mut client, &mut server);
         let failed: Vec<_> = events
             .iter()
@@ -1332,17 +1369,20 @@ mod tests {
             )]
         );
         // The first list (64) is in; the second was refused whole; no mark moved.
-        assert_eq!(client.store().head(), 64);
-        assert_eq!(client.marks().ours, None);
+        assert_eq!(client.store.head(), 64);
+        assert_eq!(client.sync.marks().ours, None);
         assert!(events.contains(&SyncEvent::Completed { ctx: 1, mark: None }));
         // After the backoff the client asks again from its mark and gets the rest.
-        let later = client.deadline().expect("a retry is scheduled");
-        client.handle_timeout(later);
+        let later = client.sync.deadline().expect("a retry is scheduled");
+        client.sync.handle_timeout(later);
         let (events, _) = shuttle(later, &mut client, &mut server);
-        assert_eq!(client.store().head(), 100);
-        assert_eq!(client.stats().applied, 100);
-        assert_eq!(client.stats().duplicates, 64);
-        assert_eq!(client.marks().ours, Some(LineId { epoch: 9, seq: 100 }));
+        assert_eq!(client.store.head(), 100);
+        assert_eq!(client.sync.stats().applied, 100);
+        assert_eq!(client.sync.stats().duplicates, 64);
+        assert_eq!(
+            client.sync.marks().ours,
+            Some(LineId { epoch: 9, seq: 100 })
+        );
         assert!(!events
             .iter()
             .any(|e| matches!(e, SyncEvent::StoreFailed { .. })));
@@ -1350,15 +1390,15 @@ mod tests {
 
     #[test]
     fn appending_a_duplicate_is_a_typed_error() {
-        let mut sync =
-            JournalSync::new(Role::Client, SyncConfig::default(), MemJournal::new(1, 10));
+        let mut sync = JournalSync::new(Role::Client, SyncConfig::default());
+        let mut store = MemJournal::new(1, 10);
         let e = Entry::new(b"me", b"r1", b"x");
-        sync.command(Instant::ZERO, SyncCommand::Append(e.clone()))
+        sync.command(Instant::ZERO, &mut store, SyncCommand::Append(e.clone()))
             .unwrap();
         assert_eq!(
-            sync.command(Instant::ZERO, SyncCommand::Append(e)),
+            sync.command(Instant::ZERO, &mut store, SyncCommand::Append(e)),
             Err(SyncError::Store(StoreError::Duplicate))
         );
-        assert_eq!(sync.store().head(), 1);
+        assert_eq!(store.head(), 1);
     }
 }

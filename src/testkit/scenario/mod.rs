@@ -93,7 +93,6 @@ pub use merge::{
 pub use violation::Violation;
 
 use super::Faults;
-use crate::peer::SharedJournal;
 use crate::sync::journal::{MemJournal, SyncConfig};
 use crate::time::Duration;
 use alloc::string::String;
@@ -309,7 +308,7 @@ pub struct Report {
 }
 
 /// The journal every peer uses.
-pub type Journal = SharedJournal<MemJournal>;
+pub type Journal = MemJournal;
 
 /// Runs a scenario (clamped: see [`Scenario`]), checking the invariants after every step,
 /// then calms the network and checks convergence. See the [module docs](self).

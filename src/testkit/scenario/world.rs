@@ -8,7 +8,7 @@ use super::{
     MAX_APPEND, MAX_CLIENTS, MAX_JUMP_MILLIS, MAX_STEPS, MAX_UPDATES,
 };
 use crate::driver::{Channel, Machine};
-use crate::peer::{Peer, PeerCommand, PeerEvent, Profile as PeerProfile, SharedJournal};
+use crate::peer::{Peer, PeerCommand, PeerEvent, Profile as PeerProfile};
 use crate::sync::journal::{JournalStore, MemJournal, SyncCommand, SyncEvent};
 use crate::testkit::{Either, Faults, NodeId, Sim};
 use crate::time::{Duration, Instant};
@@ -187,18 +187,14 @@ pub(super) fn hex(t: &Token) -> String {
 impl<H: Harness> World<H> {
     fn new(h: H, seed: u64, clients: u8) -> World<H> {
         let mut sim = Sim::new(seed, Faults::none());
-        let server_peer = Peer::new(
-            h.server(seed),
-            sync_config(),
-            SharedJournal::new(MemJournal::new(1, 100_000)),
-        );
+        let server_peer = Peer::new(h.server(seed), sync_config(), MemJournal::new(1, 100_000));
         let server = sim.add_node(Either::Right(server_peer));
         let mut ids = Vec::new();
         for i in 0..clients {
             let peer = Peer::new(
                 h.client(seed, i, sim.now()),
                 sync_config(),
-                SharedJournal::new(MemJournal::new(100 + u64::from(i), 100_000)),
+                MemJournal::new(100 + u64::from(i), 100_000),
             );
             let id = sim.add_node(Either::Left(peer));
             for &channel in H::CHANNELS {
@@ -266,15 +262,16 @@ impl<H: Harness> World<H> {
 
     fn keys(&self, id: NodeId) -> BTreeSet<Key> {
         self.journal(id)
-            .with(|j| j.keys().into_iter().map(|(a, r)| key_of(&a, &r)).collect())
+            .keys()
+            .into_iter()
+            .map(|(a, r)| key_of(&a, &r))
+            .collect()
     }
 
     fn append(&mut self, index: usize, id: NodeId, entry: Entry) {
         let key = key_of(&entry.author, &entry.resource);
         self.appended.insert(key.clone());
-        let had = self
-            .journal(id)
-            .with(|j| j.contains(&entry.author, &entry.resource));
+        let had = self.journal(id).contains(&entry.author, &entry.resource);
         if !had {
             if let Some(t) = self.tracks.get_mut(index) {
                 t.own.insert(key);
