@@ -90,8 +90,8 @@ fn catch_up_messages(server: &mut (JournalSync, MemJournal)) -> (JournalSync, Me
     let (server, server_journal) = server;
     let mut client = JournalSync::new(Role::Client, config(Role::Client));
     let mut journal = client_journal();
-    server.connection_up(now);
-    client.connection_up(now);
+    server.connection_up(now, server_journal);
+    client.connection_up(now, &journal);
     loop {
         let mut moved = false;
         while let Some(o) = client.poll() {

@@ -59,7 +59,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// The first four bytes of every snapshot: `TSNP`.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"TSNP";
 /// The version of the snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 3;
 /// Magic, version, kind and body length: the bytes before the body.
 pub const SNAPSHOT_HEADER_LEN: usize = 10;
 /// The CRC-32 after the body.
@@ -340,6 +340,7 @@ fn put_opt_line(out: &mut BytesMut, l: Option<LineId>) {
             out.put_u8(1);
             out.put_u64(l.epoch);
             out.put_u64(l.seq);
+            out.put_u64(l.check);
         }
         None => out.put_u8(0),
     }
@@ -350,22 +351,26 @@ fn read_opt_line(r: &mut Reader, field: &'static str) -> Result<Option<LineId>, 
         Some(LineId {
             epoch: r.u64(field)?,
             seq: r.u64(field)?,
+            check: r.u64(field)?,
         })
     } else {
         None
     })
 }
 
-/// Journal-sync marks: `ours` then `theirs`, each `[0]` or `[1][EPOCH u64][SEQ u64]`.
+/// Journal-sync marks: `ours`, `theirs`, then `held`, each `[0]` or
+/// `[1][EPOCH u64][SEQ u64][CHECK u64]`.
 pub(crate) fn put_marks(out: &mut BytesMut, m: &Marks) {
     put_opt_line(out, m.ours);
     put_opt_line(out, m.theirs);
+    put_opt_line(out, m.held);
 }
 
 pub(crate) fn read_marks(r: &mut Reader) -> Result<Marks, SnapshotError> {
     Ok(Marks {
         ours: read_opt_line(r, "marks.ours")?,
         theirs: read_opt_line(r, "marks.theirs")?,
+        held: read_opt_line(r, "marks.held")?,
     })
 }
 

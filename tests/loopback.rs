@@ -73,6 +73,12 @@ impl<T: JournalStore> JournalStore for Shared<T> {
     fn entry(&self, seq: u64) -> Option<Entry> {
         self.0.borrow().entry(seq)
     }
+    fn line(&self, seq: u64) -> Option<LineId> {
+        self.0.borrow().line(seq)
+    }
+    fn head_line(&self) -> LineId {
+        self.0.borrow().head_line()
+    }
     fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
         self.0.borrow().contains(author, resource)
     }
@@ -99,6 +105,7 @@ impl<T: JournalStore> JournalStore for Shared<T> {
 struct HashJournal {
     epoch: u64,
     lines: Vec<Entry>,
+    checks: Vec<u64>,
     index: HashMap<Vec<u8>, usize>,
 }
 
@@ -107,6 +114,7 @@ impl HashJournal {
         HashJournal {
             epoch,
             lines: Vec::new(),
+            checks: Vec::new(),
             index: HashMap::new(),
         }
     }
@@ -138,17 +146,27 @@ impl JournalStore for HashJournal {
         let i = usize::try_from(seq.checked_sub(1)?).ok()?;
         self.lines.get(i).cloned()
     }
+    fn line(&self, seq: u64) -> Option<LineId> {
+        let check = match seq {
+            0 => 0,
+            _ => *self.checks.get(usize::try_from(seq - 1).ok()?)?,
+        };
+        Some(LineId {
+            epoch: self.epoch,
+            seq,
+            check,
+        })
+    }
     fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
         self.index.contains_key(&Self::key(author, resource))
     }
     fn append(&mut self, entry: Entry) -> Result<LineId, StoreError> {
+        let line = self.head_line().next(&entry);
         self.index
             .insert(Self::key(&entry.author, &entry.resource), self.lines.len());
         self.lines.push(entry);
-        Ok(LineId {
-            epoch: self.epoch,
-            seq: self.head(),
-        })
+        self.checks.push(line.check);
+        Ok(line)
     }
     fn resource(&self, author: &[u8], resource: &[u8]) -> Option<Bytes> {
         let i = *self.index.get(&Self::key(author, resource))?;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use core::num::NonZeroU32;
 use proptest::prelude::*;
 use sync_common::{config, Net};
-use tether::sync::journal::{Marks, SyncCommand, SyncConfig, SyncEvent};
+use tether::sync::journal::{JournalStore, Marks, SyncCommand, SyncConfig, SyncEvent};
 use tether::wire::{Entry, JournalList, JournalMessage, LineId, Message, Status};
 use tether::{Duration, Input, Link, Machine};
 
@@ -80,7 +80,7 @@ fn since_and_limit_page_over_several_contexts() {
     }
     assert_eq!(net.m[CLIENT].store().entries().len(), 10);
     // Marks: the client's `since` and the server's record of the client agree.
-    let want = Some(LineId { epoch: E1, seq: 10 });
+    let want = net.m[SERVER].store().line(10);
     assert_eq!(net.m[CLIENT].core().marks().ours, want);
     assert_eq!(net.m[SERVER].core().marks().theirs, want);
 }
@@ -135,7 +135,7 @@ fn a_context_cut_midway_is_sent_again_from_the_confirmed_mark() {
     assert_eq!(net.m[CLIENT].store().entries().len(), 6);
     assert_eq!(
         net.m[SERVER].core().marks().theirs,
-        Some(LineId { epoch: E1, seq: 6 })
+        net.m[SERVER].store().line(6)
     );
 }
 
@@ -178,7 +178,7 @@ fn broadcasts_send_the_most_recent_list_from_the_confirmed_line() {
         net.sent_since(before).last().map(|(_, m)| m.clone()),
         Some(Message::Journal(JournalMessage::List(JournalList {
             ctx: 0,
-            since: LineId { epoch: E1, seq: 1 },
+            since: net.m[SERVER].store().line(1).unwrap(),
             head: 2,
             entries: vec![entry("srv", 2)],
         })))
@@ -191,7 +191,7 @@ fn broadcasts_send_the_most_recent_list_from_the_confirmed_line() {
         net.sent_since(before).last().map(|(_, m)| m.clone()),
         Some(Message::Journal(JournalMessage::List(JournalList {
             ctx: 0,
-            since: LineId { epoch: E1, seq: 2 },
+            since: net.m[SERVER].store().line(2).unwrap(),
             head: 3,
             entries: vec![entry("srv", 3)],
         })))
@@ -207,8 +207,9 @@ fn broadcasts_send_the_most_recent_list_from_the_confirmed_line() {
 fn an_unknown_since_leads_to_a_full_resync() {
     let mut net = server_with(4);
     net.m[CLIENT].core_mut().set_marks(Marks {
-        ours: Some(LineId { epoch: 999, seq: 2 }),
+        ours: Some(LineId { epoch: 999, seq: 2, check: 0 }),
         theirs: None,
+        held: None,
     });
     net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
     net.settle();
@@ -218,15 +219,16 @@ fn an_unknown_since_leads_to_a_full_resync() {
     assert_eq!(net.m[CLIENT].store().entries().len(), 4);
     // A `since` past the replier's head is unknown too.
     net.m[CLIENT].core_mut().set_marks(Marks {
-        ours: Some(LineId { epoch: E1, seq: 40 }),
+        ours: Some(LineId { epoch: E1, seq: 40, check: 0 }),
         theirs: None,
+        held: None,
     });
     net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
     net.settle();
     assert_eq!(net.m[CLIENT].core().stats().duplicates, 4);
     assert_eq!(
         net.m[CLIENT].core().marks().ours,
-        Some(LineId { epoch: E1, seq: 4 })
+        net.m[SERVER].store().line(4)
     );
 }
 

@@ -43,9 +43,11 @@ fn opt_duration() -> impl Strategy<Value = Option<Duration>> {
 
 fn marks_strategy() -> impl Strategy<Value = Marks> {
     let line = prop::option::of(
-        (any::<u64>(), any::<u64>()).prop_map(|(epoch, seq)| LineId { epoch, seq }),
+        (any::<u64>(), any::<u64>(), any::<u64>())
+            .prop_map(|(epoch, seq, check)| LineId { epoch, seq, check }),
     );
-    (line.clone(), line).prop_map(|(ours, theirs)| Marks { ours, theirs })
+    (line.clone(), line.clone(), line)
+        .prop_map(|(ours, theirs, held)| Marks { ours, theirs, held })
 }
 
 fn merge_session_strategy() -> impl Strategy<Value = merge::MergeSessionSnapshot> {
@@ -248,8 +250,9 @@ fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
             found: 1
         })
     );
-    // Version 1 (before delivery counters) and a future version 3 are both refused.
-    for version in [1u8, 3] {
+    // Version 1 (before delivery counters), 2 (marks without the hash chain) and a future
+    // version 4 are refused.
+    for version in [1u8, 2, 4] {
         let mut other = bytes.to_vec();
         other[4] = version;
         assert_eq!(

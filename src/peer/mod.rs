@@ -375,7 +375,7 @@ where
                     self.syncs.remove(&session);
                 }
                 let sync = Self::sync_for(&mut self.syncs, self.role, &self.config, session);
-                sync.connection_up(now);
+                sync.connection_up(now, &self.store);
             }
             Event::Down { session } => {
                 let session = *session;

@@ -2,8 +2,8 @@
 //!
 //! | code | what | layout after the code |
 //! |---:|---|---|
-//! | 0x30 | journal request (a `SYNC_REQ` body, never a message) | `EPOCH u64, SINCE u64, LIMIT u32` |
-//! | 0x31 | journal list | `CTX u32, EPOCH u64, SINCE u64, HEAD u64, COUNT u16, ENTRY * COUNT` |
+//! | 0x30 | journal request (a `SYNC_REQ` body, never a message) | `EPOCH u64, SINCE u64, CHECK u64, LIMIT u32` |
+//! | 0x31 | journal list | `CTX u32, EPOCH u64, SINCE u64, CHECK u64, HEAD u64, COUNT u16, ENTRY * COUNT` |
 //! | 0x32 | resource request | `REQ u32, AUTHOR_LEN u8, AUTHOR, RES_LEN u8, RESOURCE` |
 //! | 0x33 | resource | `REQ u32, BYTES..` |
 //! | 0x34 | status response | `STATUS u16, HAS_REQ u8, [REQ u32], DESC_LEN u16, DESC` |
@@ -37,11 +37,30 @@ pub const MAX_ID_LEN: usize = 64;
 /// Longest status description, in bytes.
 pub const MAX_DESCRIPTION: usize = 1024;
 
-/// A journal line id: the journal's epoch and the line's number in it.
+/// A journal line id: the journal's epoch, the line's number in it, and the journal's
+/// hash chain at that line.
 ///
 /// Line `seq` 0 of any epoch is "before the first entry": `since = {epoch, 0}` asks for the
 /// whole journal. A journal that is reset or lost starts a new epoch, so a `since` from an
 /// older life of the journal never names a line of the new one (see docs/PROTOCOL.md 6.6).
+///
+/// `check` makes that hold even when the caller gives two lives of a journal the same
+/// epoch: it is a rolling 64-bit hash of every entry up to the line, in order (SDMP's
+/// line numbers are a hash chain for the same reason), so a line id names one history.
+/// A replier honours a `since` only if its own line there has the same check; anything
+/// else is answered with the whole journal. The hash detects accidental divergence (a
+/// wiped or restored journal), not forgery: a peer that can forge lines can forge checks.
+///
+/// ```
+/// use tether::wire::{Entry, LineId};
+///
+/// let start = LineId::start(7);
+/// let one = start.next(&Entry::new(b"alice", b"r1", b"hello"));
+/// assert_eq!((one.epoch, one.seq), (7, 1));
+/// // Another entry at the same place in a journal of the same epoch: another line.
+/// let other = start.next(&Entry::new(b"alice", b"r1", b"bye"));
+/// assert_ne!(one, other);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LineId {
@@ -49,13 +68,68 @@ pub struct LineId {
     pub epoch: u64,
     /// The line number, 1 for the first entry; 0 is "before the first entry".
     pub seq: u64,
+    /// The hash chain at this line: 0 before the first entry, then
+    /// [`LineId::next`]'s fold of each entry in order.
+    pub check: u64,
 }
 
 impl LineId {
-    /// The line before the first entry of `epoch`.
+    /// The line before the first entry of `epoch` (check 0).
     pub const fn start(epoch: u64) -> LineId {
-        LineId { epoch, seq: 0 }
+        LineId {
+            epoch,
+            seq: 0,
+            check: 0,
+        }
     }
+
+    /// The id of the line after this one when it holds `entry`: the number plus one, the
+    /// check folded over the entry's author, resource id and payload (docs/PROTOCOL.md
+    /// 6.6 gives the function; it is part of the protocol and never changes).
+    pub fn next(self, entry: &Entry) -> LineId {
+        let mut h = chain_word(self.check, 0x7465_7468_6572_2d31); // "tether-1"
+        h = chain_bytes(h, &entry.author);
+        h = chain_bytes(h, &entry.resource);
+        h = chain_bytes(h, &entry.payload);
+        LineId {
+            epoch: self.epoch,
+            seq: self.seq.saturating_add(1),
+            check: chain_finish(h),
+        }
+    }
+}
+
+/// One step of the chain: the word in, multiplied by an odd constant (the golden ratio's
+/// 64-bit fraction), high bits folded down.
+const fn chain_word(h: u64, w: u64) -> u64 {
+    let x = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^ (x >> 29)
+}
+
+/// The length, then the bytes as little-endian 8-byte words, the last one zero-padded: a
+/// field boundary can never move without changing a word.
+fn chain_bytes(mut h: u64, bytes: &[u8]) -> u64 {
+    h = chain_word(h, bytes.len() as u64);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = chain_word(h, u64::from_le_bytes(b));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = chain_word(h, u64::from_le_bytes(b));
+    }
+    h
+}
+
+/// splitmix64's finaliser: every input bit reaches every output bit.
+const fn chain_finish(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// A journal entry: a resource its author published, as SDMP's
@@ -112,16 +186,18 @@ fn put_id(out: &mut BytesMut, id: &[u8]) {
 }
 
 /// What a `SYNC_REQ` for journal sync asks: the entries after `since`, at most `limit` of
-/// them. Encoded as the `SYNC_REQ` body `[0x30][EPOCH u64][SINCE u64][LIMIT u32]`, where a
-/// `LIMIT` of 0 means "no limit given" (the replier chooses).
+/// them. Encoded as the `SYNC_REQ` body `[0x30][EPOCH u64][SINCE u64][CHECK u64][LIMIT u32]`
+/// (`since` in full, its check included), where a `LIMIT` of 0 means "no limit given" (the
+/// replier chooses).
 ///
 /// ```
 /// use core::num::NonZeroU32;
 /// use tether::wire::{JournalRequest, LineId};
 ///
-/// let req = JournalRequest { since: LineId { epoch: 9, seq: 4 }, limit: NonZeroU32::new(2) };
+/// let since = LineId { epoch: 9, seq: 4, check: 0x1234 };
+/// let req = JournalRequest { since, limit: NonZeroU32::new(2) };
 /// let body = req.to_body();
-/// assert_eq!(body.len(), 21);
+/// assert_eq!(body.len(), 29);
 /// assert_eq!(JournalRequest::decode_body(body), Ok(req));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,10 +217,11 @@ impl JournalRequest {
 
     /// The `SYNC_REQ` body.
     pub fn to_body(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(21);
+        let mut out = BytesMut::with_capacity(29);
         out.put_u8(JOURNAL_REQUEST);
         out.put_u64(self.since.epoch);
         out.put_u64(self.since.seq);
+        out.put_u64(self.since.check);
         out.put_u32(self.limit.map_or(0, NonZeroU32::get));
         out.freeze()
     }
@@ -161,6 +238,7 @@ impl JournalRequest {
         let since = LineId {
             epoch: r.u64("since epoch")?,
             seq: r.u64("since line")?,
+            check: r.u64("since check")?,
         };
         let limit = NonZeroU32::new(r.u32("limit")?);
         r.finish()?;
@@ -174,7 +252,8 @@ pub struct JournalList {
     /// The sync context it answers, or 0 for a broadcast sent without being asked.
     pub ctx: u32,
     /// The line just before the first entry (SDMP: "if the first entry is n, this is n-1").
-    /// Entry `i` (from 0) is line `since.seq + 1 + i` of epoch `since.epoch`.
+    /// Entry `i` (from 0) is line `since.seq + 1 + i` of epoch `since.epoch`; its check is
+    /// the sender's chain there, from which the receiver folds the entries' own.
     pub since: LineId,
     /// The sender's last line when it sent the list, so the receiver knows whether more
     /// remain (another context then asks for them).
@@ -272,6 +351,7 @@ impl JournalMessage {
                 let since = LineId {
                     epoch: r.u64("since epoch")?,
                     seq: r.u64("since line")?,
+                    check: r.u64("since check")?,
                 };
                 let head = r.u64("head line")?;
                 let count = usize::from(r.u16("entry count")?);
@@ -330,6 +410,7 @@ impl JournalMessage {
                 out.put_u32(l.ctx);
                 out.put_u64(l.since.epoch);
                 out.put_u64(l.since.seq);
+                out.put_u64(l.since.check);
                 out.put_u64(l.head);
                 // Machines never build more than MAX_LIST_ENTRIES; a hand-built longer list
                 // is cut rather than encoded with a wrong count.
@@ -435,7 +516,7 @@ mod tests {
     }
 
     fn line() -> impl Strategy<Value = LineId> {
-        (any::<u64>(), any::<u64>()).prop_map(|(epoch, seq)| LineId { epoch, seq })
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, seq, check)| LineId { epoch, seq, check })
     }
 
     fn entry() -> impl Strategy<Value = Entry> {
@@ -525,11 +606,43 @@ mod tests {
         }
     }
 
+    /// The chain is part of the protocol: these values never change (another
+    /// implementation checks itself against them).
+    #[test]
+    fn chain_test_vectors() {
+        let one = LineId::start(1).next(&Entry::new(b"alice", b"r1", b"hello"));
+        let two = one.next(&Entry::new(b"bob", b"a-resource-id-longer-than-8", b""));
+        assert_eq!((one.seq, two.seq), (1, 2));
+        assert_eq!(
+            (one.check, two.check),
+            (CHAIN_VECTOR_1, CHAIN_VECTOR_2),
+            "{:#018x} {:#018x}",
+            one.check,
+            two.check
+        );
+        // Field boundaries count: moving a byte from author to resource changes the line.
+        let a = LineId::start(1).next(&Entry::new(b"ab", b"c", b""));
+        let b = LineId::start(1).next(&Entry::new(b"a", b"bc", b""));
+        assert_ne!(a.check, b.check);
+        // The epoch is not hashed (it travels beside the check), the order of lines is.
+        assert_eq!(
+            LineId::start(2).next(&Entry::new(b"alice", b"r1", b"hello")).check,
+            one.check
+        );
+        let swapped = LineId::start(1)
+            .next(&Entry::new(b"bob", b"a-resource-id-longer-than-8", b""))
+            .next(&Entry::new(b"alice", b"r1", b"hello"));
+        assert_ne!(swapped.check, two.check);
+    }
+
+    const CHAIN_VECTOR_1: u64 = 0x09b9_6758_75c3_058f;
+    const CHAIN_VECTOR_2: u64 = 0x0fa4_3298_33e9_fe56;
+
     #[test]
     fn list_layout_is_exact() {
         let msg = Message::Journal(JournalMessage::List(JournalList {
             ctx: 7,
-            since: LineId { epoch: 1, seq: 2 },
+            since: LineId { epoch: 1, seq: 2, check: 0xc4 },
             head: 3,
             entries: vec![Entry::new(b"a", b"r", b"xy")],
         }));
@@ -537,6 +650,7 @@ mod tests {
         let mut want = vec![0x31, 0, 0, 0, 7];
         want.extend_from_slice(&1u64.to_be_bytes());
         want.extend_from_slice(&2u64.to_be_bytes());
+        want.extend_from_slice(&0xc4u64.to_be_bytes());
         want.extend_from_slice(&3u64.to_be_bytes());
         want.extend_from_slice(&[0, 1, 1, b'a', 1, b'r', 0, 0, 0, 2, b'x', b'y']);
         assert_eq!(&b[..], &want[..]);
@@ -575,7 +689,7 @@ mod tests {
         let too_many = [0x31u8, 0, 0, 0, 0]
             .iter()
             .copied()
-            .chain([0u8; 24])
+            .chain([0u8; 32])
             .chain([0x04, 0x01])
             .collect::<Vec<u8>>();
         assert!(matches!(

@@ -112,6 +112,12 @@ impl JournalStore for PerEntry {
     fn entry(&self, seq: u64) -> Option<Entry> {
         self.0.entry(seq)
     }
+    fn line(&self, seq: u64) -> Option<LineId> {
+        self.0.line(seq)
+    }
+    fn head_line(&self) -> LineId {
+        self.0.head_line()
+    }
     fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
         self.0.contains(author, resource)
     }
@@ -138,6 +144,12 @@ impl<S: JournalStore> JournalStore for Counted<S> {
     }
     fn entry(&self, seq: u64) -> Option<Entry> {
         self.inner.entry(seq)
+    }
+    fn line(&self, seq: u64) -> Option<LineId> {
+        self.inner.line(seq)
+    }
+    fn head_line(&self) -> LineId {
+        self.inner.head_line()
     }
     fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
         self.inner.contains(author, resource)
@@ -170,8 +182,8 @@ fn catch_up<S: JournalStore>(server: &mut Node<MemJournal>, store: S) -> Node<Co
         sync: JournalSync::new(Role::Client, config(Role::Client)),
         store,
     };
-    server.sync.connection_up(now);
-    client.sync.connection_up(now);
+    server.sync.connection_up(now, &server.store);
+    client.sync.connection_up(now, &client.store);
     loop {
         let mut moved = false;
         while let Some(o) = client.sync.poll() {

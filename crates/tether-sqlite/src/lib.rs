@@ -47,7 +47,7 @@ use tether::sync::journal::{JournalStore, StoreError};
 use tether::wire::{Entry, LineId};
 
 /// The database layout this crate writes (`PRAGMA user_version`).
-const FORMAT: i64 = 1;
+const FORMAT: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE tether_meta (
@@ -60,6 +60,7 @@ CREATE TABLE tether_entries (
     resource BLOB NOT NULL,
     payload BLOB NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
+    chk INTEGER NOT NULL DEFAULT 0,
     UNIQUE (author, resource)
 );
 CREATE TABLE tether_state (
@@ -68,8 +69,8 @@ CREATE TABLE tether_state (
 ) WITHOUT ROWID;
 ";
 
-const INSERT: &str = "INSERT INTO tether_entries (seq, author, resource, payload) \
-    VALUES (?1, ?2, ?3, ?4) ON CONFLICT (author, resource) DO NOTHING";
+const INSERT: &str = "INSERT INTO tether_entries (seq, author, resource, payload, chk) \
+    VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (author, resource) DO NOTHING";
 
 /// Why the store could not open, or an operation of its own failed.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +170,8 @@ impl Default for Options {
 pub struct SqliteJournal {
     conn: Connection,
     epoch: u64,
-    head: u64,
+    /// The last line, its check included (kept in memory: every append chains from it).
+    head: LineId,
     is_new: bool,
     max_entries: Option<u64>,
     /// State to write with the next transaction: `None` removes the key.
@@ -232,6 +234,41 @@ impl SqliteJournal {
                 tx.pragma_update(None, "user_version", FORMAT)?;
                 true
             }
+            1 => {
+                // Format 1 had no hash chain: add each line's check, folded in order.
+                tx.execute_batch(
+                    "ALTER TABLE tether_entries ADD COLUMN chk INTEGER NOT NULL DEFAULT 0",
+                )?;
+                let epoch: i64 = tx.query_row(
+                    "SELECT value FROM tether_meta WHERE key = 'epoch'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let mut line = LineId::start(epoch as u64);
+                let mut checks = Vec::new();
+                {
+                    let mut rows = tx.prepare(
+                        "SELECT seq, author, resource, payload FROM tether_entries ORDER BY seq",
+                    )?;
+                    let mut rows = rows.query([])?;
+                    while let Some(r) = rows.next()? {
+                        let entry = Entry {
+                            author: Bytes::from(r.get::<_, Vec<u8>>(1)?),
+                            resource: Bytes::from(r.get::<_, Vec<u8>>(2)?),
+                            payload: Bytes::from(r.get::<_, Vec<u8>>(3)?),
+                        };
+                        line = line.next(&entry);
+                        checks.push((r.get::<_, i64>(0)?, line.check as i64));
+                    }
+                }
+                let mut update = tx.prepare("UPDATE tether_entries SET chk = ?2 WHERE seq = ?1")?;
+                for (seq, chk) in checks {
+                    update.execute([seq, chk])?;
+                }
+                drop(update);
+                tx.pragma_update(None, "user_version", FORMAT)?;
+                false
+            }
             FORMAT => false,
             other => return Err(Error::Format(other)),
         };
@@ -240,16 +277,23 @@ impl SqliteJournal {
             [],
             |r| r.get(0),
         )?;
-        let head: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM tether_entries",
-            [],
-            |r| r.get(0),
-        )?;
+        let (head, check): (i64, i64) = tx
+            .query_row(
+                "SELECT seq, chk FROM tether_entries ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, 0));
         tx.commit()?;
         Ok(SqliteJournal {
             conn,
             epoch: epoch as u64,
-            head: head as u64,
+            head: LineId {
+                epoch: epoch as u64,
+                seq: head as u64,
+                check: check as u64,
+            },
             is_new,
             max_entries: options.max_entries,
             staged: BTreeMap::new(),
@@ -367,7 +411,7 @@ impl SqliteJournal {
         &mut self,
         entries: &[Entry],
         outcomes: &mut Vec<Option<LineId>>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<LineId, StoreError> {
         if entries.is_empty() && self.staged.is_empty() {
             return Ok(self.head); // nothing to write: no transaction, no fsync
         }
@@ -380,13 +424,15 @@ impl SqliteJournal {
         {
             let mut insert = tx.prepare_cached(INSERT).map_err(sqlite)?;
             for e in entries {
-                let seq = head + 1;
+                let line = head.next(e);
+                let seq = line.seq;
                 let changed = insert
                     .execute(params![
                         seq as i64,
                         &e.author[..],
                         &e.resource[..],
-                        &e.payload[..]
+                        &e.payload[..],
+                        line.check as i64
                     ])
                     .map_err(sqlite)?;
                 if changed == 0 {
@@ -399,11 +445,8 @@ impl SqliteJournal {
                         usize::try_from(self.max_entries.unwrap_or(0)).unwrap_or(usize::MAX),
                     ));
                 }
-                head = seq;
-                outcomes.push(Some(LineId {
-                    epoch: self.epoch,
-                    seq,
-                }));
+                head = line;
+                outcomes.push(Some(line));
             }
         }
         write_state(&tx, &self.staged).map_err(sqlite)?;
@@ -438,7 +481,30 @@ impl JournalStore for SqliteJournal {
     }
 
     fn head(&self) -> u64 {
+        self.head.seq
+    }
+
+    fn head_line(&self) -> LineId {
         self.head
+    }
+
+    fn line(&self, seq: u64) -> Option<LineId> {
+        if seq == 0 {
+            return Some(LineId::start(self.epoch));
+        }
+        if seq == self.head.seq {
+            return Some(self.head);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT chk FROM tether_entries WHERE seq = ?1")
+            .ok()?;
+        let check: i64 = stmt.query_row([i64::try_from(seq).ok()?], |r| r.get(0)).ok()?;
+        Some(LineId {
+            epoch: self.epoch,
+            seq,
+            check: check as u64,
+        })
     }
 
     fn entry(&self, seq: u64) -> Option<Entry> {

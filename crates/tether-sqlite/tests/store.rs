@@ -60,15 +60,11 @@ fn open_append_reopen_keeps_epoch_lines_and_resources() {
     .unwrap();
     assert!(j.is_new());
     assert_eq!((j.epoch(), j.head()), (0xdead_beef_0000_0001, 0));
+    let mut expect = LineId::start(0xdead_beef_0000_0001);
     for i in 0..10 {
         let line = j.append(entry("a", i, 8)).unwrap();
-        assert_eq!(
-            line,
-            LineId {
-                epoch: 0xdead_beef_0000_0001,
-                seq: u64::from(i) + 1
-            }
-        );
+        expect = expect.next(&entry("a", i, 8));
+        assert_eq!(line, expect, "each line is the chain folded so far");
     }
     drop(j);
     assert_eq!(calls, 1);
@@ -77,6 +73,7 @@ fn open_append_reopen_keeps_epoch_lines_and_resources() {
         SqliteJournal::open(dir.db(), || panic!("an existing journal keeps its epoch")).unwrap();
     assert!(!j.is_new());
     assert_eq!((j.epoch(), j.head()), (0xdead_beef_0000_0001, 10));
+    assert_eq!(j.head_line(), expect, "the chain survives the restart");
     for i in 0..10 {
         assert_eq!(j.entry(u64::from(i) + 1), Some(entry("a", i, 8)));
         assert!(j.contains(b"a", format!("r{i}").as_bytes()));
@@ -339,8 +336,8 @@ fn a_catch_up_through_journal_sync_is_durable() {
     let mut store = SqliteJournal::open(dir.db(), || 1).unwrap();
     let mut client = JournalSync::new(Role::Client, SyncConfig::default());
     let now = Instant::ZERO;
-    server.connection_up(now);
-    client.connection_up(now);
+    server.connection_up(now, &server_j);
+    client.connection_up(now, &store);
     while client.has_output() || server.has_output() {
         while let Some(out) = client.poll() {
             if let SyncOutput::Send(m) = out {
@@ -354,13 +351,7 @@ fn a_catch_up_through_journal_sync_is_durable() {
         }
     }
     assert_eq!(client.stats().applied, 1_000);
-    assert_eq!(
-        client.marks().ours,
-        Some(LineId {
-            epoch: 77,
-            seq: 1_000
-        })
-    );
+    assert_eq!(client.marks().ours, server_j.line(1_000));
     drop(store);
     let j = SqliteJournal::open(dir.db(), || 0).unwrap();
     assert_eq!(j.head(), 1_000);
@@ -444,4 +435,44 @@ fn a_kill_mid_batch_leaves_no_partial_batch() {
         "the batch ended before the log grew: nothing was tested"
     );
     assert_eq!(head, 10, "killed before the commit, yet the batch is there");
+}
+
+/// A file of the first format (no hash chain) opens: each line gets the check the chain
+/// gives it, as if it had been appended by this version.
+#[test]
+fn a_format_1_file_gains_its_hash_chain() {
+    let dir = TempDir::new("format1");
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tether_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) \
+                 WITHOUT ROWID;
+             CREATE TABLE tether_entries (seq INTEGER PRIMARY KEY, author BLOB NOT NULL, \
+                 resource BLOB NOT NULL, payload BLOB NOT NULL, \
+                 deleted INTEGER NOT NULL DEFAULT 0, UNIQUE (author, resource));
+             CREATE TABLE tether_state (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL) \
+                 WITHOUT ROWID;
+             INSERT INTO tether_meta VALUES ('epoch', 42);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for i in 0..5u32 {
+            let e = entry("old", i, 4);
+            conn.execute(
+                "INSERT INTO tether_entries (seq, author, resource, payload) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![i64::from(i) + 1, &e.author[..], &e.resource[..], &e.payload[..]],
+            )
+            .unwrap();
+        }
+    }
+    let mut j = SqliteJournal::open(dir.db(), || panic!("not a new journal")).unwrap();
+    let mut expect = LineId::start(42);
+    for i in 0..5u32 {
+        expect = expect.next(&entry("old", i, 4));
+        assert_eq!(j.line(u64::from(i) + 1), Some(expect));
+    }
+    assert_eq!(j.head_line(), expect);
+    // Appends chain on from the migrated head.
+    let next = j.append(entry("new", 0, 4)).unwrap();
+    assert_eq!(next, expect.next(&entry("new", 0, 4)));
 }

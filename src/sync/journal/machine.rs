@@ -127,7 +127,7 @@ impl<S: JournalStore> Machine for JournalMachine<S> {
             Input::Opened(link) if link.channel == Channel::Main => {
                 self.down();
                 self.link = Some(link);
-                self.core.connection_up(self.now);
+                self.core.connection_up(self.now, &self.store);
                 Ok(())
             }
             Input::Opened(_) => Ok(()),

@@ -77,6 +77,11 @@ pub struct SyncConfig {
     pub broadcast_on_append: bool,
     /// The `limit` put in journal requests this side sends. Default: `None` (no limit).
     pub request_limit: Option<NonZeroU32>,
+    /// How long a server waits, once a connection is up, for the client's opening request
+    /// before it sends its own (it sends its own as soon as it has answered the client's):
+    /// the two sides' opening requests then never cross, so neither is refused. Default:
+    /// 1 s.
+    pub answer_first: Duration,
 }
 
 impl Default for SyncConfig {
@@ -95,6 +100,7 @@ impl Default for SyncConfig {
             sync_on_connect: true,
             broadcast_on_append: true,
             request_limit: None,
+            answer_first: Duration::from_secs(1),
         }
     }
 }
@@ -184,6 +190,19 @@ pub enum SyncEvent {
         reason: RefuseReason,
         /// When we will ask again.
         retry_at: Option<Instant>,
+    },
+    /// The session's first journal answer began: where our mark of the peer's journal
+    /// stands (resumed, caught up from the mark, or history diverged), with the peer's
+    /// journal identity and head. Once per session coming up, before its entries.
+    Continuity {
+        /// The context.
+        ctx: u32,
+        /// The peer's journal epoch.
+        epoch: u64,
+        /// The peer's last line when it answered.
+        head: u64,
+        /// What the answer means for our mark.
+        continuity: Continuity,
     },
     /// The peer did not know our `since`: it sends its whole journal (dedup makes that safe).
     FullResync {
@@ -345,6 +364,46 @@ pub struct Marks {
     /// The last line of our journal the peer confirmed (`SYNC_OK` received): where our
     /// broadcasts start.
     pub theirs: Option<LineId>,
+    /// Our own journal's last line when `ours` last moved: everything `ours` covers is in
+    /// our journal up to this line. When the session comes up again and our journal no
+    /// longer holds this very line (it was wiped, or restored from an older copy), `ours`
+    /// is dropped and the peer's whole journal is asked for
+    /// ([`Continuity::Rebuilt`]).
+    pub held: Option<LineId>,
+}
+
+/// What the first answer of a session says about the peer's journal and our mark of it:
+/// reported once per session coming up ([`SyncEvent::Continuity`]), before any entry of
+/// the answer is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuity {
+    /// We held no mark of the peer's journal (first contact, or a fresh session): all of
+    /// it follows.
+    Start,
+    /// Resumed where we left off: our mark is the peer's head, nothing is missing.
+    UpToDate {
+        /// Our mark, the peer's head.
+        mark: LineId,
+    },
+    /// The peer's journal is the one we confirmed: the lines after our mark follow.
+    CatchUp {
+        /// Our mark: the answer starts after it.
+        mark: LineId,
+    },
+    /// The peer's journal is not the one our mark names (another epoch, fewer lines, or
+    /// another line there: it was wiped or restored): all of it follows, and entries we
+    /// hold already are skipped.
+    Diverged {
+        /// The mark the peer did not recognise.
+        mark: LineId,
+    },
+    /// Our own journal no longer holds what our mark covered (it was wiped or restored
+    /// from an older copy, and the session's marks outlived it): the mark was dropped and
+    /// all of the peer's journal follows.
+    Rebuilt {
+        /// The mark dropped.
+        mark: LineId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,6 +420,9 @@ struct Incoming {
     head: u64,
     received: u64,
     broken: bool,
+    /// Our mark when the context started: if a broadcast moves it meanwhile, the
+    /// context's end must not move it back.
+    mark_at_start: Option<LineId>,
 }
 
 /// Sync contexts carrying journal sync, over one connection to one peer.
@@ -384,8 +446,8 @@ struct Incoming {
 /// let mut server = JournalSync::new(Role::Server, answer_only);
 /// let mut client = JournalSync::new(Role::Client, SyncConfig::default());
 /// let mut client_journal = MemJournal::new(1, 100);
-/// server.connection_up(now);
-/// client.connection_up(now);
+/// server.connection_up(now, &journal);
+/// client.connection_up(now, &client_journal);
 ///
 /// let mut applied = Vec::new();
 /// while client.has_output() || server.has_output() {
@@ -423,6 +485,13 @@ pub struct JournalSync {
     /// connection goes down, since what was in flight may be lost.
     broadcast_to: Option<LineId>,
     retry_at: Option<Instant>,
+    /// A server holds its opening request back until the client's has been answered (or
+    /// this deadline passes), so that the two never cross and get refused.
+    answer_first: Option<Instant>,
+    /// The continuity of this connection is still to be reported (first journal answer).
+    report: bool,
+    /// The mark dropped at connection up because our journal lost what it covered.
+    rebuilt: Option<LineId>,
     refusals: u32,
     /// The jittered retry waits (the server's twice the client's, so that two requests
     /// that crossed and were both refused do not cross again).
@@ -454,6 +523,9 @@ impl JournalSync {
             replying_to: None,
             broadcast_to: None,
             retry_at: None,
+            answer_first: None,
+            report: false,
+            rebuilt: None,
             refusals: 0,
             retry,
             last_rx: Instant::ZERO,
@@ -496,7 +568,7 @@ impl JournalSync {
             return None;
         }
         let retry = match (&self.want, self.contexts.state()) {
-            (Some(_), ContextState::Idle) => self.retry_at,
+            (Some(_), ContextState::Idle) => earliest([self.retry_at, self.answer_first]),
             _ => None,
         };
         let idle = match (self.config.idle_timeout, self.idle_reported) {
@@ -513,8 +585,9 @@ impl JournalSync {
         self.out.push_back(SyncOutput::Event(e));
     }
 
-    /// The transport is up (connected or resumed): resync from our mark.
-    pub fn connection_up(&mut self, now: Instant) {
+    /// The transport is up (connected or resumed): resync from our mark. Our mark is kept
+    /// only if `store` still holds the line it was confirmed at ([`Marks::held`]).
+    pub fn connection_up<S: JournalStore + ?Sized>(&mut self, now: Instant, store: &S) {
         // Up is a row from Down only: up again while up (a profile that reports a
         // connection twice) is not fired, and the rest (a resync) runs as for any up.
         if self.contexts.state() == ContextState::Down
@@ -527,6 +600,25 @@ impl JournalSync {
         self.idle_reported = false;
         self.retry_at = None;
         self.refusals = 0;
+        self.report = true;
+        self.rebuilt = None;
+        if let Some(held) = self.marks.held {
+            if store.line(held.seq) != Some(held) {
+                // Our journal is not the one the mark's lines went into: what the mark says
+                // we hold may be gone. Ask for everything (dedup keeps what survived).
+                self.rebuilt = self.marks.ours.take();
+                self.marks.held = None;
+            }
+        }
+        if let Some(theirs) = self.marks.theirs {
+            if store.line(theirs.seq) != Some(theirs) {
+                self.marks.theirs = None; // the peer confirmed lines we no longer have
+            }
+        }
+        self.answer_first = match self.role {
+            Role::Server => Some(now + self.config.answer_first),
+            Role::Client => None,
+        };
         if self.config.sync_on_connect && self.want.is_none() {
             self.want = Some(Want::Journal(self.config.request_limit));
         }
@@ -571,6 +663,9 @@ impl JournalSync {
                 self.send(status(None, Status::RequestTimeout, b"nothing received"));
                 self.event(SyncEvent::IdleTimeout);
             }
+        }
+        if self.answer_first.is_some_and(|t| now >= t) {
+            self.answer_first = None; // the client did not ask: ask ourselves
         }
         self.try_start(now);
     }
@@ -631,6 +726,7 @@ impl JournalSync {
                         head: 0,
                         received: 0,
                         broken: false,
+                        mark_at_start: self.marks.ours,
                     });
                 } else {
                     self.stats.stale += 1;
@@ -643,7 +739,7 @@ impl JournalSync {
                 }
                 _ => self.out_of_context(),
             },
-            Message::SyncEnd { ctx } => self.on_sync_end(now, ctx),
+            Message::SyncEnd { ctx } => self.on_sync_end(now, &*store, ctx),
             Message::SyncOk { ctx } => {
                 if let Ok(Transition::Moved { .. }) =
                     self.contexts.step(ContextInput::PeerOk { ctx })
@@ -651,6 +747,8 @@ impl JournalSync {
                     let line = self.replying_to.take();
                     if line.is_some() {
                         self.marks.theirs = line;
+                        // The client's opening request is answered: our own may go now.
+                        self.answer_first = None;
                     }
                     self.event(SyncEvent::Confirmed { ctx, line });
                 } else {
@@ -742,9 +840,12 @@ impl JournalSync {
     ) {
         let epoch = store.epoch();
         let head = store.head();
-        let known = req.since.epoch == epoch && req.since.seq <= head;
-        // An unknown `since` (another epoch, or past our head) never means silent loss:
-        // the whole journal follows, and the requester's dedup keeps it idempotent.
+        // Known only if it names this very line, check included: a journal wiped and
+        // regrown under the same epoch has other lines at the same numbers.
+        let known = req.since.epoch == epoch && store.line(req.since.seq) == Some(req.since);
+        // An unknown `since` (another epoch, past our head, another history) never means
+        // silent loss: the whole journal follows, and the requester's dedup keeps it
+        // idempotent.
         let since = if known {
             req.since
         } else {
@@ -757,7 +858,7 @@ impl JournalSync {
         );
         let last = head.min(since.seq.saturating_add(cap));
         self.send_lists(store, ctx, since, last, true);
-        self.replying_to = Some(LineId { epoch, seq: last });
+        self.replying_to = Some(store.line(last).unwrap_or(since));
         // The accepted request just put us in Replying, whose row SendEnd is.
         if let Ok(Transition::Moved { .. }) = self.contexts.step(ContextInput::SendEnd) {
             self.send(Message::SyncEnd { ctx });
@@ -797,12 +898,12 @@ impl JournalSync {
                 seq += 1;
             }
             let n = seq - start;
+            let Some(from) = store.line(start) else {
+                break; // the store ended early: never loop
+            };
             self.send(Message::Journal(JournalMessage::List(JournalList {
                 ctx,
-                since: LineId {
-                    epoch: since.epoch,
-                    seq: start,
-                },
+                since: from,
                 head,
                 entries,
             })));
@@ -814,7 +915,7 @@ impl JournalSync {
         }
     }
 
-    fn on_sync_end(&mut self, now: Instant, ctx: u32) {
+    fn on_sync_end<S: JournalStore + ?Sized>(&mut self, now: Instant, store: &S, ctx: u32) {
         if let Ok(Transition::Moved { .. }) = self.contexts.step(ContextInput::PeerEnd { ctx }) {
             self.send(Message::SyncOk { ctx });
             let requested = self.requested.take();
@@ -824,8 +925,18 @@ impl JournalSync {
                 if inc.journal.is_some() {
                     match (inc.broken, inc.pos) {
                         (false, Some(pos)) => {
-                            self.marks.ours = Some(pos);
-                            mark = Some(pos);
+                            // A broadcast received meanwhile may have taken the mark
+                            // further along the same journal: never move it back.
+                            let further = self.marks.ours != inc.mark_at_start
+                                && self
+                                    .marks
+                                    .ours
+                                    .is_some_and(|o| o.epoch == pos.epoch && o.seq > pos.seq);
+                            if !further {
+                                self.marks.ours = Some(pos);
+                                self.marks.held = Some(store.head_line());
+                            }
+                            mark = self.marks.ours;
                             if inc.head > pos.seq && self.want.is_none() {
                                 // More remain past the limit: another context asks for them.
                                 self.want = requested;
@@ -883,7 +994,15 @@ impl JournalSync {
     fn on_journal<S: JournalStore + ?Sized>(&mut self, store: &mut S, msg: JournalMessage) {
         match msg {
             JournalMessage::List(list) if list.ctx == 0 => {
-                self.apply(store, 0, &list.entries);
+                // A broadcast that continues our mark exactly (same line, same check)
+                // moves it: without that, marks would move only when a context ends, and
+                // every reconnection would fetch again all that broadcasts carried.
+                let from = self.marks.ours.unwrap_or(LineId::start(list.since.epoch));
+                let continues = list.since == from && self.contexts.state() != ContextState::Down;
+                if self.apply(store, 0, &list.entries) && continues {
+                    self.marks.ours = Some(list.entries.iter().fold(list.since, |l, e| l.next(e)));
+                    self.marks.held = Some(store.head_line());
+                }
             }
             JournalMessage::List(list) => {
                 let current = self.contexts.state() == ContextState::Receiving
@@ -955,8 +1074,9 @@ impl JournalSync {
             let expected_ok = match (inc.pos, inc.journal) {
                 (Some(pos), _) => list.since == pos,
                 (None, Some(req)) => {
+                    self.report_continuity(ctx, &req, &list);
                     if list.since != req.since {
-                        if list.since.seq == 0 {
+                        if list.since.seq == 0 && list.since.check == 0 {
                             if req.since.seq != 0 {
                                 self.event(SyncEvent::FullResync {
                                     ctx,
@@ -981,10 +1101,8 @@ impl JournalSync {
                 inc.broken = true;
             } else {
                 inc.received += n;
-                inc.pos = Some(LineId {
-                    epoch: list.since.epoch,
-                    seq: list.since.seq.saturating_add(n),
-                });
+                // The peer's chain over what it sent: the check our mark will carry.
+                inc.pos = Some(list.entries.iter().fold(list.since, |l, e| l.next(e)));
                 inc.head = list.head;
                 self.incoming = Some(inc);
                 self.apply(store, ctx, &list.entries);
@@ -998,9 +1116,14 @@ impl JournalSync {
     /// a durable store); dedup by `(author, resource)` makes resends, broadcasts and full
     /// resyncs idempotent. Returns once the store has committed the batch: what follows
     /// (a `SYNC_OK` at the context's end) may rely on it.
-    fn apply<S: JournalStore + ?Sized>(&mut self, store: &mut S, ctx: u32, entries: &[Entry]) {
+    fn apply<S: JournalStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+        ctx: u32,
+        entries: &[Entry],
+    ) -> bool {
         if entries.is_empty() {
-            return;
+            return true;
         }
         let mut outcomes = core::mem::take(&mut self.outcomes);
         outcomes.clear();
@@ -1026,7 +1149,36 @@ impl JournalSync {
                 inc.broken = true;
             }
             self.event(SyncEvent::StoreFailed { ctx, error });
+            return false;
         }
+        true
+    }
+
+    /// The first list answering the first journal request of a connection: tells the
+    /// application where its mark stands, before the list's entries are applied.
+    fn report_continuity(&mut self, ctx: u32, req: &JournalRequest, list: &JournalList) {
+        if !core::mem::take(&mut self.report) {
+            return;
+        }
+        let mark = req.since;
+        let continuity = if list.since != mark {
+            Continuity::Diverged { mark }
+        } else if mark.seq == 0 {
+            match self.rebuilt.take() {
+                Some(mark) => Continuity::Rebuilt { mark },
+                None => Continuity::Start,
+            }
+        } else if list.head == mark.seq {
+            Continuity::UpToDate { mark }
+        } else {
+            Continuity::CatchUp { mark }
+        };
+        self.event(SyncEvent::Continuity {
+            ctx,
+            epoch: list.since.epoch,
+            head: list.head,
+            continuity,
+        });
     }
 
     fn try_start(&mut self, now: Instant) {
@@ -1035,6 +1187,9 @@ impl JournalSync {
         }
         if self.retry_at.is_some_and(|t| now < t) {
             return;
+        }
+        if self.answer_first.is_some_and(|t| now < t) {
+            return; // a server lets the client's opening request go first
         }
         let Some(want) = self.want.take() else {
             return;
@@ -1069,12 +1224,18 @@ impl JournalSync {
     ) -> Result<(), SyncError> {
         let up = self.contexts.state() != ContextState::Down;
         match cmd {
-            SyncCommand::RequestJournal { limit } => self.want = Some(Want::Journal(limit)),
+            // An explicit request goes as soon as the contexts allow: only the opening
+            // request of a connection waits for the client's (`answer_first`).
+            SyncCommand::RequestJournal { limit } => {
+                self.want = Some(Want::Journal(limit));
+                self.answer_first = None;
+            }
             SyncCommand::Request { body } => {
                 if JournalRequest::is_journal_body(&body) {
                     return Err(SyncError::ReservedBody);
                 }
                 self.want = Some(Want::App(body));
+                self.answer_first = None;
             }
             SyncCommand::SendSync(e) => {
                 if !up {
@@ -1151,7 +1312,7 @@ impl JournalSync {
     fn broadcast<S: JournalStore + ?Sized>(&mut self, store: &S) {
         let epoch = store.epoch();
         let head = store.head();
-        let known = |l: Option<LineId>| l.filter(|l| l.epoch == epoch && l.seq <= head);
+        let known = |l: Option<LineId>| l.filter(|l| l.epoch == epoch && store.line(l.seq) == Some(*l));
         let since = match (known(self.marks.theirs), known(self.broadcast_to)) {
             (Some(a), Some(b)) => a.max(b),
             (a, b) => a.or(b).unwrap_or(LineId::start(epoch)),
@@ -1162,7 +1323,7 @@ impl JournalSync {
                 .saturating_add(u64::from(self.config.max_entries_per_context)),
         );
         self.send_lists(store, 0, since, last, false);
-        self.broadcast_to = Some(LineId { epoch, seq: last });
+        self.broadcast_to = Some(store.line(last).unwrap_or(since));
     }
 }
 
@@ -1221,6 +1382,9 @@ mod tests {
         fn entry(&self, seq: u64) -> Option<Entry> {
             self.inner.entry(seq)
         }
+        fn line(&self, seq: u64) -> Option<LineId> {
+            self.inner.line(seq)
+        }
         fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
             self.inner.contains(author, resource)
         }
@@ -1252,9 +1416,9 @@ mod tests {
         store: S,
     }
 
-    impl<S> Side<S> {
+    impl<S: JournalStore> Side<S> {
         fn up(&mut self, now: Instant) {
-            self.sync.connection_up(now);
+            self.sync.connection_up(now, &self.store);
         }
     }
 
@@ -1340,11 +1504,11 @@ mod tests {
         assert_eq!((applied, client.sync.stats().applied), (200, 200));
         assert_eq!(
             client.sync.marks().ours,
-            Some(LineId { epoch: 9, seq: 200 })
+            server.store.line(200)
         );
         assert_eq!(
             server.sync.marks().theirs,
-            Some(LineId { epoch: 9, seq: 200 })
+            server.store.line(200)
         );
     }
 
@@ -1381,7 +1545,7 @@ mod tests {
         assert_eq!(client.sync.stats().duplicates, 64);
         assert_eq!(
             client.sync.marks().ours,
-            Some(LineId { epoch: 9, seq: 100 })
+            server.store.line(100)
         );
         assert!(!events
             .iter()

@@ -118,6 +118,16 @@ pub trait JournalStore {
     fn head(&self) -> u64;
     /// Line `seq` (1-based), if it exists.
     fn entry(&self, seq: u64) -> Option<Entry>;
+    /// The id of line `seq` with its check (the journal's hash chain there, see
+    /// [`LineId::next`]): `line(0)` is [`LineId::start`] of the epoch, `None` past the head.
+    /// A store computes each line's id as it appends (`head_line.next(&entry)`) and keeps
+    /// it with the line: a peer's `since` is honoured only if it names this very line.
+    fn line(&self, seq: u64) -> Option<LineId>;
+    /// The id of the last line ([`LineId::start`] when empty).
+    fn head_line(&self) -> LineId {
+        self.line(self.head())
+            .unwrap_or(LineId::start(self.epoch()))
+    }
     /// Whether an entry with this author and resource id is in the journal.
     fn contains(&self, author: &[u8], resource: &[u8]) -> bool;
     /// Appends an entry at line `head() + 1` and returns that line; an entry whose author
@@ -178,6 +188,8 @@ pub struct MemJournal {
     epoch: u64,
     max_entries: usize,
     lines: Vec<Entry>,
+    /// Each line's check (the hash chain), index `i` for line `i + 1`.
+    checks: Vec<u64>,
     /// `(author, resource)` to the line's index: a hash map, as a journal of a million
     /// entries is searched for every entry it receives.
     index: HashMap<(Bytes, Bytes), usize>,
@@ -191,6 +203,7 @@ impl MemJournal {
             epoch,
             max_entries,
             lines: Vec::new(),
+            checks: Vec::new(),
             index: HashMap::new(),
             deleted: BTreeSet::new(),
         }
@@ -232,11 +245,10 @@ impl MemJournal {
             (entry.author.clone(), entry.resource.clone()),
             self.lines.len(),
         );
+        let line = self.head_line().next(entry);
         self.lines.push(entry.clone());
-        Ok(Some(LineId {
-            epoch: self.epoch,
-            seq: self.lines.len() as u64,
-        }))
+        self.checks.push(line.check);
+        Ok(Some(line))
     }
 }
 
@@ -250,6 +262,24 @@ impl JournalStore for MemJournal {
     fn entry(&self, seq: u64) -> Option<Entry> {
         let i = usize::try_from(seq.checked_sub(1)?).ok()?;
         self.lines.get(i).cloned()
+    }
+    fn line(&self, seq: u64) -> Option<LineId> {
+        let check = match seq {
+            0 => 0,
+            _ => *self.checks.get(usize::try_from(seq - 1).ok()?)?,
+        };
+        Some(LineId {
+            epoch: self.epoch,
+            seq,
+            check,
+        })
+    }
+    fn head_line(&self) -> LineId {
+        LineId {
+            epoch: self.epoch,
+            seq: self.lines.len() as u64,
+            check: self.checks.last().copied().unwrap_or(0),
+        }
     }
     fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
         self.index.contains_key(&Probe(author, resource))
@@ -272,6 +302,7 @@ impl JournalStore for MemJournal {
                     for e in self.lines.drain(start..) {
                         self.index.remove(&Probe(&e.author, &e.resource));
                     }
+                    self.checks.truncate(start);
                     outcomes.clear();
                     return Err(err);
                 }
@@ -374,9 +405,39 @@ mod tests {
         ];
         let mut out = Vec::new();
         j.append_batch(&list, &mut out).unwrap();
-        let line = |seq| Some(LineId { epoch: 3, seq });
-        assert_eq!(out, [None, line(2), None, line(3)]);
+        let seqs: Vec<_> = out.iter().map(|o| o.map(|l| (l.epoch, l.seq))).collect();
+        assert_eq!(seqs, [None, Some((3, 2)), None, Some((3, 3))]);
+        // The ids are the journal's own lines, checks included.
+        assert_eq!(out[1], j.line(2));
+        assert_eq!(out[3], j.line(3));
         assert_eq!(j.head(), 3);
+    }
+
+    /// Each line's id is the chain folded over the entries before it, whatever path
+    /// appended them; `line(0)` is the start and nothing past the head has an id.
+    #[test]
+    fn line_ids_follow_the_chain() {
+        let mut j = MemJournal::new(5, 10);
+        let entries = [
+            Entry::new(b"a", b"1", b"x"),
+            Entry::new(b"b", b"1", b"yy"),
+            Entry::new(b"a", b"2", b""),
+        ];
+        j.append(entries[0].clone()).unwrap();
+        let mut out = Vec::new();
+        j.append_batch(&entries[1..], &mut out).unwrap();
+        let mut expect = LineId::start(5);
+        assert_eq!(j.line(0), Some(expect));
+        for (i, e) in entries.iter().enumerate() {
+            expect = expect.next(e);
+            assert_eq!(j.line(i as u64 + 1), Some(expect));
+        }
+        assert_eq!(j.head_line(), expect);
+        assert_eq!(j.line(4), None);
+        // A failed batch leaves no check behind.
+        let mut small = MemJournal::new(5, 1);
+        assert!(small.append_batch(&entries, &mut out).is_err());
+        assert_eq!(small.head_line(), LineId::start(5));
     }
 
     #[test]
@@ -414,6 +475,9 @@ mod tests {
             fn entry(&self, seq: u64) -> Option<Entry> {
                 self.0.entry(seq)
             }
+            fn line(&self, seq: u64) -> Option<LineId> {
+                self.0.line(seq)
+            }
             fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
                 self.0.contains(author, resource)
             }
@@ -433,8 +497,8 @@ mod tests {
         ];
         let mut out = Vec::new();
         assert_eq!(j.append_batch(&list, &mut out), Err(StoreError::Full(2)));
-        let line = |seq| Some(LineId { epoch: 1, seq });
-        assert_eq!(out, [line(1), None, line(2)]);
+        let seqs: Vec<_> = out.iter().map(|o| o.map(|l| l.seq)).collect();
+        assert_eq!(seqs, [Some(1), None, Some(2)]);
         assert_eq!(j.head(), 2);
     }
 
