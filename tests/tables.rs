@@ -386,8 +386,9 @@ fn merge_connect_diagram_follows_the_node_table() {
 
 #[test]
 fn merge_resume_diagrams_follow_the_node_table() {
-    // Accepted, refused (not resumable), forgotten (fresh session from the old token).
-    for i in 0..3 {
+    // Accepted, takeover, forgotten (fresh session from the old token), diverged (ended,
+    // then fresh).
+    for i in 0..4 {
         replay_merge_client("### 5.4 Resume", i, "Reconnecting");
     }
 }

@@ -475,6 +475,14 @@ impl Delivery {
         Some(frame)
     }
 
+    /// Whether every frame is held until the peer's `ACK` says what it has: on a resumed
+    /// link before that `ACK` (and while the link is down). The first `ACK` on a resumed link
+    /// is the one that tells whether both sides hold the same session: one that does not
+    /// fit ([`AckError`]) means one side resumed from an older copy of it.
+    pub fn is_holding(&self) -> bool {
+        self.hold
+    }
+
     /// Whether frames wait to be written now.
     pub fn has_unwritten(&self) -> bool {
         !self.hold && self.written - self.acked < self.held() as u64

@@ -31,7 +31,7 @@ pub use backoff::Backoff;
 pub use delivery::{AckError, Delivery, DeliveryConfig, Full};
 pub use event::Event;
 pub use liveness::Liveness;
-pub(crate) use runtime::{SessionCore, Verdict};
+pub(crate) use runtime::{AckFault, SessionCore, Verdict};
 pub(crate) use timers::timer_names;
 pub use timers::{TimerName, TimerQueue, TimerTable};
 
@@ -71,6 +71,12 @@ pub enum EndReason {
     Violation(FailReason),
     /// The dual-channel `feed` was lost and the policy ends the session with it.
     FeedLost,
+    /// The two sides' records of the session disagree, found on resuming it: one side
+    /// resumed from an older copy of the session (a snapshot restored after a restart, e.g.
+    /// a server restarted from an older copy of its database), so messages one side counts
+    /// as delivered are gone on the other and it cannot continue exactly once. It ends on
+    /// both sides (told with `CONN_FAILED` 12); the client starts a fresh session.
+    Diverged,
 }
 
 /// Settings every session has, whatever its profile. `Default` gives the values

@@ -32,6 +32,22 @@ pub(crate) enum Verdict {
     Dead,
 }
 
+/// Why the peer's `ACK` was refused, and so what becomes of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckFault {
+    /// The first `ACK` on a resumed link does not fit this side's record of the session:
+    /// it names messages never sent here (this side's copy is older than the peer's), or
+    /// goes back before what the peer acknowledged already (the peer's is older). One side
+    /// resumed from an older copy of the session (a snapshot restored after a restart):
+    /// messages one side counts as delivered are gone on the other, so the session cannot
+    /// continue exactly once, on this transport or any other. It must end on both sides;
+    /// the client starts a fresh one.
+    Diverged(super::AckError),
+    /// An impossible `ACK` in the middle of a session: the peer is broken. Only the
+    /// transport is refused; the session waits for a resumption.
+    Invalid(super::AckError),
+}
+
 /// One session's delivery, liveness and queue.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionCore {
@@ -206,19 +222,35 @@ impl SessionCore {
         }
     }
 
-    /// The peer's ACK; `Err` if it cannot be true (the link must be refused).
+    /// The peer's ACK; `Err` if it cannot be true, saying whether the session diverged (it
+    /// must end) or only the link must be refused.
     pub fn on_ack<E>(
         &mut self,
         out: &mut Outbox<E>,
         link: Link,
         acked: u64,
         now: Instant,
-    ) -> Result<(), super::AckError> {
+    ) -> Result<(), AckFault> {
         if let Mode::Reliable(d) = &mut self.mode {
-            d.on_ack(acked)?;
+            // Read before the ACK releases the hold: only the first ACK on a resumed link
+            // compares the two sides' records of the session.
+            let resuming = d.is_holding();
+            d.on_ack(acked).map_err(|e| {
+                if resuming {
+                    AckFault::Diverged(e)
+                } else {
+                    AckFault::Invalid(e)
+                }
+            })?;
         }
         self.flush(out, Some(link), now);
         Ok(())
+    }
+
+    /// Whether the session is up on a resumed link whose peer's first `ACK` has not arrived
+    /// yet: the resumption is not proven until that `ACK` fits (see [`AckFault::Diverged`]).
+    pub fn awaits_resume_ack(&self) -> bool {
+        self.up && matches!(&self.mode, Mode::Reliable(d) if d.is_holding())
     }
 
     /// The session is up on `link`. Resumed: send our ACK first and hold until the

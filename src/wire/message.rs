@@ -55,6 +55,10 @@ pub enum FailReason {
     Timeout = 10,
     /// The application refused.
     Refused = 11,
+    /// The session cannot continue: the two sides' records of it disagree (one resumed
+    /// from an older copy of it, e.g. a snapshot restored after a restart). Both sides end
+    /// it; the client starts a fresh one.
+    Diverged = 12,
 }
 
 impl FailReason {
@@ -72,6 +76,7 @@ impl FailReason {
             9 => SessionEnded,
             10 => Timeout,
             11 => Refused,
+            12 => Diverged,
             _ => return None,
         })
     }

@@ -7,7 +7,7 @@
 use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{AttemptFailure, DualError, EndReason, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::{Backoff, Event, SessionCore, Verdict};
+use crate::session::{AckFault, Backoff, Event, SessionCore, Verdict};
 use crate::tables::{fire, NoTransition};
 use crate::time::Instant;
 use crate::token::Token;
@@ -470,13 +470,20 @@ impl DualClient {
                 S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep,
                 Message::Ack { received },
             ) => {
-                let ok = self.main.is_some_and(|main| {
-                    self.core
-                        .on_ack(&mut self.out, main, received, self.now)
-                        .is_ok()
-                });
-                if !ok {
-                    self.protocol_fail(FailReason::UnexpectedMessage);
+                let Some(main) = self.main else {
+                    return;
+                };
+                match self.core.on_ack(&mut self.out, main, received, self.now) {
+                    Ok(()) => {}
+                    Err(AckFault::Diverged(_)) => {
+                        // The server's copy of the session, or ours, is older: it cannot
+                        // continue. Tell the server (it ends the player); this session ends
+                        // and a fresh one is started, as after any refusal once connected.
+                        let reason = FailReason::Diverged;
+                        self.send_main(&Message::ConnFailed { reason });
+                        self.fail(AttemptFailure::Refused(reason));
+                    }
+                    Err(AckFault::Invalid(_)) => self.protocol_fail(FailReason::UnexpectedMessage),
                 }
             }
             (S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep, other) => {

@@ -89,7 +89,8 @@ impl Retry {
 /// matching [`EndReason`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AttemptFailure {
-    /// The peer answered `CONN_FAILED` with this reason.
+    /// The peer answered `CONN_FAILED` with this reason (or, with
+    /// [`FailReason::Diverged`], this side found the session diverged and told the peer so).
     Refused(FailReason),
     /// The peer broke the protocol; tether told it `CONN_FAILED` with this reason.
     Violation(FailReason),
@@ -100,10 +101,13 @@ pub enum AttemptFailure {
 }
 
 impl AttemptFailure {
-    /// How a session ends when this failure is final: a refusal or a violation says so,
-    /// a timeout or a closed transport means the client gave up.
+    /// How a session ends when this failure is final: a refusal or a violation says so
+    /// (a diverged session is [`EndReason::Diverged`]), a timeout or a closed transport
+    /// means the client gave up.
     pub fn end_reason(self) -> EndReason {
         match self {
+            AttemptFailure::Refused(FailReason::Diverged)
+            | AttemptFailure::Violation(FailReason::Diverged) => EndReason::Diverged,
             AttemptFailure::Refused(r) => EndReason::Refused(r),
             AttemptFailure::Violation(r) => EndReason::Violation(r),
             AttemptFailure::Timeout | AttemptFailure::LinkClosed => EndReason::GaveUp,

@@ -9,7 +9,7 @@ use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
 use super::{DualError, EndReason, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::endpoint::{Endpoint, SessionTimer, Slot, Timer};
-use crate::session::{Event, SessionCore, Verdict};
+use crate::session::{AckFault, Event, SessionCore, Verdict};
 use crate::tables::{fire, NoTransition};
 use crate::time::Instant;
 use crate::token::{Token, TokenSource};
@@ -367,16 +367,39 @@ impl<T: TokenSource> DualServer<T> {
             (PlayerState::Connected, Message::Ack { received }) => {
                 let now = self.now;
                 let out = &mut self.out;
-                let ok = self
+                let acked = self
                     .endpoint
                     .get_mut(id)
-                    .is_some_and(|pl| pl.core.on_ack(out, link, received, now).is_ok());
-                if !ok {
-                    // An impossible acknowledgement: this transport is refused; the
-                    // session waits for a better one.
-                    self.refuse_transport(link, FailReason::UnexpectedMessage);
+                    .map(|pl| pl.core.on_ack(out, link, received, now));
+                match acked {
+                    Some(Ok(())) | None => {}
+                    // The first ACK after the reconnection does not fit the player's session
+                    // here: one side resumed from an older copy of it (this server restarted
+                    // from an older copy of its players). It cannot continue: it ends, and
+                    // the client, told, starts a fresh session.
+                    Some(Err(AckFault::Diverged(_))) => {
+                        self.out.send_framed(
+                            link,
+                            &Message::ConnFailed {
+                                reason: FailReason::Diverged,
+                            },
+                        );
+                        self.remove_player(id, EndReason::Diverged);
+                    }
+                    // An impossible acknowledgement mid-session: this transport is refused;
+                    // the session waits for a better one.
+                    Some(Err(AckFault::Invalid(_))) => {
+                        self.refuse_transport(link, FailReason::UnexpectedMessage)
+                    }
                 }
             }
+            // The client found the session diverged on reconnecting: it ends here too.
+            (
+                PlayerState::Connected,
+                Message::ConnFailed {
+                    reason: FailReason::Diverged,
+                },
+            ) => self.remove_player(id, EndReason::Diverged),
             // The messages the session core numbers: the application's and the sync layer's.
             (PlayerState::Connected, m) if crate::session::is_delivered(&m) => {
                 let now = self.now;

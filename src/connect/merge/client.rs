@@ -4,7 +4,9 @@ use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::node::{Node, NodeView, Status, Step};
 use super::{Encoding, EndReason, MergeClientConfig, MergeError, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::{timer_names, Backoff, Event, SessionCore, TimerName, TimerTable, Verdict};
+use crate::session::{
+    timer_names, AckFault, Backoff, Event, SessionCore, TimerName, TimerTable, Verdict,
+};
 use crate::time::Instant;
 use crate::token::Token;
 use crate::wire::{FailReason, Message};
@@ -132,6 +134,9 @@ pub struct MergeClient {
     reader: Option<LinkReader>,
     /// A resumption was sent on the current transport (RESUME, or dop's merged token).
     resuming: bool,
+    /// The session diverged (told by the server, or found here on resuming): it cannot
+    /// continue, and the fresh session that replaces it reports it `Ended(Diverged)`.
+    diverged: bool,
     /// Delivery, liveness and the bounded queue of the session.
     core: SessionCore,
     backoff: Backoff,
@@ -162,6 +167,7 @@ impl MergeClient {
             link: None,
             reader: None,
             resuming: false,
+            diverged: false,
             core: new_core(&cfg, now),
             backoff: Backoff::new(
                 cfg.reconnect_initial,
@@ -344,12 +350,23 @@ impl MergeClient {
             }
             (Status::Connected, Incoming::Ack(n)) if self.core.is_reliable() => {
                 if let Some(link) = self.link {
-                    if self
-                        .core
-                        .on_ack(&mut self.outbox, link, n, self.now)
-                        .is_err()
-                    {
-                        self.fault(FailReason::UnexpectedMessage);
+                    let resuming = self.core.awaits_resume_ack();
+                    match self.core.on_ack(&mut self.outbox, link, n, self.now) {
+                        // The server's first ACK fits: the resumption is proven, and only
+                        // now does the retry schedule start again from its first wait.
+                        Ok(()) if resuming => {
+                            self.diverged = false;
+                            self.backoff.reset();
+                        }
+                        Ok(()) => {}
+                        Err(AckFault::Diverged(_)) => {
+                            // The server's copy of the session, or ours, is older: tell it
+                            // (it ends the session), and resume no more: the next RESUME is
+                            // answered with a fresh session.
+                            self.diverged = true;
+                            self.fault(FailReason::Diverged);
+                        }
+                        Err(AckFault::Invalid(_)) => self.fault(FailReason::UnexpectedMessage),
                     }
                 }
             }
@@ -366,8 +383,13 @@ impl MergeClient {
         self.timers.stop(ClientTimer::Handshake);
         self.timers.stop(ClientTimer::GiveUp);
         self.timers.stop(ClientTimer::Reconnect);
-        self.backoff.reset();
         let resumed = outcome == Outcome::Resumed;
+        if !resumed || !self.core.is_reliable() {
+            // A resumption in tether's encoding is proven by the server's first ACK (see
+            // `on_item`): a server that echoes RESUME and refuses at once must not reset
+            // the backoff, or the client retries once a second forever.
+            self.backoff.reset();
+        }
         let lost = match self.link {
             Some(link) => {
                 self.core
@@ -376,10 +398,16 @@ impl MergeClient {
             None => alloc::vec::Vec::new(),
         };
         if had_session && !resumed {
-            // The server forgot the session: it ended there, and a fresh one replaces it.
+            // The server forgot the session (or ended it, diverged): it ended there, and a
+            // fresh one replaces it.
+            let reason = if core::mem::take(&mut self.diverged) {
+                EndReason::Diverged
+            } else {
+                EndReason::Expired
+            };
             self.outbox.event(Event::Ended {
                 session: (),
-                reason: EndReason::Expired,
+                reason,
                 undelivered: lost,
             });
         }
@@ -408,6 +436,8 @@ impl MergeClient {
             | FailReason::UnsupportedVersion
             | FailReason::InsecureToken => self.end(EndReason::Refused(reason)),
             _ => {
+                // DIVERGED: the server ended the session; the next RESUME gets a fresh one.
+                self.diverged |= reason == FailReason::Diverged;
                 self.outbox
                     .event(Event::Notice(MergeClientNotice::Refused(reason)));
                 self.lose_transport();
@@ -460,7 +490,8 @@ impl MergeClient {
             | EndReason::Expired
             | EndReason::Refused(_)
             | EndReason::Violation(_)
-            | EndReason::FeedLost => Step::Expired,
+            | EndReason::FeedLost
+            | EndReason::Diverged => Step::Expired,
         };
         if let Err(e) = self.node.apply(step) {
             self.error = Some(e.into());
@@ -705,6 +736,7 @@ mod handover {
                 link: None,
                 reader: None,
                 resuming: false,
+                diverged: false,
                 core,
                 backoff: Backoff::new(
                     cfg.reconnect_initial,

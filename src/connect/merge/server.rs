@@ -13,7 +13,7 @@ use super::node::{Node, NodeView, Status, Step};
 use super::{EndReason, MergeError, MergeServerConfig, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::endpoint::{Endpoint, SessionTimer, Timer};
-use crate::session::{Event, SessionCore, Verdict};
+use crate::session::{AckFault, Event, SessionCore, Verdict};
 use crate::time::Instant;
 use crate::token::{Token, TokenSource};
 use crate::wire::{FailReason, Message};
@@ -526,17 +526,26 @@ impl<S: TokenSource> MergeServer<S> {
             }
             Incoming::Ack(n) => {
                 let now = self.now;
-                let bad = self.endpoint.get_mut(id).is_some_and(|s| match s.link {
+                let Some(s) = self.endpoint.get_mut(id) else {
+                    return;
+                };
+                let acked = match s.link {
                     Some(link) if s.core.is_reliable() => {
-                        s.core.on_ack(&mut self.outbox, link, n, now).is_err()
+                        s.core.on_ack(&mut self.outbox, link, n, now).map_err(Some)
                     }
-                    _ => true,
-                });
-                if bad {
-                    self.session_fault(id, FailReason::UnexpectedMessage);
+                    // No numbering in dop's encoding: an ACK makes no sense there.
+                    _ => Err(None),
+                };
+                match acked {
+                    Ok(()) => {}
+                    Err(Some(AckFault::Diverged(_))) => self.diverged(id),
+                    Err(_) => self.session_fault(id, FailReason::UnexpectedMessage),
                 }
             }
             Incoming::Disconnect(_) => self.session_fault(id, FailReason::WrongToken),
+            // The client found the session diverged on resuming it (our copy of it is
+            // older, or its own is): it cannot continue here either.
+            Incoming::Failed(FailReason::Diverged) => self.end(id, EndReason::Diverged),
             Incoming::Failed(_) => {
                 // The client gave up on this transport and closes it: no answer needed.
                 if let Some(link) = self.endpoint.get(id).and_then(|s| s.link) {
@@ -556,6 +565,23 @@ impl<S: TokenSource> MergeServer<S> {
             self.outbox.close(link);
         }
         self.lose(id);
+    }
+
+    /// The first ACK on a resumed transport does not fit the session held here: one side
+    /// resumed from an older copy of it (typically this server, restarted from an older
+    /// copy of its database). Retrying cannot help, so the session ends (not remembered as
+    /// formally ended): the client is told `CONN_FAILED` DIVERGED, and its next RESUME is
+    /// answered as any forgotten session's, with a fresh session.
+    fn diverged(&mut self, id: SessionId) {
+        if let Some(link) = self.endpoint.get(id).and_then(|s| s.link) {
+            codec::send_failed(
+                &mut self.outbox,
+                self.cfg.encoding,
+                link,
+                FailReason::Diverged,
+            );
+        }
+        self.end(id, EndReason::Diverged);
     }
 
     /// CONNECTED -> RECONNECTING: the transport is forgotten and the grace period starts.

@@ -132,7 +132,8 @@ impl Harness for MergeHarness {
             // A client whose formally ended session it tries to resume is refused for
             // good: only after the scenario ended it.
             EndReason::Refused(_) => track.ended_on_purpose,
-            EndReason::Violation(_) | EndReason::FeedLost => false,
+            // No scenario restores an older copy of a session: diverged is a bug here.
+            EndReason::Violation(_) | EndReason::FeedLost | EndReason::Diverged => false,
         };
         News::Ended {
             reason: format!("{reason:?}"),
