@@ -317,10 +317,10 @@ impl SqliteJournal {
             .optional()?)
     }
 
-    /// Every state whose key starts with `prefix`, in key order, staged values overlaid
+    /// Every state whose key starts with `prefix`, by key, staged values overlaid
     /// (a staged removal hides the stored value). A server that keeps one snapshot per
     /// session under `session/...` reads them all back at start with this.
-    pub fn states_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn states_with_prefix(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
         let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         {
             // Keys compare as bytes (memcmp), so the keys with the prefix are the range
@@ -356,7 +356,7 @@ impl SqliteJournal {
                 None => found.remove(key),
             };
         }
-        Ok(found.into_iter().collect())
+        Ok(found)
     }
 
     /// Marks a resource deleted: its line stays (a journal is append-only) but requests

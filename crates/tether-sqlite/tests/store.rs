@@ -296,7 +296,7 @@ fn states_with_a_prefix_are_listed_in_order_staged_overlaid() {
     j.stage_remove_state(b"session/b".to_vec());
     j.stage_state(b"session/d".to_vec(), b"4".to_vec());
     let listed = |j: &SqliteJournal, prefix: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
-        j.states_with_prefix(prefix).unwrap()
+        j.states_with_prefix(prefix).unwrap().into_iter().collect()
     };
     let want = vec![
         (b"session/a".to_vec(), b"1'".to_vec()),
