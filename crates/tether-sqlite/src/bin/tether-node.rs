@@ -43,7 +43,7 @@ use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 use tether::connect::merge::{self, MergeClient, MergeServer, TokenSource};
-use tether::peer::{Handover, Peer, PeerCommand, PeerEvent, PeerSnapshot, SharedJournal};
+use tether::peer::{Handover, Peer, PeerCommand, PeerEvent, PeerSnapshot, Profile, SharedJournal};
 use tether::prelude::*;
 use tether::sync::journal::{JournalStore, SyncConfig, SyncEvent};
 use tether::wire::Entry;
@@ -67,7 +67,7 @@ fn share(journal: SqliteJournal) -> Store {
     SharedJournal::new(journal)
 }
 
-fn journal<P: Durable, R>(peer: &mut Peer<P, Store>, f: impl FnOnce(&mut SqliteJournal) -> R) -> R {
+fn journal<P: Profile, R>(peer: &mut Peer<P, Store>, f: impl FnOnce(&mut SqliteJournal) -> R) -> R {
     peer.store().with_mut(f)
 }
 
@@ -796,9 +796,15 @@ where
         // An error may be about something else the input set off (a send the connection
         // refused): the journal says whether the entry is in.
         let name = self.name.clone();
-        if journal(&mut self.peer, |j| {
-            j.contains(name.as_bytes(), resource.as_bytes())
-        }) {
+        let appended = journal(&mut self.peer, |j| {
+            let appended = j.contains(name.as_bytes(), resource.as_bytes());
+            if !appended && j.has_staged_state() {
+                // Not written: the count must not go out with the next transaction alone.
+                j.stage_state(OWN_KEY.to_vec(), n.to_string().into_bytes());
+            }
+            appended
+        });
+        if appended {
             self.own = n + 1;
             say!("appended {n}");
         }
