@@ -34,7 +34,9 @@
 //!
 //! # Example
 //!
-//! See [`SqliteJournal`].
+//! See [`SqliteJournal`]. For a whole durable node (a token-merge server or client that
+//! survives `kill -9` and resumes its sessions from its file), see the crate's
+//! `tether-node` binary (`src/bin/tether-node.rs`) and `tests/kill9.rs`, which kills it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -14,7 +14,7 @@
 //!
 //! What is checked is deterministic; only where the kills land in the nodes' work depends
 //! on timing (the schedule itself is seeded: `TETHER_KILL9_SEED`). Loopback only, bounded
-//! (under 60 s; about 15 s). Figures: `cargo test -p tether-sqlite --test kill9 -- --nocapture`.
+//! (under 60 s; about 10 s). Figures: `cargo test -p tether-sqlite --test kill9 -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
