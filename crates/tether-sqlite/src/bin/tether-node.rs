@@ -43,7 +43,7 @@ use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 use tether::connect::merge::{self, MergeClient, MergeServer, TokenSource};
-use tether::peer::{Handover, Peer, PeerCommand, PeerEvent, PeerSnapshot, Profile, SharedJournal};
+use tether::peer::{Handover, Peer, PeerCommand, PeerEvent, PeerSnapshot, Profile};
 use tether::prelude::*;
 use tether::sync::journal::{JournalStore, SyncConfig, SyncEvent};
 use tether::wire::Entry;
@@ -56,19 +56,17 @@ const USAGE: &str = "usage: tether-node server|client --db FILE --addr 127.0.0.1
 const OWN_KEY: &[u8] = b"own";
 
 // ---------------------------------------------------------------------------------------
-// The store: the one place that knows how a `Peer` holds its journal. Today `Peer` needs a
-// store that is `Clone` and shares its contents (each session's sync holds one), hence
-// `SharedJournal`. Once `Peer` owns its store: `Store = SqliteJournal`, `share` is the
-// identity, and `journal` calls `f(peer.store_mut())`.
+// The store: the one place that knows how a `Peer` holds its journal. The peer owns it;
+// the node reaches it (state, head, contains) only through `journal`.
 
-type Store = SharedJournal<SqliteJournal>;
+type Store = SqliteJournal;
 
 fn share(journal: SqliteJournal) -> Store {
-    SharedJournal::new(journal)
+    journal
 }
 
 fn journal<P: Profile, R>(peer: &mut Peer<P, Store>, f: impl FnOnce(&mut SqliteJournal) -> R) -> R {
-    peer.store().with_mut(f)
+    f(peer.store_mut())
 }
 
 // ---------------------------------------------------------------------------------------
