@@ -34,7 +34,9 @@
 //!
 //! # Example
 //!
-//! See [`SqliteJournal`].
+//! See [`SqliteJournal`]. For a whole durable node (a token-merge server or client that
+//! survives `kill -9` and resumes its sessions from its file), see the crate's
+//! `tether-node` binary (`src/bin/tether-node.rs`) and `tests/kill9.rs`, which kills it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -361,6 +363,48 @@ impl SqliteJournal {
             .optional()?)
     }
 
+    /// Every state whose key starts with `prefix`, by key, staged values overlaid
+    /// (a staged removal hides the stored value). A server that keeps one snapshot per
+    /// session under `session/...` reads them all back at start with this.
+    pub fn states_with_prefix(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
+        let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        {
+            // Keys compare as bytes (memcmp), so the keys with the prefix are the range
+            // [prefix, successor): the primary key's index answers it.
+            let rows = match prefix_successor(prefix) {
+                Some(end) => {
+                    let mut stmt = self.conn.prepare_cached(
+                        "SELECT key, value FROM tether_state WHERE key >= ?1 AND key < ?2",
+                    )?;
+                    let rows = stmt
+                        .query_map(params![prefix, end], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<(Vec<u8>, Vec<u8>)>, _>>()?;
+                    rows
+                }
+                None => {
+                    let mut stmt = self
+                        .conn
+                        .prepare_cached("SELECT key, value FROM tether_state WHERE key >= ?1")?;
+                    let rows = stmt
+                        .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<(Vec<u8>, Vec<u8>)>, _>>()?;
+                    rows
+                }
+            };
+            found.extend(rows);
+        }
+        for (key, value) in self.staged.range(prefix.to_vec()..) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            match value {
+                Some(v) => found.insert(key.clone(), v.clone()),
+                None => found.remove(key),
+            };
+        }
+        Ok(found)
+    }
+
     /// Marks a resource deleted: its line stays (a journal is append-only) but requests
     /// for it are answered 404. Returns whether the journal has it.
     pub fn delete(&mut self, author: &[u8], resource: &[u8]) -> Result<bool, Error> {
@@ -453,6 +497,19 @@ impl SqliteJournal {
         tx.commit().map_err(sqlite)?;
         Ok(head)
     }
+}
+
+/// The smallest byte string greater than every string starting with `prefix` (`None`
+/// when there is none: the prefix is empty or all `0xff`).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn write_state(

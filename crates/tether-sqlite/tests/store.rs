@@ -279,6 +279,42 @@ fn state_is_kept_staged_overlaid_and_persisted() {
 }
 
 #[test]
+fn states_with_a_prefix_are_listed_in_order_staged_overlaid() {
+    let dir = TempDir::new("prefix");
+    let mut j = SqliteJournal::open(dir.db(), || 1).unwrap();
+    j.put_state(b"session/b", b"2").unwrap();
+    j.put_state(b"session/a", b"1").unwrap();
+    j.put_state(b"session/c", b"3").unwrap();
+    j.put_state(b"session0", b"not under the prefix").unwrap();
+    j.put_state(b"sessio", b"shorter").unwrap();
+    j.put_state(&[0xff, 0xff, 1], b"high").unwrap();
+    // Staged: one replaced, one removed, one added; all answered before being written.
+    j.stage_state(b"session/a".to_vec(), b"1'".to_vec());
+    j.stage_remove_state(b"session/b".to_vec());
+    j.stage_state(b"session/d".to_vec(), b"4".to_vec());
+    let listed = |j: &SqliteJournal, prefix: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        j.states_with_prefix(prefix).unwrap().into_iter().collect()
+    };
+    let want = vec![
+        (b"session/a".to_vec(), b"1'".to_vec()),
+        (b"session/c".to_vec(), b"3".to_vec()),
+        (b"session/d".to_vec(), b"4".to_vec()),
+    ];
+    assert_eq!(listed(&j, b"session/"), want);
+    j.commit_state().unwrap();
+    drop(j);
+    let j = SqliteJournal::open(dir.db(), || unreachable!()).unwrap();
+    assert_eq!(listed(&j, b"session/"), want);
+    // A prefix of 0xff bytes has no successor: the scan is open-ended.
+    assert_eq!(
+        listed(&j, &[0xff, 0xff]),
+        vec![(vec![0xff, 0xff, 1], b"high".to_vec())]
+    );
+    assert_eq!(listed(&j, b"").len(), 6);
+    assert!(listed(&j, b"nothing").is_empty());
+}
+
+#[test]
 fn deleted_resources_answer_none_and_keep_their_line() {
     let dir = TempDir::new("delete");
     let mut j = SqliteJournal::open(dir.db(), || 1).unwrap();
