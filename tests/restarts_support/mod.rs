@@ -141,9 +141,19 @@ pub fn client_token(seed: u64, k: usize, life: u32) -> Token {
     Token::new(&b).unwrap()
 }
 
-pub fn client_peer(now: Instant, seed: u64, k: usize, life: u32, journal: MemJournal) -> ClientPeer {
-    let conn = MergeClient::new(now, client_config(seed, k, life), client_token(seed, k, life))
-        .expect("a 16-byte token");
+pub fn client_peer(
+    now: Instant,
+    seed: u64,
+    k: usize,
+    life: u32,
+    journal: MemJournal,
+) -> ClientPeer {
+    let conn = MergeClient::new(
+        now,
+        client_config(seed, k, life),
+        client_token(seed, k, life),
+    )
+    .expect("a 16-byte token");
     Peer::new(conn, sync_config(), store::store_from(journal))
 }
 
@@ -223,13 +233,21 @@ pub enum Problem {
         example_missing: Option<String>,
     },
     /// A node applied an entry twice within one database lifetime.
-    AppliedTwice { node: String, key: String, count: usize },
+    AppliedTwice {
+        node: String,
+        key: String,
+        count: usize,
+    },
     /// A node holds an entry it neither appended nor reported applied.
     Unreported { node: String, key: String },
     /// A client is not connected at the end.
     NotConnected { node: String },
     /// A machine returned an error.
-    Errors { node: String, first: String, count: usize },
+    Errors {
+        node: String,
+        first: String,
+        count: usize,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -265,36 +283,43 @@ impl World {
             seed,
             store::empty(SERVER_EPOCH),
         ))));
-        let mut tracks = vec![Track {
+        let tracks = vec![Track {
             name: "server".into(),
             life: 1,
             first_epoch: SERVER_EPOCH,
             ..Track::default()
         }];
-        let mut ids = Vec::new();
-        for k in 0..clients {
-            let epoch = CLIENT_EPOCH + k as u64;
-            let peer = client_peer(sim.now(), seed, k, 1, store::empty(epoch));
-            let id = sim.add_node(Metered::new(Either::Left(peer)));
-            sim.route(id, Channel::Main, server);
-            ids.push(id);
-            tracks.push(Track {
-                name: format!("client{k}"),
-                life: 1,
-                first_epoch: epoch,
-                ..Track::default()
-            });
-        }
-        World {
+        let mut w = World {
             sim,
             seed,
             server,
-            clients: ids,
+            clients: Vec::new(),
             tracks,
             expected: BTreeSet::new(),
             saved: None,
             payload: b"payload".to_vec(),
+        };
+        for _ in 0..clients {
+            w.add_client();
         }
+        w
+    }
+
+    /// A new client, with an empty journal, joins (it connects by itself).
+    pub fn add_client(&mut self) -> usize {
+        let k = self.clients.len();
+        let epoch = CLIENT_EPOCH + k as u64;
+        let peer = client_peer(self.sim.now(), self.seed, k, 1, store::empty(epoch));
+        let id = self.sim.add_node(Metered::new(Either::Left(peer)));
+        self.sim.route(id, Channel::Main, self.server);
+        self.clients.push(id);
+        self.tracks.push(Track {
+            name: format!("client{k}"),
+            life: 1,
+            first_epoch: epoch,
+            ..Track::default()
+        });
+        k
     }
 
     pub fn id(&self, index: usize) -> NodeId {
@@ -306,11 +331,19 @@ impl World {
     }
 
     pub fn server_peer(&self) -> &ServerPeer {
-        self.sim.node(self.server).inner.right().expect("the server")
+        self.sim
+            .node(self.server)
+            .inner
+            .right()
+            .expect("the server")
     }
 
     pub fn client_peer(&self, k: usize) -> &ClientPeer {
-        self.sim.node(self.clients[k]).inner.left().expect("a client")
+        self.sim
+            .node(self.clients[k])
+            .inner
+            .left()
+            .expect("a client")
     }
 
     pub fn store_of(&self, index: usize) -> &Store {
@@ -450,7 +483,8 @@ impl World {
         let life = self.tracks[0].life + 1;
         let mut peer = server_peer(self.seed.wrapping_add(7919 * u64::from(life)), db.journal);
         for s in db.sessions {
-            peer.import_session(now, s).expect("the new server imports its sessions");
+            peer.import_session(now, s)
+                .expect("the new server imports its sessions");
         }
         self.replace(0, Either::Right(peer), how);
     }
@@ -540,7 +574,8 @@ impl World {
             self.run(Duration::from_secs(1));
             if !self.converged() {
                 since = None;
-            } else if self.sim.now() >= *since.get_or_insert(self.sim.now()) + Duration::from_secs(5)
+            } else if self.sim.now()
+                >= *since.get_or_insert(self.sim.now()) + Duration::from_secs(5)
             {
                 return;
             }
