@@ -200,6 +200,20 @@ const MATRIX: &[Row] = &[
         (Resumed, Some(Resumed)),
         (Rewound, Nothing),
     ),
+    row(
+        "client journal lost, session kept, new epoch",
+        No,
+        JournalLost(New),
+        (Resumed, None),
+        (Nothing, Replaced),
+    ),
+    row(
+        "client journal lost, session kept, same epoch",
+        No,
+        JournalLost(Same),
+        (Resumed, None),
+        (Nothing, Replaced),
+    ),
 ];
 
 /// A row that fails on today's code: how, and the symptoms its failures must show (each a
@@ -255,6 +269,23 @@ const KNOWN_FAILING: &[Known] = &[
             r#"NotConverged { node: "client1", missing: 120"#,
         ],
     },
+    Known {
+        row: "client journal lost, session kept, new epoch",
+        how: "the mirror of the server's row: the restored client asks the server since the \
+              mark its snapshot holds, so its new journal never gets the 120 lines before it",
+        symptoms: &[r#"NotConverged { node: "client0", missing: 120"#],
+    },
+    Known {
+        row: "client journal lost, session kept, same epoch",
+        how: "as the new-epoch row on the client; and the server (and through it client 1) \
+              silently misses 120 of the client's new lines: the server's since (the \
+              client's epoch, its old mark) is within the client's new head",
+        symptoms: &[
+            r#"NotConverged { node: "server", missing: 120"#,
+            r#"NotConverged { node: "client0", missing: 120"#,
+            r#"NotConverged { node: "client1", missing: 120"#,
+        ],
+    },
 ];
 
 /// Seeds each row runs with.
@@ -265,7 +296,7 @@ const SEEDS: [u64; 2] = [11, 12];
 /// rows); 3 x 20 more are synced (and cut again); 3 x 5 more are appended and in
 /// flight when the restart(s) happen; then, before anyone reconnects, the server appends
 /// 200 (more than the lines an older copy lacks, so a `since` from before the restart
-/// names a line of the new history) and each client 10. Then a perfect network until
+/// names a line of the new history), client 0 as many, client 1 10. Then a perfect network until
 /// settled.
 fn run_row(row: &Row, seed: u64) -> (World, Vec<String>) {
     let mut w = World::new(seed, 2, Faults::none());
@@ -291,7 +322,7 @@ fn run_row(row: &Row, seed: u64) -> (World, Vec<String>) {
     w.restart_server(row.server);
     w.restart_client(0, row.client0);
     w.append(0, 200);
-    w.append(1, 10);
+    w.append(1, 200);
     w.append(2, 10);
     w.settle(Duration::from_secs(120));
 

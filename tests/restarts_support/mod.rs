@@ -183,8 +183,8 @@ pub enum Restart {
     /// With an older copy of its database (server only): the journal and session snapshots
     /// saved by [`World::checkpoint_server`].
     Older,
-    /// Its sessions' snapshots survived but its journal did not (server only): an empty
-    /// journal of this epoch, the sessions as they stood.
+    /// Its sessions' snapshots survived but its journal did not: an empty journal of this
+    /// epoch, the session(s) as they stood.
     JournalLost(Epoch),
 }
 
@@ -504,6 +504,10 @@ impl World {
                 (store::copy(old.store()), old.export_session(now, ()))
             }
             Restart::Wiped(e) => (store::empty(self.new_epoch(index, e)), None),
+            Restart::JournalLost(e) => (
+                store::empty(self.new_epoch(index, e)),
+                self.client_peer(k).export_session(now, ()),
+            ),
             other => panic!("a client restarts with or without its database, not {other:?}"),
         };
         let life = self.tracks[index].life + 1;
