@@ -296,8 +296,8 @@ const SEEDS: [u64; 2] = [11, 12];
 /// rows); 3 x 20 more are synced (and cut again); 3 x 5 more are appended and in
 /// flight when the restart(s) happen; then, before anyone reconnects, the server appends
 /// 200 (more than the lines an older copy lacks, so a `since` from before the restart
-/// names a line of the new history), client 0 as many, client 1 10. Then a perfect network until
-/// settled.
+/// names a line of the new history), client 0 as many, client 1 10. Then a perfect
+/// network until settled.
 fn run_row(row: &Row, seed: u64) -> (World, Vec<String>) {
     let mut w = World::new(seed, 2, Faults::none());
     w.run(Duration::from_secs(2));
