@@ -8,7 +8,9 @@ use bytes::Bytes;
 use core::num::NonZeroU32;
 use proptest::prelude::*;
 use sync_common::{config, Net};
-use tether::sync::journal::{JournalStore, Marks, SyncCommand, SyncConfig, SyncEvent};
+use tether::sync::journal::{
+    Continuity, JournalStore, Marks, MemJournal, SyncCommand, SyncConfig, SyncEvent,
+};
 use tether::wire::{Entry, JournalList, JournalMessage, LineId, Message, Status};
 use tether::{Duration, Input, Link, Machine};
 
@@ -207,7 +209,11 @@ fn broadcasts_send_the_most_recent_list_from_the_confirmed_line() {
 fn an_unknown_since_leads_to_a_full_resync() {
     let mut net = server_with(4);
     net.m[CLIENT].core_mut().set_marks(Marks {
-        ours: Some(LineId { epoch: 999, seq: 2, check: 0 }),
+        ours: Some(LineId {
+            epoch: 999,
+            seq: 2,
+            check: 0,
+        }),
         theirs: None,
         held: None,
     });
@@ -219,7 +225,11 @@ fn an_unknown_since_leads_to_a_full_resync() {
     assert_eq!(net.m[CLIENT].store().entries().len(), 4);
     // A `since` past the replier's head is unknown too.
     net.m[CLIENT].core_mut().set_marks(Marks {
-        ours: Some(LineId { epoch: E1, seq: 40, check: 0 }),
+        ours: Some(LineId {
+            epoch: E1,
+            seq: 40,
+            check: 0,
+        }),
         theirs: None,
         held: None,
     });
@@ -410,4 +420,221 @@ proptest! {
         }
         prop_assert_eq!(net.m[0].store().keys(), net.m[1].store().keys());
     }
+}
+
+// ---- Line ids name one history (the hash chain), and every session says where it stands.
+
+fn continuity(net: &Net, side: usize) -> Vec<Continuity> {
+    net.events[side]
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::Continuity { continuity, .. } => Some(*continuity),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A server journal wiped and regrown under the same epoch past the client's mark: epoch
+/// and number alone would name a line of the new history, and the client would silently
+/// miss every line before its mark. The check tells the histories apart.
+#[test]
+fn a_journal_regrown_under_the_same_epoch_is_not_taken_for_the_one_confirmed() {
+    let mut net = server_with(4);
+    net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+    net.settle();
+    let mark = net.m[CLIENT].core().marks().ours.expect("a mark");
+    assert_eq!(mark.seq, 4);
+    // The server's disk is lost; the new journal is given the same epoch and grows to 6.
+    net.cut();
+    *net.m[SERVER].store_mut() = MemJournal::new(E1, 100);
+    for i in 100..106 {
+        net.cmd(SERVER, SyncCommand::Append(entry("srv", i)));
+    }
+    net.events = Default::default();
+    net.connect();
+    net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+    net.settle();
+    assert_eq!(continuity(&net, CLIENT), [Continuity::Diverged { mark }]);
+    assert!(net.events[CLIENT]
+        .iter()
+        .any(|e| matches!(e, SyncEvent::FullResync { since, .. } if since.seq == 0)));
+    // Every line of the new history arrived, lines 1 to 4 included.
+    assert_eq!(net.m[CLIENT].store().entries().len(), 4 + 6);
+    assert_eq!(
+        net.m[CLIENT].core().marks().ours,
+        net.m[SERVER].store().line(6)
+    );
+}
+
+/// The first answer of each connection says where the mark stands: first contact, caught
+/// up from the mark, resumed with nothing new.
+#[test]
+fn each_connection_reports_its_continuity_before_any_entry() {
+    let mut net = server_with(3);
+    net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+    net.settle();
+    assert_eq!(continuity(&net, CLIENT), [Continuity::Start]);
+    // The report comes before the first entry is applied.
+    let first = |net: &Net| {
+        net.events[CLIENT]
+            .iter()
+            .position(|e| matches!(e, SyncEvent::Continuity { .. } | SyncEvent::Applied { .. }))
+    };
+    assert!(matches!(
+        net.events[CLIENT][first(&net).unwrap()],
+        SyncEvent::Continuity {
+            epoch: E1,
+            head: 3,
+            ..
+        }
+    ));
+    let mark = net.m[CLIENT].core().marks().ours.unwrap();
+    for cut_and_grow in [true, false] {
+        net.cut();
+        if cut_and_grow {
+            net.cmd(SERVER, SyncCommand::Append(entry("srv", 4)));
+        }
+        net.events = Default::default();
+        net.connect();
+        net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+        net.settle();
+        let mark = net.m[CLIENT].core().marks().ours.map_or(mark, |m| m);
+        if cut_and_grow {
+            assert_eq!(
+                continuity(&net, CLIENT),
+                [Continuity::CatchUp {
+                    mark: net.m[SERVER].store().line(3).unwrap()
+                }]
+            );
+        } else {
+            assert_eq!(continuity(&net, CLIENT), [Continuity::UpToDate { mark }]);
+        }
+    }
+    assert_eq!(net.m[CLIENT].core().stats().duplicates, 0);
+}
+
+/// Marks restored with a journal that no longer holds what they covered (the session's
+/// state outlived the journal): the mark is dropped and the whole journal asked for.
+#[test]
+fn a_mark_whose_lines_our_journal_lost_is_dropped() {
+    let mut net = server_with(5);
+    net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+    net.settle();
+    let marks = net.m[CLIENT].core().marks();
+    assert_eq!(marks.held, Some(net.m[CLIENT].store().head_line()));
+    net.cut();
+    // The client's journal is lost; its session state (the marks) survives.
+    *net.m[CLIENT].store_mut() = MemJournal::new(E0 + 1, 100);
+    net.m[CLIENT].core_mut().set_marks(marks);
+    net.events = Default::default();
+    net.connect();
+    net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+    net.settle();
+    assert_eq!(
+        continuity(&net, CLIENT),
+        [Continuity::Rebuilt {
+            mark: marks.ours.unwrap()
+        }]
+    );
+    assert_eq!(net.m[CLIENT].store().entries().len(), 5);
+}
+
+/// Both sides sync on connect: the server lets the client's opening request go first and
+/// asks as soon as it has answered it, so the two never cross and nothing is refused.
+#[test]
+fn a_clean_connect_opens_one_context_each_way_without_refusal() {
+    let both = SyncConfig {
+        sync_on_connect: true,
+        ..config()
+    };
+    let mut net = Net::new(both.clone(), both, E0, E1);
+    for i in 1..=3 {
+        net.cmd(SERVER, SyncCommand::Append(entry("srv", i)));
+        net.cmd(CLIENT, SyncCommand::Append(entry("cli", i)));
+    }
+    let start = net.now;
+    net.connect();
+    // Deliver without firing any timer: the server's request must not wait for one.
+    while net.deliver(0) || net.deliver(1) {}
+    assert_eq!(net.now, start);
+    let refused = net
+        .log
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::Refused { .. }))
+        .count();
+    let requests: Vec<usize> = net
+        .log
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::SyncReq { .. }))
+        .map(|(side, _)| *side)
+        .collect();
+    assert_eq!(refused, 0);
+    assert_eq!(
+        requests,
+        [CLIENT, SERVER],
+        "the client's first, then the server's"
+    );
+    assert_eq!(net.m[CLIENT].store().entries().len(), 6);
+    assert_eq!(net.m[SERVER].store().entries().len(), 6);
+    assert_eq!(continuity(&net, CLIENT), [Continuity::Start]);
+    assert_eq!(continuity(&net, SERVER), [Continuity::Start]);
+}
+
+/// A server whose client does not sync on connect asks by itself once `answer_first`
+/// has passed.
+#[test]
+fn a_server_asks_by_itself_when_the_client_does_not() {
+    let server = SyncConfig {
+        sync_on_connect: true,
+        answer_first: Duration::from_millis(300),
+        ..config()
+    };
+    let mut net = Net::new(config(), server, E0, E1);
+    net.cmd(CLIENT, SyncCommand::Append(entry("cli", 1)));
+    let start = net.now;
+    net.connect();
+    assert!(
+        net.wire[SERVER].is_empty(),
+        "the server waits for the client first"
+    );
+    net.settle();
+    assert_eq!(net.m[SERVER].store().entries().len(), 1);
+    assert!(net.now >= start + Duration::from_millis(300));
+}
+
+/// A broadcast that continues the receiver's mark exactly moves the mark: the next
+/// connection asks only for what came after.
+#[test]
+fn broadcasts_that_continue_the_mark_move_it() {
+    let bcast = SyncConfig {
+        broadcast_on_append: true,
+        ..config()
+    };
+    let mut net = Net::new(config(), bcast, E0, E1);
+    net.cmd(SERVER, SyncCommand::Append(entry("srv", 1)));
+    net.connect();
+    net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+    net.settle();
+    for i in 2..=5 {
+        net.cmd(SERVER, SyncCommand::Append(entry("srv", i)));
+    }
+    net.settle();
+    assert_eq!(
+        net.m[CLIENT].core().marks().ours,
+        net.m[SERVER].store().line(5)
+    );
+    net.cut();
+    net.connect();
+    let before = net.log.len();
+    net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+    net.settle();
+    let resent: usize = net
+        .sent_since(before)
+        .iter()
+        .map(|(_, m)| match m {
+            Message::Journal(JournalMessage::List(l)) => l.entries.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(resent, 0, "nothing the broadcasts carried is sent again");
 }

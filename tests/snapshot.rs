@@ -43,11 +43,13 @@ fn opt_duration() -> impl Strategy<Value = Option<Duration>> {
 
 fn marks_strategy() -> impl Strategy<Value = Marks> {
     let line = prop::option::of(
-        (any::<u64>(), any::<u64>(), any::<u64>())
-            .prop_map(|(epoch, seq, check)| LineId { epoch, seq, check }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, seq, check)| LineId {
+            epoch,
+            seq,
+            check,
+        }),
     );
-    (line.clone(), line.clone(), line)
-        .prop_map(|(ours, theirs, held)| Marks { ours, theirs, held })
+    (line.clone(), line.clone(), line).prop_map(|(ours, theirs, held)| Marks { ours, theirs, held })
 }
 
 fn merge_session_strategy() -> impl Strategy<Value = merge::MergeSessionSnapshot> {

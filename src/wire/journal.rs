@@ -516,7 +516,11 @@ mod tests {
     }
 
     fn line() -> impl Strategy<Value = LineId> {
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, seq, check)| LineId { epoch, seq, check })
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, seq, check)| LineId {
+            epoch,
+            seq,
+            check,
+        })
     }
 
     fn entry() -> impl Strategy<Value = Entry> {
@@ -626,7 +630,9 @@ mod tests {
         assert_ne!(a.check, b.check);
         // The epoch is not hashed (it travels beside the check), the order of lines is.
         assert_eq!(
-            LineId::start(2).next(&Entry::new(b"alice", b"r1", b"hello")).check,
+            LineId::start(2)
+                .next(&Entry::new(b"alice", b"r1", b"hello"))
+                .check,
             one.check
         );
         let swapped = LineId::start(1)
@@ -642,7 +648,11 @@ mod tests {
     fn list_layout_is_exact() {
         let msg = Message::Journal(JournalMessage::List(JournalList {
             ctx: 7,
-            since: LineId { epoch: 1, seq: 2, check: 0xc4 },
+            since: LineId {
+                epoch: 1,
+                seq: 2,
+                check: 0xc4,
+            },
             head: 3,
             entries: vec![Entry::new(b"a", b"r", b"xy")],
         }));

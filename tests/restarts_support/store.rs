@@ -1,19 +1,12 @@
-//! Every place the tests touch a peer's store, in one file, so that the coming API change
-//! (`Peer` owns its store: `S: JournalStore` without `Clone`, `peer.store()` /
-//! `peer.store_mut()`, `SharedJournal` gone) is a change here only.
-//!
-//! On today's main a `Peer` clones its store for each session and needs the clones to
-//! share, so a node's store is a `SharedJournal<MemJournal>`. Once the peer owns its store,
-//! `Store` becomes `MemJournal`, `store_from` the identity, and `copy`/`keys` read the
-//! journal directly.
+//! Every place the tests touch a peer's store, in one file. A `Peer` owns its store, so a
+//! node's store is its `MemJournal`.
 
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use tether::peer::SharedJournal;
 use tether::sync::journal::MemJournal;
 
 /// A node's store.
-pub type Store = SharedJournal<MemJournal>;
+pub type Store = MemJournal;
 
 /// Most entries a test journal holds.
 pub const CAPACITY: usize = 1_000_000;
@@ -25,18 +18,18 @@ pub fn empty(epoch: u64) -> MemJournal {
 
 /// The store a peer is built with, holding `journal`.
 pub fn store_from(journal: MemJournal) -> Store {
-    SharedJournal::new(journal)
+    journal
 }
 
 /// A copy of the journal's contents as they are now: what a durable store holds on disk
 /// when its process dies (or what a backup taken now holds).
 pub fn copy(store: &Store) -> MemJournal {
-    store.with(|j| j.clone())
+    store.clone()
 }
 
 /// The `(author, resource)` keys of the journal.
 pub fn keys(store: &Store) -> BTreeSet<(Bytes, Bytes)> {
-    store.with(|j| j.keys())
+    store.keys()
 }
 
 /// The journal's epoch and head.

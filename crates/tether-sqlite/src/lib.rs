@@ -556,7 +556,9 @@ impl JournalStore for SqliteJournal {
             .conn
             .prepare_cached("SELECT chk FROM tether_entries WHERE seq = ?1")
             .ok()?;
-        let check: i64 = stmt.query_row([i64::try_from(seq).ok()?], |r| r.get(0)).ok()?;
+        let check: i64 = stmt
+            .query_row([i64::try_from(seq).ok()?], |r| r.get(0))
+            .ok()?;
         Some(LineId {
             epoch: self.epoch,
             seq,

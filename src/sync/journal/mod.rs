@@ -21,7 +21,7 @@ mod store;
 
 pub use machine::JournalMachine;
 pub use session::{
-    JournalSync, Marks, Policy, Role, SyncCommand, SyncConfig, SyncError, SyncEvent, SyncOutput,
-    SyncStats,
+    Continuity, JournalSync, Marks, Policy, Role, SyncCommand, SyncConfig, SyncError, SyncEvent,
+    SyncOutput, SyncStats,
 };
 pub use store::{JournalStore, MemJournal, StoreError};

@@ -476,6 +476,8 @@ pub struct JournalSync {
     marks: Marks,
     want: Option<Want>,
     requested: Option<Want>,
+    /// The `since` of the journal request in flight.
+    requested_since: LineId,
     incoming: Option<Incoming>,
     /// The line our answer ends at while we reply to a journal context.
     replying_to: Option<LineId>,
@@ -519,6 +521,7 @@ impl JournalSync {
             marks: Marks::default(),
             want: None,
             requested: None,
+            requested_since: LineId::start(0),
             incoming: None,
             replying_to: None,
             broadcast_to: None,
@@ -714,8 +717,10 @@ impl JournalSync {
                 {
                     self.refusals = 0;
                     let journal = match &self.requested {
+                        // The `since` the request carried: a broadcast may have moved our
+                        // mark since it left.
                         Some(Want::Journal(_)) => Some(JournalRequest {
-                            since: self.since(),
+                            since: self.requested_since,
                             limit: self.requested_limit(),
                         }),
                         _ => None,
@@ -1161,13 +1166,14 @@ impl JournalSync {
             return;
         }
         let mark = req.since;
-        let continuity = if list.since != mark {
-            Continuity::Diverged { mark }
-        } else if mark.seq == 0 {
+        let continuity = if mark.seq == 0 {
+            // No mark: whatever epoch we named, the whole journal was asked for.
             match self.rebuilt.take() {
                 Some(mark) => Continuity::Rebuilt { mark },
                 None => Continuity::Start,
             }
+        } else if list.since != mark {
+            Continuity::Diverged { mark }
         } else if list.head == mark.seq {
             Continuity::UpToDate { mark }
         } else {
@@ -1202,11 +1208,14 @@ impl JournalSync {
         };
         {
             let body = match &want {
-                Want::Journal(limit) => JournalRequest {
-                    since: self.since(),
-                    limit: *limit,
+                Want::Journal(limit) => {
+                    self.requested_since = self.since();
+                    JournalRequest {
+                        since: self.requested_since,
+                        limit: *limit,
+                    }
+                    .to_body()
                 }
-                .to_body(),
                 Want::App(b) => b.clone(),
             };
             self.requested = Some(want);
@@ -1312,7 +1321,8 @@ impl JournalSync {
     fn broadcast<S: JournalStore + ?Sized>(&mut self, store: &S) {
         let epoch = store.epoch();
         let head = store.head();
-        let known = |l: Option<LineId>| l.filter(|l| l.epoch == epoch && store.line(l.seq) == Some(*l));
+        let known =
+            |l: Option<LineId>| l.filter(|l| l.epoch == epoch && store.line(l.seq) == Some(*l));
         let since = match (known(self.marks.theirs), known(self.broadcast_to)) {
             (Some(a), Some(b)) => a.max(b),
             (a, b) => a.or(b).unwrap_or(LineId::start(epoch)),
@@ -1502,14 +1512,8 @@ mod tests {
             .filter(|e| matches!(e, SyncEvent::Applied { .. }))
             .count();
         assert_eq!((applied, client.sync.stats().applied), (200, 200));
-        assert_eq!(
-            client.sync.marks().ours,
-            server.store.line(200)
-        );
-        assert_eq!(
-            server.sync.marks().theirs,
-            server.store.line(200)
-        );
+        assert_eq!(client.sync.marks().ours, server.store.line(200));
+        assert_eq!(server.sync.marks().theirs, server.store.line(200));
     }
 
     #[test]
@@ -1543,10 +1547,7 @@ mod tests {
         assert_eq!(client.store.head(), 100);
         assert_eq!(client.sync.stats().applied, 100);
         assert_eq!(client.sync.stats().duplicates, 64);
-        assert_eq!(
-            client.sync.marks().ours,
-            server.store.line(100)
-        );
+        assert_eq!(client.sync.marks().ours, server.store.line(100));
         assert!(!events
             .iter()
             .any(|e| matches!(e, SyncEvent::StoreFailed { .. })));
