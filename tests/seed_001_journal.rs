@@ -183,6 +183,7 @@ fn broadcasts_send_the_most_recent_list_from_the_confirmed_line() {
             since: net.m[SERVER].store().line(1).unwrap(),
             head: 2,
             entries: vec![entry("srv", 2)],
+            held: vec![],
         })))
     );
     let before = net.log.len();
@@ -196,6 +197,7 @@ fn broadcasts_send_the_most_recent_list_from_the_confirmed_line() {
             since: net.m[SERVER].store().line(2).unwrap(),
             head: 3,
             entries: vec![entry("srv", 3)],
+            held: vec![],
         })))
     );
     net.settle();

@@ -2,13 +2,15 @@
 //!
 //! | code | what | layout after the code |
 //! |---:|---|---|
-//! | 0x30 | journal request (a `SYNC_REQ` body, never a message) | `EPOCH u64, SINCE u64, CHECK u64, LIMIT u32` |
-//! | 0x31 | journal list | `CTX u32, EPOCH u64, SINCE u64, CHECK u64, HEAD u64, COUNT u16, ENTRY * COUNT` |
+//! | 0x30 | journal request (a `SYNC_REQ` body, never a message) | `EPOCH u64, SINCE u64, CHECK u64, LIMIT u32, FLAGS u8` |
+//! | 0x31 | journal list | `CTX u32, EPOCH u64, SINCE u64, CHECK u64, HEAD u64, COUNT u16, ITEM * COUNT` |
 //! | 0x32 | resource request | `REQ u32, AUTHOR_LEN u8, AUTHOR, RES_LEN u8, RESOURCE` |
 //! | 0x33 | resource | `REQ u32, BYTES..` |
 //! | 0x34 | status response | `STATUS u16, HAS_REQ u8, [REQ u32], DESC_LEN u16, DESC` |
 //!
-//! An `ENTRY` is `AUTHOR_LEN u8, AUTHOR, RES_LEN u8, RESOURCE, PAYLOAD_LEN u32, PAYLOAD`.
+//! An `ITEM` is an entry, `AUTHOR_LEN u8, AUTHOR, RES_LEN u8, RESOURCE, PAYLOAD_LEN u32,
+//! PAYLOAD` (`AUTHOR_LEN` at most 64), or a run of held lines, `0xFF, LINES u32, CHECK u64`:
+//! lines the receiver gave the sender, not sent back ([`HeldLines`]).
 //! Layouts are exact (one encoding per value); every variable-length field comes out of
 //! decoding as a slice of the received frame, never a copy. docs/PROTOCOL.md section 6 has
 //! the full story.
@@ -186,18 +188,19 @@ fn put_id(out: &mut BytesMut, id: &[u8]) {
 }
 
 /// What a `SYNC_REQ` for journal sync asks: the entries after `since`, at most `limit` of
-/// them. Encoded as the `SYNC_REQ` body `[0x30][EPOCH u64][SINCE u64][CHECK u64][LIMIT u32]`
-/// (`since` in full, its check included), where a `LIMIT` of 0 means "no limit given" (the
-/// replier chooses).
+/// them. Encoded as the `SYNC_REQ` body
+/// `[0x30][EPOCH u64][SINCE u64][CHECK u64][LIMIT u32][FLAGS u8]` (`since` in full, its
+/// check included), where a `LIMIT` of 0 means "no limit given" (the replier chooses) and
+/// `FLAGS` bit 0 is `everything` (other bits must be 0).
 ///
 /// ```
 /// use core::num::NonZeroU32;
 /// use tether::wire::{JournalRequest, LineId};
 ///
 /// let since = LineId { epoch: 9, seq: 4, check: 0x1234 };
-/// let req = JournalRequest { since, limit: NonZeroU32::new(2) };
+/// let req = JournalRequest { since, limit: NonZeroU32::new(2), everything: false };
 /// let body = req.to_body();
-/// assert_eq!(body.len(), 29);
+/// assert_eq!(body.len(), 30);
 /// assert_eq!(JournalRequest::decode_body(body), Ok(req));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +210,10 @@ pub struct JournalRequest {
     pub since: LineId,
     /// The most entries the answer may hold.
     pub limit: Option<NonZeroU32>,
+    /// Send back the lines the requester gave too: its journal lost lines (it was wiped or
+    /// restored while the session survived), so the replier's record of what it holds is
+    /// stale. Without it, a replier skips those lines ([`HeldLines`]).
+    pub everything: bool,
 }
 
 impl JournalRequest {
@@ -217,12 +224,13 @@ impl JournalRequest {
 
     /// The `SYNC_REQ` body.
     pub fn to_body(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(29);
+        let mut out = BytesMut::with_capacity(30);
         out.put_u8(JOURNAL_REQUEST);
         out.put_u64(self.since.epoch);
         out.put_u64(self.since.seq);
         out.put_u64(self.since.check);
         out.put_u32(self.limit.map_or(0, NonZeroU32::get));
+        out.put_u8(u8::from(self.everything));
         out.freeze()
     }
 
@@ -241,12 +249,48 @@ impl JournalRequest {
             check: r.u64("since check")?,
         };
         let limit = NonZeroU32::new(r.u32("limit")?);
+        let everything = match r.u8("flags")? {
+            0 => false,
+            1 => true,
+            _ => {
+                return Err(DecodeError::BadField {
+                    field: "flags",
+                    reason: "unknown flag",
+                })
+            }
+        };
         r.finish()?;
-        Ok(JournalRequest { since, limit })
+        Ok(JournalRequest {
+            since,
+            limit,
+            everything,
+        })
     }
 }
 
+/// The tag of a held run in a list, where an entry's author length would be (at most
+/// [`MAX_ID_LEN`], so never this).
+const HELD_TAG: u8 = 0xff;
+
+/// A run of consecutive lines in a [`JournalList`] that the receiver holds already because it
+/// gave them to the sender: the sender skips them rather than send them back, and says
+/// where its chain stands after them, so that the receiver's mark keeps its check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct HeldLines {
+    /// Where the run sits: before `entries[at]` (or after the last entry if `at` is the
+    /// number of entries).
+    pub at: u16,
+    /// How many lines it covers (at least 1).
+    pub lines: u32,
+    /// The sender's check at the run's last line.
+    pub check: u64,
+}
+
 /// A list of consecutive journal entries: the answer inside a sync context, or a broadcast.
+///
+/// Its items are the sender's lines after `since`, in order: each an entry, or a run of
+/// lines the receiver gave the sender ([`HeldLines`]), skipped so that nothing is echoed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalList {
     /// The sync context it answers, or 0 for a broadcast sent without being asked.
@@ -258,8 +302,42 @@ pub struct JournalList {
     /// The sender's last line when it sent the list, so the receiver knows whether more
     /// remain (another context then asks for them).
     pub head: u64,
-    /// The entries, at most [`MAX_LIST_ENTRIES`].
+    /// The entries, at most [`MAX_LIST_ENTRIES`] items with `held`.
     pub entries: Vec<Entry>,
+    /// The runs of held lines between the entries, in order of `at` (usually none).
+    pub held: Vec<HeldLines>,
+}
+
+impl JournalList {
+    /// Lines the list covers: its entries and its held runs.
+    pub fn lines(&self) -> u64 {
+        self.entries.len() as u64 + self.held.iter().map(|h| u64::from(h.lines)).sum::<u64>()
+    }
+
+    /// The sender's line after the list: `since` with every entry folded into the chain,
+    /// and each held run's check taken as it stands.
+    pub fn end(&self) -> LineId {
+        let mut line = self.since;
+        let mut held = self.held.iter().peekable();
+        for (i, e) in self.entries.iter().enumerate() {
+            while let Some(h) = held.next_if(|h| usize::from(h.at) <= i) {
+                line = skip(line, h);
+            }
+            line = line.next(e);
+        }
+        for h in held {
+            line = skip(line, h);
+        }
+        line
+    }
+}
+
+fn skip(line: LineId, held: &HeldLines) -> LineId {
+    LineId {
+        epoch: line.epoch,
+        seq: line.seq.saturating_add(u64::from(held.lines)),
+        check: held.check,
+    }
 }
 
 /// What an SDMP status response says.
@@ -362,16 +440,35 @@ impl JournalMessage {
                         max: MAX_LIST_ENTRIES,
                     });
                 }
-                // Each entry takes at least 6 bytes: never reserve more than the input holds.
+                // Each item takes at least 6 bytes: never reserve more than the input holds.
                 let mut entries = Vec::with_capacity(count.min(r.remaining() / 6));
+                let mut held = Vec::new();
                 for _ in 0..count {
-                    entries.push(Entry::decode(r)?);
+                    if r.peek_u8() == Some(HELD_TAG) {
+                        r.u8("held tag")?;
+                        let lines = r.u32("held lines")?;
+                        if lines == 0 {
+                            return Err(DecodeError::BadField {
+                                field: "held lines",
+                                reason: "a held run covers at least one line",
+                            });
+                        }
+                        held.push(HeldLines {
+                            // At most MAX_LIST_ENTRIES items: fits.
+                            at: entries.len() as u16,
+                            lines,
+                            check: r.u64("held check")?,
+                        });
+                    } else {
+                        entries.push(Entry::decode(r)?);
+                    }
                 }
                 JournalMessage::List(JournalList {
                     ctx,
                     since,
                     head,
                     entries,
+                    held,
                 })
             }
             RESOURCE_REQ => JournalMessage::ResourceReq {
@@ -412,12 +509,27 @@ impl JournalMessage {
                 out.put_u64(l.since.seq);
                 out.put_u64(l.since.check);
                 out.put_u64(l.head);
-                // Machines never build more than MAX_LIST_ENTRIES; a hand-built longer list
-                // is cut rather than encoded with a wrong count.
-                let n = l.entries.len().min(MAX_LIST_ENTRIES);
+                // Machines never build more than MAX_LIST_ENTRIES items; a hand-built longer
+                // list is cut rather than encoded with a wrong count.
+                let n = (l.entries.len() + l.held.len()).min(MAX_LIST_ENTRIES);
                 out.put_u16(n as u16);
-                for e in l.entries.iter().take(n) {
-                    e.encode(out);
+                let mut held = l.held.iter().peekable();
+                let mut entries = l.entries.iter().enumerate();
+                for _ in 0..n {
+                    let next_entry = entries.clone().next().map(|(i, _)| i);
+                    let run = held.next_if(|h| next_entry.map_or(true, |i| usize::from(h.at) <= i));
+                    match run {
+                        Some(h) => {
+                            out.put_u8(HELD_TAG);
+                            out.put_u32(h.lines);
+                            out.put_u64(h.check);
+                        }
+                        None => {
+                            if let Some((_, e)) = entries.next() {
+                                e.encode(out);
+                            }
+                        }
+                    }
                 }
             }
             JournalMessage::ResourceReq {
@@ -486,6 +598,7 @@ impl<'a> arbitrary::Arbitrary<'a> for JournalList {
             since,
             head,
             entries,
+            held: Vec::new(),
         })
     }
 }
@@ -542,16 +655,27 @@ mod tests {
                 any::<u32>(),
                 line(),
                 any::<u64>(),
-                proptest::collection::vec(entry(), 0..8)
+                proptest::collection::vec(entry(), 0..8),
+                proptest::collection::vec((any::<u16>(), 1..=u32::MAX, any::<u64>()), 0..4)
             )
-                .prop_map(|(ctx, since, head, entries)| JournalMessage::List(
-                    JournalList {
+                .prop_map(|(ctx, since, head, entries, runs)| {
+                    let mut held: Vec<HeldLines> = runs
+                        .into_iter()
+                        .map(|(at, lines, check)| HeldLines {
+                            at: at % (entries.len() as u16 + 1),
+                            lines,
+                            check,
+                        })
+                        .collect();
+                    held.sort_by_key(|h| h.at);
+                    JournalMessage::List(JournalList {
                         ctx,
                         since,
                         head,
-                        entries
-                    }
-                )),
+                        entries,
+                        held,
+                    })
+                }),
             (
                 any::<u32>(),
                 bytes_up_to(MAX_ID_LEN),
@@ -592,8 +716,12 @@ mod tests {
         }
 
         #[test]
-        fn every_journal_request_round_trips(since in line(), limit in any::<u32>()) {
-            let req = JournalRequest { since, limit: NonZeroU32::new(limit) };
+        fn every_journal_request_round_trips(
+            since in line(),
+            limit in any::<u32>(),
+            everything in any::<bool>(),
+        ) {
+            let req = JournalRequest { since, limit: NonZeroU32::new(limit), everything };
             prop_assert_eq!(JournalRequest::decode_body(req.to_body()), Ok(req));
         }
 
@@ -655,6 +783,7 @@ mod tests {
             },
             head: 3,
             entries: vec![Entry::new(b"a", b"r", b"xy")],
+            held: vec![],
         }));
         let b = msg.to_bytes();
         let mut want = vec![0x31, 0, 0, 0, 7];
@@ -672,6 +801,55 @@ mod tests {
         } else {
             panic!("list did not decode");
         }
+    }
+
+    /// A held run sits between entries as `0xFF, LINES u32, CHECK u64`, and the list's end
+    /// line takes the run's check.
+    #[test]
+    fn held_runs_layout_and_end() {
+        let since = LineId::start(1);
+        let e = Entry::new(b"a", b"r", b"");
+        let list = JournalList {
+            ctx: 0,
+            since,
+            head: 9,
+            entries: vec![e.clone(), e.clone()],
+            held: vec![HeldLines {
+                at: 1,
+                lines: 5,
+                check: 0xabc,
+            }],
+        };
+        assert_eq!(list.lines(), 7);
+        let end = list.end();
+        assert_eq!(end.seq, 7);
+        let end_by_hand = LineId {
+            epoch: 1,
+            seq: 6,
+            check: 0xabc,
+        }
+        .next(&e);
+        assert_eq!(end, end_by_hand);
+        let b = Message::Journal(JournalMessage::List(list.clone())).to_bytes();
+        let entry_bytes = [1, b'a', 1, b'r', 0, 0, 0, 0];
+        let mut want = vec![0x31, 0, 0, 0, 0];
+        want.extend_from_slice(&[0; 24]); // since: epoch 1, seq 0, check 0
+        want[5 + 7] = 1;
+        want.extend_from_slice(&9u64.to_be_bytes());
+        want.extend_from_slice(&[0, 3]);
+        want.extend_from_slice(&entry_bytes);
+        want.extend_from_slice(&[0xff, 0, 0, 0, 5]);
+        want.extend_from_slice(&0xabcu64.to_be_bytes());
+        want.extend_from_slice(&entry_bytes);
+        assert_eq!(&b[..], &want[..]);
+        assert_eq!(
+            Message::decode(b),
+            Ok(Message::Journal(JournalMessage::List(list)))
+        );
+        // A run of no lines is not a layout.
+        let mut empty_run = want.clone();
+        empty_run[5 + 24 + 8 + 2 + 8 + 4] = 0;
+        assert!(Message::decode(Bytes::from(empty_run)).is_err());
     }
 
     #[test]

@@ -30,6 +30,11 @@ impl Reader {
         }
     }
 
+    /// The next byte, not consumed (`None` at the end).
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.rest.first().copied()
+    }
+
     /// One byte.
     pub fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         self.need(1, field)?;

@@ -15,6 +15,7 @@
 //!
 //! docs/PROTOCOL.md section 6 gives the wire and the sequences.
 
+mod given;
 mod machine;
 mod session;
 mod store;

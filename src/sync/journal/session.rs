@@ -6,13 +6,14 @@
 //! either connection profile, and [`JournalMachine`](super::JournalMachine) puts it alone
 //! over one `main` transport.
 
+use super::given::Given;
 use super::store::{JournalStore, StoreError};
 use crate::driver::{earliest, HasOrigin, Origin};
 use crate::sync::context::{ContextInput, ContextState, Contexts, InputKind, Transition};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    DecodeError, Element, Entry, JournalList, JournalMessage, JournalRequest, LineId, Message,
-    RefuseReason, Status, StatusResponse, MAX_ID_LEN, MAX_LIST_ENTRIES,
+    DecodeError, Element, Entry, HeldLines, JournalList, JournalMessage, JournalRequest, LineId,
+    Message, RefuseReason, Status, StatusResponse, MAX_ID_LEN, MAX_LIST_ENTRIES,
 };
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -494,6 +495,11 @@ pub struct JournalSync {
     report: bool,
     /// The mark dropped at connection up because our journal lost what it covered.
     rebuilt: Option<LineId>,
+    /// Our journal lost lines: ask for everything, the lines we gave the peer included,
+    /// until a journal context completes.
+    everything: bool,
+    /// Our lines that came from this peer: never sent back to it.
+    given: Given,
     refusals: u32,
     /// The jittered retry waits (the server's twice the client's, so that two requests
     /// that crossed and were both refused do not cross again).
@@ -529,6 +535,8 @@ impl JournalSync {
             answer_first: None,
             report: false,
             rebuilt: None,
+            everything: false,
+            given: Given::default(),
             refusals: 0,
             retry,
             last_rx: Instant::ZERO,
@@ -611,6 +619,8 @@ impl JournalSync {
                 // we hold may be gone. Ask for everything (dedup keeps what survived).
                 self.rebuilt = self.marks.ours.take();
                 self.marks.held = None;
+                self.everything = true;
+                self.given.clear(); // it described lines of the journal we lost
             }
         }
         if let Some(theirs) = self.marks.theirs {
@@ -722,6 +732,7 @@ impl JournalSync {
                         Some(Want::Journal(_)) => Some(JournalRequest {
                             since: self.requested_since,
                             limit: self.requested_limit(),
+                            everything: self.everything,
                         }),
                         _ => None,
                     };
@@ -843,6 +854,9 @@ impl JournalSync {
         ctx: u32,
         req: JournalRequest,
     ) {
+        if req.everything {
+            self.given.clear(); // the peer lost lines it gave us: send them back
+        }
         let epoch = store.epoch();
         let head = store.head();
         // Known only if it names this very line, check included: a journal wiped and
@@ -871,7 +885,8 @@ impl JournalSync {
     }
 
     /// Sends lines `since.seq+1 ..= last` as lists of bounded size; with `always`, an empty
-    /// range still sends one (empty) list so the requester learns the epoch and head.
+    /// range still sends one (empty) list so the requester learns the epoch and head. Lines
+    /// the peer gave us go as held runs (13 bytes a run), never as entries.
     fn send_lists<S: JournalStore + ?Sized>(
         &mut self,
         store: &S,
@@ -889,13 +904,32 @@ impl JournalSync {
         let mut sent_any = false;
         while start < last || (always && !sent_any) {
             let mut entries = Vec::new();
+            let mut held: Vec<HeldLines> = Vec::new();
             let mut bytes = 0usize;
             let mut seq = start;
-            while seq < last && entries.len() < per_msg {
+            while seq < last && entries.len() + held.len() < per_msg {
+                if let Some(run_end) = self.given.run_at(store, seq + 1) {
+                    let end = run_end
+                        .min(last)
+                        .min(seq.saturating_add(u64::from(u32::MAX)));
+                    let Some(line) = store.line(end) else {
+                        break;
+                    };
+                    held.push(HeldLines {
+                        // At most `per_msg` (<= MAX_LIST_ENTRIES) items: fits.
+                        at: entries.len() as u16,
+                        lines: (end - seq) as u32,
+                        check: line.check,
+                    });
+                    bytes += 13;
+                    seq = end;
+                    continue;
+                }
                 let Some(e) = store.entry(seq + 1) else {
                     break;
                 };
-                if !entries.is_empty() && bytes + e.wire_len() > self.config.max_list_bytes {
+                let first = entries.is_empty() && held.is_empty();
+                if !first && bytes + e.wire_len() > self.config.max_list_bytes {
                     break;
                 }
                 bytes += e.wire_len();
@@ -911,6 +945,7 @@ impl JournalSync {
                 since: from,
                 head,
                 entries,
+                held,
             })));
             sent_any = true;
             if n == 0 {
@@ -941,6 +976,7 @@ impl JournalSync {
                                 self.marks.ours = Some(pos);
                                 self.marks.held = Some(store.head_line());
                             }
+                            self.everything = false;
                             mark = self.marks.ours;
                             if inc.head > pos.seq && self.want.is_none() {
                                 // More remain past the limit: another context asks for them.
@@ -1005,7 +1041,7 @@ impl JournalSync {
                 let from = self.marks.ours.unwrap_or(LineId::start(list.since.epoch));
                 let continues = list.since == from && self.contexts.state() != ContextState::Down;
                 if self.apply(store, 0, &list.entries) && continues {
-                    self.marks.ours = Some(list.entries.iter().fold(list.since, |l, e| l.next(e)));
+                    self.marks.ours = Some(list.end());
                     self.marks.held = Some(store.head_line());
                 }
             }
@@ -1075,7 +1111,7 @@ impl JournalSync {
             return;
         };
         if !inc.broken {
-            let n = list.entries.len() as u64;
+            let n = list.lines();
             let expected_ok = match (inc.pos, inc.journal) {
                 (Some(pos), _) => list.since == pos,
                 (None, Some(req)) => {
@@ -1107,7 +1143,7 @@ impl JournalSync {
             } else {
                 inc.received += n;
                 // The peer's chain over what it sent: the check our mark will carry.
-                inc.pos = Some(list.entries.iter().fold(list.since, |l, e| l.next(e)));
+                inc.pos = Some(list.end());
                 inc.head = list.head;
                 self.incoming = Some(inc);
                 self.apply(store, ctx, &list.entries);
@@ -1136,6 +1172,7 @@ impl JournalSync {
         for (e, outcome) in entries.iter().zip(&outcomes) {
             match outcome {
                 Some(line) => {
+                    self.given.insert(line.seq, line.check);
                     self.stats.applied += 1;
                     self.event(SyncEvent::Applied {
                         line: *line,
@@ -1213,6 +1250,7 @@ impl JournalSync {
                     JournalRequest {
                         since: self.requested_since,
                         limit: *limit,
+                        everything: self.everything,
                     }
                     .to_body()
                 }
