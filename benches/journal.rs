@@ -10,6 +10,8 @@
 //!   `Input::Received`: encoding, framing, decoding, the protocol and the store.
 //! - `copy`: a plain copy (`extend_from_slice` into a `Vec` whose capacity is reused) of
 //!   every byte the server transmitted in `framed`: the physical limit of moving them.
+//! - `chain`: the journal's hash chain folded over the same entries (`LineId::next`), which
+//!   a receiver computes twice per entry (the peer's chain, and its own journal's).
 //!
 //! The server's journal is built once, outside the timed section; each timed run starts a
 //! fresh client with an empty journal (the client dropped outside the timed section) and
@@ -94,13 +96,13 @@ fn catch_up_messages(server: &mut (JournalSync, MemJournal)) -> (JournalSync, Me
     client.connection_up(now, &journal);
     loop {
         let mut moved = false;
-        while let Some(o) = client.poll() {
+        while let Some(o) = client.poll(&journal) {
             if let SyncOutput::Send(m) = o {
                 server.handle_message(now, server_journal, m);
                 moved = true;
             }
         }
-        while let Some(o) = server.poll() {
+        while let Some(o) = server.poll(server_journal) {
             if let SyncOutput::Send(m) = o {
                 client.handle_message(now, &mut journal, m);
                 moved = true;
@@ -111,7 +113,7 @@ fn catch_up_messages(server: &mut (JournalSync, MemJournal)) -> (JournalSync, Me
         }
     }
     server.connection_down(now);
-    while server.poll().is_some() {}
+    while server.poll(server_journal).is_some() {}
     (client, journal)
 }
 
@@ -246,6 +248,17 @@ fn bench(cr: &mut Criterion) {
                 drop(c);
             }
             total
+        })
+    });
+
+    // The hash chain alone: one `LineId::next` per entry, as a receiver folds the peer's
+    // chain over a list (and a store chains its own appends): the share of a catch-up
+    // that line checks cost.
+    let entries: Vec<Entry> = server_msg.1.entries().to_vec();
+    g.bench_function("chain", |b| {
+        b.iter(|| {
+            let start = tether::wire::LineId::start(SERVER_EPOCH);
+            black_box(entries.iter().fold(start, |l, e| l.next(e)))
         })
     });
 

@@ -322,7 +322,8 @@ where
                 .map(|(session, _)| *session)
                 .collect();
             for session in ready {
-                while let Some(o) = self.syncs.get_mut(&session).and_then(|s| s.poll()) {
+                let store = &self.store;
+                while let Some(o) = self.syncs.get_mut(&session).and_then(|s| s.poll(store)) {
                     progressed = true;
                     match o {
                         SyncOutput::Send(m) => {

@@ -351,10 +351,12 @@ pub enum Status {
     NotFound = 404,
     /// 408: nothing was received for too long; the sender may drop the connection next.
     RequestTimeout = 408,
+    /// 429: too many requests await an answer; ask again once answers arrive.
+    TooManyRequests = 429,
 }
 
 impl Status {
-    /// The numeric code (400, 404, 408).
+    /// The numeric code (400, 404, 408, 429).
     pub fn code(self) -> u16 {
         self as u16
     }
@@ -364,6 +366,7 @@ impl Status {
             400 => Status::BadRequest,
             404 => Status::NotFound,
             408 => Status::RequestTimeout,
+            429 => Status::TooManyRequests,
             _ => return None,
         })
     }

@@ -186,13 +186,13 @@ fn catch_up<S: JournalStore>(server: &mut Node<MemJournal>, store: S) -> Node<Co
     client.sync.connection_up(now, &client.store);
     loop {
         let mut moved = false;
-        while let Some(o) = client.sync.poll() {
+        while let Some(o) = client.sync.poll(&client.store) {
             if let SyncOutput::Send(m) = o {
                 server.sync.handle_message(now, &mut server.store, m);
                 moved = true;
             }
         }
-        while let Some(o) = server.sync.poll() {
+        while let Some(o) = server.sync.poll(&server.store) {
             if let SyncOutput::Send(m) = o {
                 client.sync.handle_message(now, &mut client.store, m);
                 moved = true;
@@ -203,7 +203,7 @@ fn catch_up<S: JournalStore>(server: &mut Node<MemJournal>, store: S) -> Node<Co
         }
     }
     server.sync.connection_down(now);
-    while server.sync.poll().is_some() {}
+    while server.sync.poll(&server.store).is_some() {}
     client
 }
 

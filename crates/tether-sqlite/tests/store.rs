@@ -375,12 +375,12 @@ fn a_catch_up_through_journal_sync_is_durable() {
     server.connection_up(now, &server_j);
     client.connection_up(now, &store);
     while client.has_output() || server.has_output() {
-        while let Some(out) = client.poll() {
+        while let Some(out) = client.poll(&store) {
             if let SyncOutput::Send(m) = out {
                 server.handle_message(now, &mut server_j, m);
             }
         }
-        while let Some(out) = server.poll() {
+        while let Some(out) = server.poll(&server_j) {
             if let SyncOutput::Send(m) = out {
                 client.handle_message(now, &mut store, m);
             }

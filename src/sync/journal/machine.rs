@@ -156,7 +156,7 @@ impl<S: JournalStore> Machine for JournalMachine<S> {
             if let Some(o) = self.outbox.pop() {
                 return o;
             }
-            match self.core.poll() {
+            match self.core.poll(&self.store) {
                 Some(SyncOutput::Send(msg)) => {
                     if let Some(link) = self.link {
                         self.outbox.send_framed(link, &msg);

@@ -56,6 +56,15 @@ pub struct SyncConfig {
     /// Most entries one context (or broadcast) carries, whatever the request's limit.
     /// Default: 1024.
     pub max_entries_per_context: u32,
+    /// Most bytes of entries one context (or broadcast) carries: a context ends once its
+    /// lists reach it (at least one entry always goes), and the requester asks again for
+    /// the rest. With `max_entries_per_context` it bounds what one request costs.
+    /// Default: 1 MiB (1 048 576).
+    pub max_bytes_per_context: usize,
+    /// Most resource requests of the peer queued for an answer (answered one at a time,
+    /// as the output drains); past it a request is answered at once with status 429.
+    /// Default: 32.
+    pub max_queued_answers: usize,
     /// Most resource requests awaiting an answer. Default: 32.
     pub max_pending_requests: usize,
     /// Largest payload [`SyncCommand::Append`] accepts. Default: 32 KiB (32 768).
@@ -91,6 +100,8 @@ impl Default for SyncConfig {
             max_entries_per_message: MAX_LIST_ENTRIES,
             max_list_bytes: 64 * 1024,
             max_entries_per_context: 1024,
+            max_bytes_per_context: 1024 * 1024,
+            max_queued_answers: 32,
             max_pending_requests: 32,
             max_payload: 32 * 1024,
             retry_base: Duration::from_millis(100),
@@ -413,6 +424,18 @@ enum Want {
     App(Bytes),
 }
 
+/// A journal answer in progress: lines `next.seq+1 ..= last` still to send.
+#[derive(Debug, Clone, Copy)]
+struct Serving {
+    ctx: u32,
+    next: LineId,
+    last: u64,
+    /// Bytes of entries sent so far in this context.
+    bytes: usize,
+    /// No list sent yet (the answer always has one, possibly empty).
+    first: bool,
+}
+
 /// The context we receive (requester side).
 #[derive(Debug, Clone)]
 struct Incoming {
@@ -452,14 +475,14 @@ struct Incoming {
 ///
 /// let mut applied = Vec::new();
 /// while client.has_output() || server.has_output() {
-///     while let Some(out) = client.poll() {
+///     while let Some(out) = client.poll(&client_journal) {
 ///         match out {
 ///             SyncOutput::Send(message) => server.handle_message(now, &mut journal, message),
 ///             SyncOutput::Event(SyncEvent::Applied { resource, .. }) => applied.push(resource),
 ///             SyncOutput::Event(_) => {}
 ///         }
 ///     }
-///     while let Some(out) = server.poll() {
+///     while let Some(out) = server.poll(&journal) {
 ///         if let SyncOutput::Send(message) = out {
 ///             client.handle_message(now, &mut client_journal, message);
 ///         }
@@ -480,8 +503,14 @@ pub struct JournalSync {
     /// The `since` of the journal request in flight.
     requested_since: LineId,
     incoming: Option<Incoming>,
-    /// The line our answer ends at while we reply to a journal context.
+    /// The line our answer ended at, once a journal answer is sent and awaits SYNC_OK.
     replying_to: Option<LineId>,
+    /// The journal answer being sent: one list is made each time the output drains, so
+    /// that an answer is never all queued at once, and requests that arrive meanwhile are
+    /// refused (the context is still `Replying`).
+    serving: Option<Serving>,
+    /// The peer's resource requests waiting for an answer (at most `max_queued_answers`).
+    answers: VecDeque<(u32, Bytes, Bytes)>,
     /// The last line of our journal broadcast on this connection: the next broadcast
     /// continues from it, as the transport is ordered and reliable while it lasts (SDMP:
     /// each node keeps the last line sent to each other node). Cleared when the
@@ -530,6 +559,8 @@ impl JournalSync {
             requested_since: LineId::start(0),
             incoming: None,
             replying_to: None,
+            serving: None,
+            answers: VecDeque::new(),
             broadcast_to: None,
             retry_at: None,
             answer_first: None,
@@ -566,10 +597,19 @@ impl JournalSync {
     }
     /// Whether output is queued.
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || self.serving.is_some() || !self.answers.is_empty()
     }
-    /// The next output.
-    pub fn poll(&mut self) -> Option<SyncOutput> {
+    /// The next output. Answers are made here, one list or resource at a time as the
+    /// output drains (so `store` is read): what one input can make the machine hold is
+    /// one list, whatever the peer asked.
+    pub fn poll<S: JournalStore + ?Sized>(&mut self, store: &S) -> Option<SyncOutput> {
+        if self.out.is_empty() {
+            if let Some((req, author, resource)) = self.answers.pop_front() {
+                self.answer_resource(store, req, &author, &resource);
+            } else if let Some(serving) = self.serving.take() {
+                self.serve(store, serving);
+            }
+        }
         self.out.pop_front()
     }
 
@@ -655,6 +695,8 @@ impl JournalSync {
         }
         self.incoming = None;
         self.replying_to = None;
+        self.serving = None;
+        self.answers.clear();
         self.retry_at = None;
         for (req, (author, resource)) in core::mem::take(&mut self.pending) {
             self.event(SyncEvent::ResourceCancelled {
@@ -876,83 +918,141 @@ impl JournalSync {
                 .min(self.config.max_entries_per_context),
         );
         let last = head.min(since.seq.saturating_add(cap));
-        self.send_lists(store, ctx, since, last, true);
-        self.replying_to = Some(store.line(last).unwrap_or(since));
-        // The accepted request just put us in Replying, whose row SendEnd is.
+        self.serving = Some(Serving {
+            ctx,
+            next: since,
+            last,
+            bytes: 0,
+            first: true,
+        });
+    }
+
+    /// The next list of the answer in progress, and its end once done.
+    fn serve<S: JournalStore + ?Sized>(&mut self, store: &S, mut serving: Serving) {
+        let done = match self.build_list(store, serving.ctx, serving.next, serving.last) {
+            Some((list, end, bytes)) if serving.first || end.seq > serving.next.seq => {
+                serving.first = false;
+                serving.next = end;
+                serving.bytes = serving.bytes.saturating_add(bytes);
+                self.send(Message::Journal(JournalMessage::List(list)));
+                end.seq >= serving.last || serving.bytes >= self.config.max_bytes_per_context
+            }
+            _ => true, // the store ended early: end here, never loop
+        };
+        if !done {
+            self.serving = Some(serving);
+            return;
+        }
+        self.replying_to = Some(serving.next);
+        // The accepted request put us in Replying, whose row SendEnd is.
         if let Ok(Transition::Moved { .. }) = self.contexts.step(ContextInput::SendEnd) {
-            self.send(Message::SyncEnd { ctx });
+            self.send(Message::SyncEnd { ctx: serving.ctx });
         }
     }
 
-    /// Sends lines `since.seq+1 ..= last` as lists of bounded size; with `always`, an empty
-    /// range still sends one (empty) list so the requester learns the epoch and head. Lines
-    /// the peer gave us go as held runs (13 bytes a run), never as entries.
+    /// Answers one queued resource request: the bytes, or 404.
+    fn answer_resource<S: JournalStore + ?Sized>(
+        &mut self,
+        store: &S,
+        req: u32,
+        author: &[u8],
+        resource: &[u8],
+    ) {
+        match store.resource(author, resource) {
+            Some(bytes) => self.send(Message::Journal(JournalMessage::Resource { req, bytes })),
+            None => self.send(status(
+                Some(req),
+                Status::NotFound,
+                b"unavailable or deleted",
+            )),
+        }
+    }
+
+    /// Sends lines `since.seq+1 ..= last` unasked (a broadcast), as lists of bounded size,
+    /// at most `max_bytes_per_context` of entries in all; returns the line reached.
     fn send_lists<S: JournalStore + ?Sized>(
         &mut self,
         store: &S,
         ctx: u32,
         since: LineId,
         last: u64,
-        always: bool,
-    ) {
-        let head = store.head();
+    ) -> LineId {
+        let mut at = since;
+        let mut sent = 0usize;
+        while at.seq < last && sent < self.config.max_bytes_per_context {
+            let Some((list, end, bytes)) = self.build_list(store, ctx, at, last) else {
+                break;
+            };
+            if end.seq <= at.seq {
+                break; // the store ended early: never loop
+            }
+            self.send(Message::Journal(JournalMessage::List(list)));
+            sent = sent.saturating_add(bytes);
+            at = end;
+        }
+        at
+    }
+
+    /// One list of lines `since.seq+1 ..= last` (possibly empty), bounded by
+    /// `max_entries_per_message` items and `max_list_bytes`, with the line it ends at and
+    /// its bytes of entries. Lines the peer gave us go as held runs (13 bytes a run),
+    /// never as entries. `None` if the store has no line `since.seq`.
+    fn build_list<S: JournalStore + ?Sized>(
+        &self,
+        store: &S,
+        ctx: u32,
+        since: LineId,
+        last: u64,
+    ) -> Option<(JournalList, LineId, usize)> {
+        let from = store.line(since.seq)?;
         let per_msg = self
             .config
             .max_entries_per_message
             .clamp(1, MAX_LIST_ENTRIES);
-        let mut start = since.seq;
-        let mut sent_any = false;
-        while start < last || (always && !sent_any) {
-            let mut entries = Vec::new();
-            let mut held: Vec<HeldLines> = Vec::new();
-            let mut bytes = 0usize;
-            let mut seq = start;
-            while seq < last && entries.len() + held.len() < per_msg {
-                if let Some(run_end) = self.given.run_at(store, seq + 1) {
-                    let end = run_end
-                        .min(last)
-                        .min(seq.saturating_add(u64::from(u32::MAX)));
-                    let Some(line) = store.line(end) else {
-                        break;
-                    };
-                    held.push(HeldLines {
-                        // At most `per_msg` (<= MAX_LIST_ENTRIES) items: fits.
-                        at: entries.len() as u16,
-                        lines: (end - seq) as u32,
-                        check: line.check,
-                    });
-                    bytes += 13;
-                    seq = end;
-                    continue;
-                }
-                let Some(e) = store.entry(seq + 1) else {
+        let mut entries = Vec::new();
+        let mut held: Vec<HeldLines> = Vec::new();
+        let mut bytes = 0usize;
+        let mut seq = since.seq;
+        let mut end = from;
+        while seq < last && entries.len() + held.len() < per_msg {
+            if let Some(run_end) = self.given.run_at(store, seq + 1) {
+                let stop = run_end
+                    .min(last)
+                    .min(seq.saturating_add(u64::from(u32::MAX)));
+                let Some(line) = store.line(stop) else {
                     break;
                 };
-                let first = entries.is_empty() && held.is_empty();
-                if !first && bytes + e.wire_len() > self.config.max_list_bytes {
-                    break;
-                }
-                bytes += e.wire_len();
-                entries.push(e);
-                seq += 1;
+                held.push(HeldLines {
+                    // At most `per_msg` (<= MAX_LIST_ENTRIES) items: fits.
+                    at: entries.len() as u16,
+                    lines: (stop - seq) as u32,
+                    check: line.check,
+                });
+                bytes += 13;
+                seq = stop;
+                end = line;
+                continue;
             }
-            let n = seq - start;
-            let Some(from) = store.line(start) else {
-                break; // the store ended early: never loop
+            let Some(e) = store.entry(seq + 1) else {
+                break;
             };
-            self.send(Message::Journal(JournalMessage::List(JournalList {
-                ctx,
-                since: from,
-                head,
-                entries,
-                held,
-            })));
-            sent_any = true;
-            if n == 0 {
-                break; // the store ended early: never loop
+            let first = entries.is_empty() && held.is_empty();
+            if !first && bytes + e.wire_len() > self.config.max_list_bytes {
+                break;
             }
-            start = seq;
+            bytes += e.wire_len();
+            end = end.next(&e);
+            entries.push(e);
+            seq += 1;
         }
+        let list = JournalList {
+            ctx,
+            since: from,
+            head: store.head(),
+            entries,
+            held,
+        };
+        Some((list, end, bytes))
     }
 
     fn on_sync_end<S: JournalStore + ?Sized>(&mut self, now: Instant, store: &S, ctx: u32) {
@@ -1058,14 +1158,17 @@ impl JournalSync {
                 req,
                 author,
                 resource,
-            } => match store.resource(&author, &resource) {
-                Some(bytes) => self.send(Message::Journal(JournalMessage::Resource { req, bytes })),
-                None => self.send(status(
-                    Some(req),
-                    Status::NotFound,
-                    b"unavailable or deleted",
-                )),
-            },
+            } => {
+                if self.answers.len() >= self.config.max_queued_answers {
+                    self.send(status(
+                        Some(req),
+                        Status::TooManyRequests,
+                        b"busy",
+                    ));
+                } else {
+                    self.answers.push_back((req, author, resource));
+                }
+            }
             JournalMessage::Resource { req, bytes } => match self.pending.remove(&req) {
                 Some((author, resource)) => self.event(SyncEvent::Resource {
                     req,
@@ -1291,7 +1394,10 @@ impl JournalSync {
                 self.send(Message::Sync(e));
             }
             SyncCommand::EndSync => {
-                if self.replying_to.is_some() || self.contexts.state() != ContextState::Replying {
+                if self.replying_to.is_some()
+                    || self.serving.is_some()
+                    || self.contexts.state() != ContextState::Replying
+                {
                     return Err(SyncError::NotReplying);
                 }
                 match self.contexts.step(ContextInput::SendEnd) {
@@ -1370,8 +1476,8 @@ impl JournalSync {
                 .seq
                 .saturating_add(u64::from(self.config.max_entries_per_context)),
         );
-        self.send_lists(store, 0, since, last, false);
-        self.broadcast_to = Some(store.line(last).unwrap_or(since));
+        let reached = self.send_lists(store, 0, since, last);
+        self.broadcast_to = Some(reached);
     }
 }
 
@@ -1496,7 +1602,7 @@ mod tests {
     ) -> (Vec<SyncEvent>, Vec<Vec<Seen>>) {
         let (mut events, mut at_ok) = (Vec::new(), Vec::new());
         while client.sync.has_output() || server.sync.has_output() {
-            while let Some(out) = client.sync.poll() {
+            while let Some(out) = client.sync.poll(&client.store) {
                 match out {
                     SyncOutput::Send(m) => {
                         if matches!(m, Message::SyncOk { .. }) {
@@ -1507,7 +1613,7 @@ mod tests {
                     SyncOutput::Event(e) => events.push(e),
                 }
             }
-            while let Some(out) = server.sync.poll() {
+            while let Some(out) = server.sync.poll(&server.store) {
                 if let SyncOutput::Send(m) = out {
                     client.sync.handle_message(now, &mut client.store, m);
                 }

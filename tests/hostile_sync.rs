@@ -1,0 +1,144 @@
+//! A peer that floods journal sync with requests: what one input can make a replier send
+//! and hold stays bounded by one context's answer and a small queue, whatever the input
+//! holds.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tether::sync::journal::{JournalMachine, JournalStore, MemJournal, Role, SyncConfig};
+use tether::wire::{Entry, JournalMessage, JournalRequest, LineId, Message, Status};
+use tether::{Input, Instant, Link, Machine, Output};
+
+const LINK: Link = Link::main(1);
+
+/// A replier holding 1,024 entries of 4 KiB (4 MiB in all).
+fn replier() -> JournalMachine<MemJournal> {
+    let mut j = MemJournal::new(7, 10_000);
+    for i in 0u32..1_024 {
+        j.append(Entry::new(b"srv", &i.to_be_bytes(), &[i as u8; 4096]))
+            .unwrap();
+    }
+    let config = SyncConfig {
+        sync_on_connect: false,
+        idle_timeout: None,
+        ..SyncConfig::default()
+    };
+    let mut m = JournalMachine::new(Role::Server, config, j);
+    m.handle_input(Instant::ZERO, Input::Opened(LINK)).unwrap();
+    m
+}
+
+fn frame(out: &mut BytesMut, m: &Message) {
+    let b = m.to_bytes();
+    out.put_u32(b.len() as u32);
+    out.put_slice(&b);
+}
+
+/// Everything the machine transmits now, and the messages in it.
+fn drain(m: &mut JournalMachine<MemJournal>) -> (usize, Vec<Message>) {
+    let (mut bytes, mut msgs) = (0, Vec::new());
+    loop {
+        match m.poll_output() {
+            Output::Transmit(t) => {
+                bytes += t.payload.len();
+                msgs.push(Message::decode(t.payload.slice(4..)).unwrap());
+            }
+            Output::Wait(_) => return (bytes, msgs),
+            _ => {}
+        }
+    }
+}
+
+/// One read holding 420 pairs of "SYNC_REQ for the whole journal" + "SYNC_OK": before,
+/// each pair was answered with a full context (the answer was all queued inside the
+/// request's handling, so the SYNC_OK right behind it closed it and the next request was
+/// accepted): 420 answers for 16 KiB. Now the answer is made as the output drains, the
+/// context is still being answered when the rest of the read arrives, and the other
+/// requests are refused: one answer, capped by `max_bytes_per_context`.
+#[test]
+fn a_read_full_of_journal_requests_gets_one_bounded_answer() {
+    let mut m = replier();
+    let mut input = BytesMut::new();
+    for ctx in 1..=420u32 {
+        let body = JournalRequest {
+            since: LineId::start(0),
+            limit: None,
+            everything: false,
+        }
+        .to_body();
+        frame(&mut input, &Message::SyncReq { ctx, body });
+        frame(&mut input, &Message::SyncOk { ctx });
+    }
+    let input = input.freeze();
+    let _ = m.handle_input(Instant::ZERO, Input::Received(LINK, input.clone()));
+    let (sent, msgs) = drain(&mut m);
+    let starts = msgs
+        .iter()
+        .filter(|m| matches!(m, Message::SyncStart { .. }))
+        .count();
+    let refused = msgs
+        .iter()
+        .filter(|m| matches!(m, Message::Refused { .. }))
+        .count();
+    assert_eq!(starts, 1, "one context is answered");
+    assert_eq!(refused, 419, "the others are refused while it is");
+    let cap = SyncConfig::default().max_bytes_per_context;
+    // One context's entries (a list may pass the cap by one list), its headers, and a
+    // refusal per refused request (smaller than the request).
+    let bound = cap + 64 * 1024 + 2 * input.len();
+    assert!(
+        sent <= bound,
+        "{sent} bytes sent for {} received (bound {bound})",
+        input.len()
+    );
+    // The context ended early at the byte cap: the requester asks again for the rest.
+    let entries: usize = msgs
+        .iter()
+        .map(|m| match m {
+            Message::Journal(JournalMessage::List(l)) => l.entries.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(entries < 1_024 && entries * 4096 >= cap, "{entries} entries");
+}
+
+/// One read of 963 resource requests: before, every one was answered at once (30 MiB for
+/// 16 KiB). Now at most `max_queued_answers` wait for an answer, made as the output
+/// drains; the rest get a 429 no larger than the request.
+#[test]
+fn a_read_full_of_resource_requests_is_answered_within_the_queue_bound() {
+    let mut m = replier();
+    let mut input = BytesMut::new();
+    for req in 0..963u32 {
+        frame(
+            &mut input,
+            &Message::Journal(JournalMessage::ResourceReq {
+                req: req + 1,
+                author: Bytes::from_static(b"srv"),
+                resource: Bytes::copy_from_slice(&(req % 1_024).to_be_bytes()),
+            }),
+        );
+    }
+    let input = input.freeze();
+    let request_len = input.len() / 963;
+    let _ = m.handle_input(Instant::ZERO, Input::Received(LINK, input.clone()));
+    let (sent, msgs) = drain(&mut m);
+    let answered = msgs
+        .iter()
+        .filter(|m| matches!(m, Message::Journal(JournalMessage::Resource { .. })))
+        .count();
+    let busy: Vec<usize> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Journal(JournalMessage::Status(s)) if s.status == Status::TooManyRequests => {
+                Some(m.to_bytes().len() + 4)
+            }
+            _ => None,
+        })
+        .collect();
+    let queued = SyncConfig::default().max_queued_answers;
+    assert_eq!(answered, queued);
+    assert_eq!(busy.len(), 963 - queued);
+    assert!(busy.iter().all(|&n| n <= request_len), "a 429 is no larger than a request");
+    assert!(sent <= queued * (4096 + 64) + input.len(), "{sent} bytes sent");
+    // The store is untouched, and a later honest request is answered.
+    assert_eq!(m.store().head(), 1_024);
+}
