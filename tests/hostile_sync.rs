@@ -97,7 +97,10 @@ fn a_read_full_of_journal_requests_gets_one_bounded_answer() {
             _ => 0,
         })
         .sum();
-    assert!(entries < 1_024 && entries * 4096 >= cap, "{entries} entries");
+    assert!(
+        entries < 1_024 && entries * 4096 >= cap,
+        "{entries} entries"
+    );
 }
 
 /// One read of 963 resource requests: before, every one was answered at once (30 MiB for
@@ -137,8 +140,14 @@ fn a_read_full_of_resource_requests_is_answered_within_the_queue_bound() {
     let queued = SyncConfig::default().max_queued_answers;
     assert_eq!(answered, queued);
     assert_eq!(busy.len(), 963 - queued);
-    assert!(busy.iter().all(|&n| n <= request_len), "a 429 is no larger than a request");
-    assert!(sent <= queued * (4096 + 64) + input.len(), "{sent} bytes sent");
+    assert!(
+        busy.iter().all(|&n| n <= request_len),
+        "a 429 is no larger than a request"
+    );
+    assert!(
+        sent <= queued * (4096 + 64) + input.len(),
+        "{sent} bytes sent"
+    );
     // The store is untouched, and a later honest request is answered.
     assert_eq!(m.store().head(), 1_024);
 }

@@ -1160,11 +1160,7 @@ impl JournalSync {
                 resource,
             } => {
                 if self.answers.len() >= self.config.max_queued_answers {
-                    self.send(status(
-                        Some(req),
-                        Status::TooManyRequests,
-                        b"busy",
-                    ));
+                    self.send(status(Some(req), Status::TooManyRequests, b"busy"));
                 } else {
                     self.answers.push_back((req, author, resource));
                 }
