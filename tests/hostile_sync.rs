@@ -151,3 +151,61 @@ fn a_read_full_of_resource_requests_is_answered_within_the_queue_bound() {
     // The store is untouched, and a later honest request is answered.
     assert_eq!(m.store().head(), 1_024);
 }
+
+/// Received entries are held to the limits of a local append: an entry over
+/// `max_payload` is refused (not stored, reported), the rest of its list is applied, and
+/// the mark moves past it so that it is not fetched again and again.
+#[test]
+fn a_received_entry_over_max_payload_is_refused_not_stored() {
+    use tether::sync::journal::{SyncCommand, SyncEvent};
+    let mut server = replier(); // 4 KiB payloads
+    server
+        .handle_input(
+            Instant::ZERO,
+            Input::Command(SyncCommand::Append(Entry::new(b"srv", b"small", b"ok"))),
+        )
+        .unwrap();
+    let config = SyncConfig {
+        max_payload: 1024,
+        idle_timeout: None,
+        ..SyncConfig::default()
+    };
+    let mut client = JournalMachine::new(Role::Client, config, MemJournal::new(8, 10_000));
+    client
+        .handle_input(Instant::ZERO, Input::Opened(LINK))
+        .unwrap();
+    // The server's broadcast of its append carries some of them too: count each once.
+    let mut refused = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let mut moved = false;
+        for (from, to) in [(0, 1), (1, 0)] {
+            let m = if from == 0 { &mut client } else { &mut server };
+            let mut out = Vec::new();
+            loop {
+                match m.poll_output() {
+                    Output::Transmit(t) => out.push(t.payload),
+                    Output::Event(SyncEvent::EntryRefused { len, resource, .. }) => {
+                        assert_eq!(len, 4096);
+                        refused.insert(resource);
+                    }
+                    Output::Wait(_) => break,
+                    _ => {}
+                }
+            }
+            let dst = if to == 0 { &mut client } else { &mut server };
+            for b in out {
+                moved = true;
+                dst.handle_input(Instant::ZERO, Input::Received(LINK, b))
+                    .unwrap();
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(refused.len(), 1_024);
+    assert_eq!(client.store().head(), 1, "only the small entry is stored");
+    assert!(client.store().contains(b"srv", b"small"));
+    assert!(client.core().stats().oversized >= 1_024);
+    assert_eq!(client.core().marks().ours, server.store().line(1_025));
+}

@@ -275,6 +275,16 @@ pub enum SyncEvent {
         /// What the store said.
         error: StoreError,
     },
+    /// An entry received from the peer was refused: its payload is over `max_payload`,
+    /// the limit a local append has. It is not stored; the lists around it are.
+    EntryRefused {
+        /// Its author.
+        author: Bytes,
+        /// Its resource id.
+        resource: Bytes,
+        /// Its payload's length.
+        len: usize,
+    },
     /// Nothing was received for the idle timeout: we sent 408. The connection may be
     /// dropped now ([`JournalMachine`](super::JournalMachine) closes it).
     IdleTimeout,
@@ -359,6 +369,8 @@ pub struct SyncStats {
     pub duplicates: u64,
     /// Entries applied.
     pub applied: u64,
+    /// Entries received over `max_payload`, refused ([`SyncEvent::EntryRefused`]).
+    pub oversized: u64,
     /// Messages that did not decode (answered 400).
     pub malformed: u64,
     /// Contexts whose lists did not add up (not confirmed as a mark).
@@ -688,6 +700,9 @@ impl JournalSync {
             return;
         }
         self.broadcast_to = None;
+        // What was queued to send is obsolete: it is made again from the marks once up
+        // (holding it would let answers pile up in a reconnecting session's queue).
+        self.out.retain(|o| matches!(o, SyncOutput::Event(_)));
         if let Some(w) = self.requested.take() {
             if self.want.is_none() {
                 self.want = Some(w);
@@ -1265,6 +1280,34 @@ impl JournalSync {
         if entries.is_empty() {
             return true;
         }
+        // The limits of a local append hold for received entries too: a peer cannot store
+        // what the application could not.
+        let kept: Vec<Entry>;
+        let entries = if entries
+            .iter()
+            .any(|e| e.payload.len() > self.config.max_payload)
+        {
+            kept = entries
+                .iter()
+                .filter(|e| {
+                    let over = e.payload.len() > self.config.max_payload;
+                    if over {
+                        self.stats.oversized += 1;
+                        self.out
+                            .push_back(SyncOutput::Event(SyncEvent::EntryRefused {
+                                author: e.author.clone(),
+                                resource: e.resource.clone(),
+                                len: e.payload.len(),
+                            }));
+                    }
+                    !over
+                })
+                .cloned()
+                .collect();
+            &kept[..]
+        } else {
+            entries
+        };
         let mut outcomes = core::mem::take(&mut self.outcomes);
         outcomes.clear();
         let result = store.append_batch(entries, &mut outcomes);
