@@ -58,6 +58,20 @@ pub trait Profile:
     /// connection still holds for it are obsolete and must not be delivered after a
     /// resumption (the session core's delivery would otherwise replay them).
     fn supersede_sync(&mut self, session: Self::Session);
+
+    /// When bytes last arrived on the session's current `main` transport: anything, the
+    /// peer's messages and also the acknowledgements and heartbeats the connection
+    /// consumes itself; `None` while the session has no transport up. A [`Peer`] counts it
+    /// as the session's sync having heard from its peer, so that a live peer with nothing
+    /// to say is never taken for a silent one (see [`Peer`]'s idle timeout).
+    fn last_received(&self, session: Self::Session) -> Option<Instant>;
+
+    /// Closes the session's current `main` transport as if the network had dropped it,
+    /// and takes the machine's own path after a lost transport: a client reconnects and
+    /// resumes, a server keeps the session for its client to resume. Nothing if the
+    /// session is not up on a transport. A [`Peer`] calls it after its sync sent status
+    /// 408 ([`SyncEvent::IdleTimeout`]).
+    fn drop_transport(&mut self, now: Instant, session: Self::Session);
 }
 
 /// What the application asks of a [`Peer`].
@@ -331,8 +345,18 @@ where
                             }
                         }
                         SyncOutput::Event(e) => {
-                            if let SyncEvent::Applied { .. } = &e {
-                                self.relay_from.insert(session);
+                            match &e {
+                                SyncEvent::Applied { .. } => {
+                                    self.relay_from.insert(session);
+                                }
+                                // The 408 went out just before (the sync queues it first):
+                                // drop the link after it, as SDMP says, so that the
+                                // connection's resume path runs. The Down it reports is
+                                // routed on the next turn of this loop.
+                                SyncEvent::IdleTimeout => {
+                                    self.conn.drop_transport(self.now, session)
+                                }
+                                _ => {}
                             }
                             self.out.event(PeerEvent::Sync(session, e));
                         }
@@ -436,8 +460,15 @@ where
                 .handle_input(now, Input::Command(c))
                 .map_err(PeerError::Connection),
             Input::Timeout => {
-                for s in self.syncs.values_mut() {
+                for (session, s) in self.syncs.iter_mut() {
                     if s.deadline().is_some_and(|d| d <= now) {
+                        // Whatever the connection received counts against the idle
+                        // timeout, heartbeats included: only a peer from which nothing
+                        // at all arrived is silent (read here, when the timer is due,
+                        // rather than on every input).
+                        if let Some(at) = self.conn.last_received(*session) {
+                            s.heard_from_peer(at);
+                        }
                         s.handle_timeout(now);
                     }
                 }
