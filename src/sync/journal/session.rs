@@ -707,14 +707,8 @@ impl JournalSync {
         self.idle_reported = false;
         self.stats.malformed += 1;
         if self.contexts.state() != ContextState::Down {
-            // The request id (or context id) sits right after the code of SYNC_REQ and of
-            // a resource request.
-            let req = match frame {
-                [crate::wire::codes::SYNC_REQ | crate::wire::RESOURCE_REQ, a, b, c, d, ..] => {
-                    Some(u32::from_be_bytes([*a, *b, *c, *d]))
-                }
-                _ => None,
-            };
+            // Named whenever the frame holds the id its sender gave its request.
+            let req = crate::wire::answered_id(frame);
             self.send(status(req, Status::BadRequest, b"not interpretable"));
         }
         SyncError::Malformed(err)
