@@ -82,7 +82,9 @@ pub enum PeerCommand<C, S> {
     Connection(C),
     /// Append an entry to the journal and broadcast it to every session that is up. An
     /// (author, resource) the journal holds already is refused with
-    /// [`StoreError::Duplicate`].
+    /// [`StoreError::Duplicate`]. Mint the resource ids of the node's own entries with
+    /// [`ResourceIds`](crate::sync::journal::ResourceIds), so that a restart with a lost
+    /// journal never repeats one.
     Append(Entry),
     /// A sync command for one session (ignored if the session is unknown).
     Sync(S, SyncCommand),
