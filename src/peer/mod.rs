@@ -11,7 +11,13 @@
 //!   while the session is down and flushes it in order once it is back;
 //! - entries are deduplicated by the journal, so the application sees each exactly once
 //!   ([`SyncEvent::Applied`]);
-//! - on a server, an entry learned from one session is broadcast to the others.
+//! - on a server, an entry learned from one session is broadcast to the others;
+//! - when a session's sync heard nothing from its peer for
+//!   [`SyncConfig::idle_timeout`], it sends status 408 and the peer drops the session's
+//!   transport ([`Profile::drop_transport`]), so the connection's resume path runs.
+//!   Everything the connection received counts ([`Profile::last_received`]), its
+//!   heartbeats included: with the keepalive on, a live peer with nothing to say is never
+//!   dropped, and a silent one is the session core's to notice first (1.5 x keepalive).
 //!
 //! The peer owns its journal, one store whatever the number of sessions: each session's
 //! sync is handed the store for the length of a call, so no session can hold a copy that
@@ -63,7 +69,7 @@ pub trait Profile:
     /// peer's messages and also the acknowledgements and heartbeats the connection
     /// consumes itself; `None` while the session has no transport up. A [`Peer`] counts it
     /// as the session's sync having heard from its peer, so that a live peer with nothing
-    /// to say is never taken for a silent one (see [`Peer`]'s idle timeout).
+    /// to say is never taken for a silent one (see the [module docs](self)).
     fn last_received(&self, session: Self::Session) -> Option<Instant>;
 
     /// Closes the session's current `main` transport as if the network had dropped it,
