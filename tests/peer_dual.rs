@@ -148,3 +148,178 @@ fn several_clients_on_a_rough_network_converge() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Status 408 under `Peer` on the dual-channel profile: a silent peer gets the 408, `main`
+// is dropped and reconnected, the session continues.
+// ---------------------------------------------------------------------------------------
+
+mod idle {
+    use super::peer_common::{
+        connection_events, entry, got_status, has_sync, idle_config, status_on_wire, PeerPair,
+    };
+    use tether::connect::dual::{self, DualClient, DualServer};
+    use tether::peer::{Peer, PeerCommand};
+    use tether::session::SessionConfig;
+    use tether::sync::journal::{MemJournal, SyncEvent};
+    use tether::testkit::{Closes, Pair, SeqTokens, Side};
+    use tether::wire::Status;
+    use tether::{Duration, Event, Input, Outcome};
+
+    type Dual = PeerPair<DualClient, DualServer<SeqTokens>>;
+
+    /// A dual client and server peer without keepalive on `main`, connected and synced.
+    fn connected(client_idle: Option<Duration>, server_idle: Option<Duration>) -> Dual {
+        let session = SessionConfig {
+            keepalive: None,
+            ..SessionConfig::default()
+        };
+        let client = DualClient::new(dual::DualClientConfig {
+            session,
+            ..Default::default()
+        });
+        let server = DualServer::new(
+            dual::DualServerConfig {
+                session,
+                ..Default::default()
+            },
+            SeqTokens::new(1),
+        );
+        let mut pair = Pair::new(
+            Peer::new(client, idle_config(client_idle), MemJournal::new(1, 1000)),
+            Peer::new(server, idle_config(server_idle), MemJournal::new(2, 1000)),
+        )
+        .granting_opens()
+        .with_closes(Closes::Forward)
+        .strict(Side::Client)
+        .strict(Side::Server);
+        pair.client_in(Input::Command(PeerCommand::Connection(
+            dual::DualClientCommand::Connect,
+        )));
+        pair.client_in(Input::Command(PeerCommand::Append(entry("client", 1))));
+        pair.server_in(Input::Command(PeerCommand::Append(entry("server", 1))));
+        pair.run_for(Duration::from_millis(1500));
+        assert_eq!(
+            pair.client.connection().state(),
+            dual::DualClientState::Connected
+        );
+        assert_eq!(pair.client.store().keys(), pair.server.store().keys());
+        assert_eq!(pair.client.store().keys().len(), 2);
+        pair.take_client_events();
+        pair.take_server_events();
+        pair
+    }
+
+    fn resumed<S, N>(events: &[Event<S, N>]) -> usize {
+        events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Up {
+                        outcome: Outcome::Resumed,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    fn ended<S, N>(events: &[Event<S, N>]) -> bool {
+        events.iter().any(|e| matches!(e, Event::Ended { .. }))
+    }
+
+    /// Runs until the side whose events `take` collects had its session resumed, for a
+    /// minute at most (its tries while the other side was frozen may have to time out
+    /// first), and no longer: with no keepalive an idle link is dropped again each idle
+    /// timeout (SDMP's rule), and these tests look at one drop.
+    fn until_resumed<S, N>(
+        pair: &mut Dual,
+        events: &mut Vec<tether::peer::PeerEvent<Event<S, N>, S>>,
+        take: impl Fn(&mut Dual) -> Vec<tether::peer::PeerEvent<Event<S, N>, S>>,
+    ) where
+        S: Clone,
+        N: Clone,
+    {
+        let limit = pair.now + Duration::from_secs(60);
+        while resumed(&connection_events(events)) == 0 && pair.now < limit {
+            pair.run_for(Duration::from_millis(100));
+            events.extend(take(pair));
+        }
+    }
+
+    #[test]
+    fn a_silent_server_gets_408_and_the_client_reconnects_main() {
+        // Shorter than the feed timeout (5 s), so that only `main` is at stake.
+        let idle = Duration::from_secs(2);
+        let mut pair = connected(Some(idle), None);
+        let main = pair.client.connection().links().0.unwrap();
+        pair.freeze(Side::Server);
+        pair.client_in(Input::Command(PeerCommand::Append(entry("client", 2))));
+        pair.run_for(idle + Duration::from_millis(100));
+        let mut events = pair.take_client_events();
+        assert!(has_sync(&events, |e| *e == SyncEvent::IdleTimeout));
+        assert!(status_on_wire(&pair, main, Status::RequestTimeout));
+        assert!(pair
+            .closes
+            .iter()
+            .any(|c| c.side == Side::Client && c.link == main));
+        assert!(connection_events(&events).contains(&dual::DualClientEvent::Down { session: () }));
+
+        pair.thaw(Side::Server);
+        pair.server_in(Input::Command(PeerCommand::Append(entry("server", 2))));
+        until_resumed(&mut pair, &mut events, |p| p.take_client_events());
+        let conn = connection_events(&events);
+        assert_eq!(resumed(&conn), 1, "{conn:?}");
+        assert!(!ended(&conn));
+        pair.run_for(Duration::from_millis(500));
+        assert!(got_status(
+            &pair.take_server_events(),
+            Status::RequestTimeout
+        ));
+        assert_eq!(pair.client.store().keys(), pair.server.store().keys());
+        assert_eq!(pair.client.store().keys().len(), 4);
+    }
+
+    #[test]
+    fn a_silent_client_gets_408_and_the_server_keeps_the_player() {
+        let idle = Duration::from_secs(2);
+        let mut pair = connected(None, Some(idle));
+        let main = pair.client.connection().links().0.unwrap();
+        pair.freeze(Side::Client);
+        pair.server_in(Input::Command(PeerCommand::Append(entry("server", 2))));
+        pair.run_for(idle + Duration::from_millis(100));
+        let mut events = pair.take_server_events();
+        assert!(has_sync(&events, |e| *e == SyncEvent::IdleTimeout));
+        assert!(status_on_wire(&pair, main, Status::RequestTimeout));
+        assert!(pair
+            .closes
+            .iter()
+            .any(|c| c.side == Side::Server && c.link == main));
+        let conn = connection_events(&events);
+        let player = conn
+            .iter()
+            .find_map(|e| match e {
+                Event::Down { session } => Some(*session),
+                _ => None,
+            })
+            .expect("the player's main is down");
+        assert!(!ended(&conn), "the player waits for its client");
+        assert_eq!(
+            pair.server.connection().player_state(player),
+            Some(dual::PlayerState::MainLost)
+        );
+
+        pair.thaw(Side::Client);
+        pair.client_in(Input::Command(PeerCommand::Append(entry("client", 2))));
+        until_resumed(&mut pair, &mut events, |p| p.take_server_events());
+        assert_eq!(resumed(&connection_events(&events)), 1);
+        assert!(!ended(&connection_events(&events)));
+        pair.run_for(Duration::from_millis(500));
+        let client = pair.take_client_events();
+        assert!(got_status(&client, Status::RequestTimeout));
+        assert_eq!(resumed(&connection_events(&client)), 1);
+        assert_eq!(pair.client.store().keys(), pair.server.store().keys());
+        assert_eq!(pair.client.store().keys().len(), 4);
+    }
+}

@@ -247,3 +247,248 @@ fn a_peer_is_send_when_its_parts_are() {
         MemJournal::new(2, 10),
     ));
 }
+
+// ---------------------------------------------------------------------------------------
+// Status 408 under `Peer`: a silent peer gets the 408, the link is dropped, the session
+// resumes; a live peer with nothing to say is never dropped.
+// ---------------------------------------------------------------------------------------
+
+mod idle {
+    use super::peer_common::{
+        connection_events, entry, got_status, has_sync, idle_config, status_on_wire, PeerPair,
+    };
+    use tether::connect::merge::{self, MergeClient, MergeClientEvent, MergeServer};
+    use tether::peer::{Peer, PeerCommand, PeerEvent};
+    use tether::session::SessionConfig;
+    use tether::sync::journal::{JournalStore, MemJournal, SyncEvent};
+    use tether::testkit::{Closes, Pair, SeqTokens, Side};
+    use tether::wire::Status;
+    use tether::{Duration, Event, Instant, Link, Outcome, Token};
+
+    type Merge = PeerPair<MergeClient, MergeServer<SeqTokens>>;
+
+    /// A token-merge client and server peer, connected and synced, with `keepalive` on
+    /// both sides and each side's own idle timeout.
+    fn connected(
+        keepalive: Option<Duration>,
+        client_idle: Option<Duration>,
+        server_idle: Option<Duration>,
+    ) -> Merge {
+        let session = SessionConfig {
+            keepalive,
+            ..SessionConfig::default()
+        };
+        let client = MergeClient::new(
+            Instant::ZERO,
+            merge::MergeClientConfig {
+                session,
+                give_up_after: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            Token::new(&[b'C'; 16]).unwrap(),
+        )
+        .unwrap();
+        let server = MergeServer::new(
+            merge::MergeServerConfig {
+                session,
+                resume_grace: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            SeqTokens::new(1),
+        );
+        let mut pair = Pair::new(
+            Peer::new(client, idle_config(client_idle), MemJournal::new(1, 1000)),
+            Peer::new(server, idle_config(server_idle), MemJournal::new(2, 1000)),
+        )
+        .granting_opens()
+        .with_closes(Closes::Forward)
+        .strict(Side::Client)
+        .strict(Side::Server);
+        pair.client_in(tether::Input::Command(PeerCommand::Append(entry(
+            "client", 1,
+        ))));
+        pair.server_in(tether::Input::Command(PeerCommand::Append(entry(
+            "server", 1,
+        ))));
+        pair.run_for(Duration::from_secs(2));
+        assert_eq!(pair.client.store().keys(), pair.server.store().keys());
+        assert_eq!(pair.client.store().keys().len(), 2);
+        pair.take_client_events();
+        pair.take_server_events();
+        pair
+    }
+
+    fn resumed<S>(events: &[Event<S, impl Sized>]) -> usize {
+        events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Up {
+                        outcome: Outcome::Resumed,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    fn ended<S>(events: &[Event<S, impl Sized>]) -> bool {
+        events.iter().any(|e| matches!(e, Event::Ended { .. }))
+    }
+
+    #[test]
+    fn a_silent_server_gets_408_the_client_drops_the_link_and_resumes_with_nothing_lost() {
+        // No keepalive: the session core cannot tell a silent server, only the 408 can.
+        let idle = Duration::from_secs(5);
+        let mut pair = connected(None, Some(idle), None);
+        let link = pair.client.connection().view().link.unwrap();
+        pair.freeze(Side::Server);
+        // Both sides go on appending while the server is frozen.
+        pair.client_in(tether::Input::Command(PeerCommand::Append(entry(
+            "client", 2,
+        ))));
+        pair.server_in(tether::Input::Command(PeerCommand::Append(entry(
+            "server", 2,
+        ))));
+        pair.run_for(idle + Duration::from_millis(100));
+
+        let events = pair.take_client_events();
+        assert!(has_sync(&events, |e| *e == SyncEvent::IdleTimeout));
+        assert!(
+            status_on_wire(&pair, link, Status::RequestTimeout),
+            "the 408 was sent on the link before it was closed"
+        );
+        assert!(
+            pair.closes
+                .iter()
+                .any(|c| c.side == Side::Client && c.link == link),
+            "the client closed the link"
+        );
+        let conn = connection_events(&events);
+        assert!(conn.contains(&MergeClientEvent::Down { session: () }));
+        assert!(!ended(&conn), "the session is kept");
+
+        pair.thaw(Side::Server);
+        // Until the session is back (the client's tries while the server was frozen timed
+        // out; the next one resumes), and no longer: with no keepalive an idle link is
+        // dropped again each idle timeout (SDMP's rule), and this test looks at one drop.
+        let mut events = events;
+        let limit = pair.now + Duration::from_secs(60);
+        while resumed(&connection_events(&events)) == 0 && pair.now < limit {
+            pair.run_for(Duration::from_millis(100));
+            events.extend(pair.take_client_events());
+        }
+        let conn = connection_events(&events);
+        assert_eq!(resumed(&conn), 1, "the session resumed: {conn:?}");
+        assert!(!ended(&conn));
+        let server_events = pair.take_server_events();
+        assert!(got_status(&server_events, Status::RequestTimeout));
+        let server_conn = connection_events(&server_events);
+        assert_eq!(resumed(&server_conn), 1);
+        assert!(!ended(&server_conn));
+        // Nothing lost, nothing doubled.
+        assert_eq!(pair.client.store().keys(), pair.server.store().keys());
+        assert_eq!(pair.client.store().keys().len(), 4);
+        let applied: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::Sync(
+                    _,
+                    SyncEvent::Applied {
+                        author, resource, ..
+                    },
+                ) => Some((author.to_vec(), resource.to_vec())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            applied,
+            [(b"server".to_vec(), b"r2".to_vec())],
+            "the server's new entry, once"
+        );
+        assert!(pair.client.store().contains(b"server", b"r2"));
+        assert!(pair.server.store().contains(b"client", b"r2"));
+    }
+
+    #[test]
+    fn a_silent_client_gets_408_the_server_drops_the_link_and_keeps_the_session() {
+        let idle = Duration::from_secs(5);
+        let mut pair = connected(None, None, Some(idle));
+        let link = pair.client.connection().view().link.unwrap();
+        pair.freeze(Side::Client);
+        pair.server_in(tether::Input::Command(PeerCommand::Append(entry(
+            "server", 2,
+        ))));
+        pair.run_for(idle + Duration::from_millis(100));
+
+        let events = pair.take_server_events();
+        assert!(has_sync(&events, |e| *e == SyncEvent::IdleTimeout));
+        assert!(status_on_wire(&pair, link, Status::RequestTimeout));
+        assert!(pair
+            .closes
+            .iter()
+            .any(|c| c.side == Side::Server && c.link == link));
+        let conn = connection_events(&events);
+        assert!(conn.iter().any(|e| matches!(e, Event::Down { .. })));
+        assert!(!ended(&conn), "the server keeps the session for its client");
+
+        pair.thaw(Side::Client);
+        pair.client_in(tether::Input::Command(PeerCommand::Append(entry(
+            "client", 2,
+        ))));
+        pair.run_for(Duration::from_secs(3));
+        let client_events = pair.take_client_events();
+        assert!(got_status(&client_events, Status::RequestTimeout));
+        let client_conn = connection_events(&client_events);
+        assert!(client_conn.contains(&MergeClientEvent::Down { session: () }));
+        assert_eq!(resumed(&client_conn), 1, "{client_conn:?}");
+        assert!(!ended(&client_conn));
+        let mut events = events;
+        events.extend(pair.take_server_events());
+        assert_eq!(resumed(&connection_events(&events)), 1);
+        assert_eq!(pair.client.store().keys(), pair.server.store().keys());
+        assert_eq!(pair.client.store().keys().len(), 4);
+    }
+
+    /// With the keepalive on (the default), a peer whose application says nothing still
+    /// sends heartbeats, and those count: no 408 and no drop, however long it lasts.
+    #[test]
+    fn a_live_peer_with_nothing_to_say_is_never_dropped() {
+        let mut pair = connected(
+            SessionConfig::default().keepalive,
+            Some(Duration::from_secs(30)),
+            Some(Duration::from_secs(30)),
+        );
+        let closes = pair.closes.len();
+        pair.run_for(Duration::from_secs(600));
+        let client = pair.take_client_events();
+        let server = pair.take_server_events();
+        assert!(!has_sync(&client, |e| *e == SyncEvent::IdleTimeout));
+        assert!(!has_sync(&server, |e| *e == SyncEvent::IdleTimeout));
+        assert!(connection_events(&client).is_empty(), "{client:?}");
+        assert!(connection_events(&server).is_empty(), "{server:?}");
+        assert_eq!(pair.closes.len(), closes);
+    }
+
+    /// With the keepalive on, a frozen peer is the session core's to notice (1.5 x
+    /// keepalive, before the 30 s idle timeout): the link is dropped without a 408.
+    #[test]
+    fn with_a_keepalive_a_frozen_peer_is_noticed_by_liveness_before_any_408() {
+        let mut pair = connected(
+            SessionConfig::default().keepalive,
+            Some(Duration::from_secs(30)),
+            None,
+        );
+        let link: Link = pair.client.connection().view().link.unwrap();
+        pair.freeze(Side::Server);
+        pair.run_for(Duration::from_secs(16));
+        let events = pair.take_client_events();
+        assert!(connection_events(&events).contains(&MergeClientEvent::Down { session: () }));
+        assert!(!has_sync(&events, |e| *e == SyncEvent::IdleTimeout));
+        assert!(!status_on_wire(&pair, link, Status::RequestTimeout));
+        pair.thaw(Side::Server);
+        pair.run_for(Duration::from_secs(30));
+        assert_eq!(resumed(&connection_events(&pair.take_client_events())), 1);
+    }
+}

@@ -326,6 +326,97 @@ fn status_400_names_the_request_that_was_not_interpretable() {
         .any(|e| matches!(e, SyncEvent::Completed { .. })));
 }
 
+/// Hands the server one frame that does not decode; returns the status it answers with.
+fn answer_to_bad_frame(net: &mut Net, body: &[u8]) -> tether::wire::StatusResponse {
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    let r = net.m[SERVER].handle_input(net.now, Input::Received(Link::main(1), Bytes::from(frame)));
+    assert!(
+        matches!(r, Err(ref e) if !e.is_fatal()),
+        "{body:02x?}: {r:?}"
+    );
+    net.pump();
+    match net.wire[SERVER]
+        .pop_front()
+        .map(|f| Message::decode(f.slice(4..)).unwrap())
+    {
+        Some(Message::Journal(JournalMessage::Status(s))) => {
+            assert_eq!(s.status, Status::BadRequest, "{body:02x?}");
+            s
+        }
+        other => panic!("{body:02x?}: {other:?}"),
+    }
+}
+
+#[test]
+fn status_400_names_the_id_the_sender_gave_whenever_the_frame_holds_one() {
+    let mut net = server_with(0);
+    // The sender's own ids, readable: named.
+    let sync_ok_too_long = [0x10, 0, 0, 0, 7, 0xee];
+    assert_eq!(
+        answer_to_bad_frame(&mut net, &sync_ok_too_long).req,
+        Some(7)
+    );
+    let resource_req_cut = [0x32, 0, 0, 0, 43, 3, b's'];
+    assert_eq!(
+        answer_to_bad_frame(&mut net, &resource_req_cut).req,
+        Some(43)
+    );
+    // Too short to hold an id: none can be named.
+    for short in [&[0x0d, 0, 1][..], &[0x32, 0, 0, 0], &[0x10], &[]] {
+        assert_eq!(
+            answer_to_bad_frame(&mut net, short).req,
+            None,
+            "{short:02x?}"
+        );
+    }
+    // Frames whose id is the receiver's (they answer its requests: a marker, a list, a
+    // resource, a status): never named, since the peer would look the id up among its own.
+    let sync_end_too_long = [0x0f, 0, 0, 0, 1, 0xee];
+    let list_cut = [0x31, 0, 0, 0, 1, 0, 0];
+    let status_unknown = [0x34, 0x01, 0xf4, 1, 0, 0, 0, 9, 0, 0];
+    for theirs in [&sync_end_too_long[..], &list_cut, &status_unknown] {
+        assert_eq!(
+            answer_to_bad_frame(&mut net, theirs).req,
+            None,
+            "{theirs:02x?}"
+        );
+    }
+    assert_eq!(net.m[SERVER].core().stats().malformed, 9);
+}
+
+/// A requester told 400 about its own request gives that request up instead of asking
+/// again and again: the 400 names its context, so it knows which.
+#[test]
+fn a_400_naming_our_request_ends_it() {
+    let mut net = server_with(1);
+    net.cmd(CLIENT, SyncCommand::RequestJournal { limit: None });
+    let Some((_, Message::SyncReq { ctx, .. })) = net.log.last().cloned() else {
+        panic!("the client asked")
+    };
+    // The server's answer, as if it could not read the body.
+    net.wire[CLIENT].clear();
+    let status = Message::Journal(JournalMessage::Status(tether::wire::StatusResponse {
+        req: Some(ctx),
+        status: Status::BadRequest,
+        description: Bytes::from_static(b"not interpretable"),
+    }));
+    let mut frame = bytes::BytesMut::new();
+    status.encode_framed(&mut frame);
+    net.m[CLIENT]
+        .handle_input(net.now, Input::Received(Link::main(1), frame.freeze()))
+        .unwrap();
+    net.pump();
+    assert_eq!(
+        net.m[CLIENT].core().context_state(),
+        tether::sync::context::ContextState::Idle
+    );
+    assert!(matches!(
+        net.events[CLIENT].last(),
+        Some(SyncEvent::PeerStatus(s)) if s.req == Some(ctx) && s.status == Status::BadRequest
+    ));
+}
+
 #[test]
 fn status_408_after_the_idle_timeout_then_the_connection_is_dropped() {
     let idle = SyncConfig {

@@ -11,7 +11,13 @@
 //!   while the session is down and flushes it in order once it is back;
 //! - entries are deduplicated by the journal, so the application sees each exactly once
 //!   ([`SyncEvent::Applied`]);
-//! - on a server, an entry learned from one session is broadcast to the others.
+//! - on a server, an entry learned from one session is broadcast to the others;
+//! - when a session's sync heard nothing from its peer for
+//!   [`SyncConfig::idle_timeout`], it sends status 408 and the peer drops the session's
+//!   transport ([`Profile::drop_transport`]), so the connection's resume path runs.
+//!   Everything the connection received counts ([`Profile::last_received`]), its
+//!   heartbeats included: with the keepalive on, a live peer with nothing to say is never
+//!   dropped, and a silent one is the session core's to notice first (1.5 x keepalive).
 //!
 //! The peer owns its journal, one store whatever the number of sessions: each session's
 //! sync is handed the store for the length of a call, so no session can hold a copy that
@@ -58,6 +64,20 @@ pub trait Profile:
     /// connection still holds for it are obsolete and must not be delivered after a
     /// resumption (the session core's delivery would otherwise replay them).
     fn supersede_sync(&mut self, session: Self::Session);
+
+    /// When bytes last arrived on the session's current `main` transport: anything, the
+    /// peer's messages and also the acknowledgements and heartbeats the connection
+    /// consumes itself; `None` while the session has no transport up. A [`Peer`] counts it
+    /// as the session's sync having heard from its peer, so that a live peer with nothing
+    /// to say is never taken for a silent one (see the [module docs](self)).
+    fn last_received(&self, session: Self::Session) -> Option<Instant>;
+
+    /// Closes the session's current `main` transport as if the network had dropped it,
+    /// and takes the machine's own path after a lost transport: a client reconnects and
+    /// resumes, a server keeps the session for its client to resume. Nothing if the
+    /// session is not up on a transport. A [`Peer`] calls it after its sync sent status
+    /// 408 ([`SyncEvent::IdleTimeout`]).
+    fn drop_transport(&mut self, now: Instant, session: Self::Session);
 }
 
 /// What the application asks of a [`Peer`].
@@ -68,7 +88,9 @@ pub enum PeerCommand<C, S> {
     Connection(C),
     /// Append an entry to the journal and broadcast it to every session that is up. An
     /// (author, resource) the journal holds already is refused with
-    /// [`StoreError::Duplicate`].
+    /// [`StoreError::Duplicate`]. Mint the resource ids of the node's own entries with
+    /// [`ResourceIds`](crate::sync::journal::ResourceIds), so that a restart with a lost
+    /// journal never repeats one.
     Append(Entry),
     /// A sync command for one session (ignored if the session is unknown).
     Sync(S, SyncCommand),
@@ -332,8 +354,18 @@ where
                             }
                         }
                         SyncOutput::Event(e) => {
-                            if let SyncEvent::Applied { .. } = &e {
-                                self.relay_from.insert(session);
+                            match &e {
+                                SyncEvent::Applied { .. } => {
+                                    self.relay_from.insert(session);
+                                }
+                                // The 408 went out just before (the sync queues it first):
+                                // drop the link after it, as SDMP says, so that the
+                                // connection's resume path runs. The Down it reports is
+                                // routed on the next turn of this loop.
+                                SyncEvent::IdleTimeout => {
+                                    self.conn.drop_transport(self.now, session)
+                                }
+                                _ => {}
                             }
                             self.out.event(PeerEvent::Sync(session, e));
                         }
@@ -437,8 +469,15 @@ where
                 .handle_input(now, Input::Command(c))
                 .map_err(PeerError::Connection),
             Input::Timeout => {
-                for s in self.syncs.values_mut() {
+                for (session, s) in self.syncs.iter_mut() {
                     if s.deadline().is_some_and(|d| d <= now) {
+                        // Whatever the connection received counts against the idle
+                        // timeout, heartbeats included: only a peer from which nothing
+                        // at all arrived is silent (read here, when the timer is due,
+                        // rather than on every input).
+                        if let Some(at) = self.conn.last_received(*session) {
+                            s.heard_from_peer(at);
+                        }
                         s.handle_timeout(now);
                     }
                 }

@@ -26,6 +26,14 @@ impl Profile for merge::MergeClient {
     fn supersede_sync(&mut self, _: ()) {
         merge::MergeClient::supersede_sync(self);
     }
+
+    fn last_received(&self, _: ()) -> Option<Instant> {
+        merge::MergeClient::last_received(self)
+    }
+
+    fn drop_transport(&mut self, now: Instant, _: ()) {
+        merge::MergeClient::drop_transport(self, now);
+    }
 }
 
 impl<S: merge::TokenSource> Profile for merge::MergeServer<S> {
@@ -48,6 +56,14 @@ impl<S: merge::TokenSource> Profile for merge::MergeServer<S> {
     fn supersede_sync(&mut self, session: merge::SessionId) {
         merge::MergeServer::supersede_sync(self, session);
     }
+
+    fn last_received(&self, session: merge::SessionId) -> Option<Instant> {
+        merge::MergeServer::last_received(self, session)
+    }
+
+    fn drop_transport(&mut self, now: Instant, session: merge::SessionId) {
+        merge::MergeServer::drop_transport(self, now, session);
+    }
 }
 
 impl Profile for dual::DualClient {
@@ -61,6 +77,14 @@ impl Profile for dual::DualClient {
 
     fn supersede_sync(&mut self, _: ()) {
         dual::DualClient::supersede_sync(self);
+    }
+
+    fn last_received(&self, _: ()) -> Option<Instant> {
+        dual::DualClient::last_received(self)
+    }
+
+    fn drop_transport(&mut self, now: Instant, _: ()) {
+        dual::DualClient::drop_transport(self, now);
     }
 }
 
@@ -79,5 +103,13 @@ impl<T: dual::TokenSource> Profile for dual::DualServer<T> {
 
     fn supersede_sync(&mut self, player: u16) {
         dual::DualServer::supersede_sync(self, player)
+    }
+
+    fn last_received(&self, player: u16) -> Option<Instant> {
+        dual::DualServer::last_received(self, player)
+    }
+
+    fn drop_transport(&mut self, now: Instant, player: u16) {
+        dual::DualServer::drop_transport(self, now, player);
     }
 }

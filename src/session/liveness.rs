@@ -49,6 +49,11 @@ impl Liveness {
         self.keepalive
     }
 
+    /// When bytes last arrived (the link's start if none did since).
+    pub fn last_received(&self) -> Instant {
+        self.last_rx
+    }
+
     /// Bytes arrived at `now`.
     pub fn on_received(&mut self, now: Instant) {
         self.last_rx = self.last_rx.max(now);

@@ -314,6 +314,13 @@ impl SessionCore {
         }
     }
 
+    /// When bytes last arrived on the session's link (anything: the peer's messages, its
+    /// acknowledgements, its heartbeats), while the link is up; the link's start if none
+    /// did since. The layer above uses it to tell an idle peer from a silent one.
+    pub fn last_received(&self) -> Option<Instant> {
+        self.up.then(|| self.live.last_received())
+    }
+
     /// The next liveness deadline while up.
     pub fn deadline(&self) -> Option<Instant> {
         if self.up {

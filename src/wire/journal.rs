@@ -620,12 +620,63 @@ impl<'a> arbitrary::Arbitrary<'a> for StatusResponse {
     }
 }
 
+/// The id a status 400 answering this frame names, read from the frame's first bytes
+/// whatever the rest holds: the id the frame's *sender* chose for its own request, that is
+/// the `CTX` of `SYNC_REQ` and of `SYNC_OK` (the requester's context) and the `REQ` of a
+/// resource request, in the four bytes after the code.
+///
+/// `None` when the frame is too short to hold the id, and for every other code: the
+/// markers, lists, resources, refusals and statuses a peer sends carry an id *we* chose
+/// (they answer our requests), and the receiver of a 400 looks its `REQ` up among its
+/// own ids, where ours could name one of its resource requests.
+pub(crate) fn answered_id(frame: &[u8]) -> Option<u32> {
+    match frame {
+        [super::codes::SYNC_REQ | super::codes::SYNC_OK | RESOURCE_REQ, a, b, c, d, ..] => {
+            Some(u32::from_be_bytes([*a, *b, *c, *d]))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::Message;
     use alloc::vec;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_400_names_only_ids_the_frame_sender_chose() {
+        let id = [0, 0, 0, 42];
+        for code in [
+            crate::wire::codes::SYNC_REQ,
+            crate::wire::codes::SYNC_OK,
+            RESOURCE_REQ,
+        ] {
+            let mut frame = vec![code];
+            frame.extend_from_slice(&id);
+            assert_eq!(answered_id(&frame), Some(42), "code {code:#x}");
+            frame.push(0xee); // whatever follows
+            assert_eq!(answered_id(&frame), Some(42), "code {code:#x}");
+            // Too short to hold an id.
+            assert_eq!(answered_id(&frame[..4]), None, "code {code:#x}");
+        }
+        // Ids the frame's receiver chose (it answers its request): never named.
+        for code in [
+            crate::wire::codes::SYNC_START,
+            crate::wire::codes::SYNC_END,
+            crate::wire::codes::REFUSED,
+            JOURNAL_LIST,
+            RESOURCE,
+            STATUS,
+            0x35,
+        ] {
+            let mut frame = vec![code];
+            frame.extend_from_slice(&id);
+            assert_eq!(answered_id(&frame), None, "code {code:#x}");
+        }
+        assert_eq!(answered_id(&[]), None);
+    }
 
     fn bytes_up_to(max: usize) -> impl Strategy<Value = Bytes> {
         proptest::collection::vec(any::<u8>(), 0..=max).prop_map(Bytes::from)

@@ -22,6 +22,7 @@ pub use datagram::{
 };
 pub use error::DecodeError;
 pub use frame::{encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, MIN_RESERVE};
+pub(crate) use journal::answered_id;
 pub use journal::{
     Entry, HeldLines, JournalList, JournalMessage, JournalRequest, LineId, Status, StatusResponse,
     JOURNAL_LIST, JOURNAL_REQUEST, MAX_DESCRIPTION, MAX_ID_LEN, MAX_LIST_ENTRIES, RESOURCE,

@@ -84,3 +84,84 @@ pub fn applied<CE, CS, SE, SS>(events: &[NodeEvent<CE, CS, SE, SS>]) -> AppliedC
     }
     counts
 }
+
+/// Two peers wired in memory ([`tether::testkit::Pair`]), each over its journal.
+pub type PeerPair<C, S> = tether::testkit::Pair<Peer<C, Journal>, Peer<S, Journal>>;
+
+/// The sync config of the idle tests: `idle` as the idle timeout, the rest the testkit's.
+pub fn idle_config(idle: Option<tether::Duration>) -> tether::sync::journal::SyncConfig {
+    tether::sync::journal::SyncConfig {
+        idle_timeout: idle,
+        ..tether::testkit::scenario::sync_config()
+    }
+}
+
+/// Whether these events of one peer hold a sync event matching `f`.
+pub fn has_sync<E, S>(events: &[PeerEvent<E, S>], f: impl Fn(&SyncEvent) -> bool) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, PeerEvent::Sync(_, s) if f(s)))
+}
+
+/// Whether these events of one peer hold a status of `code` received from the other side.
+pub fn got_status<E, S>(events: &[PeerEvent<E, S>], status: tether::wire::Status) -> bool {
+    has_sync(
+        events,
+        |s| matches!(s, SyncEvent::PeerStatus(r) if r.status == status),
+    )
+}
+
+/// The connection events of one peer, in order.
+pub fn connection_events<E: Clone, S>(events: &[PeerEvent<E, S>]) -> Vec<E> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            PeerEvent::Connection(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the bytes sent on `link` (still on the pair's wire, for a frozen receiver) hold
+/// a journal status frame of `status`.
+pub fn status_on_wire<C, S>(
+    pair: &PeerPair<C, S>,
+    link: tether::Link,
+    status: tether::wire::Status,
+) -> bool
+where
+    C: Profile,
+    S: Profile,
+    C::Error: 'static,
+    S::Error: 'static,
+{
+    let mut bytes = Vec::new();
+    for p in pair.wire.iter().filter(|p| p.link() == link) {
+        if let Some(b) = p.bytes() {
+            bytes.extend_from_slice(b);
+        }
+    }
+    // Walk the length-prefixed frames of the stream.
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let len =
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let Some(frame) = bytes.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        if let Ok(tether::wire::Message::Journal(tether::wire::JournalMessage::Status(s))) =
+            tether::wire::Message::decode(Bytes::copy_from_slice(frame))
+        {
+            if s.status == status {
+                return true;
+            }
+        }
+        at += 4 + len;
+    }
+    false
+}
+
+/// An entry by `author` named `r{n}`, as [`append`] makes them.
+pub fn entry(author: &str, n: usize) -> Entry {
+    Entry::new(author.as_bytes(), format!("r{n}").as_bytes(), b"payload")
+}

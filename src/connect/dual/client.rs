@@ -128,6 +128,24 @@ impl DualClient {
         self.core.supersede_sync();
     }
 
+    /// When bytes last arrived on `main` while it is up (messages, acknowledgements,
+    /// heartbeats); `None` while it is down. `feed` datagrams do not count: this is about
+    /// the stream the session's messages travel on.
+    pub fn last_received(&self) -> Option<Instant> {
+        self.core.last_received()
+    }
+
+    /// Closes `main` as if the network had dropped it, and takes the path of any lost
+    /// `main`: reconnect and resume (the layer above asks this when its peer went silent,
+    /// e.g. after journal sync's 408). Only while connected: while `feed` is being
+    /// re-initialised a lost `main` would end the session, so nothing is done then.
+    pub fn drop_transport(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.state == S::Connected && self.main.is_some() {
+            self.main_lost();
+        }
+    }
+
     /// The session, if one was established, is over: report why and what it never
     /// delivered.
     fn end_session(&mut self, reason: EndReason) {

@@ -133,6 +133,37 @@ impl<T: TokenSource> DualServer<T> {
         }
     }
 
+    /// When bytes last arrived on a player's `main` while it is connected (messages,
+    /// acknowledgements, heartbeats; `feed` datagrams do not count); `None` for an
+    /// unknown player or one without `main`.
+    pub fn last_received(&self, id: u16) -> Option<Instant> {
+        self.endpoint.get(id).and_then(|pl| pl.core.last_received())
+    }
+
+    /// Closes a connected player's `main` as if the network had dropped it: the player
+    /// waits `session_timeout` for its client to reconnect `main`, as after any loss of it
+    /// (the layer above asks this when the client went silent, e.g. after journal sync's
+    /// 408; the dead-peer timeout takes the same path).
+    pub fn drop_transport(&mut self, now: Instant, id: u16) {
+        self.now = self.now.max(now);
+        let Some(pl) = self.endpoint.get(id) else {
+            return;
+        };
+        if pl.state.state != PlayerState::Connected {
+            return;
+        }
+        if let Some(link) = pl.link {
+            self.drop_main(link);
+        }
+    }
+
+    /// A connected player's `main` is closed here and taken for lost (the dead-peer
+    /// timeout, or [`DualServer::drop_transport`]).
+    fn drop_main(&mut self, link: Link) {
+        self.out.close(link);
+        self.on_main_closed(link);
+    }
+
     /// `main` transports replaced by a valid reconnection while still open here.
     pub fn takeovers(&self) -> u64 {
         self.endpoint.takeovers()
@@ -564,8 +595,7 @@ impl<T: TokenSource> DualServer<T> {
                         // A frozen client or a half-open `main`: the player waits for its
                         // client to reconnect, as after any loss of `main`.
                         if let Some(l) = pl.link {
-                            self.out.close(l);
-                            self.on_main_closed(l);
+                            self.drop_main(l);
                         }
                     }
                     id

@@ -649,6 +649,27 @@ impl MergeClient {
         self.core.supersede_sync();
     }
 
+    /// When bytes last arrived on the session's transport while it is connected
+    /// (messages, acknowledgements, heartbeats); `None` otherwise.
+    pub fn last_received(&self) -> Option<Instant> {
+        self.core.last_received()
+    }
+
+    /// Closes the current transport as if the network had dropped it, and takes the path
+    /// of any lost transport: RECONNECTING, then a resumption after the backoff (the layer
+    /// above asks this when its peer went silent, e.g. after journal sync's 408). Nothing
+    /// is sent first (the layer above said why already); only while connected.
+    pub fn drop_transport(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.ended.is_some() || self.node.status != Status::Connected {
+            return;
+        }
+        if let Some(link) = self.link {
+            self.outbox.close(link);
+            self.lose_transport();
+        }
+    }
+
     /// The encoding in use.
     pub fn encoding(&self) -> Encoding {
         self.cfg.encoding

@@ -182,6 +182,32 @@ impl<S: TokenSource> MergeServer<S> {
         }
     }
 
+    /// When bytes last arrived on a session's transport while it is connected (messages,
+    /// acknowledgements, heartbeats); `None` for an unknown session or one without a
+    /// transport.
+    pub fn last_received(&self, id: SessionId) -> Option<Instant> {
+        self.endpoint.get(id).and_then(|s| s.core.last_received())
+    }
+
+    /// Closes a session's transport as if the network had dropped it: the session goes
+    /// RECONNECTING and waits `resume_grace` for its client to resume, as after any lost
+    /// transport (the layer above asks this when the client went silent, e.g. after
+    /// journal sync's 408). Nothing is sent first (the layer above said why already).
+    pub fn drop_transport(&mut self, now: Instant, id: SessionId) {
+        self.now = self.now.max(now);
+        let connected = self
+            .endpoint
+            .get(id)
+            .is_some_and(|s| s.link.is_some() && s.state.node.status == Status::Connected);
+        if !connected {
+            return;
+        }
+        if let Some(link) = self.endpoint.get(id).and_then(|s| s.link) {
+            self.outbox.close(link);
+        }
+        self.lose(id);
+    }
+
     /// The encoding in use.
     pub fn encoding(&self) -> super::Encoding {
         self.cfg.encoding

@@ -12,14 +12,17 @@
 //! - [`JournalSync`]: the message-level machine (for the composed peer, over either
 //!   connection profile).
 //! - [`JournalMachine`]: the same over one `main` transport, a [`Machine`](crate::Machine).
+//! - [`ResourceIds`]: resource ids for a node's own entries that no restart can repeat.
 //!
 //! docs/PROTOCOL.md section 6 gives the wire and the sequences.
 
 mod given;
+mod ids;
 mod machine;
 mod session;
 mod store;
 
+pub use ids::ResourceIds;
 pub use machine::JournalMachine;
 pub use session::{
     Continuity, JournalSync, Marks, Policy, Role, SyncCommand, SyncConfig, SyncError, SyncEvent,

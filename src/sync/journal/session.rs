@@ -78,7 +78,13 @@ pub struct SyncConfig {
     pub jitter_percent: u8,
     /// Seed of the jitter (give each client its own). Default: 0.
     pub jitter_seed: u64,
-    /// Send status 408 when nothing was received for this long (`None`: never). Default: 30 s.
+    /// Send status 408 when nothing was received for this long (`None`: never), then drop
+    /// the connection: [`JournalMachine`](super::JournalMachine) closes its transport, a
+    /// [`Peer`](crate::peer::Peer) drops the session's transport so that it resumes.
+    /// Under a `Peer` whatever the connection received counts, its heartbeats included:
+    /// with a keepalive (10 s by default) a live peer is never idle, and a silent one is
+    /// taken for dead at 1.5 x keepalive, before this fires; it matters when the keepalive
+    /// is off. Keep it longer than the peer's keepalive. Default: 30 s.
     pub idle_timeout: Option<Duration>,
     /// Ask for the peer's journal whenever the transport comes up. Default: `true`.
     pub sync_on_connect: bool,
@@ -286,7 +292,8 @@ pub enum SyncEvent {
         len: usize,
     },
     /// Nothing was received for the idle timeout: we sent 408. The connection may be
-    /// dropped now ([`JournalMachine`](super::JournalMachine) closes it).
+    /// dropped now ([`JournalMachine`](super::JournalMachine) closes it, a
+    /// [`Peer`](crate::peer::Peer) drops the session's transport, which then resumes).
     IdleTimeout,
 }
 
@@ -740,6 +747,16 @@ impl JournalSync {
         self.try_start(now);
     }
 
+    /// Bytes from the peer arrived at `at` below the sync layer (the connection's own
+    /// acknowledgements and heartbeats): the peer is alive, so the idle timeout counts
+    /// from there. [`Peer`](crate::peer::Peer) calls it before the idle timer fires.
+    pub fn heard_from_peer(&mut self, at: Instant) {
+        if at > self.last_rx {
+            self.last_rx = at;
+            self.idle_reported = false;
+        }
+    }
+
     /// A frame on `main` did not decode: answer 400 naming the request when its id can be
     /// read, and count it.
     pub fn handle_malformed(&mut self, now: Instant, frame: &[u8], err: DecodeError) -> SyncError {
@@ -747,14 +764,8 @@ impl JournalSync {
         self.idle_reported = false;
         self.stats.malformed += 1;
         if self.contexts.state() != ContextState::Down {
-            // The request id (or context id) sits right after the code of SYNC_REQ and of
-            // a resource request.
-            let req = match frame {
-                [crate::wire::codes::SYNC_REQ | crate::wire::RESOURCE_REQ, a, b, c, d, ..] => {
-                    Some(u32::from_be_bytes([*a, *b, *c, *d]))
-                }
-                _ => None,
-            };
+            // Named whenever the frame holds the id its sender gave its request.
+            let req = crate::wire::answered_id(frame);
             self.send(status(req, Status::BadRequest, b"not interpretable"));
         }
         SyncError::Malformed(err)
