@@ -41,6 +41,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod sessions;
+
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -87,6 +89,10 @@ pub enum Error {
     /// The file is a SQLite database, but not one of this crate's formats.
     #[error("not a tether journal of a known format (user_version {0})")]
     Format(i64),
+    /// Sessions were restored into a peer that is not fresh: its client holds a session or
+    /// a transport of its own (restore before the peer's first input).
+    #[error("the peer already holds a session or transport: restore into a fresh peer")]
+    PeerNotFresh,
 }
 
 /// When SQLite forces its writes to disk (`PRAGMA synchronous`; the crate docs weigh the
