@@ -242,3 +242,35 @@ fn a_server_keys_its_rows_by_something_every_process_agrees_on() {
     w.run(Duration::from_secs(10));
     assert_eq!(keys(&w), before);
 }
+
+/// README's "Durable peers" code is the crate docs' doctest (its visible lines), so that
+/// the README shows code that compiles and runs.
+#[test]
+fn the_readme_shows_the_doctest() {
+    let lib = include_str!("../src/lib.rs");
+    let readme = include_str!("../../../README.md");
+    let doc: Vec<&str> = lib
+        .lines()
+        .skip_while(|l| *l != "//! # Durable peers")
+        .skip_while(|l| *l != "//! ```")
+        .skip(1)
+        .take_while(|l| *l != "//! ```")
+        .map(|l| {
+            l.strip_prefix("//! ")
+                .unwrap_or(l.trim_start_matches("//!"))
+        })
+        .filter(|l| !(l.starts_with("# ") || *l == "#"))
+        .collect();
+    let shown: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != "## Durable peers")
+        .skip_while(|l| *l != "```rust")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .collect();
+    assert!(!doc.is_empty());
+    assert_eq!(
+        shown, doc,
+        "README's Durable peers code differs from the doctest in src/lib.rs"
+    );
+}
