@@ -36,6 +36,9 @@ impl TokenSource for Tokens {
 }
 
 pub type Server = MergeServer<Tokens>;
+/// A peer's output, as the driver handles it.
+pub type PeerOutput<P> =
+    Output<PeerEvent<<P as Machine>::Event, <P as tether::peer::Profile>::Session>>;
 pub type Client = MergeClient;
 
 /// When a node writes its sessions.
@@ -137,7 +140,7 @@ where
 
     /// The peer's output until it waits (events recorded), and whether a session came
     /// up, went down or ended.
-    fn drain(&mut self) -> (Vec<Output<PeerEvent<P::Event, P::Session>>>, bool) {
+    fn drain(&mut self) -> (Vec<PeerOutput<P>>, bool) {
         let mut out = Vec::new();
         let mut eventful = false;
         let held = std::mem::take(&mut self.held);
@@ -375,10 +378,8 @@ impl World {
             for o in out {
                 moved = true;
                 match o {
-                    Output::Transmit(t) => {
-                        if self.links.get(&t.link.id) == Some(&k) {
-                            self.server.input(now, Input::Received(t.link, t.payload));
-                        }
+                    Output::Transmit(t) if self.links.get(&t.link.id) == Some(&k) => {
+                        self.server.input(now, Input::Received(t.link, t.payload));
                     }
                     Output::Open(_) => {
                         let link = Link::main(self.next_link);
