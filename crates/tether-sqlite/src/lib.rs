@@ -32,14 +32,64 @@
 //! tell apart. Use `Normal` where power loss is not a concern or the journal is only a
 //! cache of another; keep `Full` where "nothing lost" must hold across power cuts.
 //!
+//! # Durable peers
+//!
+//! A [`Peer`](tether::peer::Peer) on a `SqliteJournal`, whose sessions
+//! [`sessions::DurableSessions`] keeps in the same file: restored at start, saved every
+//! round before the round's bytes are written (docs/RESTARTS.md in the repository says
+//! what to persist when, and what each kind of restart looks like from both sides):
+//!
+//! ```
+//! # use tether::connect::merge::{MergeClient, MergeClientConfig};
+//! # use tether::peer::Peer;
+//! # use tether::sync::journal::SyncConfig;
+//! # use tether::{Input, Instant, Machine, Output, Token};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("tether-sqlite-readme-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # std::env::set_current_dir(&dir)?;
+//! # let (now, config, token) = (Instant::ZERO, MergeClientConfig::default(), Token::new(&[7; 16])?);
+//! # let random_u64 = || 0x5eed_0001;
+//! # let input = Input::Timeout;
+//! # fn drain<M: Machine>(m: &mut M) -> Vec<Output<M::Event>> {
+//! #     std::iter::from_fn(|| Some(m.poll_output())).take_while(|o| !matches!(o, Output::Wait(_))).collect()
+//! # }
+//! # fn handle<T>(_: Vec<T>) -> std::io::Result<()> { Ok(()) }
+//! use tether_sqlite::{sessions::DurableSessions, SqliteJournal};
+//!
+//! // At start: the journal (its epoch drawn once, when the file is created), the peer,
+//! // and the sessions the file holds, restored RECONNECTING (they resume by themselves).
+//! let journal = SqliteJournal::open("client.db", random_u64)?;
+//! let conn = MergeClient::new(now, config, token)?;
+//! let mut peer = Peer::new(conn, SyncConfig::default(), journal);
+//! let mut sessions = DurableSessions::new();
+//! let restored = sessions.restore(&mut peer, now)?;
+//! handle(restored.pending)?; // what the fresh peer had queued, as if polled
+//!
+//! // Every round: the inputs, then the output drained with the bytes held, then the
+//! // sessions saved (one transaction, if anything changed), and only then the bytes.
+//! peer.handle_input(now, input)?;
+//! let held = drain(&mut peer);
+//! sessions.save(&mut peer, now)?;
+//! handle(held)?; // events handled, bytes written to the sockets
+//! # std::env::set_current_dir(std::env::temp_dir())?;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Example
 //!
 //! See [`SqliteJournal`]. For a whole durable node (a token-merge server or client that
 //! survives `kill -9` and resumes its sessions from its file), see the crate's
-//! `tether-node` binary (`src/bin/tether-node.rs`) and `tests/kill9.rs`, which kills it.
+//! `tether-node` binary (`src/bin/tether-node.rs`) and `tests/kill9.rs`, which kills it;
+//! for a server and two clients restarted from their files in one process,
+//! `examples/restarts.rs` (`cargo run -p tether-sqlite --example restarts`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod sessions;
 
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -87,6 +137,10 @@ pub enum Error {
     /// The file is a SQLite database, but not one of this crate's formats.
     #[error("not a tether journal of a known format (user_version {0})")]
     Format(i64),
+    /// Sessions were restored into a peer that is not fresh: its client holds a session or
+    /// a transport of its own (restore before the peer's first input).
+    #[error("the peer already holds a session or transport: restore into a fresh peer")]
+    PeerNotFresh,
 }
 
 /// When SQLite forces its writes to disk (`PRAGMA synchronous`; the crate docs weigh the

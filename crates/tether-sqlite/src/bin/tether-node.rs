@@ -22,20 +22,18 @@
 //!
 //! # Why the snapshots are written before any byte leaves
 //!
-//! A session snapshot holds the delivery counters (messages acknowledged by the peer,
-//! messages received from it), which move with every message. A snapshot older than what
-//! the peer has seen cannot be resumed: restored with fewer messages received than it has
-//! acknowledged, a node sends an ACK that goes backwards, and the peer refuses the link.
-//! So after each round of inputs, this driver drains the machine's output, writes the
-//! changed snapshots (one SQLite transaction), and only then writes the bytes to the
-//! sockets: whatever the peer has seen, the file covers. Received journal lists are
-//! committed by the store before `SYNC_OK` is queued, so a snapshot never names a line
-//! that is not on disk either.
+//! A session snapshot holds the delivery counters, which move with every message; a node
+//! restarted from a snapshot older than what its peer has seen cannot continue the session
+//! (it ends as `Diverged` and the client starts a fresh one). So after each round of
+//! inputs this driver drains the machine's output, saves the changed snapshots with
+//! [`DurableSessions::save`] (one SQLite transaction), and only then writes the bytes to
+//! the sockets: whatever the peer has seen, the file covers. `tether_sqlite::sessions`
+//! has the whole rule; docs/RESTARTS.md what a restart looks like from both sides.
 
 #![forbid(unsafe_code)]
 
-use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -43,10 +41,11 @@ use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 use tether::connect::merge::{self, MergeClient, MergeServer, TokenSource};
-use tether::peer::{Handover, Peer, PeerCommand, PeerEvent, PeerSnapshot, Profile};
+use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::prelude::*;
 use tether::sync::journal::{JournalStore, SyncConfig, SyncEvent};
 use tether::wire::Entry;
+use tether_sqlite::sessions::{DurableProfile, DurableSessions};
 use tether_sqlite::{Options, SqliteJournal, Synchronous};
 
 const USAGE: &str = "usage: tether-node server|client --db FILE --addr 127.0.0.1:PORT \
@@ -54,71 +53,6 @@ const USAGE: &str = "usage: tether-node server|client --db FILE --addr 127.0.0.1
 
 /// The state key of the count of this node's own entries (written with each append).
 const OWN_KEY: &[u8] = b"own";
-
-// ---------------------------------------------------------------------------------------
-// The store: the one place that knows how a `Peer` holds its journal. The peer owns it;
-// the node reaches it (state, head, contains) only through `journal`.
-
-type Store = SqliteJournal;
-
-fn share(journal: SqliteJournal) -> Store {
-    journal
-}
-
-fn journal<P: Profile, R>(peer: &mut Peer<P, Store>, f: impl FnOnce(&mut SqliteJournal) -> R) -> R {
-    f(peer.store_mut())
-}
-
-// ---------------------------------------------------------------------------------------
-
-/// What the two sides keep differently: under which state key a session's snapshot lives.
-trait Durable: Handover {
-    /// The prefix of every key [`Durable::key`] gives (read back at start).
-    const PREFIX: &'static [u8];
-
-    /// The state key of a session's snapshot.
-    fn key(snap: &PeerSnapshot<Self::Snapshot>) -> Vec<u8>;
-
-    /// The snapshot without what moves by itself as time passes (the time left before
-    /// expiry): equal steady snapshots need no new write.
-    fn steady(snap: &PeerSnapshot<Self::Snapshot>) -> PeerSnapshot<Self::Snapshot>;
-}
-
-impl Durable for MergeClient {
-    const PREFIX: &'static [u8] = b"client";
-
-    fn key(_: &PeerSnapshot<merge::MergeClientSnapshot>) -> Vec<u8> {
-        Self::PREFIX.to_vec()
-    }
-
-    fn steady(
-        snap: &PeerSnapshot<merge::MergeClientSnapshot>,
-    ) -> PeerSnapshot<merge::MergeClientSnapshot> {
-        let mut s = snap.clone();
-        s.connection.give_up_in = None;
-        s
-    }
-}
-
-impl<T: TokenSource> Durable for MergeServer<T> {
-    const PREFIX: &'static [u8] = b"session/";
-
-    /// Keyed by the merged token: session ids are this process's own and change when a
-    /// restarted server imports its sessions, the token does not.
-    fn key(snap: &PeerSnapshot<merge::MergeSessionSnapshot>) -> Vec<u8> {
-        let mut key = Self::PREFIX.to_vec();
-        key.extend_from_slice(snap.connection.merged.as_bytes());
-        key
-    }
-
-    fn steady(
-        snap: &PeerSnapshot<merge::MergeSessionSnapshot>,
-    ) -> PeerSnapshot<merge::MergeSessionSnapshot> {
-        let mut s = snap.clone();
-        s.connection.expires_in = None;
-        s
-    }
-}
 
 /// splitmix64: tokens, the epoch of a new journal, jitter seeds.
 struct Rng(u64);
@@ -255,7 +189,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(v) => std::str::from_utf8(&v)?.parse()?,
         None => 0,
     };
-    let store = share(file);
+    let store = file;
     let (tx, rx) = mpsc::channel();
     spawn_stdin(tx.clone());
     let sync = SyncConfig {
@@ -342,15 +276,9 @@ fn spawn_stdin(tx: Sender<Net>) {
     });
 }
 
-/// A session's snapshot as written: its state key, and the snapshot made steady.
-struct Saved<C> {
-    key: Vec<u8>,
-    steady: PeerSnapshot<C>,
-}
-
 /// One node: the peer, its sockets, and what it has written to its file.
-struct Node<P: Durable> {
-    peer: Peer<P, Store>,
+struct Node<P: DurableProfile> {
+    peer: Peer<P, SqliteJournal>,
     name: String,
     /// Where a client dials (`None` on the server, which accepts).
     dial: Option<SocketAddr>,
@@ -363,8 +291,8 @@ struct Node<P: Durable> {
     gathered: BTreeMap<u64, Vec<u8>>,
     /// Links the machine closed, closed once their last bytes are written.
     closing: Vec<Link>,
-    /// Per session: what its file holds.
-    saved: BTreeMap<P::Session, Saved<P::Snapshot>>,
+    /// The sessions' snapshots in the file.
+    sessions: DurableSessions<P>,
     /// This node's own entries so far: the next one's resource id.
     own: u64,
     every: Option<StdDuration>,
@@ -376,12 +304,12 @@ struct Node<P: Durable> {
 
 impl<P> Node<P>
 where
-    P: Durable,
+    P: DurableProfile,
     P::Error: 'static,
     P::Notice: Debug,
 {
     fn new(
-        peer: Peer<P, Store>,
+        peer: Peer<P, SqliteJournal>,
         args: &Args,
         dial: Option<SocketAddr>,
         clock: StdInstant,
@@ -400,7 +328,7 @@ where
             next_link: 1,
             gathered: BTreeMap::new(),
             closing: Vec::new(),
-            saved: BTreeMap::new(),
+            sessions: DurableSessions::new(),
             own,
             every: args.every,
             next_append: clock,
@@ -418,47 +346,20 @@ where
     /// Imports the sessions kept in the file (a snapshot that no longer decodes or
     /// imports is dropped: that session starts afresh).
     fn restore(&mut self) -> Result<(), tether_sqlite::Error> {
-        let states = journal(&mut self.peer, |j| j.states_with_prefix(P::PREFIX))?;
-        if !states.is_empty() {
-            // A new client asks for its first transport at once; the restored one asks
-            // again. Dropping the first request keeps to one dial. (No link exists yet, so
-            // nothing else can be queued but events, reported as usual.)
-            loop {
-                match self.peer.poll_output() {
-                    Output::Wait(_) => break,
-                    Output::Event(e) => self.report(e),
-                    Output::Open(_) | Output::Transmit(_) | Output::Close(_) => {}
-                }
-            }
-        }
         let now = self.now();
-        let mut restored = 0;
-        for (key, value) in states {
-            let imported = PeerSnapshot::<P::Snapshot>::decode(Bytes::from(value))
-                .map_err(|e| e.to_string())
-                .and_then(|snap| {
-                    let steady = P::steady(&snap);
-                    self.peer
-                        .import_session(now, snap)
-                        .map(|session| (session, steady))
-                        .map_err(|e| e.to_string())
-                });
-            match imported {
-                Ok((session, steady)) => {
-                    self.saved.insert(session, Saved { key, steady });
-                    restored += 1;
-                }
-                Err(e) => {
-                    say!("error restore {e}");
-                    journal(&mut self.peer, |j| j.remove_state(&key))?;
-                }
-            }
+        let restored = self.sessions.restore(&mut self.peer, now)?;
+        for (_, why) in &restored.dropped {
+            say!("error restore {why}");
         }
-        self.head = journal(&mut self.peer, |j| j.head());
+        for out in restored.pending {
+            self.handle(out);
+        }
+        self.head = self.peer.store().head();
         say!(
-            "ready own={} head={} restored={restored}",
+            "ready own={} head={} restored={}",
             self.own,
-            self.head
+            self.head,
+            restored.sessions.len()
         );
         Ok(())
     }
@@ -535,7 +436,7 @@ where
         }
     }
 
-    fn feed(&mut self, input: Input<<Peer<P, Store> as Machine>::Command>) {
+    fn feed(&mut self, input: Input<<Peer<P, SqliteJournal> as Machine>::Command>) {
         if let Err(e) = self.peer.handle_input(self.now(), input) {
             say!("error input {e}");
         }
@@ -564,7 +465,7 @@ where
             Net::Line(line) => match line.trim() {
                 "stop" => {
                     self.stopped = true;
-                    self.head = journal(&mut self.peer, |j| j.head());
+                    self.head = self.peer.store().head();
                     say!("stopped own={} head={}", self.own, self.head);
                 }
                 "quit" => self.quit = true,
@@ -624,7 +525,7 @@ where
                 }
             }
         }
-        let head = journal(&mut self.peer, |j| j.head());
+        let head = self.peer.store().head();
         if head != self.head {
             self.head = head;
             if self.stopped {
@@ -639,20 +540,28 @@ where
         loop {
             match self.peer.poll_output() {
                 Output::Wait(_) => return,
-                Output::Transmit(t) => {
-                    if t.link.channel == Channel::Main && self.streams.contains_key(&t.link.id) {
-                        self.gathered
-                            .entry(t.link.id)
-                            .or_default()
-                            .extend_from_slice(&t.payload);
-                    }
-                }
-                Output::Event(e) => self.report(e),
-                Output::Open(Channel::Main) => self.dial(),
-                // The token-merge profile never asks for a feed.
-                Output::Open(Channel::Feed) => {}
-                Output::Close(link) => self.closing.push(link),
+                out => self.handle(out),
             }
+        }
+    }
+
+    /// One output: bytes are gathered, not written.
+    fn handle(&mut self, out: Output<PeerEvent<P::Event, P::Session>>) {
+        match out {
+            Output::Wait(_) => {}
+            Output::Transmit(t) => {
+                if t.link.channel == Channel::Main && self.streams.contains_key(&t.link.id) {
+                    self.gathered
+                        .entry(t.link.id)
+                        .or_default()
+                        .extend_from_slice(&t.payload);
+                }
+            }
+            Output::Event(e) => self.report(e),
+            Output::Open(Channel::Main) => self.dial(),
+            // The token-merge profile never asks for a feed.
+            Output::Open(Channel::Feed) => {}
+            Output::Close(link) => self.closing.push(link),
         }
     }
 
@@ -707,59 +616,10 @@ where
     }
 
     /// Writes every snapshot that changed, and removes those of sessions gone, in one
-    /// transaction.
+    /// transaction: before any byte of the round leaves.
     fn persist(&mut self) -> Result<(), tether_sqlite::Error> {
         let now = self.now();
-        let sessions: Vec<P::Session> = self.peer.sessions().map(|(s, _)| s).collect();
-        let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        let mut live = BTreeSet::new();
-        for session in sessions {
-            let Some(snap) = self.peer.export_session(now, session) else {
-                continue;
-            };
-            live.insert(session);
-            let steady = P::steady(&snap);
-            if self.saved.get(&session).is_some_and(|s| s.steady == steady) {
-                continue;
-            }
-            let key = P::key(&snap);
-            if let Some(old) = self.saved.get(&session) {
-                if old.key != key {
-                    changes.push((old.key.clone(), None));
-                }
-            }
-            let mut bytes = BytesMut::new();
-            snap.encode(&mut bytes);
-            changes.push((key.clone(), Some(bytes.to_vec())));
-            self.saved.insert(session, Saved { key, steady });
-        }
-        // Ended or expired: never to be imported again.
-        let gone: Vec<P::Session> = self
-            .saved
-            .keys()
-            .filter(|s| !live.contains(*s))
-            .copied()
-            .collect();
-        for session in gone {
-            if let Some(Saved { key, .. }) = self.saved.remove(&session) {
-                // Another session may have taken the key over (a client's one key).
-                if !self.saved.values().any(|s| s.key == key) {
-                    changes.push((key, None));
-                }
-            }
-        }
-        if changes.is_empty() {
-            return Ok(());
-        }
-        journal(&mut self.peer, |j| {
-            for (key, value) in changes {
-                match value {
-                    Some(v) => j.stage_state(key, v),
-                    None => j.stage_remove_state(key),
-                }
-            }
-            j.commit_state()
-        })
+        self.sessions.save(&mut self.peer, now).map(|_| ())
     }
 
     /// Writes the gathered bytes (after [`persist`](Self::persist)). A failed write means
@@ -785,23 +645,20 @@ where
             resource.as_bytes(),
             format!("{} #{n}", self.name).as_bytes(),
         );
-        journal(&mut self.peer, |j| {
-            j.stage_state(OWN_KEY.to_vec(), (n + 1).to_string().into_bytes())
-        });
+        self.peer
+            .store_mut()
+            .stage_state(OWN_KEY.to_vec(), (n + 1).to_string().into_bytes());
         let result = self
             .peer
             .handle_input(self.now(), Input::Command(PeerCommand::Append(entry)));
         // An error may be about something else the input set off (a send the connection
         // refused): the journal says whether the entry is in.
-        let name = self.name.clone();
-        let appended = journal(&mut self.peer, |j| {
-            let appended = j.contains(name.as_bytes(), resource.as_bytes());
-            if !appended && j.has_staged_state() {
-                // Not written: the count must not go out with the next transaction alone.
-                j.stage_state(OWN_KEY.to_vec(), n.to_string().into_bytes());
-            }
-            appended
-        });
+        let journal = self.peer.store_mut();
+        let appended = journal.contains(self.name.as_bytes(), resource.as_bytes());
+        if !appended && journal.has_staged_state() {
+            // Not written: the count must not go out with the next transaction alone.
+            journal.stage_state(OWN_KEY.to_vec(), n.to_string().into_bytes());
+        }
         if appended {
             self.own = n + 1;
             say!("appended {n}");
