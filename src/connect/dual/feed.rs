@@ -191,6 +191,30 @@ pub enum Verdict {
     Forged,
 }
 
+/// Why [`FeedReceiver::open`] dropped a datagram (each counted in [`FeedStats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Authentic, but seen already or older than the replay window.
+    Stale,
+    /// Not tether's format.
+    Malformed(DecodeError),
+    /// Well-formed but from another sender.
+    Foreign(u16),
+    /// The tag did not verify.
+    Forged,
+}
+
+impl From<Dropped> for Verdict {
+    fn from(d: Dropped) -> Verdict {
+        match d {
+            Dropped::Stale => Verdict::Stale,
+            Dropped::Malformed(e) => Verdict::Malformed(e),
+            Dropped::Foreign(s) => Verdict::Foreign(s),
+            Dropped::Forged => Verdict::Forged,
+        }
+    }
+}
+
 /// A datagram that passed every check of [`FeedReceiver::open`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -319,25 +343,25 @@ impl FeedReceiver {
     /// Checks one datagram in full (header, sender if `expected` is set, tag, replay
     /// window, message) without recording it: the caller [commits](Self::commit) the
     /// sequence number of a datagram it acts on. A datagram refused is counted.
-    pub fn open(&mut self, datagram: Bytes, expected: Option<u16>) -> Result<Opened, Verdict> {
+    pub fn open(&mut self, datagram: Bytes, expected: Option<u16>) -> Result<Opened, Dropped> {
         let (seq, sender) = match header(&datagram, self.max_content) {
             Ok(v) => v,
             Err(e) => {
                 self.stats.malformed += 1;
-                return Err(Verdict::Malformed(e));
+                return Err(Dropped::Malformed(e));
             }
         };
         if expected.is_some_and(|s| s != sender) {
             self.stats.foreign += 1;
-            return Err(Verdict::Foreign(sender));
+            return Err(Dropped::Foreign(sender));
         }
         if !self.key.as_ref().is_some_and(|k| verify(k, &datagram)) {
             self.stats.forged += 1;
-            return Err(Verdict::Forged);
+            return Err(Dropped::Forged);
         }
         if !self.window.check(seq) {
             self.stats.stale += 1;
-            return Err(Verdict::Stale);
+            return Err(Dropped::Stale);
         }
         // `advance` rather than `slice`: no reference-count traffic on the hot path.
         let mut content = datagram;
@@ -353,7 +377,7 @@ impl FeedReceiver {
             // Authentic but undecodable (a peer's bug): ignored, and the window stays.
             Err(e) => {
                 self.stats.malformed += 1;
-                Err(Verdict::Malformed(e))
+                Err(Dropped::Malformed(e))
             }
         }
     }
@@ -384,7 +408,7 @@ impl FeedReceiver {
                 self.commit(o.seq);
                 Verdict::Accepted(o.message)
             }
-            Err(v) => v,
+            Err(d) => d.into(),
         }
     }
 
@@ -560,7 +584,7 @@ mod tests {
         rx.commit(late.seq);
         assert_eq!(
             rx.open(dg(4, 1, &Message::Dummy), Some(1)),
-            Err(Verdict::Stale)
+            Err(Dropped::Stale)
         );
         assert_eq!(rx.accept(dg(9, 2, &up()), Some(1)), Verdict::Foreign(2));
         assert!(matches!(

@@ -2,7 +2,7 @@
 //! feed init (tag, token A, attempt), datagrams in and out, keep-alives and silence.
 
 use super::*;
-use crate::connect::dual::feed::Verdict;
+use crate::connect::dual::feed::Dropped;
 use crate::wire::FEED_HEADER_LEN;
 
 impl<T: TokenSource> DualServer<T> {
@@ -156,7 +156,7 @@ impl<T: TokenSource> DualServer<T> {
         };
         let opened = match pl.feed_rx.open(datagram, Some(sender)) {
             Ok(o) => o,
-            Err(Verdict::Forged) if claims_init => {
+            Err(Dropped::Forged) if claims_init => {
                 return self.refuse_feed(link, FailReason::WrongToken)
             }
             // Forged garbage, replayed, or authentic but undecodable: no reply.
