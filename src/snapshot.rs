@@ -59,7 +59,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// The first four bytes of every snapshot: `TSNP`.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"TSNP";
 /// The version of the snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
 /// Magic, version, kind and body length: the bytes before the body.
 pub const SNAPSHOT_HEADER_LEN: usize = 10;
 /// The CRC-32 after the body.

@@ -16,7 +16,10 @@ use tether::connect::dual::{
     PlayerState, Retry, TokenSource, CLIENT_TRANSITIONS,
 };
 use tether::testkit::{Closes, CountingTokens, Packet, Pair, Side};
-use tether::wire::{Element, FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
+use tether::wire::{
+    Element, FailReason, FeedKey, FrameDecoder, Message, FEED_HEADER_LEN, PROTOCOL_VERSION,
+    SERVER_SENDER,
+};
 use tether::{Channel, Duration, Input, Instant, Link, Machine, Token};
 
 /// The client and the server on the testkit's [`Pair`]: transmits wait on the wire until
@@ -56,7 +59,7 @@ impl Carrying for Packet {
                 d.push(bytes);
                 Message::decode(d.next_frame().ok()??).ok()
             }
-            Channel::Feed => Message::decode(bytes.slice(18..)).ok(),
+            Channel::Feed => Message::decode(bytes.get(FEED_HEADER_LEN..)?.to_vec().into()).ok(),
         }
     }
 }
@@ -71,6 +74,7 @@ trait Steps {
     fn client_has(&self, f: impl Fn(&DualClientEvent) -> bool) -> bool;
     fn server_has(&self, f: impl Fn(&DualServerEvent) -> bool) -> bool;
     fn forge_to_client(&mut self, link: Link, seq: u64, sender: u16, msg: &Message);
+    fn feed_key(&self) -> FeedKey;
 }
 
 impl Steps for Net {
@@ -113,16 +117,20 @@ impl Steps for Net {
         self.server_events.iter().any(f)
     }
 
-    /// Sends a datagram as the server would, on a feed link, straight to the client.
+    /// Sends a datagram as the server would (tagged with the session's feed key), on a
+    /// feed link, straight to the client.
     fn forge_to_client(&mut self, link: Link, seq: u64, sender: u16, msg: &Message) {
-        let mut tx = FeedSender::new(sender);
+        let mut tx = FeedSender::resume_at(sender, seq, self.feed_key());
         let mut buf = BytesMut::new();
-        for _ in 1..seq {
-            tx.encode(&Message::Dummy, &mut BytesMut::new(), 500)
-                .unwrap();
-        }
         tx.encode(msg, &mut buf, 500).unwrap();
         self.client_in(Input::Received(link, buf.freeze()));
+    }
+
+    /// The feed key of the client's session (the test reads the server's secret: a
+    /// stand-in for either end of `main`, never for an attacker).
+    fn feed_key(&self) -> FeedKey {
+        let player = self.client.player().unwrap();
+        FeedKey::derive(&self.server.player_secret(player).unwrap(), player)
     }
 }
 
@@ -311,25 +319,42 @@ fn conn_failed_on_feed_init_closes_the_connection() {
     net.connect();
     net.step(Side::Server, is_conn_init);
     net.step(Side::Client, is_conn_init_rep);
-    // The feed init reaches the server with a wrong token A (as a forger would send it).
+    // A forger sends a feed init for player 0 with a wrong token A (and no key for the
+    // tag). The server answers an unauthenticated CONN_FAILED on that feed link and keeps
+    // the player's handshake: a forger must not be able to end someone else's.
     let real = net.take(Side::Server, is_feed_init);
-    let mut tx = FeedSender::new(0);
+    let mut tx = FeedSender::pending(0);
     let mut buf = BytesMut::new();
     let forged = Message::FeedInit {
         player: 0,
         attempt: 1,
         token_a: Token::new(&[0xaa; 16]).unwrap(),
     };
-    tx.encode(&forged, &mut buf, 500).unwrap();
-    net.server_in(Input::Received(real.link(), buf.freeze()));
-    // The server answers CONN_FAILED on that feed link, and keeps the player's handshake:
-    // a forger must not be able to end someone else's.
+    tx.encode_unauthenticated(&forged, &mut buf, 500).unwrap();
+    net.server_in(Input::Received(real.link(), buf.split().freeze()));
     assert_eq!(net.server.player_state(0), Some(PlayerState::AwaitFeedInit));
+    // That refusal proves nothing (its tag is zeros): the client does not act on it.
     net.step(Side::Client, |m| {
         *m == Message::ConnFailed {
             reason: FailReason::WrongToken,
         }
     });
+    assert_eq!(net.client.state(), DualClientState::AwaitFeedInitRep);
+    assert_eq!(net.client.feed_stats().forged, 1);
+    // "If the server replies CONN_FAILED": a refusal of the client's own feed init, as the
+    // server sends it on `feed` (tagged, naming the attempt).
+    let key = net.feed_key();
+    let mut srv = FeedSender::resume_at(SERVER_SENDER, 1_000, key);
+    srv.encode(
+        &Message::FeedFailed {
+            reason: FailReason::WrongToken,
+            attempt: 1,
+        },
+        &mut buf,
+        500,
+    )
+    .unwrap();
+    net.client_in(Input::Received(real.link(), buf.freeze()));
     // The client closes the connection and retries.
     assert_eq!(net.client.state(), DualClientState::Backoff);
     net.run_for(Duration::from_secs(10));
@@ -643,13 +668,32 @@ fn feed_is_bound_only_with_token_a_and_garbage_binds_nothing() {
         stranger,
         Bytes::from_static(b"\xff\x1c garbage"),
     ));
-    let mut tx = FeedSender::new(player);
+    // (An authentic datagram of the player's, from an address it never bound: ignored.)
+    let mut tx = FeedSender::resume_at(player, 10_000, net.feed_key());
     let mut buf = BytesMut::new();
     tx.encode(&Message::Dummy, &mut buf, 500).unwrap();
     net.server_in(Input::Received(stranger, buf.split().freeze()));
     assert!(net.wire.is_empty());
     assert_eq!(net.server.stray_stats().malformed, 1);
     assert_eq!(net.server.stray_stats().foreign, 1);
+    // A feed init with the right token A (seen on `feed`) but no valid tag: an
+    // unauthenticated CONN_FAILED to that link, the binding unchanged.
+    let (token_a, _) = net.server.player_tokens(player).unwrap();
+    let mut forger = FeedSender::pending(player);
+    let seen = Message::FeedInit {
+        player,
+        attempt: 99,
+        token_a,
+    };
+    forger.encode_unauthenticated(&seen, &mut buf, 500).unwrap();
+    net.server_in(Input::Received(stranger, buf.split().freeze()));
+    assert_eq!(
+        net.wire.pop_front().and_then(|p| p.message()),
+        Some(Message::ConnFailed {
+            reason: FailReason::WrongToken
+        })
+    );
+    assert_eq!(net.server.player_links(player).unwrap().1, Some(bound));
     // A feed init with a wrong token A: CONN_FAILED to that link, the binding unchanged.
     let bad = Message::FeedInit {
         player,
@@ -671,8 +715,8 @@ fn feed_is_bound_only_with_token_a_and_garbage_binds_nothing() {
         attempt: 1,
         token_a: Token::new(&[1; 16]).unwrap(),
     };
-    let mut gtx = FeedSender::new(33);
-    gtx.encode(&ghost, &mut buf, 500).unwrap();
+    let mut gtx = FeedSender::pending(33);
+    gtx.encode_unauthenticated(&ghost, &mut buf, 500).unwrap();
     net.server_in(Input::Received(stranger, buf.split().freeze()));
     assert_eq!(
         net.wire.pop_front().and_then(|p| p.message()),
@@ -732,6 +776,7 @@ fn the_client_refuses_a_32_bit_token_unless_r_type_tokens_are_allowed() {
             version: PROTOCOL_VERSION,
             player: 3,
             token_a: Token::new(&[1, 2, 3, 4]).unwrap(),
+            secret: Token::new(&[5; 16]).unwrap(),
         }
         .encode_framed(&mut buf);
         c.handle_input(t, Input::Received(Link::main(1), buf.freeze()))
@@ -1010,16 +1055,20 @@ fn feed_datagrams_stale_duplicate_foreign_and_garbage() {
         })
     };
     net.client_events.clear();
-    net.forge_to_client(feed, 100, SERVER_SENDER, &up(1));
-    net.forge_to_client(feed, 100, SERVER_SENDER, &up(2)); // duplicate sequence number
-    net.forge_to_client(feed, 99, SERVER_SENDER, &up(3)); // older
-    net.forge_to_client(feed, 101, player, &up(4)); // not the server
+    net.forge_to_client(feed, 1_000, SERVER_SENDER, &up(1));
+    net.forge_to_client(feed, 1_000, SERVER_SENDER, &up(2)); // duplicate sequence number
+    net.forge_to_client(feed, 1_000 - 256, SERVER_SENDER, &up(3)); // older than the window
+                                                                   // Late (reordered), within the replay window: "an older datagram is never applied
+                                                                   // after a newer one".
+    net.forge_to_client(feed, 999, SERVER_SENDER, &up(6));
+    net.forge_to_client(feed, 999, SERVER_SENDER, &up(7));
+    net.forge_to_client(feed, 1_001, player, &up(4)); // not the server
     net.client_in(Input::Received(
         feed,
         Bytes::from_static(b"\x00\x01garbage"),
     ));
     net.client_in(Input::Received(feed, Bytes::new()));
-    net.forge_to_client(feed, 102, SERVER_SENDER, &up(5));
+    net.forge_to_client(feed, 1_002, SERVER_SENDER, &up(5));
     let sids: Vec<u16> = net
         .client_events
         .iter()
@@ -1030,7 +1079,7 @@ fn feed_datagrams_stale_duplicate_foreign_and_garbage() {
         .collect();
     assert_eq!(sids, vec![1, 5]);
     let s = net.client.feed_stats();
-    assert_eq!((s.stale, s.malformed), (2, 3));
+    assert_eq!((s.stale, s.malformed, s.foreign), (4, 2, 1));
     assert_eq!(
         net.client.state(),
         DualClientState::Connected,

@@ -101,6 +101,7 @@ fn player_strategy() -> impl Strategy<Value = dual::PlayerSnapshot> {
         prop::bool::ANY,
         token_strategy(),
         token_strategy(),
+        token_strategy(),
         queue_strategy(6),
         opt_duration(),
         any::<u64>(),
@@ -108,7 +109,18 @@ fn player_strategy() -> impl Strategy<Value = dual::PlayerSnapshot> {
         any::<(u64, u64)>(),
     )
         .prop_map(
-            |(player, c, token_a, token_b, queue, expires_in, next, newest, (acked, received))| {
+            |(
+                player,
+                c,
+                token_a,
+                token_b,
+                secret,
+                queue,
+                expires_in,
+                next,
+                newest,
+                (acked, received),
+            )| {
                 dual::PlayerSnapshot {
                     player,
                     state: if c {
@@ -118,6 +130,7 @@ fn player_strategy() -> impl Strategy<Value = dual::PlayerSnapshot> {
                     },
                     token_a,
                     token_b,
+                    secret,
                     queue,
                     acked,
                     received,
@@ -139,6 +152,7 @@ fn dual_client_strategy() -> impl Strategy<Value = dual::DualClientSnapshot> {
         },
         token_a: p.token_a,
         token_b: p.token_b,
+        secret: p.secret,
         queue: p.queue,
         acked: p.acked,
         received: p.received,
@@ -252,9 +266,9 @@ fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
             found: 1
         })
     );
-    // Version 1 (before delivery counters), 2 (marks without the hash chain) and a future
-    // version 4 are refused.
-    for version in [1u8, 2, 4] {
+    // Version 1 (before delivery counters), 2 (marks without the hash chain), 3 (dual
+    // sessions without their secret) and a future version 5 are refused.
+    for version in [1u8, 2, 3, 5] {
         let mut other = bytes.to_vec();
         other[4] = version;
         assert_eq!(
@@ -925,6 +939,7 @@ fn dual_imports_of_a_token_in_use_twice_or_on_a_taken_id_are_refused() {
     let other_tokens = dual::PlayerSnapshot {
         token_a: Token::new(&[1; 16]).unwrap(),
         token_b: Token::new(&[2; 16]).unwrap(),
+        secret: Token::new(&[4; 16]).unwrap(),
         ..snap.clone()
     };
     assert_eq!(
@@ -943,6 +958,7 @@ fn dual_imports_of_a_token_in_use_twice_or_on_a_taken_id_are_refused() {
         token_a: Token::new(&[1; 4]).unwrap(),
         player: 9,
         token_b: Token::new(&[3; 16]).unwrap(),
+        secret: Token::new(&[5; 16]).unwrap(),
         ..snap
     };
     assert_eq!(same.import_player(now, short), Err(ImportError::BadToken));

@@ -44,6 +44,11 @@ fn one_of_each() -> Vec<Message> {
             version: PROTOCOL_VERSION,
             player: 1,
             token_a: t16,
+            secret: t64,
+        },
+        Message::FeedFailed {
+            reason: FailReason::NotResumable,
+            attempt: 7,
         },
         Message::FeedInit {
             player: 65535,
@@ -123,15 +128,35 @@ fn r_type_layouts_are_kept() {
         data: Bytes::from_static(b"xy"),
     });
     assert_eq!(&update.to_bytes()[..], &[1, 4, 1, 2, b'x', b'y']);
-    // CONN_INIT_REP: [CODE][VERSION][PLAYERID int16][TOKEN]; token length-prefixed.
+    // CONN_INIT_REP: [CODE][VERSION][PLAYERID int16][TOKEN A][SECRET]; tokens
+    // length-prefixed.
     let rep = Message::ConnInitRep {
         version: 1,
         player: 0x0203,
         token_a: token(b"abcd"),
+        secret: token(b"s"),
     };
     assert_eq!(
         &rep.to_bytes()[..],
-        &[3, 1, 2, 3, 4, b'a', b'b', b'c', b'd']
+        &[3, 1, 2, 3, 4, b'a', b'b', b'c', b'd', 1, b's']
+    );
+    // CONN_FAILED on `main` and, with the attempt it answers, on `feed`.
+    let failed = Message::ConnFailed {
+        reason: FailReason::WrongToken,
+    };
+    assert_eq!(&failed.to_bytes()[..], &[11, 3]);
+    let feed_failed = Message::FeedFailed {
+        reason: FailReason::WrongToken,
+        attempt: 0x0102_0304,
+    };
+    assert_eq!(&feed_failed.to_bytes()[..], &[11, 3, 1, 2, 3, 4]);
+    assert_eq!(
+        Message::decode(Bytes::from_static(&[11, 3, 1, 2, 3])),
+        Err(DecodeError::Truncated { field: "attempt" })
+    );
+    assert_eq!(
+        Message::decode(Bytes::from_static(&[11, 3, 1, 2, 3, 4, 5])),
+        Err(DecodeError::TrailingBytes(1))
     );
 }
 
@@ -345,7 +370,7 @@ proptest! {
 
     #[test]
     fn feed_datagrams_round_trip(seq in any::<u64>(), sender in any::<u16>(), content in proptest::collection::vec(any::<u8>(), 0..=500)) {
-        let d = FeedDatagram { seq, sender, content: Bytes::from(content) };
+        let d = FeedDatagram { seq, sender, tag: [0x5a; 16], content: Bytes::from(content) };
         let mut buf = BytesMut::new();
         d.encode(&mut buf, 500).unwrap();
         prop_assert_eq!(FeedDatagram::decode(buf.freeze(), 500), Ok(d));
@@ -355,7 +380,7 @@ proptest! {
     fn arbitrary_datagrams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), max in 0usize..600) {
         if let Ok(d) = FeedDatagram::decode(Bytes::from(bytes.clone()), max) {
             prop_assert!(d.content.len() <= max);
-            prop_assert_eq!(bytes.len(), d.content.len() + 18);
+            prop_assert_eq!(bytes.len(), d.content.len() + tether::wire::FEED_HEADER_LEN);
         }
     }
 }

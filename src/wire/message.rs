@@ -128,7 +128,7 @@ pub enum Message {
     Update(Element),
     /// `[2][TYPE u8][SID u16][DATA]`: a sync message, on `main`.
     Sync(Element),
-    /// `[3][VERSION u8][PLAYER u16][TOKEN A]`: conn init reply.
+    /// `[3][VERSION u8][PLAYER u16][TOKEN A][SECRET]`: conn init reply, on `main`.
     ConnInitRep {
         /// The server's protocol version.
         version: u8,
@@ -136,6 +136,10 @@ pub enum Message {
         player: u16,
         /// Token A, to be proven on `feed`.
         token_a: Token,
+        /// The session secret (at least [`MIN_SECRET_LEN`](super::MIN_SECRET_LEN) bytes):
+        /// the feed key and the reconnection proof are derived from it. It travels on
+        /// `main` only, never on `feed`.
+        secret: Token,
     },
     /// `[4][PLAYER u16][ATTEMPT u32][TOKEN A]`: feed init, on `feed`. The attempt number is
     /// echoed by the reply, so that a late reply is never taken for a newer attempt's.
@@ -158,14 +162,15 @@ pub enum Message {
     TextReq(#[cfg_attr(feature = "arbitrary", arbitrary(with = super::arbitrary_bytes))] Bytes),
     /// `[7][TEXT]`: a text reply.
     TextRep(#[cfg_attr(feature = "arbitrary", arbitrary(with = super::arbitrary_bytes))] Bytes),
-    /// `[8][VERSION u8][PLAYER u16][TOKEN]`: reconnection of `main`, proving the player
-    /// with its session token (token B).
+    /// `[8][VERSION u8][PLAYER u16][PROOF]`: reconnection of `main`, proving the player
+    /// with its reconnection proof ([`reconnection_proof`](super::reconnection_proof) of
+    /// the session secret; nothing seen on `feed` gives it).
     Connection {
         /// The client's protocol version.
         version: u8,
         /// The player reconnecting.
         player: u16,
-        /// The session token (token B).
+        /// The reconnection proof.
         token: Token,
     },
     /// `[9]`: the client leaves for good.
@@ -179,6 +184,15 @@ pub enum Message {
     ConnFailed {
         /// Why.
         reason: FailReason,
+    },
+    /// `[11][REASON u8][ATTEMPT u32]`: `CONN_FAILED` as the server sends it on `feed`,
+    /// refusing the feed init `ATTEMPT`: a client takes it only for its latest attempt
+    /// (and with a valid tag), so a refusal can be neither forged nor replayed.
+    FeedFailed {
+        /// Why.
+        reason: FailReason,
+        /// The feed init refused.
+        attempt: u32,
     },
     /// `[12]`: connected (or reconnected).
     ConnOk,
@@ -277,7 +291,7 @@ impl Message {
             Connection { .. } => codes::CONNECTION,
             Disconnection => codes::DISCONNECTION,
             ConnInit { .. } => codes::CONN_INIT,
-            ConnFailed { .. } => codes::CONN_FAILED,
+            ConnFailed { .. } | FeedFailed { .. } => codes::CONN_FAILED,
             ConnOk => codes::CONN_OK,
             SyncReq { .. } => codes::SYNC_REQ,
             SyncStart { .. } => codes::SYNC_START,
@@ -307,6 +321,7 @@ impl Message {
                 version: r.u8("version")?,
                 player: r.u16("player id")?,
                 token_a: r.token("token A")?,
+                secret: r.token("session secret")?,
             },
             codes::FEED_INIT => Message::FeedInit {
                 player: r.u16("player id")?,
@@ -328,10 +343,20 @@ impl Message {
             codes::CONN_INIT => Message::ConnInit {
                 version: r.u8("version")?,
             },
-            codes::CONN_FAILED => Message::ConnFailed {
-                reason: FailReason::from_u8(r.u8("reason")?)
-                    .ok_or_else(|| bad("reason", "unknown failure reason"))?,
-            },
+            codes::CONN_FAILED => {
+                let reason = FailReason::from_u8(r.u8("reason")?)
+                    .ok_or_else(|| bad("reason", "unknown failure reason"))?;
+                // Two layouts, told apart by length (each has exactly one encoding): the
+                // reason alone (`main`), or with the attempt it answers (`feed`).
+                if r.remaining() == 0 {
+                    Message::ConnFailed { reason }
+                } else {
+                    Message::FeedFailed {
+                        reason,
+                        attempt: r.u32("attempt")?,
+                    }
+                }
+            }
             codes::CONN_OK => Message::ConnOk,
             codes::SYNC_REQ => Message::SyncReq {
                 ctx: r.u32("context")?,
@@ -396,10 +421,12 @@ impl Message {
                 version,
                 player,
                 token_a,
+                secret,
             } => {
                 out.put_u8(*version);
                 out.put_u16(*player);
                 put_token(out, token_a);
+                put_token(out, secret);
             }
             Message::FeedInit {
                 player,
@@ -426,6 +453,10 @@ impl Message {
             }
             Message::ConnInit { version } => out.put_u8(*version),
             Message::ConnFailed { reason } => out.put_u8(*reason as u8),
+            Message::FeedFailed { reason, attempt } => {
+                out.put_u8(*reason as u8);
+                out.put_u32(*attempt);
+            }
             Message::SyncReq { ctx, body } => {
                 out.put_u32(*ctx);
                 out.put_slice(body);

@@ -1,12 +1,14 @@
 //! The wire: frames on `main`, datagrams on `feed`, and the messages inside them.
 //!
 //! - [`FrameDecoder`] / [`encode_frame`]: `[LEN u32][payload]` frames on stream transports.
-//! - [`FeedDatagram`]: the `feed` header, `[MAGIC u64][SEQ u64][SENDER u16][CONTENT]`.
+//! - [`FeedDatagram`]: the `feed` header, `[MAGIC u64][SEQ u64][SENDER u16][TAG 16][CONTENT]`,
+//!   and [`FeedKey`], the key of its tag (HMAC-SHA-256), derived from a secret `main` carries.
 //! - [`Message`]: every message, each with an exact encoding (docs/PROTOCOL.md).
 //!
 //! Decoding never panics: any bytes give a value or a [`DecodeError`].
 
 pub mod anchored;
+mod auth;
 pub mod codes;
 mod datagram;
 mod error;
@@ -16,9 +18,10 @@ mod message;
 mod reader;
 
 pub use anchored::{AnchoredMessage, Change, MapEntry, SyncType};
+pub use auth::{reconnection_proof, FeedKey, FEED_TAG_LEN, MIN_SECRET_LEN, PROOF_LEN};
 pub use datagram::{
-    encode_header_and, FeedDatagram, DEFAULT_FEED_CONTENT, FEED_HEADER_LEN, FEED_MAGIC,
-    SERVER_SENDER,
+    encode_header_and, FeedDatagram, DEFAULT_FEED_CONTENT, FEED_FIELDS_LEN, FEED_HEADER_LEN,
+    FEED_MAGIC, SERVER_SENDER,
 };
 pub use error::DecodeError;
 pub use frame::{encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, MIN_RESERVE};

@@ -4,14 +4,17 @@
 //! every transition up there, so the table is the machine (h11 style), and docs/PROTOCOL.md
 //! section 4 draws it.
 
-use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
+use super::feed::{is_control, FeedReceiver, FeedSender, FeedStats};
 use super::{AttemptFailure, DualError, EndReason, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::{AckFault, Backoff, Event, SessionCore, Verdict};
 use crate::tables::{fire, NoTransition};
 use crate::time::Instant;
 use crate::token::Token;
-use crate::wire::{FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
+use crate::wire::{
+    reconnection_proof, FailReason, FeedKey, FrameDecoder, Message, MIN_SECRET_LEN,
+    PROTOCOL_VERSION, SERVER_SENDER,
+};
 use bytes::Bytes;
 
 #[path = "client_types.rs"]
@@ -36,6 +39,9 @@ pub struct DualClient {
     player: Option<u16>,
     token_a: Option<Token>,
     token_b: Option<Token>,
+    /// The session secret, from `CONN_INIT_REP` on `main`: the feed key and the
+    /// reconnection proof derive from it.
+    secret: Option<Token>,
     /// The attempt number carried by the last feed init sent (never reused in a session).
     feed_attempt: u32,
     /// Feed init tries in the current round.
@@ -73,13 +79,14 @@ impl DualClient {
             player: None,
             token_a: None,
             token_b: None,
+            secret: None,
             feed_attempt: 0,
             feed_tries: 0,
             connect_tries: 0,
             reconnect_tries: 0,
             step_deadline: None,
-            feed_tx: FeedSender::new(0),
-            feed_rx: FeedReceiver::new(cfg.max_feed_content),
+            feed_tx: FeedSender::pending(0),
+            feed_rx: FeedReceiver::pending(cfg.max_feed_content),
             last_feed_rx: Instant::ZERO,
             last_feed_tx: Instant::ZERO,
             core: new_core(&cfg, Instant::ZERO),
@@ -214,10 +221,12 @@ impl DualClient {
         self.player = None;
         self.token_a = None;
         self.token_b = None;
+        self.secret = None;
         self.feed_attempt = 0;
         self.feed_tries = 0;
         self.reconnect_tries = 0;
-        self.feed_rx = FeedReceiver::new(self.cfg.max_feed_content);
+        self.feed_tx = FeedSender::pending(0);
+        self.feed_rx = FeedReceiver::pending(self.cfg.max_feed_content);
         self.out.open(Channel::Main);
         self.step_deadline = Some(self.now + self.cfg.reply_timeout);
     }
@@ -399,11 +408,13 @@ impl DualClient {
             (S::OpeningMain | S::ReopeningMain, Channel::Main) => {
                 self.main = Some(link);
                 self.decoder.reset();
-                let msg = match (self.state, self.player, self.token_b) {
-                    (S::ReopeningMain, Some(player), Some(token)) => Message::Connection {
+                let msg = match (self.state, self.player, self.secret) {
+                    // The proof derives from the secret only `main` carried: nothing an
+                    // observer of `feed` saw makes it.
+                    (S::ReopeningMain, Some(player), Some(secret)) => Message::Connection {
                         version: PROTOCOL_VERSION,
                         player,
-                        token,
+                        token: reconnection_proof(&secret, player),
                     },
                     _ => Message::ConnInit {
                         version: PROTOCOL_VERSION,
@@ -452,16 +463,22 @@ impl DualClient {
                     version,
                     player,
                     token_a,
+                    secret,
                 },
             ) => {
                 if version != PROTOCOL_VERSION {
                     self.protocol_fail(FailReason::UnsupportedVersion);
-                } else if !self.token_ok(&token_a) {
+                } else if !self.token_ok(&token_a) || secret.len() < MIN_SECRET_LEN {
+                    // The secret keys `feed` and proves a reconnection: 128 bits at least,
+                    // even in the R-Type token mode.
                     self.protocol_fail(FailReason::InsecureToken);
                 } else {
                     self.player = Some(player);
                     self.token_a = Some(token_a);
-                    self.feed_tx = FeedSender::new(player);
+                    self.secret = Some(secret);
+                    let key = FeedKey::derive(&secret, player);
+                    self.feed_tx = FeedSender::new(player, key.clone());
+                    self.feed_rx = FeedReceiver::new(self.cfg.max_feed_content, key);
                     if self.fire(I::ConnInitRep).is_err() {
                         return self.protocol_fail(FailReason::UnexpectedMessage);
                     }
@@ -481,7 +498,9 @@ impl DualClient {
                 | Message::FinalAuth { .. }
                 | Message::Connection { .. }
                 | Message::ConnOk
-                | Message::Disconnection,
+                | Message::Disconnection
+                // A refusal with an attempt number belongs to `feed`.
+                | Message::FeedFailed { .. },
             ) => self.protocol_fail(FailReason::UnexpectedMessage),
             (S::Connected | S::ReopeningFeed | S::AwaitFeedReinitRep, Message::Dummy) => {}
             (
@@ -518,18 +537,19 @@ impl DualClient {
     }
 
     fn on_feed_datagram(&mut self, datagram: Bytes) {
-        let (seq, sender, msg) = match parse(datagram, self.cfg.max_feed_content) {
-            Ok(v) => v,
-            Err(_) => return self.feed_rx.count_malformed(),
+        // Format, sender, tag (keyed by what `main` carried), replay window: a datagram
+        // that fails any is counted and dropped before its message is even decoded.
+        let opened = match self.feed_rx.open(datagram, Some(SERVER_SENDER)) {
+            Ok(o) => o,
+            Err(_) => return,
         };
-        if sender != SERVER_SENDER {
-            return self.feed_rx.count_malformed();
+        if opened.late && !is_control(&opened.message) {
+            // R-Type: an older update is never applied after a newer one.
+            return self.feed_rx.drop_late(opened.seq);
         }
-        if !self.feed_rx.accept_seq(seq) {
-            return;
-        }
+        self.feed_rx.commit(opened.seq);
         self.last_feed_rx = self.now;
-        match (self.state, msg) {
+        match (self.state, opened.message) {
             (S::AwaitFeedInitRep, Message::FeedInitRep { attempt, token_b })
                 if attempt == self.feed_attempt =>
             {
@@ -552,6 +572,8 @@ impl DualClient {
                     if self.fire(I::FeedInitRep).is_err() {
                         return self.protocol_fail(FailReason::UnexpectedMessage);
                     }
+                    // Bound anew: nothing the server sent before this reply is taken now.
+                    self.feed_rx.restart_at(opened.seq);
                     self.step_deadline = None;
                     self.out
                         .event(Event::Notice(DualClientNotice::FeedRestored));
@@ -559,11 +581,21 @@ impl DualClient {
                     self.protocol_fail(FailReason::WrongToken);
                 }
             }
-            (S::AwaitFeedInitRep | S::AwaitFeedReinitRep, Message::ConnFailed { reason }) => {
-                self.fail(AttemptFailure::Refused(reason))
-            }
-            // Late or duplicated replies, stray refusals, keep-alives: nothing to do.
-            (_, Message::FeedInitRep { .. } | Message::ConnFailed { .. } | Message::Dummy) => {}
+            // A refusal counts only for the latest attempt, and only tagged (it got here):
+            // neither a forger nor a replay of an older refusal can end the session.
+            (
+                S::AwaitFeedInitRep | S::AwaitFeedReinitRep,
+                Message::FeedFailed { reason, attempt },
+            ) if attempt == self.feed_attempt => self.fail(AttemptFailure::Refused(reason)),
+            // Late or duplicated replies, refusals of other attempts, refusals without an
+            // attempt (never sent tagged), keep-alives: nothing to do.
+            (
+                _,
+                Message::FeedInitRep { .. }
+                | Message::FeedFailed { .. }
+                | Message::ConnFailed { .. }
+                | Message::Dummy,
+            ) => {}
             (s, Message::Update(e)) if is_live(s) => {
                 self.out.event(Event::Notice(DualClientNotice::Update(e)))
             }

@@ -7,7 +7,7 @@ use crate::snapshot::ImportError;
 
 impl DualClient {
     /// The client's session, to restore it in another process: player id, tokens A
-    /// and B, whether `main` is up, queue and `feed` numbering. `None` unless the
+    /// and B, session secret, whether `main` is up, queue and `feed` numbering. `None` unless the
     /// client finished a handshake and has not closed.
     ///
     /// The snapshot holds the session's secret tokens: store and move it securely.
@@ -17,8 +17,8 @@ impl DualClient {
             S::ReopeningMain | S::AwaitReconnectOk | S::ReconnectBackoff => S::ReopeningMain,
             _ => return None,
         };
-        let (Some(player), Some(token_a), Some(token_b)) =
-            (self.player, self.token_a, self.token_b)
+        let (Some(player), Some(token_a), Some(token_b), Some(secret)) =
+            (self.player, self.token_a, self.token_b, self.secret)
         else {
             return None;
         };
@@ -28,6 +28,7 @@ impl DualClient {
             state,
             token_a,
             token_b,
+            secret,
             queue,
             acked,
             received,
@@ -40,7 +41,7 @@ impl DualClient {
     /// A client holding the snapshot's session, reconnecting `main`
     /// ([`DualClientState::ReopeningMain`]; a connected snapshot's transports did not
     /// move): its first output asks for `main`, on which it proves its player with
-    /// token B. It has no `feed`: once `main` is back, its silent `feed` is lost after
+    /// the reconnection proof. It has no `feed`: once `main` is back, its silent `feed` is lost after
     /// `feed_timeout` and re-initialised under [`FeedLossPolicy::Reinit`] (under
     /// `CloseBoth` the client closes), and `main` must come back within
     /// `feed_timeout`.
@@ -53,7 +54,10 @@ impl DualClient {
         snap: DualClientSnapshot,
     ) -> Result<DualClient, ImportError> {
         let mut c = DualClient::new(cfg);
-        if !c.token_ok(&snap.token_a) || !c.token_ok(&snap.token_b) {
+        if !c.token_ok(&snap.token_a)
+            || !c.token_ok(&snap.token_b)
+            || snap.secret.len() < MIN_SECRET_LEN
+        {
             return Err(ImportError::BadToken);
         }
         if snap.queue.len() > cfg.max_queued {
@@ -67,12 +71,17 @@ impl DualClient {
         c.player = Some(snap.player);
         c.token_a = Some(snap.token_a);
         c.token_b = Some(snap.token_b);
+        c.secret = Some(snap.secret);
+        let key = FeedKey::derive(&snap.secret, snap.player);
         c.feed_attempt = snap.feed_attempt;
         c.connect_tries = 1;
         c.reconnect_tries = 1;
-        c.feed_tx =
-            FeedSender::resume_at(snap.player, snap.feed_next_seq.saturating_add(FEED_SEQ_GAP));
-        c.feed_rx = FeedReceiver::resume_after(cfg.max_feed_content, snap.feed_newest);
+        c.feed_tx = FeedSender::resume_at(
+            snap.player,
+            snap.feed_next_seq.saturating_add(FEED_SEQ_GAP),
+            key.clone(),
+        );
+        c.feed_rx = FeedReceiver::resume_after(cfg.max_feed_content, key, snap.feed_newest);
         c.last_feed_rx = now;
         c.last_feed_tx = now;
         c.core = new_core(&cfg, now);

@@ -110,7 +110,7 @@ pub enum DualClientState {
     Connected,
     /// `main` was lost: asked the caller for a new `main` transport.
     ReopeningMain,
-    /// Sent the connection request (player id, token B) on the new `main`.
+    /// Sent the connection request (player id, reconnection proof) on the new `main`.
     AwaitReconnectOk,
     /// A reconnection try failed; waiting before the next one.
     ReconnectBackoff,

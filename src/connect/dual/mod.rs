@@ -3,11 +3,12 @@
 //!
 //! - [`DualClient`]: asks the caller to open `main` then `feed`, runs the handshake
 //!   (`CONN_INIT`, feed init with retries, final auth), reconnects `main` proving its player
-//!   with token B, and handles the loss of `feed` by the configured [`FeedLossPolicy`].
+//!   with a proof derived from the session secret that only `main` carried, and handles the loss of `feed` by the configured [`FeedLossPolicy`].
 //! - [`DualServer`]: allocates player ids, takes tokens from a [`TokenSource`], binds a
 //!   `feed` link to a player only when token A matches, and refuses with `CONN_FAILED`.
-//! - [`feed`]: the `feed` channel itself: sequence numbers, duplicate and stale drops,
-//!   malformed datagrams ignored and counted.
+//! - [`feed`]: the `feed` channel itself: the tag of every datagram (HMAC-SHA-256 keyed by
+//!   the session's feed key), sequence numbers and a 256-entry replay window, forged,
+//!   replayed and malformed datagrams ignored and counted.
 //!
 //! The byte layouts and diagrams are in docs/PROTOCOL.md, section 4.
 //!

@@ -3,9 +3,11 @@
 //! One server machine serves every client. The caller gives each accepted `main` stream a
 //! link id ([`Input::Opened`]) and maps each `feed` peer (a UDP address) to a link id of its
 //! own; a `feed` link is bound to a player only by a feed init carrying that player's
-//! token A, and datagrams on an unbound link are never delivered.
+//! token A, a new attempt number and the tag of the player's feed key, and datagrams on an
+//! unbound link are never delivered. The session secret the feed key and the reconnection
+//! proof derive from travels on `main` only (docs/PROTOCOL.md 4.11).
 
-use super::feed::{parse, FeedReceiver, FeedSender, FeedStats};
+use super::feed::{header, FeedReceiver, FeedSender, FeedStats};
 use super::{DualError, EndReason, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::endpoint::{Endpoint, SessionTimer, Slot, Timer};
@@ -13,7 +15,10 @@ use crate::session::{AckFault, Event, SessionCore, Verdict};
 use crate::tables::{fire, NoTransition};
 use crate::time::Instant;
 use crate::token::{Token, TokenSource};
-use crate::wire::{FailReason, FrameDecoder, Message, PROTOCOL_VERSION, SERVER_SENDER};
+use crate::wire::{
+    reconnection_proof, FailReason, FeedKey, FrameDecoder, Message, MIN_SECRET_LEN,
+    PROTOCOL_VERSION, SERVER_SENDER,
+};
 use alloc::collections::BTreeMap;
 use bytes::Bytes;
 
@@ -30,6 +35,12 @@ struct Player {
     feed: Option<Link>,
     token_a: Token,
     token_b: Option<Token>,
+    /// The session secret: sent on `main` in `CONN_INIT_REP`, never on `feed`; the feed
+    /// key and the reconnection proof derive from it.
+    secret: Token,
+    /// The attempt number of the last feed init accepted: a feed init must carry a larger
+    /// one (attempt numbers are never reused in a session).
+    feed_attempt: u32,
     feed_tx: FeedSender,
     feed_rx: FeedReceiver,
     last_feed_rx: Instant,
@@ -59,7 +70,7 @@ pub struct DualServer<T> {
     endpoint: Endpoint<u16, MainLink, Player>,
     /// Bound `feed` links, to their player.
     feeds: BTreeMap<u64, u16>,
-    /// Sequence numbers of datagrams not sent to a known player (refusals).
+    /// Sequence numbers of unauthenticated refusals (requests that did not verify).
     stray_tx: FeedSender,
     stray_stats: FeedStats,
     error: Option<DualError>,
@@ -88,7 +99,7 @@ impl<T: TokenSource> DualServer<T> {
             out: Outbox::new(),
             now: Instant::ZERO,
             feeds: BTreeMap::new(),
-            stray_tx: FeedSender::new(SERVER_SENDER),
+            stray_tx: FeedSender::pending(SERVER_SENDER),
             stray_stats: FeedStats::default(),
             error: None,
         }
@@ -179,6 +190,22 @@ impl<T: TokenSource> DualServer<T> {
 
     fn token_ok(&self, t: &Token) -> bool {
         self.cfg.allow_short_tokens || t.is_secure()
+    }
+
+    /// A session secret of at least [`MIN_SECRET_LEN`] bytes, whatever the token mode:
+    /// tokens from the source, joined until long enough (one draw with 128-bit tokens,
+    /// four with R-Type's 32-bit ones), at most [`Token::MAX_LEN`] bytes.
+    fn fresh_secret(&mut self) -> Token {
+        let mut buf = [0u8; Token::MAX_LEN];
+        let mut len = 0;
+        while len < MIN_SECRET_LEN {
+            let t = self.tokens.next_token();
+            let take = t.len().min(Token::MAX_LEN - len);
+            buf[len..len + take].copy_from_slice(&t.as_bytes()[..take]);
+            len += take;
+        }
+        // `len` is within MIN_SECRET_LEN..=MAX_LEN here, so `new` cannot refuse it.
+        Token::new(&buf[..len]).unwrap_or_else(|_| self.tokens.next_token())
     }
 
     /// A token from the source, or `None` (and an error for the caller) if it is too short.
@@ -459,6 +486,8 @@ impl<T: TokenSource> DualServer<T> {
                 let Some(token_a) = self.fresh_token() else {
                     return self.refuse_main(link, FailReason::InsecureToken);
                 };
+                let secret = self.fresh_secret();
+                let key = FeedKey::derive(&secret, id16);
                 let core = self.new_core();
                 let player = Player {
                     state: PlayerState::AwaitFeedInit,
@@ -466,8 +495,10 @@ impl<T: TokenSource> DualServer<T> {
                     feed: None,
                     token_a,
                     token_b: None,
-                    feed_tx: FeedSender::new(SERVER_SENDER),
-                    feed_rx: FeedReceiver::new(self.cfg.max_feed_content),
+                    secret,
+                    feed_attempt: 0,
+                    feed_tx: FeedSender::new(SERVER_SENDER, key.clone()),
+                    feed_rx: FeedReceiver::new(self.cfg.max_feed_content, key),
                     last_feed_rx: self.now,
                     last_feed_tx: self.now,
                 };
@@ -482,6 +513,7 @@ impl<T: TokenSource> DualServer<T> {
                         version: PROTOCOL_VERSION,
                         player: id16,
                         token_a,
+                        secret,
                     },
                 );
             }
@@ -496,7 +528,9 @@ impl<T: TokenSource> DualServer<T> {
                 let Some(pl) = self.slot(player) else {
                     return self.refuse_main(link, FailReason::UnknownPlayer);
                 };
-                if pl.state.token_b != Some(token) {
+                // The proof derives from the secret `main` carried; token B, which crossed
+                // `feed` in clear, proves nothing here.
+                if reconnection_proof(&pl.state.secret, player) != token {
                     return self.refuse_main(link, FailReason::WrongToken);
                 }
                 // Only a session that finished its handshake can be resumed: the table says
@@ -732,6 +766,12 @@ impl<T> DualServer<T> {
         self.endpoint
             .get(id)
             .map(|p| (p.state.token_a, p.state.token_b))
+    }
+
+    /// Player `id`'s session secret (sent on its `main` in `CONN_INIT_REP`). A secret:
+    /// do not log it.
+    pub fn player_secret(&self, id: u16) -> Option<Token> {
+        self.endpoint.get(id).map(|p| p.state.secret)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::snapshot::ImportError;
 
 impl<T: TokenSource> DualServer<T> {
     /// One player's durable state, to hand it over to another server: id, tokens A and
-    /// B, state, queue, time left (relative to `now`) and `feed` sequence numbers.
+    /// B, session secret, state, queue, time left (relative to `now`) and `feed` sequence numbers.
     /// `None` unless the player finished its handshake (connected, or `main` lost).
     /// The player stays here; see [`DualServer::take_player`] to move it.
     ///
@@ -37,6 +37,7 @@ impl<T: TokenSource> DualServer<T> {
             state,
             token_a: pl.token_a,
             token_b,
+            secret: pl.secret,
             queue,
             acked,
             received,
@@ -67,7 +68,7 @@ impl<T: TokenSource> DualServer<T> {
 
     /// Takes over a player exported by another server, under the same id: it is
     /// `MainLost` here (its transports did not move), with its queue, forgotten when
-    /// its time left runs out. Its client reconnects `main` with token B (resumed) and
+    /// its time left runs out. Its client reconnects `main` with its reconnection proof (resumed) and
     /// binds a new `feed` with token A, as after any loss.
     ///
     /// Refused, leaving the server as it was, when a player holds the same token A or
@@ -85,6 +86,7 @@ impl<T: TokenSource> DualServer<T> {
                 || p.token_b == Some(snap.token_b)
                 || p.token_a == snap.token_b
                 || p.token_b == Some(snap.token_a)
+                || p.secret == snap.secret
         });
         if duplicate {
             return Err(ImportError::DuplicateToken);
@@ -98,22 +100,31 @@ impl<T: TokenSource> DualServer<T> {
                 max: self.cfg.max_queued,
             });
         }
-        if !self.token_ok(&snap.token_a) || !self.token_ok(&snap.token_b) {
+        if !self.token_ok(&snap.token_a)
+            || !self.token_ok(&snap.token_b)
+            || snap.secret.len() < MIN_SECRET_LEN
+        {
             return Err(ImportError::BadToken);
         }
         self.now = self.now.max(now);
         let left = snap.expires_in.unwrap_or(self.cfg.session_timeout);
+        let key = FeedKey::derive(&snap.secret, snap.player);
         let player = Player {
             state: PlayerState::MainLost,
             announced: true,
             feed: None,
             token_a: snap.token_a,
             token_b: Some(snap.token_b),
+            secret: snap.secret,
+            // The client's next feed init carries a newer attempt than any it sent here;
+            // its replay window (below) drops the older ones anyway.
+            feed_attempt: 0,
             feed_tx: FeedSender::resume_at(
                 SERVER_SENDER,
                 snap.feed_next_seq.saturating_add(FEED_SEQ_GAP),
+                key.clone(),
             ),
-            feed_rx: FeedReceiver::resume_after(self.cfg.max_feed_content, snap.feed_newest),
+            feed_rx: FeedReceiver::resume_after(self.cfg.max_feed_content, key, snap.feed_newest),
             last_feed_rx: now,
             last_feed_tx: now,
         };

@@ -40,8 +40,10 @@ fn check(from: PlayerState, input: PlayerInput) -> Result<(), TestCaseError> {
         feed: None,
         token_a: Token::new(&[1; 16]).unwrap(),
         token_b: None,
-        feed_tx: FeedSender::new(SERVER_SENDER),
-        feed_rx: FeedReceiver::new(64),
+        secret: Token::new(&[2; 16]).unwrap(),
+        feed_attempt: 0,
+        feed_tx: FeedSender::pending(SERVER_SENDER),
+        feed_rx: FeedReceiver::pending(64),
         last_feed_rx: Instant::ZERO,
         last_feed_tx: Instant::ZERO,
     };

@@ -69,12 +69,13 @@ pub enum PlayerState {
 /// What moves a player between [`PlayerState`]s, as [`SERVER_TRANSITIONS`] names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PlayerInput {
-    /// A `FEED_INIT` with the player's token A on a `feed` link not bound to it: the link
-    /// is bound (the old one, if any, unbound) and token B sent.
+    /// An authentic `FEED_INIT` (the tag of the player's feed key, its token A, a new
+    /// attempt) on a `feed` link not bound to it: the link is bound (the old one, if any,
+    /// unbound) and token B sent.
     FeedInit,
     /// A `FINAL_AUTH` with the player's id and token B on its `main`.
     FinalAuth,
-    /// A `CONNECTION` with the player's id and token B on a new `main`: the new link
+    /// A `CONNECTION` with the player's id and reconnection proof on a new `main`: the new link
     /// replaces the old one, if the old one is still open.
     Connection,
     /// The player's `main` closed (or broke the framing) after its handshake.

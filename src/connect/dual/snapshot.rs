@@ -20,19 +20,21 @@ pub const FEED_SEQ_GAP: u64 = 1 << 20;
 /// One player of a [`DualServer`](super::DualServer), as
 /// [`export_player`](super::DualServer::export_player) gives it.
 ///
-/// Holds secrets (tokens A and B): store and move it securely. `Debug` prints no token
-/// bytes.
+/// Holds secrets (tokens A and B, the session secret): store and move it securely.
+/// `Debug` prints no token bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlayerSnapshot {
-    /// The player id (kept: the client proves itself with it and token B).
+    /// The player id (kept: the client proves itself with it and its reconnection proof).
     pub player: u16,
     /// [`PlayerState::Connected`] or [`PlayerState::MainLost`] at export; an import always
     /// makes it `MainLost` (its transports stayed behind).
     pub state: PlayerState,
     /// Token A, which binds a `feed` link to the player.
     pub token_a: Token,
-    /// Token B, which reconnects `main`.
+    /// Token B, the feed init's reply (proven once, by the final auth).
     pub token_b: Token,
+    /// The session secret: the feed key and the reconnection proof derive from it.
+    pub secret: Token,
     /// Messages held for `main`, oldest first: sent and not acknowledged, or queued while
     /// it was lost (numbered from `acked + 1`, replayed after the reconnection).
     pub queue: Vec<Message>,
@@ -52,8 +54,8 @@ pub struct PlayerSnapshot {
 /// A [`DualClient`](super::DualClient)'s session, as
 /// [`snapshot`](super::DualClient::snapshot) gives it.
 ///
-/// Holds secrets (tokens A and B): store and move it securely. `Debug` prints no token
-/// bytes.
+/// Holds secrets (tokens A and B, the session secret): store and move it securely.
+/// `Debug` prints no token bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DualClientSnapshot {
     /// The player id the server gave.
@@ -65,6 +67,8 @@ pub struct DualClientSnapshot {
     pub token_a: Token,
     /// Token B.
     pub token_b: Token,
+    /// The session secret: the feed key and the reconnection proof derive from it.
+    pub secret: Token,
     /// Messages held for `main`, oldest first: sent and not acknowledged, or queued
     /// (numbered from `acked + 1`).
     pub queue: Vec<Message>,
@@ -84,7 +88,7 @@ pub struct DualClientSnapshot {
 impl Snapshot for PlayerSnapshot {
     const KIND: u8 = kind::DUAL_PLAYER;
 
-    /// `[PLAYER u16][STATE u8: 2 connected, 3 main lost][TOKEN_A][TOKEN_B]`
+    /// `[PLAYER u16][STATE u8: 2 connected, 3 main lost][TOKEN_A][TOKEN_B][SECRET]`
     /// `[EXPIRES opt u64 µs][FEED_NEXT u64][FEED_NEWEST opt u64][QUEUE][ACKED u64]`
     /// `[RECEIVED u64]`
     fn put_body(&self, out: &mut BytesMut) {
@@ -95,6 +99,7 @@ impl Snapshot for PlayerSnapshot {
         });
         put_token(out, &self.token_a);
         put_token(out, &self.token_b);
+        put_token(out, &self.secret);
         put_opt_duration(out, self.expires_in);
         out.put_u64(self.feed_next_seq);
         put_opt_u64(out, self.feed_newest);
@@ -115,6 +120,7 @@ impl Snapshot for PlayerSnapshot {
             state,
             token_a: r.token("token A")?,
             token_b: r.token("token B")?,
+            secret: r.token("session secret")?,
             expires_in: read_opt_duration(r, "expires in")?,
             feed_next_seq: r.u64("feed next seq")?,
             feed_newest: read_opt_u64(r, "feed newest")?,
@@ -128,7 +134,7 @@ impl Snapshot for PlayerSnapshot {
 impl Snapshot for DualClientSnapshot {
     const KIND: u8 = kind::DUAL_CLIENT;
 
-    /// `[PLAYER u16][STATE u8: 2 connected, 3 reconnecting][TOKEN_A][TOKEN_B]`
+    /// `[PLAYER u16][STATE u8: 2 connected, 3 reconnecting][TOKEN_A][TOKEN_B][SECRET]`
     /// `[FEED_ATTEMPT u32][FEED_NEXT u64][FEED_NEWEST opt u64][QUEUE][ACKED u64]`
     /// `[RECEIVED u64]`
     fn put_body(&self, out: &mut BytesMut) {
@@ -139,6 +145,7 @@ impl Snapshot for DualClientSnapshot {
         });
         put_token(out, &self.token_a);
         put_token(out, &self.token_b);
+        put_token(out, &self.secret);
         out.put_u32(self.feed_attempt);
         out.put_u64(self.feed_next_seq);
         put_opt_u64(out, self.feed_newest);
@@ -159,6 +166,7 @@ impl Snapshot for DualClientSnapshot {
             state,
             token_a: r.token("token A")?,
             token_b: r.token("token B")?,
+            secret: r.token("session secret")?,
             feed_attempt: r.u32("feed attempt")?,
             feed_next_seq: r.u64("feed next seq")?,
             feed_newest: read_opt_u64(r, "feed newest")?,
