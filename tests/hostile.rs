@@ -132,3 +132,39 @@ fn a_length_prefix_alone_does_not_reserve_the_frame() {
     assert_eq!(closed(&mut s).len(), 64);
     assert_eq!(s.pending_count(), 0);
 }
+
+/// A dual server's links that have not completed a handshake used to accept frames up to
+/// `max_frame` (1 MiB): 128 of them, each sending half of a large frame, held 64 MiB. They
+/// now carry handshake-sized frames only (`wire::HANDSHAKE_MAX_FRAME`); a larger one is
+/// refused at its length prefix, and nothing of it is kept.
+#[test]
+fn unadmitted_dual_links_cannot_hold_large_frames() {
+    let cfg = DualServerConfig {
+        max_links: 128,
+        ..DualServerConfig::default()
+    };
+    let mut s = DualServer::new(cfg, tokens());
+    let t0 = Instant::ZERO;
+    for id in 0..128 {
+        s.handle_input(t0, Input::Opened(Link::main(id))).unwrap();
+    }
+    let _ = closed(&mut s);
+    let before = held();
+    let mut half = bytes::BytesMut::new();
+    half.extend_from_slice(&(cfg.max_frame as u32).to_be_bytes());
+    half.resize(4 + 64 * 1024, 0x55);
+    let half = half.freeze();
+    for id in 0..128 {
+        // A copy each, as each would arrive from its own socket.
+        let input = Bytes::copy_from_slice(&half);
+        let _ = s.handle_input(t0, Input::Received(Link::main(id), input));
+    }
+    let refused = closed(&mut s).len();
+    let per_link = (held() - before) / 128;
+    assert_eq!(refused, 128, "each oversized handshake frame is refused");
+    assert!(
+        per_link <= tether::wire::HANDSHAKE_MAX_FRAME as isize,
+        "{per_link} bytes held per link after 64 KiB of a large frame"
+    );
+    assert_eq!(s.link_count(), 0);
+}

@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// without a second allocation, and a bare length prefix holds no more than this.
 pub const MIN_RESERVE: usize = 4096;
 
+/// Largest frame a server accepts on a link that has not completed its handshake (every
+/// handshake message is far smaller): with the bound on such links, what they can make a
+/// server hold in all is bounded too.
+pub const HANDSHAKE_MAX_FRAME: usize = 1024;
+
 /// Splits a byte stream into frames.
 ///
 /// ```
@@ -62,6 +67,14 @@ impl FrameDecoder {
     /// The largest payload accepted.
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// Changes the largest payload accepted from the next frame on: a server reads a link
+    /// that has not completed its handshake with a small limit (handshake messages are
+    /// small) and raises it once the link is admitted, so that unadmitted links can never
+    /// hold more than that limit each.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
     }
 
     /// Appends a chunk of the stream (copied). Does nothing once the decoder has failed, so

@@ -24,7 +24,10 @@ pub use datagram::{
     FEED_MAGIC, SERVER_SENDER,
 };
 pub use error::DecodeError;
-pub use frame::{encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, MIN_RESERVE};
+pub use frame::{
+    encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, HANDSHAKE_MAX_FRAME,
+    MIN_RESERVE,
+};
 pub(crate) use journal::answered_id;
 pub use journal::{
     Entry, HeldLines, JournalList, JournalMessage, JournalRequest, LineId, Status, StatusResponse,

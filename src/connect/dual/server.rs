@@ -296,6 +296,11 @@ impl<T: TokenSource> DualServer<T> {
         };
         let Some(link) = pl.link else { return };
         let _ = pl.core.link_up(&mut self.out, link, resumed, true, now);
+        // Admitted: the link may now carry frames of any size the configuration allows.
+        let max = self.cfg.max_frame;
+        if let Some(route) = self.endpoint.route(link) {
+            route.state.decoder.set_max_frame(max);
+        }
     }
 
     fn new_core(&self) -> SessionCore {
@@ -316,8 +321,10 @@ impl<T: TokenSource> DualServer<T> {
             // Reported twice (a caller's bug): the transport is already known.
             return;
         }
+        // Until the link is admitted it carries handshake messages only: a small frame
+        // limit bounds what `max_links` unadmitted links can hold in all.
         let state = MainLink {
-            decoder: FrameDecoder::new(self.cfg.max_frame),
+            decoder: FrameDecoder::new(self.cfg.max_frame.min(crate::wire::HANDSHAKE_MAX_FRAME)),
         };
         // A transport that never sends `CONN_INIT` is refused at the handshake timeout.
         let deadline = self.now + self.cfg.handshake_timeout;
