@@ -4,10 +4,12 @@
 use super::store::JournalStore;
 use alloc::collections::VecDeque;
 
-/// Most runs remembered per peer. Lines are appended in order, so the entries a peer gives
-/// us form a few long runs; past the bound the oldest runs are forgotten, which costs at
-/// most sending those lines back (the peer skips them as duplicates), never a loss.
-pub(crate) const MAX_RUNS: usize = 256;
+/// Most runs remembered per peer (24 bytes each: at most 768 bytes a session). Lines are
+/// appended in order, so what a peer gives us in bulk (a catch-up) forms long runs, which
+/// is where skipping them saves the most; lines scattered among other peers' form short
+/// runs that save little. Past the bound the oldest runs are forgotten, which costs at most
+/// sending those lines back (the peer skips them as duplicates), never a loss.
+pub(crate) const MAX_RUNS: usize = 32;
 
 /// Runs of our lines (first, last, and our check at the last line) that came from the peer,
 /// in order. A run is believed only while our journal still holds its last line with that
