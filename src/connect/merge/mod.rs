@@ -26,9 +26,12 @@
 //!
 //! let now = Instant::ZERO;
 //! let client_token = Token::new(&[b'B'; 16]).unwrap();
-//! let mut server_tokens = [Token::new(&[b'A'; 16]).unwrap()].into_iter();
+//! // The server's tokens: the key of its token index (drawn first, never sent), its local
+//! // token, then the resumption secret it offers once connected. Use a cryptographic source.
+//! let mut server_tokens = [[b'K'; 16], [b'A'; 16], [b'R'; 16]].into_iter();
+//! let next = move || Token::new(&server_tokens.next().unwrap()).unwrap();
 //! let mut client = MergeClient::new(now, MergeClientConfig::default(), client_token).unwrap();
-//! let mut server = MergeServer::new(MergeServerConfig::default(), move || server_tokens.next().unwrap());
+//! let mut server = MergeServer::new(MergeServerConfig::default(), next);
 //!
 //! // The client asks for a transport; the caller connects it (link 1 on both sides).
 //! assert_eq!(client.poll_output(), Output::Open(tether::Channel::Main));
@@ -54,6 +57,8 @@
 
 mod client;
 mod codec;
+mod ended;
+mod index;
 mod node;
 mod server;
 mod snapshot;
@@ -61,9 +66,10 @@ mod snapshot;
 pub use crate::session::{EndReason, Event, Outcome, SessionConfig};
 pub use crate::token::TokenSource;
 pub use client::{MergeClient, MergeClientCommand, MergeClientEvent, MergeClientNotice};
+pub use ended::EndedBy;
 pub use node::{NodeView, Status, Step, TRANSITIONS};
 pub use server::{MergeServer, MergeServerCommand, MergeServerEvent, MergeServerNotice, SessionId};
-pub use snapshot::{MergeClientSnapshot, MergeSessionSnapshot};
+pub use snapshot::{MergeClientSnapshot, MergeEndedSnapshot, MergeSessionSnapshot, Tombstone};
 
 use crate::driver::{HasOrigin, Origin};
 use crate::tables::NoTransition;
@@ -105,7 +111,8 @@ pub enum MergeError {
     /// for a formal disconnection.
     #[error("in dop's encoding this message would read as a formal disconnection")]
     AmbiguousDopMessage,
-    /// TOKEN, RESUME, DISCONNECT and CONN_FAILED belong to the machine, not the application.
+    /// TOKEN, RESUME, DISCONNECT, SECRET and CONN_FAILED belong to the machine, not the
+    /// application.
     #[error("this message is reserved to the connection machine")]
     Reserved,
     /// A local token from the caller cannot be used in the configured encoding.
@@ -212,9 +219,11 @@ pub struct MergeServerConfig {
     /// How long a RECONNECTING session is kept for its client to resume (dop: forever).
     /// Default: 60 s.
     pub resume_grace: Duration,
-    /// How long a formally disconnected session's token is remembered, to refuse it with
-    /// SESSION_ENDED rather than start a fresh session from it (at most `max_sessions`
-    /// tokens, oldest forgotten first). Default: 600 s.
+    /// How long a formally disconnected session's tombstone is remembered, to refuse its
+    /// secrets with SESSION_ENDED rather than start a fresh session from one. At most
+    /// `max_sessions` tombstones of sessions the application ended and as many of sessions
+    /// their clients ended, each part forgetting its oldest first, so that no peer can push
+    /// out the application's (see [`EndedBy`]). Default: 600 s.
     pub ended_memory: Duration,
     /// Most sessions (CONNECTED or RECONNECTING); past it a handshake is refused with
     /// SERVER_FULL. Default: 10 000.

@@ -3,21 +3,31 @@
 //! Every transport starts as a temporary node in OPEN (a *pending handshake*). It becomes a
 //! session when its handshake completes, or is dropped when its client resumes an existing
 //! RECONNECTING session, which adopts the transport. Sessions are named by a
-//! [`SessionId`] (a counter, never the secret token). Lookups by merged token go through an
-//! index of a 64-bit fingerprint of each session's merged token, then compare the
-//! candidates' whole tokens in constant time: a lookup costs the same with 10 sessions or
-//! 10,000 (one comparison per session made every handshake quadratic to fill).
+//! [`SessionId`] (a counter, never the secret token). Lookups by token go through an index
+//! of keyed 64-bit fingerprints ([`TokenKey`]) of each session's merged token and
+//! resumption secrets, then compare the candidates' whole tokens in constant time: a lookup
+//! costs the same with 10 sessions or 10,000 (one comparison per session made every
+//! handshake quadratic to fill), and no peer can forge collisions without the key.
+//!
+//! In tether's encoding a session's resumption secret rotates: the server offers a fresh
+//! one (SECRET) with every confirmation, at the first connect and at every resumption, and
+//! the client confirms it by sending it back. RESUME then takes the current secret (or the
+//! offered one, if the client got it but its confirmation was cut off); the secret it
+//! replaced is refused as ended, so a RESUME captured once cannot be replayed.
 
 use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
+use super::ended::{EndedBy, EndedSet};
+use super::index::TokenKey;
 use super::node::{Node, NodeView, Status, Step};
-use super::{EndReason, MergeError, MergeServerConfig, Outcome};
+use super::{Encoding, EndReason, MergeError, MergeServerConfig, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::endpoint::{Endpoint, SessionTimer, Timer};
 use crate::session::{AckFault, Event, SessionCore, Verdict};
 use crate::time::Instant;
 use crate::token::{Token, TokenSource};
 use crate::wire::{FailReason, Message};
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
 use bytes::Bytes;
 
 /// The server's name for a session: a counter, never reused, never secret.
@@ -67,10 +77,74 @@ struct LinkState {
     handshake: Option<Node>,
 }
 
-/// What a session holds beyond the shared session core: its node (SERVER1).
+/// What a session holds beyond the shared session core: its node (SERVER1) and the
+/// secrets that resume it.
 #[derive(Debug, Clone)]
 struct Session {
     node: Node,
+    secrets: Secrets,
+}
+
+/// The secrets a RESUME may present for a session. In dop's encoding `current` is the
+/// merged token for ever (dop has no message to change it).
+#[derive(Debug, Clone, Copy)]
+struct Secrets {
+    /// The secret the client is known to hold: the merged token until a first offer is
+    /// confirmed.
+    current: Token,
+    /// Offered with the last confirmation and not yet confirmed back. It resumes too: the
+    /// client may have received it and been cut off before its confirmation arrived.
+    offered: Option<Token>,
+    /// The secret `current` replaced: a RESUME with it is a replay (or a copy of the client
+    /// older than the rotation) and is refused as ended. Kept in the session, so that a
+    /// peer resuming in a loop evicts nothing of anyone else's.
+    retired: Option<Token>,
+}
+
+impl Secrets {
+    fn of(merged: Token) -> Secrets {
+        Secrets {
+            current: merged,
+            offered: None,
+            retired: None,
+        }
+    }
+
+    /// The client proved it holds `offered`: it becomes current, and current is retired.
+    fn promote(&mut self) {
+        if let Some(o) = self.offered.take() {
+            self.retired = Some(self.current);
+            self.current = o;
+        }
+    }
+}
+
+/// What a token is to a session, in the token index (ordered: a resumption prefers the
+/// first role that matches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Merged,
+    Current,
+    Offered,
+    Retired,
+}
+
+impl Session {
+    /// The session's tokens, each with its role.
+    fn tokens(&self) -> impl Iterator<Item = (Role, Token)> {
+        [
+            self.node.merged.map(|m| (Role::Merged, m)),
+            Some((Role::Current, self.secrets.current)),
+            self.secrets.offered.map(|t| (Role::Offered, t)),
+            self.secrets.retired.map(|t| (Role::Retired, t)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    fn token(&self, role: Role) -> Option<Token> {
+        self.tokens().find(|(r, _)| *r == role).map(|(_, t)| t)
+    }
 }
 
 /// The server side of the token-merge connection: many transports, many sessions.
@@ -123,24 +197,31 @@ pub struct MergeServer<S> {
     tokens: S,
     /// Transports, sessions, their cores and every handshake, expiry and liveness timer.
     endpoint: Endpoint<SessionId, LinkState, Session>,
-    /// Every session with a merged token, by the token's [`fingerprint`].
-    by_token: BTreeSet<(u64, SessionId)>,
-    /// Merged tokens of ended sessions, oldest first, with when they are forgotten.
-    ended: VecDeque<(Token, Instant)>,
+    /// Every token of every session (merged token, secrets), by keyed fingerprint.
+    by_token: BTreeSet<(u64, SessionId, Role)>,
+    /// The key of every fingerprint, drawn from the token source at creation.
+    key: TokenKey,
+    /// Tombstones of formally ended sessions.
+    ended: EndedSet,
     next_id: u64,
     outbox: Outbox<MergeServerEvent>,
     now: Instant,
 }
 
 impl<S: TokenSource> MergeServer<S> {
-    /// An empty registry drawing local tokens from `tokens`.
-    pub fn new(cfg: MergeServerConfig, tokens: S) -> Self {
+    /// An empty registry drawing tokens from `tokens`: the first one at once, as the key of
+    /// its token index (never sent: it keeps peers from forging index collisions), then a
+    /// local token for every transport and, in tether's encoding, a resumption secret for
+    /// every confirmation.
+    pub fn new(cfg: MergeServerConfig, mut tokens: S) -> Self {
+        let key = TokenKey::from_token(&tokens.next_token());
         MergeServer {
             endpoint: Endpoint::new(cfg.max_pending),
+            ended: EndedSet::new(cfg.max_sessions),
             cfg,
             tokens,
             by_token: BTreeSet::new(),
-            ended: VecDeque::new(),
+            key,
             next_id: 1,
             outbox: Outbox::new(),
             now: Instant::ZERO,
@@ -224,7 +305,7 @@ impl<S: TokenSource> MergeServer<S> {
         self.endpoint.pending_count()
     }
 
-    /// Ended sessions' tokens still remembered.
+    /// Formally ended sessions still remembered (their tombstones).
     pub fn ended_count(&self) -> usize {
         self.ended.len()
     }
@@ -237,7 +318,7 @@ impl<S: TokenSource> MergeServer<S> {
     fn deadline(&self) -> Option<Instant> {
         earliest([
             self.endpoint.next_deadline(),
-            self.ended.front().map(|e| e.1),
+            self.ended.next_deadline(),
         ])
     }
 
@@ -253,29 +334,73 @@ impl<S: TokenSource> MergeServer<S> {
         }
     }
 
-    /// The session whose merged token is `m`: the sessions whose tokens share its
-    /// fingerprint, each compared in constant time (all of them, no early exit).
-    fn find(&self, m: &Token) -> Option<SessionId> {
-        let f = fingerprint(m);
-        let mut found = None;
-        for &(_, id) in self
-            .by_token
-            .range((f, SessionId(0))..=(f, SessionId(u64::MAX)))
-        {
-            if self
-                .endpoint
-                .get(id)
-                .and_then(|s| s.state.node.merged)
-                .is_some_and(|t| t == *m)
-            {
-                found = Some(id);
+    /// The session holding `t`, and as what: every token sharing its fingerprint is
+    /// compared in constant time (all of them, no early exit). Of several matches, the
+    /// first role wins.
+    fn lookup(&self, t: &Token, roles: &[Role]) -> Option<(SessionId, Role)> {
+        let f = self.key.fingerprint(t);
+        let mut found: Option<(SessionId, Role)> = None;
+        let all = (f, SessionId(0), Role::Merged)..=(f, SessionId(u64::MAX), Role::Retired);
+        for &(_, id, role) in self.by_token.range(all) {
+            let held = self.endpoint.get(id).and_then(|s| s.state.token(role));
+            let hit = held.is_some_and(|h| h == *t) && roles.contains(&role);
+            let better = match found {
+                None => true,
+                Some((_, r)) => role < r,
+            };
+            if hit && better {
+                found = Some((id, role));
             }
         }
         found
     }
 
+    /// The session whose merged token is `m`.
+    fn find(&self, m: &Token) -> Option<SessionId> {
+        self.lookup(m, &[Role::Merged]).map(|(id, _)| id)
+    }
+
+    /// The session a RESUME presenting `x` names, and whether `x` is its current, offered
+    /// or retired secret.
+    fn find_secret(&self, x: &Token) -> Option<(SessionId, Role)> {
+        self.lookup(x, &[Role::Current, Role::Offered, Role::Retired])
+    }
+
     fn is_ended(&self, m: &Token) -> bool {
-        self.ended.iter().fold(false, |acc, (t, _)| acc | (t == m))
+        self.ended.contains(&self.key, m)
+    }
+
+    /// Puts every token of a session in the index (after it is made or its secrets move).
+    fn index(&mut self, id: SessionId) {
+        if let Some(s) = self.endpoint.get(id) {
+            for (role, t) in s.state.tokens() {
+                self.by_token.insert((self.key.fingerprint(&t), id, role));
+            }
+        }
+    }
+
+    /// Takes every token of a session out of the index (before it goes or its secrets move).
+    fn unindex(&mut self, id: SessionId) {
+        if let Some(s) = self.endpoint.get(id) {
+            for (role, t) in s.state.tokens() {
+                self.by_token.remove(&(self.key.fingerprint(&t), id, role));
+            }
+        }
+    }
+
+    /// A fresh resumption secret to offer with a confirmation: tether's encoding only
+    /// (`None` in dop's, which has no message to carry it). Refused if the caller's source
+    /// gave a token too short to be a secret.
+    fn fresh_secret(&mut self) -> Result<Option<Token>, FailReason> {
+        if self.cfg.encoding != Encoding::Tether {
+            return Ok(None);
+        }
+        let t = self.tokens.next_token();
+        if t.is_secure() {
+            Ok(Some(t))
+        } else {
+            Err(FailReason::Refused)
+        }
     }
 
     fn on_opened(&mut self, link: Link) -> Result<(), MergeError> {
@@ -386,7 +511,7 @@ impl<S: TokenSource> MergeServer<S> {
             // anything else token-shaped is the client's local token; in PRECONNECTED only
             // the same token again is acceptable.
             Incoming::Text(text) => match (node.status, dop_token(&text)) {
-                (Status::Open, Some(t)) if self.find(&t).is_some() || self.is_ended(&t) => {
+                (Status::Open, Some(t)) if self.find_secret(&t).is_some() || self.is_ended(&t) => {
                     Incoming::Resume(t)
                 }
                 (_, Some(t)) => Incoming::Token(t),
@@ -425,8 +550,12 @@ impl<S: TokenSource> MergeServer<S> {
     }
 
     fn resume(&mut self, link: Link, m: Token) {
-        match self.find(&m) {
-            Some(id) => {
+        match self.find_secret(&m) {
+            // A secret this session's rotation replaced: a replay of a captured RESUME (or
+            // a copy of the client older than the rotation). The session is untouched; for
+            // the holder of this secret it is over.
+            Some((_, Role::Retired)) => self.refuse(link, FailReason::SessionEnded),
+            Some((id, role)) => {
                 if let Some(old) = self.endpoint.take_over(id) {
                     // Takeover: the client proved the session on a new transport while the
                     // old one still looks open here (a half-open link after NAT rebinding
@@ -435,7 +564,7 @@ impl<S: TokenSource> MergeServer<S> {
                     self.outbox.close(old);
                     self.lose(id);
                 }
-                self.adopt(id, link);
+                self.adopt(id, link, m, role == Role::Offered);
             }
             None if self.is_ended(&m) => self.refuse(link, FailReason::SessionEnded),
             None => {
@@ -454,25 +583,41 @@ impl<S: TokenSource> MergeServer<S> {
         }
     }
 
-    /// SERVER1 takes the transport of SERVER2, which is dropped; CONNECTED; echo the merged
-    /// token; replay what the client missed.
-    fn adopt(&mut self, id: SessionId, link: Link) {
+    /// SERVER1 takes the transport of SERVER2, which is dropped; CONNECTED; echo the secret
+    /// the client presented (dop: the merged token), offer the next one (tether's
+    /// encoding); replay what the client missed.
+    fn adopt(&mut self, id: SessionId, link: Link, presented: Token, was_offered: bool) {
         if self.handshake_mut(link).is_none() {
             return;
         }
+        let offer = match self.fresh_secret() {
+            Ok(offer) => offer,
+            Err(reason) => return self.refuse(link, reason),
+        };
         let Some(s) = self.endpoint.get_mut(id) else {
             return;
         };
         if s.state.node.apply(Step::Resumed).is_err() {
             return self.refuse(link, FailReason::NotResumable);
         }
-        let merged = s.state.node.merged;
+        self.unindex(id);
+        if let Some(s) = self.endpoint.get_mut(id) {
+            if was_offered {
+                // Presenting the offered secret proves the client holds it.
+                s.state.secrets.promote();
+            }
+            // An offer never confirmed is dropped: the client presented the current secret,
+            // so it never got that offer.
+            s.state.secrets.offered = offer;
+        }
+        self.index(id);
         self.endpoint.attach(id, link);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             r.state.handshake = None;
         }
-        if let Some(m) = merged {
-            codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &m);
+        codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &presented);
+        if let Some(offer) = offer {
+            codec::send_secret(&mut self.outbox, self.cfg.encoding, link, &offer);
         }
         self.outbox.event(Event::Up {
             session: id,
@@ -510,12 +655,25 @@ impl<S: TokenSource> MergeServer<S> {
         if node.apply(Step::Confirmed).is_err() {
             return self.refuse(link, FailReason::UnexpectedMessage);
         }
+        let offered = match self.fresh_secret() {
+            Ok(offer) => offer,
+            Err(reason) => return self.refuse(link, reason),
+        };
         let id = SessionId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
-        self.by_token.insert((fingerprint(&merged), id));
+        if let Some(offer) = offered {
+            // The first secret: until the client confirms it, the merged token still
+            // resumes (a cut may come before the offer arrives).
+            codec::send_secret(&mut self.outbox, self.cfg.encoding, link, &offer);
+        }
         let mut core = self.new_core();
         let _ = core.link_up(&mut self.outbox, link, false, true, self.now);
-        self.endpoint.insert(id, core, Session { node });
+        let secrets = Secrets {
+            offered,
+            ..Secrets::of(merged)
+        };
+        self.endpoint.insert(id, core, Session { node, secrets });
+        self.index(id);
         self.endpoint.attach(id, link);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             r.state.handshake = None;
@@ -569,6 +727,23 @@ impl<S: TokenSource> MergeServer<S> {
                 }
             }
             Incoming::Disconnect(_) => self.session_fault(id, FailReason::WrongToken),
+            // The client confirms the secret offered with the last confirmation: from now
+            // on only that one resumes, and the one it replaces is refused.
+            Incoming::Secret(t) => {
+                let offered = self
+                    .endpoint
+                    .get(id)
+                    .and_then(|s| s.state.secrets.offered);
+                if offered.is_some_and(|o| o == t) {
+                    self.unindex(id);
+                    if let Some(s) = self.endpoint.get_mut(id) {
+                        s.state.secrets.promote();
+                    }
+                    self.index(id);
+                } else {
+                    self.session_fault(id, FailReason::WrongToken);
+                }
+            }
             // The client found the session diverged on resuming it (our copy of it is
             // older, or its own is): it cannot continue here either.
             Incoming::Failed(FailReason::Diverged) => self.end(id, EndReason::Diverged),
@@ -627,29 +802,32 @@ impl<S: TokenSource> MergeServer<S> {
         self.outbox.event(Event::Down { session: id });
     }
 
-    /// Removes a session for good (remembering a formally disconnected one's token).
+    /// Removes a session for good (leaving a tombstone of a formally disconnected one).
     fn end(&mut self, id: SessionId, reason: EndReason) {
+        self.unindex(id);
         let Some(mut s) = self.endpoint.remove(id) else {
             return;
         };
         let undelivered = s.core.end();
-        if let Some(m) = s.state.node.merged {
-            self.by_token.remove(&(fingerprint(&m), id));
-        }
         if let Some(link) = s.link {
             self.outbox.close(link);
         }
         // Only a formal disconnection is remembered: an expired session's client is
-        // welcome back, as a fresh session (the result says so).
-        let formal = matches!(
-            reason,
-            EndReason::LocalDisconnect | EndReason::PeerDisconnect
-        );
-        if let Some(m) = s.state.node.merged.filter(|_| formal) {
-            if self.ended.len() >= self.cfg.max_sessions.max(1) {
-                self.ended.pop_front();
-            }
-            self.ended.push_back((m, self.now + self.cfg.ended_memory));
+        // welcome back, as a fresh session (the result says so). The tombstone holds the
+        // secrets that could still resume it.
+        let by = match reason {
+            EndReason::LocalDisconnect => Some(EndedBy::Application),
+            EndReason::PeerDisconnect => Some(EndedBy::Peer),
+            _ => None,
+        };
+        if let Some(by) = by {
+            let secrets = s.state.secrets;
+            let tokens: Vec<Token> = [Some(secrets.current), secrets.offered]
+                .into_iter()
+                .flatten()
+                .collect();
+            let at = self.now + self.cfg.ended_memory;
+            self.ended.insert(&self.key, tokens, at, by);
         }
         self.outbox.event(Event::Ended {
             session: id,
@@ -688,9 +866,7 @@ impl<S: TokenSource> MergeServer<S> {
                 Timer::Session(_, SessionTimer::Profile) => {}
             }
         }
-        while self.ended.front().is_some_and(|e| e.1 <= now) {
-            self.ended.pop_front();
-        }
+        self.ended.expire(&self.key, now);
     }
 
     fn on_command(&mut self, cmd: MergeServerCommand) -> Result<(), MergeError> {
@@ -769,19 +945,6 @@ impl<S: TokenSource> Machine for MergeServer<S> {
     fn is_closed(&self) -> bool {
         false
     }
-}
-
-/// A 64-bit fingerprint of a merged token (FNV-1a), to index sessions by token.
-///
-/// Not a secret and not keyed (tether draws no randomness): what an attacker could learn
-/// from the timing of the index walk is at most the ordering of fingerprints, 64 bits
-/// about tokens of at least 32 bytes (two tokens of at least 16 merged) that still have to
-/// be matched whole, in constant time. Crafted collisions only bring a lookup back to one
-/// constant-time comparison per colliding session, the cost every lookup had before.
-fn fingerprint(t: &Token) -> u64 {
-    t.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[path = "server_handover.rs"]

@@ -2,8 +2,9 @@
 //! to another registry, in another process.
 
 use super::*;
-use crate::connect::merge::MergeSessionSnapshot;
+use crate::connect::merge::{MergeEndedSnapshot, MergeSessionSnapshot, Tombstone};
 use crate::snapshot::ImportError;
+use crate::time::Duration;
 
 impl<S: TokenSource> MergeServer<S> {
     /// One session's durable state, to hand it over to another server: tokens, status,
@@ -29,11 +30,15 @@ impl<S: TokenSource> MergeServer<S> {
             ),
         };
         let (acked, received, queue) = s.core.snapshot();
+        let secrets = s.state.secrets;
         Some(MergeSessionSnapshot {
             status,
             local: s.state.node.local,
             remote: s.state.node.remote,
             merged,
+            secret: secrets.current,
+            offered: secrets.offered,
+            retired: secrets.retired,
             queue,
             acked,
             received,
@@ -47,10 +52,8 @@ impl<S: TokenSource> MergeServer<S> {
     pub fn take_session(&mut self, now: Instant, id: SessionId) -> Option<MergeSessionSnapshot> {
         let snap = self.export_session(now, id)?;
         self.now = self.now.max(now);
+        self.unindex(id);
         if let Some(s) = self.endpoint.remove(id) {
-            if let Some(m) = s.state.node.merged {
-                self.by_token.remove(&(fingerprint(&m), id));
-            }
             if let Some(link) = s.link {
                 self.outbox.close(link);
             }
@@ -64,9 +67,11 @@ impl<S: TokenSource> MergeServer<S> {
     /// CONNECTED). Its client resumes it with RESUME as after any lost transport.
     ///
     /// Refused, leaving the registry as it was, when the registry is full
-    /// ([`ImportError::Full`]), when a session holds the same merged token (imported
-    /// twice: [`ImportError::DuplicateToken`]), when that token ended formally here, when
-    /// the queue is over `max_queue`, or when a token does not suit the encoding.
+    /// ([`ImportError::Full`]), when a session holds the same merged token or secret
+    /// (imported twice: [`ImportError::DuplicateToken`]), when one of its secrets ended
+    /// formally here ([`ImportError::Ended`]: a tombstone, kept or imported with
+    /// [`MergeServer::import_ended`]), when the queue is over `max_queue`, or when a token
+    /// does not suit the encoding.
     ///
     /// The next deadline may be earlier: poll the output after an import.
     pub fn import_session(
@@ -77,10 +82,22 @@ impl<S: TokenSource> MergeServer<S> {
         if self.endpoint.session_count() >= self.cfg.max_sessions {
             return Err(ImportError::Full);
         }
-        if self.find(&snap.merged).is_some() {
+        let secrets = [Some(snap.secret), snap.offered]
+            .into_iter()
+            .flatten()
+            .chain(snap.retired);
+        if self.find(&snap.merged).is_some()
+            || secrets.clone().any(|t| self.find_secret(&t).is_some())
+        {
             return Err(ImportError::DuplicateToken);
         }
-        if self.is_ended(&snap.merged) {
+        // The merged token and the secrets that resume it: a tombstone of any of them says
+        // the session ended after this snapshot was taken.
+        if [snap.merged, snap.secret]
+            .into_iter()
+            .chain(snap.offered)
+            .any(|t| self.is_ended(&t))
+        {
             return Err(ImportError::Ended);
         }
         if snap.queue.len() > self.cfg.max_queue {
@@ -91,6 +108,7 @@ impl<S: TokenSource> MergeServer<S> {
         }
         if codec::check_local(self.cfg.encoding, &snap.local).is_err()
             || codec::check_local(self.cfg.encoding, &snap.merged).is_err()
+            || secrets.clone().any(|t| codec::check_local(self.cfg.encoding, &t).is_err())
         {
             return Err(ImportError::BadToken);
         }
@@ -109,12 +127,64 @@ impl<S: TokenSource> MergeServer<S> {
                     remote: snap.remote,
                     merged: Some(snap.merged),
                 },
+                secrets: Secrets {
+                    current: snap.secret,
+                    offered: snap.offered,
+                    retired: snap.retired,
+                },
             },
         );
-        self.by_token.insert((fingerprint(&snap.merged), id));
+        self.index(id);
         let left = snap.expires_in.unwrap_or(self.cfg.resume_grace);
         self.endpoint
             .set_timer(id, SessionTimer::Expire, Some(now + left));
         Ok(id)
+    }
+}
+
+impl<S: TokenSource> MergeServer<S> {
+    /// The tombstones of formally ended sessions, with their time left from `now`: persist
+    /// them with the sessions' snapshots, so that a restarted server that imports an older
+    /// snapshot of a session that has since ended refuses it
+    /// ([`MergeServer::import_ended`], then [`MergeServer::import_session`]).
+    pub fn export_ended(&self, now: Instant) -> MergeEndedSnapshot {
+        MergeEndedSnapshot {
+            tombstones: self
+                .ended
+                .export(now)
+                .into_iter()
+                .map(|(secrets, forget_in, ended_by)| Tombstone {
+                    secrets,
+                    forget_in,
+                    ended_by,
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes over tombstones exported by [`MergeServer::export_ended`] (this server's own
+    /// before a restart, or another's of the fleet). Import them before the sessions:
+    /// [`MergeServer::import_session`] refuses a session whose secrets have a tombstone
+    /// ([`ImportError::Ended`]). A session already here that one of them names is left as
+    /// it is. Each part of the ended set keeps its bound (`max_sessions`, the soonest
+    /// forgotten first); tombstones with no time left, or with a secret unusable in this
+    /// encoding, are skipped. Returns how many were taken.
+    pub fn import_ended(&mut self, now: Instant, snap: &MergeEndedSnapshot) -> usize {
+        self.now = self.now.max(now);
+        let mut taken = 0;
+        for t in &snap.tombstones {
+            let usable = t
+                .secrets
+                .iter()
+                .all(|s| codec::check_local(self.cfg.encoding, s).is_ok());
+            if t.forget_in == Duration::ZERO || t.secrets.is_empty() || !usable {
+                continue;
+            }
+            let secrets: Vec<Token> = t.secrets.iter().take(2).copied().collect();
+            self.ended
+                .insert(&self.key, secrets, now + t.forget_in, t.ended_by);
+            taken += 1;
+        }
+        taken
     }
 }

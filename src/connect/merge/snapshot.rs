@@ -1,6 +1,7 @@
 //! Snapshots of token-merge sessions (docs/PROTOCOL.md section 8): what a server or client
 //! needs to take a session over in another process. See [`crate::snapshot`].
 
+use super::ended::EndedBy;
 use super::node::Status;
 use crate::snapshot::{
     bad_field, kind, put_opt_duration, put_opt_token, put_queue, read_opt_duration, read_opt_token,
@@ -25,8 +26,16 @@ pub struct MergeSessionSnapshot {
     pub local: Token,
     /// The client's token, as received in the handshake.
     pub remote: Option<Token>,
-    /// The merged session token: what the client resumes with.
+    /// The merged session token: the session's name in every process (it never changes).
     pub merged: Token,
+    /// The resumption secret the client is known to hold: what its RESUME presents. In
+    /// tether's encoding it rotates (the merged token until the first offer is confirmed);
+    /// in dop's it is the merged token.
+    pub secret: Token,
+    /// A secret offered to the client and not yet confirmed back; it resumes too.
+    pub offered: Option<Token>,
+    /// The secret `secret` replaced: a RESUME presenting it is refused as ended.
+    pub retired: Option<Token>,
     /// Messages held for the client, oldest first: sent and not acknowledged, or queued
     /// while it was away. In tether's encoding they are numbered from `acked + 1` and
     /// replayed after the resumption.
@@ -56,6 +65,9 @@ pub struct MergeClientSnapshot {
     pub remote: Option<Token>,
     /// The merged session token.
     pub merged: Token,
+    /// The resumption secret the client presents in its next RESUME: the last one the
+    /// server offered (tether's encoding), or the merged token.
+    pub secret: Token,
     /// Messages held for the server, oldest first: sent and not acknowledged, or queued
     /// while not connected (numbered from `acked + 1` in tether's encoding).
     pub queue: Vec<Message>,
@@ -83,74 +95,68 @@ fn read_status(r: &mut Reader) -> Result<Status, SnapshotError> {
     }
 }
 
-/// Body: `[STATUS u8][LOCAL token][REMOTE opt token][MERGED token][TIME opt u64 µs][QUEUE]
-/// [ACKED u64][RECEIVED u64]`.
-// One writer for both snapshot kinds: the fields are the body's, in order.
-#[allow(clippy::too_many_arguments)]
-fn put_common(
-    out: &mut BytesMut,
-    status: Status,
-    local: &Token,
-    remote: Option<&Token>,
-    merged: &Token,
-    time: Option<Duration>,
-    queue: &[Message],
-    counters: (u64, u64),
-) {
+/// The body's head: `[STATUS u8][LOCAL token][REMOTE opt token][MERGED token]
+/// [SECRET token]`; the server's then has `[OFFERED opt token][RETIRED opt token]`.
+fn put_head(out: &mut BytesMut, status: Status, tokens: [&Token; 2], remote: Option<&Token>) {
+    let [local, merged] = tokens;
     put_status(out, status);
     put_token(out, local);
     put_opt_token(out, remote);
     put_token(out, merged);
+}
+
+/// The body's tail: `[TIME opt u64 µs][QUEUE][ACKED u64][RECEIVED u64]`.
+fn put_tail(out: &mut BytesMut, time: Option<Duration>, queue: &[Message], counters: (u64, u64)) {
     put_opt_duration(out, time);
     put_queue(out, queue.iter());
     out.put_u64(counters.0);
     out.put_u64(counters.1);
 }
 
-type Common = (
-    Status,
-    Token,
-    Option<Token>,
-    Token,
-    Option<Duration>,
-    Vec<Message>,
-    (u64, u64),
-);
+type Head = (Status, Token, Option<Token>, Token);
+type Tail = (Option<Duration>, Vec<Message>, (u64, u64));
 
-fn read_common(r: &mut Reader) -> Result<Common, SnapshotError> {
+fn read_head(r: &mut Reader) -> Result<Head, SnapshotError> {
     let status = read_status(r)?;
     let local = r.token("local token")?;
     let remote = read_opt_token(r, "remote token")?;
     let merged = r.token("merged token")?;
+    Ok((status, local, remote, merged))
+}
+
+fn read_tail(r: &mut Reader) -> Result<Tail, SnapshotError> {
     let time = read_opt_duration(r, "time left")?;
     let queue = read_queue(r)?;
     let counters = (r.u64("acked")?, r.u64("received")?);
-    Ok((status, local, remote, merged, time, queue, counters))
+    Ok((time, queue, counters))
 }
 
 impl Snapshot for MergeSessionSnapshot {
     const KIND: u8 = kind::MERGE_SESSION;
 
     fn put_body(&self, out: &mut BytesMut) {
-        put_common(
-            out,
-            self.status,
-            &self.local,
-            self.remote.as_ref(),
-            &self.merged,
-            self.expires_in,
-            &self.queue,
-            (self.acked, self.received),
-        );
+        let tokens = [&self.local, &self.merged];
+        put_head(out, self.status, tokens, self.remote.as_ref());
+        put_token(out, &self.secret);
+        put_opt_token(out, self.offered.as_ref());
+        put_opt_token(out, self.retired.as_ref());
+        put_tail(out, self.expires_in, &self.queue, (self.acked, self.received));
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
-        let (status, local, remote, merged, expires_in, queue, (acked, received)) = read_common(r)?;
+        let (status, local, remote, merged) = read_head(r)?;
+        let secret = r.token("secret")?;
+        let offered = read_opt_token(r, "offered secret")?;
+        let retired = read_opt_token(r, "retired secret")?;
+        let (expires_in, queue, (acked, received)) = read_tail(r)?;
         Ok(MergeSessionSnapshot {
             status,
             local,
             remote,
             merged,
+            secret,
+            offered,
+            retired,
             queue,
             acked,
             received,
@@ -163,25 +169,22 @@ impl Snapshot for MergeClientSnapshot {
     const KIND: u8 = kind::MERGE_CLIENT;
 
     fn put_body(&self, out: &mut BytesMut) {
-        put_common(
-            out,
-            self.status,
-            &self.local,
-            self.remote.as_ref(),
-            &self.merged,
-            self.give_up_in,
-            &self.queue,
-            (self.acked, self.received),
-        );
+        let tokens = [&self.local, &self.merged];
+        put_head(out, self.status, tokens, self.remote.as_ref());
+        put_token(out, &self.secret);
+        put_tail(out, self.give_up_in, &self.queue, (self.acked, self.received));
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
-        let (status, local, remote, merged, give_up_in, queue, (acked, received)) = read_common(r)?;
+        let (status, local, remote, merged) = read_head(r)?;
+        let secret = r.token("secret")?;
+        let (give_up_in, queue, (acked, received)) = read_tail(r)?;
         Ok(MergeClientSnapshot {
             status,
             local,
             remote,
             merged,
+            secret,
             queue,
             acked,
             received,
@@ -190,5 +193,88 @@ impl Snapshot for MergeClientSnapshot {
     }
 }
 
+/// A token-merge server's tombstones of formally ended sessions, as
+/// [`MergeServer::export_ended`](super::MergeServer::export_ended) gives them: persist it
+/// beside the sessions' snapshots (after every round in which a session ended formally),
+/// and import it into a restarted server before the sessions
+/// ([`MergeServer::import_ended`](super::MergeServer::import_ended)), so that a session
+/// that ended cannot come back from an older snapshot of it.
+///
+/// Holds the secrets of ended sessions (they resume nothing, but a tombstone forgotten
+/// too early lets their holder start a fresh session from one): store it as the sessions'
+/// snapshots are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MergeEndedSnapshot {
+    /// One per ended session.
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// One formally ended session: the secrets that would have resumed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The secrets (one or two: the current one, and one offered but not yet confirmed).
+    pub secrets: Vec<Token>,
+    /// How long it had left before it would be forgotten, from the export's `now`.
+    pub forget_in: Duration,
+    /// Who ended the session.
+    pub ended_by: EndedBy,
+}
+
+/// Most secrets a tombstone holds (current and offered).
+const TOMBSTONE_SECRETS: u8 = 2;
+
+impl Snapshot for MergeEndedSnapshot {
+    const KIND: u8 = kind::MERGE_ENDED;
+
+    /// `[COUNT u32]`, then each tombstone `[BY u8: 0 application, 1 peer][LEFT u64 µs]
+    /// [N u8: 1..=2] N x token`.
+    fn put_body(&self, out: &mut BytesMut) {
+        out.put_u32(u32::try_from(self.tombstones.len()).unwrap_or(u32::MAX));
+        for t in &self.tombstones {
+            out.put_u8(match t.ended_by {
+                EndedBy::Application => 0,
+                EndedBy::Peer => 1,
+            });
+            out.put_u64(t.forget_in.as_micros());
+            let n = t.secrets.len().min(usize::from(TOMBSTONE_SECRETS));
+            // At most 2, so the cast cannot truncate.
+            out.put_u8(n as u8);
+            for s in t.secrets.iter().take(n) {
+                put_token(out, s);
+            }
+        }
+    }
+
+    /// Memory stays bounded by the input: every tombstone takes at least 11 bytes of it,
+    /// and nothing is reserved from the announced count.
+    fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
+        let count = r.u32("tombstone count")?;
+        let mut tombstones = Vec::new();
+        for _ in 0..count {
+            let ended_by = match r.u8("ended by")? {
+                0 => EndedBy::Application,
+                1 => EndedBy::Peer,
+                _ => return Err(bad_field("ended by", "0 (application) or 1 (peer)")),
+            };
+            let forget_in = Duration::from_micros(r.u64("forget in")?);
+            let n = r.u8("secret count")?;
+            if n == 0 || n > TOMBSTONE_SECRETS {
+                return Err(bad_field("secret count", "a tombstone holds 1 or 2 secrets"));
+            }
+            let mut secrets = Vec::new();
+            for _ in 0..n {
+                secrets.push(r.token("ended secret")?);
+            }
+            tombstones.push(Tombstone {
+                secrets,
+                forget_in,
+                ended_by,
+            });
+        }
+        Ok(MergeEndedSnapshot { tombstones })
+    }
+}
+
 crate::snapshot::inherent_codec!(MergeSessionSnapshot);
 crate::snapshot::inherent_codec!(MergeClientSnapshot);
+crate::snapshot::inherent_codec!(MergeEndedSnapshot);
