@@ -1,5 +1,6 @@
-//! Tombstones of formally ended sessions: the secrets that would have resumed them, refused
-//! with SESSION_ENDED for `ended_memory`.
+//! Tombstones of formally ended sessions: what would have resumed them (the merged token,
+//! and the locator every secret of the session carries), refused with SESSION_ENDED for
+//! `ended_memory`.
 //!
 //! Indexed by keyed fingerprint ([`TokenKey`]): a lookup costs O(log n) and one
 //! constant-time comparison per candidate, with 10 tombstones or 20,000 (the linear scan it
@@ -20,8 +21,8 @@
 //!   gets, a fresh, empty session (the server's own new token merged in), never the ended
 //!   session's state or messages.
 //!
-//! Secrets replaced by a rotation are not kept here but in their live session (the one it
-//! replaced), so a peer that resumes in a loop evicts nothing of anyone else's.
+//! Secrets left behind by a rotation are not kept here: their live session refuses them
+//! (each secret carries its generation), so a peer that resumes in a loop adds nothing.
 
 use super::index::TokenKey;
 use crate::time::{Duration, Instant};
@@ -48,7 +49,7 @@ impl EndedBy {
     }
 }
 
-/// One ended session: the secrets that could have resumed it.
+/// One ended session: the tokens that could have resumed it.
 #[derive(Debug, Clone)]
 struct Tomb {
     secrets: Vec<Token>,
@@ -85,7 +86,7 @@ impl EndedSet {
         self.tombs.len()
     }
 
-    /// Whether `t` is a secret of an ended session: every candidate with its fingerprint is
+    /// Whether `t` is a token of an ended session: every candidate with its fingerprint is
     /// compared, in constant time, with no early exit.
     pub fn contains(&self, key: &TokenKey, t: &Token) -> bool {
         let f = key.fingerprint(t);
@@ -97,7 +98,7 @@ impl EndedSet {
             })
     }
 
-    /// Remembers an ended session's secrets until `forget_at`; past the bound of its part,
+    /// Remembers an ended session's tokens until `forget_at`; past the bound of its part,
     /// the tombstone of that part that would be forgotten soonest goes first.
     pub fn insert(&mut self, key: &TokenKey, secrets: Vec<Token>, forget_at: Instant, by: EndedBy) {
         if secrets.is_empty() {

@@ -43,6 +43,86 @@ impl TokenKey {
     }
 }
 
+/// Bytes of a resumption secret: `[LOCATOR u64][GENERATION u32][TAG 16 bytes]`.
+pub(crate) const SECRET_LEN: usize = 28;
+
+/// A session's resumption secrets (tether's encoding), all derived from one key the server
+/// draws for the session from the caller's token source. Generation `g`'s secret is
+/// `[LOCATOR][g][TAG]`: the locator (derived from the key) names the session in the
+/// server's index, and the tag (SipHash-2-4 of `g` under the key, twice, with two domain
+/// bytes: 128 bits) proves the secret was issued by a holder of the key. Deriving rather
+/// than drawing each secret is what lets a server restored from an older copy of its
+/// sessions still check the newer secrets its clients present (its copy holds the key and
+/// an older oldest-accepted generation), and a secret older than the oldest accepted one is
+/// refused wherever the session lives.
+#[derive(Clone, Copy)]
+pub(crate) struct SecretKey {
+    key: TokenKey,
+}
+
+impl core::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+impl SecretKey {
+    pub fn from_token(t: &Token) -> SecretKey {
+        SecretKey {
+            key: TokenKey::from_token(t),
+        }
+    }
+
+    /// The session's name in the index: not secret on its own (it travels inside every
+    /// secret), but a peer can neither choose it nor forge a tag for it.
+    pub fn locator(&self) -> u64 {
+        siphash24(self.key.k0, self.key.k1, b"locator", 0xff)
+    }
+
+    fn tag(&self, generation: u32) -> [u8; 16] {
+        let g = generation.to_be_bytes();
+        let mut tag = [0u8; 16];
+        tag[..8].copy_from_slice(&siphash24(self.key.k0, self.key.k1, &g, 0).to_be_bytes());
+        tag[8..].copy_from_slice(&siphash24(self.key.k0, self.key.k1, &g, 1).to_be_bytes());
+        tag
+    }
+
+    /// Generation `generation`'s secret.
+    pub fn secret(&self, generation: u32) -> Token {
+        let mut b = [0u8; SECRET_LEN];
+        b[..8].copy_from_slice(&self.locator().to_be_bytes());
+        b[8..12].copy_from_slice(&generation.to_be_bytes());
+        b[12..].copy_from_slice(&self.tag(generation));
+        Token::from_array(b)
+    }
+
+    /// The generation of `t` if it is a secret of this key (the tag compared in constant
+    /// time).
+    pub fn open(&self, t: &Token) -> Option<u32> {
+        let (loc, generation) = parse(t)?;
+        let expected = self.secret(generation);
+        (loc == self.locator() && expected == *t).then_some(generation)
+    }
+}
+
+/// The locator and generation a secret claims (not yet checked).
+pub(crate) fn parse(t: &Token) -> Option<(u64, u32)> {
+    let b = t.as_bytes();
+    if b.len() != SECRET_LEN {
+        return None;
+    }
+    let mut loc = [0u8; 8];
+    loc.copy_from_slice(&b[..8]);
+    let mut g = [0u8; 4];
+    g.copy_from_slice(&b[8..12]);
+    Some((u64::from_be_bytes(loc), u32::from_be_bytes(g)))
+}
+
+/// A locator as a token (8 bytes), for tombstones.
+pub(crate) fn locator_token(loc: u64) -> Token {
+    Token::from_array(loc.to_be_bytes())
+}
+
 /// SipHash-2-4 (Aumasson and Bernstein, 2012) of `data`, then one byte `domain` when it is
 /// not `0xff` (so that one key gives the two halves of a derived key).
 fn siphash24(k0: u64, k1: u64, data: &[u8], domain: u8) -> u64 {
@@ -113,6 +193,21 @@ mod tests {
         assert_eq!(siphash24(k0, k1, &[], 0xff), 0x726f_db47_dd0e_0e31);
         assert_eq!(siphash24(k0, k1, &msg, 0xff), 0xa129_ca61_49be_45e5);
         assert_eq!(siphash24(k0, k1, &msg[..8], 0xff), 0x93f5_f579_9a93_2462);
+    }
+
+    #[test]
+    fn secrets_open_only_under_their_key() {
+        let a = SecretKey::from_token(&Token::new(&[1; 16]).unwrap());
+        let b = SecretKey::from_token(&Token::new(&[2; 16]).unwrap());
+        let s = a.secret(7);
+        assert_eq!(s.len(), SECRET_LEN);
+        assert_eq!(parse(&s), Some((a.locator(), 7)));
+        assert_eq!(a.open(&s), Some(7));
+        assert_eq!(b.open(&s), None);
+        // Another generation under the same locator: the tag gives it away.
+        let mut forged = s.as_bytes().to_vec();
+        forged[11] = 8;
+        assert_eq!(a.open(&Token::new(&forged).unwrap()), None);
     }
 
     #[test]

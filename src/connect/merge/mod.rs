@@ -69,7 +69,9 @@ pub use client::{MergeClient, MergeClientCommand, MergeClientEvent, MergeClientN
 pub use ended::EndedBy;
 pub use node::{NodeView, Status, Step, TRANSITIONS};
 pub use server::{MergeServer, MergeServerCommand, MergeServerEvent, MergeServerNotice, SessionId};
-pub use snapshot::{MergeClientSnapshot, MergeEndedSnapshot, MergeSessionSnapshot, Tombstone};
+pub use snapshot::{
+    MergeClientSnapshot, MergeEndedSnapshot, MergeSecrets, MergeSessionSnapshot, Tombstone,
+};
 
 use crate::driver::{HasOrigin, Origin};
 use crate::tables::NoTransition;

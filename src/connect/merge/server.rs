@@ -17,7 +17,7 @@
 
 use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
 use super::ended::{EndedBy, EndedSet};
-use super::index::TokenKey;
+use super::index::{self, SecretKey, TokenKey};
 use super::node::{Node, NodeView, Status, Step};
 use super::{Encoding, EndReason, MergeError, MergeServerConfig, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
@@ -77,74 +77,92 @@ struct LinkState {
     handshake: Option<Node>,
 }
 
-/// What a session holds beyond the shared session core: its node (SERVER1) and the
-/// secrets that resume it.
+/// What a session holds beyond the shared session core: its node (SERVER1) and, in
+/// tether's encoding, what its resumption secrets derive from.
 #[derive(Debug, Clone)]
 struct Session {
     node: Node,
-    secrets: Secrets,
+    /// `None` in dop's encoding, which has no message to change the merged token: there it
+    /// is the only secret.
+    secrets: Option<Secrets>,
 }
 
-/// The secrets a RESUME may present for a session. In dop's encoding `current` is the
-/// merged token for ever (dop has no message to change it).
+/// A session's resumption secrets (tether's encoding): generation `g`'s secret is derived
+/// from one key drawn for the session ([`SecretKey`]). A fresh generation is offered with
+/// every confirmation (the first connect, every resumption); a RESUME presenting one older
+/// than `oldest` is a replay and is refused as ended.
 #[derive(Debug, Clone, Copy)]
 struct Secrets {
-    /// The secret the client is known to hold: the merged token until a first offer is
-    /// confirmed.
-    current: Token,
-    /// Offered with the last confirmation and not yet confirmed back. It resumes too: the
-    /// client may have received it and been cut off before its confirmation arrived.
-    offered: Option<Token>,
-    /// The secret `current` replaced: a RESUME with it is a replay (or a copy of the client
-    /// older than the rotation) and is refused as ended. Kept in the session, so that a
-    /// peer resuming in a loop evicts nothing of anyone else's.
-    retired: Option<Token>,
+    /// The key as drawn from the token source (snapshots carry it).
+    root: Token,
+    key: SecretKey,
+    /// The oldest generation that still resumes: the newest the client proved it holds
+    /// (by presenting it, or by confirming it).
+    oldest: u32,
+    /// The next generation to offer.
+    next: u32,
+    /// Whether the merged token still resumes: until the client presents or confirms a
+    /// first secret (a cut may come before the first offer arrives).
+    merged_resumes: bool,
 }
 
 impl Secrets {
-    fn of(merged: Token) -> Secrets {
+    fn new(root: Token) -> Secrets {
         Secrets {
-            current: merged,
-            offered: None,
-            retired: None,
+            root,
+            key: SecretKey::from_token(&root),
+            oldest: 0,
+            next: 0,
+            merged_resumes: true,
         }
     }
 
-    /// The client proved it holds `offered`: it becomes current, and current is retired.
-    fn promote(&mut self) {
-        if let Some(o) = self.offered.take() {
-            self.retired = Some(self.current);
-            self.current = o;
-        }
+    /// The client proved it holds generation `g`: nothing older resumes any more.
+    fn proven(&mut self, g: u32) {
+        self.oldest = self.oldest.max(g);
+        self.merged_resumes = false;
+        // A server restored from an older copy may see a generation it never offered.
+        self.next = self.next.max(g.saturating_add(1));
+    }
+
+    /// The next secret to offer.
+    fn offer(&mut self) -> Token {
+        let g = self.next;
+        self.next = self.next.saturating_add(1);
+        self.key.secret(g)
     }
 }
 
-/// What a token is to a session, in the token index (ordered: a resumption prefers the
-/// first role that matches).
+/// What a value in the token index is to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
+    /// The keyed fingerprint of its merged token.
     Merged,
-    Current,
-    Offered,
-    Retired,
+    /// The locator of its secrets.
+    Locator,
 }
 
 impl Session {
-    /// The session's tokens, each with its role.
-    fn tokens(&self) -> impl Iterator<Item = (Role, Token)> {
+    /// The session's index entries.
+    fn entries(&self, key: &TokenKey) -> impl Iterator<Item = (u64, Role)> {
         [
-            self.node.merged.map(|m| (Role::Merged, m)),
-            Some((Role::Current, self.secrets.current)),
-            self.secrets.offered.map(|t| (Role::Offered, t)),
-            self.secrets.retired.map(|t| (Role::Retired, t)),
+            self.node.merged.map(|m| (key.fingerprint(&m), Role::Merged)),
+            self.secrets.map(|k| (k.key.locator(), Role::Locator)),
         ]
         .into_iter()
         .flatten()
     }
+}
 
-    fn token(&self, role: Role) -> Option<Token> {
-        self.tokens().find(|(r, _)| *r == role).map(|(_, t)| t)
-    }
+/// What a RESUME presents, to the registry.
+enum Presented {
+    /// A session's secret (with its generation), or its merged token while that still
+    /// resumes it (always in dop's encoding).
+    Resumes(SessionId, Option<u32>),
+    /// A secret (or merged token) the session's rotation left behind: a replay.
+    Retired,
+    /// Nothing this registry holds.
+    Unknown,
 }
 
 /// The server side of the token-merge connection: many transports, many sessions.
@@ -197,7 +215,8 @@ pub struct MergeServer<S> {
     tokens: S,
     /// Transports, sessions, their cores and every handshake, expiry and liveness timer.
     endpoint: Endpoint<SessionId, LinkState, Session>,
-    /// Every token of every session (merged token, secrets), by keyed fingerprint.
+    /// Every session by the keyed fingerprint of its merged token, and by the locator of
+    /// its secrets.
     by_token: BTreeSet<(u64, SessionId, Role)>,
     /// The key of every fingerprint, drawn from the token source at creation.
     key: TokenKey,
@@ -334,70 +353,91 @@ impl<S: TokenSource> MergeServer<S> {
         }
     }
 
-    /// The session holding `t`, and as what: every token sharing its fingerprint is
-    /// compared in constant time (all of them, no early exit). Of several matches, the
-    /// first role wins.
-    fn lookup(&self, t: &Token, roles: &[Role]) -> Option<(SessionId, Role)> {
-        let f = self.key.fingerprint(t);
-        let mut found: Option<(SessionId, Role)> = None;
-        let all = (f, SessionId(0), Role::Merged)..=(f, SessionId(u64::MAX), Role::Retired);
-        for &(_, id, role) in self.by_token.range(all) {
-            let held = self.endpoint.get(id).and_then(|s| s.state.token(role));
-            let hit = held.is_some_and(|h| h == *t) && roles.contains(&role);
-            let better = match found {
-                None => true,
-                Some((_, r)) => role < r,
-            };
-            if hit && better {
-                found = Some((id, role));
+    /// The sessions filed under `value` as `role`.
+    fn candidates(&self, value: u64, role: Role) -> impl Iterator<Item = SessionId> + '_ {
+        self.by_token
+            .range((value, SessionId(0), role)..=(value, SessionId(u64::MAX), role))
+            .filter(move |e| e.2 == role)
+            .map(|e| e.1)
+    }
+
+    /// The session whose merged token is `m`: every session sharing its fingerprint is
+    /// compared in constant time (all of them, no early exit).
+    fn find(&self, m: &Token) -> Option<SessionId> {
+        let mut found = None;
+        for id in self.candidates(self.key.fingerprint(m), Role::Merged) {
+            let merged = self.endpoint.get(id).and_then(|s| s.state.node.merged);
+            if merged.is_some_and(|t| t == *m) {
+                found = Some(id);
             }
         }
         found
     }
 
-    /// The session whose merged token is `m`.
-    fn find(&self, m: &Token) -> Option<SessionId> {
-        self.lookup(m, &[Role::Merged]).map(|(id, _)| id)
-    }
-
-    /// The session a RESUME presenting `x` names, and whether `x` is its current, offered
-    /// or retired secret.
-    fn find_secret(&self, x: &Token) -> Option<(SessionId, Role)> {
-        self.lookup(x, &[Role::Current, Role::Offered, Role::Retired])
+    /// What a RESUME presenting `x` names: a secret whose tag checks under its session's
+    /// key (the locator finds the session), or a merged token.
+    fn presented(&self, x: &Token) -> Presented {
+        if let Some((loc, _)) = index::parse(x) {
+            for id in self.candidates(loc, Role::Locator) {
+                let secrets = self.endpoint.get(id).and_then(|s| s.state.secrets);
+                let Some(k) = secrets else { continue };
+                match k.key.open(x) {
+                    Some(g) if g >= k.oldest => return Presented::Resumes(id, Some(g)),
+                    Some(_) => return Presented::Retired,
+                    // A forged tag: as any unknown token.
+                    None => {}
+                }
+            }
+        }
+        match self.find(x) {
+            Some(id) => match self.endpoint.get(id).and_then(|s| s.state.secrets) {
+                Some(k) if !k.merged_resumes => Presented::Retired,
+                _ => Presented::Resumes(id, None),
+            },
+            None => Presented::Unknown,
+        }
     }
 
     fn is_ended(&self, m: &Token) -> bool {
         self.ended.contains(&self.key, m)
     }
 
-    /// Puts every token of a session in the index (after it is made or its secrets move).
+    /// Whether a RESUME presenting `x` names an ended session: its merged token, or a
+    /// secret of its (the locator's tombstone).
+    fn is_ended_secret(&self, x: &Token) -> bool {
+        let by_locator = index::parse(x)
+            .is_some_and(|(loc, _)| self.ended.contains(&self.key, &index::locator_token(loc)));
+        self.is_ended(x) | by_locator
+    }
+
+    /// Files a session in the index (once made; its entries never change).
     fn index(&mut self, id: SessionId) {
         if let Some(s) = self.endpoint.get(id) {
-            for (role, t) in s.state.tokens() {
-                self.by_token.insert((self.key.fingerprint(&t), id, role));
+            for (value, role) in s.state.entries(&self.key) {
+                self.by_token.insert((value, id, role));
             }
         }
     }
 
-    /// Takes every token of a session out of the index (before it goes or its secrets move).
+    /// Takes a session out of the index (before it goes).
     fn unindex(&mut self, id: SessionId) {
         if let Some(s) = self.endpoint.get(id) {
-            for (role, t) in s.state.tokens() {
-                self.by_token.remove(&(self.key.fingerprint(&t), id, role));
+            for (value, role) in s.state.entries(&self.key) {
+                self.by_token.remove(&(value, id, role));
             }
         }
     }
 
-    /// A fresh resumption secret to offer with a confirmation: tether's encoding only
-    /// (`None` in dop's, which has no message to carry it). Refused if the caller's source
-    /// gave a token too short to be a secret.
-    fn fresh_secret(&mut self) -> Result<Option<Token>, FailReason> {
+    /// The key of a new session's secrets, drawn from the caller's source: tether's
+    /// encoding only (`None` in dop's, which has no message to carry a secret). Refused if
+    /// the source gave a token too short to be a key.
+    fn fresh_secrets(&mut self) -> Result<Option<Secrets>, FailReason> {
         if self.cfg.encoding != Encoding::Tether {
             return Ok(None);
         }
-        let t = self.tokens.next_token();
-        if t.is_secure() {
-            Ok(Some(t))
+        let root = self.tokens.next_token();
+        if root.is_secure() {
+            Ok(Some(Secrets::new(root)))
         } else {
             Err(FailReason::Refused)
         }
@@ -511,7 +551,7 @@ impl<S: TokenSource> MergeServer<S> {
             // anything else token-shaped is the client's local token; in PRECONNECTED only
             // the same token again is acceptable.
             Incoming::Text(text) => match (node.status, dop_token(&text)) {
-                (Status::Open, Some(t)) if self.find_secret(&t).is_some() || self.is_ended(&t) => {
+                (Status::Open, Some(t)) if self.find(&t).is_some() || self.is_ended(&t) => {
                     Incoming::Resume(t)
                 }
                 (_, Some(t)) => Incoming::Token(t),
@@ -550,12 +590,12 @@ impl<S: TokenSource> MergeServer<S> {
     }
 
     fn resume(&mut self, link: Link, m: Token) {
-        match self.find_secret(&m) {
-            // A secret this session's rotation replaced: a replay of a captured RESUME (or
-            // a copy of the client older than the rotation). The session is untouched; for
-            // the holder of this secret it is over.
-            Some((_, Role::Retired)) => self.refuse(link, FailReason::SessionEnded),
-            Some((id, role)) => {
+        match self.presented(&m) {
+            // A secret this session's rotation left behind: a replay of a captured RESUME
+            // (or a copy of the client older than the rotation). The session is untouched;
+            // for the holder of this secret it is over.
+            Presented::Retired => self.refuse(link, FailReason::SessionEnded),
+            Presented::Resumes(id, generation) => {
                 if let Some(old) = self.endpoint.take_over(id) {
                     // Takeover: the client proved the session on a new transport while the
                     // old one still looks open here (a half-open link after NAT rebinding
@@ -564,10 +604,12 @@ impl<S: TokenSource> MergeServer<S> {
                     self.outbox.close(old);
                     self.lose(id);
                 }
-                self.adopt(id, link, m, role == Role::Offered);
+                self.adopt(id, link, m, generation);
             }
-            None if self.is_ended(&m) => self.refuse(link, FailReason::SessionEnded),
-            None => {
+            Presented::Unknown if self.is_ended_secret(&m) => {
+                self.refuse(link, FailReason::SessionEnded)
+            }
+            Presented::Unknown => {
                 // Forgotten (expired, or never known): dop makes a new session from the old
                 // merged token, taken as the client's local token. The result says Fresh.
                 let Some(n) = self.handshake_mut(link) else {
@@ -586,31 +628,23 @@ impl<S: TokenSource> MergeServer<S> {
     /// SERVER1 takes the transport of SERVER2, which is dropped; CONNECTED; echo the secret
     /// the client presented (dop: the merged token), offer the next one (tether's
     /// encoding); replay what the client missed.
-    fn adopt(&mut self, id: SessionId, link: Link, presented: Token, was_offered: bool) {
+    fn adopt(&mut self, id: SessionId, link: Link, presented: Token, generation: Option<u32>) {
         if self.handshake_mut(link).is_none() {
             return;
         }
-        let offer = match self.fresh_secret() {
-            Ok(offer) => offer,
-            Err(reason) => return self.refuse(link, reason),
-        };
         let Some(s) = self.endpoint.get_mut(id) else {
             return;
         };
         if s.state.node.apply(Step::Resumed).is_err() {
             return self.refuse(link, FailReason::NotResumable);
         }
-        self.unindex(id);
-        if let Some(s) = self.endpoint.get_mut(id) {
-            if was_offered {
-                // Presenting the offered secret proves the client holds it.
-                s.state.secrets.promote();
+        let offer = s.state.secrets.as_mut().map(|k| {
+            if let Some(g) = generation {
+                // Presenting a secret proves the client holds it: older ones are replays.
+                k.proven(g);
             }
-            // An offer never confirmed is dropped: the client presented the current secret,
-            // so it never got that offer.
-            s.state.secrets.offered = offer;
-        }
-        self.index(id);
+            k.offer()
+        });
         self.endpoint.attach(id, link);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             r.state.handshake = None;
@@ -655,23 +689,19 @@ impl<S: TokenSource> MergeServer<S> {
         if node.apply(Step::Confirmed).is_err() {
             return self.refuse(link, FailReason::UnexpectedMessage);
         }
-        let offered = match self.fresh_secret() {
-            Ok(offer) => offer,
+        let mut secrets = match self.fresh_secrets() {
+            Ok(secrets) => secrets,
             Err(reason) => return self.refuse(link, reason),
         };
         let id = SessionId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
-        if let Some(offer) = offered {
+        if let Some(offer) = secrets.as_mut().map(Secrets::offer) {
             // The first secret: until the client confirms it, the merged token still
             // resumes (a cut may come before the offer arrives).
             codec::send_secret(&mut self.outbox, self.cfg.encoding, link, &offer);
         }
         let mut core = self.new_core();
         let _ = core.link_up(&mut self.outbox, link, false, true, self.now);
-        let secrets = Secrets {
-            offered,
-            ..Secrets::of(merged)
-        };
         self.endpoint.insert(id, core, Session { node, secrets });
         self.index(id);
         self.endpoint.attach(id, link);
@@ -730,17 +760,17 @@ impl<S: TokenSource> MergeServer<S> {
             // The client confirms the secret offered with the last confirmation: from now
             // on only that one resumes, and the one it replaces is refused.
             Incoming::Secret(t) => {
-                let offered = self
+                let confirmed = self
                     .endpoint
-                    .get(id)
-                    .and_then(|s| s.state.secrets.offered);
-                if offered.is_some_and(|o| o == t) {
-                    self.unindex(id);
-                    if let Some(s) = self.endpoint.get_mut(id) {
-                        s.state.secrets.promote();
-                    }
-                    self.index(id);
-                } else {
+                    .get_mut(id)
+                    .and_then(|s| s.state.secrets.as_mut())
+                    .and_then(|k| {
+                        // Only the last one offered is confirmed.
+                        let g = k.key.open(&t).filter(|g| g.checked_add(1) == Some(k.next))?;
+                        k.proven(g);
+                        Some(())
+                    });
+                if confirmed.is_none() {
                     self.session_fault(id, FailReason::WrongToken);
                 }
             }
@@ -820,12 +850,10 @@ impl<S: TokenSource> MergeServer<S> {
             EndReason::PeerDisconnect => Some(EndedBy::Peer),
             _ => None,
         };
-        if let Some(by) = by {
-            let secrets = s.state.secrets;
-            let tokens: Vec<Token> = [Some(secrets.current), secrets.offered]
-                .into_iter()
-                .flatten()
-                .collect();
+        if let (Some(by), Some(merged)) = (by, s.state.node.merged) {
+            // The merged token, and the locator that every secret of the session carries.
+            let locator = s.state.secrets.map(|k| index::locator_token(k.key.locator()));
+            let tokens: Vec<Token> = [Some(merged), locator].into_iter().flatten().collect();
             let at = self.now + self.cfg.ended_memory;
             self.ended.insert(&self.key, tokens, at, by);
         }

@@ -2,7 +2,7 @@
 //! to another registry, in another process.
 
 use super::*;
-use crate::connect::merge::{MergeEndedSnapshot, MergeSessionSnapshot, Tombstone};
+use crate::connect::merge::{MergeEndedSnapshot, MergeSecrets, MergeSessionSnapshot, Tombstone};
 use crate::snapshot::ImportError;
 use crate::time::Duration;
 
@@ -30,15 +30,17 @@ impl<S: TokenSource> MergeServer<S> {
             ),
         };
         let (acked, received, queue) = s.core.snapshot();
-        let secrets = s.state.secrets;
         Some(MergeSessionSnapshot {
             status,
             local: s.state.node.local,
             remote: s.state.node.remote,
             merged,
-            secret: secrets.current,
-            offered: secrets.offered,
-            retired: secrets.retired,
+            secrets: s.state.secrets.map(|k| MergeSecrets {
+                key: k.root,
+                oldest: k.oldest,
+                next: k.next,
+                merged_resumes: k.merged_resumes,
+            }),
             queue,
             acked,
             received,
@@ -67,11 +69,11 @@ impl<S: TokenSource> MergeServer<S> {
     /// CONNECTED). Its client resumes it with RESUME as after any lost transport.
     ///
     /// Refused, leaving the registry as it was, when the registry is full
-    /// ([`ImportError::Full`]), when a session holds the same merged token or secret
-    /// (imported twice: [`ImportError::DuplicateToken`]), when one of its secrets ended
-    /// formally here ([`ImportError::Ended`]: a tombstone, kept or imported with
+    /// ([`ImportError::Full`]), when a session holds the same merged token or secrets
+    /// (imported twice: [`ImportError::DuplicateToken`]), when the session ended formally
+    /// here ([`ImportError::Ended`]: a tombstone, kept or imported with
     /// [`MergeServer::import_ended`]), when the queue is over `max_queue`, or when a token
-    /// does not suit the encoding.
+    /// does not suit the encoding (secrets in dop's encoding, none in tether's).
     ///
     /// The next deadline may be earlier: poll the output after an import.
     pub fn import_session(
@@ -82,21 +84,23 @@ impl<S: TokenSource> MergeServer<S> {
         if self.endpoint.session_count() >= self.cfg.max_sessions {
             return Err(ImportError::Full);
         }
-        let secrets = [Some(snap.secret), snap.offered]
-            .into_iter()
-            .flatten()
-            .chain(snap.retired);
+        let secrets = snap.secrets.map(|k| Secrets {
+            root: k.key,
+            key: SecretKey::from_token(&k.key),
+            oldest: k.oldest,
+            next: k.next,
+            merged_resumes: k.merged_resumes,
+        });
+        let locator = secrets.map(|k| k.key.locator());
         if self.find(&snap.merged).is_some()
-            || secrets.clone().any(|t| self.find_secret(&t).is_some())
+            || locator.is_some_and(|l| self.candidates(l, Role::Locator).next().is_some())
         {
             return Err(ImportError::DuplicateToken);
         }
-        // The merged token and the secrets that resume it: a tombstone of any of them says
-        // the session ended after this snapshot was taken.
-        if [snap.merged, snap.secret]
-            .into_iter()
-            .chain(snap.offered)
-            .any(|t| self.is_ended(&t))
+        // A tombstone of its merged token or of its secrets' locator: the session ended
+        // after this snapshot was taken.
+        if self.is_ended(&snap.merged)
+            || locator.is_some_and(|l| self.is_ended(&index::locator_token(l)))
         {
             return Err(ImportError::Ended);
         }
@@ -108,7 +112,8 @@ impl<S: TokenSource> MergeServer<S> {
         }
         if codec::check_local(self.cfg.encoding, &snap.local).is_err()
             || codec::check_local(self.cfg.encoding, &snap.merged).is_err()
-            || secrets.clone().any(|t| codec::check_local(self.cfg.encoding, &t).is_err())
+            || secrets.is_some() != (self.cfg.encoding == Encoding::Tether)
+            || secrets.is_some_and(|k| !k.root.is_secure())
         {
             return Err(ImportError::BadToken);
         }
@@ -127,11 +132,7 @@ impl<S: TokenSource> MergeServer<S> {
                     remote: snap.remote,
                     merged: Some(snap.merged),
                 },
-                secrets: Secrets {
-                    current: snap.secret,
-                    offered: snap.offered,
-                    retired: snap.retired,
-                },
+                secrets,
             },
         );
         self.index(id);
@@ -153,8 +154,8 @@ impl<S: TokenSource> MergeServer<S> {
                 .ended
                 .export(now)
                 .into_iter()
-                .map(|(secrets, forget_in, ended_by)| Tombstone {
-                    secrets,
+                .map(|(tokens, forget_in, ended_by)| Tombstone {
+                    tokens,
                     forget_in,
                     ended_by,
                 })
@@ -167,22 +168,18 @@ impl<S: TokenSource> MergeServer<S> {
     /// [`MergeServer::import_session`] refuses a session whose secrets have a tombstone
     /// ([`ImportError::Ended`]). A session already here that one of them names is left as
     /// it is. Each part of the ended set keeps its bound (`max_sessions`, the soonest
-    /// forgotten first); tombstones with no time left, or with a secret unusable in this
-    /// encoding, are skipped. Returns how many were taken.
+    /// forgotten first); tombstones with no time left are skipped. Returns how many were
+    /// taken.
     pub fn import_ended(&mut self, now: Instant, snap: &MergeEndedSnapshot) -> usize {
         self.now = self.now.max(now);
         let mut taken = 0;
         for t in &snap.tombstones {
-            let usable = t
-                .secrets
-                .iter()
-                .all(|s| codec::check_local(self.cfg.encoding, s).is_ok());
-            if t.forget_in == Duration::ZERO || t.secrets.is_empty() || !usable {
+            if t.forget_in == Duration::ZERO || t.tokens.is_empty() {
                 continue;
             }
-            let secrets: Vec<Token> = t.secrets.iter().take(2).copied().collect();
+            let tokens: Vec<Token> = t.tokens.iter().take(2).copied().collect();
             self.ended
-                .insert(&self.key, secrets, now + t.forget_in, t.ended_by);
+                .insert(&self.key, tokens, now + t.forget_in, t.ended_by);
             taken += 1;
         }
         taken

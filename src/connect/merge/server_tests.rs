@@ -23,8 +23,8 @@ fn assert_index<S>(s: &MergeServer<S>) {
         .sessions()
         .flat_map(|(id, x)| {
             x.state
-                .tokens()
-                .map(move |(role, t)| (s.key.fingerprint(&t), id, role))
+                .entries(&s.key)
+                .map(move |(value, role)| (value, id, role))
         })
         .collect();
     assert_eq!(with_token, s.by_token);
@@ -217,8 +217,8 @@ fn resumption_finds_its_session_among_many_even_when_fingerprints_collide() {
 
 #[test]
 fn an_idle_session_costs_a_few_hundred_bytes() {
-    // Inline tokens dominate (the node's 3 and the 3 resumption secrets, 65 or 66 bytes
-    // each); buffers are empty until bytes arrive.
+    // Inline tokens dominate (the node's 3 and the secrets' key, 65 bytes each); buffers
+    // are empty until bytes arrive.
     let size = core::mem::size_of::<crate::session::endpoint::Slot<Session>>();
-    assert!(size <= 640, "a session is {size} bytes");
+    assert!(size <= 512, "a session is {size} bytes");
 }

@@ -28,14 +28,9 @@ pub struct MergeSessionSnapshot {
     pub remote: Option<Token>,
     /// The merged session token: the session's name in every process (it never changes).
     pub merged: Token,
-    /// The resumption secret the client is known to hold: what its RESUME presents. In
-    /// tether's encoding it rotates (the merged token until the first offer is confirmed);
-    /// in dop's it is the merged token.
-    pub secret: Token,
-    /// A secret offered to the client and not yet confirmed back; it resumes too.
-    pub offered: Option<Token>,
-    /// The secret `secret` replaced: a RESUME presenting it is refused as ended.
-    pub retired: Option<Token>,
+    /// What the session's resumption secrets derive from (tether's encoding; `None` in
+    /// dop's, where the merged token is the only secret).
+    pub secrets: Option<MergeSecrets>,
     /// Messages held for the client, oldest first: sent and not acknowledged, or queued
     /// while it was away. In tether's encoding they are numbered from `acked + 1` and
     /// replayed after the resumption.
@@ -48,6 +43,26 @@ pub struct MergeSessionSnapshot {
     /// from the export's `now`. `None` for a CONNECTED one (the importer's full
     /// `resume_grace` applies).
     pub expires_in: Option<Duration>,
+}
+
+/// What a token-merge server session's resumption secrets derive from (tether's encoding).
+///
+/// Generation `g`'s secret is derived from `key`; the server offers a fresh generation with
+/// every confirmation, and a RESUME presenting one older than `oldest` is refused. Because
+/// newer generations are derived, not stored, a server restored from an older copy of the
+/// session still accepts the newer secret its client holds.
+///
+/// `key` is a secret: with it anyone can make the session's resumption secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeSecrets {
+    /// The session's key, as drawn from the server's token source.
+    pub key: Token,
+    /// The oldest generation that still resumes.
+    pub oldest: u32,
+    /// The next generation to offer.
+    pub next: u32,
+    /// Whether the merged token still resumes (no secret proven yet).
+    pub merged_resumes: bool,
 }
 
 /// A token-merge client's session, as [`MergeClient::snapshot`](super::MergeClient::snapshot) gives
@@ -95,8 +110,9 @@ fn read_status(r: &mut Reader) -> Result<Status, SnapshotError> {
     }
 }
 
-/// The body's head: `[STATUS u8][LOCAL token][REMOTE opt token][MERGED token]
-/// [SECRET token]`; the server's then has `[OFFERED opt token][RETIRED opt token]`.
+/// The body's head: `[STATUS u8][LOCAL token][REMOTE opt token][MERGED token]`; then the
+/// server's `[SECRETS opt ([KEY token][OLDEST u32][NEXT u32][MERGED_RESUMES u8])]`, the
+/// client's `[SECRET token]`.
 fn put_head(out: &mut BytesMut, status: Status, tokens: [&Token; 2], remote: Option<&Token>) {
     let [local, merged] = tokens;
     put_status(out, status);
@@ -137,26 +153,38 @@ impl Snapshot for MergeSessionSnapshot {
     fn put_body(&self, out: &mut BytesMut) {
         let tokens = [&self.local, &self.merged];
         put_head(out, self.status, tokens, self.remote.as_ref());
-        put_token(out, &self.secret);
-        put_opt_token(out, self.offered.as_ref());
-        put_opt_token(out, self.retired.as_ref());
+        match &self.secrets {
+            Some(k) => {
+                out.put_u8(1);
+                put_token(out, &k.key);
+                out.put_u32(k.oldest);
+                out.put_u32(k.next);
+                out.put_u8(u8::from(k.merged_resumes));
+            }
+            None => out.put_u8(0),
+        }
         put_tail(out, self.expires_in, &self.queue, (self.acked, self.received));
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
         let (status, local, remote, merged) = read_head(r)?;
-        let secret = r.token("secret")?;
-        let offered = read_opt_token(r, "offered secret")?;
-        let retired = read_opt_token(r, "retired secret")?;
+        let secrets = if r.bool("secrets")? {
+            Some(MergeSecrets {
+                key: r.token("secrets key")?,
+                oldest: r.u32("oldest generation")?,
+                next: r.u32("next generation")?,
+                merged_resumes: r.bool("merged resumes")?,
+            })
+        } else {
+            None
+        };
         let (expires_in, queue, (acked, received)) = read_tail(r)?;
         Ok(MergeSessionSnapshot {
             status,
             local,
             remote,
             merged,
-            secret,
-            offered,
-            retired,
+            secrets,
             queue,
             acked,
             received,
@@ -209,19 +237,20 @@ pub struct MergeEndedSnapshot {
     pub tombstones: Vec<Tombstone>,
 }
 
-/// One formally ended session: the secrets that would have resumed it.
+/// One formally ended session: what would have resumed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
-    /// The secrets (one or two: the current one, and one offered but not yet confirmed).
-    pub secrets: Vec<Token>,
+    /// Its merged token and, in tether's encoding, the locator every one of its secrets
+    /// carries (8 bytes), so that no secret of it resumes anything.
+    pub tokens: Vec<Token>,
     /// How long it had left before it would be forgotten, from the export's `now`.
     pub forget_in: Duration,
     /// Who ended the session.
     pub ended_by: EndedBy,
 }
 
-/// Most secrets a tombstone holds (current and offered).
-const TOMBSTONE_SECRETS: u8 = 2;
+/// Most tokens a tombstone holds (merged token and locator).
+const TOMBSTONE_TOKENS: u8 = 2;
 
 impl Snapshot for MergeEndedSnapshot {
     const KIND: u8 = kind::MERGE_ENDED;
@@ -236,10 +265,10 @@ impl Snapshot for MergeEndedSnapshot {
                 EndedBy::Peer => 1,
             });
             out.put_u64(t.forget_in.as_micros());
-            let n = t.secrets.len().min(usize::from(TOMBSTONE_SECRETS));
+            let n = t.tokens.len().min(usize::from(TOMBSTONE_TOKENS));
             // At most 2, so the cast cannot truncate.
             out.put_u8(n as u8);
-            for s in t.secrets.iter().take(n) {
+            for s in t.tokens.iter().take(n) {
                 put_token(out, s);
             }
         }
@@ -257,16 +286,16 @@ impl Snapshot for MergeEndedSnapshot {
                 _ => return Err(bad_field("ended by", "0 (application) or 1 (peer)")),
             };
             let forget_in = Duration::from_micros(r.u64("forget in")?);
-            let n = r.u8("secret count")?;
-            if n == 0 || n > TOMBSTONE_SECRETS {
-                return Err(bad_field("secret count", "a tombstone holds 1 or 2 secrets"));
+            let n = r.u8("token count")?;
+            if n == 0 || n > TOMBSTONE_TOKENS {
+                return Err(bad_field("token count", "a tombstone holds 1 or 2 tokens"));
             }
-            let mut secrets = Vec::new();
+            let mut tokens = Vec::new();
             for _ in 0..n {
-                secrets.push(r.token("ended secret")?);
+                tokens.push(r.token("ended token")?);
             }
             tombstones.push(Tombstone {
-                secrets,
+                tokens,
                 forget_in,
                 ended_by,
             });
