@@ -37,6 +37,16 @@ impl TokenKey {
         }
     }
 
+    /// A 16-byte key derived from `t` under this key (SipHash-2-4 as the pseudorandom
+    /// function it is, twice, with two domain bytes): a session's secrets key from the
+    /// server's master key and its merged token.
+    pub fn derive(&self, t: &Token) -> Token {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&siphash24(self.k0, self.k1, t.as_bytes(), 0).to_be_bytes());
+        b[8..].copy_from_slice(&siphash24(self.k0, self.k1, t.as_bytes(), 1).to_be_bytes());
+        Token::from_array(b)
+    }
+
     /// The token's fingerprint under this key.
     pub fn fingerprint(&self, t: &Token) -> u64 {
         siphash24(self.k0, self.k1, t.as_bytes(), 0xff)
@@ -46,8 +56,9 @@ impl TokenKey {
 /// Bytes of a resumption secret: `[LOCATOR u64][GENERATION u32][TAG 16 bytes]`.
 pub(crate) const SECRET_LEN: usize = 28;
 
-/// A session's resumption secrets (tether's encoding), all derived from one key the server
-/// draws for the session from the caller's token source. Generation `g`'s secret is
+/// A session's resumption secrets (tether's encoding), all derived from one key of the
+/// session's own (itself derived from the server's master key, which the caller's token
+/// source gave, and the session's merged token). Generation `g`'s secret is
 /// `[LOCATOR][g][TAG]`: the locator (derived from the key) names the session in the
 /// server's index, and the tag (SipHash-2-4 of `g` under the key, twice, with two domain
 /// bytes: 128 bits) proves the secret was issued by a holder of the key. Deriving rather

@@ -26,9 +26,9 @@
 //!
 //! let now = Instant::ZERO;
 //! let client_token = Token::new(&[b'B'; 16]).unwrap();
-//! // The server's tokens: the key of its token index (drawn first, never sent), its local
-//! // token, then the resumption secret it offers once connected. Use a cryptographic source.
-//! let mut server_tokens = [[b'K'; 16], [b'A'; 16], [b'R'; 16]].into_iter();
+//! // The server's tokens: its own key (drawn first, never sent), then a local token per
+//! // transport. Use a cryptographic source.
+//! let mut server_tokens = [[b'K'; 16], [b'A'; 16]].into_iter();
 //! let next = move || Token::new(&server_tokens.next().unwrap()).unwrap();
 //! let mut client = MergeClient::new(now, MergeClientConfig::default(), client_token).unwrap();
 //! let mut server = MergeServer::new(MergeServerConfig::default(), next);

@@ -93,7 +93,8 @@ struct Session {
 /// than `oldest` is a replay and is refused as ended.
 #[derive(Debug, Clone, Copy)]
 struct Secrets {
-    /// The key as drawn from the token source (snapshots carry it).
+    /// The session's key (snapshots carry it: another process derives nothing from its
+    /// own master key for a session it did not make).
     root: Token,
     key: SecretKey,
     /// The oldest generation that still resumes: the newest the client proved it holds
@@ -218,8 +219,10 @@ pub struct MergeServer<S> {
     /// Every session by the keyed fingerprint of its merged token, and by the locator of
     /// its secrets.
     by_token: BTreeSet<(u64, SessionId, Role)>,
-    /// The key of every fingerprint, drawn from the token source at creation.
+    /// The key of every fingerprint, from the token drawn at creation.
     key: TokenKey,
+    /// The key new sessions' secrets keys derive from, from the same token.
+    master: TokenKey,
     /// Tombstones of formally ended sessions.
     ended: EndedSet,
     next_id: u64,
@@ -228,13 +231,16 @@ pub struct MergeServer<S> {
 }
 
 impl<S: TokenSource> MergeServer<S> {
-    /// An empty registry drawing tokens from `tokens`: the first one at once, as the key of
-    /// its token index (never sent: it keeps peers from forging index collisions), then a
-    /// local token for every transport and, in tether's encoding, a resumption secret for
-    /// every confirmation.
+    /// An empty registry drawing tokens from `tokens`: the first one at once, the server's
+    /// own key (never sent: it keys the token index, so that peers cannot forge collisions,
+    /// and the resumption secrets of tether's encoding), then a local token for every
+    /// transport.
     pub fn new(cfg: MergeServerConfig, mut tokens: S) -> Self {
-        let key = TokenKey::from_token(&tokens.next_token());
+        let drawn = tokens.next_token();
+        let key = TokenKey::from_token(&drawn);
+        let master = TokenKey::from_token(&key.derive(&drawn));
         MergeServer {
+            master,
             endpoint: Endpoint::new(cfg.max_pending),
             ended: EndedSet::new(cfg.max_sessions),
             cfg,
@@ -428,19 +434,11 @@ impl<S: TokenSource> MergeServer<S> {
         }
     }
 
-    /// The key of a new session's secrets, drawn from the caller's source: tether's
-    /// encoding only (`None` in dop's, which has no message to carry a secret). Refused if
-    /// the source gave a token too short to be a key.
-    fn fresh_secrets(&mut self) -> Result<Option<Secrets>, FailReason> {
-        if self.cfg.encoding != Encoding::Tether {
-            return Ok(None);
-        }
-        let root = self.tokens.next_token();
-        if root.is_secure() {
-            Ok(Some(Secrets::new(root)))
-        } else {
-            Err(FailReason::Refused)
-        }
+    /// A new session's secrets, keyed from the master key and its merged token: tether's
+    /// encoding only (`None` in dop's, which has no message to carry a secret). Derived, not
+    /// drawn: the caller's source gives one token per transport, as it always did.
+    fn fresh_secrets(&self, merged: &Token) -> Option<Secrets> {
+        (self.cfg.encoding == Encoding::Tether).then(|| Secrets::new(self.master.derive(merged)))
     }
 
     fn on_opened(&mut self, link: Link) -> Result<(), MergeError> {
@@ -689,10 +687,7 @@ impl<S: TokenSource> MergeServer<S> {
         if node.apply(Step::Confirmed).is_err() {
             return self.refuse(link, FailReason::UnexpectedMessage);
         }
-        let mut secrets = match self.fresh_secrets() {
-            Ok(secrets) => secrets,
-            Err(reason) => return self.refuse(link, reason),
-        };
+        let mut secrets = self.fresh_secrets(&merged);
         let id = SessionId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
         if let Some(offer) = secrets.as_mut().map(Secrets::offer) {

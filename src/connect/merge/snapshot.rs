@@ -55,7 +55,7 @@ pub struct MergeSessionSnapshot {
 /// `key` is a secret: with it anyone can make the session's resumption secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MergeSecrets {
-    /// The session's key, as drawn from the server's token source.
+    /// The session's key (16 bytes, derived by the server that made the session).
     pub key: Token,
     /// The oldest generation that still resumes.
     pub oldest: u32,
