@@ -222,3 +222,34 @@ fn an_idle_session_costs_a_few_hundred_bytes() {
     let size = core::mem::size_of::<crate::session::endpoint::Slot<Session>>();
     assert!(size <= 512, "a session is {size} bytes");
 }
+
+/// The token index used to be ordered by an unkeyed FNV-1a of the merged token, so a peer
+/// could compute fingerprints offline and forge tokens that all land on one entry. The
+/// fingerprint is now keyed by the first token the server draws: two servers file the same
+/// token under unrelated fingerprints, and neither is the unkeyed hash.
+#[test]
+fn fingerprints_are_keyed_by_the_servers_own_token() {
+    let fnv = |t: &Token| {
+        t.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    let keyed = |first: u8| {
+        let mut n = 0u8;
+        MergeServer::new(MergeServerConfig::default(), move || {
+            n += 1;
+            token(if n == 1 { first } else { b'a' + n })
+        })
+    };
+    let (mut a, mut b) = (keyed(1), keyed(2));
+    let ia = handshake(&mut a, 1, token(b'X'));
+    let ib = handshake(&mut b, 1, token(b'X'));
+    let m = a.session(ia).unwrap().merged.unwrap();
+    assert_eq!(Some(m), b.session(ib).unwrap().merged);
+    let (fa, fb) = (a.key.fingerprint(&m), b.key.fingerprint(&m));
+    assert_ne!(fa, fb);
+    assert_ne!(fa, fnv(&m));
+    assert!(a.by_token.contains(&(fa, ia, Role::Merged)));
+    assert!(b.by_token.contains(&(fb, ib, Role::Merged)));
+    assert_index(&a);
+}
