@@ -67,7 +67,10 @@ fn shuttle(
     now: Instant,
     c: &mut MergeClient,
     s: &mut Server,
-) -> (Vec<Transmit>, Vec<Event<SessionId, tether::connect::merge::MergeServerNotice>>) {
+) -> (
+    Vec<Transmit>,
+    Vec<Event<SessionId, tether::connect::merge::MergeServerNotice>>,
+) {
     let (mut sent, mut events) = (Vec::new(), Vec::new());
     loop {
         let co = drain(c);
@@ -76,10 +79,12 @@ fn shuttle(
         let moved = !co.transmits.is_empty() || !so.transmits.is_empty();
         for t in co.transmits {
             sent.push(t.clone());
-            s.handle_input(now, Input::Received(t.link, t.payload)).unwrap();
+            s.handle_input(now, Input::Received(t.link, t.payload))
+                .unwrap();
         }
         for t in so.transmits {
-            c.handle_input(now, Input::Received(t.link, t.payload)).unwrap();
+            c.handle_input(now, Input::Received(t.link, t.payload))
+                .unwrap();
         }
         if !moved {
             return (sent, events);
@@ -167,11 +172,18 @@ fn a_captured_resume_cannot_be_replayed_at_the_next_cut() {
     // The attacker replays the captured RESUME on a transport of its own.
     let evil = Link::main(66);
     s.handle_input(now, Input::Opened(evil)).unwrap();
-    s.handle_input(now, Input::Received(evil, captured)).unwrap();
+    s.handle_input(now, Input::Received(evil, captured))
+        .unwrap();
     let out = drain(&mut s);
-    assert_ne!(s.session_of(evil.id), Some(id), "the replay took the session");
+    assert_ne!(
+        s.session_of(evil.id),
+        Some(id),
+        "the replay took the session"
+    );
     assert!(
-        out.transmits.iter().all(|t| !t.payload.ends_with(b"for the client only")),
+        out.transmits
+            .iter()
+            .all(|t| !t.payload.ends_with(b"for the client only")),
         "the attacker got the session's queued message"
     );
     assert_eq!(
@@ -185,8 +197,10 @@ fn a_captured_resume_cannot_be_replayed_at_the_next_cut() {
     let deadline = c.poll_timeout().unwrap();
     c.handle_input(deadline, Input::Timeout).unwrap();
     drain(&mut c);
-    c.handle_input(deadline, Input::Opened(Link::main(3))).unwrap();
-    s.handle_input(deadline, Input::Opened(Link::main(3))).unwrap();
+    c.handle_input(deadline, Input::Opened(Link::main(3)))
+        .unwrap();
+    s.handle_input(deadline, Input::Opened(Link::main(3)))
+        .unwrap();
     let mut got = Vec::new();
     loop {
         let co = drain(&mut c);
@@ -239,7 +253,8 @@ fn every_resumption_rotates_the_secret_and_refuses_the_older_ones() {
     for (i, old) in seen.iter().enumerate() {
         let l = Link::main(100 + i as u64);
         s.handle_input(now, Input::Opened(l)).unwrap();
-        s.handle_input(now, Input::Received(l, old.clone())).unwrap();
+        s.handle_input(now, Input::Received(l, old.clone()))
+            .unwrap();
         let out = drain(&mut s);
         assert_eq!(
             out.transmits.last().map(|t| t.payload.clone()),
@@ -272,7 +287,9 @@ fn filling_the_ended_set_does_not_evict_what_the_application_ended() {
     )
     .unwrap();
     drain(&mut s);
-    kicked.handle_input(now, Input::Closed(Link::main(1))).unwrap();
+    kicked
+        .handle_input(now, Input::Closed(Link::main(1)))
+        .unwrap();
     // An attacker: 250 sessions, each made and formally ended.
     for i in 0..250u64 {
         let mut a = client(1_000 + i);
@@ -287,7 +304,9 @@ fn filling_the_ended_set_does_not_evict_what_the_application_ended() {
     let at = kicked.poll_timeout().unwrap();
     kicked.handle_input(at, Input::Timeout).unwrap();
     drain(&mut kicked);
-    kicked.handle_input(at, Input::Opened(Link::main(999))).unwrap();
+    kicked
+        .handle_input(at, Input::Opened(Link::main(999)))
+        .unwrap();
     s.handle_input(at, Input::Opened(Link::main(999))).unwrap();
     let mut events = Vec::new();
     loop {
@@ -298,7 +317,8 @@ fn filling_the_ended_set_does_not_evict_what_the_application_ended() {
             break;
         }
         for t in co.transmits {
-            s.handle_input(at, Input::Received(t.link, t.payload)).unwrap();
+            s.handle_input(at, Input::Received(t.link, t.payload))
+                .unwrap();
         }
         for t in so.transmits {
             kicked
@@ -345,7 +365,10 @@ fn an_ended_session_does_not_come_back_from_an_older_snapshot() {
     let later = now + Duration::from_secs(5);
     let mut b = server(MergeServerConfig::default());
     assert_eq!(b.import_ended(later, &tombstones), 1);
-    assert_eq!(b.import_session(later, older.clone()), Err(ImportError::Ended));
+    assert_eq!(
+        b.import_session(later, older.clone()),
+        Err(ImportError::Ended)
+    );
     assert_eq!(b.session_count(), 0);
     // Without the tombstones the import would have brought it back.
     let mut forgetful = server(MergeServerConfig::default());

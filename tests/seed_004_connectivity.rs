@@ -444,7 +444,10 @@ fn replay_document(enc: Encoding) {
     // 15. SERVER1 sends AAAABBBB to confirm (and, in tether's encoding, the session
     // layer's ACK: it received nothing of this session yet).
     let s_out = drain(&mut server);
-    assert_eq!(no_secrets(s_out.transmits.clone()), resumed_bytes(enc, 2, &ab, 0));
+    assert_eq!(
+        no_secrets(s_out.transmits.clone()),
+        resumed_bytes(enc, 2, &ab, 0)
+    );
     assert_eq!(
         s_out.events,
         vec![MergeServerEvent::Up {

@@ -240,6 +240,31 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The ended set's snapshot round-trips, and its decoder refuses what it must.
+    #[test]
+    fn merge_ended_snapshots_round_trip(
+        entries in prop::collection::vec(
+            (prop::collection::vec(token_strategy(), 1..=2), any::<u64>(), any::<bool>()),
+            0..5,
+        )
+    ) {
+        let snap = merge::MergeEndedSnapshot {
+            tombstones: entries
+                .into_iter()
+                .map(|(tokens, left, peer)| merge::Tombstone {
+                    tokens,
+                    forget_in: Duration::from_micros(left),
+                    ended_by: if peer { merge::EndedBy::Peer } else { merge::EndedBy::Application },
+                })
+                .collect(),
+        };
+        let mut buf = BytesMut::new();
+        snap.encode(&mut buf);
+        prop_assert_eq!(merge::MergeEndedSnapshot::decode(buf.freeze()), Ok(snap));
+    }
+}
+
 #[test]
 fn a_snapshot_of_another_kind_or_version_is_refused_by_name() {
     let s = merge::MergeSessionSnapshot {

@@ -6,10 +6,11 @@
 //! - [`MergeClient`]: one session with one server. It asks the caller for a transport
 //!   ([`Output::Open`](crate::Output::Open)), runs the handshake on it, and when the
 //!   transport is lost waits (1 s at first, then doubling to a cap, with seeded jitter),
-//!   opens a new one and resumes the session with the merged token, until it gives up.
+//!   opens a new one and resumes the session (with the resumption secret the server
+//!   offered last, in tether's encoding; with the merged token in dop's), until it gives up.
 //! - [`MergeServer`]: the registry of sessions. Every new transport starts as a temporary node in
-//!   OPEN; a merged token naming a RECONNECTING session makes that session adopt the
-//!   transport; the registry forgets RECONNECTING sessions after a grace period.
+//!   OPEN; a resumption secret (or merged token) naming a RECONNECTING session makes that
+//!   session adopt the transport; the registry forgets RECONNECTING sessions after a grace period.
 //!
 //! The handshake (each side sends its local token, takes the peer's, sends its own again,
 //! and on the peer's confirmation both hold `merge(local, remote)`) is the document's; the

@@ -147,7 +147,9 @@ impl Session {
     /// The session's index entries.
     fn entries(&self, key: &TokenKey) -> impl Iterator<Item = (u64, Role)> {
         [
-            self.node.merged.map(|m| (key.fingerprint(&m), Role::Merged)),
+            self.node
+                .merged
+                .map(|m| (key.fingerprint(&m), Role::Merged)),
             self.secrets.map(|k| (k.key.locator(), Role::Locator)),
         ]
         .into_iter()
@@ -341,10 +343,7 @@ impl<S: TokenSource> MergeServer<S> {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        earliest([
-            self.endpoint.next_deadline(),
-            self.ended.next_deadline(),
-        ])
+        earliest([self.endpoint.next_deadline(), self.ended.next_deadline()])
     }
 
     fn new_core(&self) -> SessionCore {
@@ -761,7 +760,10 @@ impl<S: TokenSource> MergeServer<S> {
                     .and_then(|s| s.state.secrets.as_mut())
                     .and_then(|k| {
                         // Only the last one offered is confirmed.
-                        let g = k.key.open(&t).filter(|g| g.checked_add(1) == Some(k.next))?;
+                        let g = k
+                            .key
+                            .open(&t)
+                            .filter(|g| g.checked_add(1) == Some(k.next))?;
                         k.proven(g);
                         Some(())
                     });
@@ -847,7 +849,10 @@ impl<S: TokenSource> MergeServer<S> {
         };
         if let (Some(by), Some(merged)) = (by, s.state.node.merged) {
             // The merged token, and the locator that every secret of the session carries.
-            let locator = s.state.secrets.map(|k| index::locator_token(k.key.locator()));
+            let locator = s
+                .state
+                .secrets
+                .map(|k| index::locator_token(k.key.locator()));
             let tokens: Vec<Token> = [Some(merged), locator].into_iter().flatten().collect();
             let at = self.now + self.cfg.ended_memory;
             self.ended.insert(&self.key, tokens, at, by);

@@ -163,7 +163,12 @@ impl Snapshot for MergeSessionSnapshot {
             }
             None => out.put_u8(0),
         }
-        put_tail(out, self.expires_in, &self.queue, (self.acked, self.received));
+        put_tail(
+            out,
+            self.expires_in,
+            &self.queue,
+            (self.acked, self.received),
+        );
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
@@ -200,7 +205,12 @@ impl Snapshot for MergeClientSnapshot {
         let tokens = [&self.local, &self.merged];
         put_head(out, self.status, tokens, self.remote.as_ref());
         put_token(out, &self.secret);
-        put_tail(out, self.give_up_in, &self.queue, (self.acked, self.received));
+        put_tail(
+            out,
+            self.give_up_in,
+            &self.queue,
+            (self.acked, self.received),
+        );
     }
 
     fn read_body(r: &mut Reader) -> Result<Self, SnapshotError> {
