@@ -293,6 +293,41 @@ fn bench_resumption(b: &mut criterion::Bencher, idle: u64) {
     });
 }
 
+/// (c) A handshake and a formal disconnection by the client (DISCONNECT): what an attacker
+/// pays to add a tombstone to the ended set, measured with the set empty (`max_sessions`
+/// 1 keeps at most one) and holding 10,000 tombstones (filled first; each round then
+/// evicts the oldest). The set is indexed: both should cost about the same.
+#[inline(never)]
+fn timed_handshake_and_disconnect(now: Instant, c: &mut MergeClient, s: &mut Srv, link: Link) {
+    timed_handshake(now, c, s, link);
+    c.handle_input(now, Input::Command(MergeClientCommand::Disconnect))
+        .unwrap();
+    shuttle(now, c, s);
+}
+
+fn bench_disconnect(b: &mut criterion::Bencher, ended: u64) {
+    let mut s = server(ended.max(1) as usize);
+    let now = Instant::ZERO;
+    for i in 0..ended {
+        let mut c = client(10_000_000 + i);
+        timed_handshake_and_disconnect(now, &mut c, &mut s, Link::main(10_000_000 + i));
+    }
+    assert_eq!(s.ended_count() as u64, ended);
+    let mut next = 1_000_000u64;
+    b.iter_custom(|iters| {
+        let mut total = StdDuration::ZERO;
+        for _ in 0..iters {
+            let mut c = client(next);
+            let start = std::time::Instant::now();
+            timed_handshake_and_disconnect(now, &mut c, &mut s, Link::main(next));
+            total += start.elapsed();
+            next += 1;
+        }
+        assert_eq!(s.ended_count() as u64, ended.max(1));
+        total
+    });
+}
+
 fn bench(cr: &mut Criterion) {
     idle_memory();
     count_allocations();
@@ -301,6 +336,10 @@ fn bench(cr: &mut Criterion) {
     g.bench_function("resumption", |b| bench_resumption(b, 0));
     g.bench_function("handshake_10k_idle", |b| bench_handshake(b, 10_000));
     g.bench_function("resumption_10k_idle", |b| bench_resumption(b, 10_000));
+    g.bench_function("handshake_disconnect_0_ended", |b| bench_disconnect(b, 0));
+    g.bench_function("handshake_disconnect_10k_ended", |b| {
+        bench_disconnect(b, 10_000)
+    });
     g.finish();
 }
 

@@ -18,6 +18,7 @@
 //! | [`dual::PlayerSnapshot`](crate::connect::dual::PlayerSnapshot) | `DualServer::export_player` / `import_player` |
 //! | [`dual::DualClientSnapshot`](crate::connect::dual::DualClientSnapshot) | `DualClient::snapshot` / `DualClient::restore` |
 //! | [`PeerSnapshot`](crate::peer::PeerSnapshot) | `Peer::export_session` / `Peer::import_session` |
+//! | [`merge::MergeEndedSnapshot`](crate::connect::merge::MergeEndedSnapshot) | `merge::MergeServer::export_ended` / `import_ended` |
 //!
 //! **Tokens in a snapshot are secrets**: anyone holding the bytes can resume the session.
 //! Store and move snapshots as securely as the tokens themselves (encrypted, over an
@@ -36,6 +37,7 @@
 //!     local: Token::new(&[1; 16]).unwrap(),
 //!     remote: Some(Token::new(&[2; 16]).unwrap()),
 //!     merged: Token::new(&[3; 32]).unwrap(),
+//!     secrets: None,
 //!     queue: Vec::new(),
 //!     acked: 0,
 //!     received: 0,
@@ -77,6 +79,9 @@ pub mod kind {
     pub const DUAL_PLAYER: u8 = 0x03;
     /// A dual-channel client ([`ClientSnapshot`](crate::connect::dual::DualClientSnapshot)).
     pub const DUAL_CLIENT: u8 = 0x04;
+    /// A token-merge server's tombstones of formally ended sessions
+    /// ([`MergeEndedSnapshot`](crate::connect::merge::MergeEndedSnapshot)).
+    pub const MERGE_ENDED: u8 = 0x05;
     /// Added to the connection's kind in a [`PeerSnapshot`](crate::peer::PeerSnapshot)
     /// (connection snapshot plus journal-sync marks).
     pub const PEER_FLAG: u8 = 0x80;

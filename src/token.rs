@@ -64,6 +64,18 @@ impl Token {
         })
     }
 
+    /// A token of exactly `N` bytes; `N` is checked at compile time, so this cannot fail.
+    pub(crate) fn from_array<const N: usize>(bytes: [u8; N]) -> Token {
+        const { assert!(N >= 1 && N <= Token::MAX_LEN) };
+        let mut buf = [0u8; Self::MAX_LEN];
+        buf[..N].copy_from_slice(&bytes);
+        Token {
+            // N <= MAX_LEN (64), checked above.
+            len: N as u8,
+            bytes: buf,
+        }
+    }
+
     /// The token's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]

@@ -398,6 +398,7 @@ fn merge_client_whose_resumptions_are_refused_at_once_backs_off() {
         local: Token::new(&[0xc1; 16]).unwrap(),
         remote: Some(Token::new(&[0x5a; 16]).unwrap()),
         merged,
+        secret: merged,
         queue: Vec::new(),
         acked: 0,
         received: 0,

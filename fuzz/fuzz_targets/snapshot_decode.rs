@@ -25,6 +25,7 @@ macro_rules! check {
 fuzz_target!(|data: &[u8]| {
     check!(merge::MergeSessionSnapshot, data);
     check!(merge::MergeClientSnapshot, data);
+    check!(merge::MergeEndedSnapshot, data);
     check!(dual::PlayerSnapshot, data);
     check!(dual::DualClientSnapshot, data);
     check!(PeerSnapshot<merge::MergeSessionSnapshot>, data);

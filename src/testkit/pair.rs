@@ -325,7 +325,9 @@ macro_rules! side_internals {
 /// while pair.deliver_next() {
 ///     delivered += 1;
 /// }
-/// assert_eq!(delivered, 4); // a TOKEN and its confirmation, each way
+/// // A TOKEN and its confirmation, each way; then the server's SECRET and the client's
+/// // confirmation of it.
+/// assert_eq!(delivered, 6);
 /// assert_eq!(pair.client.view().status, Status::Connected);
 /// ```
 pub struct Pair<C: Machine, S: Machine> {

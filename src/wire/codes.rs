@@ -52,6 +52,9 @@ pub const DISCONNECT: u8 = 0x22;
 /// tether: the session layer's cumulative acknowledgement, also its heartbeat on `main`:
 /// `[0x23][RECEIVED u64]`.
 pub const ACK: u8 = 0x23;
+/// tether: a token-merge resumption secret: the server's offer of the next secret to resume
+/// with, and the client's confirmation that it holds it: `[0x24][TOKEN]`.
+pub const SECRET: u8 = 0x24;
 
 /// The range of journal-sync (SDMP) codes.
 pub const JOURNAL_RANGE: core::ops::RangeInclusive<u8> = 0x30..=0x3f;

@@ -263,6 +263,13 @@ pub enum Message {
         /// Numbered messages received so far in this session.
         received: u64,
     },
+    /// `[0x24][TOKEN]`: token-merge: from the server, the secret the client must present
+    /// in its next RESUME (a fresh one after every confirmation, so that a captured RESUME
+    /// cannot be replayed); from the client, the same secret back, confirming it holds it.
+    Secret {
+        /// The resumption secret.
+        token: Token,
+    },
     /// `0x30..=0x3f`: journal sync (SDMP).
     Journal(JournalMessage),
     /// `0x40..=0x4f`: anchored two-way sync (SyncML).
@@ -303,6 +310,7 @@ impl Message {
             Resume { .. } => codes::RESUME,
             Disconnect { .. } => codes::DISCONNECT,
             Ack { .. } => codes::ACK,
+            Secret { .. } => codes::SECRET,
             Journal(m) => m.code(),
             Anchored(m) => m.code(),
             App(_) => codes::APP,
@@ -394,6 +402,9 @@ impl Message {
             codes::ACK => Message::Ack {
                 received: r.u64("received")?,
             },
+            codes::SECRET => Message::Secret {
+                token: r.token("resumption secret")?,
+            },
             codes::APP => Message::App(r.rest()),
             c if codes::JOURNAL_RANGE.contains(&c) => {
                 Message::Journal(JournalMessage::decode_body(c, &mut r)?)
@@ -476,7 +487,7 @@ impl Message {
                 out.put_u8(*version);
                 put_token(out, token);
             }
-            Message::Disconnect { token } => put_token(out, token),
+            Message::Disconnect { token } | Message::Secret { token } => put_token(out, token),
             Message::Ack { received } => out.put_u64(*received),
             Message::Journal(m) => m.encode_body(out),
             Message::Anchored(m) => m.encode_body(out),

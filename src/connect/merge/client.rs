@@ -134,6 +134,9 @@ pub struct MergeClient {
     reader: Option<LinkReader>,
     /// A resumption was sent on the current transport (RESUME, or dop's merged token).
     resuming: bool,
+    /// The resumption secret the server offered last (tether's encoding): what the next
+    /// RESUME presents. `None`: the merged token (none offered yet, or dop's encoding).
+    secret: Option<Token>,
     /// The session diverged (told by the server, or found here on resuming): it cannot
     /// continue, and the fresh session that replaces it reports it `Ended(Diverged)`.
     diverged: bool,
@@ -167,6 +170,7 @@ impl MergeClient {
             link: None,
             reader: None,
             resuming: false,
+            secret: None,
             diverged: false,
             core: new_core(&cfg, now),
             backoff: Backoff::new(
@@ -201,6 +205,11 @@ impl MergeClient {
         self.stale
     }
 
+    /// What a RESUME presents: the last secret the server offered, or the merged token.
+    fn presented(&self) -> Option<Token> {
+        self.secret.or(self.node.merged)
+    }
+
     fn deadline(&self) -> Option<Instant> {
         if self.ended.is_some() {
             return None;
@@ -226,11 +235,12 @@ impl MergeClient {
             ClientTimer::Handshake,
             self.now + self.cfg.handshake_timeout,
         );
-        match self.node.merged {
-            // RECONNECTION step 12: resume at once with the merged token.
-            Some(merged) if self.node.status == Status::Reconnecting => {
+        match self.presented() {
+            // RECONNECTION step 12: resume at once with the merged token (tether's encoding:
+            // the secret the server offered last).
+            Some(secret) if self.node.status == Status::Reconnecting => {
                 self.resuming = true;
-                codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &merged);
+                codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &secret);
             }
             // CONNECTION step 3: send the local token.
             _ => codec::send_token(&mut self.outbox, self.cfg.encoding, link, &self.node.local),
@@ -299,6 +309,7 @@ impl MergeClient {
             // Steps 6-8: the server's confirmation; merge.
             (Status::Preconnected, Incoming::Token(t)) if !self.resuming && n.remote == Some(t) => {
                 self.node.merged = Some(n.local.merge(&t));
+                self.secret = None;
                 if self.node.apply(Step::Confirmed).is_err() {
                     return self.fault(FailReason::UnexpectedMessage);
                 }
@@ -311,8 +322,10 @@ impl MergeClient {
                     self.fault(FailReason::UnexpectedMessage);
                 }
             }
-            // Step 15: the server echoes the merged token: resumed.
-            (Status::Preconnected, Incoming::Resume(m)) if self.resuming && n.merged == Some(m) => {
+            // Step 15: the server echoes the merged token (the secret we presented): resumed.
+            (Status::Preconnected, Incoming::Resume(m))
+                if self.resuming && self.presented() == Some(m) =>
+            {
                 if self.node.apply(Step::Resumed).is_err() {
                     return self.fault(FailReason::UnexpectedMessage);
                 }
@@ -322,7 +335,9 @@ impl MergeClient {
             // from the old merged token (dop's behaviour), and we confirm ours, which dop
             // forgot to do.
             (Status::Preconnected, Incoming::Token(t)) if self.resuming && n.remote == Some(t) => {
-                if let Some(old) = n.merged {
+                // The server took what RESUME presented as our local token.
+                if let Some(old) = self.presented() {
+                    self.secret = None;
                     self.node.local = old;
                     self.node.merged = Some(old.merge(&t));
                     if let Some(link) = self.link {
@@ -368,6 +383,15 @@ impl MergeClient {
                         }
                         Err(AckFault::Invalid(_)) => self.fault(FailReason::UnexpectedMessage),
                     }
+                }
+            }
+            // The server offers the secret to resume with next time (tether's encoding): keep
+            // it, and confirm it by sending it back; until the server has the confirmation,
+            // it accepts the previous secret too.
+            (Status::Connected, Incoming::Secret(t)) => {
+                self.secret = Some(t);
+                if let Some(link) = self.link {
+                    codec::send_secret(&mut self.outbox, self.cfg.encoding, link, &t);
                 }
             }
             (_, Incoming::Failed(reason)) => self.refused(reason),
@@ -713,6 +737,7 @@ mod handover {
                 local: self.node.local,
                 remote: self.node.remote,
                 merged,
+                secret: self.secret.unwrap_or(merged),
                 queue,
                 acked,
                 received,
@@ -733,6 +758,7 @@ mod handover {
         ) -> Result<MergeClient, ImportError> {
             if codec::check_local(cfg.encoding, &snap.local).is_err()
                 || codec::check_local(cfg.encoding, &snap.merged).is_err()
+                || codec::check_local(cfg.encoding, &snap.secret).is_err()
             {
                 return Err(ImportError::BadToken);
             }
@@ -757,6 +783,7 @@ mod handover {
                 link: None,
                 reader: None,
                 resuming: false,
+                secret: Some(snap.secret),
                 diverged: false,
                 core,
                 backoff: Backoff::new(

@@ -24,6 +24,9 @@ pub(crate) enum Incoming {
     Failed(FailReason),
     /// The session layer's cumulative acknowledgement (tether's encoding only).
     Ack(u64),
+    /// A resumption secret: offered by the server, confirmed by the client (tether's
+    /// encoding only; at least 128 bits).
+    Secret(Token),
     /// Anything else, for the application once connected.
     Other(Message),
     /// dop: one text message, to be classified by the node's state.
@@ -92,6 +95,11 @@ impl LinkReader {
                         Message::Disconnect { token } => Incoming::Disconnect(token),
                         Message::ConnFailed { reason } => Incoming::Failed(reason),
                         Message::Ack { received } => Incoming::Ack(received),
+                        // As short a secret as a token would be as guessable.
+                        Message::Secret { token } if !token.is_secure() => {
+                            return Err(FailReason::InsecureToken)
+                        }
+                        Message::Secret { token } => Incoming::Secret(token),
                         other => Incoming::Other(other),
                     },
                     len,
@@ -185,6 +193,14 @@ pub(crate) fn send_resume<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, tok
             },
         ),
         Encoding::Dop => out.send_raw(link, Bytes::copy_from_slice(token.as_bytes())),
+    }
+}
+
+/// Sends a resumption secret: the server's offer, or the client's confirmation (tether's
+/// encoding only: dop's has no message for it, so there the merged token never changes).
+pub(crate) fn send_secret<E>(out: &mut Outbox<E>, enc: Encoding, link: Link, secret: &Token) {
+    if enc == Encoding::Tether {
+        out.send_framed(link, &Message::Secret { token: *secret });
     }
 }
 

@@ -6,10 +6,11 @@
 //! - [`MergeClient`]: one session with one server. It asks the caller for a transport
 //!   ([`Output::Open`](crate::Output::Open)), runs the handshake on it, and when the
 //!   transport is lost waits (1 s at first, then doubling to a cap, with seeded jitter),
-//!   opens a new one and resumes the session with the merged token, until it gives up.
+//!   opens a new one and resumes the session (with the resumption secret the server
+//!   offered last, in tether's encoding; with the merged token in dop's), until it gives up.
 //! - [`MergeServer`]: the registry of sessions. Every new transport starts as a temporary node in
-//!   OPEN; a merged token naming a RECONNECTING session makes that session adopt the
-//!   transport; the registry forgets RECONNECTING sessions after a grace period.
+//!   OPEN; a resumption secret (or merged token) naming a RECONNECTING session makes that
+//!   session adopt the transport; the registry forgets RECONNECTING sessions after a grace period.
 //!
 //! The handshake (each side sends its local token, takes the peer's, sends its own again,
 //! and on the peer's confirmation both hold `merge(local, remote)`) is the document's; the
@@ -26,9 +27,12 @@
 //!
 //! let now = Instant::ZERO;
 //! let client_token = Token::new(&[b'B'; 16]).unwrap();
-//! let mut server_tokens = [Token::new(&[b'A'; 16]).unwrap()].into_iter();
+//! // The server's tokens: its own key (drawn first, never sent), then a local token per
+//! // transport. Use a cryptographic source.
+//! let mut server_tokens = [[b'K'; 16], [b'A'; 16]].into_iter();
+//! let next = move || Token::new(&server_tokens.next().unwrap()).unwrap();
 //! let mut client = MergeClient::new(now, MergeClientConfig::default(), client_token).unwrap();
-//! let mut server = MergeServer::new(MergeServerConfig::default(), move || server_tokens.next().unwrap());
+//! let mut server = MergeServer::new(MergeServerConfig::default(), next);
 //!
 //! // The client asks for a transport; the caller connects it (link 1 on both sides).
 //! assert_eq!(client.poll_output(), Output::Open(tether::Channel::Main));
@@ -54,6 +58,8 @@
 
 mod client;
 mod codec;
+mod ended;
+mod index;
 mod node;
 mod server;
 mod snapshot;
@@ -61,9 +67,12 @@ mod snapshot;
 pub use crate::session::{EndReason, Event, Outcome, SessionConfig};
 pub use crate::token::TokenSource;
 pub use client::{MergeClient, MergeClientCommand, MergeClientEvent, MergeClientNotice};
+pub use ended::EndedBy;
 pub use node::{NodeView, Status, Step, TRANSITIONS};
 pub use server::{MergeServer, MergeServerCommand, MergeServerEvent, MergeServerNotice, SessionId};
-pub use snapshot::{MergeClientSnapshot, MergeSessionSnapshot};
+pub use snapshot::{
+    MergeClientSnapshot, MergeEndedSnapshot, MergeSecrets, MergeSessionSnapshot, Tombstone,
+};
 
 use crate::driver::{HasOrigin, Origin};
 use crate::tables::NoTransition;
@@ -105,7 +114,8 @@ pub enum MergeError {
     /// for a formal disconnection.
     #[error("in dop's encoding this message would read as a formal disconnection")]
     AmbiguousDopMessage,
-    /// TOKEN, RESUME, DISCONNECT and CONN_FAILED belong to the machine, not the application.
+    /// TOKEN, RESUME, DISCONNECT, SECRET and CONN_FAILED belong to the machine, not the
+    /// application.
     #[error("this message is reserved to the connection machine")]
     Reserved,
     /// A local token from the caller cannot be used in the configured encoding.
@@ -212,9 +222,11 @@ pub struct MergeServerConfig {
     /// How long a RECONNECTING session is kept for its client to resume (dop: forever).
     /// Default: 60 s.
     pub resume_grace: Duration,
-    /// How long a formally disconnected session's token is remembered, to refuse it with
-    /// SESSION_ENDED rather than start a fresh session from it (at most `max_sessions`
-    /// tokens, oldest forgotten first). Default: 600 s.
+    /// How long a formally disconnected session's tombstone is remembered, to refuse its
+    /// secrets with SESSION_ENDED rather than start a fresh session from one. At most
+    /// `max_sessions` tombstones of sessions the application ended and as many of sessions
+    /// their clients ended, each part forgetting its oldest first, so that no peer can push
+    /// out the application's (see [`EndedBy`]). Default: 600 s.
     pub ended_memory: Duration,
     /// Most sessions (CONNECTED or RECONNECTING); past it a handshake is refused with
     /// SERVER_FULL. Default: 10 000.

@@ -3,21 +3,31 @@
 //! Every transport starts as a temporary node in OPEN (a *pending handshake*). It becomes a
 //! session when its handshake completes, or is dropped when its client resumes an existing
 //! RECONNECTING session, which adopts the transport. Sessions are named by a
-//! [`SessionId`] (a counter, never the secret token). Lookups by merged token go through an
-//! index of a 64-bit fingerprint of each session's merged token, then compare the
-//! candidates' whole tokens in constant time: a lookup costs the same with 10 sessions or
-//! 10,000 (one comparison per session made every handshake quadratic to fill).
+//! [`SessionId`] (a counter, never the secret token). Lookups by token go through an index
+//! of keyed 64-bit fingerprints ([`TokenKey`]) of each session's merged token and
+//! resumption secrets, then compare the candidates' whole tokens in constant time: a lookup
+//! costs the same with 10 sessions or 10,000 (one comparison per session made every
+//! handshake quadratic to fill), and no peer can forge collisions without the key.
+//!
+//! In tether's encoding a session's resumption secret rotates: the server offers a fresh
+//! one (SECRET) with every confirmation, at the first connect and at every resumption, and
+//! the client confirms it by sending it back. RESUME then takes the current secret (or the
+//! offered one, if the client got it but its confirmation was cut off); the secret it
+//! replaced is refused as ended, so a RESUME captured once cannot be replayed.
 
 use super::codec::{self, dop_token, is_token, Incoming, LinkReader};
+use super::ended::{EndedBy, EndedSet};
+use super::index::{self, SecretKey, TokenKey};
 use super::node::{Node, NodeView, Status, Step};
-use super::{EndReason, MergeError, MergeServerConfig, Outcome};
+use super::{Encoding, EndReason, MergeError, MergeServerConfig, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
 use crate::session::endpoint::{Endpoint, SessionTimer, Timer};
 use crate::session::{AckFault, Event, SessionCore, Verdict};
 use crate::time::Instant;
 use crate::token::{Token, TokenSource};
 use crate::wire::{FailReason, Message};
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
 use bytes::Bytes;
 
 /// The server's name for a session: a counter, never reused, never secret.
@@ -67,10 +77,95 @@ struct LinkState {
     handshake: Option<Node>,
 }
 
-/// What a session holds beyond the shared session core: its node (SERVER1).
+/// What a session holds beyond the shared session core: its node (SERVER1) and, in
+/// tether's encoding, what its resumption secrets derive from.
 #[derive(Debug, Clone)]
 struct Session {
     node: Node,
+    /// `None` in dop's encoding, which has no message to change the merged token: there it
+    /// is the only secret.
+    secrets: Option<Secrets>,
+}
+
+/// A session's resumption secrets (tether's encoding): generation `g`'s secret is derived
+/// from one key drawn for the session ([`SecretKey`]). A fresh generation is offered with
+/// every confirmation (the first connect, every resumption); a RESUME presenting one older
+/// than `oldest` is a replay and is refused as ended.
+#[derive(Debug, Clone, Copy)]
+struct Secrets {
+    /// The session's key (snapshots carry it: another process derives nothing from its
+    /// own master key for a session it did not make).
+    root: Token,
+    key: SecretKey,
+    /// The oldest generation that still resumes: the newest the client proved it holds
+    /// (by presenting it, or by confirming it).
+    oldest: u32,
+    /// The next generation to offer.
+    next: u32,
+    /// Whether the merged token still resumes: until the client presents or confirms a
+    /// first secret (a cut may come before the first offer arrives).
+    merged_resumes: bool,
+}
+
+impl Secrets {
+    fn new(root: Token) -> Secrets {
+        Secrets {
+            root,
+            key: SecretKey::from_token(&root),
+            oldest: 0,
+            next: 0,
+            merged_resumes: true,
+        }
+    }
+
+    /// The client proved it holds generation `g`: nothing older resumes any more.
+    fn proven(&mut self, g: u32) {
+        self.oldest = self.oldest.max(g);
+        self.merged_resumes = false;
+        // A server restored from an older copy may see a generation it never offered.
+        self.next = self.next.max(g.saturating_add(1));
+    }
+
+    /// The next secret to offer.
+    fn offer(&mut self) -> Token {
+        let g = self.next;
+        self.next = self.next.saturating_add(1);
+        self.key.secret(g)
+    }
+}
+
+/// What a value in the token index is to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    /// The keyed fingerprint of its merged token.
+    Merged,
+    /// The locator of its secrets.
+    Locator,
+}
+
+impl Session {
+    /// The session's index entries.
+    fn entries(&self, key: &TokenKey) -> impl Iterator<Item = (u64, Role)> {
+        [
+            self.node
+                .merged
+                .map(|m| (key.fingerprint(&m), Role::Merged)),
+            self.secrets.map(|k| (k.key.locator(), Role::Locator)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// What a RESUME presents, to the registry.
+enum Presented {
+    /// A session's secret (with its generation), or its merged token while that still
+    /// resumes it (always in dop's encoding).
+    Resumes(SessionId, Option<u32>),
+    /// A secret (or merged token) the session's rotation left behind: a replay.
+    Retired,
+    /// Nothing this registry holds.
+    Unknown,
 }
 
 /// The server side of the token-merge connection: many transports, many sessions.
@@ -123,24 +218,37 @@ pub struct MergeServer<S> {
     tokens: S,
     /// Transports, sessions, their cores and every handshake, expiry and liveness timer.
     endpoint: Endpoint<SessionId, LinkState, Session>,
-    /// Every session with a merged token, by the token's [`fingerprint`].
-    by_token: BTreeSet<(u64, SessionId)>,
-    /// Merged tokens of ended sessions, oldest first, with when they are forgotten.
-    ended: VecDeque<(Token, Instant)>,
+    /// Every session by the keyed fingerprint of its merged token, and by the locator of
+    /// its secrets.
+    by_token: BTreeSet<(u64, SessionId, Role)>,
+    /// The key of every fingerprint, from the token drawn at creation.
+    key: TokenKey,
+    /// The key new sessions' secrets keys derive from, from the same token.
+    master: TokenKey,
+    /// Tombstones of formally ended sessions.
+    ended: EndedSet,
     next_id: u64,
     outbox: Outbox<MergeServerEvent>,
     now: Instant,
 }
 
 impl<S: TokenSource> MergeServer<S> {
-    /// An empty registry drawing local tokens from `tokens`.
-    pub fn new(cfg: MergeServerConfig, tokens: S) -> Self {
+    /// An empty registry drawing tokens from `tokens`: the first one at once, the server's
+    /// own key (never sent: it keys the token index, so that peers cannot forge collisions,
+    /// and the resumption secrets of tether's encoding), then a local token for every
+    /// transport.
+    pub fn new(cfg: MergeServerConfig, mut tokens: S) -> Self {
+        let drawn = tokens.next_token();
+        let key = TokenKey::from_token(&drawn);
+        let master = TokenKey::from_token(&key.derive(&drawn));
         MergeServer {
+            master,
             endpoint: Endpoint::new(cfg.max_pending),
+            ended: EndedSet::new(cfg.max_sessions),
             cfg,
             tokens,
             by_token: BTreeSet::new(),
-            ended: VecDeque::new(),
+            key,
             next_id: 1,
             outbox: Outbox::new(),
             now: Instant::ZERO,
@@ -224,7 +332,7 @@ impl<S: TokenSource> MergeServer<S> {
         self.endpoint.pending_count()
     }
 
-    /// Ended sessions' tokens still remembered.
+    /// Formally ended sessions still remembered (their tombstones).
     pub fn ended_count(&self) -> usize {
         self.ended.len()
     }
@@ -235,10 +343,7 @@ impl<S: TokenSource> MergeServer<S> {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        earliest([
-            self.endpoint.next_deadline(),
-            self.ended.front().map(|e| e.1),
-        ])
+        earliest([self.endpoint.next_deadline(), self.ended.next_deadline()])
     }
 
     fn new_core(&self) -> SessionCore {
@@ -253,29 +358,86 @@ impl<S: TokenSource> MergeServer<S> {
         }
     }
 
-    /// The session whose merged token is `m`: the sessions whose tokens share its
-    /// fingerprint, each compared in constant time (all of them, no early exit).
+    /// The sessions filed under `value` as `role`.
+    fn candidates(&self, value: u64, role: Role) -> impl Iterator<Item = SessionId> + '_ {
+        self.by_token
+            .range((value, SessionId(0), role)..=(value, SessionId(u64::MAX), role))
+            .filter(move |e| e.2 == role)
+            .map(|e| e.1)
+    }
+
+    /// The session whose merged token is `m`: every session sharing its fingerprint is
+    /// compared in constant time (all of them, no early exit).
     fn find(&self, m: &Token) -> Option<SessionId> {
-        let f = fingerprint(m);
         let mut found = None;
-        for &(_, id) in self
-            .by_token
-            .range((f, SessionId(0))..=(f, SessionId(u64::MAX)))
-        {
-            if self
-                .endpoint
-                .get(id)
-                .and_then(|s| s.state.node.merged)
-                .is_some_and(|t| t == *m)
-            {
+        for id in self.candidates(self.key.fingerprint(m), Role::Merged) {
+            let merged = self.endpoint.get(id).and_then(|s| s.state.node.merged);
+            if merged.is_some_and(|t| t == *m) {
                 found = Some(id);
             }
         }
         found
     }
 
+    /// What a RESUME presenting `x` names: a secret whose tag checks under its session's
+    /// key (the locator finds the session), or a merged token.
+    fn presented(&self, x: &Token) -> Presented {
+        if let Some((loc, _)) = index::parse(x) {
+            for id in self.candidates(loc, Role::Locator) {
+                let secrets = self.endpoint.get(id).and_then(|s| s.state.secrets);
+                let Some(k) = secrets else { continue };
+                match k.key.open(x) {
+                    Some(g) if g >= k.oldest => return Presented::Resumes(id, Some(g)),
+                    Some(_) => return Presented::Retired,
+                    // A forged tag: as any unknown token.
+                    None => {}
+                }
+            }
+        }
+        match self.find(x) {
+            Some(id) => match self.endpoint.get(id).and_then(|s| s.state.secrets) {
+                Some(k) if !k.merged_resumes => Presented::Retired,
+                _ => Presented::Resumes(id, None),
+            },
+            None => Presented::Unknown,
+        }
+    }
+
     fn is_ended(&self, m: &Token) -> bool {
-        self.ended.iter().fold(false, |acc, (t, _)| acc | (t == m))
+        self.ended.contains(&self.key, m)
+    }
+
+    /// Whether a RESUME presenting `x` names an ended session: its merged token, or a
+    /// secret of its (the locator's tombstone).
+    fn is_ended_secret(&self, x: &Token) -> bool {
+        let by_locator = index::parse(x)
+            .is_some_and(|(loc, _)| self.ended.contains(&self.key, &index::locator_token(loc)));
+        self.is_ended(x) | by_locator
+    }
+
+    /// Files a session in the index (once made; its entries never change).
+    fn index(&mut self, id: SessionId) {
+        if let Some(s) = self.endpoint.get(id) {
+            for (value, role) in s.state.entries(&self.key) {
+                self.by_token.insert((value, id, role));
+            }
+        }
+    }
+
+    /// Takes a session out of the index (before it goes).
+    fn unindex(&mut self, id: SessionId) {
+        if let Some(s) = self.endpoint.get(id) {
+            for (value, role) in s.state.entries(&self.key) {
+                self.by_token.remove(&(value, id, role));
+            }
+        }
+    }
+
+    /// A new session's secrets, keyed from the master key and its merged token: tether's
+    /// encoding only (`None` in dop's, which has no message to carry a secret). Derived, not
+    /// drawn: the caller's source gives one token per transport, as it always did.
+    fn fresh_secrets(&self, merged: &Token) -> Option<Secrets> {
+        (self.cfg.encoding == Encoding::Tether).then(|| Secrets::new(self.master.derive(merged)))
     }
 
     fn on_opened(&mut self, link: Link) -> Result<(), MergeError> {
@@ -425,8 +587,12 @@ impl<S: TokenSource> MergeServer<S> {
     }
 
     fn resume(&mut self, link: Link, m: Token) {
-        match self.find(&m) {
-            Some(id) => {
+        match self.presented(&m) {
+            // A secret this session's rotation left behind: a replay of a captured RESUME
+            // (or a copy of the client older than the rotation). The session is untouched;
+            // for the holder of this secret it is over.
+            Presented::Retired => self.refuse(link, FailReason::SessionEnded),
+            Presented::Resumes(id, generation) => {
                 if let Some(old) = self.endpoint.take_over(id) {
                     // Takeover: the client proved the session on a new transport while the
                     // old one still looks open here (a half-open link after NAT rebinding
@@ -435,10 +601,12 @@ impl<S: TokenSource> MergeServer<S> {
                     self.outbox.close(old);
                     self.lose(id);
                 }
-                self.adopt(id, link);
+                self.adopt(id, link, m, generation);
             }
-            None if self.is_ended(&m) => self.refuse(link, FailReason::SessionEnded),
-            None => {
+            Presented::Unknown if self.is_ended_secret(&m) => {
+                self.refuse(link, FailReason::SessionEnded)
+            }
+            Presented::Unknown => {
                 // Forgotten (expired, or never known): dop makes a new session from the old
                 // merged token, taken as the client's local token. The result says Fresh.
                 let Some(n) = self.handshake_mut(link) else {
@@ -454,9 +622,10 @@ impl<S: TokenSource> MergeServer<S> {
         }
     }
 
-    /// SERVER1 takes the transport of SERVER2, which is dropped; CONNECTED; echo the merged
-    /// token; replay what the client missed.
-    fn adopt(&mut self, id: SessionId, link: Link) {
+    /// SERVER1 takes the transport of SERVER2, which is dropped; CONNECTED; echo the secret
+    /// the client presented (dop: the merged token), offer the next one (tether's
+    /// encoding); replay what the client missed.
+    fn adopt(&mut self, id: SessionId, link: Link, presented: Token, generation: Option<u32>) {
         if self.handshake_mut(link).is_none() {
             return;
         }
@@ -466,13 +635,20 @@ impl<S: TokenSource> MergeServer<S> {
         if s.state.node.apply(Step::Resumed).is_err() {
             return self.refuse(link, FailReason::NotResumable);
         }
-        let merged = s.state.node.merged;
+        let offer = s.state.secrets.as_mut().map(|k| {
+            if let Some(g) = generation {
+                // Presenting a secret proves the client holds it: older ones are replays.
+                k.proven(g);
+            }
+            k.offer()
+        });
         self.endpoint.attach(id, link);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             r.state.handshake = None;
         }
-        if let Some(m) = merged {
-            codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &m);
+        codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &presented);
+        if let Some(offer) = offer {
+            codec::send_secret(&mut self.outbox, self.cfg.encoding, link, &offer);
         }
         self.outbox.event(Event::Up {
             session: id,
@@ -510,12 +686,18 @@ impl<S: TokenSource> MergeServer<S> {
         if node.apply(Step::Confirmed).is_err() {
             return self.refuse(link, FailReason::UnexpectedMessage);
         }
+        let mut secrets = self.fresh_secrets(&merged);
         let id = SessionId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
-        self.by_token.insert((fingerprint(&merged), id));
+        if let Some(offer) = secrets.as_mut().map(Secrets::offer) {
+            // The first secret: until the client confirms it, the merged token still
+            // resumes (a cut may come before the offer arrives).
+            codec::send_secret(&mut self.outbox, self.cfg.encoding, link, &offer);
+        }
         let mut core = self.new_core();
         let _ = core.link_up(&mut self.outbox, link, false, true, self.now);
-        self.endpoint.insert(id, core, Session { node });
+        self.endpoint.insert(id, core, Session { node, secrets });
+        self.index(id);
         self.endpoint.attach(id, link);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             r.state.handshake = None;
@@ -569,6 +751,26 @@ impl<S: TokenSource> MergeServer<S> {
                 }
             }
             Incoming::Disconnect(_) => self.session_fault(id, FailReason::WrongToken),
+            // The client confirms the secret offered with the last confirmation: from now
+            // on only that one resumes, and the one it replaces is refused.
+            Incoming::Secret(t) => {
+                let confirmed = self
+                    .endpoint
+                    .get_mut(id)
+                    .and_then(|s| s.state.secrets.as_mut())
+                    .and_then(|k| {
+                        // Only the last one offered is confirmed.
+                        let g = k
+                            .key
+                            .open(&t)
+                            .filter(|g| g.checked_add(1) == Some(k.next))?;
+                        k.proven(g);
+                        Some(())
+                    });
+                if confirmed.is_none() {
+                    self.session_fault(id, FailReason::WrongToken);
+                }
+            }
             // The client found the session diverged on resuming it (our copy of it is
             // older, or its own is): it cannot continue here either.
             Incoming::Failed(FailReason::Diverged) => self.end(id, EndReason::Diverged),
@@ -627,29 +829,33 @@ impl<S: TokenSource> MergeServer<S> {
         self.outbox.event(Event::Down { session: id });
     }
 
-    /// Removes a session for good (remembering a formally disconnected one's token).
+    /// Removes a session for good (leaving a tombstone of a formally disconnected one).
     fn end(&mut self, id: SessionId, reason: EndReason) {
+        self.unindex(id);
         let Some(mut s) = self.endpoint.remove(id) else {
             return;
         };
         let undelivered = s.core.end();
-        if let Some(m) = s.state.node.merged {
-            self.by_token.remove(&(fingerprint(&m), id));
-        }
         if let Some(link) = s.link {
             self.outbox.close(link);
         }
         // Only a formal disconnection is remembered: an expired session's client is
-        // welcome back, as a fresh session (the result says so).
-        let formal = matches!(
-            reason,
-            EndReason::LocalDisconnect | EndReason::PeerDisconnect
-        );
-        if let Some(m) = s.state.node.merged.filter(|_| formal) {
-            if self.ended.len() >= self.cfg.max_sessions.max(1) {
-                self.ended.pop_front();
-            }
-            self.ended.push_back((m, self.now + self.cfg.ended_memory));
+        // welcome back, as a fresh session (the result says so). The tombstone holds the
+        // secrets that could still resume it.
+        let by = match reason {
+            EndReason::LocalDisconnect => Some(EndedBy::Application),
+            EndReason::PeerDisconnect => Some(EndedBy::Peer),
+            _ => None,
+        };
+        if let (Some(by), Some(merged)) = (by, s.state.node.merged) {
+            // The merged token, and the locator that every secret of the session carries.
+            let locator = s
+                .state
+                .secrets
+                .map(|k| index::locator_token(k.key.locator()));
+            let tokens: Vec<Token> = [Some(merged), locator].into_iter().flatten().collect();
+            let at = self.now + self.cfg.ended_memory;
+            self.ended.insert(&self.key, tokens, at, by);
         }
         self.outbox.event(Event::Ended {
             session: id,
@@ -688,9 +894,7 @@ impl<S: TokenSource> MergeServer<S> {
                 Timer::Session(_, SessionTimer::Profile) => {}
             }
         }
-        while self.ended.front().is_some_and(|e| e.1 <= now) {
-            self.ended.pop_front();
-        }
+        self.ended.expire(&self.key, now);
     }
 
     fn on_command(&mut self, cmd: MergeServerCommand) -> Result<(), MergeError> {
@@ -769,19 +973,6 @@ impl<S: TokenSource> Machine for MergeServer<S> {
     fn is_closed(&self) -> bool {
         false
     }
-}
-
-/// A 64-bit fingerprint of a merged token (FNV-1a), to index sessions by token.
-///
-/// Not a secret and not keyed (tether draws no randomness): what an attacker could learn
-/// from the timing of the index walk is at most the ordering of fingerprints, 64 bits
-/// about tokens of at least 32 bytes (two tokens of at least 16 merged) that still have to
-/// be matched whole, in constant time. Crafted collisions only bring a lookup back to one
-/// constant-time comparison per colliding session, the cost every lookup had before.
-fn fingerprint(t: &Token) -> u64 {
-    t.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[path = "server_handover.rs"]

@@ -2,8 +2,9 @@
 //! to another registry, in another process.
 
 use super::*;
-use crate::connect::merge::MergeSessionSnapshot;
+use crate::connect::merge::{MergeEndedSnapshot, MergeSecrets, MergeSessionSnapshot, Tombstone};
 use crate::snapshot::ImportError;
+use crate::time::Duration;
 
 impl<S: TokenSource> MergeServer<S> {
     /// One session's durable state, to hand it over to another server: tokens, status,
@@ -34,6 +35,12 @@ impl<S: TokenSource> MergeServer<S> {
             local: s.state.node.local,
             remote: s.state.node.remote,
             merged,
+            secrets: s.state.secrets.map(|k| MergeSecrets {
+                key: k.root,
+                oldest: k.oldest,
+                next: k.next,
+                merged_resumes: k.merged_resumes,
+            }),
             queue,
             acked,
             received,
@@ -47,10 +54,8 @@ impl<S: TokenSource> MergeServer<S> {
     pub fn take_session(&mut self, now: Instant, id: SessionId) -> Option<MergeSessionSnapshot> {
         let snap = self.export_session(now, id)?;
         self.now = self.now.max(now);
+        self.unindex(id);
         if let Some(s) = self.endpoint.remove(id) {
-            if let Some(m) = s.state.node.merged {
-                self.by_token.remove(&(fingerprint(&m), id));
-            }
             if let Some(link) = s.link {
                 self.outbox.close(link);
             }
@@ -64,9 +69,11 @@ impl<S: TokenSource> MergeServer<S> {
     /// CONNECTED). Its client resumes it with RESUME as after any lost transport.
     ///
     /// Refused, leaving the registry as it was, when the registry is full
-    /// ([`ImportError::Full`]), when a session holds the same merged token (imported
-    /// twice: [`ImportError::DuplicateToken`]), when that token ended formally here, when
-    /// the queue is over `max_queue`, or when a token does not suit the encoding.
+    /// ([`ImportError::Full`]), when a session holds the same merged token or secrets
+    /// (imported twice: [`ImportError::DuplicateToken`]), when the session ended formally
+    /// here ([`ImportError::Ended`]: a tombstone, kept or imported with
+    /// [`MergeServer::import_ended`]), when the queue is over `max_queue`, or when a token
+    /// does not suit the encoding (secrets in dop's encoding, none in tether's).
     ///
     /// The next deadline may be earlier: poll the output after an import.
     pub fn import_session(
@@ -77,10 +84,24 @@ impl<S: TokenSource> MergeServer<S> {
         if self.endpoint.session_count() >= self.cfg.max_sessions {
             return Err(ImportError::Full);
         }
-        if self.find(&snap.merged).is_some() {
+        let secrets = snap.secrets.map(|k| Secrets {
+            root: k.key,
+            key: SecretKey::from_token(&k.key),
+            oldest: k.oldest,
+            next: k.next,
+            merged_resumes: k.merged_resumes,
+        });
+        let locator = secrets.map(|k| k.key.locator());
+        if self.find(&snap.merged).is_some()
+            || locator.is_some_and(|l| self.candidates(l, Role::Locator).next().is_some())
+        {
             return Err(ImportError::DuplicateToken);
         }
-        if self.is_ended(&snap.merged) {
+        // A tombstone of its merged token or of its secrets' locator: the session ended
+        // after this snapshot was taken.
+        if self.is_ended(&snap.merged)
+            || locator.is_some_and(|l| self.is_ended(&index::locator_token(l)))
+        {
             return Err(ImportError::Ended);
         }
         if snap.queue.len() > self.cfg.max_queue {
@@ -91,6 +112,8 @@ impl<S: TokenSource> MergeServer<S> {
         }
         if codec::check_local(self.cfg.encoding, &snap.local).is_err()
             || codec::check_local(self.cfg.encoding, &snap.merged).is_err()
+            || secrets.is_some() != (self.cfg.encoding == Encoding::Tether)
+            || secrets.is_some_and(|k| !k.root.is_secure())
         {
             return Err(ImportError::BadToken);
         }
@@ -109,12 +132,56 @@ impl<S: TokenSource> MergeServer<S> {
                     remote: snap.remote,
                     merged: Some(snap.merged),
                 },
+                secrets,
             },
         );
-        self.by_token.insert((fingerprint(&snap.merged), id));
+        self.index(id);
         let left = snap.expires_in.unwrap_or(self.cfg.resume_grace);
         self.endpoint
             .set_timer(id, SessionTimer::Expire, Some(now + left));
         Ok(id)
+    }
+}
+
+impl<S: TokenSource> MergeServer<S> {
+    /// The tombstones of formally ended sessions, with their time left from `now`: persist
+    /// them with the sessions' snapshots, so that a restarted server that imports an older
+    /// snapshot of a session that has since ended refuses it
+    /// ([`MergeServer::import_ended`], then [`MergeServer::import_session`]).
+    pub fn export_ended(&self, now: Instant) -> MergeEndedSnapshot {
+        MergeEndedSnapshot {
+            tombstones: self
+                .ended
+                .export(now)
+                .into_iter()
+                .map(|(tokens, forget_in, ended_by)| Tombstone {
+                    tokens,
+                    forget_in,
+                    ended_by,
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes over tombstones exported by [`MergeServer::export_ended`] (this server's own
+    /// before a restart, or another's of the fleet). Import them before the sessions:
+    /// [`MergeServer::import_session`] refuses a session whose secrets have a tombstone
+    /// ([`ImportError::Ended`]). A session already here that one of them names is left as
+    /// it is. Each part of the ended set keeps its bound (`max_sessions`, the soonest
+    /// forgotten first); tombstones with no time left are skipped. Returns how many were
+    /// taken.
+    pub fn import_ended(&mut self, now: Instant, snap: &MergeEndedSnapshot) -> usize {
+        self.now = self.now.max(now);
+        let mut taken = 0;
+        for t in &snap.tombstones {
+            if t.forget_in == Duration::ZERO || t.tokens.is_empty() {
+                continue;
+            }
+            let tokens: Vec<Token> = t.tokens.iter().take(2).copied().collect();
+            self.ended
+                .insert(&self.key, tokens, now + t.forget_in, t.ended_by);
+            taken += 1;
+        }
+        taken
     }
 }

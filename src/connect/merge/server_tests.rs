@@ -18,10 +18,14 @@ fn token(c: u8) -> Token {
 /// session (its expiry) and per CONNECTED one (its liveness), through handshakes, losses,
 /// adoptions, refusals and expiries; the token index holds exactly the merged tokens.
 fn assert_index<S>(s: &MergeServer<S>) {
-    let with_token: BTreeSet<(u64, SessionId)> = s
+    let with_token: BTreeSet<(u64, SessionId, Role)> = s
         .endpoint
         .sessions()
-        .filter_map(|(id, x)| x.state.node.merged.map(|m| (fingerprint(&m), id)))
+        .flat_map(|(id, x)| {
+            x.state
+                .entries(&s.key)
+                .map(move |(value, role)| (value, id, role))
+        })
         .collect();
     assert_eq!(with_token, s.by_token);
     let live = s
@@ -184,11 +188,13 @@ fn resumption_finds_its_session_among_many_even_when_fingerprints_collide() {
     let m = merged(&s, target);
     // Forge collisions: other sessions filed under the target's fingerprint.
     for &other in &ids[..5] {
-        s.by_token.insert((fingerprint(&m), other));
+        s.by_token
+            .insert((s.key.fingerprint(&m), other, Role::Merged));
     }
     assert_eq!(s.find(&m), Some(target));
     for &other in &ids[..5] {
-        s.by_token.remove(&(fingerprint(&m), other));
+        s.by_token
+            .remove(&(s.key.fingerprint(&m), other, Role::Merged));
     }
     for i in 1..=50 {
         s.handle_input(now, Input::Closed(Link::main(i))).unwrap();
@@ -211,7 +217,39 @@ fn resumption_finds_its_session_among_many_even_when_fingerprints_collide() {
 
 #[test]
 fn an_idle_session_costs_a_few_hundred_bytes() {
-    // Inline tokens (3 x 65 bytes) dominate; buffers are empty until bytes arrive.
+    // Inline tokens dominate (the node's 3 and the secrets' key, 65 bytes each); buffers
+    // are empty until bytes arrive.
     let size = core::mem::size_of::<crate::session::endpoint::Slot<Session>>();
     assert!(size <= 512, "a session is {size} bytes");
+}
+
+/// The token index used to be ordered by an unkeyed FNV-1a of the merged token, so a peer
+/// could compute fingerprints offline and forge tokens that all land on one entry. The
+/// fingerprint is now keyed by the first token the server draws: two servers file the same
+/// token under unrelated fingerprints, and neither is the unkeyed hash.
+#[test]
+fn fingerprints_are_keyed_by_the_servers_own_token() {
+    let fnv = |t: &Token| {
+        t.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    let keyed = |first: u8| {
+        let mut n = 0u8;
+        MergeServer::new(MergeServerConfig::default(), move || {
+            n += 1;
+            token(if n == 1 { first } else { b'a' + n })
+        })
+    };
+    let (mut a, mut b) = (keyed(1), keyed(2));
+    let ia = handshake(&mut a, 1, token(b'X'));
+    let ib = handshake(&mut b, 1, token(b'X'));
+    let m = a.session(ia).unwrap().merged.unwrap();
+    assert_eq!(Some(m), b.session(ib).unwrap().merged);
+    let (fa, fb) = (a.key.fingerprint(&m), b.key.fingerprint(&m));
+    assert_ne!(fa, fb);
+    assert_ne!(fa, fnv(&m));
+    assert!(a.by_token.contains(&(fa, ia, Role::Merged)));
+    assert!(b.by_token.contains(&(fb, ib, Role::Merged)));
+    assert_index(&a);
 }
