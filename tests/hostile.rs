@@ -168,3 +168,53 @@ fn unadmitted_dual_links_cannot_hold_large_frames() {
     );
     assert_eq!(s.link_count(), 0);
 }
+
+/// A received entry is a slice of the frame it came in: kept as it is, a one-byte entry
+/// beside a large one the journal skips would keep the whole frame alive (40 such entries
+/// held 40 MiB). The journal keeps a compact copy of what it appends.
+#[test]
+fn a_small_received_entry_does_not_pin_its_large_frame() {
+    use tether::sync::journal::{JournalMachine, JournalStore, MemJournal, Role, SyncConfig};
+    use tether::wire::{Entry, JournalList, JournalMessage, LineId};
+    let big = Entry::new(b"srv", b"big", &vec![7u8; 900 * 1024]);
+    let mut journal = MemJournal::new(3, 100);
+    journal.append(big.clone()).unwrap(); // the large one is a duplicate here
+    let config = SyncConfig {
+        idle_timeout: None,
+        ..SyncConfig::default()
+    };
+    let mut m = JournalMachine::new(Role::Client, config, journal);
+    m.handle_input(Instant::ZERO, Input::Opened(Link::main(1)))
+        .unwrap();
+    let _ = closed(&mut m);
+    drop(big);
+    let before = held();
+    {
+        let list = Message::Journal(JournalMessage::List(JournalList {
+            ctx: 0,
+            since: LineId::start(9),
+            head: 2,
+            entries: vec![
+                Entry::new(b"srv", b"tiny", b"x"),
+                Entry::new(b"srv", b"big", &vec![7u8; 900 * 1024]),
+            ],
+            held: vec![],
+        }));
+        let mut frame = bytes::BytesMut::new();
+        list.encode_framed(&mut frame);
+        m.handle_input(
+            Instant::ZERO,
+            Input::Received(Link::main(1), frame.freeze()),
+        )
+        .unwrap();
+        let _ = closed(&mut m);
+    }
+    // The link goes: its read buffer (bounded by the frame limit, whatever it carried) is
+    // released; what stays is what the journal keeps.
+    m.handle_input(Instant::ZERO, Input::Closed(Link::main(1)))
+        .unwrap();
+    let _ = closed(&mut m);
+    let kept = held() - before;
+    assert!(m.store().contains(b"srv", b"tiny"));
+    assert!(kept < 64 * 1024, "{kept} bytes kept for a one-byte entry");
+}

@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// without a second allocation, and a bare length prefix holds no more than this.
 pub const MIN_RESERVE: usize = 4096;
 
+/// An empty read buffer with more spare capacity than this is released rather than kept
+/// for the next frame.
+const RELEASE_ABOVE: usize = 4 * MIN_RESERVE;
+
 /// Largest frame a server accepts on a link that has not completed its handshake (every
 /// handshake message is far smaller): with the bound on such links, what they can make a
 /// server hold in all is bounded too.
@@ -160,7 +164,13 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.buf.advance(FRAME_HEADER_LEN);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        let frame = self.buf.split_to(len).freeze();
+        if self.buf.is_empty() && self.buf.capacity() > RELEASE_ABOVE {
+            // What is left shares the frame's allocation: kept, it would keep a large
+            // frame alive (and its memory held) for as long as the link is idle.
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(frame))
     }
 
     /// A frame sliced straight out of the zero-copy input, or the input's tail moved into
@@ -208,7 +218,8 @@ impl FrameDecoder {
 
     /// Forgets buffered bytes and any failure: for a new transport.
     pub fn reset(&mut self) {
-        self.buf.clear();
+        // Released, not cleared: a reset link keeps no memory of what it carried.
+        self.buf = BytesMut::new();
         self.input = Bytes::new();
         self.failed = None;
     }
@@ -237,6 +248,23 @@ pub fn encode_frame(payload: &[u8], out: &mut BytesMut) -> Result<(), DecodeErro
 
 #[cfg(test)]
 mod tests {
+
+    /// A large frame read through the copying path leaves no large buffer behind once it
+    /// is taken, and a reset releases the buffer whatever it held.
+    #[test]
+    fn a_large_frame_leaves_no_large_buffer_behind() {
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut wire = BytesMut::new();
+        encode_frame(&alloc::vec![1u8; 300 * 1024], &mut wire).unwrap();
+        d.push(&wire);
+        let frame = d.next_frame().unwrap().unwrap();
+        assert_eq!(frame.len(), 300 * 1024);
+        assert!(d.buf.capacity() <= RELEASE_ABOVE, "{}", d.buf.capacity());
+        d.push(&wire[..100_000]);
+        d.reset();
+        assert_eq!(d.buf.capacity(), 0);
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@ use crate::wire::{Entry, LineId};
 use alloc::collections::BTreeSet;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use core::fmt;
 use hashbrown::{Equivalent, HashMap};
 
@@ -289,14 +289,37 @@ impl JournalStore for MemJournal {
     }
     /// All or nothing: a list that would overflow `max_entries` appends none of its
     /// entries.
+    ///
+    /// The entries it keeps are copied, together, into one buffer of just their bytes: a
+    /// received entry is a slice of the frame it came in, and keeping the slice would keep
+    /// the whole frame (a one-byte entry beside a large duplicate pinned a megabyte).
     fn append_batch(
         &mut self,
         entries: &[Entry],
         outcomes: &mut Vec<Option<LineId>>,
     ) -> Result<(), StoreError> {
         let start = self.lines.len();
+        let fresh: usize = entries
+            .iter()
+            .filter(|e| !self.index.contains_key(&Probe(&e.author, &e.resource)))
+            .map(|e| e.author.len() + e.resource.len() + e.payload.len())
+            .sum();
+        let mut arena = BytesMut::with_capacity(fresh);
         for e in entries {
-            match self.push(e) {
+            let compact = if self.index.contains_key(&Probe(&e.author, &e.resource)) {
+                None
+            } else {
+                let mut take = |b: &Bytes| {
+                    arena.extend_from_slice(b);
+                    arena.split().freeze()
+                };
+                Some(Entry {
+                    author: take(&e.author),
+                    resource: take(&e.resource),
+                    payload: take(&e.payload),
+                })
+            };
+            match self.push(compact.as_ref().unwrap_or(e)) {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(err) => {
                     for e in self.lines.drain(start..) {
