@@ -1,9 +1,8 @@
 //! [`JournalMachine`]: [`JournalSync`] alone over one `main` transport, as a [`Machine`].
 
-use super::session::{
-    JournalSync, Role, SyncCommand, SyncConfig, SyncError, SyncEvent, SyncOutput,
-};
+use super::session::JournalSync;
 use super::store::JournalStore;
+use super::types::{Role, SyncCommand, SyncConfig, SyncError, SyncEvent, SyncOutput};
 use crate::driver::{Channel, Input, Link, Machine, Outbox, Output};
 use crate::time::Instant;
 use crate::wire::{FrameDecoder, Message, DEFAULT_MAX_FRAME};

@@ -10,7 +10,8 @@
 //!
 //! - [`JournalStore`] / [`MemJournal`]: the application's storage, in memory by default.
 //! - [`JournalSync`]: the message-level machine (for the composed peer, over either
-//!   connection profile).
+//!   connection profile); its vocabulary (config, commands, events, marks) in `types.rs`,
+//!   the replier's side in `session/reply.rs`.
 //! - [`JournalMachine`]: the same over one `main` transport, a [`Machine`](crate::Machine).
 //! - [`ResourceIds`]: resource ids for a node's own entries that no restart can repeat.
 //!
@@ -21,11 +22,13 @@ mod ids;
 mod machine;
 mod session;
 mod store;
+mod types;
 
 pub use ids::ResourceIds;
 pub use machine::JournalMachine;
-pub use session::{
-    Continuity, JournalSync, Marks, Policy, Role, SyncCommand, SyncConfig, SyncError, SyncEvent,
-    SyncOutput, SyncStats,
-};
+pub use session::JournalSync;
 pub use store::{JournalStore, MemJournal, StoreError};
+pub use types::{
+    Continuity, Marks, Policy, Role, SyncCommand, SyncConfig, SyncError, SyncEvent, SyncOutput,
+    SyncStats,
+};
