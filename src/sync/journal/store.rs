@@ -298,38 +298,52 @@ impl JournalStore for MemJournal {
         entries: &[Entry],
         outcomes: &mut Vec<Option<LineId>>,
     ) -> Result<(), StoreError> {
-        let start = self.lines.len();
-        let fresh: usize = entries
-            .iter()
-            .filter(|e| !self.index.contains_key(&Probe(&e.author, &e.resource)))
-            .map(|e| e.author.len() + e.resource.len() + e.payload.len())
-            .sum();
-        let mut arena = BytesMut::with_capacity(fresh);
+        let (start, base) = (self.lines.len(), outcomes.len());
+        // First pass: which entries are new (one lookup each), and the bytes they take.
+        let mut fresh = 0usize;
         for e in entries {
-            let compact = if self.index.contains_key(&Probe(&e.author, &e.resource)) {
-                None
-            } else {
-                let mut take = |b: &Bytes| {
-                    arena.extend_from_slice(b);
-                    arena.split().freeze()
-                };
-                Some(Entry {
-                    author: take(&e.author),
-                    resource: take(&e.resource),
-                    payload: take(&e.payload),
-                })
-            };
-            match self.push(compact.as_ref().unwrap_or(e)) {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(err) => {
-                    for e in self.lines.drain(start..) {
-                        self.index.remove(&Probe(&e.author, &e.resource));
-                    }
-                    self.checks.truncate(start);
-                    outcomes.clear();
-                    return Err(err);
-                }
+            let new = !self.index.contains_key(&Probe(&e.author, &e.resource));
+            if new {
+                fresh += e.author.len() + e.resource.len() + e.payload.len();
             }
+            outcomes.push(new.then_some(LineId::start(self.epoch)));
+        }
+        // Second pass: copy the new ones into one buffer and append them; the insert into
+        // the index is their only other hash operation (it also catches a key repeated
+        // within the list).
+        let mut arena = BytesMut::with_capacity(fresh);
+        let mut take = |b: &Bytes| {
+            arena.extend_from_slice(b);
+            arena.split().freeze()
+        };
+        for (e, outcome) in entries.iter().zip(outcomes[base..].iter_mut()) {
+            if outcome.is_none() {
+                continue;
+            }
+            if self.lines.len() >= self.max_entries {
+                for e in self.lines.drain(start..) {
+                    self.index.remove(&Probe(&e.author, &e.resource));
+                }
+                self.checks.truncate(start);
+                outcomes.truncate(base);
+                return Err(StoreError::Full(self.max_entries));
+            }
+            let entry = Entry {
+                author: take(&e.author),
+                resource: take(&e.resource),
+                payload: take(&e.payload),
+            };
+            let key = (entry.author.clone(), entry.resource.clone());
+            if let Some(earlier) = self.index.insert(key.clone(), self.lines.len()) {
+                // The same key earlier in this list: that one stays.
+                self.index.insert(key, earlier);
+                *outcome = None;
+                continue;
+            }
+            let line = self.head_line().next(&entry);
+            self.lines.push(entry);
+            self.checks.push(line.check);
+            *outcome = Some(line);
         }
         Ok(())
     }
