@@ -310,3 +310,30 @@ fn status_layout_and_errors() {
         })
     );
 }
+
+/// A journal request's flags are exact: bit 0 or nothing; any other bit, a missing flags
+/// byte or a trailing byte is refused by name.
+#[test]
+fn journal_request_flags_are_exact() {
+    let req = JournalRequest {
+        since: LineId::start(1),
+        limit: None,
+        everything: true,
+    };
+    let body = req.to_body();
+    assert_eq!(body[body.len() - 1], 1);
+    let mut bad = body.to_vec();
+    *bad.last_mut().unwrap() = 2;
+    assert!(matches!(
+        JournalRequest::decode_body(Bytes::from(bad)),
+        Err(DecodeError::BadField { field: "flags", .. })
+    ));
+    let truncated = body.slice(..body.len() - 1);
+    assert!(matches!(
+        JournalRequest::decode_body(truncated),
+        Err(DecodeError::Truncated { field: "flags" })
+    ));
+    let mut long = body.to_vec();
+    long.push(0);
+    assert!(JournalRequest::decode_body(Bytes::from(long)).is_err());
+}
