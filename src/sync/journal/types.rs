@@ -288,7 +288,7 @@ pub enum SyncEvent {
     IdleTimeout,
 }
 
-/// One output of [`JournalSync::poll`].
+/// One output of [`JournalSync::poll`](super::JournalSync::poll).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncOutput {
     /// Send this message on `main`.
