@@ -107,6 +107,7 @@ async fn serve(mut server: Driver<ServerPeer>, log: Rc<ServerLog>) {
         for event in events {
             match event {
                 PeerEvent::Sync(_, e) => show_sync("server", &e, &mut applied),
+                PeerEvent::Backlogged(s) => println!("[server] {s:?} is not acknowledging"),
                 PeerEvent::Connection(e) => {
                     println!("[server] {e:?}");
                     match e {
@@ -153,6 +154,7 @@ async fn until(
             match event {
                 PeerEvent::Sync(_, e) => show_sync("client", e, applied),
                 PeerEvent::Connection(e) => println!("[client] {e:?}"),
+                PeerEvent::Backlogged(_) => println!("[client] the server is not acknowledging"),
             }
         }
         if done(client.machine(), &events) {

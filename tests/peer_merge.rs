@@ -491,4 +491,58 @@ mod idle {
         pair.run_for(Duration::from_secs(30));
         assert_eq!(resumed(&connection_events(&pair.take_client_events())), 1);
     }
+
+    /// A client that stops acknowledging (frozen, its reads stuck) while the server appends
+    /// 3,000 entries of 1 KiB: the server's replay buffer for it (1 MiB) fills. Before, the
+    /// broadcasts the buffer refused were lost and every later input to the server
+    /// returned `QueueFull`; now every append succeeds, the server reports the stall once
+    /// (`PeerEvent::Backlogged`) and holds the session's sync back with its next message
+    /// kept, and once the client reads again it gets every entry exactly once.
+    #[test]
+    fn a_peer_that_stops_acknowledging_stalls_its_sync_and_loses_nothing() {
+        let mut pair = connected(None, None, None);
+        pair.freeze(Side::Client);
+        let big = |n: usize| {
+            tether::wire::Entry::new(b"server-big", format!("r{n}").as_bytes(), &[n as u8; 2048])
+        };
+        for n in 0..900 {
+            let now = pair.now;
+            tether::Machine::handle_input(
+                &mut pair.server,
+                now,
+                tether::Input::Command(PeerCommand::Append(big(n))),
+            )
+            .expect("an append is never refused because a peer is slow");
+            pair.pump();
+        }
+        let events = pair.take_server_events();
+        let stalls = events
+            .iter()
+            .filter(|e| matches!(e, PeerEvent::Backlogged(_)))
+            .count();
+        assert_eq!(stalls, 1, "the stall is reported once");
+        assert!(pair.server_errors.is_empty(), "{:?}", pair.server_errors);
+        let session = pair.server.sessions().next().unwrap().0;
+        assert!(pair.server.connection().queued(session).unwrap() <= 1_024);
+        pair.thaw(Side::Client);
+        pair.run_for(Duration::from_secs(60));
+        let mut applied = std::collections::BTreeMap::new();
+        for e in pair.take_client_events() {
+            if let PeerEvent::Sync(
+                _,
+                SyncEvent::Applied {
+                    author, resource, ..
+                },
+            ) = e
+            {
+                if &author[..] == b"server-big" {
+                    *applied.entry(resource).or_insert(0) += 1;
+                }
+            }
+        }
+        assert_eq!(applied.len(), 900, "every entry reached the client");
+        assert!(applied.values().all(|&n| n == 1), "each exactly once");
+        assert_eq!(pair.client.store().keys(), pair.server.store().keys());
+        assert!(pair.server_errors.is_empty(), "{:?}", pair.server_errors);
+    }
 }

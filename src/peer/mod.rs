@@ -52,13 +52,25 @@ pub trait Profile:
     /// The journal-sync role a peer over this machine takes (clients ask first).
     const ROLE: Role;
 
-    /// Sends a message to a session on `main` (queued while the session is down).
+    /// Sends a message to a session on `main` (queued while the session is down). The
+    /// message is borrowed so that one refused for want of room (see
+    /// [`Profile::is_full`]) can be offered again later.
     fn send(
         &mut self,
         now: Instant,
         session: Self::Session,
-        message: Message,
+        message: &Message,
     ) -> Result<(), Self::Error>;
+
+    /// Whether `error`, returned by [`Profile::send`], says the session's replay buffer is
+    /// full: the peer is not acknowledging what it was sent. A [`Peer`] then holds the
+    /// session's sync back (nothing lost, nothing more made) until [`Profile::queued`]
+    /// goes down.
+    fn is_full(error: &Self::Error) -> bool;
+
+    /// Messages the connection holds for the session (sent and not yet acknowledged, or
+    /// waiting for a transport); 0 for an unknown session.
+    fn queued(&self, session: Self::Session) -> usize;
 
     /// The session's sync layer started over (its transport is down): sync messages the
     /// connection still holds for it are obsolete and must not be delivered after a
@@ -103,6 +115,12 @@ pub enum PeerEvent<E, S> {
     Connection(E),
     /// An event of a session's journal sync (applied entries, confirmations, ...).
     Sync(S, SyncEvent),
+    /// The connection's replay buffer for this session is full: its peer is not
+    /// acknowledging what it was sent (a slow or stuck reader, or one that means harm).
+    /// The session's sync is held back, with its next message kept, and goes on by itself
+    /// once the peer acknowledges; nothing is lost and nothing more is made for it
+    /// meanwhile. Reported once per stall.
+    Backlogged(S),
 }
 
 /// Why a [`Peer`] refused an input.
@@ -230,13 +248,27 @@ pub struct Peer<P: Profile, S> {
     out: Outbox<PeerEvent<P::Event, P::Session>>,
     conn_deadline: Option<Instant>,
     now: Instant,
-    /// Errors of sends made while pumping (the connection refused a sync message): kept
-    /// to return from the next `handle_input`.
+    /// Errors of sends made while pumping that are not a full buffer (the connection
+    /// refused a sync message: a configuration the sync cannot run on, such as dop's text
+    /// encoding): kept to return from the next `handle_input`.
     deferred: Option<PeerError<P::Error>>,
+    /// Sessions whose sync is held back because the connection's replay buffer was full:
+    /// the sync goes on once the connection holds fewer messages than then (an
+    /// acknowledgement arrived), so a stalled session costs no work per input.
+    backlogged: BTreeMap<P::Session, Stall>,
     /// Sessions that taught us entries not yet relayed to the others. The relay waits
     /// until the queued output is drained, so entries learned from many inputs go out as
     /// one broadcast per session rather than one per entry.
     relay_from: BTreeSet<P::Session>,
+}
+
+/// A session held back because its connection's replay buffer was full.
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    /// Messages the connection held for it then: the stall ends when fewer are held.
+    held: usize,
+    /// Entries were appended or learned meanwhile: broadcast when the stall ends.
+    missed: bool,
 }
 
 impl<P, S> Peer<P, S>
@@ -258,6 +290,7 @@ where
             conn_deadline: None,
             now: Instant::ZERO,
             deferred: None,
+            backlogged: BTreeMap::new(),
             relay_from: BTreeSet::new(),
         };
         // The connection may have output before any input (a client asks for its first
@@ -337,23 +370,42 @@ where
             }
             // Only the sessions with something to say: a server has many idle ones, and
             // looking each up on every input would cost n log n per input.
+            self.unstall();
             let ready: Vec<P::Session> = self
                 .syncs
                 .iter()
-                .filter(|(_, s)| s.has_output())
+                .filter(|(session, s)| s.has_output() && !self.backlogged.contains_key(session))
                 .map(|(session, _)| *session)
                 .collect();
             for session in ready {
                 let store = &self.store;
                 while let Some(o) = self.syncs.get_mut(&session).and_then(|s| s.poll(store)) {
-                    progressed = true;
                     match o {
-                        SyncOutput::Send(m) => {
-                            if let Err(e) = self.conn.send(self.now, session, m) {
+                        SyncOutput::Send(m) => match self.conn.send(self.now, session, &m) {
+                            Ok(()) => progressed = true,
+                            Err(e) if P::is_full(&e) => {
+                                // Kept, and offered again once the peer acknowledges.
+                                if let Some(s) = self.syncs.get_mut(&session) {
+                                    s.unpoll(SyncOutput::Send(m));
+                                }
+                                let held = self.conn.queued(session);
+                                self.backlogged.insert(
+                                    session,
+                                    Stall {
+                                        held,
+                                        missed: false,
+                                    },
+                                );
+                                self.out.event(PeerEvent::Backlogged(session));
+                                break;
+                            }
+                            Err(e) => {
+                                progressed = true;
                                 self.deferred.get_or_insert(PeerError::Connection(e));
                             }
-                        }
+                        },
                         SyncOutput::Event(e) => {
+                            progressed = true;
                             match &e {
                                 SyncEvent::Applied { .. } => {
                                     self.relay_from.insert(session);
@@ -378,6 +430,29 @@ where
         }
     }
 
+    /// Ends the stalls whose peer acknowledged something since: their sync goes on, with
+    /// one broadcast of what they missed meanwhile.
+    fn unstall(&mut self) {
+        if self.backlogged.is_empty() {
+            return;
+        }
+        let conn = &self.conn;
+        let ended: Vec<(P::Session, bool)> = self
+            .backlogged
+            .iter()
+            .filter(|(session, stall)| conn.queued(**session) < stall.held)
+            .map(|(session, stall)| (*session, stall.missed))
+            .collect();
+        for (session, missed) in ended {
+            self.backlogged.remove(&session);
+            if missed {
+                if let Some(sync) = self.syncs.get_mut(&session) {
+                    let _ = sync.command(self.now, &mut self.store, SyncCommand::Broadcast);
+                }
+            }
+        }
+    }
+
     /// Entries learned from some sessions are news for every other session that is up
     /// (a session that was the only source has them already).
     fn relay(&mut self) {
@@ -386,13 +461,7 @@ where
             (1, Some(s)) => Some(*s),
             _ => None,
         };
-        let now = self.now;
-        for (session, sync) in self.syncs.iter_mut() {
-            if Some(*session) != only && self.up.get(session).copied().unwrap_or(false) {
-                // A broadcast refused (not connected) is harmless: the next resync sends it.
-                let _ = sync.command(now, &mut self.store, SyncCommand::Broadcast);
-            }
-        }
+        self.broadcast(self.now, only);
         self.pump();
     }
 
@@ -413,6 +482,7 @@ where
             Event::Down { session } => {
                 let session = *session;
                 self.up.insert(session, false);
+                self.backlogged.remove(&session);
                 if let Some(s) = self.syncs.get_mut(&session) {
                     s.connection_down(now);
                 }
@@ -420,6 +490,7 @@ where
             }
             Event::Ended { session, .. } => {
                 self.up.remove(session);
+                self.backlogged.remove(session);
                 if let Some(mut s) = self.syncs.remove(session) {
                     s.connection_down(now);
                 }
@@ -554,11 +625,24 @@ where
             return Err(PeerError::Store(StoreError::Duplicate));
         }
         self.store.append(entry)?;
-        for (session, sync) in self.syncs.iter_mut() {
-            if self.up.get(session).copied().unwrap_or(false) {
-                let _ = sync.command(now, &mut self.store, SyncCommand::Broadcast);
-            }
-        }
+        self.broadcast(now, None);
         Ok(())
+    }
+
+    /// Tells every session that is up, but `except`, about the journal's new entries. A
+    /// backlogged session is only marked: it gets one broadcast of everything new when its
+    /// stall ends, not one per entry piling up while its peer reads nothing.
+    fn broadcast(&mut self, now: Instant, except: Option<P::Session>) {
+        for (session, sync) in self.syncs.iter_mut() {
+            if Some(*session) == except || !self.up.get(session).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(stall) = self.backlogged.get_mut(session) {
+                stall.missed = true;
+                continue;
+            }
+            // A broadcast refused (not connected) is harmless: the next resync sends it.
+            let _ = sync.command(now, &mut self.store, SyncCommand::Broadcast);
+        }
     }
 }

@@ -6,7 +6,6 @@
 
 use super::Profile;
 use crate::connect::{dual, merge};
-use crate::driver::{Input, Machine};
 use crate::sync::journal::Role;
 use crate::time::Instant;
 use crate::wire::Message;
@@ -16,11 +15,16 @@ impl Profile for merge::MergeClient {
     type Notice = merge::MergeClientNotice;
     const ROLE: Role = Role::Client;
 
-    fn send(&mut self, now: Instant, _: (), message: Message) -> Result<(), merge::MergeError> {
-        self.handle_input(
-            now,
-            Input::Command(merge::MergeClientCommand::Send(message)),
-        )
+    fn send(&mut self, now: Instant, _: (), message: &Message) -> Result<(), merge::MergeError> {
+        self.send_ref(now, message)
+    }
+
+    fn is_full(error: &merge::MergeError) -> bool {
+        matches!(error, merge::MergeError::QueueFull { .. })
+    }
+
+    fn queued(&self, _: ()) -> usize {
+        merge::MergeClient::queued(self)
     }
 
     fn supersede_sync(&mut self, _: ()) {
@@ -45,12 +49,17 @@ impl<S: merge::TokenSource> Profile for merge::MergeServer<S> {
         &mut self,
         now: Instant,
         session: merge::SessionId,
-        message: Message,
+        message: &Message,
     ) -> Result<(), merge::MergeError> {
-        self.handle_input(
-            now,
-            Input::Command(merge::MergeServerCommand::Send { session, message }),
-        )
+        self.send_ref(now, session, message)
+    }
+
+    fn is_full(error: &merge::MergeError) -> bool {
+        matches!(error, merge::MergeError::QueueFull { .. })
+    }
+
+    fn queued(&self, session: merge::SessionId) -> usize {
+        merge::MergeServer::queued(self, session).unwrap_or(0)
     }
 
     fn supersede_sync(&mut self, session: merge::SessionId) {
@@ -71,8 +80,16 @@ impl Profile for dual::DualClient {
     type Notice = dual::DualClientNotice;
     const ROLE: Role = Role::Client;
 
-    fn send(&mut self, now: Instant, _: (), message: Message) -> Result<(), dual::DualError> {
-        self.handle_input(now, Input::Command(dual::DualClientCommand::Send(message)))
+    fn send(&mut self, now: Instant, _: (), message: &Message) -> Result<(), dual::DualError> {
+        self.send_ref(now, message)
+    }
+
+    fn is_full(error: &dual::DualError) -> bool {
+        matches!(error, dual::DualError::QueueFull { .. })
+    }
+
+    fn queued(&self, _: ()) -> usize {
+        dual::DualClient::queued(self)
     }
 
     fn supersede_sync(&mut self, _: ()) {
@@ -94,11 +111,21 @@ impl<T: dual::TokenSource> Profile for dual::DualServer<T> {
     type Notice = dual::DualServerNotice;
     const ROLE: Role = Role::Server;
 
-    fn send(&mut self, now: Instant, player: u16, message: Message) -> Result<(), dual::DualError> {
-        self.handle_input(
-            now,
-            Input::Command(dual::DualServerCommand::Send { player, message }),
-        )
+    fn send(
+        &mut self,
+        now: Instant,
+        player: u16,
+        message: &Message,
+    ) -> Result<(), dual::DualError> {
+        self.send_ref(now, player, message)
+    }
+
+    fn is_full(error: &dual::DualError) -> bool {
+        matches!(error, dual::DualError::QueueFull { .. })
+    }
+
+    fn queued(&self, player: u16) -> usize {
+        dual::DualServer::queued(self, player).unwrap_or(0)
     }
 
     fn supersede_sync(&mut self, player: u16) {

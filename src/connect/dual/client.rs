@@ -658,6 +658,30 @@ impl DualClient {
         }
     }
 
+    /// `Send` without giving the message up: a [`Peer`](crate::peer::Peer) keeps a sync
+    /// message the replay buffer had no room for, and offers it again later.
+    pub(crate) fn send_ref(&mut self, now: Instant, msg: &Message) -> Result<(), DualError> {
+        self.now = self.now.max(now);
+        self.send_app(msg)
+    }
+
+    fn send_app(&mut self, msg: &Message) -> Result<(), DualError> {
+        if self.state == S::Closed {
+            return Err(DualError::Closed);
+        }
+        if !crate::session::is_delivered(msg) {
+            return Err(DualError::Reserved);
+        }
+        msg.encode_framed(self.out.buf());
+        let frame = self.out.take_buf();
+        let main = self.main.filter(|_| self.main_up());
+        self.core
+            .send(&mut self.out, main, frame, self.now)
+            .map_err(|_| DualError::QueueFull {
+                max: self.cfg.max_queued,
+            })
+    }
+
     fn on_command(&mut self, cmd: DualClientCommand) -> Result<(), DualError> {
         match cmd {
             DualClientCommand::Connect => {
@@ -668,22 +692,7 @@ impl DualClient {
                 }
                 Ok(())
             }
-            DualClientCommand::Send(msg) => {
-                if self.state == S::Closed {
-                    return Err(DualError::Closed);
-                }
-                if !crate::session::is_delivered(&msg) {
-                    return Err(DualError::Reserved);
-                }
-                msg.encode_framed(self.out.buf());
-                let frame = self.out.take_buf();
-                let main = self.main.filter(|_| self.main_up());
-                self.core
-                    .send(&mut self.out, main, frame, self.now)
-                    .map_err(|_| DualError::QueueFull {
-                        max: self.cfg.max_queued,
-                    })
-            }
+            DualClientCommand::Send(msg) => self.send_app(&msg),
             DualClientCommand::SendFeed(msg) => {
                 if self.feed_bound() {
                     self.send_feed(&msg)

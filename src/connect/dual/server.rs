@@ -646,24 +646,46 @@ impl<T: TokenSource> DualServer<T> {
         }
     }
 
+    /// Messages held for a player: sent and not yet acknowledged, or queued while its
+    /// `main` is down (`None`: no such player).
+    pub fn queued(&self, player: u16) -> Option<usize> {
+        self.endpoint.get(player).map(|p| p.core.held())
+    }
+
+    /// `Send` without giving the message up: a [`Peer`](crate::peer::Peer) keeps a sync
+    /// message the player's replay buffer had no room for, and offers it again later.
+    pub(crate) fn send_ref(
+        &mut self,
+        now: Instant,
+        player: u16,
+        message: &Message,
+    ) -> Result<(), DualError> {
+        self.now = self.now.max(now);
+        let result = self.send_app(player, message);
+        self.reschedule(player);
+        result
+    }
+
+    fn send_app(&mut self, player: u16, message: &Message) -> Result<(), DualError> {
+        if !crate::session::is_delivered(message) {
+            return Err(DualError::Reserved);
+        }
+        let max = self.cfg.max_queued;
+        let now = self.now;
+        message.encode_framed(self.out.buf());
+        let frame = self.out.take_buf();
+        let Some(pl) = self.endpoint.get_mut(player) else {
+            return Err(DualError::UnknownPlayer(player));
+        };
+        let main = pl.link.filter(|_| pl.state.state == PlayerState::Connected);
+        pl.core
+            .send(&mut self.out, main, frame, now)
+            .map_err(|_| DualError::QueueFull { max })
+    }
+
     fn on_command(&mut self, cmd: DualServerCommand) -> Result<(), DualError> {
         match cmd {
-            DualServerCommand::Send { player, message } => {
-                if !crate::session::is_delivered(&message) {
-                    return Err(DualError::Reserved);
-                }
-                let max = self.cfg.max_queued;
-                let now = self.now;
-                message.encode_framed(self.out.buf());
-                let frame = self.out.take_buf();
-                let Some(pl) = self.endpoint.get_mut(player) else {
-                    return Err(DualError::UnknownPlayer(player));
-                };
-                let main = pl.link.filter(|_| pl.state.state == PlayerState::Connected);
-                pl.core
-                    .send(&mut self.out, main, frame, now)
-                    .map_err(|_| DualError::QueueFull { max })
-            }
+            DualServerCommand::Send { player, message } => self.send_app(player, &message),
             DualServerCommand::SendFeed { player, message } => self.send_feed_to(player, &message),
             DualServerCommand::Kick { player, reason } => {
                 if !self.endpoint.contains(player) {

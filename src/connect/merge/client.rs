@@ -559,18 +559,30 @@ impl MergeClient {
         }
     }
 
+    /// `Send` without giving the message up: a [`Peer`](crate::peer::Peer) keeps a sync
+    /// message the replay buffer had no room for, and offers it again later.
+    pub(crate) fn send_ref(&mut self, now: Instant, msg: &Message) -> Result<(), MergeError> {
+        self.now = self.now.max(now);
+        if let Some(reason) = self.ended {
+            return Err(MergeError::Ended(reason));
+        }
+        self.send_app(msg)
+    }
+
+    fn send_app(&mut self, msg: &Message) -> Result<(), MergeError> {
+        codec::check_app(self.cfg.encoding, msg, self.node.merged.as_ref())?;
+        let payload = encode(&mut self.outbox, self.cfg.encoding, msg);
+        let link = self.link.filter(|_| self.node.status == Status::Connected);
+        self.core
+            .send(&mut self.outbox, link, payload, self.now)
+            .map_err(|_| MergeError::QueueFull {
+                max: self.cfg.max_queue,
+            })
+    }
+
     fn on_command(&mut self, cmd: MergeClientCommand) -> Result<(), MergeError> {
         match cmd {
-            MergeClientCommand::Send(msg) => {
-                codec::check_app(self.cfg.encoding, &msg, self.node.merged.as_ref())?;
-                let payload = encode(&mut self.outbox, self.cfg.encoding, &msg);
-                let link = self.link.filter(|_| self.node.status == Status::Connected);
-                self.core
-                    .send(&mut self.outbox, link, payload, self.now)
-                    .map_err(|_| MergeError::QueueFull {
-                        max: self.cfg.max_queue,
-                    })?;
-            }
+            MergeClientCommand::Send(msg) => self.send_app(&msg)?,
             MergeClientCommand::Disconnect => {
                 if let (Status::Connected, Some(link), Some(m)) =
                     (self.node.status, self.link, self.node.merged)

@@ -897,22 +897,38 @@ impl<S: TokenSource> MergeServer<S> {
         self.ended.expire(&self.key, now);
     }
 
+    /// `Send` without giving the message up: a [`Peer`](crate::peer::Peer) keeps a sync
+    /// message the session's replay buffer had no room for, and offers it again later.
+    pub(crate) fn send_ref(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        message: &Message,
+    ) -> Result<(), MergeError> {
+        self.now = self.now.max(now);
+        self.send_app(session, message)
+    }
+
+    fn send_app(&mut self, session: SessionId, message: &Message) -> Result<(), MergeError> {
+        let enc = self.cfg.encoding;
+        let max = self.cfg.max_queue;
+        let now = self.now;
+        let s = self
+            .endpoint
+            .get_mut(session)
+            .ok_or(MergeError::UnknownSession(session))?;
+        codec::check_app(enc, message, s.state.node.merged.as_ref())?;
+        let payload: Bytes = super::client::encode(&mut self.outbox, enc, message);
+        let link = s.link.filter(|_| s.state.node.status == Status::Connected);
+        s.core
+            .send(&mut self.outbox, link, payload, now)
+            .map_err(|_| MergeError::QueueFull { max })
+    }
+
     fn on_command(&mut self, cmd: MergeServerCommand) -> Result<(), MergeError> {
         match cmd {
             MergeServerCommand::Send { session, message } => {
-                let enc = self.cfg.encoding;
-                let max = self.cfg.max_queue;
-                let now = self.now;
-                let s = self
-                    .endpoint
-                    .get_mut(session)
-                    .ok_or(MergeError::UnknownSession(session))?;
-                codec::check_app(enc, &message, s.state.node.merged.as_ref())?;
-                let payload: Bytes = super::client::encode(&mut self.outbox, enc, &message);
-                let link = s.link.filter(|_| s.state.node.status == Status::Connected);
-                s.core
-                    .send(&mut self.outbox, link, payload, now)
-                    .map_err(|_| MergeError::QueueFull { max })?;
+                self.send_app(session, &message)?;
             }
             MergeServerCommand::Disconnect { session } => {
                 let s = self

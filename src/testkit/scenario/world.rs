@@ -503,6 +503,9 @@ impl<H: Harness> World<H> {
                         (None, H::client_news(&e, track))
                     }
                     Either::Right(PeerEvent::Connection(e)) => (None, H::server_news(&e)),
+                    // A stall, not a loss: the scenario's delivery checks see what follows.
+                    Either::Left(PeerEvent::Backlogged(_))
+                    | Either::Right(PeerEvent::Backlogged(_)) => (None, News::Nothing),
                 };
                 self.news(step, who, index, news)?;
                 if let Some(SyncEvent::Applied {

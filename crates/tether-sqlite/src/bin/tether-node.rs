@@ -593,6 +593,7 @@ where
             }) => say!("ended {session:?} {reason:?}"),
             PeerEvent::Connection(Event::Notice(n)) => say!("notice {n:?}"),
             PeerEvent::Connection(Event::Message { .. }) => {}
+            PeerEvent::Backlogged(session) => say!("backlogged {session:?}"),
             PeerEvent::Sync(
                 _,
                 SyncEvent::Applied {

@@ -221,6 +221,12 @@ impl JournalSync {
         self.out.pop_front()
     }
 
+    /// Puts back an output taken with [`JournalSync::poll`] that could not go out yet (the
+    /// connection's replay buffer was full): it is the next one polled.
+    pub(crate) fn unpoll(&mut self, output: SyncOutput) {
+        self.out.push_front(output);
+    }
+
     /// The next deadline: a retry after a refusal, or the idle timeout.
     pub fn deadline(&self) -> Option<Instant> {
         if self.contexts.state() == ContextState::Down {
