@@ -26,6 +26,7 @@ done
 if [ -z "$wasm_build" ]; then echo "wasm-build not found (set WASM_BUILD)"; exit 1; fi
 cargo fmt --manifest-path browser/Cargo.toml -- --check
 bash "$wasm_build" browser --release
+node browser/boundary.mjs
 
 step "server example"
 cargo build --example browser_server
