@@ -1,13 +1,16 @@
 //! A tokio + tokio-tungstenite driver for any tether machine whose `main` transport is a
-//! WebSocket carrying whole text messages (the token-merge machines in dop's encoding).
+//! WebSocket carrying whole text messages (the token-merge machines in dop's encoding), or,
+//! with [`Driver::binary`] on, binary messages (tether's own length-prefixed frames: each
+//! message is one chunk of the stream, as the browser client sends them).
 //!
 //! | tether says | the driver does |
 //! |---|---|
 //! | `Open(Main)` | dials the WebSocket URL, then `Opened(link)` (or `Opened` + `Closed` if it fails) |
-//! | `Transmit` | sends the payload as one text message |
+//! | `Transmit` | sends the payload as one text message (one binary message in binary mode) |
 //! | `Close(link)` | sends a close frame and drops the socket; `Closed(link)` follows |
 //! | `Wait(deadline)` | sleeps until the deadline, then `Timeout` |
-//! | a text message arrives | `Received(link, text)`: one message, one input |
+//! | a text message arrives | `Received(link, text)`: one message, one input (binary mode: a binary message) |
+//! | a message of the other kind arrives | taken for a broken peer: the socket is closed, `Closed(link)` |
 //! | the socket ends (close frame, EOF, error) | `Closed(link)` |
 //!
 //! A server driver also accepts connections on a TCP listener and upgrades them (any path).
@@ -32,7 +35,7 @@ enum Happening {
 
 /// What the driver asks of a socket task.
 enum Out {
-    Text(String),
+    Send(WsMessage),
     Close,
 }
 
@@ -52,6 +55,10 @@ pub struct Driver<M: Machine> {
     pub name: &'static str,
     /// Print every text message sent and received, as dop's wire trace does.
     pub trace: bool,
+    /// Binary mode: payloads travel as binary messages (tether's encoding); text messages
+    /// are then the broken peer's. Off by default (text: dop's encoding). Set it before
+    /// the first socket.
+    pub binary: bool,
     role: Role,
     epoch: tokio::time::Instant,
     next_link: u64,
@@ -72,6 +79,7 @@ where
             machine,
             name,
             trace: true,
+            binary: false,
             role,
             epoch,
             next_link: 1,
@@ -155,13 +163,18 @@ where
         loop {
             match self.machine.poll_output() {
                 Output::Transmit(t) => {
-                    // dop's encoding is text: tokens and application messages are UTF-8.
-                    let text = String::from_utf8_lossy(&t.payload).into_owned();
                     if self.trace {
+                        let text = String::from_utf8_lossy(&t.payload);
                         println!("  wire {} -> {text:?}", self.name);
                     }
+                    let message = if self.binary {
+                        WsMessage::binary(t.payload)
+                    } else {
+                        // dop's encoding is text: tokens and application messages are UTF-8.
+                        WsMessage::text(String::from_utf8_lossy(&t.payload).into_owned())
+                    };
                     if let Some((out, _)) = self.sockets.get(&t.link.id) {
-                        let _ = out.send(Out::Text(text));
+                        let _ = out.send(Out::Send(message));
                     }
                 }
                 Output::Event(e) => events.push(e),
@@ -189,7 +202,7 @@ where
 
     fn spawn_socket(&mut self, link: Link, dial: Dial) {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run_socket(link, dial, out_rx, self.tx.clone()));
+        let task = tokio::spawn(run_socket(link, dial, self.binary, out_rx, self.tx.clone()));
         self.sockets.insert(link.id, (out_tx, task));
     }
 }
@@ -199,10 +212,12 @@ enum Dial {
     Accept(tokio::net::TcpStream),
 }
 
-/// One WebSocket: upgrade or dial, then shuttle text messages both ways until it ends.
+/// One WebSocket: upgrade or dial, then shuttle messages (text, or binary in binary mode)
+/// both ways until it ends.
 async fn run_socket(
     link: Link,
     dial: Dial,
+    binary: bool,
     mut out: mpsc::UnboundedReceiver<Out>,
     tx: mpsc::UnboundedSender<Happening>,
 ) {
@@ -224,19 +239,26 @@ async fn run_socket(
     loop {
         tokio::select! {
             incoming = ws.next() => match incoming {
-                Some(Ok(WsMessage::Text(text))) => {
+                Some(Ok(WsMessage::Text(text))) if !binary => {
                     let bytes = bytes::Bytes::copy_from_slice(text.as_bytes());
                     if tx.send(Happening::Received(link, bytes)).is_err() {
                         return;
                     }
                 }
+                Some(Ok(WsMessage::Binary(data))) if binary => {
+                    if tx.send(Happening::Received(link, data)).is_err() {
+                        return;
+                    }
+                }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
-                // Binary is not part of dop's encoding: treat it as a broken peer.
-                Some(Ok(WsMessage::Binary(_) | WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                // The other kind of message is not part of the encoding: a broken peer.
+                Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Close(_)))
+                | Some(Err(_))
+                | None => break,
             },
             command = out.recv() => match command {
-                Some(Out::Text(text)) => {
-                    if ws.send(WsMessage::text(text)).await.is_err() {
+                Some(Out::Send(message)) => {
+                    if ws.send(message).await.is_err() {
                         break;
                     }
                 }
