@@ -20,7 +20,28 @@ pub(crate) enum Ctl<M: Machine> {
     Command(M::Command),
     With(Box<dyn FnOnce(&mut M, Instant) + Send>),
     Cut(oneshot::Sender<usize>),
+    Stats(oneshot::Sender<Stats>),
     Shutdown(oneshot::Sender<M>),
+}
+
+/// What a driver counted since it started ([`Handle::stats`](crate::Handle::stats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `main` transports opened (dialed or accepted and upgraded).
+    pub opened: u64,
+    /// Dials that failed (each reported to the machine as `Opened` + `Closed`).
+    pub dial_failures: u64,
+    /// `main` transports that ended by the peer or the network.
+    pub closed_by_peer: u64,
+    /// Transports the machine closed.
+    pub closed_by_machine: u64,
+    /// `main` transports cut: by [`Handle::cut_transports`](crate::Handle::cut_transports),
+    /// or because the peer did not read ([`Options::max_unwritten`]).
+    pub cut: u64,
+    /// Inputs the machine refused (each also traced at warn level).
+    pub refused_inputs: u64,
+    /// Datagrams dropped because the server's `feed` map was full.
+    pub feed_dropped: u64,
 }
 
 /// A transport the driver knows.
@@ -64,6 +85,7 @@ pub(crate) struct Driver<M: Machine> {
     events_open: bool,
     deadline: Option<Instant>,
     closed_seen: bool,
+    stats: Stats,
 }
 
 impl<M> Driver<M>
@@ -99,6 +121,7 @@ where
             events_open: true,
             deadline: None,
             closed_seen: false,
+            stats: Stats::default(),
         };
         match endpoint {
             Endpoint::Client(c) => driver.client = Some(c),
@@ -153,6 +176,7 @@ where
     fn feed(&mut self, input: Input<M::Command>) {
         let now = self.now();
         if let Err(e) = self.machine.handle_input(now, input) {
+            self.stats.refused_inputs += 1;
             warn!(error = %e, "the machine refused an input");
         }
     }
@@ -213,6 +237,11 @@ where
                 let cut = self.cut_streams();
                 let _ = reply.send(cut);
             }
+            Ctl::Stats(reply) => {
+                let mut stats = self.stats;
+                stats.feed_dropped = self.feed_server.as_ref().map_or(0, |f| f.dropped);
+                let _ = reply.send(stats);
+            }
             Ctl::Shutdown(_) => unreachable!("handled by run"),
         }
     }
@@ -230,6 +259,7 @@ where
             if let Some(LinkState::Stream(w)) = self.links.remove(&id) {
                 let _ = w.kill.send(());
             }
+            self.stats.cut += 1;
             info!(link = id, "transport cut");
             self.feed(Input::Closed(Link::main(id)));
         }
@@ -256,12 +286,14 @@ where
                 if self.client.is_some() && !known {
                     return; // not ours any more (cannot happen: dials stay in the map)
                 }
+                self.stats.opened += 1;
                 info!(link = link.id, peer = ?peer, "transport opened");
                 self.links.insert(link.id, LinkState::Stream(writer));
                 self.feed(Input::Opened(link));
             }
             Happening::DialFailed(link) => {
                 if matches!(self.links.remove(&link.id), Some(LinkState::Dialing)) {
+                    self.stats.dial_failures += 1;
                     self.feed(Input::Opened(link));
                     self.feed(Input::Closed(link));
                 }
@@ -276,6 +308,7 @@ where
                     // Dropping the writer lets the socket task finish its side gracefully
                     // (a WebSocket answers the peer's close frame).
                     self.links.remove(&link.id);
+                    self.stats.closed_by_peer += 1;
                     info!(link = link.id, "transport closed by the peer or the network");
                     self.feed(Input::Closed(link));
                 }
@@ -380,6 +413,7 @@ where
             if let Some(LinkState::Stream(w)) = self.links.remove(&link.id) {
                 let _ = w.kill.send(());
             }
+            self.stats.cut += 1;
             warn!(link = link.id, max = self.opts.max_unwritten, "the peer does not read: transport cut");
             self.feed(Input::Closed(link));
         }
@@ -441,6 +475,7 @@ where
             }
             Some(LinkState::Dialing) | None => return,
         }
+        self.stats.closed_by_machine += 1;
         info!(link = link.id, "transport closed by the machine");
         self.feed(Input::Closed(link));
     }

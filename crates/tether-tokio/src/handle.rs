@@ -165,6 +165,14 @@ where
         answer.await.map_err(|_| Gone)
     }
 
+    /// What the driver counted so far: transports opened, closed, cut, dials failed,
+    /// inputs the machine refused.
+    pub async fn stats(&self) -> Result<crate::Stats, Gone> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Ctl::Stats(reply)).await.map_err(|_| Gone)?;
+        answer.await.map_err(|_| Gone)
+    }
+
     /// Stops the driver and gives the machine back (its transports are closed gracefully,
     /// the machine is not told). Only the first call gets it; later ones get [`Gone`].
     pub async fn shutdown(&self) -> Result<M, Gone> {

@@ -110,6 +110,7 @@ mod endpoint;
 mod handle;
 mod transport;
 
+pub use driver::Stats;
 pub use endpoint::{Client, Endpoint, Options, Server, WsEncoding};
 pub use handle::{ClientCommand, Events, Gone, Handle, TryCommandError};
 /// The `rustls` the adapter's TLS is built with (its `ring` provider): build the
