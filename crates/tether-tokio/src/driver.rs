@@ -38,7 +38,8 @@ pub struct Stats {
     /// `main` transports cut: by [`Handle::cut_transports`](crate::Handle::cut_transports),
     /// or because the peer did not read ([`Options::max_unwritten`]).
     pub cut: u64,
-    /// Inputs the machine refused (each also traced at warn level).
+    /// Inputs the machine refused (each also traced at warn level); not those of
+    /// [`Handle::apply`](crate::Handle::apply), which returns the refusal instead.
     pub refused_inputs: u64,
     /// Datagrams dropped because the server's `feed` map was full.
     pub feed_dropped: u64,
