@@ -133,3 +133,85 @@ async fn the_adapter_client_answers_a_close_frame() {
     assert!(again.is_ok(), "the client reconnected");
     assert_eq!(client.stats().await.unwrap().closed_by_peer, 1);
 }
+
+/// dop's encoding over text messages: bare token-merge machines (no `Peer`), each token
+/// and application message one text frame; a message goes up, the server's application
+/// echoes it, and after a cut the client resumes and the echo of a message sent while
+/// down comes back too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_text_carries_dops_encoding() {
+    use tether::connect::merge::{
+        Encoding, MergeClient, MergeClientCommand, MergeClientConfig, MergeClientEvent,
+        MergeServer, MergeServerCommand, MergeServerConfig, MergeServerEvent, Outcome,
+    };
+    use tether::wire::Message as TetherMessage;
+    common::trace();
+    // dop's tokens: 16 characters of [A-Za-z0-9].
+    fn dop_token(state: &mut u64) -> tether::Token {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut out = [0u8; 16];
+        for b in &mut out {
+            *b = ALPHABET[(common::splitmix64(state) % 62) as usize];
+        }
+        tether::Token::new(&out).unwrap()
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/dop", listener.local_addr().unwrap());
+    let mut seed = 7u64;
+    let server = MergeServer::new(
+        MergeServerConfig {
+            encoding: Encoding::Dop,
+            ..Default::default()
+        },
+        move || dop_token(&mut seed),
+    );
+    let (server, mut sev) =
+        tether_tokio::spawn(server, Server::ws(listener, WsEncoding::Text));
+    tokio::spawn(async move {
+        while let Some(e) = sev.recv().await {
+            if let MergeServerEvent::Message { session, message } = e {
+                let _ = server
+                    .command(MergeServerCommand::Send { session, message })
+                    .await;
+            }
+        }
+    });
+    let client = MergeClient::new(
+        tether::Instant::ZERO,
+        MergeClientConfig {
+            encoding: Encoding::Dop,
+            reconnect_initial: tether::Duration::from_millis(20),
+            ..Default::default()
+        },
+        dop_token(&mut 99),
+    )
+    .unwrap();
+    let (client, cev) = tether_tokio::spawn(client, Client::ws(url, WsEncoding::Text));
+    let cev = common::Recorder::start(cev);
+    let app = |s: &'static str| TetherMessage::App(bytes::Bytes::from_static(s.as_bytes()));
+    let echoed = |s: &'static str| {
+        let cev = cev.clone();
+        move || {
+            let n = cev.count(|e| matches!(e, MergeClientEvent::Message { message: TetherMessage::App(b), .. } if &b[..] == s.as_bytes()));
+            async move { n == 1 }
+        }
+    };
+    client.command(MergeClientCommand::Send(app("hello"))).await.unwrap();
+    assert!(common::wait_until(Duration::from_secs(10), echoed("hello")).await, "echoed");
+    assert_eq!(client.cut_transports().await.unwrap(), 1);
+    client.command(MergeClientCommand::Send(app("while down"))).await.unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), echoed("while down")).await,
+        "queued while down, echoed after the resumption"
+    );
+    let resumed = cev.count(|e| {
+        matches!(
+            e,
+            MergeClientEvent::Up {
+                outcome: Outcome::Resumed,
+                ..
+            }
+        )
+    });
+    assert_eq!(resumed, 1);
+}
