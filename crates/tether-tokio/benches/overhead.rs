@@ -57,7 +57,9 @@ async fn adapter_pair() -> (Handle<ClientPeer>, ClientEvents) {
         while let Some(e) = server_events.recv().await {
             if let PeerEvent::Sync(_, SyncEvent::Applied { resource, .. }) = e {
                 let _ = server
-                    .command(PeerCommand::Append(Entry::new(b"server", &resource, &PAYLOAD)))
+                    .command(PeerCommand::Append(Entry::new(
+                        b"server", &resource, &PAYLOAD,
+                    )))
                     .await;
             }
         }
@@ -86,12 +88,16 @@ async fn adapter_round_trip(client: &Handle<ClientPeer>, events: &mut ClientEven
     *n += 1;
     let resource = n.to_be_bytes();
     client
-        .command(PeerCommand::Append(Entry::new(b"client", &resource, &PAYLOAD)))
+        .command(PeerCommand::Append(Entry::new(
+            b"client", &resource, &PAYLOAD,
+        )))
         .await
         .unwrap();
     loop {
         match events.recv().await {
-            Some(PeerEvent::Sync(_, SyncEvent::Applied { resource: r, .. })) if r[..] == resource => {
+            Some(PeerEvent::Sync(_, SyncEvent::Applied { resource: r, .. }))
+                if r[..] == resource =>
+            {
                 return
             }
             Some(_) => continue,

@@ -15,10 +15,13 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn, Instrument};
 
+/// A closure run on the machine in the driver task, with the driver's `now`.
+pub(crate) type WithMachine<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
+
 /// What a [`Handle`](crate::Handle) asks of the driver.
 pub(crate) enum Ctl<M: Machine> {
     Command(M::Command),
-    With(Box<dyn FnOnce(&mut M, Instant) + Send>),
+    With(WithMachine<M>),
     Cut(oneshot::Sender<usize>),
     Stats(oneshot::Sender<Stats>),
     Shutdown(oneshot::Sender<M>),
@@ -141,20 +144,25 @@ where
             feed_idle,
             max_upgrades,
         } = server;
-        let upgrades = (accept.tls.is_some() || matches!(accept.framing, transport::Framing::Ws { .. }))
-            .then(|| Arc::new(Semaphore::new(max_upgrades)));
-        let task = tokio::spawn(accept_loop(
-            listener,
-            accept,
-            upgrades,
-            self.opts.clone(),
-            self.ids.clone(),
-            self.happenings_tx.clone(),
-        ).instrument(tracing::Span::current()));
+        let upgrades = (accept.tls.is_some()
+            || matches!(accept.framing, transport::Framing::Ws { .. }))
+        .then(|| Arc::new(Semaphore::new(max_upgrades)));
+        let task = tokio::spawn(
+            accept_loop(
+                listener,
+                accept,
+                upgrades,
+                self.opts.clone(),
+                self.ids.clone(),
+                self.happenings_tx.clone(),
+            )
+            .instrument(tracing::Span::current()),
+        );
         self.acceptor = Some(task.abort_handle());
         if let Some(sock) = feed {
             let sock = Arc::new(sock);
-            let reader = transport::spawn_udp_reader(sock.clone(), None, self.happenings_tx.clone());
+            let reader =
+                transport::spawn_udp_reader(sock.clone(), None, self.happenings_tx.clone());
             self.feed_server = Some(FeedServer {
                 sock,
                 reader,
@@ -310,7 +318,10 @@ where
                     // (a WebSocket answers the peer's close frame).
                     self.links.remove(&link.id);
                     self.stats.closed_by_peer += 1;
-                    info!(link = link.id, "transport closed by the peer or the network");
+                    info!(
+                        link = link.id,
+                        "transport closed by the peer or the network"
+                    );
                     self.feed(Input::Closed(link));
                 }
             }
@@ -415,14 +426,21 @@ where
                 let _ = w.kill.send(());
             }
             self.stats.cut += 1;
-            warn!(link = link.id, max = self.opts.max_unwritten, "the peer does not read: transport cut");
+            warn!(
+                link = link.id,
+                max = self.opts.max_unwritten,
+                "the peer does not read: transport cut"
+            );
             self.feed(Input::Closed(link));
         }
     }
 
     fn open(&mut self, channel: Channel) {
         let Some(client) = &self.client else {
-            warn!(?channel, "a server's machine asked to open a transport: ignored");
+            warn!(
+                ?channel,
+                "a server's machine asked to open a transport: ignored"
+            );
             return;
         };
         let link = Link {
@@ -449,13 +467,17 @@ where
                         self.happenings_tx.clone(),
                     );
                     info!(link = link.id, local = ?sock.local_addr().ok(), "feed opened");
-                    self.links.insert(link.id, LinkState::ClientFeed { sock, reader });
+                    self.links
+                        .insert(link.id, LinkState::ClientFeed { sock, reader });
                     self.feed(Input::Opened(link));
                 }
                 failed => {
                     match failed {
                         Some(Err(e)) => info!(link = link.id, error = %e, "feed bind failed"),
-                        _ => warn!(link = link.id, "the machine asked for feed, the endpoint has none"),
+                        _ => warn!(
+                            link = link.id,
+                            "the machine asked for feed, the endpoint has none"
+                        ),
                     }
                     self.feed(Input::Opened(link));
                     self.feed(Input::Closed(link));
@@ -526,7 +548,15 @@ async fn accept_loop(
         };
         let link = Link::main(ids.fetch_add(1, Ordering::Relaxed));
         debug!(link = link.id, from = %peer, "accepted");
-        transport::spawn_accepted(link, tcp, peer, spec.clone(), opts.clone(), tx.clone(), permit);
+        transport::spawn_accepted(
+            link,
+            tcp,
+            peer,
+            spec.clone(),
+            opts.clone(),
+            tx.clone(),
+            permit,
+        );
     }
 }
 

@@ -100,11 +100,13 @@ where
 
     /// [`Handle::command`] without waiting: fails if the channel is full.
     pub fn try_command(&self, command: M::Command) -> Result<(), TryCommandError<M::Command>> {
-        self.tx.try_send(Ctl::Command(command)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(Ctl::Command(c)) => TryCommandError::Full(c),
-            mpsc::error::TrySendError::Closed(Ctl::Command(c)) => TryCommandError::Gone(c),
-            _ => unreachable!("a command was sent"),
-        })
+        self.tx
+            .try_send(Ctl::Command(command))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(Ctl::Command(c)) => TryCommandError::Full(c),
+                mpsc::error::TrySendError::Closed(Ctl::Command(c)) => TryCommandError::Gone(c),
+                _ => unreachable!("a command was sent"),
+            })
     }
 
     /// Gives the machine a command and waits for its verdict (`handle_input`'s result).
@@ -177,10 +179,7 @@ where
     /// the machine is not told). Only the first call gets it; later ones get [`Gone`].
     pub async fn shutdown(&self) -> Result<M, Gone> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Ctl::Shutdown(reply))
-            .await
-            .map_err(|_| Gone)?;
+        self.tx.send(Ctl::Shutdown(reply)).await.map_err(|_| Gone)?;
         answer.await.map_err(|_| Gone)
     }
 

@@ -200,8 +200,5 @@ where
         }
         .instrument(span),
     );
-    (
-        Handle { tx: ctl_tx, start },
-        Events { rx: ev_rx },
-    )
+    (Handle { tx: ctl_tx, start }, Events { rx: ev_rx })
 }

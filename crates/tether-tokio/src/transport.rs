@@ -129,7 +129,7 @@ async fn dial(spec: &DialSpec) -> std::io::Result<(Conn, SocketAddr)> {
             let (ws, _response) = tokio_tungstenite::client_async(url.as_str(), io)
                 .await
                 .map_err(std::io::Error::other)?;
-            Conn::Ws(ws)
+            Conn::Ws(Box::new(ws))
         }
     };
     Ok((conn, peer))
@@ -174,18 +174,18 @@ async fn upgrade(tcp: TcpStream, spec: &AcceptSpec) -> std::io::Result<Conn> {
     };
     Ok(match spec.framing {
         Framing::Stream => Conn::Stream(io),
-        Framing::Ws { .. } => Conn::Ws(
+        Framing::Ws { .. } => Conn::Ws(Box::new(
             tokio_tungstenite::accept_async(io)
                 .await
                 .map_err(std::io::Error::other)?,
-        ),
+        )),
     })
 }
 
 /// A transport, ready.
 enum Conn {
     Stream(BoxIo),
-    Ws(WebSocketStream<BoxIo>),
+    Ws(Box<WebSocketStream<BoxIo>>),
 }
 
 /// Reports the transport open, then reads and writes until it ends, is closed by the
@@ -228,7 +228,7 @@ async fn run(
                     Framing::Ws { encoding, .. } => encoding,
                     Framing::Stream => WsEncoding::Binary,
                 };
-                let (sink, stream) = ws.split();
+                let (sink, stream) = (*ws).split();
                 let reader = read_ws(link, stream, tx.clone());
                 let writer = write_ws(sink, wrx, unwritten, encoding);
                 both(reader, writer, close_timeout).await

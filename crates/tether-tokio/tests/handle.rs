@@ -45,8 +45,15 @@ async fn commands_from_four_tasks_are_all_applied() {
         .apply(PeerCommand::Append(entry("c0", "r0")))
         .await
         .unwrap();
-    assert!(matches!(again, Err(PeerError::Store(StoreError::Duplicate))), "{again:?}");
-    assert_eq!(client.stats().await.unwrap().refused_inputs, 0, "apply returns it instead");
+    assert!(
+        matches!(again, Err(PeerError::Store(StoreError::Duplicate))),
+        "{again:?}"
+    );
+    assert_eq!(
+        client.stats().await.unwrap().refused_inputs,
+        0,
+        "apply returns it instead"
+    );
 
     // The machine comes back once; the handles then say the driver is gone.
     let peer = client.shutdown().await.unwrap();

@@ -469,12 +469,16 @@ async fn events_caught_up(plan: &Plan, server: &ServerHandle, clients: &[ClientH
     let sum = |v: &Vec<u8>| v.iter().map(|&n| u64::from(n)).sum::<u64>();
     let total = plan.total() as u64;
     let own = plan.per_client as u64;
-    let _ = wait_until(StdDuration::from_secs(5), StdDuration::from_millis(10), || {
-        sum(&server.stats.lock().unwrap().applied) >= (plan.clients * plan.per_client) as u64
-            && clients
-                .iter()
-                .all(|c| sum(&c.stats.lock().unwrap().applied) >= total - own)
-    })
+    let _ = wait_until(
+        StdDuration::from_secs(5),
+        StdDuration::from_millis(10),
+        || {
+            sum(&server.stats.lock().unwrap().applied) >= (plan.clients * plan.per_client) as u64
+                && clients
+                    .iter()
+                    .all(|c| sum(&c.stats.lock().unwrap().applied) >= total - own)
+        },
+    )
     .await;
 }
 
@@ -867,9 +871,17 @@ async fn wrong_tokens_and_garbage_are_refused_without_disturbing_the_others() {
 
         // The others never noticed, and their sessions still carry entries both ways.
         for (i, c) in clients.iter().enumerate() {
-            schedule(c, TokioInstant::now(), Action::Append(plan.client_entry(i, 0)));
+            schedule(
+                c,
+                TokioInstant::now(),
+                Action::Append(plan.client_entry(i, 0)),
+            );
         }
-        server.handle.append(plan.server_entry(0)).await.expect("server runs");
+        server
+            .handle
+            .append(plan.server_entry(0))
+            .await
+            .expect("server runs");
         let total = plan.total() as u64;
         let converged = wait_until(
             StdDuration::from_secs(30),

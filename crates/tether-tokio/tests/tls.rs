@@ -28,7 +28,10 @@ async fn wss_cut_resumes_and_loses_nothing() {
     common::trace();
     let (server_tls, client_tls) = common::tls_configs();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("wss://localhost:{}/tether", listener.local_addr().unwrap().port());
+    let url = format!(
+        "wss://localhost:{}/tether",
+        listener.local_addr().unwrap().port()
+    );
     let run = common::merge_cut_resume(
         Server::ws(listener, WsEncoding::Binary).tls(server_tls),
         Client::ws(url, WsEncoding::Binary).tls(client_tls, "localhost".try_into().unwrap()),
@@ -48,7 +51,10 @@ async fn an_untrusted_certificate_fails_the_dial() {
     let (_, other_client_tls) = common::tls_configs();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (server, _sev) = tether_tokio::spawn(common::server_peer(61), Server::tcp(listener).tls(server_tls));
+    let (server, _sev) = tether_tokio::spawn(
+        common::server_peer(61),
+        Server::tcp(listener).tls(server_tls),
+    );
     let (client, _cev) = tether_tokio::spawn(
         common::client_peer(62),
         Client::tcp(addr).tls(other_client_tls, "localhost".try_into().unwrap()),

@@ -55,8 +55,7 @@ async fn run() {
         common::sync_config(),
         MemJournal::new(2, 10_000),
     );
-    let (client, cev) =
-        tether_tokio::spawn(client_peer, Client::tcp(main_addr).feed(feed_addr));
+    let (client, cev) = tether_tokio::spawn(client_peer, Client::tcp(main_addr).feed(feed_addr));
     let (sev, cev) = (Recorder::start(sev), Recorder::start(cev));
     client.connection(DualClientCommand::Connect).await.unwrap();
     let up = |r: &Recorder<PeerEvent<DualClientEvent, ()>>, outcome: Outcome| {
@@ -91,7 +90,9 @@ async fn run() {
     };
     for sid in 0..10 {
         client
-            .apply(PeerCommand::Connection(DualClientCommand::SendFeed(update(sid))))
+            .apply(PeerCommand::Connection(DualClientCommand::SendFeed(
+                update(sid),
+            )))
             .await
             .unwrap()
             .expect("feed is bound");
@@ -116,8 +117,14 @@ async fn run() {
 
     // Entries before the cut, during it, after it.
     for k in 0..5 {
-        client.append(entry("client", &format!("before{k}"))).await.unwrap();
-        server.append(entry("server", &format!("before{k}"))).await.unwrap();
+        client
+            .append(entry("client", &format!("before{k}")))
+            .await
+            .unwrap();
+        server
+            .append(entry("server", &format!("before{k}")))
+            .await
+            .unwrap();
     }
     assert!(
         wait_until(limit, || async {
@@ -126,28 +133,49 @@ async fn run() {
         })
         .await
     );
-    assert_eq!(client.cut_transports().await.unwrap(), 1, "main cut, feed kept");
+    assert_eq!(
+        client.cut_transports().await.unwrap(),
+        1,
+        "main cut, feed kept"
+    );
     for k in 0..5 {
-        client.append(entry("client", &format!("during{k}"))).await.unwrap();
-        server.append(entry("server", &format!("during{k}"))).await.unwrap();
+        client
+            .append(entry("client", &format!("during{k}")))
+            .await
+            .unwrap();
+        server
+            .append(entry("server", &format!("during{k}")))
+            .await
+            .unwrap();
     }
     assert!(
         wait_until(limit, || async { up(&cev, Outcome::Resumed) == 1 }).await,
         "main reconnected and the session resumed"
     );
     for k in 0..5 {
-        client.append(entry("client", &format!("after{k}"))).await.unwrap();
-        server.append(entry("server", &format!("after{k}"))).await.unwrap();
+        client
+            .append(entry("client", &format!("after{k}")))
+            .await
+            .unwrap();
+        server
+            .append(entry("server", &format!("after{k}")))
+            .await
+            .unwrap();
     }
     // The feed carries on after the resumption (re-initialised if the profile chose to).
     let end = tokio::time::Instant::now() + limit;
     while client
-        .apply(PeerCommand::Connection(DualClientCommand::SendFeed(update(100))))
+        .apply(PeerCommand::Connection(DualClientCommand::SendFeed(
+            update(100),
+        )))
         .await
         .unwrap()
         .is_err()
     {
-        assert!(tokio::time::Instant::now() < end, "feed bound again in time");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "feed bound again in time"
+        );
         tokio::time::sleep(StdDuration::from_millis(10)).await;
     }
     assert!(
@@ -166,9 +194,15 @@ async fn run() {
     let on_client = applied(&cev.0.lock().unwrap());
     let on_server = applied(&sev.0.lock().unwrap());
     assert_eq!(on_client.len(), 15);
-    assert!(on_client.values().all(|&n| n == 1), "applied once: {on_client:?}");
+    assert!(
+        on_client.values().all(|&n| n == 1),
+        "applied once: {on_client:?}"
+    );
     assert_eq!(on_server.len(), 15);
-    assert!(on_server.values().all(|&n| n == 1), "applied once: {on_server:?}");
+    assert!(
+        on_server.values().all(|&n| n == 1),
+        "applied once: {on_server:?}"
+    );
     assert_eq!(up(&cev, Outcome::Fresh), 1);
     let (cs, ss) = (client.stats().await.unwrap(), server.stats().await.unwrap());
     assert_eq!(cs.refused_inputs + ss.refused_inputs, 0, "{cs:?} {ss:?}");
@@ -218,5 +252,8 @@ async fn the_server_feed_map_is_bounded() {
         .with_machine(|m| m.connection().stray_stats())
         .await
         .unwrap();
-    assert_eq!(stray.malformed, 3, "three datagrams reached the machine: {stray:?}");
+    assert_eq!(
+        stray.malformed, 3,
+        "three datagrams reached the machine: {stray:?}"
+    );
 }

@@ -31,8 +31,7 @@ async fn ws_binary_cut_resumes_and_loses_nothing() {
 /// ended after it (`None`: cleanly).
 async fn until_close<S>(ws: &mut S) -> (usize, Option<CloseFrame>, Option<String>)
 where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let mut before = 0;
     loop {
@@ -72,7 +71,10 @@ async fn the_adapter_answers_a_close_frame() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     // The server offers its token on open: the transport is up in the machine.
     let first = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
-    assert!(matches!(first, Ok(Some(Ok(Message::Binary(_))))), "{first:?}");
+    assert!(
+        matches!(first, Ok(Some(Ok(Message::Binary(_))))),
+        "{first:?}"
+    );
     ws.send(Message::Close(Some(CloseFrame {
         code: CloseCode::Normal,
         reason: "bye".into(),
@@ -107,8 +109,15 @@ async fn the_adapter_closes_with_a_close_frame() {
     .await
     .unwrap();
     let (before, frame, end) = until_close(&mut ws).await;
-    assert!(before >= 2, "the token and the refusal came first ({before})");
-    assert_eq!(frame.map(|f| f.code), Some(CloseCode::Normal), "a normal close");
+    assert!(
+        before >= 2,
+        "the token and the refusal came first ({before})"
+    );
+    assert_eq!(
+        frame.map(|f| f.code),
+        Some(CloseCode::Normal),
+        "a normal close"
+    );
     assert_eq!(end, None, "and a clean end once answered");
     assert_eq!(server.stats().await.unwrap().closed_by_machine, 1);
 }
@@ -165,8 +174,7 @@ async fn ws_text_carries_dops_encoding() {
         },
         move || dop_token(&mut seed),
     );
-    let (server, mut sev) =
-        tether_tokio::spawn(server, Server::ws(listener, WsEncoding::Text));
+    let (server, mut sev) = tether_tokio::spawn(server, Server::ws(listener, WsEncoding::Text));
     tokio::spawn(async move {
         while let Some(e) = sev.recv().await {
             if let MergeServerEvent::Message { session, message } = e {
@@ -196,10 +204,19 @@ async fn ws_text_carries_dops_encoding() {
             async move { n == 1 }
         }
     };
-    client.command(MergeClientCommand::Send(app("hello"))).await.unwrap();
-    assert!(common::wait_until(Duration::from_secs(10), echoed("hello")).await, "echoed");
+    client
+        .command(MergeClientCommand::Send(app("hello")))
+        .await
+        .unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), echoed("hello")).await,
+        "echoed"
+    );
     assert_eq!(client.cut_transports().await.unwrap(), 1);
-    client.command(MergeClientCommand::Send(app("while down"))).await.unwrap();
+    client
+        .command(MergeClientCommand::Send(app("while down")))
+        .await
+        .unwrap();
     assert!(
         common::wait_until(Duration::from_secs(10), echoed("while down")).await,
         "queued while down, echoed after the resumption"

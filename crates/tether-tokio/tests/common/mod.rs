@@ -178,8 +178,8 @@ pub fn tls_configs() -> (
 ) {
     use tether_tokio::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     use tether_tokio::rustls::{ClientConfig, RootCertStore, ServerConfig};
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-        .expect("a certificate");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a certificate");
     let cert = certified.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
     let server = ServerConfig::builder()
@@ -251,7 +251,11 @@ pub async fn merge_cut_resume(server: Server, client: Client, seed: u64) {
 
     // The client's cut: it is down when the entries of `during` are appended (the cut is
     // taken before them, in order).
-    assert_eq!(client.cut_transports().await.unwrap(), 1, "one transport cut");
+    assert_eq!(
+        client.cut_transports().await.unwrap(),
+        1,
+        "one transport cut"
+    );
     let (c, s) = round("during", 5);
     for e in c {
         client.append(e).await.unwrap();
@@ -327,7 +331,10 @@ pub async fn merge_cut_resume(server: Server, client: Client, seed: u64) {
     assert_eq!(server_resumed, 2, "the server resumed the same session");
     let (cs, ss) = (client.stats().await.unwrap(), server.stats().await.unwrap());
     assert_eq!(cs.refused_inputs + ss.refused_inputs, 0, "no input refused");
-    assert!(cs.cut == 1 && ss.cut >= 1, "the cuts were made: {cs:?} {ss:?}");
+    assert!(
+        cs.cut == 1 && ss.cut >= 1,
+        "the cuts were made: {cs:?} {ss:?}"
+    );
     let peer = client.shutdown().await.expect("the machine back");
     assert_eq!(peer.store().head(), 30, "no line twice on the client");
     let peer = server.shutdown().await.expect("the machine back");
