@@ -248,6 +248,27 @@ fn a_peer_is_send_when_its_parts_are() {
     ));
 }
 
+/// A client peer asks for its first transport before any input (the wrapped client queues
+/// `Open(Main)` at construction). Before the fix in `Peer::new`, the first poll said
+/// `Wait(None)` and a driver that drains before it waits slept for ever.
+#[test]
+fn a_new_client_peer_asks_for_its_transport_at_once() {
+    use tether::{Channel, Machine, Output};
+    let client = tether::connect::merge::MergeClient::new(
+        tether::Instant::ZERO,
+        tether::connect::merge::MergeClientConfig::default(),
+        tether::Token::new(&[b'C'; 16]).unwrap(),
+    )
+    .expect("token");
+    let mut peer = Peer::new(
+        client,
+        tether::sync::journal::SyncConfig::default(),
+        MemJournal::new(1, 10),
+    );
+    assert_eq!(peer.poll_timeout(), Some(tether::Instant::ZERO));
+    assert_eq!(peer.poll_output(), Output::Open(Channel::Main));
+}
+
 // ---------------------------------------------------------------------------------------
 // Status 408 under `Peer`: a silent peer gets the 408, the link is dropped, the session
 // resumes; a live peer with nothing to say is never dropped.
@@ -544,5 +565,38 @@ mod idle {
         assert!(applied.values().all(|&n| n == 1), "each exactly once");
         assert_eq!(pair.client.store().keys(), pair.server.store().keys());
         assert!(pair.server_errors.is_empty(), "{:?}", pair.server_errors);
+    }
+
+    /// A client cut while the server appends 900 entries of 512 bytes catches up after it
+    /// resumes, in several lists; each list applied is a `Progress` event: `at` rises to
+    /// the server's head, which the application can show as "synced `at` of `head`".
+    #[test]
+    fn a_catch_up_reports_its_progress_list_by_list() {
+        let mut pair = connected(None, None, None);
+        let link: Link = pair.client.connection().view().link.unwrap();
+        pair.cut(link);
+        for n in 0..900 {
+            let e = tether::wire::Entry::new(b"bulk", format!("r{n}").as_bytes(), &[1; 512]);
+            pair.server_in(tether::Input::Command(PeerCommand::Append(e)));
+        }
+        let head = pair.server.store().head();
+        pair.run_for(Duration::from_secs(30));
+        let progress: Vec<(u64, u64)> = pair
+            .take_client_events()
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::Sync(_, SyncEvent::Progress { at, head, .. }) => Some((*at, *head)),
+                _ => None,
+            })
+            .collect();
+        assert!(progress.len() >= 5, "one event per list: {progress:?}");
+        assert!(progress.windows(2).all(|w| w[0].0 < w[1].0), "{progress:?}");
+        assert!(progress.iter().all(|(at, h)| at <= h && *h == head));
+        assert_eq!(
+            progress.last().map(|p| p.0),
+            Some(head),
+            "it ends at the head"
+        );
+        assert_eq!(pair.client.store().keys(), pair.server.store().keys());
     }
 }

@@ -23,10 +23,21 @@ fn readme_tokio_program_is_the_adapter_doctest() {
     let docs = include_str!("../crates/tether-tokio/src/lib.rs");
     let lines: Vec<&str> = docs
         .lines()
-        .map(|l| l.strip_prefix("//! ").or(l.strip_prefix("//!")).unwrap_or(l))
+        .map(|l| {
+            l.strip_prefix("//! ")
+                .or(l.strip_prefix("//!"))
+                .unwrap_or(l)
+        })
         .collect();
-    let start = lines.iter().position(|l| *l == "```no_run").expect("the first example") + 1;
-    let len = lines[start..].iter().position(|l| *l == "```").expect("its end");
+    let start = lines
+        .iter()
+        .position(|l| *l == "```no_run")
+        .expect("the first example")
+        + 1;
+    let len = lines[start..]
+        .iter()
+        .position(|l| *l == "```")
+        .expect("its end");
     let code = lines[start..start + len].join("\n");
     assert!(
         readme.contains(&code),

@@ -213,6 +213,20 @@ pub enum SyncEvent {
         /// What the answer means for our mark.
         continuity: Continuity,
     },
+    /// Catch-up progress: a list of the peer's journal answering our request was applied
+    /// (one event per list, after its entries' [`SyncEvent::Applied`]). `at` and `head`
+    /// are line numbers of the peer's journal, so an application shows "synced `at` of
+    /// `head`" (or, from the [`SyncEvent::Continuity`] mark it started at, the fraction
+    /// done). An answer cut at the per-context caps is followed by another request, and
+    /// `at` goes on from where it stopped.
+    Progress {
+        /// The context.
+        ctx: u32,
+        /// The peer's last line we now hold: our mark once the context is confirmed.
+        at: u64,
+        /// The peer's last line when it answered.
+        head: u64,
+    },
     /// The peer did not know our `since`: it sends its whole journal (dedup makes that safe).
     FullResync {
         /// The context.

@@ -54,8 +54,16 @@ impl JournalSync {
                 // The peer's chain over what it sent: the check our mark will carry.
                 inc.pos = Some(list.end());
                 inc.head = list.head;
+                let at = list.end().seq;
+                let journal = inc.journal.is_some();
                 self.incoming = Some(inc);
-                self.apply(store, ctx, &list.entries);
+                if self.apply(store, ctx, &list.entries) && journal {
+                    self.event(SyncEvent::Progress {
+                        ctx,
+                        at,
+                        head: list.head,
+                    });
+                }
                 return;
             }
         }
