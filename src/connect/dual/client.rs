@@ -25,6 +25,49 @@ use DualClientState as S;
 
 /// The client of R-Type's dual-channel connection. See the [module docs](super).
 ///
+/// A whole handshake against a [`DualServer`](super::DualServer) in memory: the client
+/// asks for `main`, then `feed`; the caller opens them (here: the same link ids on both
+/// sides, as a TCP accept and a UDP socket would give) and moves the bytes.
+///
+/// ```
+/// use tether::connect::dual::{DualClient, DualClientCommand, DualServer, Event, Outcome};
+/// use tether::{Channel, Input, Instant, Link, Machine, Output, Token};
+///
+/// let now = Instant::ZERO;
+/// let mut n = 0u8;
+/// let tokens = move || { n += 1; Token::new(&[n; 16]).unwrap() }; // a CSPRNG in a real server
+/// let mut server = DualServer::new(Default::default(), tokens);
+/// let mut client = DualClient::new(Default::default());
+/// client.handle_input(now, Input::Command(DualClientCommand::Connect)).unwrap();
+/// let (mut client_up, mut server_up) = (false, false);
+/// for _ in 0..20 {
+///     loop {
+///         match client.poll_output() {
+///             Output::Open(Channel::Main) => {
+///                 server.handle_input(now, Input::Opened(Link::main(1))).unwrap(); // accepted
+///                 client.handle_input(now, Input::Opened(Link::main(1))).unwrap();
+///             }
+///             Output::Open(Channel::Feed) => {
+///                 client.handle_input(now, Input::Opened(Link::feed(2))).unwrap(); // a UDP socket
+///             }
+///             Output::Transmit(t) => server.handle_input(now, Input::Received(t.link, t.payload)).unwrap(),
+///             Output::Event(Event::Up { outcome, .. }) => client_up = outcome == Outcome::Fresh,
+///             Output::Wait(_) => break,
+///             _ => {}
+///         }
+///     }
+///     loop {
+///         match server.poll_output() {
+///             Output::Transmit(t) => client.handle_input(now, Input::Received(t.link, t.payload)).unwrap(),
+///             Output::Event(Event::Up { .. }) => server_up = true,
+///             Output::Wait(_) => break,
+///             _ => {}
+///         }
+///     }
+/// }
+/// assert!(client_up && server_up);
+/// ```
+///
 /// `Clone` copies the whole client, e.g. to explore what follows from one state in several
 /// ways (tests/exhaustive.rs).
 #[derive(Debug, Clone)]

@@ -56,7 +56,10 @@ struct MainLink {
 /// A player as the endpoint holds it: `main`, session core, and the rest.
 type PlayerSlot = Slot<Player>;
 
-/// The server of R-Type's dual-channel connection. See the [module docs](super).
+/// The server of R-Type's dual-channel connection. See the [module docs](super); a whole
+/// handshake against a [`DualClient`](super::DualClient), in memory, is the client's
+/// example. Tokens come from the caller's [`TokenSource`](super::TokenSource) (a closure
+/// returning a [`Token`](crate::Token) is one): draw them from a CSPRNG.
 ///
 /// `Clone` (when the token source is) copies the whole server, e.g. to explore what
 /// follows from one state in several ways (tests/exhaustive.rs).
