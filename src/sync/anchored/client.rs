@@ -16,16 +16,19 @@ pub struct ClientConfig {
     /// The client's id (its device id), at most 255 bytes: the server keeps its anchor and
     /// id map under it.
     pub client_id: Bytes,
-    /// The credentials sent when the server asks (opaque to tether).
+    /// The credentials sent when the server asks (opaque to tether; no default: the
+    /// caller gives them to [`ClientConfig::new`]).
     pub credentials: Bytes,
     /// The id of the first session; each new session takes the next (the caller can seed it
     /// so that sessions of a restarted client do not reuse recent ids).
     pub first_session: u32,
-    /// The most changes or map entries per message (1 to 1024).
+    /// The most changes or map entries per message (1 to 1024). [`ClientConfig::new`]: 64.
     pub max_changes_per_message: usize,
     /// The most records one session may send (a slow sync sends them all).
+    /// [`ClientConfig::new`]: 1,000,000.
     pub max_session_items: usize,
     /// A session in which the server says nothing for this long is abandoned.
+    /// [`ClientConfig::new`]: 60 s.
     pub session_timeout: Duration,
 }
 
