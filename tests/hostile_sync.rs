@@ -209,3 +209,144 @@ fn a_received_entry_over_max_payload_is_refused_not_stored() {
     assert!(client.core().stats().oversized >= 1_024);
     assert_eq!(client.core().marks().ours, server.store().line(1_025));
 }
+
+/// Runs a requester and a replier until neither has anything to say; the refusals the
+/// requester reported, by resource id.
+fn exchange<S: JournalStore>(
+    client: &mut JournalMachine<S>,
+    server: &mut JournalMachine<MemJournal>,
+) -> std::collections::BTreeMap<Bytes, tether::sync::journal::Refusal> {
+    use tether::sync::journal::SyncEvent;
+    let mut refused = std::collections::BTreeMap::new();
+    for _ in 0..1_000 {
+        let mut to_server = Vec::new();
+        loop {
+            match client.poll_output() {
+                Output::Transmit(t) => to_server.push(t.payload),
+                Output::Event(SyncEvent::EntryRefused {
+                    resource, reason, ..
+                }) => {
+                    refused.insert(resource, reason);
+                }
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        let mut to_client = Vec::new();
+        for b in to_server.drain(..) {
+            server
+                .handle_input(Instant::ZERO, Input::Received(LINK, b))
+                .unwrap();
+        }
+        loop {
+            match server.poll_output() {
+                Output::Transmit(t) => to_client.push(t.payload),
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        if to_client.is_empty() {
+            break;
+        }
+        for b in to_client {
+            client
+                .handle_input(Instant::ZERO, Input::Received(LINK, b))
+                .unwrap();
+        }
+    }
+    refused
+}
+
+/// One session may add at most `max_session_bytes` of payload to the journal: a peer
+/// offering 4 MiB to a requester with a 100 KiB quota gets 25 entries of 4 KiB stored and
+/// the rest refused (reported, counted), and the session completes (the mark moves past
+/// what was refused, so it is not fetched again).
+#[test]
+fn a_session_adds_no_more_than_its_quota() {
+    use tether::sync::journal::Refusal;
+    let mut server = replier();
+    let config = SyncConfig {
+        max_payload: 8 * 1024,
+        max_session_bytes: Some(100 * 1024),
+        idle_timeout: None,
+        ..SyncConfig::default()
+    };
+    let mut client = JournalMachine::new(Role::Client, config, MemJournal::new(8, 10_000));
+    client
+        .handle_input(Instant::ZERO, Input::Opened(LINK))
+        .unwrap();
+    let refused = exchange(&mut client, &mut server);
+    assert_eq!(client.store().head(), 25, "100 KiB of 4 KiB entries");
+    assert_eq!(refused.len(), 1_024 - 25);
+    assert!(refused.values().all(|r| *r == Refusal::SessionQuota));
+    let stats = client.core().stats();
+    assert_eq!(stats.added_bytes, 25 * 4096);
+    assert_eq!(stats.over_quota, 999);
+    assert_eq!(client.core().marks().ours, server.store().line(1_024));
+}
+
+/// A journal shared by every session, with a per-author quota as the application's
+/// policy (`JournalStore::admit`): past its share an author's entries are refused,
+/// whoever relays them.
+struct PerAuthor {
+    inner: MemJournal,
+    share: usize,
+    held: std::collections::BTreeMap<Vec<u8>, usize>,
+}
+
+impl JournalStore for PerAuthor {
+    fn epoch(&self) -> u64 {
+        self.inner.epoch()
+    }
+    fn head(&self) -> u64 {
+        self.inner.head()
+    }
+    fn entry(&self, seq: u64) -> Option<Entry> {
+        self.inner.entry(seq)
+    }
+    fn line(&self, seq: u64) -> Option<LineId> {
+        self.inner.line(seq)
+    }
+    fn contains(&self, author: &[u8], resource: &[u8]) -> bool {
+        self.inner.contains(author, resource)
+    }
+    fn append(&mut self, entry: Entry) -> Result<LineId, tether::sync::journal::StoreError> {
+        self.inner.append(entry)
+    }
+    fn resource(&self, author: &[u8], resource: &[u8]) -> Option<Bytes> {
+        self.inner.resource(author, resource)
+    }
+    fn admit(&mut self, entry: &Entry) -> bool {
+        if self.inner.contains(&entry.author, &entry.resource) {
+            return true; // a duplicate: not stored, costs nothing
+        }
+        let n = self.held.entry(entry.author.to_vec()).or_insert(0);
+        *n += 1;
+        *n <= self.share
+    }
+}
+
+#[test]
+fn the_stores_policy_refuses_an_author_past_its_share() {
+    use tether::sync::journal::Refusal;
+    let mut server = replier();
+    let config = SyncConfig {
+        max_payload: 8 * 1024,
+        idle_timeout: None,
+        ..SyncConfig::default()
+    };
+    let store = PerAuthor {
+        inner: MemJournal::new(8, 10_000),
+        share: 10,
+        held: Default::default(),
+    };
+    let mut client = JournalMachine::new(Role::Client, config, store);
+    client
+        .handle_input(Instant::ZERO, Input::Opened(LINK))
+        .unwrap();
+    let refused = exchange(&mut client, &mut server);
+    assert_eq!(client.store().head(), 10, "the author's share");
+    assert_eq!(refused.len(), 1_014);
+    assert!(refused.values().all(|r| *r == Refusal::Policy));
+    assert_eq!(client.core().stats().over_quota, 1_014);
+}

@@ -29,6 +29,6 @@ pub use machine::JournalMachine;
 pub use session::JournalSync;
 pub use store::{JournalStore, MemJournal, StoreError};
 pub use types::{
-    Continuity, Marks, Policy, Role, SyncCommand, SyncConfig, SyncError, SyncEvent, SyncOutput,
-    SyncStats,
+    Continuity, Marks, Policy, Refusal, Role, SyncCommand, SyncConfig, SyncError, SyncEvent,
+    SyncOutput, SyncStats,
 };

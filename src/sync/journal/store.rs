@@ -130,6 +130,20 @@ pub trait JournalStore {
     }
     /// Whether an entry with this author and resource id is in the journal.
     fn contains(&self, author: &[u8], resource: &[u8]) -> bool;
+    /// The application's quota policy for entries received from peers: `false` refuses
+    /// `entry` (it is not stored, the peer's list around it is; the sync reports
+    /// [`SyncEvent::EntryRefused`](super::SyncEvent::EntryRefused) with
+    /// [`Refusal::Policy`](super::Refusal::Policy)). Called once per received entry
+    /// within the size limit, before its batch is appended, also for an entry the
+    /// journal holds already (check [`contains`](JournalStore::contains) if you count);
+    /// local appends do not ask. A per-author quota is the usual use: count what each
+    /// author holds, refuse past its share, so that one peer cannot fill the journal that
+    /// every other session shares. Default: every entry is admitted (and the check costs
+    /// nothing).
+    fn admit(&mut self, entry: &Entry) -> bool {
+        let _ = entry;
+        true
+    }
     /// Appends an entry at line `head() + 1` and returns that line; an entry whose author
     /// and resource id the journal has already is refused with [`StoreError::Duplicate`]
     /// and nothing is appended.

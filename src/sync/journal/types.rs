@@ -58,6 +58,12 @@ pub struct SyncConfig {
     pub max_queued_answers: usize,
     /// Most resource requests awaiting an answer. Default: 32.
     pub max_pending_requests: usize,
+    /// Most payload bytes one session may add to the journal over its life (entries
+    /// received from the peer and applied, duplicates not counted); past it received
+    /// entries are refused ([`Refusal::SessionQuota`]). A fresh session starts from 0; a
+    /// resumed one goes on counting. Default: `None` (no bound but the store's own and
+    /// [`JournalStore::admit`]).
+    pub max_session_bytes: Option<u64>,
     /// Largest payload [`SyncCommand::Append`] accepts. Default: 32 KiB (32 768).
     pub max_payload: usize,
     /// First delay before asking again after a refusal; doubles per refusal. Default: 100 ms.
@@ -100,6 +106,7 @@ impl Default for SyncConfig {
             max_bytes_per_context: 1024 * 1024,
             max_queued_answers: 32,
             max_pending_requests: 32,
+            max_session_bytes: None,
             max_payload: 32 * 1024,
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
@@ -286,8 +293,9 @@ pub enum SyncEvent {
         /// What the store said.
         error: StoreError,
     },
-    /// An entry received from the peer was refused: its payload is over `max_payload`,
-    /// the limit a local append has. It is not stored; the lists around it are.
+    /// An entry received from the peer was refused ([`Refusal`] says why). It is not
+    /// stored; the lists around it are, and the mark moves past it: the peer is not asked
+    /// for it again.
     EntryRefused {
         /// Its author.
         author: Bytes,
@@ -295,6 +303,8 @@ pub enum SyncEvent {
         resource: Bytes,
         /// Its payload's length.
         len: usize,
+        /// Why.
+        reason: Refusal,
     },
     /// Nothing was received for the idle timeout: we sent 408. The connection may be
     /// dropped now ([`JournalMachine`](super::JournalMachine) closes it, a
@@ -383,6 +393,11 @@ pub struct SyncStats {
     pub applied: u64,
     /// Entries received over `max_payload`, refused ([`SyncEvent::EntryRefused`]).
     pub oversized: u64,
+    /// Entries received and refused by the session quota or the store's policy.
+    pub over_quota: u64,
+    /// Payload bytes this session added to the journal (what
+    /// [`SyncConfig::max_session_bytes`] bounds).
+    pub added_bytes: u64,
     /// Messages that did not decode (answered 400).
     pub malformed: u64,
     /// Contexts whose lists did not add up (not confirmed as a mark).
@@ -406,6 +421,17 @@ pub struct Marks {
     /// is dropped and the peer's whole journal is asked for
     /// ([`Continuity::Rebuilt`]).
     pub held: Option<LineId>,
+}
+
+/// Why a received entry was refused ([`SyncEvent::EntryRefused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its payload is over [`SyncConfig::max_payload`], the limit a local append has.
+    TooLarge,
+    /// The session has added [`SyncConfig::max_session_bytes`] already.
+    SessionQuota,
+    /// The store's [`JournalStore::admit`] said no (the application's policy).
+    Policy,
 }
 
 /// What the first answer of a session says about the peer's journal and our mark of it:

@@ -4,7 +4,7 @@
 
 use super::JournalSync;
 use crate::sync::journal::store::JournalStore;
-use crate::sync::journal::types::{Continuity, SyncEvent, SyncOutput};
+use crate::sync::journal::types::{Continuity, Refusal, SyncEvent, SyncOutput};
 use crate::wire::{Entry, JournalList, JournalRequest};
 use alloc::vec::Vec;
 
@@ -84,33 +84,48 @@ impl JournalSync {
             return true;
         }
         // The limits of a local append hold for received entries too: a peer cannot store
-        // what the application could not.
-        let kept: Vec<Entry>;
-        let entries = if entries
-            .iter()
-            .any(|e| e.payload.len() > self.config.max_payload)
-        {
-            kept = entries
-                .iter()
-                .filter(|e| {
-                    let over = e.payload.len() > self.config.max_payload;
-                    if over {
-                        self.stats.oversized += 1;
-                        self.out
-                            .push_back(SyncOutput::Event(SyncEvent::EntryRefused {
-                                author: e.author.clone(),
-                                resource: e.resource.clone(),
-                                len: e.payload.len(),
-                            }));
+        // what the application could not. Then the session's quota (entries the journal
+        // holds already cost none) and the store's own policy. One pass; the entries are
+        // copied only once one is refused.
+        let quota = self.config.max_session_bytes;
+        let mut added = self.stats.added_bytes;
+        let mut kept: Option<Vec<Entry>> = None;
+        for (i, e) in entries.iter().enumerate() {
+            let len = e.payload.len();
+            let reason = if len > self.config.max_payload {
+                Some(Refusal::TooLarge)
+            } else if quota.is_some_and(|q| {
+                added.saturating_add(len as u64) > q && !store.contains(&e.author, &e.resource)
+            }) {
+                Some(Refusal::SessionQuota)
+            } else if !store.admit(e) {
+                Some(Refusal::Policy)
+            } else {
+                added = added.saturating_add(len as u64);
+                None
+            };
+            match (reason, kept.as_mut()) {
+                (None, Some(k)) => k.push(e.clone()),
+                (None, None) => {}
+                (Some(reason), _) => {
+                    if kept.is_none() {
+                        kept = Some(entries[..i].to_vec());
                     }
-                    !over
-                })
-                .cloned()
-                .collect();
-            &kept[..]
-        } else {
-            entries
-        };
+                    match reason {
+                        Refusal::TooLarge => self.stats.oversized += 1,
+                        _ => self.stats.over_quota += 1,
+                    }
+                    self.out
+                        .push_back(SyncOutput::Event(SyncEvent::EntryRefused {
+                            author: e.author.clone(),
+                            resource: e.resource.clone(),
+                            len,
+                            reason,
+                        }));
+                }
+            }
+        }
+        let entries = kept.as_deref().unwrap_or(entries);
         let mut outcomes = core::mem::take(&mut self.outcomes);
         outcomes.clear();
         let result = store.append_batch(entries, &mut outcomes);
@@ -119,6 +134,10 @@ impl JournalSync {
                 Some(line) => {
                     self.given.insert(line.seq, line.check);
                     self.stats.applied += 1;
+                    self.stats.added_bytes = self
+                        .stats
+                        .added_bytes
+                        .saturating_add(e.payload.len() as u64);
                     self.event(SyncEvent::Applied {
                         line: *line,
                         author: e.author.clone(),
