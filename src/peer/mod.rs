@@ -304,6 +304,13 @@ where
         &self.conn
     }
 
+    /// The connection machine, to call its own import and export methods (a token-merge
+    /// server's [`import_ended`](crate::connect::merge::MergeServer::import_ended), say).
+    /// Messages sent through it directly bypass the sessions' journal sync.
+    pub fn connection_mut(&mut self) -> &mut P {
+        &mut self.conn
+    }
+
     /// The journal.
     pub fn store(&self) -> &S {
         &self.store

@@ -70,6 +70,30 @@ pub trait DurableProfile: Handover {
     /// need no new write. The stored time left is then the one of the last write, which
     /// may give a restored session a little more grace than it had left.
     fn without_clock(snapshot: &Self::Snapshot) -> Self::Snapshot;
+
+    /// The state key of what the profile keeps beside its sessions (a token-merge
+    /// server's ended-session tombstones, so that a restarted server still tells a late
+    /// `RESUME` of a formally ended session that it ended), outside
+    /// [`KEY_PREFIX`](Self::KEY_PREFIX). `None` (the default): nothing beside.
+    const BESIDE_KEY: Option<&'static [u8]> = None;
+
+    /// A value that moves whenever what [`export_beside`](Self::export_beside) gives
+    /// changes, other than with time alone: written again only then. `None`: nothing.
+    fn beside_version(&self) -> Option<(u64, usize)> {
+        None
+    }
+
+    /// What to keep under [`BESIDE_KEY`](Self::BESIDE_KEY) now.
+    fn export_beside(&self, now: Instant) -> Vec<u8> {
+        let _ = now;
+        Vec::new()
+    }
+
+    /// Takes back what [`export_beside`](Self::export_beside) wrote, at restore.
+    fn import_beside(&mut self, now: Instant, bytes: Bytes) -> Result<(), SnapshotError> {
+        let _ = (now, bytes);
+        Ok(())
+    }
 }
 
 impl DurableProfile for merge::MergeClient {
@@ -101,6 +125,25 @@ impl<T: merge::TokenSource> DurableProfile for merge::MergeServer<T> {
             expires_in: None,
             ..snapshot.clone()
         }
+    }
+
+    /// The tombstones of formally ended sessions ([`merge::MergeEndedSnapshot`]).
+    const BESIDE_KEY: Option<&'static [u8]> = Some(b"tether/ended/merge-server");
+
+    fn beside_version(&self) -> Option<(u64, usize)> {
+        Some(self.ended_version())
+    }
+
+    fn export_beside(&self, now: Instant) -> Vec<u8> {
+        let mut bytes = BytesMut::new();
+        self.export_ended(now).encode(&mut bytes);
+        bytes.to_vec()
+    }
+
+    fn import_beside(&mut self, now: Instant, bytes: Bytes) -> Result<(), SnapshotError> {
+        let ended = merge::MergeEndedSnapshot::decode(bytes)?;
+        self.import_ended(now, &ended);
+        Ok(())
     }
 }
 
@@ -301,12 +344,15 @@ struct Saved<C> {
 /// ```
 pub struct DurableSessions<P: DurableProfile> {
     saved: BTreeMap<P::Session, Saved<P::Snapshot>>,
+    /// The version of what was last staged under the profile's `BESIDE_KEY`.
+    beside: Option<(u64, usize)>,
 }
 
 impl<P: DurableProfile> Default for DurableSessions<P> {
     fn default() -> Self {
         DurableSessions {
             saved: BTreeMap::new(),
+            beside: None,
         }
     }
 }
@@ -352,6 +398,18 @@ where
     where
         P::Error: 'static,
     {
+        if let Some(key) = P::BESIDE_KEY {
+            if let Some(bytes) = peer.store().get_state(key)? {
+                // Unreadable: dropped, and written again at the next save.
+                if peer
+                    .connection_mut()
+                    .import_beside(now, Bytes::from(bytes))
+                    .is_err()
+                {
+                    peer.store_mut().stage_remove_state(key.to_vec());
+                }
+            }
+        }
         let rows = peer.store().states_with_prefix(P::KEY_PREFIX)?;
         let mut restored = Restored {
             sessions: Vec::new(),
@@ -453,6 +511,13 @@ where
                 if !self.saved.values().any(|s| s.key == key) {
                     changes.push((key, None));
                 }
+            }
+        }
+        if let Some(key) = P::BESIDE_KEY {
+            let version = peer.connection().beside_version();
+            if version.is_some() && version != self.beside {
+                changes.push((key.to_vec(), Some(peer.connection().export_beside(now))));
+                self.beside = version;
             }
         }
         let staged = changes.len();

@@ -200,6 +200,38 @@ fn an_ended_session_leaves_the_files() {
     assert_eq!((w.server.rows(), w.clients[0].rows()), (0, 0));
 }
 
+/// A session ended formally leaves a tombstone that the server's file keeps beside the
+/// sessions: a server restarted from its file still knows the session ended (a late
+/// `RESUME` of it is told so, and an older copy of it is not imported).
+#[test]
+fn a_restarted_server_still_knows_which_sessions_ended() {
+    let mut w = synced("tombstones", 1);
+    let now = w.now;
+    w.clients[0].input(
+        now,
+        Input::Command(PeerCommand::Connection(MergeClientCommand::Disconnect)),
+    );
+    w.run(Duration::from_secs(5));
+    assert_eq!(w.server.ended(), [EndReason::PeerDisconnect]);
+    let key = <MergeServer<support::Tokens>>::BESIDE_KEY.unwrap();
+    assert!(w.server.peer.store().get_state(key).unwrap().is_some());
+    w.restart_server(Start::WithFile);
+    let now = w.now;
+    let ended = w.server.peer.connection().export_ended(now);
+    assert_eq!(ended.tombstones.len(), 1, "the tombstone came back");
+    // Before, the restarted server had forgotten it.
+    w.server.peer.store_mut().remove_state(key).unwrap();
+    w.restart_server(Start::WithFile);
+    let now = w.now;
+    assert!(w
+        .server
+        .peer
+        .connection()
+        .export_ended(now)
+        .tombstones
+        .is_empty());
+}
+
 /// A row that is not a snapshot is dropped and reported; the client starts a fresh
 /// session (its request for a transport is handed back in `pending`).
 #[test]

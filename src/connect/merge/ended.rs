@@ -86,6 +86,12 @@ impl EndedSet {
         self.tombs.len()
     }
 
+    /// Changes whenever a tombstone is added (the counter moves) or forgotten (fewer
+    /// are held): the pair never comes back to an earlier value.
+    pub fn version(&self) -> (u64, usize) {
+        (self.next, self.tombs.len())
+    }
+
     /// Whether `t` is a token of an ended session: every candidate with its fingerprint is
     /// compared, in constant time, with no early exit.
     pub fn contains(&self, key: &TokenKey, t: &Token) -> bool {

@@ -144,6 +144,14 @@ impl<S: TokenSource> MergeServer<S> {
 }
 
 impl<S: TokenSource> MergeServer<S> {
+    /// A value that changes whenever a tombstone is added or forgotten, and never comes
+    /// back to an earlier one: a durable store writes
+    /// [`export_ended`](Self::export_ended) again only when it moved, rather than every
+    /// round (an export encodes every tombstone).
+    pub fn ended_version(&self) -> (u64, usize) {
+        self.ended.version()
+    }
+
     /// The tombstones of formally ended sessions, with their time left from `now`: persist
     /// them with the sessions' snapshots, so that a restarted server that imports an older
     /// snapshot of a session that has since ended refuses it
