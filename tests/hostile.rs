@@ -121,7 +121,26 @@ fn a_length_prefix_alone_does_not_reserve_the_frame() {
             .unwrap();
     }
     let per_link = (held() - before) / 64;
-    // Announced: 64 x 1 MiB. Held: a few KiB each (the decoder's least reservation).
+    // Announced: 64 x 1 MiB, more than a handshake message can be: refused at the prefix
+    // (CONN_FAILED, closed), and nothing of it is kept.
+    assert!(per_link <= 256, "{per_link} bytes held per 4-byte prefix");
+    assert_eq!(closed(&mut s).len(), 64);
+    assert_eq!(s.pending_count(), 0);
+
+    // A prefix a handshake message may have (1 KiB) waits for its frame, holding what
+    // arrived and the decoder's least reservation, until the handshake deadline.
+    for id in 100..164 {
+        s.handle_input(t0, Input::Opened(Link::main(id))).unwrap();
+    }
+    let _ = closed(&mut s);
+    let before = held();
+    for id in 100..164 {
+        let prefix =
+            Bytes::copy_from_slice(&(tether::wire::HANDSHAKE_MAX_FRAME as u32).to_be_bytes());
+        s.handle_input(t0, Input::Received(Link::main(id), prefix))
+            .unwrap();
+    }
+    let per_link = (held() - before) / 64;
     assert!(
         per_link <= 2 * tether::wire::MIN_RESERVE as isize,
         "{per_link} bytes held per 4-byte prefix"
@@ -217,4 +236,170 @@ fn a_small_received_entry_does_not_pin_its_large_frame() {
     let kept = held() - before;
     assert!(m.store().contains(b"srv", b"tiny"));
     assert!(kept < 64 * 1024, "{kept} bytes kept for a one-byte entry");
+}
+
+/// One row of the budget table: what `links` attacker transports, sending `input` bytes
+/// in all, made the server hold (live heap after, less before, the transports' own
+/// opening included) and send.
+struct Row {
+    path: &'static str,
+    input: usize,
+    links: usize,
+    held: isize,
+    sent: usize,
+}
+
+/// Drains `m`, counting the bytes it transmits and feeding its closes back as closed.
+fn drain_sent<M: Machine>(m: &mut M, now: Instant) -> usize {
+    let mut sent = 0;
+    let mut closes = Vec::new();
+    loop {
+        match m.poll_output() {
+            Output::Transmit(t) => sent += t.payload.len(),
+            Output::Close(l) => closes.push(l),
+            Output::Wait(_) => break,
+            _ => {}
+        }
+    }
+    for l in closes {
+        let _ = m.handle_input(now, Input::Closed(l));
+    }
+    sent
+}
+
+/// Every unauthenticated input path of the two servers, flooded: bytes held per attacker
+/// byte and reply bytes per request byte, printed as a table
+/// (`cargo test --test hostile budget -- --nocapture`) and bounded. Before a peer is
+/// admitted a server's reply is never larger than the request (netcode's rule), and what
+/// it holds is a per-transport constant (its entry in the endpoint and its frame decoder's
+/// least reservation), capped by `max_pending` / `max_links`, never the announced frame.
+#[test]
+fn budget_of_every_unauthenticated_input_path() {
+    let t0 = Instant::ZERO;
+    let mut rows = Vec::new();
+    let n = 256usize;
+    let partial = {
+        // A length prefix announcing 1 MiB and 60 bytes of it.
+        let mut b = bytes::BytesMut::new();
+        b.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        b.resize(64, 0x41);
+        b.freeze()
+    };
+    let garbage = {
+        // A whole frame of 60 bytes that is no handshake message.
+        let mut b = bytes::BytesMut::new();
+        b.extend_from_slice(&60u32.to_be_bytes());
+        b.resize(64, 0xee);
+        b.freeze()
+    };
+
+    for (path, bytes) in [
+        ("token-merge main, partial frame", &partial),
+        ("token-merge main, garbage frame", &garbage),
+    ] {
+        let cfg = MergeServerConfig {
+            max_pending: n,
+            ..MergeServerConfig::default()
+        };
+        let mut s = MergeServer::new(cfg, tokens());
+        let before = held();
+        let mut sent = 0;
+        for id in 0..n as u64 {
+            s.handle_input(t0, Input::Opened(Link::main(id))).unwrap();
+            let _ = s.handle_input(
+                t0,
+                Input::Received(Link::main(id), Bytes::copy_from_slice(bytes)),
+            );
+            sent += drain_sent(&mut s, t0);
+        }
+        rows.push(Row {
+            path,
+            input: n * bytes.len(),
+            links: n,
+            held: held() - before,
+            sent,
+        });
+        drop(s);
+    }
+
+    for (path, bytes) in [
+        ("dual-channel main, partial frame", &partial),
+        ("dual-channel main, garbage frame", &garbage),
+    ] {
+        let cfg = DualServerConfig {
+            max_links: n,
+            ..DualServerConfig::default()
+        };
+        let mut s = DualServer::new(cfg, tokens());
+        let before = held();
+        let mut sent = 0;
+        for id in 0..n as u64 {
+            s.handle_input(t0, Input::Opened(Link::main(id))).unwrap();
+            let _ = s.handle_input(
+                t0,
+                Input::Received(Link::main(id), Bytes::copy_from_slice(bytes)),
+            );
+            sent += drain_sent(&mut s, t0);
+        }
+        rows.push(Row {
+            path,
+            input: n * bytes.len(),
+            links: n,
+            held: held() - before,
+            sent,
+        });
+    }
+
+    // Spoofed feed datagrams from addresses no player has (each its own link id): a
+    // FEED_INIT with made-up tokens, and datagrams of a bound player with a forged tag.
+    {
+        let mut s = DualServer::new(DualServerConfig::default(), tokens());
+        let before = held();
+        let mut sent = 0;
+        let mut input = 0;
+        for id in 0..(4 * n) as u64 {
+            let mut d = vec![0u8; 64];
+            d[0] = (id % 256) as u8;
+            input += d.len();
+            let _ = s.handle_input(t0, Input::Received(Link::feed(1_000 + id), Bytes::from(d)));
+            sent += drain_sent(&mut s, t0);
+        }
+        rows.push(Row {
+            path: "dual-channel feed, spoofed datagrams",
+            input,
+            links: 4 * n,
+            held: held() - before,
+            sent,
+        });
+    }
+
+    eprintln!("| input path | attacker bytes | transports | held | held per byte | held per transport | replies per request byte |");
+    eprintln!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        eprintln!(
+            "| {} | {} | {} | {} | {:.2} | {} | {:.3} |",
+            r.path,
+            r.input,
+            r.links,
+            r.held,
+            r.held as f64 / r.input as f64,
+            r.held / r.links as isize,
+            r.sent as f64 / r.input as f64
+        );
+    }
+    for r in &rows {
+        assert!(
+            r.sent <= r.input,
+            "{}: {} bytes sent for {} received before admission",
+            r.path,
+            r.sent,
+            r.input
+        );
+        assert!(
+            r.held / (r.links as isize) <= 2 * tether::wire::MIN_RESERVE as isize + 1024,
+            "{}: {} bytes held per transport",
+            r.path,
+            r.held / r.links as isize
+        );
+    }
 }

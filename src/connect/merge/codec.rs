@@ -53,6 +53,14 @@ impl LinkReader {
         }
     }
 
+    /// Changes the largest message accepted (once a link is admitted).
+    pub fn set_max(&mut self, max_message: usize) {
+        match self {
+            LinkReader::Tether(d) => d.set_max_frame(max_message),
+            LinkReader::Dop { max, .. } => *max = max_message,
+        }
+    }
+
     /// Takes received bytes: a chunk of the stream (tether) or one whole text message (dop).
     pub fn push(&mut self, bytes: Bytes) -> Result<(), FailReason> {
         match self {

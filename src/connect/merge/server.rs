@@ -466,7 +466,12 @@ impl<S: TokenSource> MergeServer<S> {
         // SERVER2 (or a first server node): OPEN, sends its token at once.
         codec::send_token(&mut self.outbox, self.cfg.encoding, link, &local);
         let state = LinkState {
-            reader: LinkReader::new(self.cfg.encoding, self.cfg.max_message),
+            // Until the link is admitted it carries handshake messages only: a length
+            // prefix announcing more is refused at once, and nothing of it is kept.
+            reader: LinkReader::new(
+                self.cfg.encoding,
+                self.cfg.max_message.min(crate::wire::HANDSHAKE_MAX_FRAME),
+            ),
             handshake: Some(Node::new(local)),
         };
         let deadline = self.now + self.cfg.handshake_timeout;
@@ -645,6 +650,9 @@ impl<S: TokenSource> MergeServer<S> {
         self.endpoint.attach(id, link);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             r.state.handshake = None;
+            // Admitted: the link may now carry messages of any size the configuration
+            // allows (before, handshake-sized ones only).
+            r.state.reader.set_max(self.cfg.max_message);
         }
         codec::send_resume(&mut self.outbox, self.cfg.encoding, link, &presented);
         if let Some(offer) = offer {
@@ -701,6 +709,9 @@ impl<S: TokenSource> MergeServer<S> {
         self.endpoint.attach(id, link);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             r.state.handshake = None;
+            // Admitted: the link may now carry messages of any size the configuration
+            // allows (before, handshake-sized ones only).
+            r.state.reader.set_max(self.cfg.max_message);
         }
         self.outbox.event(Event::Up {
             session: id,
