@@ -855,10 +855,18 @@ async fn wrong_tokens_and_garbage_are_refused_without_disturbing_the_others() {
             );
             assert!(closed, "{what}: then closed");
         }
+        // The raw client sees the refusal before the server's driver has handed its event
+        // on: wait (bounded) for the last one to arrive.
+        let want: Vec<FailReason> = attempts.iter().map(|a| a.2).collect();
+        wait_until(
+            StdDuration::from_secs(5),
+            StdDuration::from_millis(10),
+            || server.stats.lock().unwrap().refused.len() >= want.len(),
+        )
+        .await;
         {
             let ss = server.stats.lock().unwrap();
             let reasons: Vec<FailReason> = ss.refused.iter().map(|r| r.1).collect();
-            let want: Vec<FailReason> = attempts.iter().map(|a| a.2).collect();
             assert_eq!(
                 reasons, want,
                 "the server refused each attempt, for its reason"
