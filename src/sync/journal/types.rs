@@ -62,7 +62,7 @@ pub struct SyncConfig {
     /// received from the peer and applied, duplicates not counted); past it received
     /// entries are refused ([`Refusal::SessionQuota`]). A fresh session starts from 0; a
     /// resumed one goes on counting. Default: `None` (no bound but the store's own and
-    /// [`JournalStore::admit`]).
+    /// [`JournalStore::admit`](super::JournalStore::admit)).
     pub max_session_bytes: Option<u64>,
     /// Largest payload [`SyncCommand::Append`] accepts. Default: 32 KiB (32 768).
     pub max_payload: usize,
@@ -430,7 +430,7 @@ pub enum Refusal {
     TooLarge,
     /// The session has added [`SyncConfig::max_session_bytes`] already.
     SessionQuota,
-    /// The store's [`JournalStore::admit`] said no (the application's policy).
+    /// The store's [`JournalStore::admit`](super::JournalStore::admit) said no (the application's policy).
     Policy,
 }
 
