@@ -267,6 +267,29 @@ fn drain_sent<M: Machine>(m: &mut M, now: Instant) -> usize {
     sent
 }
 
+/// `n` transports opened on `server`, each sending `bytes` on `main`: what the server
+/// holds afterwards (it is still alive) and what it sent.
+fn flood_main<M: Machine>(path: &'static str, mut server: M, n: usize, bytes: &Bytes) -> Row {
+    let t0 = Instant::ZERO;
+    let before = held();
+    let mut sent = 0;
+    for id in 0..n as u64 {
+        let _ = server.handle_input(t0, Input::Opened(Link::main(id)));
+        let _ = server.handle_input(
+            t0,
+            Input::Received(Link::main(id), Bytes::copy_from_slice(bytes)),
+        );
+        sent += drain_sent(&mut server, t0);
+    }
+    Row {
+        path,
+        input: n * bytes.len(),
+        links: n,
+        held: held() - before,
+        sent,
+    }
+}
+
 /// Every unauthenticated input path of the two servers, flooded: bytes held per attacker
 /// byte and reply bytes per request byte, printed as a table
 /// (`cargo test --test hostile budget -- --nocapture`) and bounded. Before a peer is
@@ -301,27 +324,8 @@ fn budget_of_every_unauthenticated_input_path() {
             max_pending: n,
             ..MergeServerConfig::default()
         };
-        let mut s = MergeServer::new(cfg, tokens());
-        let before = held();
-        let mut sent = 0;
-        for id in 0..n as u64 {
-            s.handle_input(t0, Input::Opened(Link::main(id))).unwrap();
-            let _ = s.handle_input(
-                t0,
-                Input::Received(Link::main(id), Bytes::copy_from_slice(bytes)),
-            );
-            sent += drain_sent(&mut s, t0);
-        }
-        rows.push(Row {
-            path,
-            input: n * bytes.len(),
-            links: n,
-            held: held() - before,
-            sent,
-        });
-        drop(s);
+        rows.push(flood_main(path, MergeServer::new(cfg, tokens()), n, bytes));
     }
-
     for (path, bytes) in [
         ("dual-channel main, partial frame", &partial),
         ("dual-channel main, garbage frame", &garbage),
@@ -330,24 +334,7 @@ fn budget_of_every_unauthenticated_input_path() {
             max_links: n,
             ..DualServerConfig::default()
         };
-        let mut s = DualServer::new(cfg, tokens());
-        let before = held();
-        let mut sent = 0;
-        for id in 0..n as u64 {
-            s.handle_input(t0, Input::Opened(Link::main(id))).unwrap();
-            let _ = s.handle_input(
-                t0,
-                Input::Received(Link::main(id), Bytes::copy_from_slice(bytes)),
-            );
-            sent += drain_sent(&mut s, t0);
-        }
-        rows.push(Row {
-            path,
-            input: n * bytes.len(),
-            links: n,
-            held: held() - before,
-            sent,
-        });
+        rows.push(flood_main(path, DualServer::new(cfg, tokens()), n, bytes));
     }
 
     // Spoofed feed datagrams from addresses no player has (each its own link id): a
