@@ -2,305 +2,147 @@
 //!
 //! Run it with `cargo run --example demo`.
 //!
-//! A server and a client, each a [`tether::peer::Peer`] over the dual-channel profile
-//! (seed 003: TCP for `main`, UDP for `feed`), driven by the small tokio adapter in
-//! `examples/support/tokio_driver.rs`. The demo:
+//! A server and a client, each a [`tether::peer::Peer`] (journal sync) over the
+//! dual-channel connection profile (TCP for `main`, UDP for `feed`), each run by the
+//! ready tokio adapter, `tether-tokio`: the application below only sends commands through
+//! a [`tether_tokio::Handle`] and reads events. The demo:
 //!
-//! 1. connects (CONN_INIT, feed init over UDP, final auth, CONN_OK);
+//! 1. connects (the opening over `main`, the feed binding over UDP, the final check);
 //! 2. exchanges journal entries both ways, and feed updates over UDP;
-//! 3. has the server publish a large batch, and cuts the client's TCP connection in the
-//!    middle of the sync that carries it;
-//! 4. lets the client reconnect `main` by itself (the session continues: "resumed") and
-//!    resync from its confirmed mark;
+//! 3. has the server publish a large batch, and cuts the connection (as a network loss
+//!    would) while the sync that carries it is running;
+//! 4. lets the client reconnect `main` by itself, after its backoff (the session goes on:
+//!    "resumed"), and resync from its confirmed mark, with what it wrote while offline;
 //! 5. checks that both journals hold exactly the same entries, each applied once, and exits
 //!    with status 0 (1 if anything is wrong, or if it takes more than 30 s).
 
-#[path = "support/tokio_driver.rs"]
-mod driver;
-
-use driver::{Driver, Role};
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration as StdDuration;
-use tether::connect::dual::{
-    self, DualClient, DualClientCommand, DualClientEvent, DualServer, DualServerEvent,
-    DualServerNotice, Outcome,
-};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tether::connect::dual::{DualClient, DualClientCommand, DualClientEvent, DualServer, Outcome};
 use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::wire::{Element, Entry, Message};
-use tether::Token;
+use tether_tokio::{Client, Events, OsTokens, Server};
 use tokio::net::{TcpListener, UdpSocket};
 
-type Journal = MemJournal;
-type ServerPeer = Peer<DualServer<Tokens>, Journal>;
-type ClientPeer = Peer<DualClient, Journal>;
+type Error = Box<dyn std::error::Error>;
+type Applied = BTreeMap<Vec<u8>, usize>;
+type Event = PeerEvent<DualClientEvent, ()>;
+const BATCH: usize = 10_000;
 
-/// The server's tokens: 128 bits each. A real server draws them from the OS's randomness
-/// (e.g. `getrandom`); the demo derives them from the clock so that it needs no extra crate.
-struct Tokens(u64);
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tokio::time::timeout(Duration::from_secs(30), demo()).await??;
+    println!("\ndemo: OK");
+    Ok(())
+}
 
-impl dual::TokenSource for Tokens {
-    fn next_token(&mut self) -> Token {
-        let mut bytes = [0u8; 16];
-        for chunk in bytes.chunks_mut(8) {
-            // splitmix64
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            chunk.copy_from_slice(&(z ^ (z >> 31)).to_be_bytes());
+fn entry(author: &str, n: usize) -> Entry {
+    let resource = format!("{author}-{n}");
+    Entry::new(author.as_bytes(), resource.as_bytes(), b"hello")
+}
+
+/// The client's next event: connection events are printed, applied entries counted.
+async fn next(events: &mut Events<Event>, applied: &mut Applied) -> Result<Event, Error> {
+    let event = events.recv().await.ok_or("the client stopped")?;
+    match &event {
+        PeerEvent::Connection(event) => println!("client: {event:?}"),
+        PeerEvent::Sync((), SyncEvent::Applied { resource, .. }) => {
+            *applied.entry(resource.to_vec()).or_default() += 1
         }
-        Token::new(&bytes).expect("16 bytes make a token")
+        _ => {}
     }
+    Ok(event)
 }
 
-const BATCH: usize = 3_000;
-
-fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
-    let outcome = local.block_on(&runtime, async {
-        tokio::time::timeout(StdDuration::from_secs(30), demo()).await
-    });
-    match outcome {
-        Ok(Ok(())) => println!("\ndemo: OK"),
-        Ok(Err(why)) => {
-            eprintln!("\ndemo: FAILED: {why}");
-            std::process::exit(1);
-        }
-        Err(_) => {
-            eprintln!("\ndemo: FAILED: timed out after 30 s");
-            std::process::exit(1);
-        }
-    }
-}
-
-fn sync_config() -> SyncConfig {
-    SyncConfig {
-        idle_timeout: None,
-        ..SyncConfig::default()
-    }
-}
-
-fn entry(author: &str, n: usize, text: &str) -> Entry {
-    Entry::new(
-        author.as_bytes(),
-        format!("{author}-{n}").as_bytes(),
-        text.as_bytes(),
-    )
-}
-
-async fn demo() -> Result<(), String> {
-    let epoch = tokio::time::Instant::now();
-
-    // --- the server: a TCP listener for `main`, a UDP socket for `feed` -----------------
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let feed = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let (main_addr, feed_addr) = (
-        listener.local_addr().map_err(|e| e.to_string())?,
-        feed.local_addr().map_err(|e| e.to_string())?,
-    );
+async fn demo() -> Result<(), Error> {
+    // The server: a TCP listener for `main`, a UDP socket for `feed`.
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let feed = UdpSocket::bind("127.0.0.1:0").await?;
+    let (main_addr, feed_addr) = (listener.local_addr()?, feed.local_addr()?);
     println!("server: listening on tcp {main_addr} (main) and udp {feed_addr} (feed)");
-    let server_peer: ServerPeer = Peer::new(
-        DualServer::new(
-            dual::DualServerConfig::default(),
-            Tokens(epoch.elapsed().as_nanos() as u64 | 1),
-        ),
-        sync_config(),
-        MemJournal::new(1, 100_000),
-    );
-    let mut server = Driver::new(
-        server_peer,
-        Role::Server {
-            main: listener,
-            feed: Arc::new(feed),
-        },
-        epoch,
-    );
-    let to_server = server.command_sender();
-    // The server's journal lives in its peer, in the server's task: the task publishes
-    // what it holds after each turn, for the checks below.
-    let server_keys = Rc::new(RefCell::new(BTreeSet::new()));
-    let published = server_keys.clone();
-    tokio::task::spawn_local(async move {
-        loop {
-            let events = server.turn().await;
-            *published.borrow_mut() = server.machine().store().keys();
-            for event in events {
-                match event {
-                    PeerEvent::Connection(DualServerEvent::Up {
-                        session: player,
-                        outcome,
-                    }) => {
-                        println!("server: player {player} connected ({outcome:?})")
-                    }
-                    PeerEvent::Connection(DualServerEvent::Down { session: player }) => {
-                        println!("server: player {player} lost main; keeping the session")
-                    }
-                    PeerEvent::Connection(DualServerEvent::Notice(DualServerNotice::Update {
-                        player,
-                        element,
-                    })) => println!(
-                        "server: feed update from player {player}: sid {} = {:?}",
-                        element.sid,
-                        String::from_utf8_lossy(&element.data)
-                    ),
-                    _ => {}
-                }
+    let server = DualServer::new(Default::default(), OsTokens);
+    let server = Peer::new(server, SyncConfig::default(), MemJournal::new(1, 100_000));
+    let (server, mut server_events) = tether_tokio::spawn(server, Server::tcp(listener).feed(feed));
+    tokio::spawn(async move {
+        while let Some(event) = server_events.recv().await {
+            if let PeerEvent::Connection(event) = event {
+                println!("server: {event:?}");
             }
         }
     });
-
-    // --- the client ----------------------------------------------------------------------
-    let client_peer: ClientPeer = Peer::new(
-        DualClient::new(dual::DualClientConfig::default()),
-        sync_config(),
-        MemJournal::new(2, 100_000),
-    );
-    let mut client = Driver::new(
-        client_peer,
-        Role::Client {
-            main: main_addr,
-            feed: feed_addr,
-        },
-        epoch,
-    );
-    let mut applied: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
-    let log = |events: Vec<PeerEvent<DualClientEvent, ()>>,
-               applied: &mut BTreeMap<Vec<u8>, usize>|
-     -> Option<Outcome> {
-        let mut connected = None;
-        for event in events {
-            match event {
-                PeerEvent::Connection(DualClientEvent::Up { outcome, .. }) => {
-                    println!("client: connected ({outcome:?})");
-                    connected = Some(outcome);
-                }
-                PeerEvent::Connection(DualClientEvent::Down { session: () }) => {
-                    println!("client: main lost; reconnecting")
-                }
-                PeerEvent::Sync((), SyncEvent::Applied { resource, .. }) => {
-                    *applied.entry(resource.to_vec()).or_insert(0) += 1;
-                }
-                _ => {}
-            }
-        }
-        connected
+    // The client: it dials both by itself, when its machine asks.
+    let client = DualClient::new(Default::default());
+    let client = Peer::new(client, SyncConfig::default(), MemJournal::new(2, 100_000));
+    let (client, mut events) = tether_tokio::spawn(client, Client::tcp(main_addr).feed(feed_addr));
+    let mut applied = Applied::new();
+    let up = |event: &Event| match event {
+        PeerEvent::Connection(DualClientEvent::Up { outcome, .. }) => Some(*outcome),
+        _ => None,
     };
+    let down = |event: &Event| matches!(event, PeerEvent::Connection(DualClientEvent::Down { .. }));
 
     println!("\n== 1. connect");
-    let events = client
-        .command(PeerCommand::Connection(DualClientCommand::Connect))
-        .await;
-    let mut connected = log(events, &mut applied);
-    while connected.is_none() {
-        connected = log(client.turn().await, &mut applied);
-    }
+    client.connection(DualClientCommand::Connect).await?;
+    while up(&next(&mut events, &mut applied).await?).is_none() {}
 
-    println!("\n== 2. exchange journal entries and feed updates");
+    println!("\n== 2. exchange journal entries, and feed updates over UDP");
     for n in 0..5 {
-        to_server
-            .send(PeerCommand::Append(entry(
-                "server",
-                n,
-                "hello from the server",
-            )))
-            .map_err(|_| "server gone")?;
-        let events = client
-            .command(PeerCommand::Append(entry(
-                "client",
-                n,
-                "hello from the client",
-            )))
-            .await;
-        log(events, &mut applied);
+        server.append(entry("server", n)).await?;
+        client.append(entry("client", n)).await?;
     }
-    for (sid, text) in [(1u16, "x=10"), (2, "y=20"), (3, "z=30")] {
-        let update = Message::Update(Element {
-            kind: 1,
-            sid,
-            data: bytes::Bytes::from(text),
-        });
-        let events = client
-            .command(PeerCommand::Connection(DualClientCommand::SendFeed(update)))
-            .await;
-        log(events, &mut applied);
+    for sid in 1..=3 {
+        let data = format!("x{sid}").into();
+        let update = Message::Update(Element { kind: 1, sid, data });
+        let send_feed = PeerCommand::Connection(DualClientCommand::SendFeed(update));
+        client.apply(send_feed).await??;
     }
-    while client.machine().store().keys().len() < 10 || server_keys.borrow().clone().len() < 10 {
-        log(client.turn().await, &mut applied);
+    while applied.len() < 5 {
+        next(&mut events, &mut applied).await?;
     }
-    println!(
-        "client: journal has {} entries, server: {}",
-        client.machine().store().keys().len(),
-        server_keys.borrow().clone().len()
-    );
 
-    println!("\n== 3. the server publishes {BATCH} entries; the TCP connection drops mid-sync");
+    println!("\n== 3. the server publishes {BATCH} entries; the connection drops mid-sync");
     for n in 0..BATCH {
-        to_server
-            .send(PeerCommand::Append(entry("batch", n, "a larger batch")))
-            .map_err(|_| "server gone")?;
+        server.append(entry("batch", n)).await?;
     }
-    let before = applied.len();
-    while applied.len() == before {
-        log(client.turn().await, &mut applied);
+    while applied.len() == 5 {
+        next(&mut events, &mut applied).await?;
     }
+    // The server cuts, as a network loss would. The client's driver may be ahead of what
+    // this loop has read: its `Down` event marks how far it had got.
+    let cut = server.cut_transports().await?;
+    println!("server: cut {cut} connection(s)");
+    while !down(&next(&mut events, &mut applied).await?) {}
     let got = applied.len() - 5;
-    println!("client: {got} of {BATCH} batch entries applied; cutting TCP now");
-    client.drop_tcp();
-    if got >= BATCH {
-        return Err("the cut came after the sync ended".into());
-    }
-    // The client appends while it is disconnected: this must arrive too.
+    println!("client: {got} of {BATCH} batch entries applied before the cut; appends 3 offline");
     for n in 5..8 {
-        let events = client
-            .command(PeerCommand::Append(entry(
-                "client",
-                n,
-                "written while offline",
-            )))
-            .await;
-        log(events, &mut applied);
+        client.append(entry("client", n)).await?;
     }
 
-    println!("\n== 4. reconnect, resume, resync");
-    let mut resumed = false;
-    let total = 5 + BATCH + 8;
-    while !resumed
-        || client.machine().store().keys().len() < total
-        || server_keys.borrow().clone().len() < total
-    {
-        if log(client.turn().await, &mut applied) == Some(Outcome::Resumed) {
-            resumed = true;
-        }
+    println!("\n== 4. reconnect by itself, resume, resync");
+    let mut outcome = None;
+    while outcome.is_none() || applied.len() < 5 + BATCH {
+        outcome = outcome.or(up(&next(&mut events, &mut applied).await?));
     }
+    let (client_keys, server_keys) = loop {
+        let client_keys = client.with_machine(|peer| peer.store().keys()).await?;
+        let server_keys = server.with_machine(|peer| peer.store().keys()).await?;
+        if client_keys.len().min(server_keys.len()) >= 5 + BATCH + 8 {
+            break (client_keys, server_keys);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await; // the last acknowledgements
+    };
 
     println!("\n== 5. check");
-    let client_keys = client.machine().store().keys();
-    let server_keys = server_keys.borrow().clone();
-    println!("client journal: {} entries", client_keys.len());
-    println!("server journal: {} entries", server_keys.len());
     let twice = applied.values().filter(|&&n| n > 1).count();
+    let (c, s) = (client_keys.len(), server_keys.len());
     println!(
-        "entries applied on the client: {} (applied twice: {twice})",
+        "journals: client {c}, server {s}; applied {} (twice: {twice})",
         applied.len()
     );
-    println!("journals equal: {}", client_keys == server_keys);
-    if client_keys != server_keys {
-        return Err("journals differ".into());
-    }
-    if twice != 0 || applied.len() != 5 + BATCH {
-        return Err(format!("applied {} entries, {twice} twice", applied.len()));
+    let ok = got < BATCH && outcome == Some(Outcome::Resumed) && client_keys == server_keys;
+    if !ok || twice != 0 || applied.len() != 5 + BATCH {
+        return Err("a cut after the sync, no resumption, or journals that differ".into());
     }
     Ok(())
 }

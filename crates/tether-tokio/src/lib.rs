@@ -108,11 +108,13 @@
 mod driver;
 mod endpoint;
 mod handle;
+mod tokens;
 mod transport;
 
 pub use driver::Stats;
 pub use endpoint::{Client, Endpoint, Options, Server, WsEncoding};
 pub use handle::{ClientCommand, Events, Gone, Handle, TryCommandError};
+pub use tokens::OsTokens;
 /// The `rustls` the adapter's TLS is built with (its `ring` provider): build the
 /// `ClientConfig` / `ServerConfig` given to [`Client::tls`] and [`Server::tls`] with it.
 pub use tokio_rustls::rustls;
