@@ -1,7 +1,7 @@
-//! README shows code that compiles and runs (every Rust snippet is checked below): its
-//! hand-written driver is the loop of
-//! `examples/driver.rs` (which CI runs), character for character, and its tokio program
-//! is the first example of tether-tokio's crate docs (a doctest).
+//! README shows code that compiles and runs: every Rust snippet in it is found in code
+//! that CI compiles. Its hand-written driver is the loop of `examples/driver.rs` (which CI
+//! runs), character for character; its tokio program is the first example of
+//! tether-tokio's crate docs, and its durable-peer code a doctest of tether-sqlite.
 
 #[test]
 fn readme_driver_is_the_example_loop() {
