@@ -36,9 +36,9 @@ pub struct DualClientConfig {
     pub feed_timeout: Duration,
     /// What to do when `feed` is lost while connected ([`FeedLossPolicy::CloseBoth`]).
     pub on_feed_lost: FeedLossPolicy,
-    /// The largest frame accepted on `main` ([`DEFAULT_MAX_FRAME`]).
+    /// The largest frame accepted on `main` ([`DEFAULT_MAX_FRAME`], 1 MiB).
     pub max_frame: usize,
-    /// The largest content of a `feed` datagram, both ways ([`DEFAULT_FEED_CONTENT`]).
+    /// The largest content of a `feed` datagram, both ways ([`DEFAULT_FEED_CONTENT`], 500).
     pub max_feed_content: usize,
     /// Messages held on `main`: sent and not yet acknowledged, or waiting for a
     /// connection (1,024).

@@ -21,7 +21,7 @@ pub struct DualServerConfig {
     pub feed_keepalive: Duration,
     /// A player's `feed` is unbound when nothing arrived on it for this long (5 s).
     pub feed_timeout: Duration,
-    /// The largest frame accepted on `main` ([`DEFAULT_MAX_FRAME`]).
+    /// The largest frame accepted on `main` ([`DEFAULT_MAX_FRAME`], 1 MiB).
     pub max_frame: usize,
     /// The largest content of a `feed` datagram, both ways (500).
     pub max_feed_content: usize,

@@ -21,6 +21,7 @@ pub struct ClientConfig {
     pub credentials: Bytes,
     /// The id of the first session; each new session takes the next (the caller can seed it
     /// so that sessions of a restarted client do not reuse recent ids).
+    /// [`ClientConfig::new`]: 1.
     pub first_session: u32,
     /// The most changes or map entries per message (1 to 1024). [`ClientConfig::new`]: 64.
     pub max_changes_per_message: usize,
