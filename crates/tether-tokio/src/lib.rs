@@ -10,11 +10,12 @@
 //! use tether::peer::Peer;
 //! use tether::sync::journal::{MemJournal, SyncConfig};
 //! use tether::wire::Entry;
-//! use tether::{Instant, Token};
+//! use tether::{Instant, TokenSource};
+//! use tether_tokio::OsTokens;
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let token = Token::new(&[7; 16])?; // 16 random bytes in a real program
+//!     let token = OsTokens.next_token(); // 128 bits from the OS's randomness
 //!     let conn = MergeClient::new(Instant::ZERO, Default::default(), token)?;
 //!     let peer = Peer::new(conn, SyncConfig::default(), MemJournal::new(1, 10_000));
 //!     let (handle, mut events) = tether_tokio::spawn(peer, tether_tokio::Client::tcp("127.0.0.1:7000"));
@@ -33,13 +34,12 @@
 //! use tether::connect::merge::MergeServer;
 //! use tether::peer::Peer;
 //! use tether::sync::journal::{MemJournal, SyncConfig};
-//! use tether::Token;
+//! use tether_tokio::OsTokens;
 //! use tokio::net::TcpListener;
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let tokens = || Token::new(&[9; 16]).unwrap(); // a CSPRNG in a real program
-//!     let peer = Peer::new(MergeServer::new(Default::default(), tokens), SyncConfig::default(), MemJournal::new(2, 10_000));
+//!     let peer = Peer::new(MergeServer::new(Default::default(), OsTokens), SyncConfig::default(), MemJournal::new(2, 10_000));
 //!     let server = tether_tokio::Server::tcp(TcpListener::bind("127.0.0.1:7000").await?);
 //!     let (_handle, mut events) = tether_tokio::spawn(peer, server);
 //!     while let Some(event) = events.recv().await {
