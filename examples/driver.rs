@@ -1,6 +1,6 @@
 //! README's driver, whole and checked: a token-merge client `Peer` driven over tokio TCP by
-//! one hand-written loop, against a server in the same process (driven by
-//! `examples/support/tokio_driver.rs`).
+//! one hand-written loop, against a server in the same process (run by the ready adapter,
+//! `tether-tokio`).
 //!
 //! The loop is what every driver does: hand the peer's outputs to the socket until it
 //! says `Wait(deadline)`, then wait for bytes or the deadline, and give that back as one
@@ -15,21 +15,17 @@
 //!
 //! Run it: `cargo run --example driver`.
 
-#[path = "support/tokio_driver.rs"]
-mod tokio_driver;
-
 use bytes::Bytes;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use tether::connect::merge::{MergeClient, MergeClientEvent, MergeServer, Outcome};
 use tether::peer::{Peer, PeerCommand, PeerEvent};
-use tether::sync::journal::{JournalStore, MemJournal, SyncConfig};
+use tether::sync::journal::{JournalStore, MemJournal, SyncConfig, SyncEvent};
 use tether::wire::Entry;
 use tether::{Input, Instant, Link, Machine, Output, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 
 /// 128-bit tokens from std's randomly keyed hasher (use a CSPRNG such as `getrandom` in a
 /// real application: tether draws no randomness of its own).
@@ -184,7 +180,6 @@ async fn main() {
 
 async fn run() -> bool {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let feed = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
     let addr = listener.local_addr().expect("addr");
     let mut server = Peer::new(
         MergeServer::new(Default::default(), random_token),
@@ -197,18 +192,15 @@ async fn run() -> bool {
             Input::Command(PeerCommand::Append(Entry::new(b"server", b"r1", b"hello"))),
         )
         .expect("append");
-    let role = tokio_driver::Role::Server {
-        main: listener,
-        feed: Arc::new(feed),
-    };
-    let mut server = tokio_driver::Driver::new(server, role, tokio::time::Instant::now());
+    let (_server, mut events) = tether_tokio::spawn(server, tether_tokio::Server::tcp(listener));
     let (cut, seen) = (Rc::new(Cell::new(false)), Rc::new(Seen::default()));
     let flag = seen.clone();
     tokio::task::spawn_local(async move {
-        loop {
-            server.turn().await;
-            flag.server_has
-                .set(server.machine().store().contains(b"client", b"r1"));
+        while let Some(event) = events.recv().await {
+            if let PeerEvent::Sync(_, SyncEvent::Applied { resource, .. }) = event {
+                flag.server_has
+                    .set(flag.server_has.get() || &resource[..] == b"r1");
+            }
         }
     });
 
@@ -220,6 +212,12 @@ async fn run() -> bool {
         }
         c.set(true);
     });
-    client(addr, cut, seen.clone()).await;
-    seen.resumed.get() && seen.learned.get() && seen.server_has.get()
+    // The client's loop ends when it sees both flags after one of its inputs; the server's
+    // flag may be set after the client's last input, so watch the flags as well.
+    let done = || seen.resumed.get() && seen.learned.get() && seen.server_has.get();
+    tokio::select! {
+        _ = client(addr, cut, seen.clone()) => {}
+        _ = async { while !done() { tokio::time::sleep(std::time::Duration::from_millis(10)).await } } => {}
+    }
+    done()
 }
