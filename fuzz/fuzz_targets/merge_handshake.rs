@@ -1,7 +1,11 @@
 //! Drives a token-merge client and a server registry with arbitrary interleavings of valid
 //! frames, garbage, closes, reopens, commands and timeouts, in either encoding. Asserts: no
 //! panic, bounded state (registry, pending handshakes, queues), and that two CONNECTED ends
-//! of the same transport agree on the merged token (unless a frame was forged on it).
+//! of the same transport agree on the merged token (unless bytes were injected on it).
+//!
+//! Half the runs keep messages small (256 bytes, so that random length prefixes are
+//! refused at once), half use the default `max_message` (1 MiB), where a random prefix
+//! announces a frame that swallows the bytes behind it.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -61,6 +65,8 @@ enum Op {
 #[derive(Debug, Arbitrary)]
 struct Plan {
     dop: bool,
+    /// The default `max_message` instead of 256 bytes.
+    default_max: bool,
     seed: u64,
     ops: Vec<Op>,
 }
@@ -88,11 +94,16 @@ fuzz_target!(|plan: Plan| {
         Encoding::Tether
     };
     let now = Instant::ZERO;
+    let max_message = if plan.default_max {
+        MergeClientConfig::default().max_message
+    } else {
+        256
+    };
     let ccfg = MergeClientConfig {
         encoding: enc,
         jitter_seed: plan.seed,
         max_queue: MAX_QUEUE,
-        max_message: 256,
+        max_message,
         ..MergeClientConfig::default()
     };
     let scfg = MergeServerConfig {
@@ -100,7 +111,7 @@ fuzz_target!(|plan: Plan| {
         max_sessions: MAX_SESSIONS,
         max_pending: MAX_PENDING,
         max_queue: MAX_QUEUE,
-        max_message: 256,
+        max_message,
         resume_grace: Duration::from_secs(5),
         ended_memory: Duration::from_secs(20),
         ..MergeServerConfig::default()
@@ -118,8 +129,9 @@ fuzz_target!(|plan: Plan| {
     let mut net = Pair::new(client, server).at(now).held().without_events();
     let mut granted = 0usize;
     let mut next_link = 1u64;
-    // Transports a frame was forged on: an on-path attacker (no TLS) can make the two ends
-    // of such a transport disagree, so the agreement check below skips them.
+    // Transports bytes were injected on (a forged frame, or garbage, which may hold frames
+    // or complete a frame the real traffic began): an on-path attacker (no TLS) can make
+    // the two ends of such a transport disagree, so the agreement check below skips them.
     let mut forged = std::collections::BTreeSet::new();
 
     for op in plan.ops.into_iter().take(256) {
@@ -188,6 +200,7 @@ fuzz_target!(|plan: Plan| {
                     u64::from(id)
                 });
                 let b = Bytes::from(bytes);
+                forged.insert(l.id);
                 let _ = if ts {
                     net.server.handle_input(net.now, Input::Received(l, b))
                 } else {
