@@ -390,3 +390,120 @@ fn budget_of_every_unauthenticated_input_path() {
         );
     }
 }
+
+/// What an authenticated client can make a server `Peer` hold and send, measured through
+/// the whole stack (token-merge session, delivery, journal sync) as one read: the two
+/// floods that once made a server queue hundreds of MiB for 16 KiB (420 journal requests,
+/// each with a SYNC_OK for a list never sent; 963 resource requests). The client then
+/// stops reading and acknowledging. Printed beside the unauthenticated table (`cargo test
+/// --all-features --test hostile budget -- --nocapture`) and bounded: what the server
+/// sends is one context's answer at most (`max_bytes_per_context`) within its replay
+/// buffer, plus replies no larger than requests; what it holds is that buffer, the one
+/// message a held-back sync keeps, and a constant: a cost per session, not per byte.
+#[cfg(feature = "testkit")]
+#[test]
+fn budget_of_an_authenticated_flood_through_a_peer() {
+    use tether::connect::merge::{MergeClient, MergeClientCommand};
+    use tether::peer::{Peer, PeerCommand};
+    use tether::sync::journal::{MemJournal, SyncConfig};
+    use tether::testkit::{Pair, Side};
+    use tether::wire::{Entry, JournalMessage, JournalRequest, LineId};
+
+    type Flood = fn(u32) -> Message;
+    let floods: [(&str, u32, Flood); 2] = [
+        ("journal requests, each with a SYNC_OK", 420, |i| {
+            let body = JournalRequest {
+                since: LineId::start(0),
+                limit: None,
+                everything: false,
+            }
+            .to_body();
+            Message::SyncReq { ctx: 100 + i, body }
+        }),
+        ("resource requests", 963, |i| {
+            Message::Journal(JournalMessage::ResourceReq {
+                req: i + 1,
+                author: Bytes::from_static(b"srv"),
+                resource: Bytes::copy_from_slice(&(i % 1_024).to_be_bytes()),
+            })
+        }),
+    ];
+    eprintln!("| authenticated input path | attacker bytes | held | held per byte | sent | sent per byte |");
+    eprintln!("|---|---|---|---|---|---|");
+    for (path, n, make) in floods {
+        let t0 = Instant::ZERO;
+        let conn = MergeClient::new(t0, Default::default(), Token::new(&[3; 16]).unwrap()).unwrap();
+        let client = Peer::new(conn, SyncConfig::default(), MemJournal::new(1, 100_000));
+        let mut server = Peer::new(
+            MergeServer::new(MergeServerConfig::default(), tokens()),
+            SyncConfig::default(),
+            MemJournal::new(2, 100_000),
+        );
+        // The server's journal: 1,024 entries of 4 KiB (4 MiB).
+        for i in 0..1_024u32 {
+            let e = Entry::new(b"srv", &i.to_be_bytes(), &[0x42; 4096]);
+            server
+                .handle_input(t0, Input::Command(PeerCommand::Append(e)))
+                .unwrap();
+        }
+        let mut net = Pair::new(client, server)
+            .at(t0)
+            .granting_opens()
+            .without_events();
+        net.pump();
+        net.drive(); // connected; the client's catch-up is done
+        assert!(net.client.connection().view().link.is_some(), "connected");
+
+        // The flood: the client's connection sends the messages (framed and sequenced
+        // as any of its messages), the wire holds them, and they arrive as one read.
+        let mut net = net.held();
+        for i in 0..n {
+            for m in [make(i), Message::SyncOk { ctx: 100 + i }] {
+                if matches!(m, Message::SyncOk { .. }) && path.starts_with("resource") {
+                    continue;
+                }
+                let send = MergeClientCommand::Send(m);
+                net.client_in(Input::Command(PeerCommand::Connection(send)));
+            }
+        }
+        let mut read = bytes::BytesMut::new();
+        let mut link = None;
+        while let Some(p) = net.pop_to(Side::Server) {
+            link = Some(p.link());
+            read.extend_from_slice(p.bytes().expect("data"));
+        }
+        let (link, input) = (link.expect("the flood is on the wire"), read.len());
+        net.freeze(Side::Client); // reads nothing more, acknowledges nothing
+        let sent_before = net.counts(Side::Server).bytes;
+        let before = held();
+        net.server_in(Input::Received(link, read.freeze()));
+        for _ in 0..64 {
+            net.now += Duration::from_millis(100);
+            net.fire(Side::Server);
+        }
+        let sent = (net.counts(Side::Server).bytes - sent_before) as usize;
+        // What the server holds: the simulated wire's packets are the network's (counted
+        // as sent), so they go first; bytes the server shares with them stay counted.
+        net.wire.clear();
+        let held = held() - before;
+        eprintln!(
+            "| token-merge session, {path} | {input} | {held} | {:.2} | {sent} | {:.2} |",
+            held as f64 / input as f64,
+            sent as f64 / input as f64
+        );
+        let cap = SyncConfig::default().max_bytes_per_context;
+        let replay = tether::session::SessionConfig::default().delivery.max_bytes;
+        assert!(
+            sent <= cap.min(replay) + 64 * 1024 + 2 * input,
+            "{path}: {sent} bytes sent for {input}"
+        );
+        // Held: the replay buffer (what was sent, kept until acknowledged), the one message
+        // a held-back sync keeps (at most a frame), and a constant: per session, whatever
+        // the flood's size.
+        let frame = tether::wire::DEFAULT_MAX_FRAME;
+        assert!(
+            held <= (replay + frame + 64 * 1024 + 2 * input) as isize,
+            "{path}: {held} bytes held for {input}"
+        );
+    }
+}
