@@ -404,6 +404,9 @@ pub struct SyncStats {
     pub broken_contexts: u64,
     /// Requests refused by us.
     pub refusals_sent: u64,
+    /// Refusals and error statuses not sent: the peer flooded requests while it was not
+    /// reading what it was sent, and the output was full (a bound on what a flood holds).
+    pub refusals_dropped: u64,
 }
 
 /// Marks: how far each side's journal is confirmed. Persist them with the journal to keep

@@ -24,6 +24,10 @@ use crate::wire::{
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use bytes::Bytes;
+
+/// Refusals and error statuses the output may hold beyond a list's worth of events
+/// ([`JournalSync::refuse`]).
+const REFUSALS_QUEUED: usize = 64;
 use core::num::NonZeroU32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +250,20 @@ impl JournalSync {
     fn send(&mut self, msg: Message) {
         self.out.push_back(SyncOutput::Send(msg));
     }
+
+    /// Sends a refusal or an error status, the answer to a request this side does not
+    /// serve: unless the output already holds more than a list's worth of events and a
+    /// few messages, which happens only while the peer does not read what it is sent
+    /// (the peer's sync is held back) and floods requests meanwhile. Such a refusal is
+    /// dropped and counted ([`SyncStats::refusals_dropped`]): what a flood makes this side
+    /// hold stays bounded whatever its length.
+    fn refuse(&mut self, msg: Message) {
+        if self.out.len() >= self.config.max_entries_per_message + REFUSALS_QUEUED {
+            self.stats.refusals_dropped += 1;
+        } else {
+            self.send(msg);
+        }
+    }
     fn event(&mut self, e: SyncEvent) {
         self.out.push_back(SyncOutput::Event(e));
     }
@@ -361,7 +379,7 @@ impl JournalSync {
         if self.contexts.state() != ContextState::Down {
             // Named whenever the frame holds the id its sender gave its request.
             let req = crate::wire::answered_id(frame);
-            self.send(status(req, Status::BadRequest, b"not interpretable"));
+            self.refuse(status(req, Status::BadRequest, b"not interpretable"));
         }
         SyncError::Malformed(err)
     }
@@ -446,7 +464,7 @@ impl JournalSync {
             Role::Client => self.stats.ignored_sync_messages += 1,
             Role::Server => {
                 self.stats.refused_sync_messages += 1;
-                self.send(Message::Refused {
+                self.refuse(Message::Refused {
                     ctx: 0,
                     reason: RefuseReason::NotInContext,
                 });
@@ -477,7 +495,7 @@ impl JournalSync {
                     Ok(r) => journal = Some(r),
                     Err(_) => {
                         self.stats.malformed += 1;
-                        self.send(status(
+                        self.refuse(status(
                             Some(ctx),
                             Status::BadRequest,
                             b"bad sync request body",
@@ -493,7 +511,7 @@ impl JournalSync {
         {
             Ok(Transition::Refuse { ctx, reason }) => {
                 self.stats.refusals_sent += 1;
-                self.send(Message::Refused { ctx, reason });
+                self.refuse(Message::Refused { ctx, reason });
             }
             Ok(Transition::Moved {
                 input: InputKind::PeerRequestAccepted,
@@ -614,7 +632,7 @@ impl JournalSync {
                 resource,
             } => {
                 if self.answers.len() >= self.config.max_queued_answers {
-                    self.send(status(Some(req), Status::TooManyRequests, b"busy"));
+                    self.refuse(status(Some(req), Status::TooManyRequests, b"busy"));
                 } else {
                     self.answers.push_back((req, author, resource));
                 }

@@ -207,3 +207,43 @@ fn appending_a_duplicate_is_a_typed_error() {
     );
     assert_eq!(store.head(), 1);
 }
+
+#[test]
+fn refusals_for_a_flood_that_is_not_read_are_bounded() {
+    // The peer sends journal requests and never takes what it is sent (its connection
+    // holds the sync back, so nothing is polled): the first is being answered, the
+    // refusals of the others queued stop at a bound, the rest are dropped and counted.
+    let mut s = server(100);
+    s.up(Instant::ZERO);
+    let flood = 10_000u32;
+    let body = crate::wire::JournalRequest {
+        since: LineId::start(0),
+        limit: None,
+        everything: false,
+    }
+    .to_body();
+    for ctx in 1..=flood {
+        let m = Message::SyncReq {
+            ctx,
+            body: body.clone(),
+        };
+        s.sync.handle_message(Instant::ZERO, &mut s.store, m);
+    }
+    let bound = s.sync.config.max_entries_per_message + REFUSALS_QUEUED;
+    let held = s.sync.out.len();
+    assert!(held <= bound, "{held} outputs held");
+    let dropped = s.sync.stats().refusals_dropped as usize;
+    assert!(
+        dropped + bound >= flood as usize,
+        "{dropped} dropped, {held} held"
+    );
+    // What is held is the first context's start and refusals, in order.
+    assert!(matches!(
+        s.sync.poll(&s.store),
+        Some(SyncOutput::Send(Message::SyncStart { ctx: 1 }))
+    ));
+    assert!(matches!(
+        s.sync.poll(&s.store),
+        Some(SyncOutput::Send(Message::Refused { ctx: 2, .. }))
+    ));
+}
