@@ -26,8 +26,10 @@
 //!   (printing what arrives, answering `echo: <message>`), until killed.
 //! - `cargo run --example ws_dop -- connect ws://HOST:PORT/dop`: a standalone client:
 //!   each line of stdin is one message, what arrives is printed; it reconnects and resumes
-//!   by itself after a drop (backoff from 300 ms up to 30 s, for an hour at most); at the
-//!   end of stdin it disconnects formally and exits.
+//!   by itself after a drop (backoff from 300 ms up to 30 s, for an hour at most; a server
+//!   that forgot the session, restarted, gives a fresh one, and what was queued goes
+//!   there); at the end of stdin it disconnects formally (what could not be sent yet is
+//!   printed as undelivered) and exits.
 //!
 //! A dop JavaScript client (dop at 148f612 with dop-transports at 6797f98) points at the
 //! `serve` mode with dop-transports' ws connector, whose default URL is
@@ -43,7 +45,7 @@
 use std::hash::BuildHasher;
 use tether::connect::merge::{self, Encoding, MergeClient, MergeClientCommand as Cmd};
 use tether::connect::merge::{MergeClientEvent, MergeServer, MergeServerCommand as SCmd};
-use tether::{wire::Message, Duration, Event, Outcome, Token};
+use tether::{wire::Message, Duration, Event, Machine, Outcome, Token};
 use tether_tokio::{Client, Events, Handle, Server, WsEncoding};
 use tokio::{io::AsyncBufReadExt, net::TcpListener, task::JoinHandle};
 
@@ -63,8 +65,10 @@ type ClientEvents = Events<MergeClientEvent>;
 /// The echo server: prints every event and answers each message with `echo: <message>`.
 /// With `once`, its loop (the task) ends after the first session ends.
 fn serve(listener: TcpListener, once: bool) -> (EchoServer, JoinHandle<()>) {
-    let mut config = merge::MergeServerConfig::default();
-    config.encoding = Encoding::Dop;
+    let config = merge::MergeServerConfig {
+        encoding: Encoding::Dop,
+        ..Default::default()
+    };
     let server = MergeServer::new(config, dop_token as fn() -> Token);
     let (handle, mut events) = tether_tokio::spawn(server, Server::ws(listener, WsEncoding::Text));
     let server = handle.clone();
@@ -89,10 +93,12 @@ fn serve(listener: TcpListener, once: bool) -> (EchoServer, JoinHandle<()>) {
 /// The client: it reconnects and resumes by itself (backoff from 300 ms to 30 s, for an
 /// hour at most).
 fn connect(url: &str) -> (Handle<MergeClient>, ClientEvents) {
-    let mut config = merge::MergeClientConfig::default();
-    config.encoding = Encoding::Dop;
-    config.reconnect_initial = Duration::from_millis(300);
-    config.give_up_after = Duration::from_secs(3600);
+    let config = merge::MergeClientConfig {
+        encoding: Encoding::Dop,
+        reconnect_initial: Duration::from_millis(300),
+        give_up_after: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let client = MergeClient::new(tether::Instant::ZERO, config, dop_token()).expect("a token");
     tether_tokio::spawn(client, Client::ws(url, WsEncoding::Text))
 }
@@ -143,9 +149,8 @@ async fn self_check() -> Option<()> {
     until(&mut events, |e| matches!(e, Event::Ended { .. })).await?;
     served.await.ok()?; // the server's session ended too
     (server.with_machine(|m| m.session_count()).await.ok()? == 0).then_some(())?;
-    Some(println!(
-        "\nws_dop: connected, echoed, cut, resumed, ended, forgotten: ok"
-    ))
+    println!("\nws_dop: connected, echoed, cut, resumed, ended, forgotten: ok");
+    Some(())
 }
 
 #[tokio::main]
@@ -159,20 +164,36 @@ async fn main() {
             }
         }
         (Some("serve"), Some(addr)) => match TcpListener::bind(addr).await {
-            Ok(listener) => format!("the server stopped: {:?}", serve(listener, false).1.await),
+            Ok(listener) => {
+                println!("ws_dop: echo server (dop's encoding) at ws://{addr}/dop");
+                format!("the server stopped: {:?}", serve(listener, false).1.await)
+            }
             Err(e) => format!("cannot listen on {addr}: {e}"),
         },
         (Some("connect"), Some(url)) => {
             let (client, mut events) = connect(url);
             let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            let input = client.clone();
             tokio::spawn(async move {
                 while let Ok(Some(line)) = lines.next_line().await {
-                    let _ = client.command(Cmd::Send(Message::App(line.into()))).await;
+                    let _ = input.command(Cmd::Send(Message::App(line.into()))).await;
                 }
-                let _ = client.command(Cmd::Disconnect).await;
+                let _ = input.command(Cmd::Disconnect).await;
             });
-            let ended = until(&mut events, |e| matches!(e, Event::Ended { .. }));
-            return ended.await.unwrap_or(());
+            // A session that expired on the server is followed by a fresh one; the client
+            // ends with its machine (stdin's end, or giving up).
+            while until(&mut events, |e| matches!(e, Event::Ended { .. }))
+                .await
+                .is_some()
+            {
+                if client.with_machine(|m| m.is_closed()).await.unwrap_or(true) {
+                    break;
+                }
+            }
+            // The adapter cannot be awaited for its closing transports (their tasks are
+            // detached): give the merged token and the close frame a bounded moment.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            std::process::exit(0); // not a return: the runtime would wait for stdin's read
         }
         _ => "usage: ws_dop [serve 127.0.0.1:PORT | connect ws://HOST:PORT/dop]".to_string(),
     };
