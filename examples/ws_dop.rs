@@ -19,7 +19,7 @@
 //!   4. the client reconnects after its backoff and resumes the session by sending the
 //!      merged token; the queued message follows, and its echo comes back;
 //!   5. the client disconnects formally (sends the merged token); the server ends the
-//!      session and forgets it.
+//!      session and forgets it (none left in its registry).
 //!
 //!   It exits 0 when every step happened, 1 otherwise, and gives up after 30 seconds.
 //! - `cargo run --example ws_dop -- serve 127.0.0.1:PORT`: a standalone echo server
@@ -32,9 +32,9 @@
 //!   printed as undelivered) and exits.
 //!
 //! A dop JavaScript client (dop at 148f612 with dop-transports at 6797f98) points at the
-//! `serve` mode with dop-transports' ws connector, whose default URL is
-//! `ws://localhost:4444/` + `dop.name`, that is `ws://localhost:4444/dop` (so
-//! `serve 127.0.0.1:4444` needs no URL at all; the server accepts any path):
+//! `serve` mode with dop-transports' ws connector and the URL `serve` prints (its default,
+//! without `url`, is `ws://localhost:4444/` + `dop.name`, that is `ws://localhost:4444/dop`;
+//! the server accepts any path):
 //!
 //! ```js
 //! const dop = require('dop')
@@ -47,7 +47,7 @@ use tether::connect::merge::{self, Encoding, MergeClient, MergeClientCommand as 
 use tether::connect::merge::{MergeClientEvent, MergeServer, MergeServerCommand as SCmd};
 use tether::{wire::Message, Duration, Event, Machine, Outcome, Token};
 use tether_tokio::{Client, Events, Handle, Server, WsEncoding};
-use tokio::{io::AsyncBufReadExt, net::TcpListener, task::JoinHandle};
+use tokio::{io::AsyncBufReadExt, net::TcpListener, task::JoinHandle, time::timeout};
 
 /// A dop token: 16 characters of `[A-Za-z0-9]`. tether draws no randomness of its own; this
 /// example takes it from std's randomly keyed hasher (use a CSPRNG such as `getrandom` in a
@@ -157,12 +157,10 @@ async fn self_check() -> Option<()> {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let error = match (args.get(1).map(String::as_str), args.get(2)) {
-        (None, _) => {
-            match tokio::time::timeout(std::time::Duration::from_secs(30), self_check()).await {
-                Ok(Some(())) => return,
-                _ => "a step did not happen (or not within 30 s)".to_string(),
-            }
-        }
+        (None, _) => match timeout(std::time::Duration::from_secs(30), self_check()).await {
+            Ok(Some(())) => return,
+            _ => "a step did not happen (or not within 30 s)".to_string(),
+        },
         (Some("serve"), Some(addr)) => match TcpListener::bind(addr).await {
             Ok(listener) => {
                 println!("ws_dop: echo server (dop's encoding) at ws://{addr}/dop");
@@ -182,10 +180,7 @@ async fn main() {
             });
             // A session that expired on the server is followed by a fresh one; the client
             // ends with its machine (stdin's end, or giving up).
-            while until(&mut events, |e| matches!(e, Event::Ended { .. }))
-                .await
-                .is_some()
-            {
+            while let Some(()) = until(&mut events, |e| matches!(e, Event::Ended { .. })).await {
                 if client.with_machine(|m| m.is_closed()).await.unwrap_or(true) {
                     break;
                 }
