@@ -23,11 +23,8 @@
 //! read at each request from `browser/` (or `$TETHER_BROWSER_DIR`), the wasm from
 //! `browser/target/wasm/wasm32-unknown-unknown/release/` (or `$TETHER_BROWSER_WASM`).
 //!
-//! The tether glue is [`Glue`] and `main`'s loop; the socket work is
-//! `examples/support/ws_driver.rs` in binary mode.
-
-#[path = "support/ws_driver.rs"]
-mod ws_driver;
+//! The tether glue is [`Glue`] and `main`'s loop; the sockets are tether-tokio's
+//! (`Server::ws` in binary mode: tether's own encoding, one message per transmit).
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -37,9 +34,9 @@ use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::{JournalStore, MemJournal, SyncConfig, SyncEvent};
 use tether::wire::Entry;
 use tether::{Machine, Token};
+use tether_tokio::{Server, WsEncoding};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use ws_driver::{Driver, Role};
 
 /// Entries each side appends before the cut, and while the client is down (the page has
 /// the same numbers: `browser/index.html`).
@@ -77,6 +74,7 @@ enum Phase {
 
 /// Everything the server knows of tether: what it saw, and what to do next. (A port onto
 /// another adapter keeps this and swaps the driver.)
+#[derive(Clone)]
 struct Glue {
     phase: Phase,
     fresh: Vec<SessionId>,
@@ -181,10 +179,9 @@ impl Glue {
     }
 }
 
-/// Appends `server/s{i}` before the driver runs (time zero: the driver's epoch).
+/// Appends `server/s{i}` before the driver runs (time zero: the driver's start).
 fn append(peer: &mut ServerPeer, i: usize) {
-    let entry = Entry::new(b"server", format!("s{i}").as_bytes(), b"from the server");
-    let input = tether::Input::Command(PeerCommand::Append(entry));
+    let input = tether::Input::Command(PeerCommand::Append(entry(i)));
     if let Err(e) = peer.handle_input(tether::Instant::ZERO, input) {
         eprintln!("browser_server: append s{i}: {e}");
     }
@@ -292,10 +289,8 @@ async fn main() {
         ws_url.replace(':', "%3A").replace('/', "%2F"),
     );
 
-    let epoch = tokio::time::Instant::now();
-    let mut driver = Driver::new(Glue::server(), Role::Server { listener: ws }, epoch, "S");
-    driver.trace = false;
-    driver.binary = true;
+    let (server, mut events) =
+        tether_tokio::spawn(Glue::server(), Server::ws(ws, WsEncoding::Binary));
     let mut glue = Glue {
         phase: Phase::First,
         fresh: Vec::new(),
@@ -303,51 +298,63 @@ async fn main() {
         applied: BTreeMap::new(),
     };
 
-    let give_up = epoch + std::time::Duration::from_secs(120);
+    let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut stop_at = give_up;
-    loop {
-        let Ok(events) = tokio::time::timeout_at(stop_at, driver.turn()).await else {
-            break;
+    while let Ok(Some(event)) = tokio::time::timeout_at(stop_at, events.recv()).await {
+        glue.see(&event);
+        let wanted = match glue.phase {
+            Phase::First => BEFORE_CUT,
+            _ => BEFORE_CUT + WHILE_DOWN,
         };
-        for event in &events {
-            glue.see(event);
+        let through = server.with_machine(through(&glue, wanted)).await == Ok(true);
+        // The machine may be ahead of the events read so far: those it emitted before that
+        // reading are in the channel already. Take them, so that the glue is not behind.
+        while let Some(event) = events.try_recv() {
+            glue.see(&event);
         }
         match glue.phase {
-            Phase::First
-                if Glue::holds_client(&driver.machine, BEFORE_CUT)
-                    && glue.client_caught_up(&driver.machine) =>
-            {
+            Phase::First if through => {
                 eprintln!("browser_server: first sync through; killing the client's socket");
-                let mut events = command(&mut driver, BEFORE_CUT);
-                driver.drop_transports();
-                events.extend(command(&mut driver, BEFORE_CUT + 1));
-                for event in &events {
-                    glue.see(event);
-                }
+                // In this order on the driver's channel: s3 is transmitted (or not: the
+                // cut may come first), the socket dies, s4 is appended while down.
+                let _ = server.append(entry(BEFORE_CUT)).await;
+                let _ = server.cut_transports().await;
+                let _ = server.append(entry(BEFORE_CUT + 1)).await;
                 glue.phase = Phase::Cut;
             }
-            Phase::Cut
-                if !glue.resumed.is_empty()
-                    && Glue::holds_client(&driver.machine, BEFORE_CUT + WHILE_DOWN)
-                    && glue.client_caught_up(&driver.machine) =>
-            {
+            Phase::Cut if through && !glue.resumed.is_empty() => {
                 glue.phase = Phase::Done;
-                println!("{}", glue.final_line(&driver.machine));
+                println!("{}", final_line(&server, &glue).await.0);
                 stop_at = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
             }
             _ => {}
         }
     }
+    let (line, ok) = final_line(&server, &glue).await;
     if glue.phase != Phase::Done {
-        println!("{}", glue.final_line(&driver.machine));
+        println!("{line}");
         eprintln!("browser_server: the scenario did not complete in 120 s");
         std::process::exit(1);
     }
-    std::process::exit(if glue.ok(&driver.machine) { 0 } else { 1 });
+    std::process::exit(if ok { 0 } else { 1 });
 }
 
-/// Appends `server/s{i}` through the driver (at the driver's `now`); returns the events.
-fn command(driver: &mut Driver<ServerPeer>, i: usize) -> Vec<ServerEvent> {
-    let entry = Entry::new(b"server", format!("s{i}").as_bytes(), b"from the server");
-    driver.command(PeerCommand::Append(entry))
+/// Whether the server holds the client's first `n` entries and the client every server
+/// entry, read in the driver task.
+fn through(glue: &Glue, n: usize) -> impl FnOnce(&mut ServerPeer) -> bool + Send + 'static {
+    let g = glue.clone();
+    move |peer| Glue::holds_client(peer, n) && g.client_caught_up(peer)
+}
+
+/// The final line of JSON, and whether the scenario held, read in the driver task.
+async fn final_line(server: &tether_tokio::Handle<ServerPeer>, glue: &Glue) -> (String, bool) {
+    let g = glue.clone();
+    let read = server.with_machine(move |peer| (g.final_line(peer), g.ok(peer)));
+    read.await
+        .unwrap_or_else(|_| ("{\"final\":true,\"ok\":false}".into(), false))
+}
+
+/// The entry `server/s{i}`.
+fn entry(i: usize) -> Entry {
+    Entry::new(b"server", format!("s{i}").as_bytes(), b"from the server")
 }

@@ -1,232 +1,197 @@
-//! tether's token-merge connection over WebSocket, in dop's encoding, with tokio and
-//! tokio-tungstenite.
+//! tether's token-merge connection over WebSocket, in dop's encoding, on the tokio adapter
+//! (`tether-tokio`).
 //!
-//! What it shows: the whole adapter between tether's sans-IO machines and real WebSockets
-//! is one small driver loop (`examples/support/ws_driver.rs`): each WebSocket text message
-//! is one `Input::Received` on the link, each `Output::Transmit` one text message. The
-//! machines speak dop's wire (bare 16-character tokens, the merged token to resume and to
-//! disconnect), so a dop JavaScript peer can be either end.
+//! What it shows: the machines in dop's wire mode (`Encoding::Dop`: bare 16-character
+//! tokens, the merged token to resume and to disconnect) run by `tether_tokio::spawn` over
+//! `Server::ws` / `Client::ws` with `WsEncoding::Text` (each token and application message
+//! one WebSocket text message), so a dop JavaScript peer can be either end. All the code
+//! here is the application's: print events, echo, send lines.
 //!
-//! The run, server and client in this one process over loopback, printing every text
-//! message on the wire (`wire C ->` is the client sending, `wire S <-` the server receiving):
+//! Three ways to run it:
 //!
-//! 1. the client connects: both sides send their token twice, both hold the merged token;
-//! 2. application messages flow both ways (the server echoes);
-//! 3. the network drops the TCP connection (no close frame);
-//! 4. the client queues a message while down, reconnects after its backoff and resumes the
-//!    session by sending the merged token; the queued message follows;
-//! 5. the client disconnects formally (sends the merged token), and the server forgets it.
+//! - `cargo run --example ws_dop`: a self-check, server and client in this one process over
+//!   loopback, printing every event of both:
+//!   1. the client connects (both sides send their token twice, both hold the merged
+//!      token); a message queued before the connection goes out;
+//!   2. application messages flow both ways (the server echoes);
+//!   3. the network drops the connection (`Handle::cut_transports` on the server: no close
+//!      frame); the client sees it go down and queues a message;
+//!   4. the client reconnects after its backoff and resumes the session by sending the
+//!      merged token; the queued message follows, and its echo comes back;
+//!   5. the client disconnects formally (sends the merged token); the server ends the
+//!      session and forgets it (none left in its registry).
 //!
-//! Run it: `cargo run --example ws_dop`. It exits 0 when every step happened, 1 otherwise,
-//! and gives up after 30 seconds.
+//!   It exits 0 when every step happened, 1 otherwise, and gives up after 30 seconds.
+//! - `cargo run --example ws_dop -- serve 127.0.0.1:PORT`: a standalone echo server
+//!   (printing what arrives, answering `echo: <message>`), until killed.
+//! - `cargo run --example ws_dop -- connect ws://HOST:PORT/dop`: a standalone client:
+//!   each line of stdin is one message, what arrives is printed; it reconnects and resumes
+//!   by itself after a drop (backoff from 300 ms up to 30 s, for an hour at most; a server
+//!   that forgot the session, restarted, gives a fresh one, and what was queued goes
+//!   there); at the end of stdin it disconnects formally (what could not be sent yet is
+//!   printed as undelivered) and exits.
 //!
-//! A dop JavaScript client (dop at 148f612 with dop-transports at 6797f98) points at this
-//! server with dop-transports' ws connector, whose default URL is
-//! `ws://localhost:4444/` + `dop.name`, that is `ws://localhost:4444/dop`:
+//! A dop JavaScript client (dop at 148f612 with dop-transports at 6797f98) points at the
+//! `serve` mode with dop-transports' ws connector and the URL `serve` prints (its default,
+//! without `url`, is `ws://localhost:4444/` + `dop.name`, that is `ws://localhost:4444/dop`;
+//! the server accepts any path):
 //!
 //! ```js
 //! const dop = require('dop')
 //! const transports = require('dop-transports')
 //! const client = dop.connect({ transport: transports.connect.ws, url: 'ws://127.0.0.1:PORT/dop' })
 //! ```
-//!
-//! with PORT the one this example prints (any path is accepted; `/dop` is dop's).
 
-#[path = "support/ws_driver.rs"]
-mod ws_driver;
-
-use bytes::Bytes;
-use std::hash::{BuildHasher, Hasher};
-use tether::connect::merge::{
-    self, Encoding, MergeClient, MergeClientCommand, MergeClientEvent, MergeServer,
-    MergeServerCommand, MergeServerEvent, Outcome,
-};
-use tether::wire::Message;
-use tether::{Duration, Token};
-use ws_driver::{Driver, Role};
+use std::hash::BuildHasher;
+use tether::connect::merge::{self, Encoding, MergeClient, MergeClientCommand as Cmd};
+use tether::connect::merge::{MergeClientEvent, MergeServer, MergeServerCommand as SCmd};
+use tether::{wire::Message, Duration, Event, Machine, Outcome, Token};
+use tether_tokio::{Client, Events, Handle, Server, WsEncoding};
+use tokio::{io::AsyncBufReadExt, net::TcpListener, task::JoinHandle, time::timeout};
 
 /// A dop token: 16 characters of `[A-Za-z0-9]`. tether draws no randomness of its own; this
 /// example takes it from std's randomly keyed hasher (use a CSPRNG such as `getrandom` in a
 /// real server).
 fn dop_token() -> Token {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let mut out = [0u8; 16];
-    for (i, c) in out.iter_mut().enumerate() {
-        h.write_usize(i);
-        *c = ALPHABET[(h.finish() % ALPHABET.len() as u64) as usize];
-    }
-    Token::new(&out).expect("16 characters make a token")
+    let chars = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let state = std::collections::hash_map::RandomState::new();
+    let token: [u8; 16] = std::array::from_fn(|i| chars[(state.hash_one(i) % 62) as usize]);
+    Token::new(&token).expect("16 characters make a token")
 }
 
-fn text(message: &Message) -> String {
-    match message {
-        Message::App(b) => String::from_utf8_lossy(b).into_owned(),
-        other => format!("{other:?}"),
-    }
-}
+type EchoServer = Handle<MergeServer<fn() -> Token>>;
+type ClientEvents = Events<MergeClientEvent>;
 
-type ServerDriver = Driver<MergeServer<fn() -> Token>>;
-type ClientDriver = Driver<MergeClient>;
-
-/// The server's loop: prints its events and echoes every message, until a session ends
-/// formally. Returns whether it saw a fresh session, its resumption and its end.
-async fn serve(mut server: ServerDriver) -> bool {
-    let (mut fresh, mut resumed) = (false, false);
-    loop {
-        for event in server.turn().await {
-            match &event {
-                MergeServerEvent::Up { outcome, .. } => {
-                    fresh |= *outcome == Outcome::Fresh;
-                    resumed |= *outcome == Outcome::Resumed;
+/// The echo server: prints every event and answers each message with `echo: <message>`.
+/// With `once`, its loop (the task) ends after the first session ends.
+fn serve(listener: TcpListener, once: bool) -> (EchoServer, JoinHandle<()>) {
+    let config = merge::MergeServerConfig {
+        encoding: Encoding::Dop,
+        ..Default::default()
+    };
+    let server = MergeServer::new(config, dop_token as fn() -> Token);
+    let (handle, mut events) = tether_tokio::spawn(server, Server::ws(listener, WsEncoding::Text));
+    let server = handle.clone();
+    let echo = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            println!("[server] {event:?}");
+            match event {
+                Event::Message { session, message } => {
+                    let Message::App(m) = message else { continue };
+                    let message =
+                        Message::App(format!("echo: {}", String::from_utf8_lossy(&m)).into());
+                    let _ = server.command(SCmd::Send { session, message }).await;
                 }
-                MergeServerEvent::Ended { reason, .. } => {
-                    println!("[server] {event:?}");
-                    return fresh && resumed && *reason == merge::EndReason::PeerDisconnect;
-                }
+                Event::Ended { .. } if once => break,
                 _ => {}
             }
-            match event {
-                MergeServerEvent::Message { session, message } => {
-                    println!("[server] {session:?} says {:?}", text(&message));
-                    let reply = Message::App(Bytes::from(format!("echo: {}", text(&message))));
-                    server.command(MergeServerCommand::Send {
-                        session,
-                        message: reply,
-                    });
-                }
-                other => println!("[server] {other:?}"),
-            }
+        }
+    });
+    (handle, echo)
+}
+
+/// The client: it reconnects and resumes by itself (backoff from 300 ms to 30 s, for an
+/// hour at most).
+fn connect(url: &str) -> (Handle<MergeClient>, ClientEvents) {
+    let config = merge::MergeClientConfig {
+        encoding: Encoding::Dop,
+        reconnect_initial: Duration::from_millis(300),
+        give_up_after: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let client = MergeClient::new(tether::Instant::ZERO, config, dop_token()).expect("a token");
+    tether_tokio::spawn(client, Client::ws(url, WsEncoding::Text))
+}
+
+/// Prints the client's events until one matches (`None`: the driver stopped).
+async fn until(events: &mut ClientEvents, want: impl Fn(&MergeClientEvent) -> bool) -> Option<()> {
+    while let Some(event) = events.recv().await {
+        println!("[client] {event:?}");
+        if want(&event) {
+            return Some(());
         }
     }
+    None
 }
 
-/// Prints the client's events; says whether one matched `want`.
-fn show(events: Vec<MergeClientEvent>, want: &impl Fn(&MergeClientEvent) -> bool) -> bool {
-    let mut matched = false;
-    for event in events {
-        match &event {
-            MergeClientEvent::Message { message: m, .. } => println!("[client] got {:?}", text(m)),
-            other => println!("[client] {other:?}"),
-        }
-        matched |= want(&event);
-    }
-    matched
+fn up(want: Outcome) -> impl Fn(&MergeClientEvent) -> bool {
+    move |e| matches!(e, Event::Up { outcome, .. } if *outcome == want)
 }
 
-/// Turns the client until an event matches `want`.
-async fn until(client: &mut ClientDriver, want: impl Fn(&MergeClientEvent) -> bool) {
-    while !show(client.turn().await, &want) {}
+fn echo_of(text: &str) -> impl Fn(&MergeClientEvent) -> bool {
+    let echo = format!("echo: {text}");
+    move |e| matches!(e, Event::Message { message: Message::App(m), .. } if *m == echo)
 }
 
-fn send(client: &mut ClientDriver, s: &str) {
-    println!("[client] sends {s:?}");
-    let events = client.command(MergeClientCommand::Send(Message::App(Bytes::from(
-        s.to_owned(),
-    ))));
-    show(events, &|_| false);
-}
-
-fn is_echo(of: &'static str) -> impl Fn(&MergeClientEvent) -> bool {
-    move |e| matches!(e, MergeClientEvent::Message { message: m, .. } if text(m) == format!("echo: {of}"))
-}
-
-async fn scenario() -> bool {
-    let epoch = tokio::time::Instant::now();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let url = format!("ws://{}/dop", listener.local_addr().expect("local addr"));
-    println!("ws_dop: tether server (dop's encoding) at {url}");
-
-    let server = MergeServer::new(
-        merge::MergeServerConfig {
-            encoding: Encoding::Dop,
-            ..Default::default()
-        },
-        dop_token as fn() -> Token,
-    );
-    let server = Driver::new(server, Role::Server { listener }, epoch, "S");
-    let server_task = tokio::spawn(serve(server));
-
-    let client = MergeClient::new(
-        tether::Instant::ZERO,
-        merge::MergeClientConfig {
-            encoding: Encoding::Dop,
-            reconnect_initial: Duration::from_millis(300),
-            ..Default::default()
-        },
-        dop_token(),
-    )
-    .expect("a dop token");
-    let mut client = Driver::new(client, Role::Client { url }, epoch, "C");
-    // The client's first output asks for a transport.
-    client.command(MergeClientCommand::Send(Message::App(Bytes::from_static(
-        b"queued before the first connection",
-    ))));
-
-    println!("\n-- 1. connect");
-    until(&mut client, |e| {
-        matches!(
-            e,
-            MergeClientEvent::Up {
-                session: (),
-                outcome: Outcome::Fresh
-            }
-        )
-    })
-    .await;
-    until(&mut client, is_echo("queued before the first connection")).await;
-
+/// The self-check: every step, in order, within 30 s.
+async fn self_check() -> Option<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.ok()?;
+    let url = format!("ws://{}/dop", listener.local_addr().ok()?);
+    println!("ws_dop: tether server (dop's encoding) at {url}\n\n-- 1. connect");
+    let (server, served) = serve(listener, true);
+    let (client, mut events) = connect(&url);
+    let send = |text: &'static str| client.command(Cmd::Send(Message::App(text.into())));
+    send("queued before the first connection").await.ok()?;
+    until(&mut events, up(Outcome::Fresh)).await?;
+    until(&mut events, echo_of("queued before the first connection")).await?;
     println!("\n-- 2. messages");
-    send(&mut client, "hello-before-drop");
-    until(&mut client, is_echo("hello-before-drop")).await;
-
-    println!("\n-- 3. the network drops the connection");
-    client.drop_transports();
-    until(&mut client, |e| {
-        matches!(e, MergeClientEvent::Down { session: () })
-    })
-    .await;
-    send(&mut client, "hello-while-down");
-    println!("[client] {} message(s) queued", client.machine.queued());
-
-    println!("\n-- 4. resume");
-    until(&mut client, |e| {
-        matches!(
-            e,
-            MergeClientEvent::Up {
-                session: (),
-                outcome: Outcome::Resumed
-            }
-        )
-    })
-    .await;
-    until(&mut client, is_echo("hello-while-down")).await;
-    send(&mut client, "hello-after-resume");
-    until(&mut client, is_echo("hello-after-resume")).await;
-
+    send("hello-before-drop").await.ok()?;
+    until(&mut events, echo_of("hello-before-drop")).await?;
+    println!("\n-- 3. the network drops the connection (cut on the server)");
+    (server.cut_transports().await.ok()? == 1).then_some(())?;
+    until(&mut events, |e| matches!(e, Event::Down { .. })).await?;
+    println!("\n-- 4. a message sent while down, the session resumed");
+    send("hello-while-down").await.ok()?;
+    until(&mut events, up(Outcome::Resumed)).await?;
+    until(&mut events, echo_of("hello-while-down")).await?;
     println!("\n-- 5. formal disconnection");
-    // The client ends at once (the event comes with the command); the server learns it
-    // from the merged token on the wire.
-    let ended = |e: &MergeClientEvent| matches!(e, MergeClientEvent::Ended { .. });
-    if !show(client.command(MergeClientCommand::Disconnect), &ended) {
-        until(&mut client, ended).await;
-    }
-    server_task.await.unwrap_or(false)
+    client.command(Cmd::Disconnect).await.ok()?;
+    until(&mut events, |e| matches!(e, Event::Ended { .. })).await?;
+    served.await.ok()?; // the server's session ended too
+    (server.with_machine(|m| m.session_count()).await.ok()? == 0).then_some(())?;
+    println!("\nws_dop: connected, echoed, cut, resumed, ended, forgotten: ok");
+    Some(())
 }
 
 #[tokio::main]
 async fn main() {
-    match tokio::time::timeout(std::time::Duration::from_secs(30), scenario()).await {
-        Ok(true) => println!("\nws_dop: connect, drop, resume, messages and disconnection: ok"),
-        Ok(false) => {
-            eprintln!("ws_dop: the server did not see a fresh session, its resumption and its end");
-            std::process::exit(1);
+    let args: Vec<String> = std::env::args().collect();
+    let error = match (args.get(1).map(String::as_str), args.get(2)) {
+        (None, _) => match timeout(std::time::Duration::from_secs(30), self_check()).await {
+            Ok(Some(())) => return,
+            _ => "a step did not happen (or not within 30 s)".to_string(),
+        },
+        (Some("serve"), Some(addr)) => match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                println!("ws_dop: echo server (dop's encoding) at ws://{addr}/dop");
+                format!("the server stopped: {:?}", serve(listener, false).1.await)
+            }
+            Err(e) => format!("cannot listen on {addr}: {e}"),
+        },
+        (Some("connect"), Some(url)) => {
+            let (client, mut events) = connect(url);
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            let input = client.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let _ = input.command(Cmd::Send(Message::App(line.into()))).await;
+                }
+                let _ = input.command(Cmd::Disconnect).await;
+            });
+            // A session that expired on the server is followed by a fresh one; the client
+            // ends with its machine (stdin's end, or giving up).
+            while let Some(()) = until(&mut events, |e| matches!(e, Event::Ended { .. })).await {
+                if client.with_machine(|m| m.is_closed()).await.unwrap_or(true) {
+                    break;
+                }
+            }
+            // The adapter cannot be awaited for its closing transports (their tasks are
+            // detached): give the merged token and the close frame a bounded moment.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            std::process::exit(0); // not a return: the runtime would wait for stdin's read
         }
-        Err(_) => {
-            eprintln!("ws_dop: timed out");
-            std::process::exit(1);
-        }
-    }
+        _ => "usage: ws_dop [serve 127.0.0.1:PORT | connect ws://HOST:PORT/dop]".to_string(),
+    };
+    eprintln!("ws_dop: {error}");
+    std::process::exit(1);
 }
