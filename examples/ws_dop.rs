@@ -185,9 +185,8 @@ async fn main() {
                     break;
                 }
             }
-            // The adapter cannot be awaited for its closing transports (their tasks are
-            // detached): give the merged token and the close frame a bounded moment.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            // `shutdown` returns once the merged token and the close frame are written.
+            let _ = client.shutdown().await;
             std::process::exit(0); // not a return: the runtime would wait for stdin's read
         }
         _ => "usage: ws_dop [serve 127.0.0.1:PORT | connect ws://HOST:PORT/dop]".to_string(),

@@ -213,7 +213,10 @@ where
                     Some(Ctl::Shutdown(reply)) => {
                         debug!("shutdown");
                         self.stop();
-                        return Some((self.machine, Some(reply)));
+                        let Driver { machine, happenings, happenings_tx, opts, .. } = self;
+                        drop(happenings_tx);
+                        settle(happenings, opts.close_timeout).await;
+                        return Some((machine, Some(reply)));
                     }
                     Some(ctl) => self.control(ctl),
                 },
@@ -275,7 +278,8 @@ where
         ids.len()
     }
 
-    /// Every transport closed gracefully, the socket tasks of the endpoint stopped.
+    /// Every transport closed gracefully (its socket task writes what was queued, then
+    /// closes), the socket tasks of the endpoint stopped.
     fn stop(&mut self) {
         self.links.clear();
         if let Some(a) = self.acceptor.take() {
@@ -565,4 +569,17 @@ async fn sleep_opt(until: Option<tokio::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// Waits for the socket tasks to end, at most `close_timeout` and a margin: each holds a
+/// sender of `happenings`, so the channel ends when the last one is done. A closing
+/// transport writes what was queued and finishes its close first, so what the machine sent
+/// last (a formal disconnection, say) is on the wire before [`Handle::shutdown`] returns.
+/// What the tasks still report is dropped: the machine is not told.
+///
+/// [`Handle::shutdown`]: crate::Handle::shutdown
+async fn settle(mut happenings: mpsc::Receiver<Happening>, close_timeout: std::time::Duration) {
+    let within = close_timeout + std::time::Duration::from_millis(250);
+    let drained = async { while happenings.recv().await.is_some() {} };
+    let _ = tokio::time::timeout(within, drained).await;
 }

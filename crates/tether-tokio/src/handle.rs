@@ -140,6 +140,10 @@ where
     /// Runs `f` on the machine in the driver task, between two inputs, and returns its
     /// result: to read a peer's store, its sessions, its statistics. If `f` changes the
     /// machine, the driver drains its outputs right after.
+    ///
+    /// The machine may be ahead of the [`Events`] the program has read: what `f` sees
+    /// includes what the events still waiting in the channel report. Take those first
+    /// (`Events::try_recv`) when a decision depends on both.
     pub async fn with_machine<R, F>(&self, f: F) -> Result<R, Gone>
     where
         R: Send + 'static,
@@ -176,7 +180,11 @@ where
     }
 
     /// Stops the driver and gives the machine back (its transports are closed gracefully,
-    /// the machine is not told). Only the first call gets it; later ones get [`Gone`].
+    /// the machine is not told). It returns once every socket task has ended, at most
+    /// [`Options::close_timeout`](crate::Options::close_timeout) and a margin later: what
+    /// the machine sent last (a formal disconnection, say) has been written and each
+    /// transport's close done, so a program may exit right after. Only the first call gets
+    /// the machine; later ones get [`Gone`].
     pub async fn shutdown(&self) -> Result<M, Gone> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Ctl::Shutdown(reply)).await.map_err(|_| Gone)?;

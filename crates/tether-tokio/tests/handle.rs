@@ -89,3 +89,51 @@ where
         }
     }
 }
+
+/// A program that disconnects formally, shuts its driver down and exits at once (here: its
+/// runtime is shut down, which drops every task left) still reaches its server: `shutdown`
+/// returns once the socket tasks have written what was queued and closed.
+#[test]
+fn a_formal_disconnection_reaches_the_server_before_shutdown_returns() {
+    use tether::connect::merge::MergeServerEvent;
+    use tether::peer::PeerEvent;
+    use tether::session::EndReason;
+    common::trace();
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let (addr, server_events) = server_rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (server, events) = tether_tokio::spawn(common::server_peer(93), Server::tcp(listener));
+        std::mem::forget(server); // the server runs for the whole test
+        (addr, common::Recorder::start(events))
+    });
+    // The client, on a runtime of its own that ends with it.
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    client_rt.block_on(async {
+        let (client, mut events) = tether_tokio::spawn(common::client_peer(94), Client::tcp(addr));
+        while let Some(e) = events.recv().await {
+            if matches!(e, PeerEvent::Connection(tether::session::Event::Up { .. })) {
+                break;
+            }
+        }
+        client.disconnect().await.unwrap();
+        client.shutdown().await.unwrap();
+    });
+    client_rt.shutdown_background(); // the program exits: every task left is dropped
+    let ended = server_rt.block_on(wait_until(Duration::from_secs(10), || async {
+        server_events.count(|e| {
+            matches!(
+                e,
+                PeerEvent::Connection(MergeServerEvent::Ended {
+                    reason: EndReason::PeerDisconnect,
+                    ..
+                })
+            )
+        }) == 1
+    }));
+    assert!(ended, "the server saw the client's formal disconnection");
+}
