@@ -158,6 +158,24 @@ impl Attacker {
 
 type Server = MergeServer<Box<dyn FnMut() -> Token>>;
 
+/// Adds what the server sent on `slot` in one step to its account, and checks it.
+fn account(s: &Server, slot: &mut Slot, sent: usize) {
+    let Some(link) = slot.link else { return };
+    if !slot.admitted && s.session_of(link.id).is_some() {
+        slot.admitted = true;
+    }
+    if slot.admitted {
+        return;
+    }
+    slot.sent += sent;
+    assert!(
+        slot.sent <= slot.received + PER_LINK_SENT,
+        "{} bytes sent on an unadmitted transport that sent {}",
+        slot.sent,
+        slot.received
+    );
+}
+
 /// Delivers `input`, drains the server (reporting its closes back), and checks the budget.
 fn step(
     s: &mut Server,
@@ -193,27 +211,15 @@ fn step(
         for l in closes {
             let i = (l.id % SLOTS as u64) as usize;
             if a.slots[i].link == Some(l) {
+                // What was sent before the close counts too.
+                account(s, &mut a.slots[i], core::mem::take(&mut step_sent[i]));
                 a.slots[i] = Slot::default();
                 let _ = s.handle_input(now, Input::Closed(l));
             }
         }
     }
     for (i, sent) in step_sent.into_iter().enumerate() {
-        let slot = &mut a.slots[i];
-        let Some(link) = slot.link else { continue };
-        if !slot.admitted && s.session_of(link.id).is_some() {
-            slot.admitted = true;
-        }
-        if slot.admitted {
-            continue;
-        }
-        slot.sent += sent;
-        assert!(
-            slot.sent <= slot.received + PER_LINK_SENT,
-            "{} bytes sent on an unadmitted transport that sent {}",
-            slot.sent,
-            slot.received
-        );
+        account(s, &mut a.slots[i], sent);
     }
     let open = a.slots.iter().filter(|s| s.link.is_some()).count() as isize;
     let held = live() - base;
