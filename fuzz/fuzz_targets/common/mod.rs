@@ -2,6 +2,9 @@
 //! process, which in a fuzz target is the machine under test plus the target's own small
 //! bookkeeping) and the attacker's chunks of bytes.
 
+// Each target uses a part.
+#![allow(dead_code)]
+
 use arbitrary::Arbitrary;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -13,6 +16,12 @@ use tether::wire::Message;
 pub struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+fn grew(by: isize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 // SAFETY: every call forwards to the system allocator unchanged; the counter is an atomic
 // that never allocates.
@@ -20,14 +29,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            grew(layout.size() as isize);
         }
         p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc_zeroed(layout);
         if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            grew(layout.size() as isize);
         }
         p
     }
@@ -38,7 +47,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
         let p = System.realloc(ptr, layout, new);
         if !p.is_null() {
-            LIVE.fetch_add(new as isize - layout.size() as isize, Ordering::Relaxed);
+            grew(new as isize - layout.size() as isize);
         }
         p
     }
@@ -47,6 +56,16 @@ unsafe impl GlobalAlloc for Counting {
 /// Live heap bytes now.
 pub fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// The highest the live heap was since the last [`reset_peak`].
+pub fn peak() -> isize {
+    PEAK.load(Ordering::Relaxed)
+}
+
+/// Starts a new peak from the live heap now.
+pub fn reset_peak() {
+    PEAK.store(live(), Ordering::Relaxed);
 }
 
 /// Bytes an attacker writes on a `main` transport.
