@@ -29,8 +29,10 @@
 //!   request).
 //! - **held**: the live heap (a counting global allocator; from just before the server is
 //!   made) is at most 4 x the bytes received + 6 KiB per open `main` transport + 64 KiB,
-//!   as in merge_flood; a spoofed datagram that claims no feed init leaves the heap as it
-//!   was.
+//!   as in merge_flood, plus `PER_PLAYER_HELD` = 2 KiB per player the server holds (a
+//!   player made by a `CONN_INIT` lives while its `main` is open, or `session_timeout`
+//!   after a completed handshake lost it; bounded by `max_players`, not by the attacker's
+//!   bytes); a spoofed datagram that claims no feed init leaves the heap as it was.
 //! - no panic, and nothing sent on a `main` transport the server was never told of.
 #![no_main]
 
@@ -59,6 +61,7 @@ const FEEDS: usize = 32;
 const PER_LINK_SENT: usize = 42 + 6 - 6;
 const PER_LINK_HELD: isize = 6 * 1024;
 const HELD_BASE: isize = 64 * 1024;
+const PER_PLAYER_HELD: isize = 2 * 1024;
 const MAX_CHUNK: usize = 8 * 1024;
 /// Feed link ids start here (main ones are below).
 const FEED_BASE: u64 = 1 << 32;
@@ -343,10 +346,12 @@ fn step(
     }
     let open = a.slots.iter().filter(|s| s.link.is_some()).count() as isize;
     let held = live() - base;
-    let bound = 4 * a.received as isize + PER_LINK_HELD * open + HELD_BASE;
+    let players = s.player_count() as isize;
+    let bound =
+        4 * a.received as isize + PER_LINK_HELD * open + PER_PLAYER_HELD * players + HELD_BASE;
     assert!(
         held <= bound,
-        "{held} bytes held for {} received on {open} open main transports",
+        "{held} bytes held for {} received on {open} open main transports, {players} players",
         a.received
     );
     sent
