@@ -26,7 +26,7 @@
 //!   then at most one datagram no larger than the request, to its own address. On an address
 //!   never bound by an authentic feed init, the bytes sent are at most those of the
 //!   feed-init claims it sent (section 4.1: a reply on `feed` is never larger than the
-//!   request).
+//!   request). An authentic datagram, too, gets at most one datagram back, no larger.
 //! - **held**: the live heap (a counting global allocator; from just before the server is
 //!   made) is at most 4 x the bytes received + 6 KiB per open `main` transport + 64 KiB,
 //!   as in merge_flood, plus `PER_PLAYER_HELD` = 2 KiB per player the server holds (a
@@ -473,9 +473,13 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 }
                 let d = authentic(&k, seq, &content);
+                let len = d.len();
                 a.feeds[f].authentic = true;
-                a.received += d.len();
-                step(&mut s, &mut a, now, Input::Received(feed_link(f), d), base);
+                a.received += len;
+                let sent = step(&mut s, &mut a, now, Input::Received(feed_link(f), d), base);
+                // Even an authentic datagram gets at most one reply, no larger than it.
+                assert!(sent.feed.iter().sum::<usize>() <= len);
+                assert!(sent.datagrams.iter().sum::<usize>() <= 1);
             }
             Op::Spoof { feed, datagram: sp } => {
                 let f = usize::from(feed) % FEEDS;
