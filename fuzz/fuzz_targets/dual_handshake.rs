@@ -51,7 +51,10 @@ enum Op {
         from_attacker: bool,
     },
     /// A token seen on `feed` tried as the reconnection proof on an attacker's `main`.
-    StolenToken { index: u8, player: Option<u16> },
+    StolenToken {
+        index: u8,
+        player: Option<u16>,
+    },
     ForgeMain {
         to_server: bool,
         msg: Message,
