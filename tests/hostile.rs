@@ -293,7 +293,9 @@ fn flood_main<M: Machine>(path: &'static str, mut server: M, n: usize, bytes: &B
 /// Every unauthenticated input path of the two servers, flooded: bytes held per attacker
 /// byte and reply bytes per request byte, printed as a table
 /// (`cargo test --test hostile budget -- --nocapture`) and bounded. Before a peer is
-/// admitted a server's reply is never larger than the request (netcode's rule), and what
+/// admitted a server's replies to these floods are never larger than the requests
+/// (netcode's rule; on `main` a pending link's replies exceed its input by at most one
+/// greeting, 42 bytes, bounded per link, and TCP's handshake has proved its address), and what
 /// it holds is a per-transport constant (its entry in the endpoint and its frame decoder's
 /// least reservation), capped by `max_pending` / `max_links`, never the announced frame.
 #[test]
