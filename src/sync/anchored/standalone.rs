@@ -92,8 +92,9 @@ impl<C: SessionCore> Standalone<C> {
         }
     }
 
-    fn receive(&mut self, now: Instant, bytes: &[u8]) -> Result<(), AnchoredError> {
-        self.decoder.push(bytes);
+    fn receive(&mut self, now: Instant, bytes: bytes::Bytes) -> Result<(), AnchoredError> {
+        // Zero-copy: a frame wholly inside `bytes` is handed out as a slice of it.
+        self.decoder.push_bytes(bytes);
         let mut first_err = None;
         loop {
             match self.decoder.next_frame() {
@@ -169,7 +170,7 @@ impl<C: SessionCore> Machine for Standalone<C> {
             }
             Input::Received(link, bytes) => {
                 if self.link == Some(link) {
-                    self.receive(now, &bytes)
+                    self.receive(now, bytes)
                 } else {
                     Ok(())
                 }

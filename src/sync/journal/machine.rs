@@ -84,8 +84,9 @@ impl<S: JournalStore> JournalMachine<S> {
         }
     }
 
-    fn received(&mut self, bytes: &[u8]) -> Result<(), SyncError> {
-        self.decoder.push(bytes);
+    fn received(&mut self, bytes: bytes::Bytes) -> Result<(), SyncError> {
+        // Zero-copy: a frame wholly inside `bytes` is handed out as a slice of it.
+        self.decoder.push_bytes(bytes);
         let mut first_err = None;
         loop {
             match self.decoder.next_frame() {
@@ -140,7 +141,7 @@ impl<S: JournalStore> Machine for JournalMachine<S> {
                 if Some(link) != self.link {
                     return Ok(()); // late bytes of a replaced or closed transport
                 }
-                self.received(&bytes)
+                self.received(bytes)
             }
             Input::Timeout => {
                 self.core.handle_timeout(self.now);
