@@ -1,38 +1,6 @@
 //! A durable journal store for [`tether`] on SQLite.
 //!
-//! [`SqliteJournal`] implements [`JournalStore`]: the journal's entries (and so the
-//! resources it serves), its epoch, and a small key-value table of application state
-//! (session snapshots, marks) live in one SQLite database file, in WAL mode. Each journal
-//! list received from a peer is written by [`JournalStore::append_batch`] as **one
-//! transaction**: with the default [`Synchronous::Full`] that is one fsync per list, and
-//! it returns only once the list is on disk, so the `SYNC_OK` tether sends after it never
-//! lets a peer believe we hold a line a crash could take from us.
-//!
-//! State the application wants kept *with* the entries it describes (a `PeerSnapshot`,
-//! marks) is staged with [`SqliteJournal::stage_state`] and written in the same
-//! transaction as the next batch or append, or at once with [`SqliteJournal::put_state`]:
-//! a crash can then never leave the state ahead of the entries it covers.
-//!
-//! The journal's epoch is drawn from the caller's randomness when the database is created
-//! and stored in it; reopening the file keeps it, and a lost or wiped file gets a new one,
-//! so a peer's marks from the old file are recognised as unknown (a full resync follows).
-//!
-//! # Synchronous: `Full` or `Normal`
-//!
-//! [`Synchronous::Full`] (the default) fsyncs the write-ahead log at every commit: once
-//! `append_batch` returns, the list survives a process kill *and* a power cut. Its cost is
-//! one fsync per received list (a fraction of a millisecond on an SSD, several on a
-//! spinning disk or some cloud volumes).
-//!
-//! [`Synchronous::Normal`] fsyncs only at checkpoints: a commit survives the process being
-//! killed (the OS holds it), but a power cut or an OS crash may roll back the last
-//! transactions. The database stays consistent (state staged with a batch rolls back with
-//! it), but lines this journal numbered and already sent may be lost and their numbers
-//! given to other entries after the restart, which a peer holding a mark past them cannot
-//! tell apart. Use `Normal` where power loss is not a concern or the journal is only a
-//! cache of another; keep `Full` where "nothing lost" must hold across power cuts.
-//!
-//! # Durable peers
+//! # The shortest program: a durable peer
 //!
 //! A [`Peer`](tether::peer::Peer) on a `SqliteJournal`, whose sessions
 //! [`sessions::DurableSessions`] keeps in the same file: restored at start, saved every
@@ -77,6 +45,38 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`SqliteJournal`] implements [`JournalStore`]: the journal's entries (and so the
+//! resources it serves), its epoch, and a small key-value table of application state
+//! (session snapshots, marks) live in one SQLite database file, in WAL mode. Each journal
+//! list received from a peer is written by [`JournalStore::append_batch`] as **one
+//! transaction**: with the default [`Synchronous::Full`] that is one fsync per list, and
+//! it returns only once the list is on disk, so the `SYNC_OK` tether sends after it never
+//! lets a peer believe we hold a line a crash could take from us.
+//!
+//! State the application wants kept *with* the entries it describes (a `PeerSnapshot`,
+//! marks) is staged with [`SqliteJournal::stage_state`] and written in the same
+//! transaction as the next batch or append, or at once with [`SqliteJournal::put_state`]:
+//! a crash can then never leave the state ahead of the entries it covers.
+//!
+//! The journal's epoch is drawn from the caller's randomness when the database is created
+//! and stored in it; reopening the file keeps it, and a lost or wiped file gets a new one,
+//! so a peer's marks from the old file are recognised as unknown (a full resync follows).
+//!
+//! # Synchronous: `Full` or `Normal`
+//!
+//! [`Synchronous::Full`] (the default) fsyncs the write-ahead log at every commit: once
+//! `append_batch` returns, the list survives a process kill *and* a power cut. Its cost is
+//! one fsync per received list (a fraction of a millisecond on an SSD, several on a
+//! spinning disk or some cloud volumes).
+//!
+//! [`Synchronous::Normal`] fsyncs only at checkpoints: a commit survives the process being
+//! killed (the OS holds it), but a power cut or an OS crash may roll back the last
+//! transactions. The database stays consistent (state staged with a batch rolls back with
+//! it), but lines this journal numbered and already sent may be lost and their numbers
+//! given to other entries after the restart, which a peer holding a mark past them cannot
+//! tell apart. Use `Normal` where power loss is not a concern or the journal is only a
+//! cache of another; keep `Full` where "nothing lost" must hold across power cuts.
 //!
 //! # Example
 //!
