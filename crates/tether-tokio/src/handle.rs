@@ -4,8 +4,8 @@
 use crate::driver::Ctl;
 use tether::connect::dual::DualClientCommand;
 use tether::connect::merge::MergeClientCommand;
-use tether::peer::PeerCommand;
-use tether::sync::journal::SyncCommand;
+use tether::peer::{Peer, PeerCommand, Profile};
+use tether::sync::journal::{JournalStore, SyncCommand};
 use tether::wire::{Entry, Message};
 use tether::{Input, Machine};
 use tokio::sync::{mpsc, oneshot};
@@ -167,6 +167,37 @@ where
         answer.await.map_err(|_| Gone)
     }
 
+    /// Reads `events` until `done` holds of the machine: `done` runs on the machine (as
+    /// [`Handle::with_machine`]) at once, then after each event received. The events read
+    /// are dropped. `Err(Gone)` if the driver stops first. Bound the wait with
+    /// `tokio::time::timeout`.
+    ///
+    /// Made for conditions that an event follows (a session up, entries learned from a
+    /// peer) or that hold already: a change that no event reports (an append made
+    /// through another handle meanwhile) is only seen at the next event. A command sent
+    /// through the same handle before the call is seen by the first check.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: tether_tokio::Handle<tether::Peer<tether::connect::merge::MergeClient, tether::sync::journal::MemJournal>>, mut events: tether_tokio::Events<tether::peer::PeerEvent<tether::connect::merge::MergeClientEvent, ()>>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tether::sync::journal::JournalStore;
+    /// // Connected, within ten seconds.
+    /// let up = handle.until(&mut events, |peer| peer.sessions().any(|(_, up)| up));
+    /// tokio::time::timeout(Duration::from_secs(10), up).await??;
+    /// // Then 100 lines in the journal, ours and the server's.
+    /// handle.until(&mut events, |peer| peer.store().head() >= 100).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn until<F>(&self, events: &mut Events<M::Event>, done: F) -> Result<(), Gone>
+    where
+        F: Fn(&mut M) -> bool + Clone + Send + 'static,
+    {
+        while !self.with_machine(done.clone()).await? {
+            events.recv().await.ok_or(Gone)?;
+        }
+        Ok(())
+    }
+
     /// What the driver counted so far: transports opened, closed, cut, dials failed,
     /// inputs the machine refused.
     pub async fn stats(&self) -> Result<crate::Stats, Gone> {
@@ -216,6 +247,43 @@ where
     /// A sync command for one session (`PeerCommand::Sync`).
     pub async fn sync(&self, session: S, command: SyncCommand) -> Result<(), Gone> {
         self.command(PeerCommand::Sync(session, command)).await
+    }
+}
+
+/// Reading a [`Peer`]'s journal while it runs.
+impl<P, S> Handle<Peer<P, S>>
+where
+    P: Profile,
+    S: JournalStore,
+    Peer<P, S>: Machine + Send + 'static,
+    <Peer<P, S> as Machine>::Command: Send,
+{
+    /// The entries of the peer's journal from line `from` (1 is the first; 0 counts as
+    /// 1) to its head, in order; empty past the head. `entries(1)` is the whole journal;
+    /// to show what arrived since the last call, ask from the line after the last one
+    /// returned. The entries' bytes are shared with the journal's where the store keeps
+    /// them in memory (`Bytes`), copied out of it otherwise.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: tether_tokio::Handle<tether::Peer<tether::connect::merge::MergeClient, tether::sync::journal::MemJournal>>, mut events: tether_tokio::Events<tether::peer::PeerEvent<tether::connect::merge::MergeClientEvent, ()>>) -> Result<(), tether_tokio::Gone> {
+    /// // Print each entry once, as it arrives.
+    /// let mut next = 1;
+    /// while events.recv().await.is_some() {
+    ///     for entry in handle.entries(next).await? {
+    ///         next += 1;
+    ///         println!("{}: {}", String::from_utf8_lossy(&entry.author), String::from_utf8_lossy(&entry.payload));
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn entries(&self, from: u64) -> Result<Vec<Entry>, Gone> {
+        self.with_machine(move |peer| {
+            let journal = peer.store();
+            (from.max(1)..=journal.head())
+                .filter_map(|seq| journal.entry(seq))
+                .collect()
+        })
+        .await
     }
 }
 

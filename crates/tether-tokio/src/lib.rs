@@ -108,6 +108,7 @@
 mod driver;
 mod endpoint;
 mod handle;
+pub mod random;
 mod transport;
 
 pub use driver::Stats;
@@ -179,7 +180,70 @@ where
     M::Command: Send,
     M::Event: Send + std::fmt::Debug,
 {
-    let endpoint = endpoint.into();
+    launch(machine, endpoint.into(), options, None)
+}
+
+/// [`spawn_with`], and `save` runs on the machine after each round of its output is
+/// drained and **before** any of that round is handed on (bytes written, transports
+/// opened or closed, events sent): the hook a durable node needs, whose state must be on
+/// disk before a peer can have seen it (tether-sqlite's `DurableSessions::save`, which its
+/// docs ask to be called after every round and before the round's bytes are written).
+///
+/// `save` is called with the machine and tether's `now`, only for rounds with output. If
+/// it fails, the round stays held (nothing of it is written or sent), the error is traced
+/// (warn), and `save` is tried again, with the round and whatever followed it, at the next
+/// input or after a second at most. To stop the node instead, do so in `save`.
+///
+/// A token-merge server whose journal and sessions live in a SQLite file: restarted on
+/// the file, it resumes its clients' sessions.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use tether::connect::merge::MergeServer;
+/// use tether::peer::Peer;
+/// use tether::sync::journal::SyncConfig;
+/// use tether::{Instant, Token};
+/// use tether_sqlite::{sessions::DurableSessions, SqliteJournal};
+/// use tether_tokio::{Options, Server};
+/// use tokio::net::TcpListener;
+/// let tokens = || Token::new(&[9; 16]).unwrap(); // a CSPRNG in a real program
+/// let journal = SqliteJournal::open("server.db", || 0x5eed)?; // the epoch: random too
+/// let mut peer = Peer::new(MergeServer::new(Default::default(), tokens), SyncConfig::default(), journal);
+/// let mut sessions = DurableSessions::new();
+/// sessions.restore(&mut peer, Instant::ZERO)?; // what the file holds, before any input
+/// let server = Server::tcp(TcpListener::bind("127.0.0.1:7000").await?);
+/// let save = move |peer: &mut _, now| sessions.save(peer, now);
+/// let (handle, events) = tether_tokio::spawn_saving(peer, server, Options::default(), save);
+/// # let _ = (handle, events); Ok(()) }
+/// ```
+pub fn spawn_saving<M, F, R, E>(
+    machine: M,
+    endpoint: impl Into<Endpoint>,
+    options: Options,
+    mut save: F,
+) -> (Handle<M>, Events<M::Event>)
+where
+    M: Machine + Send + 'static,
+    M::Command: Send,
+    M::Event: Send + std::fmt::Debug,
+    F: FnMut(&mut M, tether::Instant) -> Result<R, E> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let save = move |m: &mut M, now| save(m, now).map(drop).map_err(|e| e.to_string());
+    launch(machine, endpoint.into(), options, Some(Box::new(save)))
+}
+
+fn launch<M>(
+    machine: M,
+    endpoint: Endpoint,
+    options: Options,
+    save: Option<driver::SaveFn<M>>,
+) -> (Handle<M>, Events<M::Event>)
+where
+    M: Machine + Send + 'static,
+    M::Command: Send,
+    M::Event: Send + std::fmt::Debug,
+{
     let start = options.start.unwrap_or_else(tokio::time::Instant::now);
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(options.commands_capacity.max(1));
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(options.events_capacity.max(1));
@@ -190,7 +254,7 @@ where
     let span = tracing::info_span!("tether", name = %options.name, side);
     let driver = {
         let _enter = span.enter();
-        driver::Driver::new(machine, endpoint, options, start, ctl_rx, ev_tx)
+        driver::Driver::new(machine, endpoint, options, start, ctl_rx, ev_tx, save)
     };
     tokio::spawn(
         async move {
