@@ -2,10 +2,11 @@
 //! [`Events`] receiver to hear it.
 
 use crate::driver::Ctl;
+use bytes::Bytes;
 use tether::connect::dual::DualClientCommand;
 use tether::connect::merge::MergeClientCommand;
-use tether::peer::{Peer, PeerCommand, Profile};
-use tether::sync::journal::{JournalStore, SyncCommand};
+use tether::peer::{Peer, PeerCommand, PeerError, Profile};
+use tether::sync::journal::{JournalStore, ResourceIds, StoreError, SyncCommand};
 use tether::wire::{Entry, Message};
 use tether::{Input, Machine};
 use tokio::sync::{mpsc, oneshot};
@@ -250,14 +251,63 @@ where
     }
 }
 
-/// Reading a [`Peer`]'s journal while it runs.
+/// A [`Peer`]'s journal while it runs: read it, append to it.
 impl<P, S> Handle<Peer<P, S>>
 where
-    P: Profile,
-    S: JournalStore,
-    Peer<P, S>: Machine + Send + 'static,
-    <Peer<P, S> as Machine>::Command: Send,
+    P: Profile + 'static,
+    P::Command: Send,
+    P::Session: Send,
+    P::Error: Send,
+    S: JournalStore + 'static,
+    Peer<P, S>: Send,
 {
+    /// Appends an entry from `author` with `payload` under a fresh resource id, and
+    /// broadcasts it (`PeerCommand::Append`): what every node that writes to the journal
+    /// needs, in one step in the driver task. The id is minted by
+    /// [`ResourceIds::mint_for`] from the journal as it is then (its epoch and a counter
+    /// past its head, skipping any id the author holds), so ids never repeat, across
+    /// restarts and lost journals too. Returns the entry appended, or the peer's refusal
+    /// (an author or payload over the wire's limits, a full journal, the store's error).
+    ///
+    /// ```no_run
+    /// # async fn f(handle: tether_tokio::Handle<tether::Peer<tether::connect::merge::MergeClient, tether::sync::journal::MemJournal>>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let entry = handle.publish("alice", "hello").await??;
+    /// assert_eq!(&entry.payload[..], b"hello");
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish(
+        &self,
+        author: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<Result<Entry, PeerError<P::Error>>, Gone> {
+        let author = Bytes::copy_from_slice(author.as_ref());
+        let payload = Bytes::copy_from_slice(payload.as_ref());
+        let (reply, answer) = oneshot::channel();
+        let f = move |peer: &mut Peer<P, S>, now| {
+            let journal = peer.store();
+            let minted = ResourceIds::for_journal(journal).mint_for(journal, &author);
+            let result = match minted {
+                // Only past 2^64 ids in one journal life.
+                None => Err(PeerError::Store(StoreError::message("no resource id left"))),
+                Some(resource) => {
+                    let entry = Entry {
+                        author,
+                        resource,
+                        payload,
+                    };
+                    let append = Input::Command(PeerCommand::Append(entry.clone()));
+                    peer.handle_input(now, append).map(|()| entry)
+                }
+            };
+            let _ = reply.send(result);
+        };
+        self.tx
+            .send(Ctl::With(Box::new(f)))
+            .await
+            .map_err(|_| Gone)?;
+        answer.await.map_err(|_| Gone)
+    }
+
     /// The entries of the peer's journal from line `from` (1 is the first; 0 counts as
     /// 1) to its head, in order; empty past the head. `entries(1)` is the whole journal;
     /// to show what arrived since the last call, ask from the line after the last one
@@ -271,7 +321,7 @@ where
     /// while events.recv().await.is_some() {
     ///     for entry in handle.entries(next).await? {
     ///         next += 1;
-    ///         println!("{}: {}", String::from_utf8_lossy(&entry.author), String::from_utf8_lossy(&entry.payload));
+    ///         println!("{}: {}", entry.author.escape_ascii(), entry.payload.escape_ascii());
     ///     }
     /// }
     /// # Ok(()) }
