@@ -267,7 +267,7 @@ where
     /// [`ResourceIds::mint_for`] from the journal as it is then (its epoch and a counter
     /// past its head, skipping any id the author holds), so ids never repeat, across
     /// restarts and lost journals too. Returns the entry appended, or the peer's refusal
-    /// (an author or payload over the wire's limits, a full journal, the store's error).
+    /// (a full journal, the store's error).
     ///
     /// ```no_run
     /// # async fn f(handle: tether_tokio::Handle<tether::Peer<tether::connect::merge::MergeClient, tether::sync::journal::MemJournal>>) -> Result<(), Box<dyn std::error::Error>> {
@@ -308,8 +308,9 @@ where
         answer.await.map_err(|_| Gone)
     }
 
-    /// The entries of the peer's journal from line `from` (1 is the first; 0 counts as
-    /// 1) to its head, in order; empty past the head. `entries(1)` is the whole journal;
+    /// The entries of the peer's journal from line `from` to its head, in order (the
+    /// first line is 1, and 0 counts as 1); empty past the head. `entries(1)` is the
+    /// whole journal;
     /// to show what arrived since the last call, ask from the line after the last one
     /// returned. The entries' bytes are shared with the journal's where the store keeps
     /// them in memory (`Bytes`), copied out of it otherwise.

@@ -97,6 +97,16 @@
 //! tell sessions apart either (a server's events name them in their own way), so there is
 //! no per-session span. The core crate has no tracing of its own.
 //!
+//! # Durable nodes, journals, randomness
+//!
+//! [`spawn_saving`] runs a save hook after each round of the machine's output and before
+//! any of it leaves (tether-sqlite's `DurableSessions::save`), so a restarted node resumes
+//! its sessions. A [`Peer`](tether::peer::Peer)'s handle reads its journal
+//! ([`Handle::entries`]) and appends under a minted resource id ([`Handle::publish`]);
+//! [`Handle::until`] waits on events for a condition of the machine. [`random`] gives the
+//! operating system's randomness for tokens and epochs. `examples/chat.rs` uses them all:
+//! a shared chat log, with a self-check (`cargo run -p tether-tokio --example chat`).
+//!
 //! # Testing and chaos
 //!
 //! [`Handle::cut_transports`] cuts every `main` transport of a machine as a network loss
