@@ -212,13 +212,12 @@ where
 /// use tether::connect::merge::MergeServer;
 /// use tether::peer::Peer;
 /// use tether::sync::journal::SyncConfig;
-/// use tether::{Instant, Token};
+/// use tether::Instant;
 /// use tether_sqlite::{sessions::DurableSessions, SqliteJournal};
-/// use tether_tokio::{Options, Server};
+/// use tether_tokio::{random, Options, Server};
 /// use tokio::net::TcpListener;
-/// let tokens = || Token::new(&[9; 16]).unwrap(); // a CSPRNG in a real program
-/// let journal = SqliteJournal::open("server.db", || 0x5eed)?; // the epoch: random too
-/// let mut peer = Peer::new(MergeServer::new(Default::default(), tokens), SyncConfig::default(), journal);
+/// let journal = SqliteJournal::open("server.db", random::u64)?; // the epoch: drawn once
+/// let mut peer = Peer::new(MergeServer::new(Default::default(), random::Tokens), SyncConfig::default(), journal);
 /// let mut sessions = DurableSessions::new();
 /// sessions.restore(&mut peer, Instant::ZERO)?; // what the file holds, before any input
 /// let server = Server::tcp(TcpListener::bind("127.0.0.1:7000").await?);
