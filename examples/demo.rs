@@ -22,7 +22,7 @@ use tether::connect::dual::{DualClient, DualClientCommand, DualClientEvent, Dual
 use tether::peer::{Peer, PeerCommand, PeerEvent};
 use tether::sync::journal::{MemJournal, SyncConfig, SyncEvent};
 use tether::wire::{Element, Entry, Message};
-use tether_tokio::{Client, Events, OsTokens, Server};
+use tether_tokio::{random, Client, Events, Server};
 use tokio::net::{TcpListener, UdpSocket};
 
 type Error = Box<dyn std::error::Error>;
@@ -61,7 +61,7 @@ async fn demo() -> Result<(), Error> {
     let feed = UdpSocket::bind("127.0.0.1:0").await?;
     let (main_addr, feed_addr) = (listener.local_addr()?, feed.local_addr()?);
     println!("server: listening on tcp {main_addr} (main) and udp {feed_addr} (feed)");
-    let server = DualServer::new(Default::default(), OsTokens);
+    let server = DualServer::new(Default::default(), random::Tokens);
     let server = Peer::new(server, SyncConfig::default(), MemJournal::new(1, 100_000));
     let (server, mut server_events) = tether_tokio::spawn(server, Server::tcp(listener).feed(feed));
     tokio::spawn(async move {

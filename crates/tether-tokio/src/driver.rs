@@ -18,6 +18,12 @@ use tracing::{debug, info, warn, Instrument};
 /// A closure run on the machine in the driver task, with the driver's `now`.
 pub(crate) type WithMachine<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
 
+/// The application's save hook ([`spawn_saving`](crate::spawn_saving)), its error as text.
+pub(crate) type SaveFn<M> = Box<dyn FnMut(&mut M, Instant) -> Result<(), String> + Send>;
+
+/// How long a failed save waits before it is tried again (unless an input comes first).
+const SAVE_RETRY: tether::Duration = tether::Duration::from_secs(1);
+
 /// What a [`Handle`](crate::Handle) asks of the driver.
 pub(crate) enum Ctl<M: Machine> {
     Command(M::Command),
@@ -90,6 +96,9 @@ pub(crate) struct Driver<M: Machine> {
     deadline: Option<Instant>,
     closed_seen: bool,
     stats: Stats,
+    /// The save hook, and the round of output it holds until it succeeds.
+    save: Option<SaveFn<M>>,
+    held: Vec<Output<M::Event>>,
 }
 
 impl<M> Driver<M>
@@ -105,6 +114,7 @@ where
         start: tokio::time::Instant,
         ctl: mpsc::Receiver<Ctl<M>>,
         events: mpsc::Sender<M::Event>,
+        save: Option<SaveFn<M>>,
     ) -> Self {
         let (happenings_tx, happenings) = mpsc::channel(opts.inputs_capacity.max(1));
         let opts = Arc::new(opts);
@@ -126,6 +136,8 @@ where
             deadline: None,
             closed_seen: false,
             stats: Stats::default(),
+            save,
+            held: Vec::new(),
         };
         match endpoint {
             Endpoint::Client(c) => driver.client = Some(c),
@@ -382,25 +394,72 @@ where
     }
 
     /// Hands every output to its socket, dial or the application, until the machine
-    /// waits.
+    /// waits. With a save hook, each round of output is held until the hook succeeds.
     async fn drain(&mut self) {
+        if self.save.is_some() {
+            return self.drain_saving().await;
+        }
         loop {
             match self.machine.poll_output() {
-                Output::Transmit(t) => self.transmit(t.link, t.payload),
-                Output::Event(e) => {
-                    debug!(event = ?e, "machine event");
-                    if self.events_open && self.events.send(e).await.is_err() {
-                        // The application dropped its receiver: events are discarded.
-                        self.events_open = false;
-                    }
-                }
-                Output::Open(channel) => self.open(channel),
-                Output::Close(link) => self.close(link),
                 Output::Wait(deadline) => {
                     self.deadline = deadline;
                     return;
                 }
+                out => self.output(out).await,
             }
+        }
+    }
+
+    /// [`drain`](Self::drain) with a save hook: the machine's output is taken until it
+    /// waits, the hook runs, and only then is the round handed on. Handing it on may feed
+    /// the machine (a cut, a failed open), so this goes round until a round is empty. A
+    /// failed save keeps the round held, and is tried again at the next input or after
+    /// [`SAVE_RETRY`].
+    async fn drain_saving(&mut self) {
+        loop {
+            loop {
+                match self.machine.poll_output() {
+                    Output::Wait(deadline) => {
+                        self.deadline = deadline;
+                        break;
+                    }
+                    out => self.held.push(out),
+                }
+            }
+            if self.held.is_empty() {
+                return;
+            }
+            let now = self.now();
+            let saved = match self.save.as_mut() {
+                Some(save) => save(&mut self.machine, now),
+                None => Ok(()),
+            };
+            if let Err(error) = saved {
+                warn!(%error, held = self.held.len(), "save failed: the round's output is held, to be saved again");
+                let retry = now + SAVE_RETRY;
+                self.deadline = Some(self.deadline.map_or(retry, |d| d.min(retry)));
+                return;
+            }
+            for out in std::mem::take(&mut self.held) {
+                self.output(out).await;
+            }
+        }
+    }
+
+    /// Hands one output (not `Wait`) to its socket, dial or the application.
+    async fn output(&mut self, out: Output<M::Event>) {
+        match out {
+            Output::Transmit(t) => self.transmit(t.link, t.payload),
+            Output::Event(e) => {
+                debug!(event = ?e, "machine event");
+                if self.events_open && self.events.send(e).await.is_err() {
+                    // The application dropped its receiver: events are discarded.
+                    self.events_open = false;
+                }
+            }
+            Output::Open(channel) => self.open(channel),
+            Output::Close(link) => self.close(link),
+            Output::Wait(_) => {}
         }
     }
 

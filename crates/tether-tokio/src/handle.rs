@@ -2,10 +2,11 @@
 //! [`Events`] receiver to hear it.
 
 use crate::driver::Ctl;
+use bytes::Bytes;
 use tether::connect::dual::DualClientCommand;
 use tether::connect::merge::MergeClientCommand;
-use tether::peer::PeerCommand;
-use tether::sync::journal::SyncCommand;
+use tether::peer::{Peer, PeerCommand, PeerError, Profile};
+use tether::sync::journal::{JournalStore, ResourceIds, StoreError, SyncCommand};
 use tether::wire::{Entry, Message};
 use tether::{Input, Machine};
 use tokio::sync::{mpsc, oneshot};
@@ -171,6 +172,37 @@ where
         answer.await.map_err(|_| Gone)
     }
 
+    /// Reads `events` until `done` holds of the machine: `done` runs on the machine (as
+    /// [`Handle::with_machine`]) at once, then after each event received. The events read
+    /// are dropped. `Err(Gone)` if the driver stops first. Bound the wait with
+    /// `tokio::time::timeout`.
+    ///
+    /// Made for conditions that an event follows (a session up, entries learned from a
+    /// peer) or that hold already: a change that no event reports (an append made
+    /// through another handle meanwhile) is only seen at the next event. A command sent
+    /// through the same handle before the call is seen by the first check.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: tether_tokio::Handle<tether::Peer<tether::connect::merge::MergeClient, tether::sync::journal::MemJournal>>, mut events: tether_tokio::Events<tether::peer::PeerEvent<tether::connect::merge::MergeClientEvent, ()>>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tether::sync::journal::JournalStore;
+    /// // Connected, within ten seconds.
+    /// let up = handle.until(&mut events, |peer| peer.sessions().any(|(_, up)| up));
+    /// tokio::time::timeout(Duration::from_secs(10), up).await??;
+    /// // Then 100 lines in the journal, ours and the server's.
+    /// handle.until(&mut events, |peer| peer.store().head() >= 100).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn until<F>(&self, events: &mut Events<M::Event>, done: F) -> Result<(), Gone>
+    where
+        F: Fn(&mut M) -> bool + Clone + Send + 'static,
+    {
+        while !self.with_machine(done.clone()).await? {
+            events.recv().await.ok_or(Gone)?;
+        }
+        Ok(())
+    }
+
     /// What the driver counted so far: transports opened, closed, cut, dials failed,
     /// inputs the machine refused.
     pub async fn stats(&self) -> Result<crate::Stats, Gone> {
@@ -224,6 +256,93 @@ where
     /// A sync command for one session (`PeerCommand::Sync`).
     pub async fn sync(&self, session: S, command: SyncCommand) -> Result<(), Gone> {
         self.command(PeerCommand::Sync(session, command)).await
+    }
+}
+
+/// A [`Peer`]'s journal while it runs: read it, append to it.
+impl<P, S> Handle<Peer<P, S>>
+where
+    P: Profile + 'static,
+    P::Command: Send,
+    P::Session: Send,
+    P::Error: Send,
+    S: JournalStore + 'static,
+    Peer<P, S>: Send,
+{
+    /// Appends an entry from `author` with `payload` under a fresh resource id, and
+    /// broadcasts it (`PeerCommand::Append`): what every node that writes to the journal
+    /// needs, in one step in the driver task. The id is minted by
+    /// [`ResourceIds::mint_for`] from the journal as it is then (its epoch and a counter
+    /// past its head, skipping any id the author holds), so ids never repeat, across
+    /// restarts and lost journals too. Returns the entry appended, or the peer's refusal
+    /// (a full journal, the store's error).
+    ///
+    /// ```no_run
+    /// # async fn f(handle: tether_tokio::Handle<tether::Peer<tether::connect::merge::MergeClient, tether::sync::journal::MemJournal>>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let entry = handle.publish("alice", "hello").await??;
+    /// assert_eq!(&entry.payload[..], b"hello");
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish(
+        &self,
+        author: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<Result<Entry, PeerError<P::Error>>, Gone> {
+        let author = Bytes::copy_from_slice(author.as_ref());
+        let payload = Bytes::copy_from_slice(payload.as_ref());
+        let (reply, answer) = oneshot::channel();
+        let f = move |peer: &mut Peer<P, S>, now| {
+            let journal = peer.store();
+            let minted = ResourceIds::for_journal(journal).mint_for(journal, &author);
+            let result = match minted {
+                // Only past 2^64 ids in one journal life.
+                None => Err(PeerError::Store(StoreError::message("no resource id left"))),
+                Some(resource) => {
+                    let entry = Entry {
+                        author,
+                        resource,
+                        payload,
+                    };
+                    let append = Input::Command(PeerCommand::Append(entry.clone()));
+                    peer.handle_input(now, append).map(|()| entry)
+                }
+            };
+            let _ = reply.send(result);
+        };
+        self.tx
+            .send(Ctl::With(Box::new(f)))
+            .await
+            .map_err(|_| Gone)?;
+        answer.await.map_err(|_| Gone)
+    }
+
+    /// The entries of the peer's journal from line `from` to its head, in order (the
+    /// first line is 1, and 0 counts as 1); empty past the head. `entries(1)` is the
+    /// whole journal;
+    /// to show what arrived since the last call, ask from the line after the last one
+    /// returned. The entries' bytes are shared with the journal's where the store keeps
+    /// them in memory (`Bytes`), copied out of it otherwise.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: tether_tokio::Handle<tether::Peer<tether::connect::merge::MergeClient, tether::sync::journal::MemJournal>>, mut events: tether_tokio::Events<tether::peer::PeerEvent<tether::connect::merge::MergeClientEvent, ()>>) -> Result<(), tether_tokio::Gone> {
+    /// // Print each entry once, as it arrives.
+    /// let mut next = 1;
+    /// while events.recv().await.is_some() {
+    ///     for entry in handle.entries(next).await? {
+    ///         next += 1;
+    ///         println!("{}: {}", entry.author.escape_ascii(), entry.payload.escape_ascii());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn entries(&self, from: u64) -> Result<Vec<Entry>, Gone> {
+        self.with_machine(move |peer| {
+            let journal = peer.store();
+            (from.max(1)..=journal.head())
+                .filter_map(|seq| journal.entry(seq))
+                .collect()
+        })
+        .await
     }
 }
 

@@ -10,12 +10,12 @@
 //! use tether::peer::Peer;
 //! use tether::sync::journal::{MemJournal, SyncConfig};
 //! use tether::wire::Entry;
-//! use tether::{Instant, TokenSource};
-//! use tether_tokio::OsTokens;
+//! use tether::Instant;
+//! use tether_tokio::random;
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let token = OsTokens.next_token(); // 128 bits from the OS's randomness
+//!     let token = random::token(); // 128 bits from the OS's randomness
 //!     let conn = MergeClient::new(Instant::ZERO, Default::default(), token)?;
 //!     let peer = Peer::new(conn, SyncConfig::default(), MemJournal::new(1, 10_000));
 //!     let (handle, mut events) = tether_tokio::spawn(peer, tether_tokio::Client::tcp("127.0.0.1:7000"));
@@ -34,12 +34,12 @@
 //! use tether::connect::merge::MergeServer;
 //! use tether::peer::Peer;
 //! use tether::sync::journal::{MemJournal, SyncConfig};
-//! use tether_tokio::OsTokens;
+//! use tether_tokio::random;
 //! use tokio::net::TcpListener;
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let peer = Peer::new(MergeServer::new(Default::default(), OsTokens), SyncConfig::default(), MemJournal::new(2, 10_000));
+//!     let peer = Peer::new(MergeServer::new(Default::default(), random::Tokens), SyncConfig::default(), MemJournal::new(2, 10_000));
 //!     let server = tether_tokio::Server::tcp(TcpListener::bind("127.0.0.1:7000").await?);
 //!     let (_handle, mut events) = tether_tokio::spawn(peer, server);
 //!     while let Some(event) = events.recv().await {
@@ -97,6 +97,16 @@
 //! tell sessions apart either (a server's events name them in their own way), so there is
 //! no per-session span. The core crate has no tracing of its own.
 //!
+//! # Durable nodes, journals, randomness
+//!
+//! [`spawn_saving`] runs a save hook after each round of the machine's output and before
+//! any of it leaves (tether-sqlite's `DurableSessions::save`), so a restarted node resumes
+//! its sessions. A [`Peer`](tether::peer::Peer)'s handle reads its journal
+//! ([`Handle::entries`]) and appends under a minted resource id ([`Handle::publish`]);
+//! [`Handle::until`] waits on events for a condition of the machine. [`random`] gives the
+//! operating system's randomness for tokens and epochs. `examples/chat.rs` uses them all:
+//! a shared chat log, with a self-check (`cargo run -p tether-tokio --example chat`).
+//!
 //! # Testing and chaos
 //!
 //! [`Handle::cut_transports`] cuts every `main` transport of a machine as a network loss
@@ -108,13 +118,12 @@
 mod driver;
 mod endpoint;
 mod handle;
-mod tokens;
+pub mod random;
 mod transport;
 
 pub use driver::Stats;
 pub use endpoint::{Client, Endpoint, Options, Server, WsEncoding};
 pub use handle::{ClientCommand, Events, Gone, Handle, TryCommandError};
-pub use tokens::OsTokens;
 /// The `rustls` the adapter's TLS is built with (its `ring` provider): build the
 /// `ClientConfig` / `ServerConfig` given to [`Client::tls`] and [`Server::tls`] with it.
 pub use tokio_rustls::rustls;
@@ -181,7 +190,69 @@ where
     M::Command: Send,
     M::Event: Send + std::fmt::Debug,
 {
-    let endpoint = endpoint.into();
+    launch(machine, endpoint.into(), options, None)
+}
+
+/// [`spawn_with`], and `save` runs on the machine after each round of its output is
+/// drained and **before** any of that round is handed on (bytes written, transports
+/// opened or closed, events sent): the hook a durable node needs, whose state must be on
+/// disk before a peer can have seen it (tether-sqlite's `DurableSessions::save`, which its
+/// docs ask to be called after every round and before the round's bytes are written).
+///
+/// `save` is called with the machine and tether's `now`, only for rounds with output. If
+/// it fails, the round stays held (nothing of it is written or sent), the error is traced
+/// (warn), and `save` is tried again, with the round and whatever followed it, at the next
+/// input or after a second at most. To stop the node instead, do so in `save`.
+///
+/// A token-merge server whose journal and sessions live in a SQLite file: restarted on
+/// the file, it resumes its clients' sessions.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use tether::connect::merge::MergeServer;
+/// use tether::peer::Peer;
+/// use tether::sync::journal::SyncConfig;
+/// use tether::Instant;
+/// use tether_sqlite::{sessions::DurableSessions, SqliteJournal};
+/// use tether_tokio::{random, Options, Server};
+/// use tokio::net::TcpListener;
+/// let journal = SqliteJournal::open("server.db", random::u64)?; // the epoch: drawn once
+/// let mut peer = Peer::new(MergeServer::new(Default::default(), random::Tokens), SyncConfig::default(), journal);
+/// let mut sessions = DurableSessions::new();
+/// sessions.restore(&mut peer, Instant::ZERO)?; // what the file holds, before any input
+/// let server = Server::tcp(TcpListener::bind("127.0.0.1:7000").await?);
+/// let save = move |peer: &mut _, now| sessions.save(peer, now);
+/// let (handle, events) = tether_tokio::spawn_saving(peer, server, Options::default(), save);
+/// # let _ = (handle, events); Ok(()) }
+/// ```
+pub fn spawn_saving<M, F, R, E>(
+    machine: M,
+    endpoint: impl Into<Endpoint>,
+    options: Options,
+    mut save: F,
+) -> (Handle<M>, Events<M::Event>)
+where
+    M: Machine + Send + 'static,
+    M::Command: Send,
+    M::Event: Send + std::fmt::Debug,
+    F: FnMut(&mut M, tether::Instant) -> Result<R, E> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let save = move |m: &mut M, now| save(m, now).map(drop).map_err(|e| e.to_string());
+    launch(machine, endpoint.into(), options, Some(Box::new(save)))
+}
+
+fn launch<M>(
+    machine: M,
+    endpoint: Endpoint,
+    options: Options,
+    save: Option<driver::SaveFn<M>>,
+) -> (Handle<M>, Events<M::Event>)
+where
+    M: Machine + Send + 'static,
+    M::Command: Send,
+    M::Event: Send + std::fmt::Debug,
+{
     let start = options.start.unwrap_or_else(tokio::time::Instant::now);
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(options.commands_capacity.max(1));
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(options.events_capacity.max(1));
@@ -192,7 +263,7 @@ where
     let span = tracing::info_span!("tether", name = %options.name, side);
     let driver = {
         let _enter = span.enter();
-        driver::Driver::new(machine, endpoint, options, start, ctl_rx, ev_tx)
+        driver::Driver::new(machine, endpoint, options, start, ctl_rx, ev_tx, save)
     };
     tokio::spawn(
         async move {
