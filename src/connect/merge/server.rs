@@ -332,7 +332,8 @@ impl<S: TokenSource> MergeServer<S> {
         self.endpoint.pending_count()
     }
 
-    /// Formally ended sessions still remembered (their tombstones).
+    /// Formally ended sessions still remembered (their tombstones): at most `max_sessions`
+    /// that the application ended and as many that their clients ended.
     pub fn ended_count(&self) -> usize {
         self.ended.len()
     }
