@@ -86,3 +86,15 @@ fn every_rust_snippet_in_readme_is_compiled_code() {
         "README's Rust snippets: the driver, tokio, durable peers"
     );
 }
+
+#[test]
+fn the_adapters_readme_shows_its_doc_example() {
+    let readme = include_str!("../crates/tether-tokio/README.md");
+    let docs = doc_code(include_str!("../crates/tether-tokio/src/lib.rs"));
+    let start = readme.find("```rust\n").expect("a Rust snippet") + "```rust\n".len();
+    let end = start + readme[start..].find("\n```").expect("its end");
+    assert!(
+        docs.contains(readme[start..end].trim_end()),
+        "tether-tokio's README snippet differs from its crate docs: copy it again"
+    );
+}
