@@ -269,6 +269,46 @@ fn a_new_client_peer_asks_for_its_transport_at_once() {
     assert_eq!(peer.poll_output(), Output::Open(Channel::Main));
 }
 
+#[test]
+fn an_entry_over_the_receive_limits_is_refused_on_append() {
+    use tether::peer::PeerCommand;
+    use tether::sync::journal::{JournalStore, SyncConfig, SyncError};
+    use tether::wire::{Entry, MAX_ID_LEN};
+    use tether::{Input, Machine, PeerError};
+    let client = tether::connect::merge::MergeClient::new(
+        tether::Instant::ZERO,
+        Default::default(),
+        tether::Token::new(&[b'C'; 16]).unwrap(),
+    )
+    .expect("token");
+    let config = SyncConfig::default();
+    let max_payload = config.max_payload;
+    let mut peer = Peer::new(client, config, MemJournal::new(1, 10));
+    let long = vec![b'a'; MAX_ID_LEN + 1];
+    let big = vec![0; max_payload + 1];
+    for e in [
+        Entry::new(&long, b"r", b"x"),
+        Entry::new(b"me", &long, b"x"),
+        Entry::new(b"me", b"r", &big),
+    ] {
+        let r = peer.handle_input(
+            tether::Instant::ZERO,
+            Input::Command(PeerCommand::Append(e)),
+        );
+        assert!(
+            matches!(r, Err(PeerError::Sync(SyncError::EntryTooLarge))),
+            "{r:?}"
+        );
+    }
+    assert_eq!(peer.store().head(), 0, "nothing was stored");
+    let at_limits = Entry::new(&long[1..], &long[1..], &big[1..]);
+    let r = peer.handle_input(
+        tether::Instant::ZERO,
+        Input::Command(PeerCommand::Append(at_limits)),
+    );
+    assert!(r.is_ok(), "{r:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Status 408 under `Peer`: a silent peer gets the 408, the link is dropped, the session
 // resumes; a live peer with nothing to say is never dropped.

@@ -626,6 +626,14 @@ where
     }
 
     fn append(&mut self, now: Instant, entry: Entry) -> Result<(), PeerError<P::Error>> {
+        // The limits every peer checks on receive: an entry over them would be refused by
+        // all of them, and stay in this journal alone.
+        if entry.author.len() > crate::wire::MAX_ID_LEN
+            || entry.resource.len() > crate::wire::MAX_ID_LEN
+            || entry.payload.len() > self.config.max_payload
+        {
+            return Err(PeerError::Sync(SyncError::EntryTooLarge));
+        }
         if self.store.contains(&entry.author, &entry.resource) {
             // Already there: appending twice would apply it twice, and doing nothing would
             // lose the caller's entry without a word.
