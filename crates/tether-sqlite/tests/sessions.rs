@@ -283,7 +283,7 @@ fn the_readme_shows_the_doctest() {
     let readme = include_str!("../../../README.md");
     let doc: Vec<&str> = lib
         .lines()
-        .skip_while(|l| *l != "//! # Durable peers")
+        .skip_while(|l| *l != "//! # The shortest program: a durable peer")
         .skip_while(|l| *l != "//! ```")
         .skip(1)
         .take_while(|l| *l != "//! ```")
