@@ -29,7 +29,7 @@ bash "$wasm_build" browser --release
 node browser/boundary.mjs
 
 step "server example"
-cargo build --example browser_server
+cargo build --all-features --example browser_server
 
 step "test in headless Chromium"
 node browser/test.mjs "${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/browser_server"
