@@ -23,6 +23,7 @@
 use super::{SessionCore, TimerQueue};
 use crate::driver::Link;
 use crate::time::Instant;
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 
 /// A session's named deadlines.
@@ -80,7 +81,10 @@ pub(crate) enum Refusal {
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint<K, L, S> {
     routes: BTreeMap<u64, Route<K, L>>,
-    sessions: BTreeMap<K, Slot<S>>,
+    /// Boxed: a B-tree's nodes are a little over half full when keys come in order (as
+    /// session ids do), so a slot stored in them would cost almost twice its size; a box
+    /// costs its size and the map a 16-byte entry.
+    sessions: BTreeMap<K, Box<Slot<S>>>,
     timers: TimerQueue<Timer<K>>,
     pending: usize,
     max_pending: usize,
@@ -176,18 +180,18 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
     pub fn insert(&mut self, key: K, core: SessionCore, state: S) {
         self.sessions.insert(
             key,
-            Slot {
+            Box::new(Slot {
                 link: None,
                 core,
                 state,
-            },
+            }),
         );
     }
 
     /// Removes a session, its timers, and the route of its transport (returned in the
     /// slot's `link` for the caller to close).
     pub fn remove(&mut self, key: K) -> Option<Slot<S>> {
-        let s = self.sessions.remove(&key)?;
+        let s = *self.sessions.remove(&key)?;
         for t in [
             SessionTimer::Expire,
             SessionTimer::Live,
@@ -234,12 +238,12 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
 
     /// A session, if known.
     pub fn get(&self, key: K) -> Option<&Slot<S>> {
-        self.sessions.get(&key)
+        self.sessions.get(&key).map(|s| &**s)
     }
 
     /// A session, mutably.
     pub fn get_mut(&mut self, key: K) -> Option<&mut Slot<S>> {
-        self.sessions.get_mut(&key)
+        self.sessions.get_mut(&key).map(|s| &mut **s)
     }
 
     /// Whether `key` names a session.
@@ -249,7 +253,7 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
 
     /// Every session, by key.
     pub fn sessions(&self) -> impl Iterator<Item = (K, &Slot<S>)> + '_ {
-        self.sessions.iter().map(|(k, s)| (*k, s))
+        self.sessions.iter().map(|(k, s)| (*k, &**s))
     }
 
     /// Sessions held.

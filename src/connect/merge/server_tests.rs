@@ -28,6 +28,11 @@ fn assert_index<S>(s: &MergeServer<S>) {
         })
         .collect();
     assert_eq!(with_token, s.by_token);
+    // A temporary node for exactly the transports in their handshake.
+    assert_eq!(s.handshakes.len(), s.endpoint.pending_count());
+    for id in s.handshakes.keys() {
+        assert!(s.endpoint.peek(*id).is_some_and(|r| r.session.is_none()));
+    }
     let live = s
         .endpoint
         .sessions()
@@ -94,7 +99,7 @@ fn timer_index_follows_the_registry() {
         .endpoint
         .sessions()
         .next()
-        .and_then(|(_, x)| x.state.node.merged)
+        .and_then(|(_, x)| x.state.merged())
         .unwrap();
     s.handle_input(now, Input::Opened(Link::main(4))).unwrap();
     let resume = frame(&Message::Resume {
@@ -252,4 +257,26 @@ fn fingerprints_are_keyed_by_the_servers_own_token() {
     assert!(a.by_token.contains(&(fa, ia, Role::Merged)));
     assert!(b.by_token.contains(&(fb, ib, Role::Merged)));
     assert_index(&a);
+}
+
+#[test]
+fn zz_sizes() {
+    use core::mem::size_of;
+    std::println!(
+        "Slot<Session> {}",
+        size_of::<crate::session::endpoint::Slot<Session>>()
+    );
+    std::println!("Session {}", size_of::<Session>());
+    std::println!("Node {}", size_of::<Node>());
+    std::println!("Secrets {}", size_of::<Secrets>());
+    std::println!("SessionCore {}", size_of::<SessionCore>());
+    std::println!("Delivery {}", size_of::<crate::session::Delivery>());
+    std::println!(
+        "Route {}",
+        size_of::<crate::session::endpoint::Route<SessionId, LinkState>>()
+    );
+    std::println!("LinkState {}", size_of::<LinkState>());
+    std::println!("LinkReader {}", size_of::<LinkReader>());
+    std::println!("Link {}", size_of::<Link>());
+    std::println!("Timer {}", size_of::<Timer<SessionId>>());
 }
