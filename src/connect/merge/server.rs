@@ -144,9 +144,9 @@ impl Secrets {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
     /// The keyed fingerprint of its merged token.
-    Merged,
+    Merged = 0,
     /// The locator of its secrets.
-    Locator,
+    Locator = 1,
 }
 
 impl Session {
@@ -269,7 +269,9 @@ pub struct MergeServer<S> {
     handshakes: HashMap<u64, Node>,
     /// Every session by the keyed fingerprint of its merged token, and by the locator of
     /// its secrets.
-    by_token: BTreeSet<(u64, SessionId, Role)>,
+    /// One set per [`Role`] (indexed by it), of 16-byte entries: every session has one
+    /// entry in each (tether's encoding).
+    by_token: [BTreeSet<(u64, SessionId)>; 2],
     /// The key of every fingerprint, from the token drawn at creation.
     key: TokenKey,
     /// The key new sessions' secrets keys derive from, from the same token.
@@ -297,7 +299,7 @@ impl<S: TokenSource> MergeServer<S> {
             ended: EndedSet::new(cfg.max_sessions),
             cfg,
             tokens,
-            by_token: BTreeSet::new(),
+            by_token: [BTreeSet::new(), BTreeSet::new()],
             key,
             next_id: 1,
             outbox: Outbox::new(),
@@ -410,9 +412,8 @@ impl<S: TokenSource> MergeServer<S> {
 
     /// The sessions filed under `value` as `role`.
     fn candidates(&self, value: u64, role: Role) -> impl Iterator<Item = SessionId> + '_ {
-        self.by_token
-            .range((value, SessionId(0), role)..=(value, SessionId(u64::MAX), role))
-            .filter(move |e| e.2 == role)
+        self.by_token[role as usize]
+            .range((value, SessionId(0))..=(value, SessionId(u64::MAX)))
             .map(|e| e.1)
     }
 
@@ -469,7 +470,7 @@ impl<S: TokenSource> MergeServer<S> {
     fn index(&mut self, id: SessionId) {
         if let Some(s) = self.endpoint.get(id) {
             for (value, role) in s.state.entries(&self.key) {
-                self.by_token.insert((value, id, role));
+                self.by_token[role as usize].insert((value, id));
             }
         }
     }
@@ -478,7 +479,7 @@ impl<S: TokenSource> MergeServer<S> {
     fn unindex(&mut self, id: SessionId) {
         if let Some(s) = self.endpoint.get(id) {
             for (value, role) in s.state.entries(&self.key) {
-                self.by_token.remove(&(value, id, role));
+                self.by_token[role as usize].remove(&(value, id));
             }
         }
     }
