@@ -207,13 +207,14 @@ fn idle_sessions_handshakes_and_resumptions_stay_small() {
          RECONNECTING ({TOKEN_BYTES} of them token bytes); allocations (both sides): \
          {per_handshake:.2} per handshake, {per_resumption:.2} per resumption"
     );
-    // Pinned at what they are now, with a little room (docs/PERFORMANCE.md).
+    // Pinned at what they are now, with a little room (docs/PERFORMANCE.md). Before: 1,653
+    // and 1,240 bytes, of which 195 were three 65-byte inline tokens.
     assert!(
-        connected_bytes <= 720.0,
+        connected_bytes <= 680.0,
         "{connected_bytes} bytes per CONNECTED session"
     );
     assert!(
-        reconnecting_bytes <= 500.0,
+        reconnecting_bytes <= 470.0,
         "{reconnecting_bytes} bytes per RECONNECTING session"
     );
     assert!(

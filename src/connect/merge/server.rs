@@ -21,7 +21,7 @@ use super::index::{self, SecretKey, TokenKey};
 use super::node::{Node, NodeView, Status, Step};
 use super::{Encoding, EndReason, MergeError, MergeServerConfig, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::endpoint::{Endpoint, SessionTimer, Timer};
+use crate::session::endpoint::{Endpoint, SessionTimer, Table, Timer};
 use crate::session::{AckFault, Event, SessionCore, Verdict};
 use crate::time::Instant;
 use crate::token::{Token, TokenPack, TokenSource};
@@ -29,7 +29,6 @@ use crate::wire::{FailReason, Message};
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use bytes::Bytes;
-use hashbrown::HashMap;
 
 /// The server's name for a session: a counter, never reused, never secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -266,7 +265,7 @@ pub struct MergeServer<S> {
     /// The temporary node of every transport in its handshake, by link id: exactly the
     /// endpoint's pending routes (a table that keeps its room, so a handshake allocates
     /// nothing here in the steady state).
-    handshakes: HashMap<u64, Node>,
+    handshakes: Table<u64, Node>,
     /// Every session by the keyed fingerprint of its merged token, and by the locator of
     /// its secrets.
     /// One set per [`Role`] (indexed by it), of 16-byte entries: every session has one
@@ -295,7 +294,7 @@ impl<S: TokenSource> MergeServer<S> {
         MergeServer {
             master,
             endpoint: Endpoint::new(cfg.max_pending),
-            handshakes: HashMap::new(),
+            handshakes: Table::default(),
             ended: EndedSet::new(cfg.max_sessions),
             cfg,
             tokens,
@@ -597,7 +596,7 @@ impl<S: TokenSource> MergeServer<S> {
     /// Forgets a transport (and its temporary node, if it was in its handshake).
     fn close_route(&mut self, link_id: u64) {
         self.endpoint.close(link_id);
-        self.handshakes.remove(&link_id);
+        self.handshakes.take(&link_id);
     }
 
     fn on_pending_item(&mut self, link: Link, item: Incoming) {
@@ -704,7 +703,7 @@ impl<S: TokenSource> MergeServer<S> {
             k.offer()
         });
         self.endpoint.attach(id, link);
-        self.handshakes.remove(&link.id);
+        self.handshakes.take(&link.id);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             // Admitted: the link may now carry messages of any size the configuration
             // allows (before, handshake-sized ones only).
@@ -764,7 +763,7 @@ impl<S: TokenSource> MergeServer<S> {
         self.endpoint.insert(id, core, session);
         self.index(id);
         self.endpoint.attach(id, link);
-        self.handshakes.remove(&link.id);
+        self.handshakes.take(&link.id);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
             // Admitted: the link may now carry messages of any size the configuration
             // allows (before, handshake-sized ones only).
