@@ -20,6 +20,12 @@
 //! `TETHER_CALLGRIND` set, the binary runs `CALLGRIND_ROUNDS` handshakes and resumptions
 //! (each inside one `#[inline(never)]` function, so only their instructions are collected)
 //! and exits without criterion; divide callgrind's total by the rounds.
+//!
+//! `TETHER_SCALE=n` (no criterion either): the heap per idle session with `n` registered,
+//! then 1,000 handshakes and 1,000 resumptions (allocations and time) with `n` idle
+//! sessions against an empty registry; with `TETHER_SCALE_ONLY=1` only the `n` case, for
+//! `valgrind --tool=callgrind --toggle-collect='*measured_handshake*'
+//! --toggle-collect='*measured_resumption*'` (then `callgrind_annotate --inclusive=yes`).
 
 use criterion::{black_box, Criterion};
 use std::time::Duration as StdDuration;
@@ -173,39 +179,43 @@ fn registry(n: u64) -> Srv {
 }
 
 /// Heap held by the registry per idle session: the live bytes added by `N` handshakes (the
-/// clients are dropped, so what stays is the server's), then after every transport is lost.
-fn idle_memory() {
-    const N: u64 = 10_000;
+/// clients are dropped, so what stays is the server's), then after every transport is lost
+/// (each loss's outputs drained as it happens, so the server's output queue does not hold
+/// `N` of them at once).
+fn idle_memory(n: u64) {
+    const TOKEN_BYTES: f64 = 80.0;
     let before_server = live();
-    let mut s = server(N as usize);
+    let mut s = server(n as usize);
     let before = live();
     let allocs_before = allocs();
-    for i in 1..=N {
+    for i in 1..=n {
         let mut c = client(i);
         timed_handshake(Instant::ZERO, &mut c, &mut s, Link::main(i));
         assert!(connected(&c, &s, Link::main(i)));
     }
     let connected_bytes = live() - before;
     let allocs_made = allocs() - allocs_before;
-    for i in 1..=N {
+    for i in 1..=n {
         s.handle_input(Instant::ZERO, Input::Closed(Link::main(i)))
             .unwrap();
+        while !matches!(s.poll_output(), Output::Wait(_)) {}
     }
-    while !matches!(s.poll_output(), Output::Wait(_)) {}
     let reconnecting_bytes = live() - before;
-    assert_eq!(s.session_count(), N as usize);
+    assert_eq!(s.session_count(), n as usize);
     println!(
-        "registry of {N} idle sessions: {:.1} bytes of heap per CONNECTED session \
+        "registry of {n} idle sessions: {:.1} bytes of heap per CONNECTED session \
          ({:.2} allocations made per handshake, client's included), {:.1} bytes per \
          RECONNECTING session (empty server: {} bytes)",
-        connected_bytes as f64 / N as f64,
-        allocs_made as f64 / N as f64,
-        reconnecting_bytes as f64 / N as f64,
+        connected_bytes as f64 / n as f64,
+        allocs_made as f64 / n as f64,
+        reconnecting_bytes as f64 / n as f64,
         before - before_server,
     );
     println!(
-        "inline token bytes per session: 3 x size_of::<Token>() = {} (16 + 16 + 32 used)",
-        3 * std::mem::size_of::<Token>()
+        "  besides the {TOKEN_BYTES} token bytes used (16 + 16 + 32 + the secrets' 16-byte \
+         key, packed at their used length): {:.1} CONNECTED, {:.1} RECONNECTING",
+        connected_bytes as f64 / n as f64 - TOKEN_BYTES,
+        reconnecting_bytes as f64 / n as f64 - TOKEN_BYTES,
     );
     drop(s);
 }
@@ -328,8 +338,94 @@ fn bench_disconnect(b: &mut criterion::Bencher, ended: u64) {
     });
 }
 
+/// The registry's size against the cost of a handshake and of a resumption: `ROUNDS` of
+/// each (handshakes that stay: the registry grows by `ROUNDS`), with `idle` idle sessions
+/// registered first. No heartbeat on the server, so that the virtual time the resumptions
+/// take (about 1 s of reconnect wait each) fires nothing among the idle sessions: the
+/// workload is the same whatever `idle` is. Returns (allocations per handshake, per
+/// resumption, ns per handshake, per resumption).
+fn scale(idle: u64) -> (f64, f64, f64, f64) {
+    const ROUNDS: u64 = 1_000;
+    let cfg = MergeServerConfig {
+        max_sessions: idle as usize + ROUNDS as usize + 10,
+        session: tether::session::SessionConfig {
+            keepalive: None,
+            ..Default::default()
+        },
+        ..MergeServerConfig::default()
+    };
+    let mut s = MergeServer::new(cfg, Tokens(0));
+    for i in 1..=idle {
+        let mut c = client(i);
+        timed_handshake(Instant::ZERO, &mut c, &mut s, Link::main(i));
+    }
+    assert_eq!(s.session_count() as u64, idle);
+    let base = 10_000_000u64;
+    let mut clients: Vec<MergeClient> = (0..ROUNDS).map(|i| client(base + i)).collect();
+    let a = allocs();
+    let t = std::time::Instant::now();
+    for (i, c) in clients.iter_mut().enumerate() {
+        measured_handshake(Instant::ZERO, c, &mut s, Link::main(base + i as u64));
+    }
+    let hs_ns = t.elapsed().as_nanos() as f64 / ROUNDS as f64;
+    let hs = (allocs() - a) as f64 / ROUNDS as f64;
+    drop(clients);
+    let first = 20_000_000u64;
+    let mut c = client(first);
+    timed_handshake(Instant::ZERO, &mut c, &mut s, Link::main(first));
+    let mut now = Instant::ZERO;
+    let a = allocs();
+    let t = std::time::Instant::now();
+    for i in 0..ROUNDS {
+        now = measured_resumption(
+            now,
+            &mut c,
+            &mut s,
+            Link::main(first + i),
+            Link::main(first + i + 1),
+        );
+    }
+    let rs_ns = t.elapsed().as_nanos() as f64 / ROUNDS as f64;
+    let rs = (allocs() - a) as f64 / ROUNDS as f64;
+    assert!(connected(&c, &s, Link::main(first + ROUNDS)));
+    (hs, rs, hs_ns, rs_ns)
+}
+
+/// [`timed_handshake`] under another name, so that callgrind can collect the measured
+/// rounds of [`scale`] alone (`--toggle-collect='*measured_handshake*'`), not the
+/// handshakes that fill the registry.
+#[inline(never)]
+fn measured_handshake(now: Instant, c: &mut MergeClient, s: &mut Srv, link: Link) {
+    timed_handshake(now, c, s, link)
+}
+
+/// [`timed_resumption`] under another name (see [`measured_handshake`]).
+#[inline(never)]
+fn measured_resumption(
+    now: Instant,
+    c: &mut MergeClient,
+    s: &mut Srv,
+    old: Link,
+    new: Link,
+) -> Instant {
+    timed_resumption(now, c, s, old, new)
+}
+
+/// `TETHER_SCALE=n`: the heap per idle session with `n` registered, then handshakes and
+/// resumptions with `n` idle sessions (or, with `TETHER_SCALE_ONLY=n`, only that registry,
+/// for callgrind) against an empty registry.
+fn scale_report(n: u64) {
+    if std::env::var_os("TETHER_SCALE_ONLY").is_none() {
+        idle_memory(n);
+        let (h0, r0, th0, tr0) = scale(0);
+        println!("empty registry: {h0:.2} allocations per handshake, {r0:.2} per resumption; {th0:.0} ns, {tr0:.0} ns");
+    }
+    let (h, r, th, tr) = scale(n);
+    println!("{n} idle sessions: {h:.2} allocations per handshake, {r:.2} per resumption; {th:.0} ns, {tr:.0} ns");
+}
+
 fn bench(cr: &mut Criterion) {
-    idle_memory();
+    idle_memory(10_000);
     count_allocations();
     let mut g = cr.benchmark_group("merge");
     g.bench_function("handshake", |b| bench_handshake(b, 0));
@@ -387,6 +483,12 @@ fn callgrind() {
 }
 
 fn main() {
+    if let Some(n) = std::env::var("TETHER_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return scale_report(n);
+    }
     if std::env::var_os("TETHER_CALLGRIND").is_some() {
         return callgrind();
     }

@@ -161,6 +161,78 @@ impl<F: FnMut() -> Token> TokenSource for F {
     }
 }
 
+/// Up to four tokens, each optional, stored at their used length: inline while their
+/// lengths add up to at most [`TokenPack::INLINE`] bytes (a 16-byte local token, a 16-byte
+/// remote token, their 32-byte merge and a 16-byte key: the token-merge server's session),
+/// else in one boxed slice of exactly their length. A [`Token`] is 65 bytes inline whatever
+/// its length; a registry of idle sessions keeps its tokens in one of these instead.
+///
+/// Tokens come out as [`Token`] values ([`TokenPack::get`]), so every comparison is still
+/// [`Token`]'s constant-time one. `Debug` prints only the lengths.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum TokenPack {
+    /// The lengths (0: absent; a token is never empty) and the bytes, one token after the
+    /// other, zero-padded.
+    Inline([u8; 4], [u8; TokenPack::INLINE]),
+    /// The lengths and exactly the bytes.
+    Boxed([u8; 4], alloc::boxed::Box<[u8]>),
+}
+
+impl TokenPack {
+    /// The bytes held inline.
+    pub const INLINE: usize = 80;
+
+    /// The tokens given, in order (`None`: absent).
+    pub fn new(tokens: [Option<&Token>; 4]) -> TokenPack {
+        // A token is 1 to 64 bytes: its length fits a u8.
+        let lens = tokens.map(|t| t.map_or(0, |t| t.len));
+        let total: usize = lens.iter().map(|&l| usize::from(l)).sum();
+        let bytes = tokens
+            .iter()
+            .flatten()
+            .flat_map(|t| t.as_bytes().iter().copied());
+        if total <= Self::INLINE {
+            let mut buf = [0u8; Self::INLINE];
+            for (d, s) in buf.iter_mut().zip(bytes) {
+                *d = s;
+            }
+            TokenPack::Inline(lens, buf)
+        } else {
+            TokenPack::Boxed(lens, bytes.collect())
+        }
+    }
+
+    /// Token `i` (0 to 3), if present.
+    pub fn get(&self, i: usize) -> Option<Token> {
+        let (lens, bytes): (&[u8; 4], &[u8]) = match self {
+            TokenPack::Inline(l, b) => (l, b),
+            TokenPack::Boxed(l, b) => (l, b),
+        };
+        let start: usize = lens.get(..i)?.iter().map(|&l| usize::from(l)).sum();
+        let len = usize::from(*lens.get(i)?);
+        if len == 0 {
+            return None;
+        }
+        Token::new(bytes.get(start..start + len)?).ok()
+    }
+
+    /// Bytes on the heap (none while inline).
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            TokenPack::Inline(..) => 0,
+            TokenPack::Boxed(_, b) => b.len(),
+        }
+    }
+}
+
+impl fmt::Debug for TokenPack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (TokenPack::Inline(lens, _) | TokenPack::Boxed(lens, _)) = self;
+        write!(f, "TokenPack({lens:?} bytes)")
+    }
+}
+
 #[cfg(feature = "arbitrary")]
 impl<'a> arbitrary::Arbitrary<'a> for Token {
     fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
@@ -195,6 +267,33 @@ mod tests {
         let m = a.merge(&b);
         assert_eq!(m.len(), 64);
         assert_eq!(&m.as_bytes()[..32], &[b'a'; 32]);
+    }
+
+    #[test]
+    fn a_pack_keeps_its_tokens_at_their_used_length() {
+        let (a, b) = (Token::new(&[1; 16]).unwrap(), Token::new(&[2; 16]).unwrap());
+        let (m, k) = (a.merge(&b), Token::new(&[3; 16]).unwrap());
+        let p = TokenPack::new([Some(&a), Some(&b), Some(&m), Some(&k)]);
+        assert!(matches!(p, TokenPack::Inline(..)));
+        assert_eq!(
+            [p.get(0), p.get(1), p.get(2), p.get(3), p.get(4)],
+            [Some(a), Some(b), Some(m), Some(k), None]
+        );
+        let q = TokenPack::new([Some(&m), None, Some(&a), None]);
+        assert_eq!(
+            [q.get(0), q.get(1), q.get(2), q.get(3)],
+            [Some(m), None, Some(a), None]
+        );
+        // Longer tokens: exactly their bytes on the heap.
+        let (x, y) = (Token::new(&[9; 64]).unwrap(), Token::new(&[8; 40]).unwrap());
+        let r = TokenPack::new([Some(&x), Some(&y), Some(&x.merge(&y)), None]);
+        assert_eq!(r.heap_bytes(), 64 + 40 + 64);
+        assert_eq!(
+            [r.get(0), r.get(1), r.get(2), r.get(3)],
+            [Some(x), Some(y), Some(x.merge(&y)), None]
+        );
+        assert!(!alloc::format!("{r:?}").contains("9"));
+        assert!(core::mem::size_of::<TokenPack>() <= 88);
     }
 
     #[test]

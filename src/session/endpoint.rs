@@ -23,7 +23,58 @@
 use super::{SessionCore, TimerQueue};
 use crate::driver::Link;
 use crate::time::Instant;
-use alloc::collections::BTreeMap;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::hash::Hash;
+use hashbrown::HashMap;
+
+/// A hash table whose `Debug` lists its entries in key order, so that a machine's `Debug`
+/// form (which tests fingerprint states by) depends on what it holds, not on the order
+/// the table happens to keep.
+#[derive(Clone)]
+pub(crate) struct Table<K, V>(HashMap<K, V>);
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table(HashMap::default())
+    }
+}
+
+impl<K, V> core::ops::Deref for Table<K, V> {
+    type Target = HashMap<K, V>;
+    fn deref(&self) -> &HashMap<K, V> {
+        &self.0
+    }
+}
+
+impl<K, V> core::ops::DerefMut for Table<K, V> {
+    fn deref_mut(&mut self) -> &mut HashMap<K, V> {
+        &mut self.0
+    }
+}
+
+impl<K: Hash + Eq, V> Table<K, V> {
+    /// Removes `key`'s entry; a table left under a quarter full gives back half its room
+    /// (a table never shrinks by itself: a registry that once held a million transports
+    /// would keep their room forever). Amortised: the next shrink needs as many removals
+    /// again.
+    pub fn take(&mut self, key: &K) -> Option<V> {
+        let v = self.0.remove(key)?;
+        let cap = self.0.capacity();
+        if cap > 64 && self.0.len() < cap / 4 {
+            self.0.shrink_to(cap / 2);
+        }
+        Some(v)
+    }
+}
+
+impl<K: Ord + core::fmt::Debug, V: core::fmt::Debug> core::fmt::Debug for Table<K, V> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut all: Vec<(&K, &V)> = self.0.iter().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        f.debug_map().entries(all).finish()
+    }
+}
 
 /// A session's named deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,9 +129,15 @@ pub(crate) enum Refusal {
 
 /// Transports, sessions and their timers. See the [module docs](self).
 #[derive(Debug, Clone)]
-pub(crate) struct Endpoint<K, L, S> {
-    routes: BTreeMap<u64, Route<K, L>>,
-    sessions: BTreeMap<K, Slot<S>>,
+pub(crate) struct Endpoint<K: Ord, L, S> {
+    /// Hash tables, not ordered maps: a lookup costs the same with 10 entries or a
+    /// million (a B-tree's grows with its depth, and a handshake makes a few dozen), and
+    /// nothing iterates the routes. [`Endpoint::sessions`] sorts what it lists, so that no
+    /// output depends on the table's order.
+    routes: Table<u64, Route<K, L>>,
+    /// Boxed: a table is between 44 and 87 % full, so a slot stored in it would cost up
+    /// to twice its size; a box costs its size and the table a 16-byte entry.
+    sessions: Table<K, Box<Slot<S>>>,
     timers: TimerQueue<Timer<K>>,
     pending: usize,
     max_pending: usize,
@@ -88,12 +145,12 @@ pub(crate) struct Endpoint<K, L, S> {
     stale: u64,
 }
 
-impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
+impl<K: Ord + Copy + Hash, L, S> Endpoint<K, L, S> {
     /// No transport, no session; at most `max_pending` handshakes at once.
     pub fn new(max_pending: usize) -> Self {
         Endpoint {
-            routes: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            routes: Table::default(),
+            sessions: Table::default(),
             timers: TimerQueue::new(),
             pending: 0,
             max_pending,
@@ -151,7 +208,7 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
     /// Forgets a transport (closed, refused or replaced): pending or not, and detached from
     /// its session if it was the session's.
     pub fn close(&mut self, link_id: u64) -> Option<Route<K, L>> {
-        let r = self.routes.remove(&link_id)?;
+        let r = self.routes.take(&link_id)?;
         match r.session {
             None => {
                 self.pending -= 1;
@@ -176,18 +233,18 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
     pub fn insert(&mut self, key: K, core: SessionCore, state: S) {
         self.sessions.insert(
             key,
-            Slot {
+            Box::new(Slot {
                 link: None,
                 core,
                 state,
-            },
+            }),
         );
     }
 
     /// Removes a session, its timers, and the route of its transport (returned in the
     /// slot's `link` for the caller to close).
     pub fn remove(&mut self, key: K) -> Option<Slot<S>> {
-        let s = self.sessions.remove(&key)?;
+        let s = *self.sessions.take(&key)?;
         for t in [
             SessionTimer::Expire,
             SessionTimer::Live,
@@ -196,7 +253,7 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
             self.timers.stop(Timer::Session(key, t));
         }
         if let Some(l) = s.link {
-            self.routes.remove(&l.id);
+            self.routes.take(&l.id);
         }
         Some(s)
     }
@@ -207,7 +264,7 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
     pub fn attach(&mut self, key: K, link: Link) {
         let old = self.sessions.get(&key).and_then(|s| s.link);
         if let Some(o) = old.filter(|o| *o != link) {
-            self.routes.remove(&o.id);
+            self.routes.take(&o.id);
         }
         if let Some(r) = self.routes.get_mut(&link.id) {
             if r.session.is_none() {
@@ -234,12 +291,12 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
 
     /// A session, if known.
     pub fn get(&self, key: K) -> Option<&Slot<S>> {
-        self.sessions.get(&key)
+        self.sessions.get(&key).map(|s| &**s)
     }
 
     /// A session, mutably.
     pub fn get_mut(&mut self, key: K) -> Option<&mut Slot<S>> {
-        self.sessions.get_mut(&key)
+        self.sessions.get_mut(&key).map(|s| &mut **s)
     }
 
     /// Whether `key` names a session.
@@ -247,9 +304,11 @@ impl<K: Ord + Copy, L, S> Endpoint<K, L, S> {
         self.sessions.contains_key(&key)
     }
 
-    /// Every session, by key.
+    /// Every session, in key order.
     pub fn sessions(&self) -> impl Iterator<Item = (K, &Slot<S>)> + '_ {
-        self.sessions.iter().map(|(k, s)| (*k, s))
+        let mut all: Vec<(K, &Slot<S>)> = self.sessions.iter().map(|(k, s)| (*k, &**s)).collect();
+        all.sort_unstable_by_key(|e| e.0);
+        all.into_iter()
     }
 
     /// Sessions held.

@@ -54,7 +54,9 @@ pub struct FrameDecoder {
     /// are sliced straight out of it.
     input: Bytes,
     max_frame: usize,
-    failed: Option<DecodeError>,
+    /// The sticky failure: the length announced and the maximum then (both under 2^32,
+    /// as a length prefix is), kept compact because every open link has a decoder.
+    failed: Option<(u32, u32)>,
 }
 
 impl FrameDecoder {
@@ -135,8 +137,8 @@ impl FrameDecoder {
     /// The next complete frame's payload, `Ok(None)` if more bytes are needed, or the
     /// (sticky) error of an oversized length prefix.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, DecodeError> {
-        if let Some(err) = self.failed {
-            return Err(err);
+        if let Some((len, max)) = self.failed {
+            return Err(oversized(len as usize, max as usize));
         }
         if self.buf.is_empty() {
             return self.frame_from_input();
@@ -203,12 +205,9 @@ impl FrameDecoder {
     fn check_len(&mut self, header: [u8; FRAME_HEADER_LEN]) -> Result<usize, DecodeError> {
         let len = u32::from_be_bytes(header) as usize;
         if len > self.max_frame {
-            let err = DecodeError::Oversized {
-                field: "frame length",
-                len,
-                max: self.max_frame,
-            };
-            self.failed = Some(err);
+            let err = oversized(len, self.max_frame);
+            // Both fit: `len` came from a u32, and `max_frame` is below it.
+            self.failed = Some((len as u32, self.max_frame as u32));
             self.buf = BytesMut::new();
             self.input = Bytes::new();
             return Err(err);
@@ -222,6 +221,15 @@ impl FrameDecoder {
         self.buf = BytesMut::new();
         self.input = Bytes::new();
         self.failed = None;
+    }
+}
+
+/// The error of a length prefix over the maximum.
+fn oversized(len: usize, max: usize) -> DecodeError {
+    DecodeError::Oversized {
+        field: "frame length",
+        len,
+        max,
     }
 }
 

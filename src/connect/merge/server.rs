@@ -21,10 +21,10 @@ use super::index::{self, SecretKey, TokenKey};
 use super::node::{Node, NodeView, Status, Step};
 use super::{Encoding, EndReason, MergeError, MergeServerConfig, Outcome};
 use crate::driver::{earliest, Channel, Input, Link, Machine, Outbox, Output};
-use crate::session::endpoint::{Endpoint, SessionTimer, Timer};
+use crate::session::endpoint::{Endpoint, SessionTimer, Table, Timer};
 use crate::session::{AckFault, Event, SessionCore, Verdict};
 use crate::time::Instant;
-use crate::token::{Token, TokenSource};
+use crate::token::{Token, TokenPack, TokenSource};
 use crate::wire::{FailReason, Message};
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
@@ -69,19 +69,25 @@ pub enum MergeServerNotice {
     },
 }
 
-/// A transport as the registry reads it: its reader and, while it is in its handshake, the
-/// temporary node (SERVER2) the handshake runs on.
+/// A transport as the registry reads it. The temporary node (SERVER2) of a transport in
+/// its handshake is kept apart ([`MergeServer::handshakes`]), so that an admitted
+/// transport's route holds no empty node.
 #[derive(Debug, Clone)]
 struct LinkState {
     reader: LinkReader,
-    handshake: Option<Node>,
 }
 
 /// What a session holds beyond the shared session core: its node (SERVER1) and, in
 /// tether's encoding, what its resumption secrets derive from.
+///
+/// The node's tokens (local, remote, merged) and the secrets' key are packed at their used
+/// length ([`TokenPack`]: inline for the usual 16 + 16 + 32 + 16 bytes) rather than kept as
+/// four 65-byte [`Token`]s: an idle session is mostly this record.
 #[derive(Debug, Clone)]
 struct Session {
-    node: Node,
+    status: Status,
+    /// Local, remote, merged, and the secrets' key (tether's encoding).
+    tokens: TokenPack,
     /// `None` in dop's encoding, which has no message to change the merged token: there it
     /// is the only secret.
     secrets: Option<Secrets>,
@@ -91,11 +97,11 @@ struct Session {
 /// from one key drawn for the session ([`SecretKey`]). A fresh generation is offered with
 /// every confirmation (the first connect, every resumption); a RESUME presenting one older
 /// than `oldest` is a replay and is refused as ended.
+///
+/// The session's key itself (snapshots carry it: another process derives nothing from its
+/// own master key for a session it did not make) is in the session's [`TokenPack`].
 #[derive(Debug, Clone, Copy)]
 struct Secrets {
-    /// The session's key (snapshots carry it: another process derives nothing from its
-    /// own master key for a session it did not make).
-    root: Token,
     key: SecretKey,
     /// The oldest generation that still resumes: the newest the client proved it holds
     /// (by presenting it, or by confirming it).
@@ -108,10 +114,9 @@ struct Secrets {
 }
 
 impl Secrets {
-    fn new(root: Token) -> Secrets {
+    fn new(root: &Token) -> Secrets {
         Secrets {
-            root,
-            key: SecretKey::from_token(&root),
+            key: SecretKey::from_token(root),
             oldest: 0,
             next: 0,
             merged_resumes: true,
@@ -138,18 +143,57 @@ impl Secrets {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
     /// The keyed fingerprint of its merged token.
-    Merged,
+    Merged = 0,
     /// The locator of its secrets.
-    Locator,
+    Locator = 1,
 }
 
 impl Session {
+    /// A session holding `node` (merged), with secrets derived from `root`.
+    fn new(node: &Node, root: Option<&Token>) -> Session {
+        Session {
+            status: node.status,
+            tokens: TokenPack::new([
+                Some(&node.local),
+                node.remote.as_ref(),
+                node.merged.as_ref(),
+                root,
+            ]),
+            secrets: root.map(Secrets::new),
+        }
+    }
+
+    /// The node, its tokens unpacked.
+    fn node(&self) -> Node {
+        Node {
+            status: self.status,
+            // Always present: packed from a node's own token.
+            local: self.tokens.get(0).unwrap_or(Token::from_array([0])),
+            remote: self.tokens.get(1),
+            merged: self.tokens.get(2),
+        }
+    }
+
+    /// The merged token (every session has one).
+    fn merged(&self) -> Option<Token> {
+        self.tokens.get(2)
+    }
+
+    /// The secrets' key (tether's encoding).
+    fn root(&self) -> Option<Token> {
+        self.tokens.get(3)
+    }
+
+    /// Fires `step` through the transition table (see [`Node::apply`]).
+    fn apply(&mut self, step: Step) -> Result<(), crate::tables::NoTransition<Status, Step>> {
+        self.status = crate::tables::fire(super::TRANSITIONS, self.status, step)?;
+        Ok(())
+    }
+
     /// The session's index entries.
     fn entries(&self, key: &TokenKey) -> impl Iterator<Item = (u64, Role)> {
         [
-            self.node
-                .merged
-                .map(|m| (key.fingerprint(&m), Role::Merged)),
+            self.merged().map(|m| (key.fingerprint(&m), Role::Merged)),
             self.secrets.map(|k| (k.key.locator(), Role::Locator)),
         ]
         .into_iter()
@@ -218,9 +262,15 @@ pub struct MergeServer<S> {
     tokens: S,
     /// Transports, sessions, their cores and every handshake, expiry and liveness timer.
     endpoint: Endpoint<SessionId, LinkState, Session>,
+    /// The temporary node of every transport in its handshake, by link id: exactly the
+    /// endpoint's pending routes (a table that keeps its room, so a handshake allocates
+    /// nothing here in the steady state).
+    handshakes: Table<u64, Node>,
     /// Every session by the keyed fingerprint of its merged token, and by the locator of
     /// its secrets.
-    by_token: BTreeSet<(u64, SessionId, Role)>,
+    /// One set per [`Role`] (indexed by it), of 16-byte entries: every session has one
+    /// entry in each (tether's encoding).
+    by_token: [BTreeSet<(u64, SessionId)>; 2],
     /// The key of every fingerprint, from the token drawn at creation.
     key: TokenKey,
     /// The key new sessions' secrets keys derive from, from the same token.
@@ -244,10 +294,11 @@ impl<S: TokenSource> MergeServer<S> {
         MergeServer {
             master,
             endpoint: Endpoint::new(cfg.max_pending),
+            handshakes: Table::default(),
             ended: EndedSet::new(cfg.max_sessions),
             cfg,
             tokens,
-            by_token: BTreeSet::new(),
+            by_token: [BTreeSet::new(), BTreeSet::new()],
             key,
             next_id: 1,
             outbox: Outbox::new(),
@@ -257,13 +308,13 @@ impl<S: TokenSource> MergeServer<S> {
 
     /// A session as the token-merge state tables show it.
     pub fn session(&self, id: SessionId) -> Option<NodeView> {
-        self.endpoint.get(id).map(|s| s.state.node.view(s.link))
+        self.endpoint.get(id).map(|s| s.state.node().view(s.link))
     }
 
     /// The temporary node of a transport still in handshake.
     pub fn pending(&self, link_id: u64) -> Option<NodeView> {
         let r = self.endpoint.peek(link_id)?;
-        r.state.handshake.map(|n| n.view(Some(r.link)))
+        self.handshakes.get(&link_id).map(|n| n.view(Some(r.link)))
     }
 
     /// The session that holds a transport.
@@ -306,7 +357,7 @@ impl<S: TokenSource> MergeServer<S> {
         let connected = self
             .endpoint
             .get(id)
-            .is_some_and(|s| s.link.is_some() && s.state.node.status == Status::Connected);
+            .is_some_and(|s| s.link.is_some() && s.state.status == Status::Connected);
         if !connected {
             return;
         }
@@ -361,9 +412,8 @@ impl<S: TokenSource> MergeServer<S> {
 
     /// The sessions filed under `value` as `role`.
     fn candidates(&self, value: u64, role: Role) -> impl Iterator<Item = SessionId> + '_ {
-        self.by_token
-            .range((value, SessionId(0), role)..=(value, SessionId(u64::MAX), role))
-            .filter(move |e| e.2 == role)
+        self.by_token[role as usize]
+            .range((value, SessionId(0))..=(value, SessionId(u64::MAX)))
             .map(|e| e.1)
     }
 
@@ -372,7 +422,7 @@ impl<S: TokenSource> MergeServer<S> {
     fn find(&self, m: &Token) -> Option<SessionId> {
         let mut found = None;
         for id in self.candidates(self.key.fingerprint(m), Role::Merged) {
-            let merged = self.endpoint.get(id).and_then(|s| s.state.node.merged);
+            let merged = self.endpoint.get(id).and_then(|s| s.state.merged());
             if merged.is_some_and(|t| t == *m) {
                 found = Some(id);
             }
@@ -420,7 +470,7 @@ impl<S: TokenSource> MergeServer<S> {
     fn index(&mut self, id: SessionId) {
         if let Some(s) = self.endpoint.get(id) {
             for (value, role) in s.state.entries(&self.key) {
-                self.by_token.insert((value, id, role));
+                self.by_token[role as usize].insert((value, id));
             }
         }
     }
@@ -429,7 +479,7 @@ impl<S: TokenSource> MergeServer<S> {
     fn unindex(&mut self, id: SessionId) {
         if let Some(s) = self.endpoint.get(id) {
             for (value, role) in s.state.entries(&self.key) {
-                self.by_token.remove(&(value, id, role));
+                self.by_token[role as usize].remove(&(value, id));
             }
         }
     }
@@ -437,8 +487,8 @@ impl<S: TokenSource> MergeServer<S> {
     /// A new session's secrets, keyed from the master key and its merged token: tether's
     /// encoding only (`None` in dop's, which has no message to carry a secret). Derived, not
     /// drawn: the caller's source gives one token per transport, as it always did.
-    fn fresh_secrets(&self, merged: &Token) -> Option<Secrets> {
-        (self.cfg.encoding == Encoding::Tether).then(|| Secrets::new(self.master.derive(merged)))
+    fn fresh_secrets(&self, merged: &Token) -> Option<Token> {
+        (self.cfg.encoding == Encoding::Tether).then(|| self.master.derive(merged))
     }
 
     fn on_opened(&mut self, link: Link) -> Result<(), MergeError> {
@@ -473,11 +523,12 @@ impl<S: TokenSource> MergeServer<S> {
                 self.cfg.encoding,
                 self.cfg.max_message.min(crate::wire::HANDSHAKE_MAX_FRAME),
             ),
-            handshake: Some(Node::new(local)),
         };
         let deadline = self.now + self.cfg.handshake_timeout;
         // Cannot fail: the id is new and the bound was checked above.
-        let _ = self.endpoint.open(link, state, Some(deadline));
+        if self.endpoint.open(link, state, Some(deadline)).is_ok() {
+            self.handshakes.insert(link.id, Node::new(local));
+        }
         Ok(())
     }
 
@@ -530,7 +581,7 @@ impl<S: TokenSource> MergeServer<S> {
             .peek(link.id)
             .is_some_and(|r| r.session.is_none())
         {
-            self.endpoint.close(link.id);
+            self.close_route(link.id);
         }
         codec::send_failed(&mut self.outbox, self.cfg.encoding, link, reason);
         self.outbox.close(link);
@@ -540,9 +591,13 @@ impl<S: TokenSource> MergeServer<S> {
 
     /// The temporary node of a pending transport.
     fn handshake_mut(&mut self, link: Link) -> Option<&mut Node> {
-        self.endpoint
-            .peek_mut(link.id)
-            .and_then(|r| r.state.handshake.as_mut())
+        self.handshakes.get_mut(&link.id)
+    }
+
+    /// Forgets a transport (and its temporary node, if it was in its handshake).
+    fn close_route(&mut self, link_id: u64) {
+        self.endpoint.close(link_id);
+        self.handshakes.take(&link_id);
     }
 
     fn on_pending_item(&mut self, link: Link, item: Incoming) {
@@ -583,7 +638,7 @@ impl<S: TokenSource> MergeServer<S> {
             (Status::Preconnected, Incoming::Token(_)) => self.refuse(link, FailReason::WrongToken),
             (_, Incoming::Failed(reason)) => {
                 // The client gave up on this transport; it closes it.
-                self.endpoint.close(link.id);
+                self.close_route(link.id);
                 self.outbox.close(link);
                 self.outbox
                     .event(Event::Notice(MergeServerNotice::Refused { link, reason }));
@@ -638,7 +693,7 @@ impl<S: TokenSource> MergeServer<S> {
         let Some(s) = self.endpoint.get_mut(id) else {
             return;
         };
-        if s.state.node.apply(Step::Resumed).is_err() {
+        if s.state.apply(Step::Resumed).is_err() {
             return self.refuse(link, FailReason::NotResumable);
         }
         let offer = s.state.secrets.as_mut().map(|k| {
@@ -649,8 +704,8 @@ impl<S: TokenSource> MergeServer<S> {
             k.offer()
         });
         self.endpoint.attach(id, link);
+        self.handshakes.take(&link.id);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
-            r.state.handshake = None;
             // Admitted: the link may now carry messages of any size the configuration
             // allows (before, handshake-sized ones only).
             r.state.reader.set_max(self.cfg.max_message);
@@ -695,21 +750,22 @@ impl<S: TokenSource> MergeServer<S> {
         if node.apply(Step::Confirmed).is_err() {
             return self.refuse(link, FailReason::UnexpectedMessage);
         }
-        let mut secrets = self.fresh_secrets(&merged);
+        let root = self.fresh_secrets(&merged);
+        let mut session = Session::new(&node, root.as_ref());
         let id = SessionId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
-        if let Some(offer) = secrets.as_mut().map(Secrets::offer) {
+        if let Some(offer) = session.secrets.as_mut().map(Secrets::offer) {
             // The first secret: until the client confirms it, the merged token still
             // resumes (a cut may come before the offer arrives).
             codec::send_secret(&mut self.outbox, self.cfg.encoding, link, &offer);
         }
         let mut core = self.new_core();
         let _ = core.link_up(&mut self.outbox, link, false, true, self.now);
-        self.endpoint.insert(id, core, Session { node, secrets });
+        self.endpoint.insert(id, core, session);
         self.index(id);
         self.endpoint.attach(id, link);
+        self.handshakes.take(&link.id);
         if let Some(r) = self.endpoint.peek_mut(link.id) {
-            r.state.handshake = None;
             // Admitted: the link may now carry messages of any size the configuration
             // allows (before, handshake-sized ones only).
             r.state.reader.set_max(self.cfg.max_message);
@@ -722,7 +778,7 @@ impl<S: TokenSource> MergeServer<S> {
     }
 
     fn on_session_item(&mut self, id: SessionId, item: Incoming, len: usize) {
-        let Some(merged) = self.endpoint.get(id).and_then(|s| s.state.node.merged) else {
+        let Some(merged) = self.endpoint.get(id).and_then(|s| s.state.merged()) else {
             return;
         };
         let item = match item {
@@ -827,12 +883,12 @@ impl<S: TokenSource> MergeServer<S> {
     /// CONNECTED -> RECONNECTING: the transport is forgotten and the grace period starts.
     fn lose(&mut self, id: SessionId) {
         if let Some(link) = self.endpoint.get(id).and_then(|s| s.link) {
-            self.endpoint.close(link.id);
+            self.close_route(link.id);
         }
         let Some(s) = self.endpoint.get_mut(id) else {
             return;
         };
-        if s.state.node.apply(Step::TransportLost).is_err() {
+        if s.state.apply(Step::TransportLost).is_err() {
             // A session the table cannot move waits for nothing: it is forgotten.
             return self.end(id, EndReason::Expired);
         }
@@ -859,7 +915,7 @@ impl<S: TokenSource> MergeServer<S> {
             EndReason::PeerDisconnect => Some(EndedBy::Peer),
             _ => None,
         };
-        if let (Some(by), Some(merged)) = (by, s.state.node.merged) {
+        if let (Some(by), Some(merged)) = (by, s.state.merged()) {
             // The merged token, and the locator that every secret of the session carries.
             let locator = s
                 .state
@@ -929,9 +985,9 @@ impl<S: TokenSource> MergeServer<S> {
             .endpoint
             .get_mut(session)
             .ok_or(MergeError::UnknownSession(session))?;
-        codec::check_app(enc, message, s.state.node.merged.as_ref())?;
+        codec::check_app(enc, message, s.state.merged().as_ref())?;
         let payload: Bytes = super::client::encode(&mut self.outbox, enc, message);
-        let link = s.link.filter(|_| s.state.node.status == Status::Connected);
+        let link = s.link.filter(|_| s.state.status == Status::Connected);
         s.core
             .send(&mut self.outbox, link, payload, now)
             .map_err(|_| MergeError::QueueFull { max })
@@ -948,7 +1004,7 @@ impl<S: TokenSource> MergeServer<S> {
                     .get(session)
                     .ok_or(MergeError::UnknownSession(session))?;
                 if let (Status::Connected, Some(link), Some(m)) =
-                    (s.state.node.status, s.link, s.state.node.merged)
+                    (s.state.status, s.link, s.state.merged())
                 {
                     codec::send_disconnect(&mut self.outbox, self.cfg.encoding, link, &m);
                 }
@@ -975,7 +1031,7 @@ impl<S: TokenSource> Machine for MergeServer<S> {
             Input::Received(link, bytes) => self.on_received(link, bytes),
             Input::Closed(link) => match self.endpoint.route(link).map(|r| r.session) {
                 Some(None) => {
-                    self.endpoint.close(link.id);
+                    self.close_route(link.id);
                 }
                 Some(Some(id)) => self.lose(id),
                 None => {} // counted stale by the endpoint

@@ -14,8 +14,9 @@ impl<S: TokenSource> MergeServer<S> {
     /// The snapshot holds the session's secret tokens: store and move it securely.
     pub fn export_session(&self, now: Instant, id: SessionId) -> Option<MergeSessionSnapshot> {
         let s = self.endpoint.get(id)?;
-        let merged = s.state.node.merged?;
-        let status = match s.state.node.status {
+        let node = s.state.node();
+        let merged = node.merged?;
+        let status = match node.status {
             Status::Connected if s.link.is_some() => Status::Connected,
             _ => Status::Reconnecting,
         };
@@ -32,15 +33,19 @@ impl<S: TokenSource> MergeServer<S> {
         let (acked, received, queue) = s.core.snapshot();
         Some(MergeSessionSnapshot {
             status,
-            local: s.state.node.local,
-            remote: s.state.node.remote,
+            local: node.local,
+            remote: node.remote,
             merged,
-            secrets: s.state.secrets.map(|k| MergeSecrets {
-                key: k.root,
-                oldest: k.oldest,
-                next: k.next,
-                merged_resumes: k.merged_resumes,
-            }),
+            secrets: s
+                .state
+                .secrets
+                .zip(s.state.root())
+                .map(|(k, key)| MergeSecrets {
+                    key,
+                    oldest: k.oldest,
+                    next: k.next,
+                    merged_resumes: k.merged_resumes,
+                }),
             queue,
             acked,
             received,
@@ -85,7 +90,6 @@ impl<S: TokenSource> MergeServer<S> {
             return Err(ImportError::Full);
         }
         let secrets = snap.secrets.map(|k| Secrets {
-            root: k.key,
             key: SecretKey::from_token(&k.key),
             oldest: k.oldest,
             next: k.next,
@@ -113,7 +117,7 @@ impl<S: TokenSource> MergeServer<S> {
         if codec::check_local(self.cfg.encoding, &snap.local).is_err()
             || codec::check_local(self.cfg.encoding, &snap.merged).is_err()
             || secrets.is_some() != (self.cfg.encoding == Encoding::Tether)
-            || secrets.is_some_and(|k| !k.root.is_secure())
+            || snap.secrets.is_some_and(|k| !k.key.is_secure())
         {
             return Err(ImportError::BadToken);
         }
@@ -126,12 +130,13 @@ impl<S: TokenSource> MergeServer<S> {
             id,
             core,
             Session {
-                node: Node {
-                    status: Status::Reconnecting,
-                    local: snap.local,
-                    remote: snap.remote,
-                    merged: Some(snap.merged),
-                },
+                status: Status::Reconnecting,
+                tokens: TokenPack::new([
+                    Some(&snap.local),
+                    snap.remote.as_ref(),
+                    Some(&snap.merged),
+                    snap.secrets.as_ref().map(|k| &k.key),
+                ]),
                 secrets,
             },
         );
