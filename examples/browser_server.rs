@@ -306,12 +306,21 @@ async fn main() {
             Phase::First => BEFORE_CUT,
             _ => BEFORE_CUT + WHILE_DOWN,
         };
-        let through = server.with_machine(through(&glue, wanted)).await == Ok(true);
-        // The machine may be ahead of the events read so far: those it emitted before that
-        // reading are in the channel already. Take them, so that the glue is not behind.
-        while let Some(event) = events.try_recv() {
-            glue.see(&event);
-        }
+        // The machine may be ahead of the events read so far: those it emitted before a
+        // reading are in the channel already. Take them, and read again with the glue up
+        // to date, until a reading finds no event it has not seen (else the last events
+        // could be taken here, after a reading that did not count them, and none follow).
+        let through = loop {
+            let through = server.with_machine(through(&glue, wanted)).await == Ok(true);
+            let mut more = false;
+            while let Some(event) = events.try_recv() {
+                glue.see(&event);
+                more = true;
+            }
+            if !more {
+                break through;
+            }
+        };
         match glue.phase {
             Phase::First if through => {
                 eprintln!("browser_server: first sync through; killing the client's socket");
