@@ -4,142 +4,18 @@
 //! they do not creep back. Deterministic: this binary's only test, so nothing else
 //! allocates while it counts.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use tether::connect::merge::{
-    MergeClient, MergeClientConfig, MergeServer, MergeServerConfig, Status, TokenSource,
-};
-use tether::{Channel, Input, Instant, Link, Machine, Output, Token};
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static LIVE: AtomicI64 = AtomicI64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-        LIVE.fetch_add(layout.size() as i64, Ordering::SeqCst);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as i64, Ordering::SeqCst);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::SeqCst);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+// The counting allocator and the in-memory pair are the merge bench's own, so that the
+// figures pinned here are the ones it prints.
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::alloc::{allocs, live, Counting};
+use support::merge_pair::timed_resumption as resumption;
+use support::merge_pair::{client, connected, timed_handshake as handshake, Tokens};
+use tether::connect::merge::{MergeServer, MergeServerConfig};
+use tether::{Input, Instant, Link, Machine, Output};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.load(Ordering::SeqCst)
-}
-
-fn live() -> i64 {
-    LIVE.load(Ordering::SeqCst)
-}
-
-/// 16-byte tokens, distinct, as a CSPRNG would give.
-struct Tokens(u64);
-impl TokenSource for Tokens {
-    fn next_token(&mut self) -> Token {
-        self.0 += 1;
-        token(b'S', self.0)
-    }
-}
-
-fn token(fill: u8, n: u64) -> Token {
-    let mut b = [fill; 16];
-    b[8..].copy_from_slice(&n.to_be_bytes());
-    Token::new(&b).unwrap()
-}
-
-type Srv = MergeServer<Tokens>;
-
-fn client(n: u64) -> MergeClient {
-    let mut c =
-        MergeClient::new(Instant::ZERO, MergeClientConfig::default(), token(b'C', n)).unwrap();
-    assert_eq!(c.poll_output(), Output::Open(Channel::Main));
-    c
-}
-
-/// Moves every `Transmit` of each side to the other until both are quiet.
-fn shuttle(now: Instant, c: &mut MergeClient, s: &mut Srv) {
-    loop {
-        let mut moved = false;
-        loop {
-            match c.poll_output() {
-                Output::Transmit(t) => {
-                    s.handle_input(now, Input::Received(t.link, t.payload))
-                        .unwrap();
-                    moved = true;
-                }
-                Output::Wait(_) => break,
-                _ => {}
-            }
-        }
-        loop {
-            match s.poll_output() {
-                Output::Transmit(t) => {
-                    c.handle_input(now, Input::Received(t.link, t.payload))
-                        .unwrap();
-                    moved = true;
-                }
-                Output::Wait(_) => break,
-                _ => {}
-            }
-        }
-        if !moved {
-            return;
-        }
-    }
-}
-
-fn handshake(now: Instant, c: &mut MergeClient, s: &mut Srv, link: Link) {
-    c.handle_input(now, Input::Opened(link)).unwrap();
-    s.handle_input(now, Input::Opened(link)).unwrap();
-    shuttle(now, c, s);
-}
-
-fn resumption(mut now: Instant, c: &mut MergeClient, s: &mut Srv, old: Link, new: Link) -> Instant {
-    c.handle_input(now, Input::Closed(old)).unwrap();
-    s.handle_input(now, Input::Closed(old)).unwrap();
-    while !matches!(s.poll_output(), Output::Wait(_)) {}
-    loop {
-        if let Output::Wait(at) = c.poll_output() {
-            now = at.unwrap();
-            break;
-        }
-    }
-    c.handle_input(now, Input::Timeout).unwrap();
-    loop {
-        match c.poll_output() {
-            Output::Open(Channel::Main) => break,
-            Output::Wait(_) => panic!("the client did not ask for a transport"),
-            _ => {}
-        }
-    }
-    c.handle_input(now, Input::Opened(new)).unwrap();
-    s.handle_input(now, Input::Opened(new)).unwrap();
-    shuttle(now, c, s);
-    now
-}
-
-fn connected(c: &MergeClient, s: &Srv, link: Link) -> bool {
-    c.view().status == Status::Connected
-        && s.session_of(link.id)
-            .and_then(|id| s.session(id))
-            .is_some_and(|v| v.status == Status::Connected)
-}
+static GLOBAL: Counting<true> = Counting;
 
 /// The bytes of the tokens an idle session actually uses: local 16, remote 16, merged 32,
 /// the secrets' key 16.

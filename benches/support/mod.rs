@@ -1,3 +1,4 @@
 //! What the benches share (each includes it with `mod support;`).
 
 pub mod alloc;
+pub mod merge_pair;
