@@ -440,9 +440,11 @@ where
                 self.deadline = Some(self.deadline.map_or(retry, |d| d.min(retry)));
                 return;
             }
-            for out in std::mem::take(&mut self.held) {
+            let mut round = std::mem::take(&mut self.held);
+            for out in round.drain(..) {
                 self.output(out).await;
             }
+            self.held = round; // empty, with its room kept for the next round
         }
     }
 
